@@ -1,0 +1,62 @@
+"""Codec child: mu-law 8 kHz <-> PCM, with streaming resamplers and exact 20 ms framing.
+
+Inbound: ``CallerMedia`` (mu-law) -> decode -> resample to ``INBOUND_RATE`` ->
+``CallerAudio`` to the jitter buffer. Outbound: ``AgentAudio`` (PCM at any rate) ->
+resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
+``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
+silence) are flushed, then an ``OutboundMark`` named ``u<utterance>`` follows.
+
+Fresh state on restart means resampler history is lost: at most one frame's filter
+transient (~4 ms), never a shifted or resized frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..codecs.framing import Framer
+from ..codecs.g711 import ulaw_decode, ulaw_encode
+from ..codecs.resample import StreamingResampler
+from . import messages as m
+from .runtime import Actor, ActorContext
+
+INBOUND_RATE = 16000
+TWILIO_RATE = 8000
+
+
+class Codec(Actor):
+    role = "codec"
+
+    def __init__(self, ctx: ActorContext, settings: object = None) -> None:
+        super().__init__(ctx)
+        self.inbound = StreamingResampler(TWILIO_RATE, INBOUND_RATE)
+        self.outbound: dict[int, StreamingResampler] = {}
+        self.framer = Framer()
+
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+        pcm = self.inbound.process(ulaw_decode(msg.payload))
+        self.ctx.tell("jitter", m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE))
+
+    def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
+        resampler = self.outbound.get(msg.rate)
+        if resampler is None:
+            resampler = self.outbound[msg.rate] = StreamingResampler(msg.rate, TWILIO_RATE)
+        self._emit(resampler.process(np.frombuffer(msg.pcm, dtype="<i2")))
+
+    def receiveMsg_AgentUtteranceEnd(self, msg: m.AgentUtteranceEnd) -> None:  # noqa: N802
+        for rate, resampler in self.outbound.items():
+            # Push the filter's delay line out with zeros so the utterance ends whole.
+            tail_in = math.ceil((resampler.delay_samples + 1) * rate / TWILIO_RATE)
+            self._emit(resampler.process(np.zeros(tail_in, dtype=np.int16)))
+            resampler.reset()
+        last = self.framer.flush()
+        if last is not None:
+            self.ctx.tell_parent(m.OutboundFrame(last))
+        self.ctx.tell_parent(m.OutboundMark(f"u{msg.utterance}"))
+
+    def _emit(self, pcm8k: np.ndarray) -> None:
+        if len(pcm8k):
+            for frame in self.framer.push(ulaw_encode(pcm8k)):
+                self.ctx.tell_parent(m.OutboundFrame(frame))

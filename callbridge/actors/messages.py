@@ -1,0 +1,205 @@
+"""Messages between the actors of one call.
+
+One small immutable class per intent; each docstring names sender -> receiver. Every
+message encodes to msgpack and back (``encode``/``decode``) so the same messages can
+cross a process boundary (production mode) unchanged; in-process they travel as objects.
+Audio travels as bytes: mu-law for Twilio-side frames, little-endian int16 PCM otherwise.
+
+``SYSTEM`` messages (start, stop, failures, marks) are never queued behind audio: the
+dispatcher delivers them before any pending data message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+
+class Message:
+    """Base of all actor messages. ``system`` ones jump the queue."""
+
+    system: ClassVar[bool] = False
+    __slots__ = ()
+
+
+# --- inbound audio ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallerMedia(Message):
+    """Gateway -> Codec: one Twilio media frame as received (mu-law 8 kHz)."""
+
+    chunk: int
+    timestamp: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio(Message):
+    """Codec -> JitterBuffer, then JitterBuffer -> Upstream and BargeIn: caller PCM."""
+
+    chunk: int
+    timestamp: int
+    pcm: bytes
+    rate: int
+
+
+# --- outbound audio --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio(Message):
+    """Upstream -> Codec: agent speech, int16 PCM at ``rate``, part of ``utterance``."""
+
+    utterance: int
+    pcm: bytes
+    rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUtteranceEnd(Message):
+    """Upstream -> Codec: the utterance is complete; flush and mark it."""
+
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundFrame(Message):
+    """Codec -> CallSupervisor: one 160-byte (20 ms) mu-law payload for Twilio."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMark(Message):
+    """Codec -> CallSupervisor: send a Twilio ``mark`` after the frames before it."""
+
+    name: str
+
+
+# --- control -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted(Message):
+    """CallSupervisor -> every child: the call's identity. ``generation`` counts the
+    child's restarts (0: first start)."""
+
+    system: ClassVar[bool] = True
+    call_sid: str
+    stream_sid: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallStopped(Message):
+    """CallSupervisor -> every child: the call is over; release resources."""
+
+    system: ClassVar[bool] = True
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPlayed(Message):
+    """Gateway -> CallSupervisor -> BargeIn and Upstream: Twilio echoed a mark."""
+
+    system: ClassVar[bool] = True
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived(Message):
+    """Gateway -> CallSupervisor -> Upstream: the caller pressed a key."""
+
+    system: ClassVar[bool] = True
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed(Message):
+    """Dispatcher -> CallSupervisor: a child's handler or task raised."""
+
+    system: ClassVar[bool] = True
+    role: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class InjectFault(Message):
+    """Operator (fault-injection endpoint, tests) -> any child: raise inside its handler."""
+
+    system: ClassVar[bool] = True
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineNote(Message):
+    """Any child -> CallSupervisor: record an event in the call's timeline."""
+
+    system: ClassVar[bool] = True
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    CallerMedia,
+    CallerAudio,
+    AgentAudio,
+    AgentUtteranceEnd,
+    OutboundFrame,
+    OutboundMark,
+    CallStarted,
+    CallStopped,
+    MarkPlayed,
+    DtmfReceived,
+    ChildFailed,
+    InjectFault,
+    TimelineNote,
+)
+_CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
+MAX_ENCODED_BYTES = 1 << 20
+"""Largest encoded message ``decode`` accepts (1 MiB)."""
+
+
+class MessageError(ValueError):
+    """Bytes that are not an encoded message."""
+
+
+def encode(msg: Message) -> bytes:
+    """Message -> msgpack bytes: ``[type code, *fields]``."""
+    return msgpack.packb([_CODE[type(msg)], *astuple(msg)], use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    """msgpack bytes -> Message. Raises ``MessageError`` on anything else."""
+    if len(data) > MAX_ENCODED_BYTES:
+        raise MessageError("encoded message too large")
+    try:
+        code, *fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        cls = MESSAGE_TYPES[code]
+        msg = cls(*fields)
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        raise MessageError(f"not a message: {exc}") from None
+    # msgpack gives back plain types; check them against the declared fields.
+    for name, value in zip(cls.__dataclass_fields__, fields):
+        expected = cls.__dataclass_fields__[name].type
+        if not _type_ok(value, expected):
+            raise MessageError(f"{cls.__name__}.{name}: unexpected {type(value).__name__}")
+    return msg
+
+
+_TYPE_CHECK = {"int": int, "str": str, "bytes": bytes, "bool": bool}
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if name in _TYPE_CHECK:
+        if name == "int" and isinstance(value, bool):
+            return False
+        return isinstance(value, _TYPE_CHECK[name])
+    if name.startswith("dict"):
+        return isinstance(value, dict)
+    return True

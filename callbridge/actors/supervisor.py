@@ -1,0 +1,121 @@
+"""CallSupervisor: the root actor of one call, and the only one that touches I/O.
+
+It creates the four children, forwards control (marks, DTMF, stop) to them, hands
+outbound frames and marks to the call's ``CallIO`` (the gateway's socket writer),
+records timeline notes, and restarts a failed child with fresh state.
+
+Restart policy, per role, in one place (``POLICIES``): a child may be restarted
+``max_restarts`` times within ``window_s``; past that the supervisor gives up on it:
+``end_call`` hangs the stream up cleanly (Twilio continues with the next TwiML verb),
+``run_without`` carries on without that child (only for roles the audio path does not
+need).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config import Settings
+from . import messages as m
+from .bargein import BargeIn
+from .codec import Codec
+from .jitter import JitterBuffer
+from .runtime import Actor, ActorContext
+from .upstream import Upstream
+
+
+class CallIO(Protocol):
+    """What the gateway provides to a call: the socket side and the record."""
+
+    def send_frame(self, payload: bytes) -> None: ...
+    def send_mark(self, name: str) -> None: ...
+    def end(self, reason: str) -> None: ...
+    def note(self, event: str, **data: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_restarts: int = 5
+    window_s: float = 30.0
+    on_give_up: str = "end_call"  # or "run_without"
+
+
+CHILDREN: tuple[type[Actor], ...] = (Codec, JitterBuffer, Upstream, BargeIn)
+POLICIES: dict[str, RestartPolicy] = {
+    "codec": RestartPolicy(),
+    "jitter": RestartPolicy(),
+    "upstream": RestartPolicy(),
+    "bargein": RestartPolicy(on_give_up="run_without"),
+}
+
+
+class CallSupervisor(Actor):
+    role = "supervisor"
+
+    def __init__(self, ctx: ActorContext, settings: Settings, io: CallIO, start: m.CallStarted) -> None:
+        super().__init__(ctx)
+        self.settings = settings
+        self.io = io
+        self.start = start
+        self.restarts: dict[str, deque[float]] = {c.role: deque() for c in CHILDREN}
+        self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
+        self.restart_total = 0
+
+    def started(self) -> None:
+        for cls in CHILDREN:
+            self._start_child(cls)
+
+    def _start_child(self, cls: type[Actor]) -> None:
+        self.ctx.dispatcher.add(cls, self.role, self.settings)
+        start = self.start
+        self.ctx.tell(
+            cls.role,
+            m.CallStarted(start.call_sid, start.stream_sid, start.parameters, self.generation[cls.role]),
+        )
+
+    # -- from the gateway ----------------------------------------------------------
+
+    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
+        self.io.note("mark_played", name=msg.name)
+        self.ctx.tell("bargein", msg)
+        self.ctx.tell("upstream", msg)
+
+    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
+        self.io.note("dtmf", digit=msg.digit)
+        self.ctx.tell("upstream", msg)
+
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+        for cls in CHILDREN:
+            self.ctx.tell(cls.role, msg)
+
+    # -- from the children ---------------------------------------------------------
+
+    def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:  # noqa: N802
+        self.io.send_frame(msg.payload)
+
+    def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:  # noqa: N802
+        self.io.send_mark(msg.name)
+
+    def receiveMsg_TimelineNote(self, msg: m.TimelineNote) -> None:  # noqa: N802
+        self.io.note(msg.event, **msg.data)
+
+    def receiveMsg_ChildFailed(self, msg: m.ChildFailed) -> None:  # noqa: N802
+        role = msg.role
+        policy = POLICIES[role]
+        now = self.ctx.now()
+        history = self.restarts[role]
+        while history and now - history[0] > policy.window_s:
+            history.popleft()
+        if len(history) >= policy.max_restarts:
+            self.io.note("child_gave_up", child=role, error=msg.error, policy=policy.on_give_up)
+            self.ctx.dispatcher.remove(role)
+            if policy.on_give_up == "end_call":
+                self.io.end(f"{role} failed {len(history) + 1} times in {policy.window_s:.0f} s")
+            return
+        history.append(now)
+        self.generation[role] += 1
+        self.restart_total += 1
+        self._start_child(next(c for c in CHILDREN if c.role == role))
+        self.io.note("child_restarted", child=role, error=msg.error, generation=self.generation[role])

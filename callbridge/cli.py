@@ -1,0 +1,201 @@
+"""Command line: ``serve``, ``call``, ``demo``, ``config``.
+
+    python run.py serve [--host H] [--port 8080] [--mode dev]
+    python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
+    python run.py demo  [--out-dir out]
+    python run.py config          # the configuration table (Markdown)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .config import ConfigError, Settings, settings_table
+from .gateway.app import create_app
+from .sim.caller import CallResult, SimulatedCall, WebhookRefused
+from .sim.wavio import read_wav, write_wav
+
+log = logging.getLogger("callbridge")
+
+
+def bundled_utterance() -> Path:
+    return Path(str(resources.files("callbridge") / "assets" / "caller.wav"))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class Server:
+    """The gateway on a real socket, started and stopped from one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    async def start(self) -> str:
+        self.runner = web.AppRunner(create_app(self.settings), handle_signals=False, shutdown_timeout=5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_address=True)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.port = sock.getsockname()[1]
+        return self.url
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def _serve(settings: Settings) -> None:
+    server = Server(settings)
+    url = await server.start()
+    print(f"callbridge {settings.mode} mode listening on {url}", flush=True)
+    print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("shutting down", flush=True)
+    await server.stop()
+
+
+def format_timeline(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "(no timeline: the server did not return the call)"
+    lines = [f"call {record['callSid']}  stream {record['streamSid']}  ({record.get('stop_reason', '')})"]
+    for e in record["timeline"]:
+        extra = {k: v for k, v in e.items() if k not in ("t_ms", "event")}
+        detail = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
+        lines.append(f"  {e['t_ms']:>9.1f} ms  {e['event']:<22} {detail}")
+    lines.append("  stats: " + json.dumps(record.get("stats", {})))
+    return "\n".join(lines)
+
+
+def _report(result: CallResult, out: str | None, record_both: str | None) -> None:
+    print(format_timeline(result.record))
+    heard_ms = len(result.agent_audio) // 8
+    print(
+        f"agent media messages: {len(result.media_received)}, marks echoed: {len(result.marks_echoed)}, "
+        f"clears: {len(result.clears)}, call length: {heard_ms} ms, close code: {result.close_code}"
+    )
+    if out:
+        write_wav(out, result.agent_pcm(), 8000)
+        print(f"agent audio written to {out}")
+    if record_both:
+        write_wav(record_both, result.stereo(), 8000)
+        print(f"both sides (caller left, agent right) written to {record_both}")
+
+
+async def _call(args: argparse.Namespace) -> int:
+    audio = read_wav(args.wav) if args.wav else None
+    call = SimulatedCall(
+        args.url,
+        audio=audio,
+        auth_token=args.auth_token,
+        public_url=args.public_url,
+        wait_for_greeting=not args.no_wait,
+        dtmf=args.dtmf,
+        hold_s=args.hold,
+    )
+    try:
+        result = await call.run()
+    except WebhookRefused as exc:
+        print(f"call refused: {exc}", file=sys.stderr)
+        return 1
+    _report(result, args.out, args.record)
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(port=0, mode="dev", host="127.0.0.1")
+    server = Server(settings)
+    url = await server.start()
+    print(f"callbridge dev server on {url}; placing one simulated call ...", flush=True)
+    out_dir = Path(args.out_dir)
+    try:
+        call = SimulatedCall(
+            url,
+            audio=read_wav(bundled_utterance()),
+            auth_token=settings.twilio_auth_token,
+            wait_for_greeting=True,
+            dtmf="1",
+            hold_s=1.0,
+        )
+        result = await call.run()
+    finally:
+        await server.stop()
+    _report(result, str(out_dir / "agent.wav"), str(out_dir / "call.wav"))
+    (out_dir / "timeline.json").write_text(json.dumps(result.record, indent=2))
+    print(f"timeline written to {out_dir / 'timeline.json'}")
+    return 0 if result.record and "greeting_audio" in result.timeline_events() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="callbridge: Twilio <-> voice AI")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--mode", choices=["dev", "prod"])
+    p_call = sub.add_parser("call", help="place a simulated Twilio call")
+    p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
+    p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
+    p_call.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""))
+    p_call.add_argument("--wav", help="caller audio (PCM WAV, any rate); default: silence")
+    p_call.add_argument("--out", help="write the agent's audio, as heard, to this WAV")
+    p_call.add_argument("--record", help="write both sides (stereo WAV: caller left, agent right)")
+    p_call.add_argument("--dtmf", default="", help="keys to press after the caller's audio")
+    p_call.add_argument("--hold", type=float, default=2.0, help="seconds to stay on after the last action")
+    p_call.add_argument("--no-wait", action="store_true", help="speak at once, not after the greeting")
+    p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
+    p_demo.add_argument("--out-dir", default="out")
+    sub.add_parser("config", help="print the configuration table")
+    args = parser.parse_args(argv)
+
+    if args.command == "config":
+        print(settings_table())
+        return 0
+    try:
+        if args.command == "serve":
+            settings = Settings.from_env(host=args.host, port=args.port, mode=args.mode)
+        else:
+            settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    if args.command == "serve":
+        if settings.mode == "prod":
+            print("prod mode (multi-process) is not built yet; use --mode dev", file=sys.stderr)
+            return 2
+        asyncio.run(_serve(settings))
+        return 0
+    if args.command == "call":
+        return asyncio.run(_call(args))
+    return asyncio.run(_demo(args))

@@ -1,0 +1,95 @@
+"""Configuration: environment variables, overridden by command-line flags.
+
+Every setting is listed here once, with its variable, default and meaning; the README's
+configuration table is generated from ``SETTINGS`` (``python run.py config``).
+A value that does not parse raises ``ConfigError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"env": "HOST", "doc": "Address to listen on."})
+    port: int = field(default=8080, metadata={"env": "PORT", "doc": "TCP port to listen on (0 picks a free one)."})
+    mode: str = field(default="dev", metadata={"env": "MODE", "doc": "`dev`: one process. `prod` (multi-process) is not built yet."})
+    public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
+    trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
+    twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
+    secret: str = field(default="", metadata={"env": "CALLBRIDGE_SECRET", "doc": "HMAC key for stream tokens. Unset: derived from `TWILIO_AUTH_TOKEN`, else random per process.", "secret": True})
+    stream_token_ttl_s: float = field(default=120.0, metadata={"env": "STREAM_TOKEN_TTL_S", "doc": "Seconds a stream token stays valid after the webhook answered."})
+    greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
+    tts_voice: str = field(default="en-us", metadata={"env": "TTS_VOICE", "doc": "espeak-ng voice of the embedded agent."})
+    tts_rate_wpm: int = field(default=165, metadata={"env": "TTS_RATE_WPM", "doc": "Speaking rate of the embedded voice, words per minute."})
+    outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
+    call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
+    fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (tests, chaos drills; refused in prod)."})
+    check_messages: bool = field(default=False, metadata={"env": "CHECK_MESSAGES", "doc": "Round-trip every actor message through msgpack (tests; costs CPU)."})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "Python logging level."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dev", "prod"):
+            raise ConfigError(f"MODE must be dev or prod, not {self.mode!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"PORT out of range: {self.port}")
+        if not 20 <= self.outbound_lead_ms <= 2000:
+            raise ConfigError(f"OUTBOUND_LEAD_MS must be 20..2000, not {self.outbound_lead_ms}")
+        if not 1 <= self.stream_token_ttl_s <= 3600:
+            raise ConfigError(f"STREAM_TOKEN_TTL_S must be 1..3600, not {self.stream_token_ttl_s}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
+        if self.mode == "prod" and self.fault_injection:
+            raise ConfigError("FAULT_INJECTION is refused in prod mode")
+        if self.mode == "prod" and not self.twilio_auth_token:
+            raise ConfigError("prod mode requires TWILIO_AUTH_TOKEN (signature checks)")
+
+    @property
+    def stream_secret(self) -> bytes:
+        return (self.secret or self.twilio_auth_token or _PROCESS_SECRET).encode()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read the environment, then apply non-None ``overrides`` (command-line flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _bool(raw) if f.type == "bool" else _PARSERS[f.type](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{f.metadata['env']}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+_PARSERS = {"str": str, "int": int, "float": float}
+_PROCESS_SECRET = secrets.token_hex(32)
+
+
+def settings_table() -> str:
+    """The README's configuration table, in Markdown."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = "(unset)" if f.default in ("", None) else f"`{f.default}`"
+        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)

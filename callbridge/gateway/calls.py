@@ -1,0 +1,161 @@
+"""Live calls and the record of ended ones.
+
+``Call`` binds one Media Streams socket to one actor tree: it feeds Twilio's events to
+the tree, implements ``CallIO`` for the supervisor (outbound frames and marks go to the
+socket's ``OutboundWriter``; notes go to the ``Timeline``), and keeps the call's stats.
+``CallRegistry`` holds live calls by CallSid and the last ``CALL_HISTORY`` ended ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable
+
+from ..actors import messages as m
+from ..actors.runtime import Dispatcher
+from ..actors.supervisor import CHILDREN, CallSupervisor
+from ..codecs.mediastreams import Media, Start
+from ..config import Settings
+from ..timeline import Timeline
+from .output import OutboundWriter
+
+log = logging.getLogger("callbridge.gateway")
+
+HIDDEN_PARAMETERS = ("token",)
+
+
+class Call:
+    def __init__(
+        self,
+        settings: Settings,
+        start: Start,
+        send: Callable[[str], Awaitable[None]],
+        hang_up: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.call_sid = start.call_sid
+        self.stream_sid = start.stream_sid
+        self.clock = clock
+        self.started_wall = time.time()
+        self.timeline = Timeline(clock())
+        self.state = "live"
+        self.stop_reason = ""
+        self.frames_in = 0
+        self.marks_played = 0
+        self._hang_up = hang_up
+        self.closing: asyncio.Task[Any] | None = None
+        params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
+        self.timeline.add(clock(), "started", streamSid=start.stream_sid, parameters=params)
+        self.writer = OutboundWriter(
+            send, start.stream_sid, settings.outbound_lead_ms / 1000.0, clock, self._first_frame_sent
+        )
+        self.writer_task = asyncio.get_running_loop().create_task(self.writer.run(), name=f"{self.call_sid}/writer")
+        self.dispatcher = Dispatcher(clock, settings.check_messages, name=self.call_sid)
+        self.supervisor = self.dispatcher.add(
+            CallSupervisor, None, settings, self, m.CallStarted(start.call_sid, start.stream_sid, params)
+        )
+
+    # -- from the socket -----------------------------------------------------------------
+
+    def media(self, event: Media) -> None:
+        self.frames_in += 1
+        self.dispatcher.tell("codec", m.CallerMedia(event.chunk, event.timestamp, event.payload))
+
+    def mark_played(self, name: str) -> None:
+        self.marks_played += 1
+        self.dispatcher.tell("supervisor", m.MarkPlayed(name))
+
+    def dtmf(self, digit: str) -> None:
+        self.dispatcher.tell("supervisor", m.DtmfReceived(digit))
+
+    def inject_fault(self, role: str) -> None:
+        self.dispatcher.tell(role, m.InjectFault("fault-injection endpoint"))
+
+    def stop(self, reason: str) -> None:
+        """End the call: stop the actor tree and the writer. Idempotent."""
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.stop_reason = reason
+        self.dispatcher.tell("supervisor", m.CallStopped(reason))
+        self.dispatcher.close()
+        self.writer.close()
+        self.timeline.add(self.clock(), "stopped", reason=reason)
+
+    # -- CallIO, for the supervisor ---------------------------------------------------------
+
+    def send_frame(self, payload: bytes) -> None:
+        self.writer.frame(payload)
+
+    def send_mark(self, name: str) -> None:
+        self.writer.mark(name)
+
+    def note(self, event: str, **data: Any) -> None:
+        self.timeline.add(self.clock(), event, **data)
+
+    def end(self, reason: str) -> None:
+        log.warning("call %s: ending: %s", self.call_sid, reason)
+        self._hang_up(reason)
+
+    def _first_frame_sent(self) -> None:
+        self.note("first_audio_sent")
+
+    # -- views ---------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "callSid": self.call_sid,
+            "streamSid": self.stream_sid,
+            "state": self.state,
+            "started_at": self.started_wall,
+            "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        sup = self.supervisor
+        return {
+            **self.summary(),
+            "stop_reason": self.stop_reason,
+            "stats": {
+                "frames_in": self.frames_in,
+                "frames_out": self.writer.frames_sent,
+                "frames_dropped_out": self.writer.frames_dropped,
+                "marks_sent": self.writer.marks_sent,
+                "marks_played": self.marks_played,
+                "messages_delivered": self.dispatcher.delivered,
+                "messages_dropped": self.dispatcher.dropped,
+                "restarts": {c.role: sup.generation[c.role] for c in CHILDREN},  # type: ignore[attr-defined]
+            },
+            "timeline": self.timeline.to_list(),
+            "timeline_dropped": self.timeline.dropped,
+        }
+
+
+class CallRegistry:
+    def __init__(self, history: int) -> None:
+        self.live: dict[str, Call] = {}
+        self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.history = history
+        self.total = 0
+
+    def add(self, call: Call) -> None:
+        self.live[call.call_sid] = call
+        self.total += 1
+
+    def finish(self, call: Call) -> None:
+        if self.live.get(call.call_sid) is call:
+            del self.live[call.call_sid]
+        self.ended[call.call_sid] = call.to_json()
+        self.ended.move_to_end(call.call_sid)
+        while len(self.ended) > self.history:
+            self.ended.popitem(last=False)
+
+    def get(self, call_sid: str) -> dict[str, Any] | None:
+        call = self.live.get(call_sid)
+        return call.to_json() if call is not None else self.ended.get(call_sid)
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [c.summary() for c in self.live.values()]

@@ -1,0 +1,176 @@
+"""Outbound audio to Twilio: paced, ordered, bounded.
+
+``Pacer`` is pure logic (time passed in): Twilio plays what it receives in real time, so
+we track when the audio sent so far will finish playing (``play_end``) and release the
+next 20 ms frame only while less than ``lead_s`` is buffered at Twilio. Bursty producers
+(TTS runs far ahead of real time) thus leave at a steady pace, and a later ``clear``
+discards at most ``lead_s`` of audio.
+
+``OutboundWriter`` owns one socket's send side: frames and marks in one FIFO (a mark
+leaves right after the frames queued before it), ``clear`` jumps the queue and drops
+what is pending. At most ``MAX_QUEUED_FRAMES`` (10 minutes, what Twilio itself keeps)
+are queued; beyond, the oldest are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Awaitable, Callable
+
+from ..codecs.mediastreams import clear_message, mark_message, media_message
+
+log = logging.getLogger("callbridge.gateway")
+
+FRAME_S = 0.020
+MAX_QUEUED_FRAMES = 30_000
+
+
+class Pacer:
+    __slots__ = ("lead_s", "frame_s", "play_end")
+
+    def __init__(self, lead_s: float, frame_s: float = FRAME_S) -> None:
+        self.lead_s = lead_s
+        self.frame_s = frame_s
+        self.play_end = 0.0
+
+    def next_send_at(self, now: float) -> float:
+        """Earliest time the next frame may be sent (``<= now`` means: send now)."""
+        return self.play_end - self.lead_s
+
+    def sent(self, now: float) -> None:
+        self.play_end = max(self.play_end, now) + self.frame_s
+
+    def buffered_s(self, now: float) -> float:
+        """Audio sent and not yet played, as far as we can tell."""
+        return max(0.0, self.play_end - now)
+
+    def cleared(self, now: float) -> None:
+        self.play_end = now
+
+
+_FRAME, _MARK = 0, 1
+
+
+class OutboundWriter:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        stream_sid: str,
+        lead_s: float,
+        clock: Callable[[], float],
+        on_first_frame: Callable[[], None] | None = None,
+    ) -> None:
+        self._send = send
+        self.stream_sid = stream_sid
+        self.pacer = Pacer(lead_s)
+        self.clock = clock
+        self._queue: deque[tuple[int, bytes | str]] = deque()
+        self._frames_queued = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._clear_pending = False
+        self._on_first_frame = on_first_frame
+        self.frames_sent = 0
+        self.marks_sent = 0
+        self.frames_dropped = 0
+        self.closed = False
+
+    # -- producers (synchronous, never block) ----------------------------------------
+
+    def frame(self, payload: bytes) -> None:
+        if self.closed:
+            return
+        if self._frames_queued >= MAX_QUEUED_FRAMES:
+            self._drop_oldest_frame()
+        self._queue.append((_FRAME, payload))
+        self._frames_queued += 1
+        if len(self._queue) == 1:  # the writer idles only on an empty queue
+            self._wake()
+
+    def mark(self, name: str) -> None:
+        if not self.closed:
+            self._queue.append((_MARK, name))
+            if len(self._queue) == 1:
+                self._wake()
+
+    def clear(self) -> int:
+        """Drop everything pending and have ``clear`` sent next. Returns frames dropped.
+        Pending marks are dropped too: they were never sent, so Twilio won't echo them."""
+        dropped = self._frames_queued
+        self._queue.clear()
+        self._frames_queued = 0
+        self._clear_pending = True
+        self._wake()
+        return dropped
+
+    def _drop_oldest_frame(self) -> None:
+        for i, (kind, _) in enumerate(self._queue):
+            if kind == _FRAME:
+                del self._queue[i]
+                self._frames_queued -= 1
+                self.frames_dropped += 1
+                if self.frames_dropped == 1 or self.frames_dropped % 1000 == 0:
+                    log.warning("%s: outbound queue full, %d frames dropped", self.stream_sid, self.frames_dropped)
+                return
+
+    # -- the sending task ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send until closed or the socket fails. Meant to run as the call's writer task."""
+        queue = self._queue
+        try:
+            while not self.closed:
+                if self._clear_pending:
+                    self._clear_pending = False
+                    self.pacer.cleared(self.clock())
+                    await self._send(clear_message(self.stream_sid))
+                    continue
+                if not queue:
+                    await self._sleep(None)
+                    continue
+                kind, value = queue[0]
+                if kind == _MARK:
+                    queue.popleft()
+                    await self._send(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
+                    self.marks_sent += 1
+                    continue
+                now = self.clock()
+                wait = self.pacer.next_send_at(now) - now
+                if wait > 0:
+                    await self._sleep(wait)  # a clear or close wakes us early
+                    continue
+                queue.popleft()
+                self._frames_queued -= 1
+                await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]
+                self.pacer.sent(now)
+                self.frames_sent += 1
+                if self.frames_sent == 1 and self._on_first_frame is not None:
+                    self._on_first_frame()
+        except (ConnectionError, RuntimeError) as exc:  # socket gone: the reader ends the call
+            log.info("%s: outbound writer stopped: %s", self.stream_sid, exc)
+        finally:
+            self.closed = True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, delay: float | None) -> None:
+        """Until ``delay`` passes or a producer calls ``_wake`` (cheaper than wait_for)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(delay, self._wake) if delay is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._frames_queued = 0
+        self._wake()

@@ -1,0 +1,100 @@
+"""Webhook signatures, the public URL, and stream tokens. No I/O.
+
+Twilio signs each request with HMAC-SHA1 over the URL it requested plus the sorted POST
+parameters (``X-Twilio-Signature``), and the Media Streams handshake over the exact
+``wss://`` Stream URL with no parameters. Behind a proxy the URL Twilio used is not the
+one this process sees: ``PUBLIC_URL`` names it, and with ``TRUST_PROXY`` the
+``X-Forwarded-Proto``/``X-Forwarded-Host`` headers are honoured.
+
+Stream tokens: Twilio forbids query strings in Stream URLs, so the webhook passes a
+``<Parameter name="token">`` that binds the CallSid with an expiry:
+``v1.<callSid>.<expiry unix s>.<base64url HMAC-SHA256>``; at most ``MAX_TOKEN_CHARS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from twilio.request_validator import RequestValidator
+
+MAX_TOKEN_CHARS = 256
+
+
+def public_base(
+    headers: Mapping[str, str], scheme: str, host: str, public_url: str, trust_proxy: bool
+) -> str:
+    """``scheme://host[:port]`` that Twilio used to reach us."""
+    if public_url:
+        parts = urlsplit(public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+    if trust_proxy:
+        scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+        host = headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
+    return f"{scheme}://{host}"
+
+
+def stream_url(base: str, path: str = "/media") -> str:
+    """The Stream URL to advertise: ``wss://`` for an https base (Twilio requires it),
+    ``ws://`` for a plain-http dev base (the simulator only)."""
+    scheme, _, rest = base.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+
+class SignatureChecker:
+    """Validates ``X-Twilio-Signature``; with no auth token every request passes."""
+
+    def __init__(self, auth_token: str) -> None:
+        self.enabled = bool(auth_token)
+        self._validator = RequestValidator(auth_token) if auth_token else None
+
+    def valid(self, url: str, params: Mapping[str, str], signature: str | None) -> bool:
+        if self._validator is None:
+            return True
+        if not signature:
+            return False
+        return self._validator.validate(url, dict(params), signature)
+
+    @staticmethod
+    def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+        """Twilio's side: the signature Twilio would send (simulator, tests)."""
+        return RequestValidator(auth_token).compute_signature(url, dict(params))
+
+
+class TokenError(ValueError):
+    """A stream token that is malformed, forged, expired or for another call."""
+
+
+class StreamTokens:
+    def __init__(self, secret: bytes, ttl_s: float) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def _mac(self, call_sid: str, expiry: int) -> str:
+        digest = hmac.new(self._secret, f"v1.{call_sid}.{expiry}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def issue(self, call_sid: str, now: float) -> str:
+        expiry = int(now + self.ttl_s)
+        return f"v1.{call_sid}.{expiry}.{self._mac(call_sid, expiry)}"
+
+    def verify(self, token: str | None, call_sid: str, now: float) -> None:
+        """Raise ``TokenError`` unless ``token`` was issued for ``call_sid`` and is live."""
+        if not token:
+            raise TokenError("missing stream token")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("stream token too long")
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit():
+            raise TokenError("malformed stream token")
+        _, sid, expiry_text, mac = parts
+        expiry = int(expiry_text)
+        if not hmac.compare_digest(mac, self._mac(sid, expiry)):
+            raise TokenError("stream token signature mismatch")
+        if not hmac.compare_digest(sid, call_sid):
+            raise TokenError("stream token is for another call")
+        if now > expiry:
+            raise TokenError("stream token expired")

@@ -1,0 +1,310 @@
+"""A simulated caller that plays Twilio's side of a call, as Twilio does.
+
+1. POSTs the voice webhook with Twilio's form fields, signed with the auth token.
+2. Reads the TwiML answer: the ``<Connect><Stream url>`` and its ``<Parameter>``s.
+3. Opens that Stream URL with a signed handshake (signature over the URL, no params),
+   sends ``connected`` and ``start``, then one ``media`` message every 20 ms in real
+   time (the caller's audio, then silence: Twilio streams for as long as the call is up)
+   with string counters, ``chunk`` and ``timestamp`` as Twilio numbers them.
+4. Plays the agent's audio like Twilio: buffers what arrives and consumes 20 ms per
+   tick; echoes each ``mark`` once the audio before it has played (at once if nothing is
+   buffered); on ``clear`` drops the buffer and echoes every pending mark at once.
+5. Ends with ``stop`` and fetches the call's timeline from ``GET /calls/{callSid}``.
+
+Recorded: the agent's audio as the caller heard it (silence where nothing played) and
+the caller's audio, sample-aligned, so both sides of the call can be written to WAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from ..codecs import mediastreams as ms
+from ..codecs.g711 import ulaw_decode, ulaw_encode
+from ..gateway.security import SignatureChecker
+
+log = logging.getLogger("callbridge.sim")
+
+FRAME_BYTES = 160
+FRAME_S = 0.020
+SILENCE = bytes([0xFF]) * FRAME_BYTES
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass
+class CallResult:
+    call_sid: str
+    stream_sid: str
+    twiml: str = ""
+    caller_audio: bytearray = field(default_factory=bytearray)
+    agent_audio: bytearray = field(default_factory=bytearray)
+    """mu-law, as played: one 160-byte frame per 20 ms tick, silence when nothing played."""
+    media_received: list[float] = field(default_factory=list)
+    """Arrival time (s since start) of each agent media message."""
+    media_sizes: list[int] = field(default_factory=list)
+    marks_echoed: list[tuple[float, str]] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    outbound_errors: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+
+    def agent_pcm(self) -> np.ndarray:
+        return ulaw_decode(bytes(self.agent_audio))
+
+    def caller_pcm(self) -> np.ndarray:
+        return ulaw_decode(bytes(self.caller_audio))
+
+    def stereo(self) -> np.ndarray:
+        """(n, 2) int16: caller left, agent right, on one time base."""
+        caller, agent = self.caller_pcm(), self.agent_pcm()
+        n = max(len(caller), len(agent))
+        out = np.zeros((n, 2), np.int16)
+        out[: len(caller), 0] = caller
+        out[: len(agent), 1] = agent
+        return out
+
+    def timeline_events(self) -> list[str]:
+        return [e["event"] for e in (self.record or {}).get("timeline", [])]
+
+
+class WebhookRefused(RuntimeError):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"webhook answered {status}: {body.strip()[:200]}")
+        self.status = status
+
+
+class SimulatedCall:
+    """One call. Build it, then ``await run()``; ``call_sid`` is known from the start."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        audio: np.ndarray | None = None,
+        auth_token: str = "",
+        public_url: str | None = None,
+        wait_for_greeting: bool = False,
+        greeting_timeout_s: float = 8.0,
+        dtmf: str = "",
+        hold_s: float = 1.0,
+        max_s: float = 120.0,
+        call_sid: str | None = None,
+        from_number: str = "+15005550006",
+        to_number: str = "+15005550001",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.public_url = (public_url or base_url).rstrip("/")
+        self.audio = b"" if audio is None else ulaw_encode(np.asarray(audio, np.int16))
+        self.auth_token = auth_token
+        self.wait_for_greeting = wait_for_greeting
+        self.greeting_timeout_s = greeting_timeout_s
+        self.dtmf = dtmf
+        self.hold_s = hold_s
+        self.max_s = max_s
+        self.account_sid = "AC" + "0" * 32
+        self.result = CallResult(call_sid or new_sid("CA"), new_sid("MZ"))
+        self.from_number = from_number
+        self.to_number = to_number
+        self.started = asyncio.Event()
+        # Twilio's playback buffer and pending marks (byte position where each fires).
+        self._playback = bytearray()
+        self._played = 0
+        self._marks: list[tuple[int, str]] = []
+        self._seq = 0
+        self._t0 = 0.0
+
+    @property
+    def call_sid(self) -> str:
+        return self.result.call_sid
+
+    # -- 1-2: the webhook -------------------------------------------------------------
+
+    def webhook_params(self) -> dict[str, str]:
+        return {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": self.call_sid,
+            "CallStatus": "ringing",
+            "Called": self.to_number,
+            "Caller": self.from_number,
+            "Direction": "inbound",
+            "From": self.from_number,
+            "To": self.to_number,
+        }
+
+    async def post_webhook(self, session: aiohttp.ClientSession) -> tuple[str, dict[str, str]]:
+        params = self.webhook_params()
+        headers = {}
+        if self.auth_token:
+            url = self.public_url + "/voice/inbound"
+            headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, url, params)
+        async with session.post(self.base_url + "/voice/inbound", data=params, headers=headers) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise WebhookRefused(resp.status, body)
+        self.result.twiml = body
+        return parse_stream_twiml(body)
+
+    # -- 3-5: the stream --------------------------------------------------------------
+
+    async def run(self) -> CallResult:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            stream_url, parameters = await self.post_webhook(session)
+            headers = {}
+            if self.auth_token:
+                headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, stream_url, {})
+            try:
+                async with connect(
+                    stream_url, additional_headers=headers, proxy=None, compression=None,
+                    max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5,
+                ) as ws:
+                    await self._stream(ws, parameters)
+            except ConnectionClosed as exc:
+                self._closed(exc)
+            self.result.record = await self.fetch_record(session)
+        return self.result
+
+    async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
+        async with session.get(f"{self.base_url}/calls/{self.call_sid}") as resp:
+            return await resp.json() if resp.status == 200 else None
+
+    def _closed(self, exc: ConnectionClosed) -> None:
+        if exc.rcvd is not None:
+            self.result.close_code = exc.rcvd.code
+            self.result.close_reason = exc.rcvd.reason
+
+    async def _send(self, ws: ClientConnection, text: str) -> None:
+        self._seq += 1
+        await ws.send(text)
+
+    async def _stream(self, ws: ClientConnection, parameters: dict[str, str]) -> None:
+        r = self.result
+        await self._send(ws, ms.twilio_connected())
+        await self._send(ws, ms.twilio_start(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid, parameters))
+        self._t0 = time.monotonic()
+        self.started.set()
+        receiver = asyncio.create_task(self._receive(ws))
+        try:
+            await self._tick_loop(ws, receiver)
+            if not receiver.done():
+                await self._send(ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid))
+                await asyncio.wait_for(asyncio.shield(receiver), 5)
+        except ConnectionClosed as exc:
+            self._closed(exc)
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+        if ws.close_code is not None and r.close_code is None:
+            r.close_code = ws.close_code
+            r.close_reason = ws.close_reason or ""
+
+    async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None]) -> None:
+        """One iteration per 20 ms of call time, on a monotonic schedule (no drift)."""
+        r = self.result
+        audio, pos = self.audio, 0
+        speaking_from = None if self.wait_for_greeting else 0.0
+        dtmf_left, next_dtmf_at = list(self.dtmf), None
+        end_at = None
+        chunk = 0
+        while not receiver.done():
+            now = time.monotonic() - self._t0
+            if now > self.max_s:
+                break
+            if speaking_from is None and (self.result.marks_echoed or now > self.greeting_timeout_s):
+                speaking_from = now + 0.3  # a human pause after the greeting
+            if speaking_from is not None and now >= speaking_from and pos < len(audio):
+                frame = audio[pos : pos + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
+                pos += FRAME_BYTES
+            else:
+                frame = SILENCE
+            if pos >= len(audio) and speaking_from is not None and end_at is None and next_dtmf_at is None:
+                next_dtmf_at = now + 0.3
+            if next_dtmf_at is not None and now >= next_dtmf_at and dtmf_left:
+                await self._send(ws, ms.twilio_dtmf(self._seq + 1, r.stream_sid, dtmf_left.pop(0)))
+                next_dtmf_at = now + (2.5 if dtmf_left else 0)
+            if next_dtmf_at is not None and not dtmf_left and end_at is None and now >= next_dtmf_at:
+                end_at = now + self.hold_s
+            if end_at is not None and now >= end_at:
+                break
+            await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, frame))
+            r.caller_audio += frame
+            chunk += 1
+            self._play_one_frame(ws)
+            await self._flush_marks(ws)
+            await asyncio.sleep(max(0.0, self._t0 + chunk * FRAME_S - time.monotonic()))
+
+    def _play_one_frame(self, ws: ClientConnection) -> None:
+        frame = bytes(self._playback[:FRAME_BYTES])
+        del self._playback[:FRAME_BYTES]
+        self._played += len(frame)
+        self.result.agent_audio += frame.ljust(FRAME_BYTES, b"\xff")
+
+    async def _flush_marks(self, ws: ClientConnection) -> None:
+        while self._marks and self._marks[0][0] <= self._played:
+            _, name = self._marks.pop(0)
+            await self._echo_mark(ws, name)
+
+    async def _echo_mark(self, ws: ClientConnection, name: str) -> None:
+        self.result.marks_echoed.append((time.monotonic() - self._t0, name))
+        await self._send(ws, ms.twilio_mark(self._seq + 1, self.result.stream_sid, name))
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        r = self.result
+        try:
+            async for text in ws:
+                try:
+                    msg = ms.parse_outbound(text)
+                except ms.ProtocolError as exc:
+                    r.outbound_errors.append(str(exc))
+                    continue
+                if msg["streamSid"] != r.stream_sid:
+                    r.outbound_errors.append(f"wrong streamSid {msg['streamSid']}")
+                    continue
+                event = msg["event"]
+                if event == "media":
+                    payload = msg["media"]["payload"]
+                    r.media_received.append(time.monotonic() - self._t0)
+                    r.media_sizes.append(len(payload))
+                    self._playback += payload
+                elif event == "mark":
+                    name = msg["mark"]["name"]
+                    if not self._playback:
+                        await self._echo_mark(ws, name)
+                    else:
+                        self._marks.append((self._played + len(self._playback), name))
+                elif event == "clear":
+                    r.clears.append(time.monotonic() - self._t0)
+                    self._playback.clear()
+                    while self._marks:
+                        await self._echo_mark(ws, self._marks.pop(0)[1])
+        except ConnectionClosed as exc:
+            self._closed(exc)
+
+
+def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    """``<Response><Connect><Stream url=...><Parameter .../>`` -> (url, parameters)."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise ValueError(f"webhook answer is not TwiML: {exc}") from None
+    stream = root.find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise ValueError("TwiML has no <Connect><Stream url=...>")
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), params
