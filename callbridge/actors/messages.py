@@ -12,6 +12,7 @@ dispatcher delivers them before any pending data message.
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -184,10 +185,9 @@ def decode(data: bytes) -> Message:
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise MessageError(f"not a message: {exc}") from None
     # msgpack gives back plain types; check them against the declared fields.
-    for name, value in zip(cls.__dataclass_fields__, fields):
-        expected = cls.__dataclass_fields__[name].type
-        if not _type_ok(value, expected):
-            raise MessageError(f"{cls.__name__}.{name}: unexpected {type(value).__name__}")
+    for f, value in zip(dataclass_fields(cls), fields):
+        if not _type_ok(value, f.type):
+            raise MessageError(f"{cls.__name__}.{f.name}: unexpected {type(value).__name__}")
     return msg
 
 

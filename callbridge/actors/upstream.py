@@ -14,6 +14,7 @@ unique within the call. An utterance cut off by the crash is not repeated.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from functools import lru_cache
 from typing import Any
 
@@ -77,16 +78,17 @@ class Upstream(Actor):
         requested = self.ctx.now()
         samples = 0
         for sentence in split_sentences(text):
-            async for chunk in tts.stream(sentence):
-                if samples == 0:
-                    self.ctx.note(
-                        f"{kind}_audio",
-                        utterance=utterance,
-                        latency_ms=round((self.ctx.now() - requested) * 1000.0, 1),
-                        text=text[:200],
-                    )
-                samples += len(chunk)
-                self.ctx.tell("codec", m.AgentAudio(utterance, chunk.tobytes(), tts.sample_rate))
+            async with aclosing(tts.stream(sentence)) as chunks:
+                async for chunk in chunks:
+                    if samples == 0:
+                        self.ctx.note(
+                            f"{kind}_audio",
+                            utterance=utterance,
+                            latency_ms=round((self.ctx.now() - requested) * 1000.0, 1),
+                            text=text[:200],
+                        )
+                    samples += len(chunk)
+                    self.ctx.tell("codec", m.AgentAudio(utterance, chunk.tobytes(), tts.sample_rate))
         self.ctx.tell("codec", m.AgentUtteranceEnd(utterance))
         self.ctx.note(
             f"{kind}_synthesised", utterance=utterance, audio_ms=round(samples * 1000 / tts.sample_rate)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real gateway on a loopback port, and synthesised caller audio."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from callbridge.cli import Server
+from callbridge.codecs.resample import StreamingResampler
+from callbridge.config import Settings
+from callbridge.speech.tts import EspeakTTS
+
+MAX_LOOP_STALL_S = 0.5
+"""A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
+
+
+class LoopWatch:
+    """Ticks every 10 ms and records the worst lateness: something blocked the loop."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, time.monotonic() - t - 0.01)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+StartServer = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """``url = await start_server(**settings)``: a real gateway on 127.0.0.1:<free port>."""
+    servers: list[Server] = []
+    watch = LoopWatch()
+    watch.start()
+
+    async def start(**overrides: object) -> str:
+        values = {"host": "127.0.0.1", "port": 0, "check_messages": True, **overrides}
+        server = Server(Settings(**values))  # type: ignore[arg-type]
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        await server.stop()
+    await watch.stop()
+    assert watch.worst < MAX_LOOP_STALL_S, f"event loop blocked for {watch.worst * 1000:.0f} ms"
+
+
+_speech_cache: dict[str, np.ndarray] = {}
+
+
+def speech_8k(text: str, voice: str = "en") -> np.ndarray:
+    """Caller audio: ``text`` spoken by the embedded TTS, as int16 at 8 kHz."""
+    key = f"{voice}:{text}"
+    if key not in _speech_cache:
+        tts = EspeakTTS(voice=voice, rate_wpm=160)
+        chunks: list[np.ndarray] = []
+        tts.synthesize(text, chunks.append)
+        _speech_cache[key] = StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
+    return _speech_cache[key]
+
+
+def rms(pcm: np.ndarray) -> float:
+    x = pcm.astype(np.float64)
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
