@@ -25,6 +25,7 @@ from ..codecs.mediastreams import (
     CLOSE_UNSUPPORTED,
     MAX_MESSAGE_BYTES,
     Dtmf,
+    Event,
     Mark,
     Media,
     ProtocolError,
@@ -41,7 +42,9 @@ from .streamstate import StreamState, step
 log = logging.getLogger("callbridge.gateway")
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """Close the socket with ``code``; ``str(self)`` is the reason logged."""
+
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -52,82 +55,101 @@ async def media_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
     gw.sockets.add(ws)
-    call: Call | None = None
-    peer = request.remote
+    session = StreamSession(gw, ws, request.remote or "?")
     try:
         signed_url = stream_url(gw.public_base(request))
         if not gw.signatures.valid(signed_url, {}, request.headers.get("X-Twilio-Signature")):
-            raise _Refused(CLOSE_POLICY, f"bad or missing X-Twilio-Signature for {signed_url}")
-        call = await _serve(gw, ws, request)
-    except _Refused as exc:
-        who = call.call_sid if call is not None else f"peer {peer}"
-        log.warning("media socket %s closed with %d: %s", who, exc.code, exc)
-        await ws.close(code=exc.code, message=str(exc)[:120].encode())
+            raise Refused(CLOSE_POLICY, f"bad or missing X-Twilio-Signature for {signed_url}")
+        await session.serve()
+    except (Refused, ProtocolError) as exc:
+        code = exc.code if isinstance(exc, Refused) else exc.close_code
+        session.refused(code, str(exc))
+        await ws.close(code=code, message=str(exc)[:120].encode())
     finally:
         gw.sockets.discard(ws)
-        if call is not None:
-            call.stop(call.stop_reason or "socket closed")
-            gw.registry.finish(call)
-            log.info("call %s: ended (%s)", call.call_sid, call.stop_reason)
+        session.finish()
     return ws
 
 
-async def _serve(gw: Gateway, ws: web.WebSocketResponse, request: web.Request) -> Call | None:
-    """Read the socket until it closes. Returns the call, if one started."""
-    state = StreamState.AWAIT_START
-    call: Call | None = None
-    unknown_seen: set[str] = set()
-    try:
-        async for msg in ws:
+class StreamSession:
+    """One socket's reading side: state machine, dispatch of events to the call."""
+
+    def __init__(self, gw: Gateway, ws: web.WebSocketResponse, peer: str) -> None:
+        self.gw = gw
+        self.ws = ws
+        self.peer = peer
+        self.state = StreamState.AWAIT_START
+        self.call: Call | None = None
+        self.unknown_seen: set[str] = set()
+
+    @property
+    def who(self) -> str:
+        return f"call {self.call.call_sid}" if self.call else f"peer {self.peer}"
+
+    async def serve(self) -> None:
+        async for msg in self.ws:
             if msg.type == WSMsgType.TEXT:
                 event = parse_inbound(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                raise _Refused(CLOSE_UNSUPPORTED, "binary frames are not part of Media Streams")
+                raise Refused(CLOSE_UNSUPPORTED, "binary frames are not part of Media Streams")
             else:  # ERROR: aiohttp has already closed with the matching code (e.g. 1009)
-                log.warning("media socket from %s: %s", request.remote, ws.exception())
-                break
-            state = step(state, event)
-            if isinstance(event, Media):
-                call.media(event)  # type: ignore[union-attr]
-            elif isinstance(event, Mark):
-                call.mark_played(event.name)  # type: ignore[union-attr]
-            elif isinstance(event, Dtmf):
-                call.dtmf(event.digit)  # type: ignore[union-attr]
-            elif isinstance(event, Start):
-                call = _start_call(gw, ws, event)
-            elif isinstance(event, Stop):
-                call.stop_reason = "twilio stop"  # type: ignore[union-attr]
-                await ws.close(code=WSCloseCode.OK)
-                break
-            elif isinstance(event, Unknown) and event.event not in unknown_seen:
-                unknown_seen.add(event.event)
-                log.info("media socket from %s: ignoring unknown event %r", request.remote, event.event)
-    except ProtocolError as exc:
+                log.warning("media socket %s: %s", self.who, self.ws.exception())
+                if self.call is not None:
+                    self.call.stop_reason = f"socket error: {self.ws.exception()}"
+                return
+            self.state = step(self.state, event)
+            if await self.handle(event):
+                return
+
+    async def handle(self, event: Event) -> bool:
+        """Apply one event; True when the stream is over."""
+        call = self.call
+        if isinstance(event, Media):
+            call.media(event)  # type: ignore[union-attr]  # step() guarantees a call
+        elif isinstance(event, Mark):
+            call.mark_played(event.name)  # type: ignore[union-attr]
+        elif isinstance(event, Dtmf):
+            call.dtmf(event.digit)  # type: ignore[union-attr]
+        elif isinstance(event, Start):
+            self.call = self.start_call(event)
+        elif isinstance(event, Stop):
+            call.stop_reason = "twilio stop"  # type: ignore[union-attr]
+            await self.ws.close(code=WSCloseCode.OK)
+            return True
+        elif isinstance(event, Unknown) and event.event not in self.unknown_seen:
+            self.unknown_seen.add(event.event)
+            log.info("media socket %s: ignoring unknown event %r", self.who, event.event)
+        return False
+
+    def start_call(self, start: Start) -> Call:
+        gw = self.gw
+        try:
+            gw.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
+        except TokenError as exc:
+            raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
+        if start.call_sid in gw.registry.live:
+            raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
+        call = Call(gw.settings, start, self.ws.send_str, self.hang_up)
+        gw.registry.add(call)
+        log.info("call %s: stream %s started", call.call_sid, call.stream_sid)
+        return call
+
+    def hang_up(self, reason: str) -> None:
+        """The call's supervisor gave up: close the stream (Twilio moves to the next verb)."""
+        if self.call is not None:
+            self.call.stop_reason = reason
+            self.call.closing = asyncio.get_running_loop().create_task(
+                self.ws.close(code=WSCloseCode.OK, message=b"call ended")
+            )
+
+    def refused(self, code: int, reason: str) -> None:
+        log.warning("media socket %s closed with %d: %s", self.who, code, reason)
+        if self.call is not None:
+            self.call.stop_reason = f"closed {code}: {reason}"
+
+    def finish(self) -> None:
+        call = self.call
         if call is not None:
-            call.stop_reason = f"protocol error: {exc}"
-        raise _Refused(exc.close_code, str(exc)) from None
-    except _Refused as exc:
-        if call is not None:
-            call.stop_reason = str(exc)
-        raise
-    return call
-
-
-def _start_call(gw: Gateway, ws: web.WebSocketResponse, start: Start) -> Call:
-    try:
-        gw.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
-    except TokenError as exc:
-        raise _Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
-    if start.call_sid in gw.registry.live:
-        raise _Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
-
-    def hang_up(reason: str) -> None:
-        call.stop_reason = reason
-        call.closing = asyncio.get_running_loop().create_task(
-            ws.close(code=WSCloseCode.OK, message=b"call ended")
-        )
-
-    call = Call(gw.settings, start, ws.send_str, hang_up)
-    gw.registry.add(call)
-    log.info("call %s: stream %s started", call.call_sid, call.stream_sid)
-    return call
+            call.stop(call.stop_reason or "socket closed")
+            self.gw.registry.finish(call)
+            log.info("call %s: ended (%s)", call.call_sid, call.stop_reason)
