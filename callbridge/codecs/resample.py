@@ -150,6 +150,31 @@ class _Plan:
         self.erev.flags.writeable = False
 
 
+_dot = np.dot
+_rint = np.rint
+_minimum = np.minimum
+_maximum = np.maximum
+
+
+def _to_int16(y: np.ndarray) -> np.ndarray:
+    """Round and saturate float samples (in place) into a new int16 array."""
+    _rint(y, out=y)
+    _minimum(y, _HI, out=y)
+    _maximum(y, _LO, out=y)
+    return y.astype(_I16)
+
+
+def _check_input(x: object) -> None:
+    """The slow half of process()'s argument check: raise or accept."""
+    if not isinstance(x, np.ndarray) or x.dtype != _I16:
+        raise TypeError(
+            "StreamingResampler.process expects a numpy int16 array, got "
+            + (f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__)
+        )
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-D int16 array, got shape {x.shape}")
+
+
 @lru_cache(maxsize=64)
 def _plan(rate_in: int, rate_out: int) -> _Plan:
     return _Plan(rate_in, rate_out)
@@ -167,13 +192,14 @@ class StreamingResampler:
         self.rate_in = int(rate_in)
         self.rate_out = int(rate_out)
         self._identity = self.rate_in == self.rate_out
+        self._fast: dict[int, tuple] = {}  # chunk length -> views (steady state)
+        self._aligned = False  # True: the fast path may be used
         if self._identity:
             return
         self._p = p = _plan(self.rate_in, self.rate_out)
         # + p.w: a block view may overhang the data by unused (zero-tap) rows
         self._buf = np.zeros(p.hist + p.slice_in + p.w, dtype=_DTYPE)
         self._views: dict[tuple[int, int], tuple] = {}
-        self._fast: dict[int, tuple] = {}  # chunk length -> views (steady state)
         self.reset()
 
     # -- public API --------------------------------------------------------
@@ -199,41 +225,36 @@ class StreamingResampler:
 
     def process(self, x: np.ndarray) -> np.ndarray:
         """Resample the next chunk of the stream (1-D int16 in and out)."""
-        if not isinstance(x, np.ndarray) or x.dtype != _I16:
-            raise TypeError(
-                "StreamingResampler.process expects a numpy int16 array, got "
-                + (f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__)
-            )
-        if x.ndim != 1:
-            raise ValueError(f"expected a 1-D int16 array, got shape {x.shape}")
+        if x.__class__ is not np.ndarray or x.dtype is not _I16 or x.ndim != 1:
+            _check_input(x)
+        fast = self._fast.get(len(x)) if self._aligned else None
+        if fast is None:
+            return self._process_slow(x)
+        # Steady state (e.g. 20 ms frames): whole blocks at a fixed buffer
+        # offset, every view precomputed; 4 copies/products + 4 conversions.
+        xin, view, xc, tb, ob, y, h_dst, h_src, n, n_out = fast
+        xin[...] = x
+        xc[...] = view
+        _dot(xc, tb, out=ob)
+        h_dst[...] = h_src
+        self._n_in += n
+        self._n_out += n_out
+        return _to_int16(y)
+
+    # -- internals ---------------------------------------------------------
+
+    def _process_slow(self, x: np.ndarray) -> np.ndarray:
         if self._identity:
             return x.copy()
         n = len(x)
-        fast = self._fast.get(n) if self._aligned else None
-        if fast is not None:
-            # Steady state (e.g. 20 ms frames): whole blocks at a fixed
-            # buffer offset, every view precomputed.
-            xin, view, xc, ob, y, h_dst, h_src, n_out = fast
-            xin[...] = x
-            xc[...] = view
-            np.matmul(xc, self._p.tb, out=ob)
-            h_dst[...] = h_src
-            self._n_in += n
-            self._n_out += n_out
+        step = self._p.slice_in
+        if n <= step:
+            y = self._run(x)
         else:
-            step = self._p.slice_in
-            if n <= step:
-                y = self._run(x)
-            else:
-                parts = [self._run(x[i : i + step]).copy() for i in range(0, n, step)]
-                y = np.concatenate(parts)
-            self._after_slow_path(n)
-        np.rint(y, out=y)
-        np.minimum(y, _HI, out=y)
-        np.maximum(y, _LO, out=y)
-        return y.astype(_I16)
-
-    # -- internals ---------------------------------------------------------
+            parts = [self._run(x[i : i + step]).copy() for i in range(0, n, step)]
+            y = np.concatenate(parts)
+        self._after_slow_path(n)
+        return _to_int16(y)
 
     def _after_slow_path(self, n: int) -> None:
         """Update the steady-state flag; prepare the fast path for ``n``."""
@@ -256,10 +277,12 @@ class StreamingResampler:
             buf[hist : hist + n],
             view,
             xc,
+            p.tb,
             ob,
             ob.reshape(-1),
             buf[:hist],
             buf[n : n + hist],
+            n,
             nb * p.po,
         )
 
@@ -300,7 +323,7 @@ class StreamingResampler:
         if head == 0 and tail == 0:
             view, xc, ob = self._view(start, nb)
             np.copyto(xc, view)
-            np.matmul(xc, tb, out=ob)
+            np.dot(xc, tb, out=ob)
             return ob.reshape(-1)  # scratch: process() converts it at once
         y = np.empty(o_end - o_start, dtype=_DTYPE)
         if head:
@@ -308,7 +331,7 @@ class StreamingResampler:
         if nb:
             view, xc, ob = self._view(start, nb)
             np.copyto(xc, view)
-            np.matmul(xc, tb, out=y[head : head + nb * po].reshape(nb, po))
+            np.dot(xc, tb, out=y[head : head + nb * po].reshape(nb, po))
         if tail:
             y[head + nb * po :] = self._partial(b_last, 0, tail, base)
         return y

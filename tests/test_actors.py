@@ -1,0 +1,270 @@
+"""The in-process actor runtime and the call supervisor, run for real (no event-loop fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from callbridge.actors import messages as m
+from callbridge.actors.runtime import Actor, Dispatcher, InjectedFault
+from callbridge.actors.supervisor import CHILDREN, POLICIES, CallSupervisor
+from callbridge.config import Settings
+
+# --- messages ---------------------------------------------------------------------------
+
+EXAMPLES = [
+    m.CallerMedia(1, 20, b"\xff" * 160),
+    m.CallerAudio(1, 20, b"\x00\x01" * 320, 16000),
+    m.AgentAudio(3, b"\x01\x00" * 10, 22050),
+    m.AgentUtteranceEnd(3),
+    m.OutboundFrame(b"\x7f" * 160),
+    m.OutboundMark("u3"),
+    m.CallStarted("CA1", "MZ1", {"lang": "en"}, 2),
+    m.CallStopped("twilio stop"),
+    m.MarkPlayed("u3"),
+    m.DtmfReceived("#"),
+    m.ChildFailed("codec", "ValueError: x"),
+    m.InjectFault("test"),
+    m.TimelineNote("greeting_audio", {"latency_ms": 1.5, "text": "hi"}),
+]
+
+
+def test_every_message_type_has_an_example():
+    assert {type(e) for e in EXAMPLES} == set(m.MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_messages_round_trip_through_msgpack(msg):
+    assert m.decode(m.encode(msg)) == msg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.__setattr__(dataclasses.fields(msg)[0].name, None)
+
+
+@given(st.binary(max_size=200))
+def test_decode_rejects_garbage_with_message_error(data):
+    try:
+        m.decode(data)
+    except m.MessageError:
+        pass
+
+
+def test_decode_checks_field_types():
+    import msgpack
+
+    code = m.MESSAGE_TYPES.index(m.CallerMedia)
+    with pytest.raises(m.MessageError, match="chunk"):
+        m.decode(msgpack.packb([code, "1", 20, b""]))
+    with pytest.raises(m.MessageError):
+        m.decode(msgpack.packb([99, 1]))
+    with pytest.raises(m.MessageError):
+        m.decode(msgpack.packb([code, 1]))  # missing fields
+
+
+# --- the runtime --------------------------------------------------------------------------
+
+
+class Recorder(Actor):
+    role = "recorder"
+
+    def __init__(self, ctx, log):
+        super().__init__(ctx)
+        self.log = log
+
+    def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+        self.log.append(("dtmf", msg.digit))
+        if msg.digit == "1":  # a send from inside a handler is queued, not nested
+            self.ctx.tell("recorder", m.MarkPlayed("from-handler"))
+            self.log.append(("after-tell", msg.digit))
+
+    def receiveMsg_MarkPlayed(self, msg):  # noqa: N802
+        self.log.append(("mark", msg.name))
+
+    def receiveMsg_OutboundFrame(self, msg):  # noqa: N802
+        self.log.append(("frame", msg.payload))
+
+    def receiveMsg_ChildFailed(self, msg):  # noqa: N802
+        self.log.append(("failed", msg.role))
+
+
+class Fragile(Actor):
+    role = "fragile"
+
+    def __init__(self, ctx, log):
+        super().__init__(ctx)
+        self.log = log
+        self.count = 0
+
+    def receiveMsg_OutboundFrame(self, msg):  # noqa: N802
+        self.count += 1
+        if msg.payload == b"boom":
+            raise ValueError("boom")
+        self.log.append(("fragile", self.count))
+
+    def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+        async def fail_later():
+            await asyncio.sleep(0)
+            raise RuntimeError("task failed")
+
+        self.ctx.spawn(fail_later(), "x")
+
+
+def _dispatcher(log):
+    d = Dispatcher(clock=lambda: 0.0, check_messages=True)
+    d.add(Recorder, None, log)
+    d.add(Fragile, "recorder", log)
+    return d
+
+
+def test_no_reentrancy_and_order():
+    log = []
+    d = _dispatcher(log)
+    d.tell("recorder", m.DtmfReceived("1"))
+    assert log == [("dtmf", "1"), ("after-tell", "1"), ("mark", "from-handler")]
+
+
+def test_system_messages_jump_the_queue():
+    log = []
+    d = _dispatcher(log)
+
+    class Burst(Actor):
+        role = "burst"
+
+        def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+            for i in range(3):
+                self.ctx.tell("recorder", m.OutboundFrame(bytes([i])))
+            self.ctx.tell("recorder", m.MarkPlayed("system"))
+
+    d.add(Burst)
+    d.tell("burst", m.DtmfReceived("2"))
+    assert log[0] == ("mark", "system")
+    assert [e[1] for e in log[1:]] == [b"\x00", b"\x01", b"\x02"]
+
+
+def test_handler_failure_reports_to_parent_and_drops_only_that_message():
+    log = []
+    d = _dispatcher(log)
+    for payload in (b"a", b"boom", b"b"):
+        d.tell("fragile", m.OutboundFrame(payload))
+    assert log == [("fragile", 1), ("failed", "fragile"), ("fragile", 3)]
+
+
+async def test_task_failure_fails_the_actor_and_cancel_on_remove():
+    log = []
+    d = _dispatcher(log)
+    d.tell("fragile", m.DtmfReceived("9"))
+    await asyncio.sleep(0.01)
+    assert log == [("failed", "fragile")]
+    # Tasks of a removed actor are cancelled, never reported.
+    d.tell("fragile", m.DtmfReceived("9"))
+    d.remove("fragile")
+    await asyncio.sleep(0.01)
+    assert log == [("failed", "fragile")]
+
+
+def test_queue_bound_drops_data_not_system():
+    from callbridge.actors import runtime
+
+    log = []
+    d = _dispatcher(log)
+    d._draining = True  # hold delivery to fill the queue
+    for _ in range(runtime.MAX_QUEUED + 10):
+        d.tell("recorder", m.OutboundFrame(b"x"))
+    d.tell("recorder", m.MarkPlayed("kept"))
+    assert d.dropped == 10
+    d._draining = False
+    d._drain()
+    assert log[0] == ("mark", "kept") and len(log) == runtime.MAX_QUEUED + 1
+
+
+def test_closed_dispatcher_discards():
+    log = []
+    d = _dispatcher(log)
+    d.close()
+    d.tell("recorder", m.DtmfReceived("1"))
+    assert log == [] and d.actors == {}
+
+
+# --- the supervisor -------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class CallRecord:
+    """A real CallIO that records what the supervisor asks of the socket side."""
+
+    def __init__(self):
+        self.frames, self.marks, self.notes, self.ended = [], [], [], []
+
+    def send_frame(self, payload):
+        self.frames.append(payload)
+
+    def send_mark(self, name):
+        self.marks.append(name)
+
+    def end(self, reason):
+        self.ended.append(reason)
+
+    def note(self, event, **data):
+        self.notes.append((event, data))
+
+
+async def _call(clock):
+    io = CallRecord()
+    d = Dispatcher(clock, check_messages=True, name="CAtest")
+    sup = d.add(CallSupervisor, None, Settings(greeting=""), io, m.CallStarted("CAtest", "MZtest"))
+    return d, sup, io
+
+
+async def test_supervisor_restarts_with_fresh_state_and_replays_call_start():
+    clock = FakeClock()
+    d, sup, io = await _call(clock)
+    assert set(d.actors) == {"supervisor"} | {c.role for c in CHILDREN}
+    old_jitter = d.actors["jitter"]
+    d.tell("codec", m.CallerMedia(1, 0, b"\xff" * 160))
+    assert old_jitter.last_chunk == 1
+    d.tell("jitter", m.InjectFault())
+    new_jitter = d.actors["jitter"]
+    assert new_jitter is not old_jitter and new_jitter.last_chunk == -1
+    assert ("child_restarted", {"child": "jitter", "error": "InjectedFault: fault injected into jitter: ", "generation": 1}) in io.notes
+    assert sup.generation["jitter"] == 1
+    d.tell("codec", m.CallerMedia(2, 20, b"\xff" * 160))  # audio flows through the new child
+    assert new_jitter.last_chunk == 2
+    d.close()
+
+
+async def test_restart_budget_then_policy():
+    clock = FakeClock()
+    d, sup, io = await _call(clock)
+    policy = POLICIES["bargein"]
+    for _ in range(policy.max_restarts):
+        d.tell("bargein", m.InjectFault())
+        clock.t += 1
+    assert sup.generation["bargein"] == policy.max_restarts
+    d.tell("bargein", m.InjectFault())
+    assert "bargein" not in d.actors  # run_without: the call goes on
+    assert io.ended == []
+    # The window slides: old restarts stop counting.
+    for _ in range(POLICIES["codec"].max_restarts):
+        d.tell("codec", m.InjectFault())
+    clock.t += POLICIES["codec"].window_s + 1
+    d.tell("codec", m.InjectFault())
+    assert "codec" in d.actors and io.ended == []
+    for _ in range(POLICIES["codec"].max_restarts):
+        d.tell("codec", m.InjectFault())
+    assert io.ended and "codec failed" in io.ended[0]
+    d.close()
+
+
+def test_injected_fault_is_a_real_exception():
+    with pytest.raises(InjectedFault):
+        Actor(None).receiveMsg_InjectFault(m.InjectFault("x"))  # type: ignore[arg-type]
