@@ -1,7 +1,7 @@
 """Per-frame CPU cost of the Twilio media codec path, three ways side by side.
 
-    python bench/codec.py           # ~1 min: 2000 frames x 7 repeats
-    python bench/codec.py --quick   # a few seconds: 400 frames x 5 repeats
+    python bench/codec.py           # ~10 s: 5000 frames x 9 repeats
+    python bench/codec.py --quick   # ~3 s: 500 frames x 5 repeats
 
 INBOUND  = one Twilio ``media`` message text -> JSON parse -> base64 decode ->
            mu-law decode -> resample 8 kHz -> 16 kHz (int16 for the agent).
@@ -291,12 +291,12 @@ def components(repeats: int, n: int) -> list[tuple[str, float]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer frames and repeats (~10 s)")
+    ap.add_argument("--quick", action="store_true", help="fewer frames and repeats (~3 s)")
     ap.add_argument("--frames", type=int, help="frames per repeat")
     ap.add_argument("--repeats", type=int, help="timed repeats (median reported)")
     args = ap.parse_args(argv)
-    n = args.frames or (400 if args.quick else 2000)
-    repeats = args.repeats or (5 if args.quick else 7)
+    n = args.frames or (500 if args.quick else 5000)
+    repeats = args.repeats or (5 if args.quick else 9)
 
     texts = inbound_messages(n)
     agent = agent_frames(n)

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from .config import ConfigError, Settings, settings_table
@@ -127,6 +128,9 @@ async def _call(args: argparse.Namespace) -> int:
         result = await call.run()
     except WebhookRefused as exc:
         print(f"call refused: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     _report(result, args.out, args.record)
     return 0

@@ -28,9 +28,9 @@ def _bool(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = field(default="127.0.0.1", metadata={"env": "HOST", "doc": "Address to listen on."})
-    port: int = field(default=8080, metadata={"env": "PORT", "doc": "TCP port to listen on (0 picks a free one)."})
-    mode: str = field(default="dev", metadata={"env": "MODE", "doc": "`dev`: one process. `prod` (multi-process) is not built yet."})
+    host: str = field(default="127.0.0.1", metadata={"env": "HOST", "flag": "--host", "doc": "Address to listen on."})
+    port: int = field(default=8080, metadata={"env": "PORT", "flag": "--port", "doc": "TCP port to listen on (0 picks a free one)."})
+    mode: str = field(default="dev", metadata={"env": "MODE", "flag": "--mode", "doc": "`dev`: one process. `prod` (multi-process) is not built yet."})
     public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
     trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
@@ -88,8 +88,9 @@ _PROCESS_SECRET = secrets.token_hex(32)
 
 def settings_table() -> str:
     """The README's configuration table, in Markdown."""
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    rows = ["| Variable | Flag (`serve`) | Default | Meaning |", "|---|---|---|---|"]
     for f in fields(Settings):
         default = "(unset)" if f.default in ("", None) else f"`{f.default}`"
-        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+        flag = f"`{f.metadata['flag']}`" if "flag" in f.metadata else ""
+        rows.append(f"| `{f.metadata['env']}` | {flag} | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -66,7 +66,7 @@ _PASS_FRACTION = 0.85  # passband edge / lower Nyquist frequency
 _BLOCK_TARGET = 32  # outputs per block (rounded to a multiple of up)
 _MAX_BLOCK_ELEMS = 1 << 20  # larger banded matrices: per-output gather path
 _SLICE_TARGET = 4096  # input samples per internal slice
-_DTYPE = np.float32
+_DTYPE = np.float32  # measured ~1.2-2x faster than float64; error ~0.01 LSB
 # 0-d arrays: as ufunc operands they are cheaper than numpy scalars
 _LO = np.array(-32768.0, dtype=_DTYPE)
 _HI = np.array(32767.0, dtype=_DTYPE)
@@ -134,33 +134,33 @@ class _Plan:
         self.s = po * down // up  # input samples per block
         self.w = self.s + kp - 1  # window rows of a block
         self.blocked = po * self.w <= _MAX_BLOCK_ELEMS
-        if not self.blocked:
-            self.w = kp  # the gather path reads one window per output
         if self.blocked:
+            # tb[r, c]: weight of window row r (input i0_block - kp + 1 + r)
+            # in output c of a block; column c is branch p's taps, reversed,
+            # at rows i0[c] .. i0[c] + kp - 1.
             c = np.arange(po)
             i0 = (c * down) // up
             p = (c * down) % up
             rows = i0[:, None] + np.arange(kp)[None, :]
             tb = np.zeros((self.w, po), dtype=_DTYPE)
             tb[rows, c[:, None]] = self.erev[p]
+            tb.flags.writeable = False
             self.tb = tb
-            self.tb.flags.writeable = False
             self.i0 = i0  # first window row of each column
+        else:
+            self.w = kp  # the gather path reads one window per output
         self.slice_in = self.s * max(1, _SLICE_TARGET // self.s)
         self.erev.flags.writeable = False
 
 
 _dot = np.dot
 _rint = np.rint
-_minimum = np.minimum
-_maximum = np.maximum
 
 
 def _to_int16(y: np.ndarray) -> np.ndarray:
     """Round and saturate float samples (in place) into a new int16 array."""
     _rint(y, out=y)
-    _minimum(y, _HI, out=y)
-    _maximum(y, _LO, out=y)
+    y.clip(_LO, _HI, out=y)  # the method: cheaper than np.clip or min+max
     return y.astype(_I16)
 
 
@@ -224,14 +224,15 @@ class StreamingResampler:
         self._aligned = True
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        """Resample the next chunk of the stream (1-D int16 in and out)."""
+        """Resample the next chunk of the stream: 1-D int16 in, a new 1-D
+        int16 array out (``floor`` of the cumulative ratio, see module doc)."""
         if x.__class__ is not np.ndarray or x.dtype is not _I16 or x.ndim != 1:
             _check_input(x)
         fast = self._fast.get(len(x)) if self._aligned else None
         if fast is None:
             return self._process_slow(x)
         # Steady state (e.g. 20 ms frames): whole blocks at a fixed buffer
-        # offset, every view precomputed; 4 copies/products + 4 conversions.
+        # offset, every view precomputed: 3 copies, 1 product, 3 conversions.
         xin, view, xc, tb, ob, y, h_dst, h_src, n, n_out = fast
         xin[...] = x
         xc[...] = view

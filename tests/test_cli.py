@@ -1,0 +1,64 @@
+"""The front door: the README's commands and its configuration table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from callbridge.config import ConfigError, Settings, settings_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_configuration_table_is_current():
+    assert settings_table() in (ROOT / "README.md").read_text()
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
+    assert command in readme
+    assert command.replace("pip install -e", "pip install -q -e") in ci
+
+
+def test_settings_from_env_and_errors():
+    s = Settings.from_env({"PORT": "9000", "TRUST_PROXY": "yes", "OUTBOUND_LEAD_MS": "100"}, port=9001)
+    assert (s.port, s.trust_proxy, s.outbound_lead_ms) == (9001, True, 100)
+    for env in ({"PORT": "x"}, {"TRUST_PROXY": "maybe"}, {"OUTBOUND_LEAD_MS": "5"}, {"MODE": "fast"},
+                {"PUBLIC_URL": "voice.example.com"}, {"MODE": "prod"}):
+        try:
+            Settings.from_env(env)
+        except ConfigError:
+            continue
+        raise AssertionError(f"{env} should be refused")
+
+
+def test_demo_command_writes_greeting_and_timeline(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "run.py", "demo", "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "greeting_audio" in proc.stdout and "dtmf_reply_audio" in proc.stdout
+    with wave.open(str(tmp_path / "agent.wav")) as w:
+        assert (w.getframerate(), w.getnchannels()) == (8000, 1)
+        agent = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(float)
+    first_3s = agent[: 3 * 8000]
+    assert np.sqrt(np.mean(first_3s**2)) > 300  # the greeting is in the recording
+    with wave.open(str(tmp_path / "call.wav")) as w:
+        assert w.getnchannels() == 2
+    assert (tmp_path / "timeline.json").stat().st_size > 100
+
+
+def test_call_command_reports_refusal(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "run.py", "call", "--url", "http://127.0.0.1:9"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in proc.stderr
