@@ -1,7 +1,7 @@
 """Per-frame CPU cost of the Twilio media codec path, three ways side by side.
 
-    python bench/codec.py           # ~10 s: 5000 frames x 9 repeats
-    python bench/codec.py --quick   # ~3 s: 500 frames x 5 repeats
+    python bench/codec.py           # ~5 s: 5000 frames x 9 repeats
+    python bench/codec.py --quick   # ~2 s: 500 frames x 5 repeats
 
 INBOUND  = one Twilio ``media`` message text -> JSON parse -> base64 decode ->
            mu-law decode -> resample 8 kHz -> 16 kHz (int16 for the agent).
@@ -154,9 +154,8 @@ def make_soxr():
         msgs = []
         while len(pending) >= FRAME_IN:
             b64 = b2a(bytes(pending[:FRAME_IN]), newline=False).decode()
-            msgs.append(
-                dumps({"event": "media", "streamSid": STREAM_SID, "media": {"payload": b64}}).decode()
-            )
+            msg = {"event": "media", "streamSid": STREAM_SID, "media": {"payload": b64}}
+            msgs.append(dumps(msg).decode())
             del pending[:FRAME_IN]
         return msgs
 
@@ -258,102 +257,48 @@ def machine_info() -> str:
 
 def components(repeats: int, n: int) -> list[tuple[str, float]]:
     """The building blocks alone, µs per 20 ms frame."""
+    import orjson
+
+    from callbridge.codecs import mediastreams
     from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
     from callbridge.codecs.resample import StreamingResampler
 
-    rows = []
+    def us(fn, items):
+        return per_frame_us(fn, items, repeats)
+
+    text = inbound_messages(1)[0]
     pcm8 = speechish(8000, FRAME_IN, 3)
     mu = ulaw_encode(pcm8)
-    rows.append(("g711 ulaw_decode 160 B", per_frame_us(ulaw_decode, [mu] * n, repeats)))
-    rows.append(("g711 ulaw_encode 160 samples", per_frame_us(ulaw_encode, [pcm8] * n, repeats)))
+    a2b, loads, media_message = binascii.a2b_base64, orjson.loads, mediastreams.media_message
+
+    def orjson_b64(t):
+        return a2b(loads(t)["media"]["payload"])
+
+    rows = [
+        ("mediastreams.parse_inbound (media)", us(mediastreams.parse_inbound, [text] * n)),
+        ("  vs orjson.loads + a2b_base64", us(orjson_b64, [text] * n)),
+        ("mediastreams.media_message 160 B", us(lambda b: media_message(STREAM_SID, b), [mu] * n)),
+        ("g711 ulaw_decode 160 B", us(ulaw_decode, [mu] * n)),
+        ("g711 ulaw_encode 160 samples", us(ulaw_encode, [pcm8] * n)),
+    ]
     audioop, _ = _optional("audioop")
     if audioop is not None:
-        rows.append(
-            ("audioop.ulaw2lin 160 B", per_frame_us(lambda b: audioop.ulaw2lin(b, 2), [mu] * n, repeats))
-        )
         raw = pcm8.tobytes()
-        rows.append(
-            ("audioop.lin2ulaw 160 samples", per_frame_us(lambda b: audioop.lin2ulaw(b, 2), [raw] * n, repeats))
-        )
+        ulaw2lin, lin2ulaw = audioop.ulaw2lin, audioop.lin2ulaw
+        rows.append(("  vs audioop.ulaw2lin 160 B", us(lambda b: ulaw2lin(b, 2), [mu] * n)))
+        rows.append(("  vs audioop.lin2ulaw 160 samples", us(lambda b: lin2ulaw(b, 2), [raw] * n)))
     soxr, _ = _optional("soxr")
     for a, b in ((8000, 16000), (16000, 8000), (22050, 8000), (24000, 8000)):
-        x = speechish(a, a // 50 * n, 4)
-        frames = [x[i * (a // 50) : (i + 1) * (a // 50)] for i in range(n)]
+        step = a // 50
+        x = speechish(a, step * n, 4)
+        frames = [x[i * step : (i + 1) * step] for i in range(n)]
         r = StreamingResampler(a, b)
-        rows.append(
-            (f"StreamingResampler {a}->{b} (delay {r.delay_ms:.2f} ms)", per_frame_us(r.process, frames, repeats))
-        )
+        label = f"StreamingResampler {a}->{b} (delay {r.delay_ms:.2f} ms)"
+        rows.append((label, us(r.process, frames)))
         if soxr is not None:
             s = soxr.ResampleStream(a, b, 1, dtype="int16", quality="HQ")
-            rows.append((f"soxr HQ stream {a}->{b}", per_frame_us(s.resample_chunk, frames, repeats)))
+            rows.append((f"  vs soxr HQ stream {a}->{b}", us(s.resample_chunk, frames)))
     return rows
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer frames and repeats (~3 s)")
-    ap.add_argument("--frames", type=int, help="frames per repeat")
-    ap.add_argument("--repeats", type=int, help="timed repeats (median reported)")
-    args = ap.parse_args(argv)
-    n = args.frames or (500 if args.quick else 5000)
-    repeats = args.repeats or (5 if args.quick else 9)
-
-    texts = inbound_messages(n)
-    agent = agent_frames(n)
-
-    impls = {}
-    notes = []
-    for name, factory in (("callbridge", make_callbridge), ("soxr", make_soxr), ("pipecat", make_pipecat)):
-        try:
-            factory()  # import check; timed instances are made fresh below
-            impls[name] = factory
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"{name}: not run ({type(exc).__name__}: {exc})")
-
-    print("machine:", machine_info())
-    print(f"frames per repeat: {n}, repeats: {repeats} (median); µs per 20 ms frame")
-    for note in notes:
-        print("note:", note)
-    print()
-
-    results = {}
-    bursts = {}
-    for name, factory in impls.items():
-        made = factory()
-        inbound, outbound = made[0], made[1]
-        agent_items = made[2](agent) if len(made) > 2 else agent
-        t_in = per_frame_us(inbound, texts, repeats)
-        t_out = per_frame_us(outbound, agent_items, repeats)
-        results[name] = (t_in, t_out)
-        fresh = factory()
-        fresh_agent = fresh[2](agent[:100]) if len(fresh) > 2 else agent[:100]
-        bursts[name] = (
-            burst_stats(fresh[0], texts[:100], _pcm16k_ms),
-            burst_stats(fresh[1], fresh_agent, lambda msgs: sum(_payload_len(m) for m in msgs) // 8),
-        )
-
-    base_in, base_out = results.get("callbridge", (float("nan"), float("nan")))
-    hdr = f"{'implementation':<12} {'in µs':>8} {'out µs':>8} {'in+out µs':>10}   {'x in':>6} {'x out':>6} {'x total':>7}"
-    print(hdr)
-    print("-" * len(hdr))
-    for name, (t_in, t_out) in results.items():
-        print(
-            f"{name:<12} {t_in:8.2f} {t_out:8.2f} {t_in + t_out:10.2f}   "
-            f"{t_in / base_in:6.2f} {t_out / base_out:6.2f} {(t_in + t_out) / (base_in + base_out):7.2f}"
-        )
-    print("(x = time relative to callbridge; higher is slower)")
-    print()
-    print("burstiness over the first 100 frames of a fresh stream (sizes in ms of audio per call):")
-    for name, (b_in, b_out) in bursts.items():
-        print(f"  {name:<10} in : {b_in}")
-        print(f"  {'':<10} out: {b_out}")
-    if "pipecat" in results:
-        print("  (pipecat sends whatever its resampler returns as one message; the others cut 160-byte frames)")
-    print()
-    print("components alone:")
-    for label, us in components(repeats, max(200, n // 2)):
-        print(f"  {label:<48} {us:7.2f} µs")
-    return 0
 
 
 def _pcm16k_ms(y) -> float:
@@ -363,11 +308,80 @@ def _pcm16k_ms(y) -> float:
     return (y.size if isinstance(y, np.ndarray) else len(y) // 2) / 16.0
 
 
-def _payload_len(msg: str) -> int:
-    """mu-law bytes in an outbound media message (its base64 payload)."""
-    i = msg.index('"payload":') + len('"payload":')
-    b64 = msg[i:].split('"')[1]
-    return len(base64.b64decode(b64))
+def _mulaw_ms(msgs: list[str]) -> float:
+    """ms of 8 kHz mu-law audio in the outbound media messages of one call."""
+    total = 0
+    for msg in msgs:
+        i = msg.index('"payload":') + len('"payload":')
+        total += len(base64.b64decode(msg[i:].split('"')[1]))
+    return total / 8.0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer frames and repeats (~2 s)")
+    ap.add_argument("--frames", type=int, help="frames per repeat")
+    ap.add_argument("--repeats", type=int, help="timed repeats (median reported)")
+    args = ap.parse_args(argv)
+    n = args.frames or (500 if args.quick else 5000)
+    repeats = args.repeats or (5 if args.quick else 9)
+
+    texts = inbound_messages(n)
+    agent = agent_frames(n)
+    factories = {"callbridge": make_callbridge, "soxr": make_soxr, "pipecat": make_pipecat}
+    notes = []
+    for name, factory in list(factories.items()):
+        try:
+            factory()  # import check; the timed instances are made fresh below
+        except Exception as exc:  # noqa: BLE001 - report, run the others
+            notes.append(f"{name}: not run ({type(exc).__name__}: {exc})")
+            del factories[name]
+
+    print("machine:", machine_info())
+    print(f"frames per repeat: {n}, repeats: {repeats} (median); µs per 20 ms frame")
+    for note in notes:
+        print("note:", note)
+    print()
+
+    results, bursts = {}, {}
+    for name, factory in factories.items():
+        made = factory()
+        wrap = made[2] if len(made) > 2 else (lambda frames: frames)
+        t_in = per_frame_us(made[0], texts, repeats)
+        t_out = per_frame_us(made[1], wrap(agent), repeats)
+        results[name] = (t_in, t_out)
+        fresh = factory()
+        bursts[name] = (
+            burst_stats(fresh[0], texts[:100], _pcm16k_ms),
+            burst_stats(fresh[1], wrap(agent[:100]), _mulaw_ms),
+        )
+
+    base_in, base_out = results.get("callbridge", (float("nan"), float("nan")))
+    print(
+        f"{'implementation':<12} {'in µs':>8} {'out µs':>8} {'in+out µs':>10}"
+        f"   {'x in':>6} {'x out':>6} {'x total':>7}"
+    )
+    print("-" * 67)
+    for name, (t_in, t_out) in results.items():
+        total = (t_in + t_out) / (base_in + base_out)
+        print(
+            f"{name:<12} {t_in:8.2f} {t_out:8.2f} {t_in + t_out:10.2f}"
+            f"   {t_in / base_in:6.2f} {t_out / base_out:6.2f} {total:7.2f}"
+        )
+    print("(x = time relative to callbridge; higher is slower)")
+    print()
+    print("burstiness, first 100 frames of a fresh stream (ms of audio per call):")
+    for name, (b_in, b_out) in bursts.items():
+        print(f"  {name:<10} in : {b_in}")
+        print(f"  {'':<10} out: {b_out}")
+    if "pipecat" in results:
+        print("  (pipecat sends what its resampler returns as one message;")
+        print("   the others cut it into 160-byte / 20 ms messages)")
+    print()
+    print("components alone (µs per 20 ms frame):")
+    for label, t in components(repeats, max(200, n // 2)):
+        print(f"  {label:<48} {t:7.2f}")
+    return 0
 
 
 if __name__ == "__main__":
