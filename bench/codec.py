@@ -98,6 +98,7 @@ def agent_frames(n_frames: int) -> list[bytes]:
 
 def make_callbridge():
     from callbridge.codecs import mediastreams
+    from callbridge.codecs.framing import Framer
     from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
     from callbridge.codecs.resample import StreamingResampler
 
@@ -109,7 +110,7 @@ def make_callbridge():
     up = StreamingResampler(8000, 16000).process
     down = StreamingResampler(16000, 8000).process
     i16 = np.dtype(np.int16)
-    pending = bytearray()
+    push = Framer(FRAME_IN).push
 
     def inbound(text):
         ev = parse(text)
@@ -118,12 +119,8 @@ def make_callbridge():
         return up(ulaw_decode(ev.payload))
 
     def outbound(agent: bytes):
-        pending.extend(ulaw_encode(down(np.frombuffer(agent, i16))))
-        msgs = []
-        while len(pending) >= FRAME_IN:
-            msgs.append(media_message(STREAM_SID, bytes(pending[:FRAME_IN])))
-            del pending[:FRAME_IN]
-        return msgs
+        frames = push(ulaw_encode(down(np.frombuffer(agent, i16))))
+        return [media_message(STREAM_SID, f) for f in frames]
 
     return inbound, outbound
 
@@ -131,6 +128,8 @@ def make_callbridge():
 def make_soxr():
     import orjson
     import soxr
+
+    from callbridge.codecs.framing import Framer
 
     audioop, err = _optional("audioop")
     if audioop is None:
@@ -140,7 +139,7 @@ def make_soxr():
     loads, dumps, a2b, b2a = orjson.loads, orjson.dumps, binascii.a2b_base64, binascii.b2a_base64
     ulaw2lin, lin2ulaw = audioop.ulaw2lin, audioop.lin2ulaw
     i16 = np.dtype(np.int16)
-    pending = bytearray()
+    push = Framer(FRAME_IN).push
 
     def inbound(text):
         msg = loads(text)
@@ -150,13 +149,11 @@ def make_soxr():
         return up(np.frombuffer(pcm, i16))
 
     def outbound(agent: bytes):
-        pending.extend(lin2ulaw(down(np.frombuffer(agent, i16)).tobytes(), 2))
         msgs = []
-        while len(pending) >= FRAME_IN:
-            b64 = b2a(bytes(pending[:FRAME_IN]), newline=False).decode()
+        for frame in push(lin2ulaw(down(np.frombuffer(agent, i16)).tobytes(), 2)):
+            b64 = b2a(frame, newline=False).decode()
             msg = {"event": "media", "streamSid": STREAM_SID, "media": {"payload": b64}}
             msgs.append(dumps(msg).decode())
-            del pending[:FRAME_IN]
         return msgs
 
     return inbound, outbound
