@@ -39,6 +39,17 @@ class Settings:
     greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
     tts_voice: str = field(default="en-us", metadata={"env": "TTS_VOICE", "doc": "espeak-ng voice of the embedded agent."})
     tts_rate_wpm: int = field(default=165, metadata={"env": "TTS_RATE_WPM", "doc": "Speaking rate of the embedded voice, words per minute."})
+    agent: str = field(default="desk", metadata={"env": "AGENT", "doc": "The embedded pipeline's agent: `desk` (offline appointment desk), `openai` (any OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn)."})
+    openai_base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"env": "OPENAI_BASE_URL", "doc": "`AGENT=openai`: base URL of the chat-completions API (llama.cpp, vLLM, Ollama, OpenAI)."})
+    openai_model: str = field(default="local", metadata={"env": "OPENAI_MODEL", "doc": "`AGENT=openai`: model name."})
+    openai_api_key: str = field(default="", metadata={"env": "OPENAI_API_KEY", "doc": "`AGENT=openai`: bearer key, if the endpoint needs one.", "secret": True})
+    agent_webhook_url: str = field(default="", metadata={"env": "AGENT_WEBHOOK_URL", "doc": "`AGENT=webhook`: URL that gets each turn as JSON and answers the text to speak."})
+    agent_webhook_secret: str = field(default="", metadata={"env": "AGENT_WEBHOOK_SECRET", "doc": "`AGENT=webhook`: signs each turn (HMAC-SHA256, timestamped) when set.", "secret": True})
+    agent_timeout_s: float = field(default=5.0, metadata={"env": "AGENT_TIMEOUT_S", "doc": "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call ends politely."})
+    endpoint_silence_ms: int = field(default=500, metadata={"env": "ENDPOINT_SILENCE_MS", "doc": "Silence that ends the caller's turn (users tune 300-800)."})
+    stt_decoders: int = field(default=2, metadata={"env": "STT_DECODERS", "doc": "Speech-recognition decoders shared by all calls of a process (1-16)."})
+    events_url: str = field(default="", metadata={"env": "EVENTS_URL", "doc": "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON."})
+    events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})
     outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
     call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
     fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (tests, chaos drills; refused in prod)."})
@@ -56,6 +67,18 @@ class Settings:
             raise ConfigError(f"STREAM_TOKEN_TTL_S must be 1..3600, not {self.stream_token_ttl_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
+        if self.agent not in ("desk", "openai", "webhook"):
+            raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
+        if self.agent == "webhook" and not self.agent_webhook_url:
+            raise ConfigError("AGENT=webhook needs AGENT_WEBHOOK_URL")
+        if not 0.5 <= self.agent_timeout_s <= 60:
+            raise ConfigError(f"AGENT_TIMEOUT_S must be 0.5..60, not {self.agent_timeout_s}")
+        if not 100 <= self.endpoint_silence_ms <= 3000:
+            raise ConfigError(f"ENDPOINT_SILENCE_MS must be 100..3000, not {self.endpoint_silence_ms}")
+        if not 1 <= self.stt_decoders <= 16:
+            raise ConfigError(f"STT_DECODERS must be 1..16, not {self.stt_decoders}")
+        if self.events_url and not self.events_secret:
+            raise ConfigError("EVENTS_URL needs EVENTS_SECRET (events are signed)")
         if self.mode == "prod" and self.fault_injection:
             raise ConfigError("FAULT_INJECTION is refused in prod mode")
         if self.mode == "prod" and not self.twilio_auth_token:

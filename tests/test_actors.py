@@ -23,6 +23,9 @@ EXAMPLES = [
     m.AgentUtteranceEnd(3),
     m.OutboundFrame(b"\x7f" * 160),
     m.OutboundMark("u3"),
+    m.UtteranceStarting(3),
+    m.AgentAudioSent(3),
+    m.EndCall("goodbye"),
     m.CallStarted("CA1", "MZ1", {"lang": "en"}, 2),
     m.CallStopped("twilio stop"),
     m.MarkPlayed("u3"),
@@ -210,6 +213,9 @@ class CallRecord:
 
     def send_mark(self, name):
         self.marks.append(name)
+
+    def notify_when_sent(self, utterance):
+        self.marks.append(f"notify:{utterance}")
 
     def end(self, reason):
         self.ended.append(reason)

@@ -34,12 +34,16 @@ class Codec(Actor):
         self.inbound = StreamingResampler(TWILIO_RATE, INBOUND_RATE)
         self.outbound: dict[int, StreamingResampler] = {}
         self.framer = Framer()
+        self.utterance = -1
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
         pcm = self.inbound.process(ulaw_decode(msg.payload))
         self.ctx.tell("jitter", m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE))
 
     def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
+        if msg.utterance != self.utterance:
+            self.utterance = msg.utterance
+            self.ctx.tell_parent(m.UtteranceStarting(msg.utterance))
         resampler = self.outbound.get(msg.rate)
         if resampler is None:
             resampler = self.outbound[msg.rate] = StreamingResampler(msg.rate, TWILIO_RATE)

@@ -80,6 +80,30 @@ class OutboundMark(Message):
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class UtteranceStarting(Message):
+    """Codec -> CallSupervisor: the frames that follow start ``utterance``; report
+    when the first of them actually leaves for Twilio."""
+
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudioSent(Message):
+    """CallSupervisor -> Upstream: the first frame of ``utterance`` was just sent."""
+
+    system: ClassVar[bool] = True
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall(Message):
+    """Upstream -> CallSupervisor: hang up now (the agent said goodbye, or gave up)."""
+
+    system: ClassVar[bool] = True
+    reason: str
+
+
 # --- control -----------------------------------------------------------------------
 
 
@@ -152,6 +176,9 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     AgentUtteranceEnd,
     OutboundFrame,
     OutboundMark,
+    UtteranceStarting,
+    AgentAudioSent,
+    EndCall,
     CallStarted,
     CallStopped,
     MarkPlayed,

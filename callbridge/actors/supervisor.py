@@ -31,6 +31,7 @@ class CallIO(Protocol):
 
     def send_frame(self, payload: bytes) -> None: ...
     def send_mark(self, name: str) -> None: ...
+    def notify_when_sent(self, utterance: int) -> None: ...
     def end(self, reason: str) -> None: ...
     def note(self, event: str, **data: Any) -> None: ...
 
@@ -97,6 +98,16 @@ class CallSupervisor(Actor):
 
     def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:  # noqa: N802
         self.io.send_mark(msg.name)
+
+    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:  # noqa: N802
+        self.io.notify_when_sent(msg.utterance)
+
+    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
+        self.ctx.tell("upstream", msg)
+
+    def receiveMsg_EndCall(self, msg: m.EndCall) -> None:  # noqa: N802
+        self.io.note("call_ending", reason=msg.reason)
+        self.io.end(msg.reason)
 
     def receiveMsg_TimelineNote(self, msg: m.TimelineNote) -> None:  # noqa: N802
         self.io.note(msg.event, **msg.data)

@@ -51,6 +51,15 @@ async def inject_fault(request: web.Request) -> web.Response:
     return web.json_response({"injected": role})
 
 
+async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
+    events = app[GATEWAY].events
+    if events is not None:
+        events.start()
+    yield
+    if events is not None:
+        await events.stop()
+
+
 async def _close_sockets(app: web.Application) -> None:
     for ws in list(app[GATEWAY].sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -79,4 +88,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
             "anyone who can reach this port can place calls)"
         )
     app.on_shutdown.append(_close_sockets)
+    app.cleanup_ctx.append(_events_poster)
     return app

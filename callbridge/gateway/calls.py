@@ -35,6 +35,7 @@ class Call:
         send: Callable[[str], Awaitable[None]],
         hang_up: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        publish: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
@@ -46,11 +47,17 @@ class Call:
         self.frames_in = 0
         self.marks_played = 0
         self._hang_up = hang_up
+        self._publish = publish
         self.closing: asyncio.Task[Any] | None = None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
-        self.timeline.add(clock(), "started", streamSid=start.stream_sid, parameters=params)
+        self.note("started", streamSid=start.stream_sid, parameters=params)
         self.writer = OutboundWriter(
-            send, start.stream_sid, settings.outbound_lead_ms / 1000.0, clock, self._first_frame_sent
+            send,
+            start.stream_sid,
+            settings.outbound_lead_ms / 1000.0,
+            clock,
+            on_first_frame=self._first_frame_sent,
+            on_utterance_sent=self._utterance_sent,
         )
         self.writer_task = asyncio.get_running_loop().create_task(self.writer.run(), name=f"{self.call_sid}/writer")
         self.dispatcher = Dispatcher(clock, settings.check_messages, name=self.call_sid)
@@ -83,7 +90,7 @@ class Call:
         self.dispatcher.tell("supervisor", m.CallStopped(reason))
         self.dispatcher.close()
         self.writer.close()
-        self.timeline.add(self.clock(), "stopped", reason=reason)
+        self.note("stopped", reason=reason)
 
     # -- CallIO, for the supervisor ---------------------------------------------------------
 
@@ -93,8 +100,16 @@ class Call:
     def send_mark(self, name: str) -> None:
         self.writer.mark(name)
 
+    def notify_when_sent(self, utterance: int) -> None:
+        self.writer.notify(utterance)
+
+    def _utterance_sent(self, utterance: int) -> None:
+        self.dispatcher.tell("supervisor", m.AgentAudioSent(utterance))
+
     def note(self, event: str, **data: Any) -> None:
         self.timeline.add(self.clock(), event, **data)
+        if self._publish is not None:
+            self._publish(event, self.call_sid, data)
 
     def end(self, reason: str) -> None:
         log.warning("call %s: ending: %s", self.call_sid, reason)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..config import Settings
 from .calls import CallRegistry
+from .events import EventPoster
 from .security import SignatureChecker, StreamTokens, public_base
 
 
@@ -17,6 +18,7 @@ class Gateway:
     registry: CallRegistry
     signatures: SignatureChecker
     tokens: StreamTokens
+    events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
     @classmethod
@@ -26,6 +28,7 @@ class Gateway:
             registry=CallRegistry(settings.call_history),
             signatures=SignatureChecker(settings.twilio_auth_token),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
+            events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
         )
 
     def public_base(self, request: web.Request) -> str:

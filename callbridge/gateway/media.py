@@ -129,7 +129,8 @@ class StreamSession:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
         if start.call_sid in gw.registry.live:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
-        call = Call(gw.settings, start, self.ws.send_str, self.hang_up)
+        publish = gw.events.publish if gw.events is not None else None
+        call = Call(gw.settings, start, self.ws.send_str, self.hang_up, publish=publish)
         gw.registry.add(call)
         log.info("call %s: stream %s started", call.call_sid, call.stream_sid)
         return call

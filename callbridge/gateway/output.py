@@ -50,7 +50,7 @@ class Pacer:
         self.play_end = now
 
 
-_FRAME, _MARK = 0, 1
+_FRAME, _MARK, _NOTIFY = 0, 1, 2
 
 
 class OutboundWriter:
@@ -61,16 +61,19 @@ class OutboundWriter:
         lead_s: float,
         clock: Callable[[], float],
         on_first_frame: Callable[[], None] | None = None,
+        on_utterance_sent: Callable[[int], None] | None = None,
     ) -> None:
         self._send = send
         self.stream_sid = stream_sid
         self.pacer = Pacer(lead_s)
         self.clock = clock
-        self._queue: deque[tuple[int, bytes | str]] = deque()
+        self._queue: deque[tuple[int, bytes | str | int]] = deque()
         self._frames_queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._clear_pending = False
         self._on_first_frame = on_first_frame
+        self._on_utterance_sent = on_utterance_sent
+        self._notify_next: int | None = None
         self.frames_sent = 0
         self.marks_sent = 0
         self.frames_dropped = 0
@@ -91,6 +94,14 @@ class OutboundWriter:
     def mark(self, name: str) -> None:
         if not self.closed:
             self._queue.append((_MARK, name))
+            if len(self._queue) == 1:
+                self._wake()
+
+    def notify(self, utterance: int) -> None:
+        """Call ``on_utterance_sent(utterance)`` when the next frame queued after this
+        point actually leaves."""
+        if not self.closed:
+            self._queue.append((_NOTIFY, utterance))
             if len(self._queue) == 1:
                 self._wake()
 
@@ -130,6 +141,10 @@ class OutboundWriter:
                     await self._sleep(None)
                     continue
                 kind, value = queue[0]
+                if kind == _NOTIFY:
+                    queue.popleft()
+                    self._notify_next = value  # type: ignore[assignment]
+                    continue
                 if kind == _MARK:
                     queue.popleft()
                     await self._send(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
@@ -147,6 +162,10 @@ class OutboundWriter:
                 self.frames_sent += 1
                 if self.frames_sent == 1 and self._on_first_frame is not None:
                     self._on_first_frame()
+                if self._notify_next is not None:
+                    utterance, self._notify_next = self._notify_next, None
+                    if self._on_utterance_sent is not None:
+                        self._on_utterance_sent(utterance)
         except (ConnectionError, RuntimeError) as exc:  # socket gone: the reader ends the call
             log.info("%s: outbound writer stopped: %s", self.stream_sid, exc)
         finally:

@@ -1,0 +1,131 @@
+"""The agent interface: one ``Agent`` per call, asked for a reply to each caller turn.
+
+Contract (what the Upstream can rely on):
+
+- ``reply(transcript, history)`` is an async generator of text pieces (tokens, clauses or
+  sentences); joined, they are the whole reply. The caller speaks sentence by sentence as
+  they arrive. ``history`` holds the turns *before* this one (the current ``transcript`` is
+  not in it). Consume it with ``contextlib.aclosing`` so that abandoning a reply (barge-in,
+  timeout) closes it, and with it any HTTP response, at once.
+- A failed or unreachable back end raises ``AgentError`` (with a short, loggable message).
+  Timeouts, retries and fallbacks are the caller's job; a provider never retries.
+- Cancelling the task that iterates a reply is safe: providers close their responses.
+- ``ended`` turns True during the reply that says goodbye; the call should end after that
+  reply has played.
+- ``state()`` is a small JSON-able dict for the call's timeline and API.
+- ``greeting()`` is the agent's own opening line, or None to use the configured greeting.
+- ``aclose()`` releases what the agent holds (a no-op for most agents).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Literal, Sequence
+
+AGENT_KINDS = ("desk", "openai", "webhook")
+
+
+class AgentError(Exception):
+    """The agent's back end failed (unreachable, HTTP error, malformed answer)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["caller", "agent"]
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"role": self.role, "text": self.text}
+
+
+class Agent(ABC):
+    """One conversation (one call). Cheap to create; holds only this call's state."""
+
+    name: str = "agent"
+
+    def greeting(self) -> str | None:
+        """The agent's own opening line; None means: use the configured greeting."""
+        return None
+
+    @abstractmethod
+    def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncIterator[str]:
+        """Yield the reply to ``transcript`` in pieces (implemented as an async generator)."""
+
+    @property
+    def ended(self) -> bool:
+        """True once the agent has said goodbye: end the call after this reply plays."""
+        return False
+
+    def state(self) -> dict[str, Any]:
+        """A small JSON-able view of the agent's state (bookings, remote state...)."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Release resources held by the agent (none by default)."""
+
+
+_PIECE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+
+
+def split_pieces(text: str) -> list[str]:
+    """Split after each sentence end (``.``, ``!``, ``?`` then whitespace).
+
+    The pieces keep their trailing whitespace, so ``"".join(split_pieces(t)) == t``.
+    """
+    pieces: list[str] = []
+    start = 0
+    for m in _PIECE_END.finditer(text):
+        pieces.append(text[start:m.end()])
+        start = m.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+async def reply_text(agent: Agent, transcript: str, history: Sequence[Turn] = ()) -> str:
+    """The whole reply as one string (tests, non-streaming callers)."""
+    gen = agent.reply(transcript, history)
+    parts: list[str] = []
+    try:
+        async for piece in gen:
+            parts.append(piece)
+    finally:
+        await gen.aclose()  # type: ignore[attr-defined]
+    return "".join(parts)
+
+
+def create_agent(kind: str = "desk", **config: Any) -> Agent:
+    """Build one agent for one call.
+
+    ``kind``: ``desk`` (default, offline), ``openai`` (needs ``base_url`` and ``model``) or
+    ``webhook`` (needs ``url``). ``config`` entries whose value is None are dropped, so
+    unset settings can be passed straight through. Unknown kinds, missing required settings
+    and unknown settings raise ``ValueError`` naming them.
+    """
+    kind = (kind or "desk").strip().lower()
+    config = {k: v for k, v in config.items() if v is not None}
+    if kind == "desk":
+        from .desk import DeskAgent as cls
+        required: tuple[str, ...] = ()
+    elif kind == "openai":
+        from .openai_chat import OpenAIChatAgent as cls  # type: ignore[assignment]
+        required = ("base_url", "model")
+    elif kind == "webhook":
+        from .webhook import WebhookAgent as cls  # type: ignore[assignment]
+        required = ("url",)
+    else:
+        raise ValueError(f"unknown agent kind {kind!r}; expected one of: {', '.join(AGENT_KINDS)}")
+    missing = [k for k in required if not config.get(k)]
+    if missing:
+        raise ValueError(f"agent {kind!r} needs {', '.join(missing)}")
+    accepted = getattr(cls, "CONFIG_KEYS", None)
+    if accepted is not None:
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"agent {kind!r}: unknown setting(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(accepted))}"
+            )
+    return cls(**config)

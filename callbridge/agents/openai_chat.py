@@ -1,0 +1,360 @@
+"""An agent backed by any OpenAI-compatible chat-completions endpoint, streamed.
+
+``POST {base_url}/chat/completions`` with ``"stream": true``; the answer is Server-Sent
+Events, ``data: {json}`` lines with ``choices[0].delta.content``, ended by ``data: [DONE]``.
+llama.cpp's server, vLLM, Ollama (``/v1``) and hosted APIs all speak it; an endpoint that
+ignores ``stream`` and answers one JSON completion is accepted too.
+
+- Messages: the system prompt, the last ``max_history_turns`` turns (caller -> ``user``,
+  agent -> ``assistant``), then the transcript as ``user``.
+- ``api_key`` (optional) is sent as ``Authorization: Bearer``.
+- ``timeout_s`` bounds connecting and the response headers (first byte) only; the rest of
+  the stream is the caller's to bound (it owns timeouts and retries).
+- Errors raise ``AgentError``: unreachable, HTTP status (with a body excerpt), malformed SSE
+  or JSON, an ``error`` object in the stream, a stream cut before ``[DONE]``/``finish_reason``.
+- Abandoning or cancelling the reply closes the HTTP response (the connection is dropped,
+  so the server stops generating).
+- Ending the call: if the model calls an ``end_call`` tool (offered when
+  ``end_call_tool=True``; a tool call of that name is honoured either way), or (heuristic)
+  if the reply's last sentence is a farewell ("goodbye", "bye", "have a nice day"...) and
+  not a question. The default system prompt asks the model to end with "Goodbye." exactly
+  when the call is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, AsyncIterator, Sequence
+
+import aiohttp
+import orjson
+
+from ._http import check_url, excerpt, redact, session_scope
+from .base import Agent, AgentError, Turn, split_pieces
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the voice of an appointment desk, answering a phone call. You can book, move and "
+    "cancel appointments (Monday to Friday, 9 AM to 5 PM) and answer questions about them. "
+    "Your words are spoken aloud by a text-to-speech voice: reply in one or two short, "
+    "friendly sentences, with no lists, markdown, emoji or URLs, and say times as people do "
+    "(\"Tuesday at 3 PM\"). The caller's words come from speech recognition and may contain "
+    "mistakes: if something is unclear, ask. Confirm a day and time before booking it. When "
+    "the caller has nothing more, say a short farewell ending with \"Goodbye.\"; never say "
+    "goodbye otherwise."
+)
+END_CALL_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "end_call",
+        "description": "Hang up the phone call after your farewell. Call it only when the caller is done.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+MAX_EVENT_BYTES = 1 << 20
+_FAREWELL = re.compile(
+    r"\b(?:good ?bye|bye(?: bye)?|bye for now|farewell|have a (?:nice|good|great|lovely|wonderful) "
+    r"(?:day|one|evening|afternoon|morning|weekend))\b"
+)
+
+
+def says_goodbye(text: str) -> bool:
+    """The heuristic for "the model ended the call": the last sentence is a farewell and
+    not a question."""
+    pieces = [p.strip() for p in split_pieces(text.strip()) if p.strip()]
+    if not pieces:
+        return False
+    last = pieces[-1]
+    return not last.endswith("?") and bool(_FAREWELL.search(last.lower()))
+
+
+class SSEDecoder:
+    """Bytes in, the ``data`` of each complete Server-Sent Event out (comments, ``event:``,
+    ``id:`` and ``retry:`` fields ignored). ``\\n``, ``\\r\\n`` and ``\\r`` end lines."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+        self._size = 0
+        self.max_event_bytes = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buf += chunk
+        events: list[str] = []
+        while True:
+            m = re.search(rb"\r\n|\r|\n", self._buf)
+            if m is None:
+                break
+            if m.group() == b"\r" and m.end() == len(self._buf):
+                break  # maybe the first half of \r\n
+            line, self._buf = self._buf[:m.start()], self._buf[m.end():]
+            self._line(line, events)
+        if len(self._buf) + self._size > self.max_event_bytes:
+            raise AgentError(f"SSE event larger than {self.max_event_bytes} bytes")
+        return events
+
+    def close(self) -> list[str]:
+        """The end of the stream: a last event without its blank line still counts."""
+        events: list[str] = []
+        if self._buf:
+            self._line(self._buf.rstrip(b"\r"), events)
+            self._buf = b""
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[str]) -> None:
+        if not line:
+            if self._data:
+                events.append("\n".join(self._data))
+            self._data, self._size = [], 0
+            return
+        if line.startswith(b":"):
+            return
+        name, _, value = line.partition(b":")
+        if name != b"data":
+            return
+        if value.startswith(b" "):
+            value = value[1:]
+        self._data.append(value.decode("utf-8", "replace"))
+        self._size += len(value)
+
+
+class OpenAIChatAgent(Agent):
+    name = "openai"
+    CONFIG_KEYS = ("base_url", "model", "api_key", "system_prompt", "max_history_turns", "timeout_s",
+                   "temperature", "max_tokens", "end_call_tool", "session", "call_sid", "greeting")
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        system_prompt: str | None = None,
+        max_history_turns: int = 20,
+        timeout_s: float = 10.0,
+        temperature: float | None = None,
+        max_tokens: int | None = 300,
+        end_call_tool: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        call_sid: str | None = None,
+        greeting: str | None = None,
+    ) -> None:
+        self.url = check_url(base_url, "base_url").rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key or None
+        self.system_prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        self.max_history_turns = max(0, int(max_history_turns))
+        self.timeout_s = float(timeout_s)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.end_call_tool = bool(end_call_tool)
+        self.session = session
+        self.call_sid = call_sid
+        self._greeting = greeting
+        self._ended = False
+        self._turns = 0
+        self._last_finish: str | None = None
+
+    def greeting(self) -> str | None:
+        return self._greeting
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model, "turns": self._turns, "finish_reason": self._last_finish}
+
+    def messages(self, transcript: str, history: Sequence[Turn]) -> list[dict[str, str]]:
+        msgs: list[dict[str, str]] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        turns = [t for t in history if t.text.strip()]
+        if turns and turns[-1].role == "caller" and turns[-1].text.strip() == transcript.strip():
+            turns = turns[:-1]  # the caller already put the current turn in the history
+        if self.max_history_turns:
+            for t in turns[-self.max_history_turns:]:
+                msgs.append({"role": "user" if t.role == "caller" else "assistant", "content": t.text})
+        msgs.append({"role": "user", "content": transcript})
+        return msgs
+
+    def request_body(self, transcript: str, history: Sequence[Turn]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages(transcript, history),
+            "stream": True,
+        }
+        if self.max_tokens:
+            body["max_tokens"] = int(self.max_tokens)
+        if self.temperature is not None:
+            body["temperature"] = float(self.temperature)
+        if self.end_call_tool:
+            body["tools"] = [END_CALL_TOOL]
+        if self.call_sid:
+            body["user"] = self.call_sid
+        return body
+
+    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncIterator[str]:
+        self._turns += 1
+        where = redact(self.url)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = orjson.dumps(self.request_body(transcript, history))
+        state = _ReplyState()
+        async with session_scope(self.session) as session:
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        resp = await session.post(self.url, data=data, headers=headers)
+                except TimeoutError:
+                    raise AgentError(f"no response from {where} within {self.timeout_s:g} s") from None
+                except aiohttp.ClientError as exc:
+                    raise AgentError(f"cannot reach {where}: {exc.__class__.__name__}: {exc}") from None
+                if resp.status != 200:
+                    raise AgentError(f"{where} answered HTTP {resp.status}: {await excerpt(resp)}")
+                if resp.content_type in ("application/json",):
+                    async for piece in self._whole(resp, state, where):
+                        yield piece
+                else:
+                    async for piece in self._stream(resp, state, where):
+                        yield piece
+                if state.end_call and not state.text:
+                    state.text.append("Goodbye.")
+                    yield "Goodbye."
+                self._ended = state.end_call or says_goodbye("".join(state.text))
+                self._last_finish = state.finish
+                resp.release()
+            finally:
+                if resp is not None and not resp.closed and not state.complete:
+                    resp.close()  # abandoned, cancelled or failed: drop the connection
+
+    async def _stream(self, resp: aiohttp.ClientResponse, state: "_ReplyState", where: str) -> AsyncIterator[str]:
+        decoder = SSEDecoder()
+        try:
+            async for chunk in resp.content.iter_any():
+                for event in decoder.feed(chunk):
+                    for piece in state.event(event):
+                        yield piece
+                    if state.done:
+                        break
+                if state.done:
+                    break
+            else:
+                for event in decoder.close():
+                    for piece in state.event(event):
+                        yield piece
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AgentError(f"stream from {where} broke: {exc.__class__.__name__}: {exc}") from None
+        if not state.done and state.finish is None:
+            raise AgentError(f"stream from {where} ended before [DONE]")
+        state.complete = True
+
+    async def _whole(self, resp: aiohttp.ClientResponse, state: "_ReplyState", where: str) -> AsyncIterator[str]:
+        try:
+            raw = await resp.content.read(MAX_EVENT_BYTES + 1)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AgentError(f"response from {where} broke: {exc}") from None
+        if len(raw) > MAX_EVENT_BYTES:
+            raise AgentError(f"response from {where} larger than {MAX_EVENT_BYTES} bytes")
+        obj = _json(raw.decode("utf-8", "replace"))
+        choice = _first_choice(obj)
+        message = choice.get("message") if choice else None
+        if choice is not None and not isinstance(message, dict):
+            raise AgentError("malformed completion: choices[0].message is not an object")
+        if message:
+            content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise AgentError("malformed completion: content is not a string")
+            state.tools(message.get("tool_calls"))
+            state.finish = choice.get("finish_reason") if choice else None  # type: ignore[union-attr]
+            if content:
+                state.text.append(content)
+                yield content
+        state.done = state.complete = True
+
+
+def _json(data: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        short = data if len(data) <= 120 else data[:120] + "..."
+        raise AgentError(f"malformed SSE/JSON data: {short!r}") from None
+    if not isinstance(obj, dict):
+        raise AgentError(f"malformed data: expected a JSON object, got {type(obj).__name__}")
+    if "error" in obj and obj["error"]:
+        err = obj["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        raise AgentError(f"the model server reported an error: {str(msg)[:300]}")
+    return obj
+
+
+def _first_choice(obj: dict[str, Any]) -> dict[str, Any] | None:
+    choices = obj.get("choices")
+    if choices is None or choices == []:
+        return None  # e.g. a final usage-only chunk
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise AgentError("malformed data: choices is not a list of objects")
+    return choices[0]
+
+
+class _ReplyState:
+    """What one streamed reply has produced so far."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.done = False        # [DONE] seen
+        self.complete = False    # the response was read to its end
+        self.finish: str | None = None
+        self.end_call = False
+        self._tool_names: dict[int, str] = {}
+
+    def event(self, data: str) -> list[str]:
+        if self.done:
+            return []
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        try:
+            objs = [_json(data)]
+        except AgentError:
+            lines = data.split("\n")  # tolerate events not separated by a blank line
+            if len(lines) == 1:
+                raise
+            return [p for line in lines for p in self.event(line)]
+        out: list[str] = []
+        for obj in objs:
+            choice = _first_choice(obj)
+            if choice is None:
+                continue
+            delta = choice.get("delta")
+            if delta is not None:
+                if not isinstance(delta, dict):
+                    raise AgentError("malformed SSE data: choices[0].delta is not an object")
+                content = delta.get("content")
+                if content is not None and not isinstance(content, str):
+                    raise AgentError("malformed SSE data: delta.content is not a string")
+                if content:
+                    self.text.append(content)
+                    out.append(content)
+                self.tools(delta.get("tool_calls"))
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+        return out
+
+    def tools(self, calls: Any) -> None:
+        """Streamed tool calls arrive in fragments keyed by ``index``; the name comes first."""
+        if not isinstance(calls, list):
+            return
+        for i, call in enumerate(calls):
+            if not isinstance(call, dict):
+                continue
+            fn = call.get("function")
+            name = fn.get("name") if isinstance(fn, dict) else None
+            index = call.get("index", i)
+            if isinstance(name, str) and name:
+                self._tool_names[index if isinstance(index, int) else i] = name
+                if name == "end_call":
+                    self.end_call = True
