@@ -31,8 +31,15 @@ from .sim.wavio import read_wav, write_wav
 log = logging.getLogger("callbridge")
 
 
-def bundled_utterance() -> Path:
-    return Path(str(resources.files("callbridge") / "assets" / "caller.wav"))
+DEMO_TURNS = ("caller-1-book.wav", "caller-2-confirm.wav", "caller-3-bye.wav")
+"""The demo caller's lines (synthesised with espeak-ng, en-us, 150 wpm): "I would like
+to book an appointment on Tuesday at three pm." / "Yes please book it." / "That's all,
+thank you. Goodbye." """
+
+
+def bundled_turns() -> list[Path]:
+    assets = resources.files("callbridge") / "assets"
+    return [Path(str(assets / name)) for name in DEMO_TURNS]
 
 
 def _setup_logging(level: str) -> None:
@@ -114,13 +121,13 @@ def _report(result: CallResult, out: str | None, record_both: str | None) -> Non
 
 
 async def _call(args: argparse.Namespace) -> int:
-    audio = read_wav(args.wav) if args.wav else None
+    audio = [read_wav(path) for path in args.wav]
     call = SimulatedCall(
         args.url,
         audio=audio,
         auth_token=args.auth_token,
         public_url=args.public_url,
-        wait_for_greeting=not args.no_wait,
+        polite=not args.no_wait,
         dtmf=args.dtmf,
         hold_s=args.hold,
     )
@@ -145,10 +152,9 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         call = SimulatedCall(
             url,
-            audio=read_wav(bundled_utterance()),
+            audio=[read_wav(path) for path in bundled_turns()],
             auth_token=settings.twilio_auth_token,
-            wait_for_greeting=True,
-            dtmf="1",
+            polite=True,
             hold_s=1.0,
         )
         result = await call.run()
@@ -157,7 +163,8 @@ async def _demo(args: argparse.Namespace) -> int:
     _report(result, str(out_dir / "agent.wav"), str(out_dir / "call.wav"))
     (out_dir / "timeline.json").write_text(json.dumps(result.record, indent=2))
     print(f"timeline written to {out_dir / 'timeline.json'}")
-    return 0 if result.record and "greeting_audio" in result.timeline_events() else 1
+    events = result.timeline_events()
+    return 0 if "greeting_audio" in events and "agent.reply" in events else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
     p_call.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""))
-    p_call.add_argument("--wav", help="caller audio (PCM WAV, any rate); default: silence")
+    p_call.add_argument(
+        "--wav", action="append", default=[],
+        help="caller audio (PCM WAV, any rate); repeat for several turns; default: silence",
+    )
     p_call.add_argument("--out", help="write the agent's audio, as heard, to this WAV")
     p_call.add_argument("--record", help="write both sides (stereo WAV: caller left, agent right)")
     p_call.add_argument("--dtmf", default="", help="keys to press after the caller's audio")
     p_call.add_argument("--hold", type=float, default=2.0, help="seconds to stay on after the last action")
-    p_call.add_argument("--no-wait", action="store_true", help="speak at once, not after the greeting")
+    p_call.add_argument(
+        "--no-wait", action="store_true",
+        help="speak at once, not after the agent has answered (greeting, then each reply)",
+    )
     p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
     p_demo.add_argument("--out-dir", default="out")
     sub.add_parser("config", help="print the configuration table")

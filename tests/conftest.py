@@ -66,11 +66,11 @@ async def start_server() -> AsyncIterator[StartServer]:
 _speech_cache: dict[str, np.ndarray] = {}
 
 
-def speech_8k(text: str, voice: str = "en") -> np.ndarray:
+def speech_8k(text: str, voice: str = "en-us") -> np.ndarray:
     """Caller audio: ``text`` spoken by the embedded TTS, as int16 at 8 kHz."""
     key = f"{voice}:{text}"
     if key not in _speech_cache:
-        tts = EspeakTTS(voice=voice, rate_wpm=160)
+        tts = EspeakTTS(voice=voice, rate_wpm=150)
         chunks: list[np.ndarray] = []
         tts.synthesize(text, chunks.append)
         _speech_cache[key] = StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))

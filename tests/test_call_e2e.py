@@ -7,41 +7,68 @@ import asyncio
 import aiohttp
 import numpy as np
 
+from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
+from callbridge.sim.wavio import read_wav
 
 from .conftest import rms, speech_8k
 
 
-async def test_greeting_call_both_sides_recorded(start_server):
+async def test_conversation_books_an_appointment_both_sides_recorded(start_server):
     url = await start_server()
-    caller = speech_8k("Hello, I would like an appointment.")
-    result = await SimulatedCall(url, audio=caller, wait_for_greeting=True, hold_s=0.3).run()
+    turns = [read_wav(path) for path in bundled_turns()[:2]]  # the demo's caller lines
+    result = await SimulatedCall(url, audio=turns, polite=True, hold_s=0.3).run()
 
     assert result.close_code == 1000
     assert result.outbound_errors == []
     # Every outbound payload is exactly one 20 ms mu-law frame.
     assert result.media_sizes and set(result.media_sizes) == {160}
     agent = result.agent_pcm()
-    greeting = agent[: 8000 * 3]
-    assert rms(greeting) > 300, "the greeting should be audible speech"
-    # The caller's audio was streamed after the greeting and recorded on the same time base.
+    assert rms(agent[: 8000 * 3]) > 300, "the greeting should be audible speech"
+    # Both sides recorded on the same time base.
     assert len(result.caller_audio) == len(result.agent_audio)
     assert rms(result.caller_pcm()) > 100
 
     record = result.record
     assert record is not None and record["state"] == "ended"
+    timeline = record["timeline"]
     events = result.timeline_events()
-    for expected in ("started", "greeting_audio", "first_audio_sent", "greeting_synthesised", "mark_played", "caller_sound", "stopped"):
+    for expected in ("started", "greeting_audio", "first_audio_sent", "mark_played", "speech_started",
+                     "transcript.partial", "transcript.final", "agent.reply", "turn", "stopped"):
         assert expected in events, f"{expected} missing from {events}"
-    assert events.index("mark_played") < events.index("caller_sound")  # polite caller
+    assert events.index("mark_played") < events.index("speech_started")  # polite caller
+    finals = [e["text"] for e in timeline if e["event"] == "transcript.final"]
+    assert len(finals) == 2
+    for word in ("book", "appointment", "tuesday", "three"):
+        assert word in finals[0].split()
+    replies = [e for e in timeline if e["event"] == "agent.reply"]
+    assert "Tuesday at 3 PM" in replies[0]["text"]
+    assert replies[1]["state"]["bookings"][0]["spoken"] == "Tuesday at 3 PM"
+    turns_done = [e for e in timeline if e["event"] == "turn"]
+    assert len(turns_done) == 2 and all(t["voice_to_voice_ms"] > 0 for t in turns_done)
     stats = record["stats"]
     assert stats["frames_in"] == len(result.caller_audio) // 160
     assert stats["frames_out"] == len(result.media_sizes)
-    assert stats["marks_played"] == stats["marks_sent"] == 1
-    assert [name for _, name in result.marks_echoed] == ["u1"]
+    assert stats["marks_played"] == stats["marks_sent"] == 3
+    assert [name for _, name in result.marks_echoed] == ["u1", "u2", "u3"]
     # The greeting mark came back once its audio had played: no earlier than its length.
-    greeting_ms = next(e for e in record["timeline"] if e["event"] == "greeting_synthesised")["audio_ms"]
+    greeting_ms = next(e for e in timeline if e["event"] == "greeting_synthesised")["audio_ms"]
     assert result.marks_echoed[0][0] * 1000 >= greeting_ms - 40
+    # The reply is audible in the recording after the caller's first turn.
+    reply_at = next(e for e in timeline if e["event"] == "turn")["t_ms"] / 1000
+    assert rms(agent[int(reply_at * 8000) : int((reply_at + 1.5) * 8000)]) > 300
+
+
+async def test_agent_says_goodbye_and_hangs_up(start_server):
+    url = await start_server(greeting="Hi.")
+    bye = read_wav(bundled_turns()[2])
+    result = await SimulatedCall(url, audio=[bye], polite=True, hold_s=5.0).run()
+    events = result.timeline_events()
+    assert "call_ending" in events
+    assert result.record["stop_reason"] == "the agent ended the call"
+    ending = next(e for e in result.record["timeline"] if e["event"] == "call_ending")
+    last_mark = result.marks_echoed[-1][0] * 1000
+    assert ending["t_ms"] >= last_mark - 50  # only after the goodbye played
 
 
 async def test_outbound_audio_is_paced_not_burst(start_server):
@@ -61,7 +88,7 @@ async def test_dtmf_gets_a_spoken_reply(start_server):
     events = result.timeline_events()
     assert "dtmf" in events and "dtmf_reply_audio" in events
     assert [name for _, name in result.marks_echoed] == ["u1", "u2"]
-    reply = next(e for e in result.record["timeline"] if e["event"] == "dtmf_reply_audio")
+    reply = next(e for e in result.record["timeline"] if e["event"] == "dtmf_reply_synthesised")
     assert reply["text"] == "You pressed 7."
 
 
@@ -143,6 +170,6 @@ async def test_concurrent_calls_are_independent(start_server):
     calls = [SimulatedCall(url, dtmf=d, hold_s=1.2) for d in "123"]
     results = await asyncio.gather(*(c.run() for c in calls))
     for digit, result in zip("123", results):
-        replies = [e["text"] for e in result.record["timeline"] if e["event"] == "dtmf_reply_audio"]
+        replies = [e["text"] for e in result.record["timeline"] if e["event"] == "dtmf_reply_synthesised"]
         assert replies == [f"You pressed {digit}."]
         assert result.close_code == 1000

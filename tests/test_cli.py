@@ -44,7 +44,9 @@ def test_demo_command_writes_greeting_and_timeline(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "greeting_audio" in proc.stdout and "dtmf_reply_audio" in proc.stdout
+    for event in ("greeting_audio", "transcript.final", "agent.reply", "call_ending"):
+        assert event in proc.stdout, event
+    assert "Goodbye" in proc.stdout
     with wave.open(str(tmp_path / "agent.wav")) as w:
         assert (w.getframerate(), w.getnchannels()) == (8000, 1)
         agent = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(float)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config import Settings
+from ..upstreams.base import Conversation
 from . import messages as m
 from .bargein import BargeIn
 from .codec import Codec
@@ -63,13 +64,15 @@ class CallSupervisor(Actor):
         self.restarts: dict[str, deque[float]] = {c.role: deque() for c in CHILDREN}
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
+        self.conversation = Conversation()
 
     def started(self) -> None:
         for cls in CHILDREN:
             self._start_child(cls)
 
     def _start_child(self, cls: type[Actor]) -> None:
-        self.ctx.dispatcher.add(cls, self.role, self.settings)
+        args: tuple[Any, ...] = (self.settings, self.conversation) if cls is Upstream else (self.settings,)
+        self.ctx.dispatcher.add(cls, self.role, *args)
         start = self.start
         self.ctx.tell(
             cls.role,

@@ -1,95 +1,74 @@
-"""Upstream child: the voice-AI back end of the call.
+"""Upstream child: the call's voice-AI back end, behind ``upstreams.base.Backend``.
 
-For now the embedded agent speaks: the greeting when the call starts, and a read-back
-of each DTMF key ("You pressed 5."). Speech comes from the embedded espeak-ng TTS,
-streamed sentence by sentence (the first audio leaves before the rest is synthesised);
-one utterance plays at a time, in order. Caller audio is counted; understanding it is
-the embedded-agent issue's job.
+The default back end is the embedded agent (``upstreams.embedded``): VAD, streaming
+STT, an agent, streaming TTS; it also reads DTMF keys back. This actor adapts the
+actor world to the back end: messages in become back-end calls, and the back end's
+``Port`` becomes messages out (agent audio to the Codec, ``EndCall`` and timeline notes
+to the supervisor) and tasks owned by this actor.
 
-Restart: a fresh Upstream gets ``CallStarted`` with ``generation > 0``; it does not greet
-again, and numbers its utterances from ``generation * 10000`` so mark names stay
-unique within the call. An utterance cut off by the crash is not repeated.
+Restart: a fresh Upstream gets the same ``Conversation`` from the supervisor (agent and
+its state, history, utterance numbering), so the conversation goes on; what was being
+spoken or recognised at the crash is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
-from functools import lru_cache
-from typing import Any
+from typing import Any, Coroutine
 
 from ..config import Settings
-from ..speech.tts import EspeakTTS, split_sentences
+from ..upstreams.base import Backend, Conversation
+from ..upstreams.embedded import EmbeddedBackend
 from . import messages as m
 from .runtime import Actor, ActorContext
-
-DTMF_WORDS = {"*": "star", "#": "pound"}
-MAX_PENDING_UTTERANCES = 16
-
-
-@lru_cache(maxsize=8)
-def _tts(voice: str, rate_wpm: int) -> EspeakTTS:
-    return EspeakTTS(voice=voice, rate_wpm=rate_wpm)
 
 
 class Upstream(Actor):
     role = "upstream"
 
-    def __init__(self, ctx: ActorContext, settings: Settings) -> None:
+    def __init__(self, ctx: ActorContext, settings: Settings, conversation: Conversation) -> None:
         super().__init__(ctx)
-        self.settings = settings
-        self.queue: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue(MAX_PENDING_UTTERANCES)
-        self.speaker: asyncio.Task[Any] | None = None
-        self.next_utterance = 1
-        self.started_at = 0.0
-        self.caller_frames = 0
+        self.backend: Backend = EmbeddedBackend(self, conversation, settings)
+
+    def stopped(self) -> None:
+        self.backend.stop()
+
+    # -- messages in ---------------------------------------------------------------------
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
-        self.next_utterance = msg.generation * 10000 + 1
-        self.started_at = self.ctx.now()
-        if msg.generation == 0 and self.settings.greeting.strip():
-            self.say(self.settings.greeting, "greeting")
-
-    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
-        self.say(f"You pressed {DTMF_WORDS.get(msg.digit, msg.digit)}.", "dtmf_reply")
+        self.backend.start(msg)
 
     def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:  # noqa: N802
-        self.caller_frames += 1
+        self.backend.caller_audio(msg)
 
-    def say(self, text: str, kind: str) -> None:
-        """Queue an utterance; past ``MAX_PENDING_UTTERANCES`` it is dropped and noted."""
-        utterance = self.next_utterance
-        self.next_utterance += 1
-        try:
-            self.queue.put_nowait((utterance, text, kind))
-        except asyncio.QueueFull:
-            self.ctx.note("utterance_dropped", utterance=utterance, kind=kind)
-            return
-        if self.speaker is None:
-            self.speaker = self.ctx.spawn(self._speak_loop(), "speaker")
+    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
+        self.backend.dtmf(msg.digit)
 
-    async def _speak_loop(self) -> None:
-        tts = _tts(self.settings.tts_voice, self.settings.tts_rate_wpm)
-        while True:
-            utterance, text, kind = await self.queue.get()
-            await self._speak(tts, utterance, text, kind)
+    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
+        self.backend.mark_played(msg.name)
 
-    async def _speak(self, tts: EspeakTTS, utterance: int, text: str, kind: str) -> None:
-        requested = self.ctx.now()
-        samples = 0
-        for sentence in split_sentences(text):
-            async with aclosing(tts.stream(sentence)) as chunks:
-                async for chunk in chunks:
-                    if samples == 0:
-                        self.ctx.note(
-                            f"{kind}_audio",
-                            utterance=utterance,
-                            latency_ms=round((self.ctx.now() - requested) * 1000.0, 1),
-                            text=text[:200],
-                        )
-                    samples += len(chunk)
-                    self.ctx.tell("codec", m.AgentAudio(utterance, chunk.tobytes(), tts.sample_rate))
+    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
+        self.backend.audio_sent(msg.utterance)
+
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+        self.backend.stop()
+
+    # -- the back end's Port -------------------------------------------------------------
+
+    def audio(self, utterance: int, pcm: bytes, rate: int) -> None:
+        self.ctx.tell("codec", m.AgentAudio(utterance, pcm, rate))
+
+    def utterance_end(self, utterance: int) -> None:
         self.ctx.tell("codec", m.AgentUtteranceEnd(utterance))
-        self.ctx.note(
-            f"{kind}_synthesised", utterance=utterance, audio_ms=round(samples * 1000 / tts.sample_rate)
-        )
+
+    def note(self, event: str, **data: Any) -> None:
+        self.ctx.note(event, **data)
+
+    def end_call(self, reason: str) -> None:
+        self.ctx.tell_parent(m.EndCall(reason))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return self.ctx.spawn(coro, name)
+
+    def now(self) -> float:
+        return self.ctx.now()

@@ -49,6 +49,7 @@ class Call:
         self._hang_up = hang_up
         self._publish = publish
         self.closing: asyncio.Task[Any] | None = None
+        self.agent_closing: asyncio.Task[Any] | None = None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
         self.note("started", streamSid=start.stream_sid, parameters=params)
         self.writer = OutboundWriter(
@@ -90,6 +91,9 @@ class Call:
         self.dispatcher.tell("supervisor", m.CallStopped(reason))
         self.dispatcher.close()
         self.writer.close()
+        agent = self.supervisor.conversation.agent  # type: ignore[attr-defined]
+        if agent is not None:  # outlives the actors: close its HTTP session, if any
+            self.agent_closing = asyncio.get_running_loop().create_task(agent.aclose())
         self.note("stopped", reason=reason)
 
     # -- CallIO, for the supervisor ---------------------------------------------------------

@@ -23,7 +23,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 import numpy as np
@@ -95,11 +95,11 @@ class SimulatedCall:
         self,
         base_url: str,
         *,
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | Sequence[np.ndarray] | None = None,
         auth_token: str = "",
         public_url: str | None = None,
-        wait_for_greeting: bool = False,
-        greeting_timeout_s: float = 8.0,
+        polite: bool = False,
+        reply_timeout_s: float = 8.0,
         dtmf: str = "",
         hold_s: float = 1.0,
         max_s: float = 120.0,
@@ -109,10 +109,14 @@ class SimulatedCall:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
-        self.audio = b"" if audio is None else ulaw_encode(np.asarray(audio, np.int16))
+        if audio is None:
+            audio = []
+        elif isinstance(audio, np.ndarray):
+            audio = [audio]
+        self.turns = [ulaw_encode(np.asarray(a, np.int16)) for a in audio]
         self.auth_token = auth_token
-        self.wait_for_greeting = wait_for_greeting
-        self.greeting_timeout_s = greeting_timeout_s
+        self.polite = polite
+        self.reply_timeout_s = reply_timeout_s
         self.dtmf = dtmf
         self.hold_s = hold_s
         self.max_s = max_s
@@ -217,33 +221,23 @@ class SimulatedCall:
     async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None]) -> None:
         """One iteration per 20 ms of call time, on a monotonic schedule (no drift)."""
         r = self.result
-        audio, pos = self.audio, 0
-        speaking_from = None if self.wait_for_greeting else 0.0
-        dtmf_left, next_dtmf_at = list(self.dtmf), None
-        end_at = None
+        script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s)
         chunk = 0
         while not receiver.done():
             now = time.monotonic() - self._t0
             if now > self.max_s:
                 break
-            if speaking_from is None and (self.result.marks_echoed or now > self.greeting_timeout_s):
-                speaking_from = now + 0.3  # a human pause after the greeting
-            if speaking_from is not None and now >= speaking_from and pos < len(audio):
-                frame = audio[pos : pos + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
-                pos += FRAME_BYTES
-            else:
-                frame = SILENCE
-            if pos >= len(audio) and speaking_from is not None and end_at is None and next_dtmf_at is None:
-                next_dtmf_at = now + 0.3
-            if next_dtmf_at is not None and now >= next_dtmf_at and dtmf_left:
-                await self._send(ws, ms.twilio_dtmf(self._seq + 1, r.stream_sid, dtmf_left.pop(0)))
-                next_dtmf_at = now + (2.5 if dtmf_left else 0)
-            if next_dtmf_at is not None and not dtmf_left and end_at is None and now >= next_dtmf_at:
-                end_at = now + self.hold_s
-            if end_at is not None and now >= end_at:
-                break
-            await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, frame))
-            r.caller_audio += frame
+            agent_quiet = not self._playback
+            action = script.step(now, len(r.marks_echoed), agent_quiet)
+            if action is _END:
+                if script.done_at is not None and now >= script.done_at + self.hold_s:
+                    break
+                action = SILENCE
+            elif isinstance(action, str):  # a key press, then silence this tick
+                await self._send(ws, ms.twilio_dtmf(self._seq + 1, r.stream_sid, action))
+                action = SILENCE
+            await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action))
+            r.caller_audio += action
             chunk += 1
             self._play_one_frame(ws)
             await self._flush_marks(ws)
@@ -295,6 +289,60 @@ class SimulatedCall:
                         await self._echo_mark(ws, self._marks.pop(0)[1])
         except ConnectionClosed as exc:
             self._closed(exc)
+
+
+_END = object()
+
+
+class _Script:
+    """What the caller does, tick by tick: speak each turn, then press each key, then
+    wait. A ``polite`` caller speaks (or presses) only once the agent has answered: a
+    new mark has come back and nothing is playing (or ``reply_timeout_s`` passed);
+    otherwise the next action follows 0.3 s after the previous one."""
+
+    def __init__(self, turns: list[bytes], dtmf: str, polite: bool, reply_timeout_s: float) -> None:
+        self.actions: list[bytes | str] = [*turns, *dtmf]
+        self.polite = polite
+        self.reply_timeout_s = reply_timeout_s
+        self.index = 0
+        self.pos = 0
+        self.speaking = False
+        self.waiting_since = 0.0
+        self.marks_seen = 0
+        self.done_at: float | None = None
+
+    def _answered(self, now: float, marks: int, agent_quiet: bool) -> bool:
+        if not self.polite:
+            return now - self.waiting_since >= 0.3
+        if now - self.waiting_since >= self.reply_timeout_s:
+            return True
+        return marks > self.marks_seen and agent_quiet
+
+    def step(self, now: float, marks: int, agent_quiet: bool) -> bytes | str | object:
+        """The caller's frame for this tick, a DTMF digit, or ``_END`` when all is done."""
+        if self.index >= len(self.actions):
+            if self.done_at is None and self._answered(now, marks, agent_quiet):
+                self.done_at = now
+            return _END
+        action = self.actions[self.index]
+        if not self.speaking:
+            if not self._answered(now, marks, agent_quiet):
+                return SILENCE
+            if isinstance(action, str):
+                self._next(now, marks)
+                return action
+            self.speaking, self.pos = True, 0
+        frame = action[self.pos : self.pos + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")  # type: ignore[index]
+        self.pos += FRAME_BYTES
+        if self.pos >= len(action):  # type: ignore[arg-type]
+            self.speaking = False
+            self._next(now, marks)
+        return frame
+
+    def _next(self, now: float, marks: int) -> None:
+        self.index += 1
+        self.waiting_since = now
+        self.marks_seen = marks
 
 
 def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:

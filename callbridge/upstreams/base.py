@@ -1,0 +1,69 @@
+"""The interface between the Upstream actor and a voice-AI back end.
+
+A ``Backend`` receives the call's events (start, caller audio, DTMF, marks played, the
+moment an utterance's first frame left for Twilio, stop) and acts through a ``Port``:
+agent audio out, utterance boundaries, timeline notes, ending the call, and tasks that
+belong to the Upstream actor (cancelled when it is replaced; an exception in one fails
+the actor, which the supervisor restarts).
+
+What must outlive a restart of the Upstream actor lives in ``Conversation``, which the
+supervisor owns: the agent (and its state: bookings...), the history, the utterance
+counter (mark names stay unique within the call), and a pending hang-up.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import Any, Coroutine, Protocol
+
+import asyncio
+
+from ..actors import messages as m
+from ..agents.base import Agent, Turn
+
+
+class Port(Protocol):
+    def audio(self, utterance: int, pcm: bytes, rate: int) -> None: ...
+    def utterance_end(self, utterance: int) -> None: ...
+    def note(self, event: str, **data: Any) -> None: ...
+    def end_call(self, reason: str) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
+    def now(self) -> float: ...
+
+
+@dataclass
+class Conversation:
+    """Per-call state that survives an Upstream restart."""
+
+    agent: Agent | None = None
+    history: list[Turn] = field(default_factory=list)
+    next_utterance: int = 1
+    hang_up_after: int | None = None
+    """Utterance whose mark, once played, ends the call (the goodbye)."""
+    greeted: bool = False
+
+    def new_utterance(self) -> int:
+        utterance = self.next_utterance
+        self.next_utterance += 1
+        return utterance
+
+
+class Backend(ABC):
+    """Default handlers do nothing; a back end overrides what it needs."""
+
+    def __init__(self, port: Port, conversation: Conversation) -> None:
+        self.port = port
+        self.conversation = conversation
+
+    def start(self, call: m.CallStarted) -> None: ...
+    def caller_audio(self, msg: m.CallerAudio) -> None: ...
+    def dtmf(self, digit: str) -> None: ...
+    def audio_sent(self, utterance: int) -> None: ...
+    def stop(self) -> None: ...
+
+    def mark_played(self, name: str) -> None:
+        """Hang up once the goodbye utterance has played at the caller."""
+        end_after = self.conversation.hang_up_after
+        if end_after is not None and name == f"u{end_after}":
+            self.port.end_call("the agent ended the call")

@@ -1,0 +1,200 @@
+"""The embedded voice agent: listen (VAD, endpointing, streaming STT), think (an
+``Agent``), speak (streaming TTS). Offline by default.
+
+Turn discipline:
+- one turn in flight per call: finals that arrive while a reply is being produced wait,
+  and are answered together, as one turn, when it is done (never two overlapping replies);
+- the agent's first text piece, and each one after, must come within ``AGENT_TIMEOUT_S``;
+  on a timeout or an ``AgentError`` before anything was said the caller hears a short
+  fallback ("One moment, please.") and the turn is retried after 1, 2, then 4 s; after
+  that the agent apologises and the call ends once the apology has played;
+- a reply that fails half-way keeps what was said (no retry: it would repeat itself);
+- an agent that says goodbye (``agent.ended``) ends the call once its last words played.
+
+Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
+and ``turn`` with the latencies of each answered turn: end of speech -> final transcript
+(``stt_ms``) -> first agent text (``agent_ms``) -> first audio frame sent (``tts_ms``),
+and in all ``voice_to_voice_ms`` (caller's last speech frame -> agent's first frame sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from ..actors import messages as m
+from ..agents.base import Agent, AgentError, Turn, create_agent
+from ..config import Settings
+from ..speech.tts import EspeakTTS
+from .base import Backend, Conversation, Port
+from .listener import Heard, Listener
+from .speaker import Speaker
+
+RETRY_BACKOFF_S = (1.0, 2.0, 4.0)
+FALLBACK = "One moment, please."
+APOLOGY = "I'm sorry, I'm having trouble right now. Please call again later. Goodbye."
+DTMF_WORDS = {"*": "star", "#": "pound"}
+
+_tts_cache: dict[tuple[str, int], EspeakTTS] = {}
+
+
+def shared_tts(voice: str, rate_wpm: int) -> EspeakTTS:
+    key = (voice, rate_wpm)
+    if key not in _tts_cache:
+        _tts_cache[key] = EspeakTTS(voice=voice, rate_wpm=rate_wpm)
+    return _tts_cache[key]
+
+
+def agent_for(settings: Settings, call_sid: str) -> Agent:
+    if settings.agent == "openai":
+        return create_agent(
+            "openai", base_url=settings.openai_base_url, model=settings.openai_model,
+            api_key=settings.openai_api_key or None, call_sid=call_sid,
+            timeout_s=settings.agent_timeout_s,
+        )
+    if settings.agent == "webhook":
+        return create_agent(
+            "webhook", url=settings.agent_webhook_url, secret=settings.agent_webhook_secret or None,
+            call_sid=call_sid, timeout_s=settings.agent_timeout_s,
+        )
+    return create_agent("desk", call_sid=call_sid)
+
+
+@dataclass
+class _TurnTimes:
+    last_speech: float
+    final: float
+    first_text: float = 0.0
+
+
+class EmbeddedBackend(Backend):
+    def __init__(self, port: Port, conversation: Conversation, settings: Settings) -> None:
+        super().__init__(port, conversation)
+        self.settings = settings
+        self.speaker = Speaker(port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance)
+        self.listener = Listener(port, settings, self.heard)
+        self.pending: list[Heard] = []
+        self.turn_task: asyncio.Task[None] | None = None
+        self.turn_times: dict[int, _TurnTimes] = {}
+
+    # -- call events ---------------------------------------------------------------------
+
+    def start(self, call: m.CallStarted) -> None:
+        conv = self.conversation
+        if conv.agent is None:
+            conv.agent = agent_for(self.settings, call.call_sid)
+        if not conv.greeted:
+            conv.greeted = True
+            greeting = conv.agent.greeting() or self.settings.greeting
+            if greeting.strip():
+                self.speaker.say(greeting, "greeting")
+
+    def caller_audio(self, msg: m.CallerAudio) -> None:
+        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
+
+    def dtmf(self, digit: str) -> None:
+        self.speaker.say(f"You pressed {DTMF_WORDS.get(digit, digit)}.", "dtmf_reply")
+
+    def audio_sent(self, utterance: int) -> None:
+        times = self.turn_times.pop(utterance, None)
+        if times is None:
+            return
+        now = self.port.now()
+        self.port.note(
+            "turn",
+            utterance=utterance,
+            stt_ms=_ms(times.final - times.last_speech),
+            agent_ms=_ms(times.first_text - times.final),
+            tts_ms=_ms(now - times.first_text),
+            voice_to_voice_ms=_ms(now - times.last_speech),
+        )
+
+    def stop(self) -> None:
+        self.listener.stop()
+
+    # -- turns ----------------------------------------------------------------------------
+
+    def heard(self, heard: Heard) -> None:
+        """A final transcript (from the listener). Empty ones (noise) start no turn."""
+        if not heard.text:
+            return
+        self.pending.append(heard)
+        if self.turn_task is None or self.turn_task.done():
+            self.turn_task = self.port.spawn(self._turns(), "turns")
+
+    async def _turns(self) -> None:
+        while self.pending and self.conversation.hang_up_after is None:
+            batch, self.pending = self.pending, []
+            text = " ".join(h.text for h in batch)
+            await self._answer(text, _TurnTimes(batch[-1].last_speech, batch[-1].final_at))
+
+    async def _answer(self, text: str, times: _TurnTimes) -> None:
+        conv = self.conversation
+        agent = conv.agent
+        assert agent is not None
+        history = list(conv.history)
+        conv.history.append(Turn("caller", text))
+        for attempt in range(len(RETRY_BACKOFF_S) + 1):
+            utterance = None
+            said = ""
+            try:
+                async with aclosing(agent.reply(text, history)) as pieces:
+                    async for piece in _with_timeout(pieces, self.settings.agent_timeout_s):
+                        if utterance is None:
+                            times.first_text = self.port.now()
+                            utterance = self.speaker.open("reply")
+                            if utterance is None:
+                                return
+                            self.turn_times[utterance.number] = times
+                        utterance.add(piece)
+                        said += piece
+            except (AgentError, asyncio.TimeoutError) as exc:
+                error = "timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+                self.port.note("agent.error", attempt=attempt + 1, error=error[:300])
+                if utterance is not None:  # half a reply was spoken: keep it, don't repeat
+                    utterance.close()
+                    self._replied(said, utterance.number, agent)
+                    return
+                if attempt < len(RETRY_BACKOFF_S):
+                    if attempt == 0:
+                        self.speaker.say(FALLBACK, "fallback")
+                    await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+                    continue
+                apology = self.speaker.say(APOLOGY, "apology")
+                conv.history.append(Turn("agent", APOLOGY))
+                conv.hang_up_after = apology.number if apology is not None else None
+                return
+            if utterance is None:  # the agent chose to say nothing
+                self.port.note("agent.reply", text="", utterance=None)
+                return
+            utterance.close()
+            self._replied(said, utterance.number, agent)
+            return
+
+    def _replied(self, text: str, utterance: int, agent: Agent) -> None:
+        self.conversation.history.append(Turn("agent", text))
+        self.port.note("agent.reply", text=text[:1000], utterance=utterance, state=_small(agent.state()))
+        if agent.ended:
+            self.conversation.hang_up_after = utterance
+
+
+async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float) -> AsyncIterator[str]:
+    """Each next piece must arrive within ``timeout_s`` (raises ``asyncio.TimeoutError``)."""
+    while True:
+        try:
+            piece = await asyncio.wait_for(anext(pieces), timeout_s)
+        except StopAsyncIteration:
+            return
+        yield piece
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
+def _small(state: dict[str, Any]) -> dict[str, Any]:
+    return state if len(repr(state)) <= 2000 else {"truncated": True}

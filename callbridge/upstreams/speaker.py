@@ -1,0 +1,109 @@
+"""Text to agent audio: one utterance at a time, in order, sentence by sentence.
+
+An utterance is opened, fed text pieces as an agent produces them, and closed. Complete
+sentences (``split_sentences``) go to the TTS at once, so the first sentence plays while
+the agent is still writing the rest. Audio leaves through the ``Port`` tagged with the
+utterance number; ``utterance_end`` follows its last chunk (the Codec then sends the
+utterance's mark).
+
+Limits: ``MAX_QUEUED`` utterances waiting; past it a new utterance is refused (None) and
+noted. ``cancel()`` drops every queued and playing utterance (for barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Callable
+
+from ..speech.tts import EspeakTTS, split_sentences
+from .base import Port
+
+MAX_QUEUED = 16
+
+
+class Utterance:
+    def __init__(self, number: int, kind: str, on_first_audio: Callable[[int], None] | None) -> None:
+        self.number = number
+        self.kind = kind
+        self.text = ""
+        self._pending = ""
+        self.sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self.on_first_audio = on_first_audio
+        self.closed = False
+
+    def add(self, piece: str) -> None:
+        """More text; complete sentences are queued for speech at once."""
+        self.text += piece
+        text = self._pending + piece
+        parts = split_sentences(text)
+        ends_sentence = text.rstrip()[-1:] in (".", "!", "?", ";")
+        complete = parts if ends_sentence else parts[:-1]
+        self._pending = "" if ends_sentence else (parts[-1] if parts else "")
+        for sentence in complete:
+            self.sentences.put_nowait(sentence)
+
+    def close(self) -> None:
+        if self._pending.strip():
+            self.sentences.put_nowait(self._pending)
+        self._pending = ""
+        self.closed = True
+        self.sentences.put_nowait(None)
+
+
+class Speaker:
+    def __init__(self, port: Port, tts: EspeakTTS, new_number: Callable[[], int]) -> None:
+        self.port = port
+        self.tts = tts
+        self._new_number = new_number
+        self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.current: Utterance | None = None
+
+    def open(self, kind: str, on_first_audio: Callable[[int], None] | None = None) -> Utterance | None:
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.port.note("utterance_dropped", kind=kind)
+            return None
+        utterance = Utterance(self._new_number(), kind, on_first_audio)
+        self._queue.put_nowait(utterance)
+        if self._task is None or self._task.done():
+            self._task = self.port.spawn(self._run(), "speaker")
+        return utterance
+
+    def say(self, text: str, kind: str) -> Utterance | None:
+        utterance = self.open(kind)
+        if utterance is not None:
+            utterance.add(text)
+            utterance.close()
+        return utterance
+
+    async def _run(self) -> None:
+        while True:
+            self.current = await self._queue.get()
+            await self._speak(self.current)
+            self.current = None
+
+    async def _speak(self, utterance: Utterance) -> None:
+        port, tts = self.port, self.tts
+        requested = port.now()
+        samples = 0
+        while (sentence := await utterance.sentences.get()) is not None:
+            async with aclosing(tts.stream(sentence)) as chunks:
+                async for chunk in chunks:
+                    if samples == 0:
+                        port.note(
+                            f"{utterance.kind}_audio",
+                            utterance=utterance.number,
+                            latency_ms=round((port.now() - requested) * 1000.0, 1),
+                        )
+                        if utterance.on_first_audio is not None:
+                            utterance.on_first_audio(utterance.number)
+                    samples += len(chunk)
+                    port.audio(utterance.number, chunk.tobytes(), tts.sample_rate)
+        port.utterance_end(utterance.number)
+        port.note(
+            f"{utterance.kind}_synthesised",
+            utterance=utterance.number,
+            audio_ms=round(samples * 1000 / tts.sample_rate),
+            text=utterance.text[:500],
+        )

@@ -1,0 +1,233 @@
+"""Endpointer: synthetic probability sequences and injected times (no model, no clock)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callbridge.speech.endpoint import Endpointer, SpeechEnd, SpeechStart
+
+W = 0.032  # Silero window, seconds
+
+
+def feed(ep: Endpointer, probs, t0: float = 100.0, dt: float = W):
+    """Feed probabilities at regular times; returns [(now, event)]."""
+    out = []
+    for i, p in enumerate(probs):
+        now = t0 + i * dt
+        out += [(now, e) for e in ep.update(p, now)]
+    return out
+
+
+def seconds(p: float, s: float) -> list[float]:
+    return [p] * round(s / W)
+
+
+def test_one_turn_start_and_end_times():
+    ep = Endpointer(min_speech_ms=200, end_silence_ms=500, pre_roll_ms=300)
+    probs = seconds(0.02, 1.0) + seconds(0.95, 1.5) + seconds(0.02, 1.5)
+    ev = feed(ep, probs)
+    assert [type(e) for _, e in ev] == [SpeechStart, SpeechEnd]
+    (t_start, start), (t_end, end) = ev
+    first_speech = 100.0 + 31 * W  # index of the first 0.95 window
+    assert start.at == pytest.approx(first_speech)
+    assert start.audio_from == pytest.approx(first_speech - 0.3)
+    assert 0.2 <= t_start - start.at < 0.2 + W  # after min_speech, promptly
+    last_speech = 100.0 + (31 + 47 - 1) * W
+    assert end.at_last_speech == pytest.approx(last_speech)
+    assert end.at_detected == t_end
+    assert 0.5 <= end.at_detected - end.at_last_speech < 0.5 + W
+    assert not end.forced
+    assert not ep.in_speech
+
+
+@pytest.mark.parametrize("silence_ms", [300, 500, 800])
+def test_end_silence_is_configurable(silence_ms):
+    ep = Endpointer(end_silence_ms=silence_ms)
+    ev = feed(ep, seconds(0.9, 1.0) + seconds(0.0, 2.0))
+    end = ev[-1][1]
+    assert isinstance(end, SpeechEnd)
+    assert silence_ms / 1000 <= end.at_detected - end.at_last_speech < silence_ms / 1000 + W
+
+
+@pytest.mark.parametrize("burst_s", [0.032, 0.064, 0.128, 0.16])
+def test_short_bursts_do_not_start_a_turn(burst_s):
+    """A cough / door slam shorter than min_speech_ms: nothing."""
+    ep = Endpointer(min_speech_ms=200)
+    probs = seconds(0.01, 0.5) + seconds(0.99, burst_s) + seconds(0.01, 0.5)
+    probs = probs * 5  # several bursts
+    assert feed(ep, probs) == []
+
+
+def test_min_speech_boundary():
+    # Runs last (n - 1) * W in this measure: 7 windows = 192 ms, 8 = 224 ms.
+    assert feed(Endpointer(min_speech_ms=200), [0.0] + [0.9] * 7 + [0.0] * 30) == []
+    ev = feed(Endpointer(min_speech_ms=200), [0.0] + [0.9] * 8 + [0.0] * 30)
+    assert [type(e) for _, e in ev] == [SpeechStart, SpeechEnd]
+
+
+def test_min_speech_zero_starts_on_first_window():
+    ev = feed(Endpointer(min_speech_ms=0), [0.0, 0.8])
+    assert ev == [(100.0 + W, SpeechStart(100.0 + W, 100.0 + W - 0.3))]
+
+
+def test_hysteresis():
+    ep = Endpointer(threshold=0.5)  # neg_threshold 0.35
+    assert ep.neg_threshold == pytest.approx(0.35)
+    # 0.4 alone never starts a turn ...
+    assert feed(ep, [0.4] * 100) == []
+    # ... but does not end one either; nor does it break a starting run.
+    ep = Endpointer(threshold=0.5, end_silence_ms=300)
+    ev = feed(ep, [0.6] + [0.4] * 20 + [0.2] * 20)
+    assert [type(e) for _, e in ev] == [SpeechStart, SpeechEnd]
+    assert ev[1][1].at_last_speech == pytest.approx(100.0 + 20 * W)
+    # A dip below neg_threshold restarts the candidate run.
+    ep = Endpointer(threshold=0.5, min_speech_ms=200)
+    assert feed(ep, ([0.9] * 6 + [0.3]) * 10) == []
+
+
+def test_pauses_between_words_are_bridged():
+    ep = Endpointer(end_silence_ms=500)
+    word, pause = seconds(0.9, 0.4), seconds(0.05, 0.35)
+    ev = feed(ep, (word + pause) * 4 + seconds(0.05, 1.0))
+    assert [type(e) for _, e in ev] == [SpeechStart, SpeechEnd]
+
+
+def test_two_turns():
+    ep = Endpointer(end_silence_ms=300)
+    turn = seconds(0.9, 0.6) + seconds(0.0, 0.6)
+    ev = feed(ep, turn * 2)
+    assert [type(e) for _, e in ev] == [SpeechStart, SpeechEnd, SpeechStart, SpeechEnd]
+
+
+def test_max_speech_forces_an_end_then_restarts():
+    ep = Endpointer(min_speech_ms=100, max_speech_ms=2000)
+    ev = feed(ep, seconds(0.9, 3.0))
+    kinds = [type(e) for _, e in ev]
+    assert kinds == [SpeechStart, SpeechEnd, SpeechStart]
+    forced = ev[1][1]
+    assert forced.forced and forced.at_detected - ev[0][1].at >= 2.0
+    assert ev[2][1].at > forced.at_detected  # a new run after the cut
+
+
+def test_finish_closes_a_turn():
+    ep = Endpointer()
+    feed(ep, seconds(0.9, 1.0))
+    assert ep.in_speech
+    [end] = ep.finish(200.0)
+    assert end.forced and end.at_detected == 200.0
+    assert not ep.in_speech and ep.finish(201.0) == []
+
+
+def test_irregular_times_use_now_not_window_counts():
+    ep = Endpointer(min_speech_ms=200, end_silence_ms=500)
+    assert ep.update(0.9, 10.0) == []
+    assert ep.update(0.9, 10.05) == []
+    assert ep.update(0.9, 10.25) == [SpeechStart(10.0, 9.7)]
+    assert ep.update(0.1, 10.5) == []
+    assert ep.update(0.1, 10.749) == []
+    assert ep.update(0.1, 10.75) == [SpeechEnd(10.25, 10.75)]
+
+
+@pytest.mark.parametrize("bad", [99, 3001, -1, math.nan, "500", True])
+def test_end_silence_range(bad):
+    with pytest.raises(ValueError):
+        Endpointer(end_silence_ms=bad)
+
+
+def test_other_validation():
+    Endpointer(end_silence_ms=100)
+    Endpointer(end_silence_ms=3000)
+    for kwargs in (
+        {"threshold": 0.0},
+        {"threshold": 1.0},
+        {"threshold": 0.5, "neg_threshold": 0.6},
+        {"neg_threshold": 0.0},
+        {"min_speech_ms": -1},
+        {"min_speech_ms": 2001},
+        {"pre_roll_ms": -5},
+        {"max_speech_ms": 10},
+    ):
+        with pytest.raises(ValueError):
+            Endpointer(**kwargs)
+    ep = Endpointer()
+    for p in (-0.1, 1.1, math.nan):
+        with pytest.raises(ValueError):
+            ep.update(p, 1.0)
+    ep.update(0.5, 2.0)
+    with pytest.raises(ValueError, match="backwards"):
+        ep.update(0.5, 1.0)
+    ep.reset()
+    ep.update(0.5, 1.0)  # reset forgets the clock
+
+
+# --------------------------------------------------------------------------- #
+# Properties
+# --------------------------------------------------------------------------- #
+
+windows = st.lists(
+    st.tuples(
+        st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.34, 0.35, 0.5, 1.0])),
+        st.floats(0.0, 0.2),  # time step, may be 0
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=windows,
+    min_speech_ms=st.sampled_from([0, 100, 200, 400]),
+    end_silence_ms=st.sampled_from([100, 300, 500, 800, 3000]),
+)
+def test_events_are_consistent_with_the_input(seq, min_speech_ms, end_silence_ms):
+    ep = Endpointer(min_speech_ms=min_speech_ms, end_silence_ms=end_silence_ms, max_speech_ms=600000)
+    thr, neg = ep.threshold, ep.neg_threshold
+    min_s, sil = min_speech_ms / 1000, end_silence_ms / 1000
+    now, hist, in_speech = 0.0, [], False
+    for p, dt in seq:
+        now += dt
+        hist.append((now, p))
+        events = ep.update(p, now)
+        assert len(events) <= 1
+        for e in events:
+            if isinstance(e, SpeechStart):
+                assert not in_speech
+                in_speech = True
+                assert now - e.at >= min_s - 1e-9
+                # the run: a window at `at` over threshold, none below neg since
+                assert any(
+                    t == e.at and q >= thr and all(q2 >= neg for _, q2 in hist[i:])
+                    for i, (t, q) in enumerate(hist)
+                )
+            else:
+                assert in_speech and not e.forced
+                in_speech = False
+                assert e.at_detected == now
+                assert now - e.at_last_speech >= sil - 1e-9
+                # silence since the last speech window, detected promptly
+                j = max(i for i, (_, q) in enumerate(hist) if q >= neg)
+                assert hist[j][0] == e.at_last_speech
+                after = hist[j + 1 :]
+                assert after and all(q < neg for _, q in after)
+                assert all(t - e.at_last_speech < sil for t, _ in after[:-1])
+        assert ep.in_speech == in_speech
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bursts=st.lists(
+        st.tuples(st.integers(1, 6), st.integers(1, 40), st.floats(0.35, 1.0)),
+        max_size=30,
+    )
+)
+def test_bursts_shorter_than_min_speech_never_start_a_turn(bursts):
+    # min_speech 200 ms; bursts of at most 6 windows span at most 5 * 32 = 160 ms.
+    ep = Endpointer(min_speech_ms=200)
+    probs = []
+    for n_speech, n_gap, level in bursts:
+        probs += [level] * n_speech + [0.1] * n_gap
+    assert feed(ep, probs) == []
