@@ -33,8 +33,8 @@ log = logging.getLogger("callbridge")
 
 DEMO_TURNS = ("caller-1-book.wav", "caller-2-confirm.wav", "caller-3-bye.wav")
 """The demo caller's lines (synthesised with espeak-ng, en-us, 150 wpm): "I would like
-to book an appointment on Tuesday at three pm." / "Yes please book it." / "That's all,
-thank you. Goodbye." """
+to book an appointment on Monday at three pm." / "Yes, book it." / "That's all, thank you.
+Goodbye." Chosen because the embedded recogniser gets their key words every time."""
 
 
 def bundled_turns() -> list[Path]:

@@ -39,11 +39,11 @@ async def test_conversation_books_an_appointment_both_sides_recorded(start_serve
     assert events.index("mark_played") < events.index("speech_started")  # polite caller
     finals = [e["text"] for e in timeline if e["event"] == "transcript.final"]
     assert len(finals) == 2
-    for word in ("book", "appointment", "tuesday", "three"):
+    for word in ("book", "appointment", "monday", "three"):
         assert word in finals[0].split()
     replies = [e for e in timeline if e["event"] == "agent.reply"]
-    assert "Tuesday at 3 PM" in replies[0]["text"]
-    assert replies[1]["state"]["bookings"][0]["spoken"] == "Tuesday at 3 PM"
+    assert "Monday at 3 PM" in replies[0]["text"]
+    assert replies[1]["state"]["bookings"][0]["spoken"] == "Monday at 3 PM"
     turns_done = [e for e in timeline if e["event"] == "turn"]
     assert len(turns_done) == 2 and all(t["voice_to_voice_ms"] > 0 for t in turns_done)
     stats = record["stats"]

@@ -8,10 +8,12 @@ Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 from __future__ import annotations
 
 import logging
+import time
 from aiohttp import WSCloseCode, web
 
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
+from ..upstreams.embedded import prewarm
 from .context import GATEWAY, Gateway
 from .media import media_socket
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
@@ -60,6 +62,12 @@ async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
         await events.stop()
 
 
+async def _prewarm(app: web.Application) -> None:
+    started = time.monotonic()
+    await prewarm(app[GATEWAY].settings)
+    log.info("embedded agent ready in %.0f ms", (time.monotonic() - started) * 1000)
+
+
 async def _close_sockets(app: web.Application) -> None:
     for ws in list(app[GATEWAY].sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -87,6 +95,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             "TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked (dev mode only; "
             "anyone who can reach this port can place calls)"
         )
+    app.on_startup.append(_prewarm)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
     return app

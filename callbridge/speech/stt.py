@@ -398,6 +398,7 @@ class _Worker:
             try:
                 if kind == "start":
                     self.dec.start_utt()
+                    self._rng = np.random.default_rng(0)  # same audio, same dither: repeatable
                     self._partial = ""
                     self._next_partial = time.monotonic() + self.rec.partial_interval_s
                     continue

@@ -12,9 +12,10 @@ Turn discipline:
 - an agent that says goodbye (``agent.ended``) ends the call once its last words played.
 
 Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
-and ``turn`` with the latencies of each answered turn: end of speech -> final transcript
-(``stt_ms``) -> first agent text (``agent_ms``) -> first audio frame sent (``tts_ms``),
-and in all ``voice_to_voice_ms`` (caller's last speech frame -> agent's first frame sent).
+and ``turn`` with the latencies of each answered turn: caller's last speech -> end of
+turn detected (``endpoint_ms``, the configured silence) -> final transcript (``stt_ms``)
+-> first agent text (``agent_ms``) -> first audio frame sent (``tts_ms``), and in all
+``voice_to_voice_ms`` (caller's last speech frame -> agent's first frame sent).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import numpy as np
 from ..actors import messages as m
 from ..agents.base import Agent, AgentError, Turn, create_agent
 from ..config import Settings
+from ..speech import vad
+from ..speech.stt import get_recognizer
 from ..speech.tts import EspeakTTS
 from .base import Backend, Conversation, Port
 from .listener import Heard, Listener
@@ -49,6 +52,16 @@ def shared_tts(voice: str, rate_wpm: int) -> EspeakTTS:
     return _tts_cache[key]
 
 
+async def prewarm(settings: Settings) -> None:
+    """Load what the first call would otherwise load on the event loop: the TTS voice,
+    the VAD model, the speech-recognition decoders (creating one holds the GIL) and the
+    agent's module. Run once at start-up, before calls arrive."""
+    shared_tts(settings.tts_voice, settings.tts_rate_wpm)
+    vad.preload()
+    await get_recognizer(decoders=settings.stt_decoders).prewarm()
+    agent_for(settings, "CAprewarm")
+
+
 def agent_for(settings: Settings, call_sid: str) -> Agent:
     if settings.agent == "openai":
         return create_agent(
@@ -67,6 +80,7 @@ def agent_for(settings: Settings, call_sid: str) -> Agent:
 @dataclass
 class _TurnTimes:
     last_speech: float
+    detected: float
     final: float
     first_text: float = 0.0
 
@@ -107,7 +121,8 @@ class EmbeddedBackend(Backend):
         self.port.note(
             "turn",
             utterance=utterance,
-            stt_ms=_ms(times.final - times.last_speech),
+            endpoint_ms=_ms(times.detected - times.last_speech),
+            stt_ms=_ms(times.final - times.detected),
             agent_ms=_ms(times.first_text - times.final),
             tts_ms=_ms(now - times.first_text),
             voice_to_voice_ms=_ms(now - times.last_speech),
@@ -130,7 +145,8 @@ class EmbeddedBackend(Backend):
         while self.pending and self.conversation.hang_up_after is None:
             batch, self.pending = self.pending, []
             text = " ".join(h.text for h in batch)
-            await self._answer(text, _TurnTimes(batch[-1].last_speech, batch[-1].final_at))
+            last = batch[-1]
+            await self._answer(text, _TurnTimes(last.last_speech, last.detected_at, last.final_at))
 
     async def _answer(self, text: str, times: _TurnTimes) -> None:
         conv = self.conversation

@@ -39,6 +39,8 @@ class Heard:
     text: str
     last_speech: float
     """When the caller's last speech frame arrived (monotonic s)."""
+    detected_at: float
+    """When the endpointer declared the turn over (``last_speech`` + silence)."""
     final_at: float
     """When the final transcript was ready."""
 
@@ -54,7 +56,7 @@ class Listener:
             pre_roll_ms=PRE_ROLL_MS,
             max_speech_ms=MAX_TURN_S * 1000,
         )
-        self.recognizer = get_recognizer()
+        self.recognizer = get_recognizer(decoders=settings.stt_decoders)
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)
         self.turn: _Turn | None = None
 
@@ -68,7 +70,7 @@ class Listener:
                 if isinstance(event, SpeechStart) and self.turn is None:
                     self._start(event)
                 elif isinstance(event, SpeechEnd) and self.turn is not None:
-                    self._end(event.at_last_speech)
+                    self._end(event.at_last_speech, now)
 
     def _start(self, event: SpeechStart) -> None:
         self.port.note("speech_started", onset_ms_ago=round((self.port.now() - event.at) * 1000))
@@ -78,16 +80,16 @@ class Listener:
         turn = self.turn = _Turn(self, event.at, audio)
         self.port.spawn(turn.run(), "stt")
 
-    def _end(self, last_speech: float) -> None:
+    def _end(self, last_speech: float, now: float) -> None:
         turn, self.turn = self.turn, None
         assert turn is not None
         self.port.note("speech_ended", speech_ms=round((last_speech - turn.started) * 1000))
-        turn.end(last_speech)
+        turn.end(last_speech, now)
 
     def stop(self) -> None:
         if self.turn is not None:
             self.turn.cancelled = True
-            self.turn.end(self.port.now())
+            self.turn.end(self.port.now(), self.port.now())
             self.turn = None
 
 
@@ -101,6 +103,7 @@ class _Turn:
         self.utterance = None
         self.ended = asyncio.Event()
         self.last_speech = started
+        self.detected_at = started
         self.cancelled = False
 
     def feed(self, pcm: np.ndarray) -> None:
@@ -109,8 +112,9 @@ class _Turn:
         elif self.buffered is not None and len(self.buffered) < MAX_TURN_S * 1000 / FRAME_MS:
             self.buffered.append(pcm)
 
-    def end(self, last_speech: float) -> None:
+    def end(self, last_speech: float, detected_at: float) -> None:
         self.last_speech = last_speech
+        self.detected_at = detected_at
         self.ended.set()
 
     async def run(self) -> None:
@@ -132,5 +136,5 @@ class _Turn:
             return
         text = await utterance.finish()
         final_at = port.now()
-        port.note("transcript.final", text=text, stt_ms=round((final_at - self.last_speech) * 1000, 1))
-        self.listener.on_heard(Heard(text, self.last_speech, final_at))
+        port.note("transcript.final", text=text, stt_ms=round((final_at - self.detected_at) * 1000, 1))
+        self.listener.on_heard(Heard(text, self.last_speech, self.detected_at, final_at))
