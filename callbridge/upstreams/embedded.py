@@ -86,6 +86,8 @@ class _TurnTimes:
 
 
 class EmbeddedBackend(Backend):
+    retry_backoff_s: tuple[float, ...] = RETRY_BACKOFF_S
+
     def __init__(self, port: Port, conversation: Conversation, settings: Settings) -> None:
         super().__init__(port, conversation)
         self.settings = settings
@@ -134,8 +136,9 @@ class EmbeddedBackend(Backend):
     # -- turns ----------------------------------------------------------------------------
 
     def heard(self, heard: Heard) -> None:
-        """A final transcript (from the listener). Empty ones (noise) start no turn."""
-        if not heard.text:
+        """A final transcript (from the listener). Empty ones (noise) start no turn, and
+        none does once the agent has said goodbye."""
+        if not heard.text or self.conversation.hang_up_after is not None:
             return
         self.pending.append(heard)
         if self.turn_task is None or self.turn_task.done():
@@ -147,6 +150,7 @@ class EmbeddedBackend(Backend):
             text = " ".join(h.text for h in batch)
             last = batch[-1]
             await self._answer(text, _TurnTimes(last.last_speech, last.detected_at, last.final_at))
+        self.pending.clear()  # the call is ending: nothing more is answered
 
     async def _answer(self, text: str, times: _TurnTimes) -> None:
         conv = self.conversation
@@ -154,7 +158,8 @@ class EmbeddedBackend(Backend):
         assert agent is not None
         history = list(conv.history)
         conv.history.append(Turn("caller", text))
-        for attempt in range(len(RETRY_BACKOFF_S) + 1):
+        backoff = self.retry_backoff_s
+        for attempt in range(len(backoff) + 1):
             utterance = None
             said = ""
             try:
@@ -175,10 +180,10 @@ class EmbeddedBackend(Backend):
                     utterance.close()
                     self._replied(said, utterance.number, agent)
                     return
-                if attempt < len(RETRY_BACKOFF_S):
+                if attempt < len(backoff):
                     if attempt == 0:
                         self.speaker.say(FALLBACK, "fallback")
-                    await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+                    await asyncio.sleep(backoff[attempt])
                     continue
                 apology = self.speaker.say(APOLOGY, "apology")
                 conv.history.append(Turn("agent", APOLOGY))
