@@ -1,0 +1,159 @@
+"""Turn-taking benchmark of the embedded agent, end to end over real sockets.
+
+    python bench/turns.py            # 10 utterances, 2 calls at a time
+    python bench/turns.py --quick    # 4 utterances
+
+A gateway runs as a separate process (``run.py serve``) so its CPU can be read from
+/proc; the simulator places one call per utterance (espeak-ng speech, en-us, 150 wpm,
+sent as real-time mu-law) and waits for the agent's answer. From each call's timeline:
+
+- voice-to-voice: the caller's last speech frame -> the agent's first reply frame sent,
+  split into endpointing (the configured silence), STT finalisation, agent (first text)
+  and TTS (first chunk -> first frame on the socket);
+- word error rate of the transcripts against the text spoken;
+- CPU of the gateway process per active call, in % of one core.
+
+Target: p50 voice-to-voice <= ENDPOINT_SILENCE_MS + 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from callbridge.codecs.resample import StreamingResampler  # noqa: E402
+from callbridge.sim.caller import SimulatedCall  # noqa: E402
+from callbridge.speech.tts import EspeakTTS  # noqa: E402
+
+UTTERANCES = [
+    "I would like to book an appointment on Monday at three pm.",
+    "Can I book an appointment on Wednesday at two pm?",
+    "I need to cancel my appointment.",
+    "Can you move my appointment to Friday?",
+    "What time is my appointment?",
+    "I would like to reschedule to Thursday at ten am.",
+    "Do you have anything free tomorrow afternoon?",
+    "Yes, book it.",
+    "What are your hours?",
+    "That's all, thank you. Goodbye.",
+]
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+def word_errors(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance over words."""
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)]
+
+
+def speech(tts: EspeakTTS, text: str) -> np.ndarray:
+    chunks: list[np.ndarray] = []
+    tts.synthesize(text, chunks.append)
+    return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def run(utterances: list[str], concurrency: int, endpoint_ms: int) -> int:
+    port = free_port()
+    env = {**os.environ, "GREETING": "Hi.", "ENDPOINT_SILENCE_MS": str(endpoint_ms), "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "listening on ..." once ready (prewarmed)
+        url = f"http://127.0.0.1:{port}"
+        tts = EspeakTTS(voice="en-us", rate_wpm=150)
+        audio = [speech(tts, text) for text in utterances]
+        gate = asyncio.Semaphore(concurrency)
+        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        call_seconds = 0.0
+
+        async def one(i: int) -> dict:
+            nonlocal call_seconds
+            async with gate:
+                result = await SimulatedCall(url, audio=[audio[i]], polite=True, hold_s=0.2).run()
+            call_seconds += len(result.caller_audio) / 8000
+            timeline = (result.record or {}).get("timeline", [])
+            final = next((e["text"] for e in timeline if e["event"] == "transcript.final"), "")
+            turn = next((e for e in timeline if e["event"] == "turn"), None)
+            return {"text": utterances[i], "heard": final, "turn": turn}
+
+        results = await asyncio.gather(*(one(i) for i in range(len(utterances))))
+        cpu = cpu_seconds(server.pid) - cpu0
+        wall = time.monotonic() - wall0
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    turns = [r["turn"] for r in results if r["turn"]]
+    errors = sum(word_errors(words(r["text"]), words(r["heard"])) for r in results)
+    ref_words = sum(len(words(r["text"])) for r in results)
+    print(f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {len(utterances)} calls, "
+          f"{concurrency} at a time | ENDPOINT_SILENCE_MS={endpoint_ms}")
+    print("\nper utterance (ms):  v2v = endpoint + stt + agent + tts")
+    for r in results:
+        t = r["turn"]
+        v2v = f"{t['voice_to_voice_ms']:6.0f} = {t['endpoint_ms']:4.0f} + {t['stt_ms']:4.0f} + {t['agent_ms']:4.0f} + {t['tts_ms']:4.0f}" if t else "   no reply"
+        print(f"  {v2v}   said: {r['text']!r}\n  {'':>38}heard: {r['heard']!r}")
+    print("\nlatency (ms)        p50      p95")
+    for key in ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms"):
+        vals = [t[key] for t in turns]
+        print(f"  {key:<16} {pct(vals, 50):7.1f}  {pct(vals, 95):7.1f}")
+    p50 = pct([t["voice_to_voice_ms"] for t in turns], 50)
+    print(f"\nreplies: {len(turns)}/{len(results)}")
+    print(f"word error rate: {errors}/{ref_words} = {100 * errors / max(ref_words, 1):.1f}%")
+    print(f"gateway CPU: {cpu:.2f} s over {wall:.1f} s wall, {call_seconds:.1f} call-seconds "
+          f"-> {100 * cpu / max(call_seconds, 1e-9):.1f}% of one core per active call")
+    target = endpoint_ms + 200
+    print(f"target p50 voice-to-voice <= {target} ms: {'met' if p50 <= target else 'MISSED'} ({p50:.0f} ms)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--endpoint-ms", type=int, default=500)
+    args = parser.parse_args()
+    utterances = UTTERANCES[:4] if args.quick else UTTERANCES
+    return asyncio.run(run(utterances, args.concurrency, args.endpoint_ms))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
