@@ -207,3 +207,32 @@ async def test_audio_sent_reports_the_turn_latencies():
         assert turn[key] >= 0
     assert turn["voice_to_voice_ms"] >= turn["endpoint_ms"]
     assert port.audio_ms[utterance] > 500  # the reply was synthesised
+
+
+async def test_barge_in_truncates_the_history_to_what_was_heard():
+    agent = ScriptedAgent()
+    b, port = backend(agent)
+    b.heard(heard("tell me everything about your opening hours and prices"))
+    await port.settle(b)
+    reply = port.events("agent.reply")[0]
+    said = reply["text"]
+    b.interrupted(reply["utterance"], played_ms=600)
+    (truncated,) = port.events("agent.truncated")
+    assert truncated["said"] == said
+    heard_words = truncated["heard"].split()
+    assert 0 < len(heard_words) < len(said.split())
+    assert said.startswith(truncated["heard"])
+    assert b.conversation.history[-1] == Turn("agent", truncated["heard"] + " —")
+    # Nothing more is spoken for the cut turn.
+    assert b.speaker.current is None and b.speaker._queue.empty()
+
+
+async def test_cut_goodbye_does_not_hang_up():
+    agent = ScriptedAgent()
+    b, port = backend(agent)
+    b.heard(heard("ok bye"))
+    await port.settle(b)
+    reply = port.events("agent.reply")[0]
+    b.interrupted(reply["utterance"], played_ms=100)
+    b.mark_played(f"u{reply['utterance']}")  # even if its end mark were reported
+    assert port.ended == []

@@ -4,7 +4,12 @@ Inbound: ``CallerMedia`` (mu-law) -> decode -> resample to ``INBOUND_RATE`` ->
 ``CallerAudio`` to the jitter buffer. Outbound: ``AgentAudio`` (PCM at any rate) ->
 resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
 ``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
-silence) are flushed, then an ``OutboundMark`` named ``u<utterance>`` follows.
+silence) are flushed, then an ``OutboundMark`` named ``u<utterance>`` follows. Every
+``MARK_EVERY_FRAMES`` frames of an utterance a progress mark ``u<utterance>.<frames>``
+goes out too, so the played position is known to within 200 ms.
+
+``Interrupted`` (barge-in): the partial frame and resampler state are dropped, and so is
+any later audio of that utterance or an earlier one still on its way from the Upstream.
 
 Fresh state on restart means resampler history is lost: at most one frame's filter
 transient (~4 ms), never a shifted or resized frame.
@@ -24,6 +29,7 @@ from .runtime import Actor, ActorContext
 
 INBOUND_RATE = 16000
 TWILIO_RATE = 8000
+MARK_EVERY_FRAMES = 10
 
 
 class Codec(Actor):
@@ -35,14 +41,20 @@ class Codec(Actor):
         self.outbound: dict[int, StreamingResampler] = {}
         self.framer = Framer()
         self.utterance = -1
+        self.frames_in_utterance = 0
+        self.cut = 0
+        """Utterances up to this number were interrupted: their audio is dropped."""
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
         pcm = self.inbound.process(ulaw_decode(msg.payload))
         self.ctx.tell("jitter", m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE))
 
     def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
+        if msg.utterance <= self.cut:
+            return
         if msg.utterance != self.utterance:
             self.utterance = msg.utterance
+            self.frames_in_utterance = 0
             self.ctx.tell_parent(m.UtteranceStarting(msg.utterance))
         resampler = self.outbound.get(msg.rate)
         if resampler is None:
@@ -50,6 +62,8 @@ class Codec(Actor):
         self._emit(resampler.process(np.frombuffer(msg.pcm, dtype="<i2")))
 
     def receiveMsg_AgentUtteranceEnd(self, msg: m.AgentUtteranceEnd) -> None:  # noqa: N802
+        if msg.utterance <= self.cut:
+            return
         for rate, resampler in self.outbound.items():
             # Push the filter's delay line out with zeros so the utterance ends whole.
             tail_in = math.ceil((resampler.delay_samples + 1) * rate / TWILIO_RATE)
@@ -60,7 +74,16 @@ class Codec(Actor):
             self.ctx.tell_parent(m.OutboundFrame(last))
         self.ctx.tell_parent(m.OutboundMark(f"u{msg.utterance}"))
 
+    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:  # noqa: N802
+        self.cut = max(self.cut, msg.utterance)
+        self.framer.reset()
+        for resampler in self.outbound.values():
+            resampler.reset()
+
     def _emit(self, pcm8k: np.ndarray) -> None:
         if len(pcm8k):
             for frame in self.framer.push(ulaw_encode(pcm8k)):
                 self.ctx.tell_parent(m.OutboundFrame(frame))
+                self.frames_in_utterance += 1
+                if self.frames_in_utterance % MARK_EVERY_FRAMES == 0:
+                    self.ctx.tell_parent(m.OutboundMark(f"u{self.utterance}.{self.frames_in_utterance}"))

@@ -104,6 +104,45 @@ class EndCall(Message):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallerSpeech(Message):
+    """Upstream -> BargeIn: the caller has been speaking since ``onset`` (monotonic s),
+    sustained long enough to start a turn; detected at ``detected``."""
+
+    system: ClassVar[bool] = True
+    onset: float
+    detected: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRejected(Message):
+    """BargeIn -> Upstream: the speech that began at ``onset`` is the agent's own echo;
+    drop that turn."""
+
+    system: ClassVar[bool] = True
+    onset: float
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInDetected(Message):
+    """BargeIn -> CallSupervisor: the caller talks over ``utterance``; cut it now."""
+
+    system: ClassVar[bool] = True
+    utterance: int
+    played_ms: int
+    onset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted(Message):
+    """CallSupervisor -> Codec and Upstream: ``utterance`` (and all before it) was cut
+    after the caller heard ``played_ms`` of it; drop what is left of them."""
+
+    system: ClassVar[bool] = True
+    utterance: int
+    played_ms: int
+
+
 # --- control -----------------------------------------------------------------------
 
 
@@ -179,6 +218,10 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     UtteranceStarting,
     AgentAudioSent,
     EndCall,
+    CallerSpeech,
+    SpeechRejected,
+    BargeInDetected,
+    Interrupted,
     CallStarted,
     CallStopped,
     MarkPlayed,
@@ -218,13 +261,15 @@ def decode(data: bytes) -> Message:
     return msg
 
 
-_TYPE_CHECK = {"int": int, "str": str, "bytes": bytes, "bool": bool}
+_TYPE_CHECK: dict[str, type | tuple[type, ...]] = {
+    "int": int, "str": str, "bytes": bytes, "bool": bool, "float": (int, float),
+}
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     if name in _TYPE_CHECK:
-        if name == "int" and isinstance(value, bool):
+        if name in ("int", "float") and isinstance(value, bool):
             return False
         return isinstance(value, _TYPE_CHECK[name])
     if name.startswith("dict"):

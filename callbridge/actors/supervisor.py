@@ -32,6 +32,7 @@ class CallIO(Protocol):
 
     def send_frame(self, payload: bytes) -> None: ...
     def send_mark(self, name: str) -> None: ...
+    def clear(self) -> float: ...
     def notify_when_sent(self, utterance: int) -> None: ...
     def end(self, reason: str) -> None: ...
     def note(self, event: str, **data: Any) -> None: ...
@@ -65,6 +66,8 @@ class CallSupervisor(Actor):
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
         self.conversation = Conversation()
+        self.marks_pending: set[str] = set()
+        self.marks_cleared: set[str] = set()
 
     def started(self) -> None:
         for cls in CHILDREN:
@@ -82,9 +85,16 @@ class CallSupervisor(Actor):
     # -- from the gateway ----------------------------------------------------------
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
-        self.io.note("mark_played", name=msg.name)
+        # After a clear Twilio echoes every pending mark at once, looking exactly like
+        # played ones: those were cut, not heard.
+        if msg.name in self.marks_cleared:
+            self.marks_cleared.discard(msg.name)
+            return
+        self.marks_pending.discard(msg.name)
+        if "." not in msg.name:  # progress marks are for BargeIn only
+            self.io.note("mark_played", name=msg.name)
+            self.ctx.tell("upstream", msg)
         self.ctx.tell("bargein", msg)
-        self.ctx.tell("upstream", msg)
 
     def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
         self.io.note("dtmf", digit=msg.digit)
@@ -98,12 +108,31 @@ class CallSupervisor(Actor):
 
     def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:  # noqa: N802
         self.io.send_frame(msg.payload)
+        self.ctx.tell("bargein", msg)  # its level: echo reference
 
     def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:  # noqa: N802
+        self.marks_pending.add(msg.name)
         self.io.send_mark(msg.name)
+
+    def receiveMsg_BargeInDetected(self, msg: m.BargeInDetected) -> None:  # noqa: N802
+        """Cut the agent now: ``clear`` at Twilio, drop our queue, stop TTS and the turn."""
+        dropped_s = self.io.clear()
+        self.marks_cleared |= self.marks_pending
+        self.marks_pending.clear()
+        cut = m.Interrupted(msg.utterance, msg.played_ms)
+        self.ctx.tell("codec", cut)
+        self.ctx.tell("upstream", cut)
+        self.io.note(
+            "barge_in",
+            utterance=msg.utterance,
+            heard_ms=msg.played_ms,
+            detection_ms=round((self.ctx.now() - msg.onset) * 1000.0, 1),
+            dropped_s=round(dropped_s, 2),
+        )
 
     def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:  # noqa: N802
         self.io.notify_when_sent(msg.utterance)
+        self.ctx.tell("bargein", msg)
 
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
         self.ctx.tell("upstream", msg)

@@ -50,6 +50,12 @@ class Upstream(Actor):
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
         self.backend.audio_sent(msg.utterance)
 
+    def receiveMsg_SpeechRejected(self, msg: m.SpeechRejected) -> None:  # noqa: N802
+        self.backend.speech_rejected()
+
+    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:  # noqa: N802
+        self.backend.interrupted(msg.utterance, msg.played_ms)
+
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
         self.backend.stop()
 
@@ -63,6 +69,9 @@ class Upstream(Actor):
 
     def note(self, event: str, **data: Any) -> None:
         self.ctx.note(event, **data)
+
+    def caller_speech(self, onset: float) -> None:
+        self.ctx.tell("bargein", m.CallerSpeech(onset, self.ctx.now()))
 
     def end_call(self, reason: str) -> None:
         self.ctx.tell_parent(m.EndCall(reason))

@@ -104,6 +104,12 @@ class Call:
     def send_mark(self, name: str) -> None:
         self.writer.mark(name)
 
+    def clear(self) -> float:
+        """Barge-in: drop queued agent audio and have Twilio drop its buffer. Returns the
+        seconds of audio dropped (ours and, as far as we can tell, Twilio's)."""
+        buffered = self.writer.pacer.buffered_s(self.clock())
+        return self.writer.clear() * 0.020 + buffered
+
     def notify_when_sent(self, utterance: int) -> None:
         self.writer.notify(utterance)
 

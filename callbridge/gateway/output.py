@@ -111,6 +111,7 @@ class OutboundWriter:
         dropped = self._frames_queued
         self._queue.clear()
         self._frames_queued = 0
+        self._notify_next = None
         self._clear_pending = True
         self._wake()
         return dropped

@@ -100,6 +100,8 @@ class SimulatedCall:
         public_url: str | None = None,
         polite: bool = False,
         reply_timeout_s: float = 8.0,
+        gap_s: float = 0.3,
+        echo_db: float | None = None,
         dtmf: str = "",
         hold_s: float = 1.0,
         max_s: float = 120.0,
@@ -117,6 +119,8 @@ class SimulatedCall:
         self.auth_token = auth_token
         self.polite = polite
         self.reply_timeout_s = reply_timeout_s
+        self.gap_s = gap_s
+        self.echo_gain = None if echo_db is None else 10 ** (echo_db / 20)
         self.dtmf = dtmf
         self.hold_s = hold_s
         self.max_s = max_s
@@ -131,6 +135,7 @@ class SimulatedCall:
         self._marks: list[tuple[int, str]] = []
         self._seq = 0
         self._t0 = 0.0
+        self._end_marks = 0
 
     @property
     def call_sid(self) -> str:
@@ -221,14 +226,15 @@ class SimulatedCall:
     async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None]) -> None:
         """One iteration per 20 ms of call time, on a monotonic schedule (no drift)."""
         r = self.result
-        script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s)
+        script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s, self.gap_s)
+        echo = SILENCE
         chunk = 0
         while not receiver.done():
             now = time.monotonic() - self._t0
             if now > self.max_s:
                 break
             agent_quiet = not self._playback
-            action = script.step(now, len(r.marks_echoed), agent_quiet)
+            action = script.step(now, self._end_marks, agent_quiet)
             if action is _END:
                 if script.done_at is not None and now >= script.done_at + self.hold_s:
                     break
@@ -236,18 +242,23 @@ class SimulatedCall:
             elif isinstance(action, str):  # a key press, then silence this tick
                 await self._send(ws, ms.twilio_dtmf(self._seq + 1, r.stream_sid, action))
                 action = SILENCE
+            if self.echo_gain is not None:  # the agent's voice coming back on the line
+                mixed = ulaw_decode(action).astype(np.float32) + ulaw_decode(echo) * self.echo_gain
+                action = ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
             await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action))
             r.caller_audio += action
             chunk += 1
-            self._play_one_frame(ws)
+            echo = self._play_one_frame(ws)
             await self._flush_marks(ws)
             await asyncio.sleep(max(0.0, self._t0 + chunk * FRAME_S - time.monotonic()))
 
-    def _play_one_frame(self, ws: ClientConnection) -> None:
+    def _play_one_frame(self, ws: ClientConnection) -> bytes:
         frame = bytes(self._playback[:FRAME_BYTES])
         del self._playback[:FRAME_BYTES]
         self._played += len(frame)
-        self.result.agent_audio += frame.ljust(FRAME_BYTES, b"\xff")
+        frame = frame.ljust(FRAME_BYTES, b"\xff")
+        self.result.agent_audio += frame
+        return frame
 
     async def _flush_marks(self, ws: ClientConnection) -> None:
         while self._marks and self._marks[0][0] <= self._played:
@@ -256,6 +267,8 @@ class SimulatedCall:
 
     async def _echo_mark(self, ws: ClientConnection, name: str) -> None:
         self.result.marks_echoed.append((time.monotonic() - self._t0, name))
+        if "." not in name:  # an utterance's end mark, not a progress mark
+            self._end_marks += 1
         await self._send(ws, ms.twilio_mark(self._seq + 1, self.result.stream_sid, name))
 
     async def _receive(self, ws: ClientConnection) -> None:
@@ -298,12 +311,16 @@ class _Script:
     """What the caller does, tick by tick: speak each turn, then press each key, then
     wait. A ``polite`` caller speaks (or presses) only once the agent has answered: a
     new mark has come back and nothing is playing (or ``reply_timeout_s`` passed);
-    otherwise the next action follows 0.3 s after the previous one."""
+    otherwise the next action follows ``gap_s`` after the previous one (the first one
+    ``gap_s`` after the stream started)."""
 
-    def __init__(self, turns: list[bytes], dtmf: str, polite: bool, reply_timeout_s: float) -> None:
+    def __init__(
+        self, turns: list[bytes], dtmf: str, polite: bool, reply_timeout_s: float, gap_s: float = 0.3
+    ) -> None:
         self.actions: list[bytes | str] = [*turns, *dtmf]
         self.polite = polite
         self.reply_timeout_s = reply_timeout_s
+        self.gap_s = gap_s
         self.index = 0
         self.pos = 0
         self.speaking = False
@@ -313,7 +330,7 @@ class _Script:
 
     def _answered(self, now: float, marks: int, agent_quiet: bool) -> bool:
         if not self.polite:
-            return now - self.waiting_since >= 0.3
+            return now - self.waiting_since >= self.gap_s
         if now - self.waiting_since >= self.reply_timeout_s:
             return True
         return marks > self.marks_seen and agent_quiet

@@ -96,6 +96,8 @@ class EmbeddedBackend(Backend):
         self.pending: list[Heard] = []
         self.turn_task: asyncio.Task[None] | None = None
         self.turn_times: dict[int, _TurnTimes] = {}
+        self.reply_turns: dict[int, int] = {}
+        """utterance -> index of its agent turn in the history (for truncation)."""
 
     # -- call events ---------------------------------------------------------------------
 
@@ -132,6 +134,26 @@ class EmbeddedBackend(Backend):
 
     def stop(self) -> None:
         self.listener.stop()
+
+    def speech_rejected(self) -> None:
+        """The turn in progress is the agent's own echo: drop it, transcribe nothing."""
+        self.listener.reject()
+
+    def interrupted(self, utterance: int, played_ms: int) -> None:
+        """Barge-in: stop speaking, stop the agent's generation for this turn, and keep in
+        the history only what the caller heard of the cut reply."""
+        self.speaker.cancel()
+        if self.turn_task is not None and not self.turn_task.done():
+            self.turn_task.cancel()
+        conv = self.conversation
+        if conv.hang_up_after is not None and conv.hang_up_after <= utterance:
+            conv.hang_up_after = None  # a cut goodbye: the caller wants to go on
+        index = self.reply_turns.get(utterance)
+        if index is not None and played_ms >= 0:
+            full = conv.history[index].text
+            heard = self.speaker.heard(utterance, played_ms)
+            conv.history[index] = Turn("agent", heard + " —" if heard != " ".join(full.split()) else full)
+            self.port.note("agent.truncated", utterance=utterance, heard=heard, said=full[:1000])
 
     # -- turns ----------------------------------------------------------------------------
 
@@ -197,6 +219,7 @@ class EmbeddedBackend(Backend):
             return
 
     def _replied(self, text: str, utterance: int, agent: Agent) -> None:
+        self.reply_turns[utterance] = len(self.conversation.history)
         self.conversation.history.append(Turn("agent", text))
         self.port.note("agent.reply", text=text[:1000], utterance=utterance, state=_small(agent.state()))
         if agent.ended:

@@ -74,6 +74,7 @@ class Listener:
 
     def _start(self, event: SpeechStart) -> None:
         self.port.note("speech_started", onset_ms_ago=round((self.port.now() - event.at) * 1000))
+        self.port.caller_speech(event.at)
         # A frame stamped t holds audio from t - 20 ms: keep those that reach audio_from.
         audio = [pcm for t, pcm in self.recent if t > event.audio_from]
         self.recent.clear()
@@ -85,6 +86,14 @@ class Listener:
         assert turn is not None
         self.port.note("speech_ended", speech_ms=round((last_speech - turn.started) * 1000))
         turn.end(last_speech, now)
+
+    def reject(self) -> None:
+        """Drop the turn in progress (it was echo, not the caller): nothing is transcribed;
+        the endpointer starts afresh."""
+        if self.turn is not None:
+            self.port.note("speech_rejected")
+            self.stop()
+            self.endpointer.reset()
 
     def stop(self) -> None:
         if self.turn is not None:

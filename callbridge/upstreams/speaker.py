@@ -7,7 +7,10 @@ utterance number; ``utterance_end`` follows its last chunk (the Codec then sends
 utterance's mark).
 
 Limits: ``MAX_QUEUED`` utterances waiting; past it a new utterance is refused (None) and
-noted. ``cancel()`` drops every queued and playing utterance (for barge-in).
+noted. ``cancel()`` drops every queued and playing utterance (for barge-in), and
+``heard(utterance, played_ms)`` says which words of an utterance had been played by then
+(each sentence's place in the audio is recorded; within a sentence, words are assumed
+evenly spread). Timings of the last ``KEEP_TIMINGS`` utterances are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..speech.tts import EspeakTTS, split_sentences
 from .base import Port
 
 MAX_QUEUED = 16
+KEEP_TIMINGS = 8
 
 
 class Utterance:
@@ -59,6 +63,8 @@ class Speaker:
         self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.current: Utterance | None = None
+        self.timings: dict[int, list[tuple[str, float, float]]] = {}
+        """utterance -> [(sentence, start_ms, end_ms)] in the utterance's audio."""
 
     def open(self, kind: str, on_first_audio: Callable[[int], None] | None = None) -> Utterance | None:
         if self._queue.qsize() >= MAX_QUEUED:
@@ -77,6 +83,26 @@ class Speaker:
             utterance.close()
         return utterance
 
+    def cancel(self) -> None:
+        """Stop speaking now: the utterance being synthesised and all queued ones."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.current = None
+
+    def heard(self, utterance: int, played_ms: float) -> str:
+        """The part of ``utterance`` that had played after ``played_ms`` of its audio."""
+        words: list[str] = []
+        for sentence, start, end in self.timings.get(utterance, []):
+            if played_ms >= end:
+                words.extend(sentence.split())
+            elif played_ms > start:
+                parts = sentence.split()
+                words.extend(parts[: int(len(parts) * (played_ms - start) / (end - start))])
+        return " ".join(words)
+
     async def _run(self) -> None:
         while True:
             self.current = await self._queue.get()
@@ -87,7 +113,11 @@ class Speaker:
         port, tts = self.port, self.tts
         requested = port.now()
         samples = 0
+        timings = self.timings[utterance.number] = []
+        while len(self.timings) > KEEP_TIMINGS:
+            del self.timings[next(iter(self.timings))]
         while (sentence := await utterance.sentences.get()) is not None:
+            start_ms = samples * 1000 / tts.sample_rate
             async with aclosing(tts.stream(sentence)) as chunks:
                 async for chunk in chunks:
                     if samples == 0:
@@ -100,6 +130,7 @@ class Speaker:
                             utterance.on_first_audio(utterance.number)
                     samples += len(chunk)
                     port.audio(utterance.number, chunk.tobytes(), tts.sample_rate)
+            timings.append((sentence, start_ms, samples * 1000 / tts.sample_rate))
         port.utterance_end(utterance.number)
         port.note(
             f"{utterance.kind}_synthesised",

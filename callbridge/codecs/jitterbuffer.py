@@ -1,0 +1,528 @@
+"""Adaptive jitter buffer for Twilio's inbound mu-law frames (pure: no I/O, no clock).
+
+The caller of this module owns the clock: ``push(chunk, timestamp_ms, payload, now)`` when a
+``media`` message arrives, ``pop(now)`` on a timer (every 20 ms, say).  ``pop`` returns the
+frames due for playout at ``now``: a continuous stream on an output timeline (``timestamp_ms``
+strictly increasing, one frame apart, across pops), each frame real caller audio
+(``"audio"``), a repeat-and-fade of the last good frame (``"concealed"``, at most
+``conceal_ms``) or comfort noise (``"comfort"``).  Downstream (VAD, STT) sees continuous time
+with the right duration: one frame per ``frame_ms`` of wall time since playout started.
+
+Model
+-----
+* Media time.  A frame's slot is ``round((timestamp_ms - first_timestamp) / frame_ms)``;
+  the first frame pushed fixes the grid (Twilio timestamps that wobble off the 20 ms grid
+  are rounded to the nearest slot).  Two frames for one slot are duplicates: the one with
+  the smaller ``(timestamp_ms, chunk)`` is kept whatever the arrival order, the other is
+  counted in ``duplicates``.  ``chunk`` is otherwise not used: Twilio numbers its messages
+  contiguously even when audio was lost upstream, so the timestamp is what shows a gap.
+* Transit.  ``transit = now - timestamp/1000``; its minimum over ``window_s`` is the best
+  path seen (``t_ref``, windowed so slow clock drift between Twilio and us is followed).
+  A frame's ideal time is ``t_ref + timestamp/1000``; its deviation ``D = transit - t_ref``
+  is the line's delay variation, and its *added latency* when played is
+  ``max(slot due time, arrival) - ideal`` (``Frame.latency_ms``): what this buffer, and the
+  line before it, added to that frame.  Popping later than the due time is not counted.
+* Startup.  Nothing is output before the first frame; playout starts ``initial_depth_ms``
+  after the first arrival, at the smallest slot received by then.
+* Playout, one output slot per ``frame_ms`` (in order of precedence):
+  - the next media slot is buffered: play it ("audio"), unless catching up (below);
+  - it is missing but a later slot has arrived: it was lost (TCP never reorders, so it is
+    not coming): conceal it, or skip it when catching up;
+  - nothing later has arrived (underrun: the line stalled): *hold* - output a concealment
+    frame without consuming the media slot, so a stall becomes added latency instead of
+    lost audio.  Holding stops once the next slot's latency exceeds
+    ``target + hold_ms``: from then on each output slot consumes a media slot (concealed,
+    counted in ``lost_late``) and frames arriving for those slots are dropped as late.
+* Adaptive target depth.  Deviations of the last ``window_s`` of frames are kept; the
+  target is their ``quantile`` (p95), clamped to ``[min_depth_ms, max_depth_ms]``,
+  recomputed every ``update_every`` frames and at once (next ``pop``) whenever a frame
+  arrives with a deviation beyond the current target.  It jumps up immediately and
+  shrinks by at most ``shrink_ms_per_s``.
+* Catch-up.  When the next frame's latency exceeds ``target + margin_ms`` and the frame
+  after it is buffered, quiet frames (mean mu-law log-level at or below
+  ``max(quiet_level, noise floor + quiet_above_floor)``) are dropped; speech frames only
+  when the excess is beyond ``accelerate_ms``, at most one in ``accelerate_every`` output
+  slots (the quieter of the next two).  Lost slots are skipped rather than concealed.  So
+  latency comes back to ``target + margin_ms`` after a burst and does not creep up.
+* Concealment: the first ``conceal_ms`` after the last good frame repeat it with a linear
+  fade to zero (decoded with the G.711 table, scaled, re-encoded); then comfort noise
+  (``comfort_dbfs`` white noise, pre-generated from ``seed``; mu-law silence 0xFF if
+  ``comfort_noise`` is False).  The first audio frame after a concealment is not faded in.
+
+Limits and what happens past them
+---------------------------------
+* ``payload`` must be ``frame_bytes`` long (ValueError); ``chunk`` and ``timestamp_ms``
+  non-negative ints (TypeError / ValueError); ``now`` a finite number that never goes
+  backwards across push and pop (ValueError).
+* A frame for a slot already played or concealed is dropped: ``duplicates`` if that slot
+  was played from a frame (last 256 slots remembered), else ``stale`` if it is more than
+  ``stale_ms`` behind the playout point, else ``late``.  Never played twice, never out of
+  order.  A buffered frame whose latency would exceed ``target + stale_ms`` is dropped as
+  stale.
+* Added latency of any output frame is at most the highest target so far + ``hold_ms`` +
+  one frame (plus how late ``pop`` is called); with the defaults, 1000 + 600 + 20 ms.
+* At most ``max_frames`` frames are buffered (10 s at 20 ms); past it the oldest is dropped
+  (``overflow``) and playout skips to after it.
+* ``pop`` returns every frame due since the last call: call it late and it returns many.
+* The latency histogram covers 0 to 10 s in 1 ms bins (longer is counted in the last).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+
+from .g711 import ULAW_SILENCE, ulaw_decode, ulaw_encode
+
+__all__ = ["Frame", "JitterBuffer", "JitterParams", "JitterStats"]
+
+AUDIO, CONCEALED, COMFORT = "audio", "concealed", "comfort"
+
+# mean of this over a frame = its log level, 0 (silence) .. 127 (full scale); 16 steps = 6 dB
+_LOG_LEVEL = bytes((~b) & 0x7F for b in range(256))
+_PLAYED_RING = 256
+_HIST_BINS = 10_000  # 1 ms bins
+
+
+class Frame(NamedTuple):
+    """One output frame.  ``timestamp_ms`` is on the output timeline (continuous);
+    ``source_ts_ms`` is the media timestamp it plays ("audio") or conceals (a lost slot),
+    None for frames inserted while holding through an underrun; ``latency_ms`` is the
+    added latency of that media timestamp (None when there is none)."""
+
+    timestamp_ms: int
+    payload: bytes
+    kind: str
+    source_ts_ms: int | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JitterParams:
+    """Tuning of a :class:`JitterBuffer`; every field is validated on construction."""
+
+    frame_ms: int = 20
+    frame_bytes: int = 160
+    initial_depth_ms: float = 60.0
+    min_depth_ms: float = 40.0
+    max_depth_ms: float = 1000.0
+    quantile: float = 0.95
+    window_s: float = 30.0
+    update_every: int = 25
+    shrink_ms_per_s: float = 10.0
+    margin_ms: float = 40.0
+    hold_ms: float = 600.0
+    accelerate_ms: float = 200.0
+    accelerate_every: int = 3
+    conceal_ms: int = 60
+    stale_ms: float = 2000.0
+    max_frames: int = 500
+    comfort_noise: bool = True
+    comfort_dbfs: float = -60.0
+    quiet_level: float = 16.0
+    quiet_above_floor: float = 12.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "comfort_noise":
+                if not isinstance(v, bool):
+                    raise TypeError(f"JitterParams.comfort_noise must be a bool, got {v!r}")
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"JitterParams.{f.name} must be a finite number, got {v!r}")
+            if f.type == "int" and not isinstance(v, int):
+                raise TypeError(f"JitterParams.{f.name} must be an int, got {v!r}")
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"JitterParams: {msg}")
+
+        need(self.frame_ms > 0 and self.frame_bytes > 0, "frame_ms and frame_bytes must be > 0")
+        need(0 <= self.min_depth_ms <= self.max_depth_ms, "need 0 <= min_depth_ms <= max_depth_ms")
+        need(self.initial_depth_ms >= 0, "initial_depth_ms must be >= 0")
+        need(0 < self.quantile <= 1, "quantile must be in (0, 1]")
+        need(self.window_s * 1000 >= self.frame_ms, "window_s must hold at least one frame")
+        need(self.update_every >= 1 and self.accelerate_every >= 1, "update_every and accelerate_every must be >= 1")
+        need(self.shrink_ms_per_s >= 0, "shrink_ms_per_s must be >= 0")
+        need(self.margin_ms >= 0 and self.hold_ms >= 0, "margin_ms and hold_ms must be >= 0")
+        need(self.accelerate_ms >= self.margin_ms, "accelerate_ms must be >= margin_ms")
+        need(self.conceal_ms >= 0, "conceal_ms must be >= 0")
+        need(self.stale_ms >= self.hold_ms, "stale_ms must be >= hold_ms")
+        need(self.max_frames >= 2, "max_frames must be >= 2")
+        need(self.comfort_dbfs <= 0, "comfort_dbfs must be <= 0")
+        need(0 <= self.quiet_level <= 127 and self.quiet_above_floor >= 0, "quiet_level must be in [0, 127]")
+
+
+@dataclass(frozen=True, slots=True)
+class JitterStats:
+    """A snapshot of a buffer's counters (``JitterBuffer.stats()``)."""
+
+    received: int  # frames accepted into the buffer
+    duplicates: int
+    late: int  # arrived after their slot was concealed or skipped (< stale_ms behind)
+    stale: int  # more than stale_ms behind the playout point (at arrival or at the head)
+    overflow: int  # dropped because max_frames were buffered
+    output: int  # frames returned by pop, all kinds
+    played: int  # "audio" frames returned
+    concealed: int  # "concealed" frames returned
+    comfort: int  # "comfort" frames returned
+    lost: int  # media slots that never arrived (gaps): concealed or skipped
+    lost_late: int  # media slots given up at the hold limit (their frames come late)
+    held: int  # frames output while holding through an underrun (no media slot consumed)
+    skipped: int  # lost slots skipped (not concealed) while catching up
+    dropped_quiet: int  # quiet frames dropped to catch up
+    dropped_speech: int  # louder frames dropped to catch up
+    jitter_ms: float  # RFC 3550 interarrival jitter
+    depth_ms: float  # media buffered ahead of the playout point
+    target_ms: float  # target depth
+    latency_ms: float | None  # added latency of the last audio frame
+    latency_p50_ms: float | None  # over all audio frames played
+    latency_p95_ms: float | None
+    stale_head: int = 0  # of ``stale``: buffered frames dropped at the head, not at arrival
+
+    @property
+    def expected(self) -> int:
+        """Media slots the playout point has passed."""
+        return (self.played + self.lost + self.lost_late + self.dropped_quiet + self.dropped_speech
+                + self.stale_head)
+
+    @property
+    def loss_pct(self) -> float:
+        """Media slots that never arrived in time (gaps, given-up slots) per 100 expected."""
+        e = self.expected
+        return 100.0 * (self.lost + self.lost_late) / e if e else 0.0
+
+    @property
+    def concealed_pct(self) -> float:
+        """Output frames that are not caller audio, per 100 output frames."""
+        return 100.0 * (self.concealed + self.comfort) / self.output if self.output else 0.0
+
+
+class _Item(NamedTuple):
+    ts: int
+    chunk: int
+    payload: bytes
+    arrival: float
+    level: float
+
+
+class JitterBuffer:
+    """See the module docstring.  One instance per inbound stream; not thread-safe."""
+
+    def __init__(self, params: JitterParams | None = None) -> None:
+        p = self.params = params if params is not None else JitterParams()
+        self._frame_s = p.frame_ms / 1000.0
+        self._buf: dict[int, _Item] = {}
+        self._ts0: int | None = None
+        self._half = p.frame_ms // 2
+        self._newest = -(1 << 62)  # highest slot ever accepted
+        self._started = False
+        self._start_t = 0.0
+        self._k = 0  # output frames so far
+        self._out_ts0 = 0
+        self._cursor = 0  # next media slot to play
+        self._last_now = -math.inf
+        self._played_ring = [None] * _PLAYED_RING
+        # transit reference: minimum transit per bucket, over window_s
+        self._bucket_s = p.window_s / 10.0
+        self._buckets: deque[list[float]] = deque()
+        self._tref = math.inf
+        # deviations ring and target
+        n = max(1, int(p.window_s * 1000 // p.frame_ms))
+        self._dev = np.zeros(n, dtype=np.float64)
+        self._dev_n = 0
+        self._dev_i = 0
+        self._since_update = 0
+        self._refresh = False
+        self._target = float(max(p.min_depth_ms, min(p.max_depth_ms, p.initial_depth_ms)))
+        self._target_t: float | None = None
+        self._prev_transit: float | None = None
+        self._jitter = 0.0
+        self._floor: float | None = None
+        # concealment
+        self._last_good: bytes | None = None
+        self._run = 0  # concealment frames since the last audio frame
+        self._since_accel = p.accelerate_every
+        spf = p.frame_bytes
+        nfade = p.conceal_ms // p.frame_ms
+        self._ramps = [
+            (1.0 - (i + np.arange(spf) / spf) / nfade).astype(np.float32) for i in range(nfade)
+        ]
+        if p.comfort_noise:
+            rms = 32768.0 * 10 ** (p.comfort_dbfs / 20)
+            noise = np.random.default_rng(p.seed).normal(0.0, rms, (8, spf))
+            pcm = np.clip(np.round(noise), -32768, 32767).astype(np.int16)
+            self._comfort = [ulaw_encode(row) for row in pcm]
+        else:
+            self._comfort = [bytes([ULAW_SILENCE]) * spf]
+        self._comfort_i = 0
+        # counters
+        self._c = dict.fromkeys(
+            ("received", "duplicates", "late", "stale", "overflow", "played", "concealed", "comfort",
+             "lost", "lost_late", "held", "skipped", "dropped_quiet", "dropped_speech", "stale_head"), 0)
+        self._hist = [0] * _HIST_BINS
+        self._last_latency: float | None = None
+
+    # ------------------------------------------------------------------ input
+
+    def _check_now(self, now: float) -> float:
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        if now < self._last_now:
+            raise ValueError(f"clock went backwards: now={now!r} after {self._last_now!r}")
+        self._last_now = now
+        return float(now)
+
+    def push(self, chunk: int, timestamp_ms: int, payload: bytes, now: float) -> str:
+        """Take one arriving frame.  Returns what became of it: ``"queued"``,
+        ``"duplicate"``, ``"late"``, ``"stale"`` (the last three: dropped and counted)."""
+        for name, v in (("chunk", chunk), ("timestamp_ms", timestamp_ms)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if not isinstance(payload, bytes):
+            if not isinstance(payload, (bytearray, memoryview)):
+                raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+            payload = bytes(payload)
+        p = self.params
+        if len(payload) != p.frame_bytes:
+            raise ValueError(f"payload must be {p.frame_bytes} bytes, got {len(payload)}")
+        now = self._check_now(now)
+        c = self._c
+        if self._ts0 is None:
+            self._ts0 = timestamp_ms
+            self._start_t = now + p.initial_depth_ms / 1000.0
+        slot = (timestamp_ms - self._ts0 + self._half) // p.frame_ms
+        if self._started and slot < self._cursor:
+            if self._played_ring[slot % _PLAYED_RING] == slot:
+                c["duplicates"] += 1
+                return "duplicate"
+            if (self._cursor - slot) * p.frame_ms > p.stale_ms:
+                c["stale"] += 1
+                return "stale"
+            c["late"] += 1
+            return "late"
+        old = self._buf.get(slot)
+        if old is not None:
+            c["duplicates"] += 1
+            if (old.ts, old.chunk) <= (timestamp_ms, chunk):
+                return "duplicate"
+        level = sum(payload.translate(_LOG_LEVEL)) / len(payload)
+        self._buf[slot] = _Item(timestamp_ms, chunk, payload, now, level)
+        if old is not None:
+            return "queued"
+        c["received"] += 1
+        if slot > self._newest:
+            self._newest = slot
+        if len(self._buf) > p.max_frames:
+            self._overflow()
+        # noise floor of the log level: follows down at once, up by ~1 dB/s
+        fl = self._floor
+        self._floor = level if fl is None or level < fl else fl + 0.05
+        # transit, its windowed minimum, RFC 3550 jitter, deviation
+        transit = now - timestamp_ms / 1000.0
+        b = math.floor(now / self._bucket_s)
+        bk = self._buckets
+        if bk and bk[-1][0] == b:
+            if transit < bk[-1][1]:
+                bk[-1][1] = transit
+            if transit < self._tref:
+                self._tref = transit
+        else:
+            bk.append([b, transit])
+            while bk[0][0] <= b - 10:
+                bk.popleft()
+            self._tref = min(x[1] for x in bk)
+        if self._prev_transit is not None:
+            d = abs(transit - self._prev_transit) * 1000.0
+            self._jitter += (d - self._jitter) / 16.0
+        self._prev_transit = transit
+        dev = (transit - self._tref) * 1000.0
+        self._dev[self._dev_i] = dev
+        self._dev_i = (self._dev_i + 1) % len(self._dev)
+        if self._dev_n < len(self._dev):
+            self._dev_n += 1
+        self._since_update += 1
+        if dev > self._target or self._since_update >= p.update_every:
+            self._refresh = True
+        return "queued"
+
+    def _overflow(self) -> None:
+        oldest = min(self._buf)
+        del self._buf[oldest]
+        self._c["overflow"] += 1
+        if self._started and oldest >= self._cursor:
+            self._cursor = oldest + 1
+
+    # ----------------------------------------------------------------- output
+
+    def pop(self, now: float) -> list[Frame]:
+        """The frames due for playout at ``now`` (possibly none), continuing the stream."""
+        now = self._check_now(now)
+        if not self._started:
+            if self._ts0 is None or now < self._start_t - 1e-9:
+                return []
+            self._started = True
+            self._cursor = min(self._buf) if self._buf else 0
+            self._out_ts0 = self._ts0 + self._cursor * self.params.frame_ms
+        if self._refresh:
+            self._update_target(now)
+        out: list[Frame] = []
+        fs = self._frame_s
+        while True:
+            due = self._start_t + self._k * fs
+            if due > now + 1e-9:
+                break
+            out.append(self._next(due))
+            self._k += 1
+        return out
+
+    def _update_target(self, now: float) -> None:
+        p = self.params
+        self._refresh = False
+        self._since_update = 0
+        q = float(np.quantile(self._dev[: self._dev_n], p.quantile)) if self._dev_n else 0.0
+        cand = min(p.max_depth_ms, max(p.min_depth_ms, q))
+        if cand >= self._target or self._target_t is None:
+            self._target = cand
+        else:
+            self._target = max(cand, self._target - p.shrink_ms_per_s * (now - self._target_t))
+        self._target_t = now
+
+    def _next(self, due: float) -> Frame:
+        p = self.params
+        buf = self._buf
+        c = self._c
+        fms = p.frame_ms
+        base = (due - self._tref) * 1000.0 - self._ts0  # latency at due = base - slot*fms
+        out_ts = self._out_ts0 + self._k * fms
+        self._since_accel += 1
+        while True:
+            s = self._cursor
+            excess = base - s * fms - self._target
+            item = buf.get(s)
+            if item is not None:
+                if excess > p.stale_ms:
+                    del buf[s]
+                    self._played_ring[s % _PLAYED_RING] = s
+                    c["stale_head"] += 1
+                    c["stale"] += 1
+                    self._cursor = s + 1
+                    continue
+                skip_next = False
+                if excess > p.margin_ms and (s + 1) in buf:
+                    fl = self._floor if self._floor is not None else 0.0
+                    quiet = max(p.quiet_level, fl + p.quiet_above_floor)
+                    if item.level <= quiet:
+                        del buf[s]
+                        self._played_ring[s % _PLAYED_RING] = s
+                        c["dropped_quiet"] += 1
+                        self._cursor = s + 1
+                        continue
+                    if excess > p.accelerate_ms and self._since_accel >= p.accelerate_every:
+                        self._since_accel = 0
+                        c["dropped_speech"] += 1
+                        nxt = buf[s + 1]
+                        if nxt.level < item.level:
+                            skip_next = True
+                        else:
+                            del buf[s]
+                            self._played_ring[s % _PLAYED_RING] = s
+                            self._cursor = s + 1
+                            continue
+                del buf[s]
+                self._played_ring[s % _PLAYED_RING] = s
+                self._cursor = s + 1
+                if skip_next:
+                    del buf[s + 1]
+                    self._played_ring[(s + 1) % _PLAYED_RING] = s + 1
+                    self._cursor = s + 2
+                lat = (max(due, item.arrival) - self._tref) * 1000.0 - item.ts
+                self._record(lat)
+                self._last_good = item.payload
+                self._run = 0
+                c["played"] += 1
+                return Frame(out_ts, item.payload, AUDIO, item.ts, lat)
+            if self._newest > s:  # a later slot arrived: this one is lost
+                if excess > p.margin_ms:
+                    # catching up: skip lost slots instead of concealing them
+                    n = int((excess - p.margin_ms) // fms) + 1
+                    nxt = min((k for k in buf if k > s), default=self._newest + 1)
+                    to = min(nxt, s + n)
+                    c["lost"] += to - s
+                    c["skipped"] += to - s
+                    self._cursor = to
+                    continue
+                c["lost"] += 1
+                self._cursor = s + 1
+                return self._conceal(out_ts, self._ts0 + s * fms, excess + self._target)
+            # underrun: hold (do not consume the slot) up to target + hold_ms
+            if excess > p.hold_ms:
+                c["lost_late"] += 1
+                self._cursor = s + 1
+                return self._conceal(out_ts, self._ts0 + s * fms, excess + self._target)
+            c["held"] += 1
+            return self._conceal(out_ts, None, None)
+
+    def _conceal(self, out_ts: int, src: int | None, lat: float | None) -> Frame:
+        run = self._run
+        self._run = run + 1
+        if run < len(self._ramps) and self._last_good is not None:
+            pcm = ulaw_decode(self._last_good) * self._ramps[run]
+            payload = ulaw_encode(pcm.astype(np.int16))
+            self._c["concealed"] += 1
+            return Frame(out_ts, payload, CONCEALED, src, lat)
+        payload = self._comfort[self._comfort_i]
+        self._comfort_i = (self._comfort_i + 1) % len(self._comfort)
+        self._c["comfort"] += 1
+        return Frame(out_ts, payload, COMFORT, src, lat)
+
+    def _record(self, lat: float) -> None:
+        self._last_latency = lat
+        i = int(lat) if lat > 0 else 0
+        self._hist[i if i < _HIST_BINS else _HIST_BINS - 1] += 1
+
+    # ------------------------------------------------------------------ stats
+
+    @property
+    def target_ms(self) -> float:
+        return self._target
+
+    def latency_percentile(self, q: float) -> float | None:
+        """``q`` (0..100) percentile of the added latency of audio frames played, in ms
+        (1 ms bins: the bin's upper edge), None before any."""
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {q}")
+        total = sum(self._hist)
+        if not total:
+            return None
+        need = max(1, math.ceil(total * q / 100.0))
+        acc = 0
+        for i, n in enumerate(self._hist):
+            acc += n
+            if acc >= need:
+                return float(i + 1)
+        return float(_HIST_BINS)
+
+    def stats(self) -> JitterStats:
+        c = self._c
+        depth = 0.0
+        if self._buf:
+            lo = self._cursor if self._started else min(self._buf)
+            depth = float(max(0, self._newest - lo + 1) * self.params.frame_ms)
+        return JitterStats(
+            received=c["received"], duplicates=c["duplicates"], late=c["late"], stale=c["stale"],
+            overflow=c["overflow"], output=self._k, played=c["played"], concealed=c["concealed"],
+            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"], held=c["held"],
+            skipped=c["skipped"], dropped_quiet=c["dropped_quiet"], dropped_speech=c["dropped_speech"],
+            jitter_ms=self._jitter, depth_ms=depth, target_ms=self._target,
+            latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),
+            latency_p95_ms=self.latency_percentile(95), stale_head=c["stale_head"],
+        )

@@ -1,0 +1,103 @@
+"""Barge-in over real sockets: the simulator talks over the agent like a caller would."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from callbridge.sim.caller import SimulatedCall
+
+from .conftest import speech_8k
+
+LONG_GREETING = (
+    "Hello, and thanks for calling the appointment desk. I can book, move or cancel an "
+    "appointment for you, and tell you our opening hours. How can I help you today?"
+)
+
+
+def noises_8k(seed: int = 7) -> np.ndarray:
+    """A door slam, a cough, two dog barks and breathing, with pauses: 3 s at 8 kHz."""
+    rng = np.random.default_rng(seed)
+    sr = 8000
+    out = np.zeros(3 * sr)
+
+    def burst(at_s: float, dur_s: float, level: float, shape: np.ndarray | None = None) -> None:
+        n = int(dur_s * sr)
+        x = rng.normal(0, level, n) * np.exp(-np.arange(n) / (0.3 * n))
+        if shape is not None:
+            x = np.convolve(x, shape, mode="same")
+        out[int(at_s * sr) : int(at_s * sr) + n] += x
+
+    burst(0.1, 0.06, 12000)  # door slam
+    burst(0.6, 0.15, 6000, np.hanning(9) / 2)  # cough
+    t = np.arange(int(0.12 * sr)) / sr
+    for at in (1.1, 1.4):  # barks: harmonic bursts
+        bark = 6000 * np.sign(np.sin(2 * np.pi * 450 * t)) * np.exp(-t / 0.05)
+        out[int(at * sr) : int(at * sr) + len(bark)] += bark
+    n = int(1.2 * sr)  # breathing: quiet, slowly modulated, low-passed noise
+    breath = np.convolve(rng.normal(0, 400, n), np.ones(25) / 25, mode="same")
+    out[int(1.7 * sr) : int(1.7 * sr) + n] += breath * (0.5 + 0.5 * np.sin(np.linspace(0, 4 * np.pi, n)))
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+def events(result, name):
+    return [e for e in result.record["timeline"] if e["event"] == name]
+
+
+async def test_caller_talks_over_the_greeting(start_server):
+    url = await start_server(greeting=LONG_GREETING)
+    wait = speech_8k("Wait, I want to cancel my appointment.")
+    result = await SimulatedCall(url, audio=[wait], gap_s=1.0, hold_s=2.5).run()
+
+    (barge,) = events(result, "barge_in")
+    assert barge["utterance"] == 1
+    assert 600 <= barge["heard_ms"] <= 1600  # the caller started at 1.0 s (+ lead, marks)
+    assert barge["detection_ms"] < 400
+    assert barge["dropped_s"] > 0
+    assert len(result.clears) == 1
+    clear_at = result.clears[0]
+    # No stale agent audio after the clear: the next audio is the new reply, which comes
+    # only after the caller's turn was transcribed.
+    final = events(result, "transcript.final")[0]
+    assert "cancel" in final["text"]
+    after = [t for t in result.media_received if t > clear_at]
+    assert after and min(after) * 1000 >= final["t_ms"] - 50
+    reply = events(result, "agent.reply")
+    assert reply and reply[0]["t_ms"] > barge["t_ms"]
+    # Marks echoed because of the clear are not taken as played.
+    played = [e["name"] for e in events(result, "mark_played")]
+    assert "u1" not in played
+    assert result.close_code == 1000
+
+
+async def test_noise_over_agent_speech_is_not_a_barge_in(start_server):
+    url = await start_server(greeting=LONG_GREETING)
+    result = await SimulatedCall(url, audio=[noises_8k()], gap_s=0.5, hold_s=0.5).run()
+    assert result.clears == []
+    assert events(result, "barge_in") == []
+    assert events(result, "transcript.final") == []
+
+
+async def test_agent_echo_is_not_a_barge_in(start_server):
+    url = await start_server(greeting=LONG_GREETING)
+    silence = np.zeros(8000 * 6, np.int16)
+    result = await SimulatedCall(url, audio=[silence], gap_s=0.1, hold_s=0.5, echo_db=-22).run()
+    assert result.clears == []
+    assert events(result, "barge_in") == []
+    assert events(result, "agent.reply") == []  # the agent did not answer itself
+
+
+async def test_repeated_interruptions_one_barge_in_each(start_server):
+    url = await start_server(greeting=LONG_GREETING)
+    wait = speech_8k("Wait.")
+    turns = [wait, wait, wait]
+    result = await SimulatedCall(url, audio=turns, gap_s=0.9, hold_s=3.0).run()
+    barges = events(result, "barge_in")
+    assert barges, "the first wait must cut the greeting"
+    utterances = [b["utterance"] for b in barges]
+    assert utterances == sorted(set(utterances))  # never two barge-ins for one utterance
+    assert len(result.clears) == len(barges)
+    assert result.close_code == 1000 and result.outbound_errors == []
+    # The call is still consistent: every mark Twilio echoed as played was really played.
+    cut = set(utterances)
+    played = [e["name"] for e in events(result, "mark_played")]
+    assert not [n for n in played if int(n[1:]) in cut]
