@@ -22,9 +22,6 @@ import argparse
 import asyncio
 import os
 import re
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from bench._gateway import cpu_seconds, gateway  # noqa: E402
 
 from callbridge.codecs.resample import StreamingResampler  # noqa: E402
 from callbridge.sim.caller import SimulatedCall  # noqa: E402
@@ -72,32 +71,12 @@ def speech(tts: EspeakTTS, text: str) -> np.ndarray:
     return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 async def run(utterances: list[str], concurrency: int, endpoint_ms: int) -> int:
-    port = free_port()
-    env = {**os.environ, "GREETING": "Hi.", "ENDPOINT_SILENCE_MS": str(endpoint_ms), "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "run.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert server.stdout is not None
-        server.stdout.readline()  # "listening on ..." once ready (prewarmed)
-        url = f"http://127.0.0.1:{port}"
+    with gateway(GREETING="Hi.", ENDPOINT_SILENCE_MS=str(endpoint_ms)) as (server, url):
         tts = EspeakTTS(voice="en-us", rate_wpm=150)
         audio = [speech(tts, text) for text in utterances]
         gate = asyncio.Semaphore(concurrency)
@@ -117,9 +96,6 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int) -> int:
         results = await asyncio.gather(*(one(i) for i in range(len(utterances))))
         cpu = cpu_seconds(server.pid) - cpu0
         wall = time.monotonic() - wall0
-    finally:
-        server.terminate()
-        server.wait(10)
 
     turns = [r["turn"] for r in results if r["turn"]]
     errors = sum(word_errors(words(r["text"]), words(r["heard"])) for r in results)

@@ -108,16 +108,17 @@ class JitterParams:
     frame_ms: int = 20
     frame_bytes: int = 160
     initial_depth_ms: float = 60.0
-    min_depth_ms: float = 40.0
+    min_depth_ms: float = 60.0
     max_depth_ms: float = 1000.0
-    quantile: float = 0.95
-    window_s: float = 30.0
+    quantile: float = 0.93
+    window_s: float = 60.0
     update_every: int = 25
     shrink_ms_per_s: float = 10.0
-    margin_ms: float = 40.0
-    hold_ms: float = 600.0
-    accelerate_ms: float = 200.0
-    accelerate_every: int = 3
+    margin_ms: float = 20.0
+    hold_ms: float = 300.0
+    accelerate_ms: float = 20.0
+    accelerate_every: int = 1
+    lookahead_ms: float = 200.0
     conceal_ms: int = 60
     stale_ms: float = 2000.0
     max_frames: int = 500
@@ -145,7 +146,7 @@ class JitterParams:
 
         need(self.frame_ms > 0 and self.frame_bytes > 0, "frame_ms and frame_bytes must be > 0")
         need(0 <= self.min_depth_ms <= self.max_depth_ms, "need 0 <= min_depth_ms <= max_depth_ms")
-        need(self.initial_depth_ms >= 0, "initial_depth_ms must be >= 0")
+        need(0 <= self.initial_depth_ms <= self.max_depth_ms, "need 0 <= initial_depth_ms <= max_depth_ms")
         need(0 < self.quantile <= 1, "quantile must be in (0, 1]")
         need(self.window_s * 1000 >= self.frame_ms, "window_s must hold at least one frame")
         need(self.update_every >= 1 and self.accelerate_every >= 1, "update_every and accelerate_every must be >= 1")
@@ -153,6 +154,7 @@ class JitterParams:
         need(self.margin_ms >= 0 and self.hold_ms >= 0, "margin_ms and hold_ms must be >= 0")
         need(self.accelerate_ms >= self.margin_ms, "accelerate_ms must be >= margin_ms")
         need(self.conceal_ms >= 0, "conceal_ms must be >= 0")
+        need(self.lookahead_ms >= 0, "lookahead_ms must be >= 0")
         need(self.stale_ms >= self.hold_ms, "stale_ms must be >= hold_ms")
         need(self.max_frames >= 2, "max_frames must be >= 2")
         need(self.comfort_dbfs <= 0, "comfort_dbfs must be <= 0")
@@ -249,7 +251,11 @@ class JitterBuffer:
         self._last_good: bytes | None = None
         self._run = 0  # concealment frames since the last audio frame
         self._since_accel = p.accelerate_every
+        self._lookahead = int(p.lookahead_ms // p.frame_ms)
+        self._doomed: int | None = None  # a frame chosen to be dropped at the next slot
         spf = p.frame_bytes
+        nx = max(1, spf // 4)  # splice cross-fade: a quarter frame (5 ms)
+        self._xfade = ((np.arange(nx) + 1) / (nx + 1)).astype(np.float32)
         nfade = p.conceal_ms // p.frame_ms
         self._ramps = [
             (1.0 - (i + np.arange(spf) / spf) / nfade).astype(np.float32) for i in range(nfade)
@@ -300,24 +306,29 @@ class JitterBuffer:
             self._ts0 = timestamp_ms
             self._start_t = now + p.initial_depth_ms / 1000.0
         slot = (timestamp_ms - self._ts0 + self._half) // p.frame_ms
-        if self._started and slot < self._cursor:
-            if self._played_ring[slot % _PLAYED_RING] == slot:
-                c["duplicates"] += 1
+        behind = self._started and slot < self._cursor
+        if behind and self._played_ring[slot % _PLAYED_RING] == slot:
+            c["duplicates"] += 1
+            return "duplicate"
+        old = None if behind else self._buf.get(slot)
+        if old is not None:
+            c["duplicates"] += 1
+            if (old.ts, old.chunk) <= (timestamp_ms, chunk):
                 return "duplicate"
+            # same slot, smaller (timestamp, chunk): it replaces the one buffered
+            self._buf[slot] = old._replace(ts=timestamp_ms, chunk=chunk, payload=payload,
+                                           level=sum(payload.translate(_LOG_LEVEL)) / len(payload))
+            return "queued"
+        # a new media slot: its timing counts even if it is too late to play
+        self._observe(timestamp_ms, now)
+        if behind:
             if (self._cursor - slot) * p.frame_ms > p.stale_ms:
                 c["stale"] += 1
                 return "stale"
             c["late"] += 1
             return "late"
-        old = self._buf.get(slot)
-        if old is not None:
-            c["duplicates"] += 1
-            if (old.ts, old.chunk) <= (timestamp_ms, chunk):
-                return "duplicate"
         level = sum(payload.translate(_LOG_LEVEL)) / len(payload)
         self._buf[slot] = _Item(timestamp_ms, chunk, payload, now, level)
-        if old is not None:
-            return "queued"
         c["received"] += 1
         if slot > self._newest:
             self._newest = slot
@@ -326,7 +337,10 @@ class JitterBuffer:
         # noise floor of the log level: follows down at once, up by ~1 dB/s
         fl = self._floor
         self._floor = level if fl is None or level < fl else fl + 0.05
-        # transit, its windowed minimum, RFC 3550 jitter, deviation
+        return "queued"
+
+    def _observe(self, timestamp_ms: int, now: float) -> None:
+        """Transit, its windowed minimum, RFC 3550 jitter, the deviation window."""
         transit = now - timestamp_ms / 1000.0
         b = math.floor(now / self._bucket_s)
         bk = self._buckets
@@ -350,9 +364,8 @@ class JitterBuffer:
         if self._dev_n < len(self._dev):
             self._dev_n += 1
         self._since_update += 1
-        if dev > self._target or self._since_update >= p.update_every:
+        if dev > self._target or self._since_update >= self.params.update_every:
             self._refresh = True
-        return "queued"
 
     def _overflow(self) -> None:
         oldest = min(self._buf)
@@ -416,7 +429,7 @@ class JitterBuffer:
                     c["stale"] += 1
                     self._cursor = s + 1
                     continue
-                skip_next = False
+                splice = False
                 if excess > p.margin_ms and (s + 1) in buf:
                     fl = self._floor if self._floor is not None else 0.0
                     quiet = max(p.quiet_level, fl + p.quiet_above_floor)
@@ -426,30 +439,32 @@ class JitterBuffer:
                         c["dropped_quiet"] += 1
                         self._cursor = s + 1
                         continue
-                    if excess > p.accelerate_ms and self._since_accel >= p.accelerate_every:
+                    if self._doomed == s:
+                        splice = True
+                    elif (excess > p.accelerate_ms and self._since_accel >= p.accelerate_every
+                          and self._quiet_ahead(s, quiet) * fms < excess - p.margin_ms):
                         self._since_accel = 0
-                        c["dropped_speech"] += 1
-                        nxt = buf[s + 1]
-                        if nxt.level < item.level:
-                            skip_next = True
+                        if buf[s + 1].level < item.level and (s + 2) in buf:
+                            self._doomed = s + 1  # the next one is quieter: drop it instead
                         else:
-                            del buf[s]
-                            self._played_ring[s % _PLAYED_RING] = s
-                            self._cursor = s + 1
-                            continue
+                            splice = True
                 del buf[s]
                 self._played_ring[s % _PLAYED_RING] = s
                 self._cursor = s + 1
-                if skip_next:
-                    del buf[s + 1]
+                payload = item.payload
+                if splice:  # drop this frame: cross-fade from its start into the next one
+                    c["dropped_speech"] += 1
+                    nxt = buf.pop(s + 1)
                     self._played_ring[(s + 1) % _PLAYED_RING] = s + 1
                     self._cursor = s + 2
+                    payload = self._splice(payload, nxt.payload)
+                    item = nxt
                 lat = (max(due, item.arrival) - self._tref) * 1000.0 - item.ts
                 self._record(lat)
-                self._last_good = item.payload
+                self._last_good = payload
                 self._run = 0
                 c["played"] += 1
-                return Frame(out_ts, item.payload, AUDIO, item.ts, lat)
+                return Frame(out_ts, payload, AUDIO, item.ts, lat)
             if self._newest > s:  # a later slot arrived: this one is lost
                 if excess > p.margin_ms:
                     # catching up: skip lost slots instead of concealing them
@@ -470,6 +485,25 @@ class JitterBuffer:
                 return self._conceal(out_ts, self._ts0 + s * fms, excess + self._target)
             c["held"] += 1
             return self._conceal(out_ts, None, None)
+
+    def _quiet_ahead(self, s: int, quiet: float) -> int:
+        """Quiet frames buffered in the ``lookahead_ms`` after slot ``s``."""
+        buf = self._buf
+        n = 0
+        for k in range(s + 1, s + 1 + self._lookahead):
+            it = buf.get(k)
+            if it is not None and it.level <= quiet:
+                n += 1
+        return n
+
+    def _splice(self, a: bytes, b: bytes) -> bytes:
+        """``b`` with its start cross-faded from ``a``'s start: drops ``a`` without a click
+        (``a`` is what continues the frame played before)."""
+        w = self._xfade
+        n = len(w)
+        pa, pb = ulaw_decode(a[:n]).astype(np.float32), ulaw_decode(b)
+        pb[:n] = pa + (pb[:n] - pa) * w
+        return ulaw_encode(pb)
 
     def _conceal(self, out_ts: int, src: int | None, lat: float | None) -> Frame:
         run = self._run
@@ -493,7 +527,17 @@ class JitterBuffer:
 
     @property
     def target_ms(self) -> float:
+        """The current target depth (added latency aimed for), ms."""
         return self._target
+
+    @property
+    def started(self) -> bool:
+        """Whether playout has started (``pop`` has returned frames)."""
+        return self._started
+
+    def __len__(self) -> int:
+        """Frames buffered, not yet played."""
+        return len(self._buf)
 
     def latency_percentile(self, q: float) -> float | None:
         """``q`` (0..100) percentile of the added latency of audio frames played, in ms
@@ -517,10 +561,13 @@ class JitterBuffer:
         if self._buf:
             lo = self._cursor if self._started else min(self._buf)
             depth = float(max(0, self._newest - lo + 1) * self.params.frame_ms)
+        # slots given up beyond the newest frame may never have existed (the stream may
+        # have stopped): they count as lost only once a later frame shows they did
+        unproven = max(0, self._cursor - 1 - self._newest) if self._started else 0
         return JitterStats(
             received=c["received"], duplicates=c["duplicates"], late=c["late"], stale=c["stale"],
             overflow=c["overflow"], output=self._k, played=c["played"], concealed=c["concealed"],
-            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"], held=c["held"],
+            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"] - unproven, held=c["held"] + unproven,
             skipped=c["skipped"], dropped_quiet=c["dropped_quiet"], dropped_speech=c["dropped_speech"],
             jitter_ms=self._jitter, depth_ms=depth, target_ms=self._target,
             latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),

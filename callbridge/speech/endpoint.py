@@ -34,7 +34,12 @@ Times are reported as given: ``at`` is the ``now`` of the run's first window.
 With Silero's 32 ms windows stamped at their end, speech began up to one
 window before ``at``; the default ``pre_roll_ms`` covers that with margin.
 
-Limits (``ValueError`` past them): ``0 < threshold < 1``;
+``window_ms``: the audio each probability covers (Silero at 16 kHz: 32 ms), with ``now``
+stamped at its end. A run then counts its first window whole: it began at
+``now - window_ms``, so ``min_speech_ms`` is measured on the audio, not from the end of
+the first window (32 ms sooner). Default 0: the run begins at the window's ``now``.
+
+Limits (``ValueError`` past them): ``window_ms`` 0..100; ``0 < threshold < 1``;
 ``0 < neg_threshold <= threshold``; ``min_speech_ms`` 0..2000 (0: the first
 speech window starts a turn); ``end_silence_ms`` 100..3000 (300..800 is the
 usual range for a phone agent); ``pre_roll_ms`` 0..2000; ``max_speech_ms``
@@ -91,6 +96,7 @@ class Endpointer:
         *,
         neg_threshold: float | None = None,
         max_speech_ms: float = 30000.0,
+        window_ms: float = 0.0,
     ) -> None:
         self.threshold = _check("threshold", threshold, 0.0, 1.0)
         if not 0.0 < self.threshold < 1.0:
@@ -104,6 +110,7 @@ class Endpointer:
         self.end_silence = _check("end_silence_ms", end_silence_ms, 100.0, 3000.0) / 1000.0
         self.pre_roll = _check("pre_roll_ms", pre_roll_ms, 0.0, 2000.0) / 1000.0
         self.max_speech = _check("max_speech_ms", max_speech_ms, 1000.0, 600000.0) / 1000.0
+        self.window = _check("window_ms", window_ms, 0.0, 100.0) / 1000.0
         self.reset()
 
     def reset(self) -> None:
@@ -141,7 +148,7 @@ class Endpointer:
         # Silence: track a candidate run.
         if self._run_start is None:
             if probability >= self.threshold:
-                self._run_start = now
+                self._run_start = now - self.window  # the window's audio began then
         elif probability < self.neg_threshold:
             self._run_start = None
         if self._run_start is not None and now - self._run_start >= self.min_speech:

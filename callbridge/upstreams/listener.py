@@ -24,14 +24,13 @@ import numpy as np
 from ..config import Settings
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.stt import get_recognizer
-from ..speech.vad import Vad
+from ..speech.vad import WINDOW_SAMPLES, Vad
 from .base import Port
 
 FRAME_MS = 20
 PRE_ROLL_MS = 300
-MIN_SPEECH_MS = 200
 MAX_TURN_S = 30.0
-_KEEP_MS = PRE_ROLL_MS + MIN_SPEECH_MS + 100  # a start is reported MIN_SPEECH_MS late
+_KEEP_MS = PRE_ROLL_MS + 2000 + 100  # a start is reported MIN_SPEECH_MS (<= 2 s) late
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,11 @@ class Listener:
         self.on_heard = on_heard
         self.vad = Vad()
         self.endpointer = Endpointer(
-            min_speech_ms=MIN_SPEECH_MS,
+            min_speech_ms=settings.min_speech_ms,
             end_silence_ms=settings.endpoint_silence_ms,
             pre_roll_ms=PRE_ROLL_MS,
             max_speech_ms=MAX_TURN_S * 1000,
+            window_ms=1000 * WINDOW_SAMPLES[16000] / 16000,
         )
         self.recognizer = get_recognizer(decoders=settings.stt_decoders)
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)

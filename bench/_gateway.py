@@ -1,0 +1,42 @@
+"""A gateway in its own process for the benchmarks (so its CPU can be read from /proc)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def gateway(**env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``with gateway(GREETING="Hi.") as (process, url):`` -- ready (prewarmed) on entry."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--port", str(port)], cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "listening on ..." once ready
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,209 @@
+"""Jitter buffer under simulated mobile lines: added latency, concealment, drops, CPU.
+
+    python bench/jitter.py            # 3 profiles x 5 seeds x 120 s of speech, ~15 s
+    python bench/jitter.py --quick    # 3 profiles x 2 seeds x 60 s
+
+Profiles (``callbridge.sim.impair.Impairment``; every profile adds 0-5 ms of per-frame
+socket noise, so "clean" has a small, non-zero line jitter):
+
+  clean     no loss, no stalls
+  moderate  1% loss, stalls of 50-200 ms every 0.2-1 s (a line that jitters all the time)
+  heavy     3% loss, stalls of 200-800 ms every 1-5 s
+
+The caller's audio is the three espeak utterances in ``callbridge/assets`` in a loop, with
+0.3-1.5 s pauses, over -55 dBFS background noise, as 8 kHz mu-law.  The buffer is driven
+exactly as a 20 ms playout timer would: each delivery is pushed at its delivery time and
+``pop`` is called at each frame's due time.
+
+Columns:
+  line p95     the line's own jitter: p95 over delivered frames of delivery delay minus
+               the smallest delay of the run (ms)
+  added p50/95 added latency of each caller frame played: (the time it is played, or its
+               arrival if later) - (its capture time + the smallest delay) (ms); ground
+               truth from the simulator, not the buffer's own estimate
+  ratio        added p95 / line p95 (target <= 1.2; not meaningful on the clean line,
+               where the buffer's minimum depth dominates)
+  conc %       output frames that are concealment or comfort noise
+  lost %       media slots never delivered (the requested loss), per expected slot
+  late, stale  frames dropped on arrival (their slot already concealed / > 2 s behind)
+  drop q/s     frames dropped to catch up: quiet / speech
+  us/frame     CPU per frame, push + pop together (median of the seeds)
+
+Hook for the speech-recognition comparison (WER versus the clean line):
+``playout(audio_ulaw, impairment, params)`` returns the caller audio exactly as the buffer
+plays it out (mu-law bytes, one frame per 20 ms of wall time), to feed to a recogniser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
+from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, JitterStats  # noqa: E402
+from callbridge.sim.impair import Impairment, delays_ms  # noqa: E402
+
+FRAME_MS = 20
+FRAME_BYTES = 160
+
+PROFILES = {
+    "clean": dict(noise_ms=5.0),
+    "moderate": dict(loss=0.01, jitter=(50, 200), stall_every_s=(0.2, 1.0), noise_ms=5.0),
+    "heavy": dict(loss=0.03, jitter=(200, 800), noise_ms=5.0),
+}
+
+
+@dataclass
+class PlayoutResult:
+    audio: bytes  # mu-law, every frame played, in order
+    frames: list[Frame]
+    added_ms: list[float]  # ground-truth added latency of each "audio" frame
+    line_jitter_ms: list[float]  # delay - min delay, per delivered frame
+    stats: JitterStats
+    cpu_us_per_frame: float
+
+
+def simulate(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> PlayoutResult:
+    """Send ``audio_ulaw`` (8 kHz mu-law; the tail is padded with silence to a whole frame)
+    through ``impairment`` into a ``JitterBuffer(params)`` and play it out until the buffer
+    is empty.  Pure and deterministic for a given impairment seed."""
+    params = params or JitterParams()
+    fb, fms = params.frame_bytes, params.frame_ms
+    if impairment.frame_ms != fms:
+        raise ValueError(f"impairment frame_ms {impairment.frame_ms} != buffer frame_ms {fms}")
+    pad = (-len(audio_ulaw)) % fb
+    audio_ulaw = bytes(audio_ulaw) + b"\xff" * pad
+    n = len(audio_ulaw) // fb
+    sched = impairment.schedule(n)
+    if not sched:
+        return PlayoutResult(b"", [], [], [], JitterBuffer(params).stats(), 0.0)
+    payloads = [audio_ulaw[i * fb : (i + 1) * fb] for i in range(n)]
+    delays = delays_ms(sched, fms)
+    dmin = min(delays)
+    fs = fms / 1000.0
+    t0 = sched[0].at_s + params.initial_depth_ms / 1000.0  # first due time
+    jb = JitterBuffer(params)
+    frames: list[Frame] = []
+    added: list[float] = []
+    arrival = {}
+    i = 0
+    k = 0
+    cpu = 0
+    pc = time.perf_counter_ns
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            now = t0 + k * fs
+            while i < len(sched) and sched[i].at_s <= now:
+                d = sched[i]
+                arrival[d.timestamp_ms] = d.at_s
+                c0 = pc()
+                jb.push(d.chunk, d.timestamp_ms, payloads[d.frame], d.at_s)
+                cpu += pc() - c0
+                i += 1
+            c0 = pc()
+            out = jb.pop(now)
+            cpu += pc() - c0
+            for f in out:
+                frames.append(f)
+                if f.kind == "audio":
+                    ideal = f.source_ts_ms / 1000.0 + dmin / 1000.0
+                    added.append((max(now, arrival[f.source_ts_ms]) - ideal) * 1000.0)
+            k += 1
+            if i >= len(sched) and len(jb) == 0:
+                break
+    finally:
+        if gc_was:
+            gc.enable()
+    return PlayoutResult(
+        audio=b"".join(f.payload for f in frames),
+        frames=frames,
+        added_ms=added,
+        line_jitter_ms=[d - dmin for d in delays],
+        stats=jb.stats(),
+        cpu_us_per_frame=cpu / 1000.0 / max(1, n),
+    )
+
+
+def playout(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> bytes:
+    """The caller audio as the buffer plays it out over ``impairment``: mu-law bytes, one
+    frame per 20 ms of wall time (concealment and comfort noise included).  The hook for
+    the WER-versus-clean comparison: decode, resample and feed it to the recogniser."""
+    return simulate(audio_ulaw, impairment, params).audio
+
+
+def speech_audio(seconds: float, seed: int) -> bytes:
+    """The asset utterances in a loop with seeded pauses, over -55 dBFS noise, as mu-law."""
+    from callbridge.sim.wavio import read_wav
+
+    utts = [read_wav(p) for p in sorted((ROOT / "callbridge" / "assets").glob("*.wav"))]
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 8000)
+    parts, total, j = [], 0, 0
+    while total < n:
+        gap = np.zeros(int(rng.uniform(0.3, 1.5) * 8000), np.float64)
+        u = utts[j % len(utts)].astype(np.float64)
+        parts += [gap, u]
+        total += len(gap) + len(u)
+        j += 1
+    x = np.concatenate(parts)[:n] + rng.normal(0, 32768 * 10 ** (-55 / 20), n)
+    return ulaw_encode(np.clip(np.round(x), -32768, 32767).astype(np.int16))
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def run(quick: bool) -> None:
+    seeds = range(2) if quick else range(5)
+    seconds = 60.0 if quick else 120.0
+    print(f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
+          f"JitterParams defaults; python {sys.version.split()[0]}, numpy {np.__version__}")
+    hdr = (f"{'profile':<9} {'line p95':>8} {'added p50':>9} {'added p95':>9} {'ratio':>6} "
+           f"{'conc %':>6} {'lost %':>6} {'late':>5} {'stale':>5} {'drop q/s':>9} {'target':>6} {'us/frame':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for name, kw in PROFILES.items():
+        line, added, conc, lost, cpu = [], [], [], [], []
+        late = stale = dq = ds = 0
+        targets = []
+        for seed in seeds:
+            audio = speech_audio(seconds, seed)
+            r = simulate(audio, Impairment(seed=seed, **kw))
+            line += r.line_jitter_ms
+            added += r.added_ms
+            st = r.stats
+            conc.append(st.concealed_pct)
+            lost.append(st.loss_pct)
+            late += st.late
+            stale += st.stale
+            dq += st.dropped_quiet
+            ds += st.dropped_speech
+            targets.append(st.target_ms)
+            cpu.append(r.cpu_us_per_frame)
+        lp95, ap50, ap95 = pct(line, 95), pct(added, 50), pct(added, 95)
+        ratio = f"{ap95 / lp95:6.2f}" if name != "clean" and lp95 > 0 else f"{'n/a':>6}"
+        print(f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {statistics.mean(conc):6.2f} "
+              f"{statistics.mean(lost):6.2f} {late:5d} {stale:5d} {f'{dq}/{ds}':>9} "
+              f"{statistics.mean(targets):6.0f} {statistics.median(cpu):8.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 seeds x 60 s")
+    run(ap.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()
