@@ -520,7 +520,7 @@ class JitterBuffer:
 
     def _record(self, lat: float) -> None:
         self._last_latency = lat
-        i = int(lat) if lat > 0 else 0
+        i = int(lat + 0.5) if lat > 0 else 0
         self._hist[i if i < _HIST_BINS else _HIST_BINS - 1] += 1
 
     # ------------------------------------------------------------------ stats
@@ -541,7 +541,7 @@ class JitterBuffer:
 
     def latency_percentile(self, q: float) -> float | None:
         """``q`` (0..100) percentile of the added latency of audio frames played, in ms
-        (1 ms bins: the bin's upper edge), None before any."""
+        (rounded to whole ms), None before any."""
         if not 0 <= q <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {q}")
         total = sum(self._hist)
@@ -552,8 +552,8 @@ class JitterBuffer:
         for i, n in enumerate(self._hist):
             acc += n
             if acc >= need:
-                return float(i + 1)
-        return float(_HIST_BINS)
+                return float(i)
+        return float(_HIST_BINS - 1)
 
     def stats(self) -> JitterStats:
         c = self._c
