@@ -128,6 +128,8 @@ async def _call(args: argparse.Namespace) -> int:
         auth_token=args.auth_token,
         public_url=args.public_url,
         polite=not args.no_wait,
+        gap_s=args.gap,
+        echo_db=args.echo_db,
         dtmf=args.dtmf,
         hold_s=args.hold,
     )
@@ -189,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument(
         "--no-wait", action="store_true",
         help="speak at once, not after the agent has answered (greeting, then each reply)",
+    )
+    p_call.add_argument("--gap", type=float, default=0.3, help="with --no-wait: seconds before each turn")
+    p_call.add_argument(
+        "--echo-db", type=float, help="mix the agent's voice back into the caller's audio at this level (e.g. -20)"
     )
     p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
     p_demo.add_argument("--out-dir", default="out")
