@@ -1,4 +1,5 @@
-"""A gateway in its own process for the benchmarks (so its CPU can be read from /proc)."""
+"""Shared by the benchmarks: a gateway in its own process (so its CPU can be read from
+/proc), and caller speech from the embedded TTS."""
 
 from __future__ import annotations
 
@@ -10,7 +11,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from callbridge.codecs.resample import StreamingResampler  # noqa: E402
+from callbridge.speech.tts import EspeakTTS  # noqa: E402
+
+
+def speech(tts: EspeakTTS, text: str) -> np.ndarray:
+    """``text`` spoken by ``tts``, as int16 at 8 kHz."""
+    chunks: list[np.ndarray] = []
+    tts.synthesize(text, chunks.append)
+    return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
 def free_port() -> int:

@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench._gateway import gateway  # noqa: E402
-from callbridge.codecs.resample import StreamingResampler  # noqa: E402
+from bench._gateway import gateway, speech  # noqa: E402
 from callbridge.sim.caller import SimulatedCall  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
 from tests.test_barge_in import LONG_GREETING, noises_8k  # noqa: E402
@@ -43,12 +42,6 @@ INTERRUPTIONS = [
     "Stop, I need to book for Monday.",
 ]
 ONSETS_S = (0.8, 2.0, 3.5)
-
-
-def speech(tts: EspeakTTS, text: str) -> np.ndarray:
-    chunks: list[np.ndarray] = []
-    tts.synthesize(text, chunks.append)
-    return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
 def onset_s(audio: np.ndarray) -> float:

@@ -31,9 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench._gateway import cpu_seconds, gateway  # noqa: E402
+from bench._gateway import cpu_seconds, gateway, speech  # noqa: E402
 
-from callbridge.codecs.resample import StreamingResampler  # noqa: E402
 from callbridge.sim.caller import SimulatedCall  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
 
@@ -63,12 +62,6 @@ def word_errors(ref: list[str], hyp: list[str]) -> int:
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
     return d[len(hyp)]
-
-
-def speech(tts: EspeakTTS, text: str) -> np.ndarray:
-    chunks: list[np.ndarray] = []
-    tts.synthesize(text, chunks.append)
-    return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
 def pct(values: list[float], q: float) -> float:

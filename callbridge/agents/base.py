@@ -44,10 +44,12 @@ class Agent(ABC):
     """One conversation (one call). Cheap to create; holds only this call's state."""
 
     name: str = "agent"
+    _greeting: str | None = None
+    _ended: bool = False
 
     def greeting(self) -> str | None:
         """The agent's own opening line; None means: use the configured greeting."""
-        return None
+        return self._greeting
 
     @abstractmethod
     def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncIterator[str]:
@@ -56,7 +58,7 @@ class Agent(ABC):
     @property
     def ended(self) -> bool:
         """True once the agent has said goodbye: end the call after this reply plays."""
-        return False
+        return self._ended
 
     def state(self) -> dict[str, Any]:
         """A small JSON-able view of the agent's state (bookings, remote state...)."""

@@ -269,9 +269,6 @@ class DeskAgent(Agent):
 
     # -- Agent interface --
 
-    def greeting(self) -> str | None:
-        return self._greeting
-
     @property
     def ended(self) -> bool:
         return isinstance(self._state, Ended)

@@ -156,13 +156,6 @@ class OpenAIChatAgent(Agent):
         self._turns = 0
         self._last_finish: str | None = None
 
-    def greeting(self) -> str | None:
-        return self._greeting
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def state(self) -> dict[str, Any]:
         return {"model": self.model, "turns": self._turns, "finish_reason": self._last_finish}
 

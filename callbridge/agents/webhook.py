@@ -89,13 +89,6 @@ class WebhookAgent(Agent):
         self._ended = False
         self._turns = 0
 
-    def greeting(self) -> str | None:
-        return self._greeting
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def state(self) -> dict[str, Any]:
         return dict(self._remote_state)
 
