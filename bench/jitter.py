@@ -1,7 +1,7 @@
 """Jitter buffer under simulated mobile lines: added latency, concealment, drops, CPU.
 
-    python bench/jitter.py            # 3 profiles x 5 seeds x 120 s of speech, ~15 s
-    python bench/jitter.py --quick    # 3 profiles x 2 seeds x 60 s
+    python bench/jitter.py            # 3 profiles x 5 seeds x 120 s of speech, ~2 s
+    python bench/jitter.py --quick    # 3 profiles x 2 seeds x 60 s, < 1 s
 
 Profiles (``callbridge.sim.impair.Impairment``; every profile adds 0-5 ms of per-frame
 socket noise, so "clean" has a small, non-zero line jitter):
@@ -15,21 +15,25 @@ The caller's audio is the three espeak utterances in ``callbridge/assets`` in a 
 exactly as a 20 ms playout timer would: each delivery is pushed at its delivery time and
 ``pop`` is called at each frame's due time.
 
-Columns:
-  line p95     the line's own jitter: p95 over delivered frames of delivery delay minus
-               the smallest delay of the run (ms)
-  added p50/95 added latency of each caller frame played: (the time it is played, or its
-               arrival if later) - (its capture time + the smallest delay) (ms); ground
-               truth from the simulator, not the buffer's own estimate
-  ratio        added p95 / line p95 (target <= 1.2; not meaningful on the clean line,
-               where the buffer's minimum depth dominates)
-  conc %       output frames that are concealment or comfort noise
-  lost %       media slots never delivered (the requested loss), per expected slot
-  late, stale  frames dropped on arrival (their slot already concealed / > 2 s behind)
-  drop q/s     frames dropped to catch up: quiet / speech
-  us/frame     CPU per frame, push + pop together (median of the seeds)
+Columns (ms unless noted; the % columns other than conc % are per 100 caller frames):
+  line p95     the line's own jitter: p95 over delivered frames of (delivery delay - the
+               smallest delay of the run)
+  added p50/95 added latency of each caller frame played: (when it is played, or when it
+               arrived if later) - (its capture time + the smallest delay); ground truth
+               from the simulator, not the buffer's own estimate
+  ratio        added p95 / line p95 (target <= 1.2; n/a on the clean line, whose jitter is
+               socket noise: there the buffer's minimum depth, 60 ms, is the floor)
+  conc %       output frames that are concealment or comfort noise (lost slots and
+               frames inserted while holding through a stall), per 100 output frames
+  gap %        media slots lost upstream (the requested loss), concealed or skipped
+  late %       media slots given up at the hold limit (their frames came too late)
+  drop q/s %   frames dropped to catch up after a burst: quiet / speech
+  stale        frames dropped for being > 2 s behind
+  target       the target depth at the end of the run (mean over seeds)
+  us/frame     CPU per caller frame, push + pop (median over seeds)
 
 Hook for the speech-recognition comparison (WER versus the clean line):
+``from bench.jitter import playout`` (from the repo root), then
 ``playout(audio_ulaw, impairment, params)`` returns the caller audio exactly as the buffer
 plays it out (mu-law bytes, one frame per 20 ms of wall time), to feed to a recogniser.
 """
@@ -171,32 +175,36 @@ def run(quick: bool) -> None:
     print(f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
           f"JitterParams defaults; python {sys.version.split()[0]}, numpy {np.__version__}")
     hdr = (f"{'profile':<9} {'line p95':>8} {'added p50':>9} {'added p95':>9} {'ratio':>6} "
-           f"{'conc %':>6} {'lost %':>6} {'late':>5} {'stale':>5} {'drop q/s':>9} {'target':>6} {'us/frame':>8}")
+           f"{'conc %':>6} {'gap %':>5} {'late %':>6} {'drop q %':>8} {'drop s %':>8} {'stale':>5} "
+           f"{'target':>6} {'us/frame':>8}")
     print(hdr)
     print("-" * len(hdr))
     for name, kw in PROFILES.items():
-        line, added, conc, lost, cpu = [], [], [], [], []
-        late = stale = dq = ds = 0
-        targets = []
+        line, added, cpu, targets = [], [], [], []
+        tot = dict(n=0, out=0, conc=0, lost=0, late=0, dq=0, ds=0, stale=0)
         for seed in seeds:
             audio = speech_audio(seconds, seed)
             r = simulate(audio, Impairment(seed=seed, **kw))
             line += r.line_jitter_ms
             added += r.added_ms
             st = r.stats
-            conc.append(st.concealed_pct)
-            lost.append(st.loss_pct)
-            late += st.late
-            stale += st.stale
-            dq += st.dropped_quiet
-            ds += st.dropped_speech
+            tot["n"] += len(audio) // FRAME_BYTES
+            tot["out"] += st.output
+            tot["conc"] += st.concealed + st.comfort
+            tot["lost"] += st.lost
+            tot["late"] += st.lost_late
+            tot["dq"] += st.dropped_quiet
+            tot["ds"] += st.dropped_speech
+            tot["stale"] += st.stale
             targets.append(st.target_ms)
             cpu.append(r.cpu_us_per_frame)
         lp95, ap50, ap95 = pct(line, 95), pct(added, 50), pct(added, 95)
         ratio = f"{ap95 / lp95:6.2f}" if name != "clean" and lp95 > 0 else f"{'n/a':>6}"
-        print(f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {statistics.mean(conc):6.2f} "
-              f"{statistics.mean(lost):6.2f} {late:5d} {stale:5d} {f'{dq}/{ds}':>9} "
-              f"{statistics.mean(targets):6.0f} {statistics.median(cpu):8.1f}")
+        n = tot["n"]
+        print(f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {100 * tot['conc'] / tot['out']:6.2f} "
+              f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
+              f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
+              f"{statistics.median(cpu):8.1f}")
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ def drive(jb: JitterBuffer, arrivals, end_s: float, tick_s: float = 0.02, phase_
 
 def line(imp: Impairment, n: int, loud=lambda i: True):
     """Arrivals of n frames over an impaired line."""
-    return [(d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame, loud=loud(d.frame))) for d in imp.schedule(n)]
+    return [(d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame, loud=loud(d.frame)))
+            for d in imp.schedule(n)]
 
 
 def flat(pops) -> list[Frame]:
@@ -63,7 +64,8 @@ def schedules(draw):
     tcp = draw(st.booleans())
     lost = draw(st.lists(st.sampled_from([False] * 6 + [True]), min_size=n, max_size=n))
     lost[0] = False
-    delay = draw(st.lists(st.one_of(st.just(0), st.integers(0, 120), st.integers(0, 3000)), min_size=n, max_size=n))
+    delay_ms = st.one_of(st.just(0), st.integers(0, 120), st.integers(0, 3000))
+    delay = draw(st.lists(delay_ms, min_size=n, max_size=n))
     delay[0] = 0  # frame 0 has the smallest transit (so the transit floor never moves)
     dups = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 2500)), max_size=8))
     loud = draw(st.lists(st.booleans(), min_size=n, max_size=n))
@@ -80,7 +82,8 @@ def schedules(draw):
     for j, (i, extra) in enumerate(dups):
         if not lost[i]:
             t = i * FMS / 1000 + delay[i] / 1000 + extra / 1000
-            arrivals.append((t, i + 1 + draw(st.sampled_from([0, 1000])), ts0 + i * FMS, frame_payload(i, j + 1, loud[i])))
+            chunk = i + 1 + draw(st.sampled_from([0, 1000]))
+            arrivals.append((t, chunk, ts0 + i * FMS, frame_payload(i, j + 1, loud[i])))
     tick_ms = draw(st.sampled_from([20, 20, 10, 7, 50, 100]))
     phase = draw(st.integers(0, 19)) / 1000
     params = draw(st.sampled_from([
@@ -92,7 +95,7 @@ def schedules(draw):
     return arrivals, tick_ms / 1000, phase, params
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 def test_output_continuous_monotone_bounded_and_only_pushed_audio(case):
     arrivals, tick, phase, p = case
@@ -285,7 +288,8 @@ def test_stalls_grow_the_depth_then_a_calm_line_shrinks_it():
     bad = Impairment(jitter=(200, 800), seed=3).schedule(n_bad)
     arrivals = [(d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame)) for d in bad]
     last = arrivals[-1][0]
-    arrivals += [(max(last, i * 0.02), i + 1, i * FMS, frame_payload(i)) for i in range(n_bad, n_bad + n_calm)]
+    arrivals += [(max(last, i * 0.02), i + 1, i * FMS, frame_payload(i))
+                 for i in range(n_bad, n_bad + n_calm)]
     jb = JitterBuffer()
     targets = {}
     i, k = 0, 0

@@ -1,70 +1,73 @@
 """Adaptive jitter buffer for Twilio's inbound mu-law frames (pure: no I/O, no clock).
 
-The caller of this module owns the clock: ``push(chunk, timestamp_ms, payload, now)`` when a
-``media`` message arrives, ``pop(now)`` on a timer (every 20 ms, say).  ``pop`` returns the
-frames due for playout at ``now``: a continuous stream on an output timeline (``timestamp_ms``
-strictly increasing, one frame apart, across pops), each frame real caller audio
-(``"audio"``), a repeat-and-fade of the last good frame (``"concealed"``, at most
-``conceal_ms``) or comfort noise (``"comfort"``).  Downstream (VAD, STT) sees continuous time
-with the right duration: one frame per ``frame_ms`` of wall time since playout started.
+The caller owns the clock: ``push(chunk, timestamp_ms, payload, now)`` when a ``media``
+message arrives, ``pop(now)`` on a timer (every 20 ms, say).  ``pop`` returns the frames due
+at ``now``: one continuous stream on an output timeline (``Frame.timestamp_ms`` strictly
+increasing, one frame apart, across pops; one frame per ``frame_ms`` of wall time since
+playout started), each frame caller audio (``"audio"``), a repeat-and-fade of the last good
+frame (``"concealed"``, at most ``conceal_ms`` in a row) or comfort noise (``"comfort"``).
+So VAD and STT downstream see continuous time with the right duration.
 
 Model
 -----
-* Media time.  A frame's slot is ``round((timestamp_ms - first_timestamp) / frame_ms)``;
-  the first frame pushed fixes the grid (Twilio timestamps that wobble off the 20 ms grid
-  are rounded to the nearest slot).  Two frames for one slot are duplicates: the one with
-  the smaller ``(timestamp_ms, chunk)`` is kept whatever the arrival order, the other is
-  counted in ``duplicates``.  ``chunk`` is otherwise not used: Twilio numbers its messages
-  contiguously even when audio was lost upstream, so the timestamp is what shows a gap.
+* Media time.  A frame's slot is ``round((timestamp_ms - first_timestamp) / frame_ms)``: the
+  first frame fixes the grid; Twilio timestamps off the 20 ms grid are rounded.  Two frames
+  for one slot are duplicates: the smaller ``(timestamp_ms, chunk)`` is kept whatever the
+  arrival order.  ``chunk`` is not otherwise used: Twilio numbers the messages it sends
+  contiguously, so a gap in the caller's audio shows in ``timestamp`` only.
 * Transit.  ``transit = now - timestamp/1000``; its minimum over ``window_s`` is the best
-  path seen (``t_ref``, windowed so slow clock drift between Twilio and us is followed).
-  A frame's ideal time is ``t_ref + timestamp/1000``; its deviation ``D = transit - t_ref``
-  is the line's delay variation, and its *added latency* when played is
-  ``max(slot due time, arrival) - ideal`` (``Frame.latency_ms``): what this buffer, and the
-  line before it, added to that frame.  Popping later than the due time is not counted.
+  path (``t_ref``; windowed so clock drift between Twilio and us is followed).  A frame's
+  ideal time is ``t_ref + timestamp/1000``, its deviation ``D = transit - t_ref`` (the
+  line's delay variation), and its added latency ``Frame.latency_ms`` = ``max(due time of
+  its output slot, its arrival) - ideal``: what the line and this buffer added.  Calling
+  ``pop`` after the due time adds that lateness on top (not counted).
 * Startup.  Nothing is output before the first frame; playout starts ``initial_depth_ms``
   after the first arrival, at the smallest slot received by then.
-* Playout, one output slot per ``frame_ms`` (in order of precedence):
-  - the next media slot is buffered: play it ("audio"), unless catching up (below);
-  - it is missing but a later slot has arrived: it was lost (TCP never reorders, so it is
-    not coming): conceal it, or skip it when catching up;
-  - nothing later has arrived (underrun: the line stalled): *hold* - output a concealment
-    frame without consuming the media slot, so a stall becomes added latency instead of
-    lost audio.  Holding stops once the next slot's latency exceeds
-    ``target + hold_ms``: from then on each output slot consumes a media slot (concealed,
-    counted in ``lost_late``) and frames arriving for those slots are dropped as late.
-* Adaptive target depth.  Deviations of the last ``window_s`` of frames are kept; the
-  target is their ``quantile`` (p95), clamped to ``[min_depth_ms, max_depth_ms]``,
-  recomputed every ``update_every`` frames and at once (next ``pop``) whenever a frame
-  arrives with a deviation beyond the current target.  It jumps up immediately and
-  shrinks by at most ``shrink_ms_per_s``.
-* Catch-up.  When the next frame's latency exceeds ``target + margin_ms`` and the frame
-  after it is buffered, quiet frames (mean mu-law log-level at or below
-  ``max(quiet_level, noise floor + quiet_above_floor)``) are dropped; speech frames only
-  when the excess is beyond ``accelerate_ms``, at most one in ``accelerate_every`` output
-  slots (the quieter of the next two).  Lost slots are skipped rather than concealed.  So
-  latency comes back to ``target + margin_ms`` after a burst and does not creep up.
-* Concealment: the first ``conceal_ms`` after the last good frame repeat it with a linear
-  fade to zero (decoded with the G.711 table, scaled, re-encoded); then comfort noise
-  (``comfort_dbfs`` white noise, pre-generated from ``seed``; mu-law silence 0xFF if
-  ``comfort_noise`` is False).  The first audio frame after a concealment is not faded in.
+* Playout, one output slot per ``frame_ms``:
+  - the next media slot is buffered: play it (unless catching up, below);
+  - it is missing and a later slot has arrived: it was lost upstream (TCP does not
+    reorder, so it is not coming): conceal it (or skip it while catching up);
+  - nothing later has arrived (underrun: the line stalled): *hold* - output concealment
+    without consuming the slot, so a stall becomes added latency instead of lost audio.
+    Once the next slot's latency would exceed ``target + hold_ms`` each output slot
+    consumes a media slot instead (``lost_late``); frames for those slots arrive ``late``.
+* Target depth.  The deviations of the last ``window_s`` of frames (late ones included)
+  are kept; the target is their ``quantile``, clamped to ``[min_depth_ms, max_depth_ms]``,
+  recomputed every ``update_every`` frames, and at the next ``pop`` whenever a frame arrives
+  with a deviation beyond the target.  It rises at once and falls by at most
+  ``shrink_ms_per_s``.  A single long stall barely moves a windowed quantile: it is
+  absorbed by holding, then caught up; stalls that recur raise the target.
+* Catch-up.  While the next frame's latency exceeds ``target + margin_ms`` (and the frame
+  after it is buffered): quiet frames are dropped (mean mu-law log level at or below
+  ``max(quiet_level, noise floor + quiet_above_floor)``, 16 steps = 6 dB); lost slots are
+  skipped instead of concealed; speech frames are dropped only when the excess is beyond
+  ``accelerate_ms``, at most one per ``accelerate_every`` output slots, and only if the quiet
+  frames buffered in the next ``lookahead_ms`` cannot cover the excess.  Of the next two
+  frames the quieter is dropped, spliced with a 5 ms cross-fade (that output frame is
+  "audio" whose first quarter differs from what was pushed).  Latency thus returns to
+  ``target + margin_ms`` after each burst and does not creep up over a call.
+* Concealment.  The first ``conceal_ms`` after the last good frame repeat it with a linear
+  fade to zero (G.711 table decode, scale, re-encode); then comfort noise (``comfort_dbfs``
+  white noise, pre-generated from ``seed``), or mu-law silence (0xFF) if ``comfort_noise``
+  is False.  Audio resuming after a concealment is not faded in.
 
 Limits and what happens past them
 ---------------------------------
 * ``payload`` must be ``frame_bytes`` long (ValueError); ``chunk`` and ``timestamp_ms``
-  non-negative ints (TypeError / ValueError); ``now`` a finite number that never goes
-  backwards across push and pop (ValueError).
-* A frame for a slot already played or concealed is dropped: ``duplicates`` if that slot
-  was played from a frame (last 256 slots remembered), else ``stale`` if it is more than
-  ``stale_ms`` behind the playout point, else ``late``.  Never played twice, never out of
-  order.  A buffered frame whose latency would exceed ``target + stale_ms`` is dropped as
-  stale.
-* Added latency of any output frame is at most the highest target so far + ``hold_ms`` +
-  one frame (plus how late ``pop`` is called); with the defaults, 1000 + 600 + 20 ms.
-* At most ``max_frames`` frames are buffered (10 s at 20 ms); past it the oldest is dropped
-  (``overflow``) and playout skips to after it.
-* ``pop`` returns every frame due since the last call: call it late and it returns many.
-* The latency histogram covers 0 to 10 s in 1 ms bins (longer is counted in the last).
+  ints >= 0 (TypeError / ValueError); ``now`` a finite number that never goes backwards
+  across push and pop (ValueError).  Bad ``JitterParams`` raise when constructed.
+* A frame whose slot the playout point has passed is dropped, never played, never out of
+  order: a ``duplicate`` if that slot was taken from a frame (the last 256 slots are
+  remembered), ``stale`` if it is more than ``stale_ms`` behind, else ``late``.  A buffered
+  frame whose latency would exceed ``target + stale_ms`` is dropped as ``stale``.
+* Added latency of an audio frame: at most the highest target so far + ``hold_ms`` + one
+  frame (1000 + 300 + 20 ms with the defaults) while the transit floor holds; if the
+  floor drops (a faster path appears) at most target + ``stale_ms``.
+* At most ``max_frames`` frames are buffered (10 s at 20 ms); past that the oldest is
+  dropped (``overflow``) and playout resumes after it.
+* ``pop`` returns every frame due since the previous call: call it late, get many.
+* Latency percentiles come from a histogram of whole milliseconds up to 10 s (longer
+  counts as 10 s).
 """
 
 from __future__ import annotations
@@ -149,7 +152,8 @@ class JitterParams:
         need(0 <= self.initial_depth_ms <= self.max_depth_ms, "need 0 <= initial_depth_ms <= max_depth_ms")
         need(0 < self.quantile <= 1, "quantile must be in (0, 1]")
         need(self.window_s * 1000 >= self.frame_ms, "window_s must hold at least one frame")
-        need(self.update_every >= 1 and self.accelerate_every >= 1, "update_every and accelerate_every must be >= 1")
+        need(self.update_every >= 1, "update_every must be >= 1")
+        need(self.accelerate_every >= 1, "accelerate_every must be >= 1")
         need(self.shrink_ms_per_s >= 0, "shrink_ms_per_s must be >= 0")
         need(self.margin_ms >= 0 and self.hold_ms >= 0, "margin_ms and hold_ms must be >= 0")
         need(self.accelerate_ms >= self.margin_ms, "accelerate_ms must be >= margin_ms")
@@ -158,7 +162,8 @@ class JitterParams:
         need(self.stale_ms >= self.hold_ms, "stale_ms must be >= hold_ms")
         need(self.max_frames >= 2, "max_frames must be >= 2")
         need(self.comfort_dbfs <= 0, "comfort_dbfs must be <= 0")
-        need(0 <= self.quiet_level <= 127 and self.quiet_above_floor >= 0, "quiet_level must be in [0, 127]")
+        need(0 <= self.quiet_level <= 127, "quiet_level must be in [0, 127]")
+        need(self.quiet_above_floor >= 0, "quiet_above_floor must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +389,8 @@ class JitterBuffer:
                 return []
             self._started = True
             self._cursor = min(self._buf) if self._buf else 0
-            self._out_ts0 = self._ts0 + self._cursor * self.params.frame_ms
+            first = self._buf.get(self._cursor)
+            self._out_ts0 = first.ts if first is not None else self._ts0
         if self._refresh:
             self._update_target(now)
         out: list[Frame] = []
@@ -567,7 +573,8 @@ class JitterBuffer:
         return JitterStats(
             received=c["received"], duplicates=c["duplicates"], late=c["late"], stale=c["stale"],
             overflow=c["overflow"], output=self._k, played=c["played"], concealed=c["concealed"],
-            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"] - unproven, held=c["held"] + unproven,
+            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"] - unproven,
+            held=c["held"] + unproven,
             skipped=c["skipped"], dropped_quiet=c["dropped_quiet"], dropped_speech=c["dropped_speech"],
             jitter_ms=self._jitter, depth_ms=depth, target_ms=self._target,
             latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),

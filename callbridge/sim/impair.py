@@ -96,7 +96,8 @@ class Impairment:
     frame_ms: int = 20
 
     def __post_init__(self) -> None:
-        if isinstance(self.loss, bool) or not isinstance(self.loss, (int, float)) or not 0 <= self.loss < 1:
+        loss = self.loss
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0 <= loss < 1:
             raise ValueError(f"loss must be a fraction in [0, 1), got {self.loss!r}")
         if self.jitter is not None:
             object.__setattr__(self, "jitter", _check_range("jitter", self.jitter))
@@ -221,7 +222,8 @@ def parse_loss(text: str) -> float:
             raise ValueError(f"bad loss {text!r}: must be below 100%")
         return v / 100.0
     if v >= 1:
-        raise ValueError(f"bad loss {text!r}: a bare number is a fraction and must be below 1 (did you mean '{m.group(1)}%'?)")
+        raise ValueError(f"bad loss {text!r}: a bare number is a fraction and must be below 1 "
+                         f"(did you mean '{m.group(1)}%'?)")
     return v
 
 
@@ -232,7 +234,8 @@ def parse_range_ms(text: str, what: str = "range") -> tuple[int, int]:
         raise TypeError(f"{what} must be a string like '200-800ms', got {type(text).__name__}")
     m = _RANGE_RE.match(text)
     if not m:
-        raise ValueError(f"bad {what} {text!r}: expected 'LO-HIms' like '200-800ms', or one value like '300ms'")
+        raise ValueError(f"bad {what} {text!r}: expected 'LO-HIms' like '200-800ms', "
+                         "or one value like '300ms'")
     a, unit_a, b, unit_b = m.groups()
     if b is None:
         b, unit_b = a, unit_a
