@@ -1,7 +1,7 @@
 """Codec child: mu-law 8 kHz <-> PCM, with streaming resamplers and exact 20 ms framing.
 
-Inbound: ``CallerMedia`` (mu-law) -> decode -> resample to ``INBOUND_RATE`` ->
-``CallerAudio`` to the jitter buffer. Outbound: ``AgentAudio`` (PCM at any rate) ->
+Inbound: ``CallerMedia`` (mu-law, continuous, from the jitter buffer) -> decode ->
+resample to ``INBOUND_RATE`` -> ``CallerAudio`` to the Upstream and BargeIn. Outbound: ``AgentAudio`` (PCM at any rate) ->
 resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
 ``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
 silence) are flushed, then an ``OutboundMark`` named ``u<utterance>`` follows. Every
@@ -30,6 +30,7 @@ from .runtime import Actor, ActorContext
 INBOUND_RATE = 16000
 TWILIO_RATE = 8000
 MARK_EVERY_FRAMES = 10
+CALLER_AUDIO_TO = ("upstream", "bargein")
 
 
 class Codec(Actor):
@@ -47,7 +48,9 @@ class Codec(Actor):
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
         pcm = self.inbound.process(ulaw_decode(msg.payload))
-        self.ctx.tell("jitter", m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE))
+        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE)
+        for role in CALLER_AUDIO_TO:
+            self.ctx.tell(role, audio)
 
     def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
         if msg.utterance <= self.cut:

@@ -1,28 +1,99 @@
-"""JitterBuffer child. For now: forward caller audio in order, dropping duplicates and
-frames that arrive after a newer one (counted). Concealment and adaptive depth come with
-the jitter-buffer issue."""
+"""JitterBuffer child: Twilio's frames in, continuous 20 ms audio out, on a steady clock.
+
+First in the inbound path (``CallerMedia`` from the gateway), ahead of the Codec, so the
+decoder, resampler, VAD and STT see continuous time with the right duration: frames are
+ordered by timestamp, duplicates and late or stale frames dropped (counted), gaps
+concealed (repeat-and-fade, then comfort noise), and the playout depth adapts to the
+line (``callbridge.codecs.jitterbuffer``). A ticker task pops every 20 ms so a stalled
+line still yields (concealed) audio on time; arrivals pop too, so a clean line adds
+only ``JITTER_MIN_MS``.
+
+Stats (RFC 3550 jitter, loss %, concealed %, late and stale drops, depth, added latency
+p50/p95) go to the timeline every ``STATS_EVERY_S`` while the line is impaired, and once
+when the call stops. Payloads that are not 160 bytes (never sent by Twilio) are dropped
+and noted once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+from typing import Any
+
+from ..codecs.jitterbuffer import JitterBuffer as Buffer
+from ..codecs.jitterbuffer import JitterParams
+from ..config import Settings
 from . import messages as m
 from .runtime import Actor, ActorContext
+
+FRAME_S = 0.020
+STATS_EVERY_S = 5.0
 
 
 class JitterBuffer(Actor):
     role = "jitter"
-    CONSUMERS = ("upstream", "bargein")
 
-    def __init__(self, ctx: ActorContext, settings: object = None) -> None:
+    def __init__(self, ctx: ActorContext, settings: Settings) -> None:
         super().__init__(ctx)
-        self.last_chunk = -1
-        self.out_of_order = 0
+        depth = float(settings.jitter_min_ms)
+        self.buffer = Buffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
+        self.ticker: asyncio.Task[Any] | None = None
+        self.out_chunk = 0
+        self.bad_size = 0
+        self.next_stats = 0.0
 
-    def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:  # noqa: N802
-        if msg.chunk <= self.last_chunk:
-            self.out_of_order += 1
-            if self.out_of_order == 1:
-                self.ctx.note("frame_out_of_order", chunk=msg.chunk, last=self.last_chunk)
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+        now = self.ctx.now()
+        if len(msg.payload) != self.buffer.params.frame_bytes:
+            self.bad_size += 1
+            if self.bad_size == 1:
+                self.ctx.note("frame_size_dropped", size=len(msg.payload))
             return
-        self.last_chunk = msg.chunk
-        for role in self.CONSUMERS:
-            self.ctx.tell(role, msg)
+        self.buffer.push(msg.chunk, msg.timestamp, msg.payload, now)
+        if self.ticker is None:
+            self.ticker = self.ctx.spawn(self._tick(), "playout")
+            self.next_stats = now + STATS_EVERY_S
+        self._play(now)
+
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+        if self.buffer.started:
+            self.ctx.note("jitter_stats", **self.summary())
+
+    def _play(self, now: float) -> None:
+        for frame in self.buffer.pop(now):
+            self.out_chunk += 1
+            self.ctx.tell("codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload))
+        if now >= self.next_stats:
+            self.next_stats = now + STATS_EVERY_S
+            stats = self.summary()
+            if stats["loss_pct"] or stats["late"] or stats["stale"] or stats["concealed_pct"]:
+                self.ctx.note("jitter_stats", **stats)
+
+    async def _tick(self) -> None:
+        """Pop on a 20 ms grid of the monotonic clock (no drift), whatever arrives."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        while True:
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
+            self._play(self.ctx.now())
+
+    def summary(self) -> dict[str, Any]:
+        s = self.buffer.stats()
+
+        def r(x: float | None) -> float | None:
+            return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, 1)
+
+        return {
+            "jitter_ms": r(s.jitter_ms),
+            "loss_pct": r(s.loss_pct),
+            "concealed_pct": r(s.concealed_pct),
+            "late": s.late,
+            "stale": s.stale,
+            "duplicates": s.duplicates,
+            "depth_ms": r(s.depth_ms),
+            "target_ms": r(s.target_ms),
+            "latency_p50_ms": r(s.latency_p50_ms),
+            "latency_p95_ms": r(s.latency_p95_ms),
+        }

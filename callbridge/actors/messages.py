@@ -30,7 +30,8 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class CallerMedia(Message):
-    """Gateway -> Codec: one Twilio media frame as received (mu-law 8 kHz)."""
+    """Gateway -> JitterBuffer: one Twilio media frame as received (mu-law 8 kHz);
+    JitterBuffer -> Codec: the same, in order and continuous (gaps concealed)."""
 
     chunk: int
     timestamp: int
@@ -39,7 +40,7 @@ class CallerMedia(Message):
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio(Message):
-    """Codec -> JitterBuffer, then JitterBuffer -> Upstream and BargeIn: caller PCM."""
+    """Codec -> Upstream and BargeIn: caller PCM, continuous."""
 
     chunk: int
     timestamp: int

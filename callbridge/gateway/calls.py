@@ -70,7 +70,7 @@ class Call:
 
     def media(self, event: Media) -> None:
         self.frames_in += 1
-        self.dispatcher.tell("codec", m.CallerMedia(event.chunk, event.timestamp, event.payload))
+        self.dispatcher.tell("jitter", m.CallerMedia(event.chunk, event.timestamp, event.payload))
 
     def mark_played(self, name: str) -> None:
         self.marks_played += 1
