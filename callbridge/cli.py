@@ -26,6 +26,7 @@ from aiohttp import web
 from .config import ConfigError, Settings, settings_table
 from .gateway.app import create_app
 from .sim.caller import CallResult, SimulatedCall, WebhookRefused
+from .sim.impair import Impairment
 from .sim.wavio import read_wav, write_wav
 
 log = logging.getLogger("callbridge")
@@ -122,6 +123,15 @@ def _report(result: CallResult, out: str | None, record_both: str | None) -> Non
 
 async def _call(args: argparse.Namespace) -> int:
     audio = [read_wav(path) for path in args.wav]
+    impairment = None
+    if args.loss or args.jitter or args.gaps:
+        try:
+            impairment = Impairment.from_cli(
+                loss=args.loss, jitter=args.jitter, gap=args.gaps, seed=args.seed
+            )
+        except ValueError as exc:
+            print(f"bad impairment: {exc}", file=sys.stderr)
+            return 2
     call = SimulatedCall(
         args.url,
         audio=audio,
@@ -130,6 +140,7 @@ async def _call(args: argparse.Namespace) -> int:
         polite=not args.no_wait,
         gap_s=args.gap,
         echo_db=args.echo_db,
+        impairment=impairment,
         dtmf=args.dtmf,
         hold_s=args.hold,
     )
@@ -196,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument(
         "--echo-db", type=float, help="mix the agent's voice back into the caller's audio at this level (e.g. -20)"
     )
+    p_call.add_argument("--loss", help="drop this share of frames before Twilio, e.g. 3%%")
+    p_call.add_argument("--jitter", help="stalls then bursts on the line, e.g. 200-800ms")
+    p_call.add_argument(
+        "--gaps", nargs="?", const="", default=None,
+        help="timestamp gaps as Twilio shows upstream loss, e.g. 100-400ms (default range if no value)",
+    )
+    p_call.add_argument("--seed", type=int, default=0, help="seed of the impairments (repeatable)")
     p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
     p_demo.add_argument("--out-dir", default="out")
     sub.add_parser("config", help="print the configuration table")

@@ -48,7 +48,7 @@ class Settings:
     agent_timeout_s: float = field(default=5.0, metadata={"env": "AGENT_TIMEOUT_S", "doc": "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call ends politely."})
     endpoint_silence_ms: int = field(default=500, metadata={"env": "ENDPOINT_SILENCE_MS", "doc": "Silence that ends the caller's turn (users tune 300-800)."})
     min_speech_ms: int = field(default=200, metadata={"env": "MIN_SPEECH_MS", "doc": "Caller speech must be sustained this long to start a turn or barge in over the agent (coughs, slams and barks are shorter)."})
-    jitter_min_ms: int = field(default=40, metadata={"env": "JITTER_MIN_MS", "doc": "Least playout depth of the inbound jitter buffer; it grows with the line's jitter (20-1000)."})
+    jitter_min_ms: int = field(default=20, metadata={"env": "JITTER_MIN_MS", "doc": "Least playout depth of the inbound jitter buffer; it grows with the line's jitter (20-1000)."})
     stt_decoders: int = field(default=2, metadata={"env": "STT_DECODERS", "doc": "Speech-recognition decoders shared by all calls of a process (1-16)."})
     events_url: str = field(default="", metadata={"env": "EVENTS_URL", "doc": "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON."})
     events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})

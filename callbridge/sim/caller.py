@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from ..codecs import mediastreams as ms
 from ..codecs.g711 import ulaw_decode, ulaw_encode
 from ..gateway.security import SignatureChecker
+from .impair import Impairment
 
 log = logging.getLogger("callbridge.sim")
 
@@ -102,6 +103,7 @@ class SimulatedCall:
         reply_timeout_s: float = 8.0,
         gap_s: float = 0.3,
         echo_db: float | None = None,
+        impairment: Impairment | None = None,
         dtmf: str = "",
         hold_s: float = 1.0,
         max_s: float = 120.0,
@@ -121,6 +123,7 @@ class SimulatedCall:
         self.reply_timeout_s = reply_timeout_s
         self.gap_s = gap_s
         self.echo_gain = None if echo_db is None else 10 ** (echo_db / 20)
+        self.impairment = impairment
         self.dtmf = dtmf
         self.hold_s = hold_s
         self.max_s = max_s
@@ -228,6 +231,13 @@ class SimulatedCall:
         r = self.result
         script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s, self.gap_s)
         echo = SILENCE
+        # With an impaired line, frame k is sent at its scheduled delivery time, with the
+        # chunk/timestamp Twilio would give it, or never (lost before Twilio).
+        deliveries = {}
+        if self.impairment is not None:
+            n = int(self.max_s / FRAME_S) + 1
+            deliveries = {d.frame: d for d in self.impairment.schedule(n)}
+        in_flight: list[tuple[float, str]] = []
         chunk = 0
         while not receiver.done():
             now = time.monotonic() - self._t0
@@ -245,7 +255,14 @@ class SimulatedCall:
             if self.echo_gain is not None:  # the agent's voice coming back on the line
                 mixed = ulaw_decode(action).astype(np.float32) + ulaw_decode(echo) * self.echo_gain
                 action = ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
-            await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action))
+            if self.impairment is None:
+                await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action))
+            else:
+                d = deliveries.get(chunk)
+                if d is not None:
+                    in_flight.append((d.at_s, ms.twilio_media(0, r.stream_sid, d.chunk, d.timestamp_ms, action)))
+                while in_flight and in_flight[0][0] <= now:  # in order: TCP never reorders
+                    await self._send(ws, in_flight.pop(0)[1])
             r.caller_audio += action
             chunk += 1
             echo = self._play_one_frame(ws)
