@@ -22,7 +22,7 @@ Columns (ms unless noted; the % columns other than conc % are per 100 caller fra
                arrived if later) - (its capture time + the smallest delay); ground truth
                from the simulator, not the buffer's own estimate
   ratio        added p95 / line p95 (target <= 1.2; n/a on the clean line, whose jitter is
-               socket noise: there the buffer's minimum depth, 60 ms, is the floor)
+               socket noise: there the minimum depth, JITTER_MIN_MS, is the floor)
   conc %       output frames that are concealment or comfort noise (lost slots and
                frames inserted while holding through a stall), per 100 output frames
   gap %        media slots lost upstream (the requested loss), concealed or skipped
@@ -31,6 +31,11 @@ Columns (ms unless noted; the % columns other than conc % are per 100 caller fra
   stale        frames dropped for being > 2 s behind
   target       the target depth at the end of the run (mean over seeds)
   us/frame     CPU per caller frame, push + pop (median over seeds)
+
+Then the recogniser's word error rate per profile: the demo's three caller lines, each
+played out through the buffer over the profile's line (all seeds), transcribed by the
+embedded STT (``callbridge.speech.stt``), against the text spoken; target: heavy within 5
+points of clean.
 
 Hook for the speech-recognition comparison (WER versus the clean line):
 ``from bench.jitter import playout`` (from the repo root), then
@@ -55,6 +60,7 @@ import numpy as np  # noqa: E402
 
 from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
 from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, JitterStats  # noqa: E402
+from callbridge.config import Settings  # noqa: E402
 from callbridge.sim.impair import Impairment, delays_ms  # noqa: E402
 
 FRAME_MS = 20
@@ -169,11 +175,54 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
+def call_params() -> JitterParams:
+    """The buffer as a call runs it (``JITTER_MIN_MS``)."""
+    depth = float(Settings().jitter_min_ms)
+    return JitterParams(initial_depth_ms=depth, min_depth_ms=depth)
+
+
+def word_error_rates(seeds: range) -> dict[str, float]:
+    """WER (%) of the embedded recogniser on the demo lines played out over each profile."""
+    import asyncio
+
+    from bench.turns import word_errors, words
+    from callbridge.cli import DEMO_LINES, bundled_turns
+    from callbridge.codecs.g711 import ulaw_decode
+    from callbridge.codecs.resample import StreamingResampler
+    from callbridge.sim.wavio import read_wav
+    from callbridge.speech.stt import get_recognizer
+
+    pad = np.zeros(8000, np.int16)
+    lines = [ulaw_encode(np.concatenate([pad[:4000], read_wav(p), pad])) for p in bundled_turns()]
+
+    async def transcribe(audio_ulaw: bytes) -> str:
+        pcm16 = StreamingResampler(8000, 16000).process(ulaw_decode(audio_ulaw))
+        utterance = await get_recognizer().start()
+        for i in range(0, len(pcm16), 320):
+            utterance.feed(pcm16[i : i + 320])
+        return await utterance.finish()
+
+    async def wer(kw: dict) -> float:
+        errors = total = 0
+        for seed in seeds:
+            for text, audio in zip(DEMO_LINES, lines):
+                heard = await transcribe(playout(audio, Impairment(seed=seed, **kw), call_params()))
+                errors += word_errors(words(text), words(heard))
+                total += len(words(text))
+        return 100.0 * errors / total
+
+    async def all_profiles() -> dict[str, float]:
+        return {name: await wer(kw) for name, kw in PROFILES.items()}
+
+    return asyncio.run(all_profiles())
+
+
 def run(quick: bool) -> None:
     seeds = range(2) if quick else range(5)
     seconds = 60.0 if quick else 120.0
     print(f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
-          f"JitterParams defaults; python {sys.version.split()[0]}, numpy {np.__version__}")
+          f"min depth {call_params().min_depth_ms:.0f} ms (JITTER_MIN_MS); python {sys.version.split()[0]}, "
+          f"numpy {np.__version__}")
     hdr = (f"{'profile':<9} {'line p95':>8} {'added p50':>9} {'added p95':>9} {'ratio':>6} "
            f"{'conc %':>6} {'gap %':>5} {'late %':>6} {'drop q %':>8} {'drop s %':>8} {'stale':>5} "
            f"{'target':>6} {'us/frame':>8}")
@@ -184,7 +233,7 @@ def run(quick: bool) -> None:
         tot = dict(n=0, out=0, conc=0, lost=0, late=0, dq=0, ds=0, stale=0)
         for seed in seeds:
             audio = speech_audio(seconds, seed)
-            r = simulate(audio, Impairment(seed=seed, **kw))
+            r = simulate(audio, Impairment(seed=seed, **kw), call_params())
             line += r.line_jitter_ms
             added += r.added_ms
             st = r.stats
@@ -205,6 +254,10 @@ def run(quick: bool) -> None:
               f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
               f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
               f"{statistics.median(cpu):8.1f}")
+    rates = word_error_rates(seeds)
+    print("\nSTT word error rate on the demo lines played out over each profile: " + ", ".join(
+        f"{name} {rate:.1f}%" for name, rate in rates.items()))
+    print(f"heavy - clean: {rates['heavy'] - rates['clean']:+.1f} points (target <= +5)")
 
 
 def main() -> None:

@@ -33,6 +33,11 @@ log = logging.getLogger("callbridge")
 
 
 DEMO_TURNS = ("caller-1-book.wav", "caller-2-confirm.wav", "caller-3-bye.wav")
+DEMO_LINES = (
+    "I would like to book an appointment on Monday at three pm.",
+    "Yes, book it.",
+    "That's all, thank you. Goodbye.",
+)
 """The demo caller's lines (synthesised with espeak-ng, en-us, 150 wpm): "I would like
 to book an appointment on Monday at three pm." / "Yes, book it." / "That's all, thank you.
 Goodbye." Chosen because the embedded recogniser gets their key words every time."""
