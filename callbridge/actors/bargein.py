@@ -34,7 +34,6 @@ ECHO_WINDOW_FRAMES = 40
 """The agent's level is its loudest frame among the last 0.8 s played before detection."""
 MAX_LEVEL_FRAMES = 30_000
 """Frame levels kept per utterance (10 minutes)."""
-FRAME_S = 0.02
 SPEECH_RMS = 500.0
 """Caller frame RMS (int16) taken as "sound on the line" for the timeline note."""
 

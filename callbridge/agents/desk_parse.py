@@ -69,7 +69,7 @@ _NOT_A_TIME_AFTER = {"day", "days", "week", "weeks", "month", "months", "year", 
                      "persons", "of", "minute", "minutes", "mins", "hour", "hours", "times",
                      "appointments", "appointment", "bookings", "slots", "kids", "children",
                      "more", "other", "others", "things", "dollars", "percent", "thousand",
-                     "hundred", "point", "things", "them"}
+                     "hundred", "point", "them"}
 _NOT_A_TIME_BEFORE = {"the", "that", "this", "which", "another", "a", "an", "first", "new", "other",
                       "any", "no", "every", "each", "those", "these", "number", "option", "press"}
 _MERIDIEM = {"am": "am", "pm": "pm"}
