@@ -75,7 +75,7 @@ async def test_webhook_answers_twiml_with_token_and_no_query_string(start_server
     url = await start_server()
     call = SimulatedCall(url)
     async with aiohttp.ClientSession() as http:
-        stream_url, params = await call.post_webhook(http)
+        stream_url, params = parse_stream_twiml(await call.post_webhook(http))
     assert stream_url == url.replace("http://", "ws://") + "/media"
     assert "?" not in stream_url
     assert set(params) == {"token"} and params["token"].startswith(f"v1.{call.call_sid}.")

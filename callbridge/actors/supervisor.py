@@ -57,7 +57,14 @@ POLICIES: dict[str, RestartPolicy] = {
 class CallSupervisor(Actor):
     role = "supervisor"
 
-    def __init__(self, ctx: ActorContext, settings: Settings, io: CallIO, start: m.CallStarted) -> None:
+    def __init__(
+        self,
+        ctx: ActorContext,
+        settings: Settings,
+        io: CallIO,
+        start: m.CallStarted,
+        conversation: Conversation | None = None,
+    ) -> None:
         super().__init__(ctx)
         self.settings = settings
         self.io = io
@@ -65,7 +72,9 @@ class CallSupervisor(Actor):
         self.restarts: dict[str, deque[float]] = {c.role: deque() for c in CHILDREN}
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
-        self.conversation = Conversation()
+        self.conversation = conversation or Conversation()
+        self.played_upto = 0
+        """The last utterance whose end mark Twilio echoed as played."""
         self.marks_pending: set[str] = set()
         self.marks_cleared: set[str] = set()
 
@@ -92,6 +101,8 @@ class CallSupervisor(Actor):
             return
         self.marks_pending.discard(msg.name)
         if "." not in msg.name:  # progress marks are for BargeIn only
+            if msg.name[1:].isdigit():
+                self.played_upto = max(self.played_upto, int(msg.name[1:]))
             self.io.note("mark_played", name=msg.name)
             self.ctx.tell("upstream", msg)
         self.ctx.tell("bargein", msg)

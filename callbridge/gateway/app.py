@@ -2,7 +2,8 @@
 
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 ``GET /healthz``, ``GET /calls``, ``GET /calls/{callSid}``, and, only with
-``FAULT_INJECTION``, ``POST /calls/{callSid}/fault?child=ROLE``.
+``FAULT_INJECTION``, ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor,
+or ``socket`` to drop the stream without a close frame).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    record = gw.registry.get(request.match_info["call_sid"])
+    call_sid = request.match_info["call_sid"]
+    record = gw.registry.get(call_sid)
+    if record is None:  # carried (or last carried) by another process
+        record = await gw.store.record(call_sid)
     if record is None:
         raise web.HTTPNotFound(text="no such call\n")
     return web.json_response(record)
@@ -46,8 +50,12 @@ async def inject_fault(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such live call\n")
     role = request.query.get("child", "")
     roles = [c.role for c in CHILDREN]
+    if role == "socket":  # the stream drops as if this process died (no close frame)
+        call.abort()
+        log.warning("call %s: fault injected: stream dropped", call.call_sid)
+        return web.json_response({"injected": role})
     if role not in roles:
-        raise web.HTTPBadRequest(text=f"child must be one of {', '.join(roles)}\n")
+        raise web.HTTPBadRequest(text=f"child must be one of {', '.join(roles)}, or socket\n")
     call.inject_fault(role)
     log.warning("call %s: fault injected into %s", call.call_sid, role)
     return web.json_response({"injected": role})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -20,11 +21,20 @@ from ..actors.supervisor import CHILDREN, CallSupervisor
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
 from ..timeline import Timeline
+from ..upstreams.base import Conversation
 from .output import OutboundWriter
+from .store import CallStore
 
 log = logging.getLogger("callbridge.gateway")
 
 HIDDEN_PARAMETERS = ("token",)
+CHECKPOINT_EVENTS = frozenset(
+    {"started", "resumed", "transcript.final", "agent.reply", "agent.truncated", "mark_played",
+     "barge_in", "dtmf", "call_ending", "child_restarted"}
+)
+"""Timeline events after which the call's state is checkpointed to the store."""
+CHECKPOINT_TIMELINE = 500
+"""At most this many (latest) timeline events travel in a checkpoint."""
 
 
 class Call:
@@ -36,20 +46,32 @@ class Call:
         hang_up: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         publish: Callable[[str, str, dict[str, Any]], None] | None = None,
+        store: CallStore | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
+        """``resume``: the checkpoint of this call from a stream that dropped (the call
+        carries on: conversation, timeline, utterance numbering)."""
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.clock = clock
+        self.store = store
+        self._checkpoint_due = False
         self.started_wall = time.time()
         self.timeline = Timeline(clock())
         self.state = "live"
         self.stop_reason = ""
+        self.hung_up = False
+        """We ended the call on purpose (no resume when Twilio follows the redirect)."""
         self.frames_in = 0
         self.marks_played = 0
         self._hang_up = hang_up
         self._publish = publish
+        self.transport: asyncio.BaseTransport | None = None
+        """The stream's connection (set by the gateway; for ``abort``)."""
         self.closing: asyncio.Task[Any] | None = None
         self.agent_closing: asyncio.Task[Any] | None = None
+        self.resumes = 0
+        conversation = self._resume(resume) if resume is not None else None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
         self.note("started", streamSid=start.stream_sid, parameters=params)
         self.writer = OutboundWriter(
@@ -63,8 +85,28 @@ class Call:
         self.writer_task = asyncio.get_running_loop().create_task(self.writer.run(), name=f"{self.call_sid}/writer")
         self.dispatcher = Dispatcher(clock, settings.check_messages, name=self.call_sid)
         self.supervisor = self.dispatcher.add(
-            CallSupervisor, None, settings, self, m.CallStarted(start.call_sid, start.stream_sid, params)
+            CallSupervisor, None, settings, self, m.CallStarted(start.call_sid, start.stream_sid, params),
+            conversation,
         )
+
+    def _resume(self, snap: dict[str, Any]) -> Conversation:
+        view = snap.get("view") or {}
+        wall = time.time()
+        self.started_wall = float(view.get("started_at", wall))
+        self.timeline.t0 = self.clock() - (wall - float(snap.get("t0_wall", wall)))
+        self.timeline.events = list(view.get("timeline", []))
+        self.resumes = int(snap.get("resumes", 0)) + 1
+        played = int(snap.get("played_upto", 0))
+        conversation = Conversation.restore(snap.get("conversation") or {}, played)
+        last_seen = self.timeline.events[-1]["t_ms"] / 1000.0 if self.timeline.events else 0.0
+        self.note(
+            "resumed",
+            from_pid=snap.get("pid"),
+            resumes=self.resumes,
+            since_last_event_ms=round((self.clock() - self.timeline.t0 - last_seen) * 1000.0),
+            repeating=conversation.resume_say is not None,
+        )
+        return conversation
 
     # -- from the socket -----------------------------------------------------------------
 
@@ -78,6 +120,11 @@ class Call:
 
     def dtmf(self, digit: str) -> None:
         self.dispatcher.tell("supervisor", m.DtmfReceived(digit))
+
+    def abort(self) -> None:
+        """Drop the stream's connection at once, as a crash would (fault injection)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def inject_fault(self, role: str) -> None:
         self.dispatcher.tell(role, m.InjectFault("fault-injection endpoint"))
@@ -120,6 +167,29 @@ class Call:
         self.timeline.add(self.clock(), event, **data)
         if self._publish is not None:
             self._publish(event, self.call_sid, data)
+        if event in CHECKPOINT_EVENTS and self.store is not None and not self._checkpoint_due:
+            self._checkpoint_due = True  # coalesced: one checkpoint per loop iteration
+            asyncio.get_running_loop().call_soon(self.checkpoint)
+
+    def checkpoint(self) -> None:
+        """Post this call's state to the store (what a resume on another process needs)."""
+        self._checkpoint_due = False
+        if self.store is None or self.state != "live":
+            return
+        sup = self.supervisor
+        view = self.to_json()
+        view["timeline"] = view["timeline"][-CHECKPOINT_TIMELINE:]
+        self.store.checkpoint(
+            self.call_sid,
+            {
+                "pid": os.getpid(),
+                "t0_wall": time.time() - (self.clock() - self.timeline.t0),
+                "resumes": self.resumes,
+                "conversation": sup.conversation.snapshot(),  # type: ignore[attr-defined]
+                "played_upto": sup.played_upto,  # type: ignore[attr-defined]
+                "view": view,
+            },
+        )
 
     def end(self, reason: str) -> None:
         log.warning("call %s: ending: %s", self.call_sid, reason)
@@ -135,6 +205,8 @@ class Call:
             "callSid": self.call_sid,
             "streamSid": self.stream_sid,
             "state": self.state,
+            "pid": os.getpid(),
+            "resumes": self.resumes,
             "started_at": self.started_wall,
             "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
         }

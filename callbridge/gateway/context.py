@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from ..config import Settings
 from .calls import CallRegistry
 from .events import EventPoster
 from .security import SignatureChecker, StreamTokens, public_base
+from .store import CallStore, LocalStore
 
 
 @dataclass
@@ -18,13 +20,17 @@ class Gateway:
     registry: CallRegistry
     signatures: SignatureChecker
     tokens: StreamTokens
+    store: CallStore
     events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    accepting: bool = True
+    """False while draining: new calls are turned away, running ones carry on."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Gateway":
+    def from_settings(cls, settings: Settings, store: CallStore | None = None) -> "Gateway":
         return cls(
             settings=settings,
+            store=store if store is not None else LocalStore(settings.call_history, time.monotonic),
             registry=CallRegistry(settings.call_history),
             signatures=SignatureChecker(settings.twilio_auth_token),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),

@@ -55,7 +55,7 @@ async def media_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
     gw.sockets.add(ws)
-    session = StreamSession(gw, ws, request.remote or "?")
+    session = StreamSession(gw, ws, request.remote or "?", request.transport)
     try:
         signed_url = stream_url(gw.public_base(request))
         if not gw.signatures.valid(signed_url, {}, request.headers.get("X-Twilio-Signature")):
@@ -67,15 +67,18 @@ async def media_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=code, message=str(exc)[:120].encode())
     finally:
         gw.sockets.discard(ws)
-        session.finish()
+        await session.finish()
     return ws
 
 
 class StreamSession:
     """One socket's reading side: state machine, dispatch of events to the call."""
 
-    def __init__(self, gw: Gateway, ws: web.WebSocketResponse, peer: str) -> None:
+    def __init__(
+        self, gw: Gateway, ws: web.WebSocketResponse, peer: str, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.gw = gw
+        self.transport = transport
         self.ws = ws
         self.peer = peer
         self.state = StreamState.AWAIT_START
@@ -96,6 +99,7 @@ class StreamSession:
                 log.warning("media socket %s: %s", self.who, self.ws.exception())
                 if self.call is not None:
                     self.call.stop_reason = f"socket error: {self.ws.exception()}"
+                    self.call.hung_up = True
                 return
             self.state = step(self.state, event)
             if await self.handle(event):
@@ -111,9 +115,10 @@ class StreamSession:
         elif isinstance(event, Dtmf):
             call.dtmf(event.digit)  # type: ignore[union-attr]
         elif isinstance(event, Start):
-            self.call = self.start_call(event)
+            self.call = await self.start_call(event)
         elif isinstance(event, Stop):
             call.stop_reason = "twilio stop"  # type: ignore[union-attr]
+            call.hung_up = True  # type: ignore[union-attr]  # the caller hung up
             await self.ws.close(code=WSCloseCode.OK)
             return True
         elif isinstance(event, Unknown) and event.event not in self.unknown_seen:
@@ -121,7 +126,7 @@ class StreamSession:
             log.info("media socket %s: ignoring unknown event %r", self.who, event.event)
         return False
 
-    def start_call(self, start: Start) -> Call:
+    async def start_call(self, start: Start) -> Call:
         gw = self.gw
         try:
             gw.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
@@ -129,28 +134,49 @@ class StreamSession:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
         if start.call_sid in gw.registry.live:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
+        resume = None
+        if start.custom_parameters.get("resume") == "1":
+            stored = await gw.store.lookup(start.call_sid)
+            if stored is not None and stored.state == "live":
+                resume = stored.data
+            else:
+                log.warning("call %s: nothing to resume (%s); starting afresh", start.call_sid,
+                            stored.state if stored else "unknown")
         publish = gw.events.publish if gw.events is not None else None
-        call = Call(gw.settings, start, self.ws.send_str, self.hang_up, publish=publish)
+        call = Call(gw.settings, start, self.ws.send_str, self.hang_up, publish=publish, store=gw.store, resume=resume)
+        call.transport = self.transport
         gw.registry.add(call)
-        log.info("call %s: stream %s started", call.call_sid, call.stream_sid)
+        log.info("call %s: stream %s %s", call.call_sid, call.stream_sid, "resumed" if resume else "started")
         return call
 
     def hang_up(self, reason: str) -> None:
-        """The call's supervisor gave up: close the stream (Twilio moves to the next verb)."""
-        if self.call is not None:
-            self.call.stop_reason = reason
-            self.call.closing = asyncio.get_running_loop().create_task(
-                self.ws.close(code=WSCloseCode.OK, message=b"call ended")
-            )
+        """We end the call (the agent said goodbye, or a child gave up): record it as
+        ended in the store first, so the redirect Twilio then follows gets ``<Hangup/>``,
+        then close the stream."""
+        call = self.call
+        if call is not None:
+            call.stop_reason = reason
+            call.hung_up = True
+            call.closing = asyncio.get_running_loop().create_task(self._close_ended(call))
+
+    async def _close_ended(self, call: Call) -> None:
+        try:
+            await self.gw.store.finish(call.call_sid, call.to_json(), resumable=False)
+        finally:
+            await self.ws.close(code=WSCloseCode.OK, message=b"call ended")
 
     def refused(self, code: int, reason: str) -> None:
         log.warning("media socket %s closed with %d: %s", self.who, code, reason)
         if self.call is not None:
             self.call.stop_reason = f"closed {code}: {reason}"
+            self.call.hung_up = True  # closed for bad input: a redirect must not resume it
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         call = self.call
         if call is not None:
             call.stop(call.stop_reason or "socket closed")
             self.gw.registry.finish(call)
-            log.info("call %s: ended (%s)", call.call_sid, call.stop_reason)
+            resumable = not call.hung_up
+            await self.gw.store.finish(call.call_sid, call.to_json(), resumable)
+            log.info("call %s: %s (%s)", call.call_sid, "stream dropped; resumable" if resumable else "ended",
+                     call.stop_reason)

@@ -2,7 +2,9 @@
 
 Checks ``X-Twilio-Signature`` over the public URL and the form, then answers at once
 with ``<Connect><Stream>`` TwiML carrying a stream token (no back-end work before the
-answer). Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid
+answer). After the ``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops
+without a hang-up, Twilio returns and the call resumes from the store; a call that ended
+on purpose gets ``<Hangup/>``. Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid
 CallSid is a 400; a bad or missing signature a 403, each with one log line.
 """
 
@@ -41,10 +43,27 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if not SID_RE.match(call_sid):
         log.warning("webhook from %s refused: missing or invalid CallSid", request.remote)
         raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    stored = await gw.store.lookup(call_sid)
     response = VoiceResponse()
+    if stored is not None and stored.state == "ended":
+        # Twilio followed our <Redirect> after a call we ended on purpose: hang up.
+        response.hangup()
+        log.info("call %s: redirect after the call ended: <Hangup/>", call_sid)
+        return web.Response(text=str(response), content_type="text/xml")
+    resume = stored is not None
+    if not resume and not gw.accepting:
+        response.say("Sorry, we can't take your call right now. Please try again shortly.")
+        response.hangup()
+        log.warning("call %s: turned away: draining", call_sid)
+        return web.Response(text=str(response), content_type="text/xml")
     connect = Connect()
     stream = connect.stream(url=stream_url(base))
     stream.parameter(name="token", value=gw.tokens.issue(call_sid, time.time()))
+    if resume:
+        stream.parameter(name="resume", value="1")
     response.append(connect)
-    log.info("call %s: webhook answered from %s", call_sid, params.get("From", "?"))
+    # When the stream ends without a hang-up (the process carrying it died), Twilio runs
+    # the next verb: back here, and the call resumes on a live process.
+    response.redirect(base + request.path, method="POST")
+    log.info("call %s: webhook answered from %s%s", call_sid, params.get("From", "?"), " (resume)" if resume else "")
     return web.Response(text=str(response), content_type="text/xml")

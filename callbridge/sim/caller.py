@@ -10,6 +10,10 @@
    tick; echoes each ``mark`` once the audio before it has played (at once if nothing is
    buffered); on ``clear`` drops the buffer and echoes every pending mark at once.
 5. Ends with ``stop`` and fetches the call's timeline from ``GET /calls/{callSid}``.
+6. If the server drops the stream (no ``stop`` from us), runs the next TwiML verb as
+   Twilio does: ``<Redirect>`` posts the webhook again (the answer may be a new stream
+   that resumes the call, or ``<Hangup/>``); no verb left ends the call. The caller's
+   script carries on where it was; the gap is recorded as silence.
 
 Recorded: the agent's audio as the caller heard it (silence where nothing played) and
 the caller's audio, sample-aligned, so both sides of the call can be written to WAV.
@@ -63,6 +67,13 @@ class CallResult:
     close_reason: str = ""
     outbound_errors: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = None
+    streams: list[tuple[float, str]] = field(default_factory=list)
+    """(start time, streamSid) of each stream the call had: more than one after a resume."""
+    drops: list[float] = field(default_factory=list)
+    """When the server ended a stream without a hang-up from the caller."""
+    redirects: int = 0
+    ended_by: str = ""
+    """"caller" (we sent stop), "hangup" (<Hangup/>), "no more verbs", or "max_s"."""
 
     def agent_pcm(self) -> np.ndarray:
         return ulaw_decode(bytes(self.agent_audio))
@@ -159,38 +170,66 @@ class SimulatedCall:
             "To": self.to_number,
         }
 
-    async def post_webhook(self, session: aiohttp.ClientSession) -> tuple[str, dict[str, str]]:
+    async def post_webhook(self, session: aiohttp.ClientSession, url: str | None = None) -> str:
+        """POST the voice webhook (``url``: a ``<Redirect>`` target, public form) and
+        return the TwiML."""
         params = self.webhook_params()
+        public = url or self.public_url + "/voice/inbound"
         headers = {}
         if self.auth_token:
-            url = self.public_url + "/voice/inbound"
-            headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, url, params)
-        async with session.post(self.base_url + "/voice/inbound", data=params, headers=headers) as resp:
+            headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, public, params)
+        target = self.base_url + public[len(self.public_url):] if public.startswith(self.public_url) else public
+        async with session.post(target, data=params, headers=headers) as resp:
             body = await resp.text()
             if resp.status != 200:
                 raise WebhookRefused(resp.status, body)
         self.result.twiml = body
-        return parse_stream_twiml(body)
+        return body
 
-    # -- 3-5: the stream --------------------------------------------------------------
+    # -- 3-6: the streams ------------------------------------------------------------
 
     async def run(self) -> CallResult:
         timeout = aiohttp.ClientTimeout(total=30)
+        r = self.result
+        script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s, self.gap_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            stream_url, parameters = await self.post_webhook(session)
-            headers = {}
-            if self.auth_token:
-                headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, stream_url, {})
-            try:
-                async with connect(
-                    stream_url, additional_headers=headers, proxy=None, compression=None,
-                    max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5,
-                ) as ws:
-                    await self._stream(ws, parameters)
-            except ConnectionClosed as exc:
+            verbs = parse_twiml(await self.post_webhook(session))
+            while verbs and not r.ended_by:
+                verb, url, parameters = verbs.pop(0)
+                if verb == "hangup":
+                    r.ended_by = "hangup"
+                elif verb == "redirect":
+                    r.redirects += 1
+                    verbs = parse_twiml(await self.post_webhook(session, url))
+                elif verb == "stream":
+                    await self._connect(url, parameters, script)
+            r.ended_by = r.ended_by or "no more verbs"
+            r.record = await self.fetch_record(session)
+        return r
+
+    async def _connect(self, stream_url: str, parameters: dict[str, str], script: "_Script") -> None:
+        r = self.result
+        headers = {}
+        if self.auth_token:
+            headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, stream_url, {})
+        if r.streams:  # a later stream of the same call: a new streamSid, the gap is silence
+            r.stream_sid = new_sid("MZ")
+            missed = int((time.monotonic() - self._t0) / FRAME_S) - len(r.caller_audio) // FRAME_BYTES
+            r.caller_audio += SILENCE * max(0, missed)
+            r.agent_audio += SILENCE * max(0, missed)
+            self._playback.clear()
+            self._marks.clear()
+        try:
+            async with connect(
+                stream_url, additional_headers=headers, proxy=None, compression=None,
+                max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5,
+            ) as ws:
+                await self._stream(ws, parameters, script)
+        except (ConnectionClosed, OSError) as exc:
+            if isinstance(exc, ConnectionClosed):
                 self._closed(exc)
-            self.result.record = await self.fetch_record(session)
-        return self.result
+        if not r.ended_by:
+            r.drops.append(time.monotonic() - self._t0)
 
     async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
         async with session.get(f"{self.base_url}/calls/{self.call_sid}") as resp:
@@ -205,16 +244,20 @@ class SimulatedCall:
         self._seq += 1
         await ws.send(text)
 
-    async def _stream(self, ws: ClientConnection, parameters: dict[str, str]) -> None:
+    async def _stream(self, ws: ClientConnection, parameters: dict[str, str], script: "_Script") -> None:
         r = self.result
+        self._seq = 0
         await self._send(ws, ms.twilio_connected())
         await self._send(ws, ms.twilio_start(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid, parameters))
-        self._t0 = time.monotonic()
+        if not r.streams:
+            self._t0 = time.monotonic()
+        r.streams.append((time.monotonic() - self._t0, r.stream_sid))
         self.started.set()
         receiver = asyncio.create_task(self._receive(ws))
         try:
-            await self._tick_loop(ws, receiver)
+            await self._tick_loop(ws, receiver, script)
             if not receiver.done():
+                r.ended_by = r.ended_by or "caller"
                 await self._send(ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid))
                 await asyncio.wait_for(asyncio.shield(receiver), 5)
         except ConnectionClosed as exc:
@@ -226,10 +269,9 @@ class SimulatedCall:
             r.close_code = ws.close_code
             r.close_reason = ws.close_reason or ""
 
-    async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None]) -> None:
+    async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None], script: "_Script") -> None:
         """One iteration per 20 ms of call time, on a monotonic schedule (no drift)."""
         r = self.result
-        script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s, self.gap_s)
         echo = SILENCE
         # With an impaired line, frame k is sent at its scheduled delivery time, with the
         # chunk/timestamp Twilio would give it, or never (lost before Twilio).
@@ -238,10 +280,12 @@ class SimulatedCall:
             n = int(self.max_s / FRAME_S) + 1
             deliveries = {d.frame: d for d in self.impairment.schedule(n)}
         in_flight: list[tuple[float, str]] = []
-        chunk = 0
+        chunk = 0  # this stream's numbering
+        tick = len(r.caller_audio) // FRAME_BYTES  # the call's
         while not receiver.done():
             now = time.monotonic() - self._t0
             if now > self.max_s:
+                r.ended_by = "max_s"
                 break
             agent_quiet = not self._playback
             action = script.step(now, self._end_marks, agent_quiet)
@@ -265,9 +309,10 @@ class SimulatedCall:
                     await self._send(ws, in_flight.pop(0)[1])
             r.caller_audio += action
             chunk += 1
+            tick += 1
             echo = self._play_one_frame(ws)
             await self._flush_marks(ws)
-            await asyncio.sleep(max(0.0, self._t0 + chunk * FRAME_S - time.monotonic()))
+            await asyncio.sleep(max(0.0, self._t0 + tick * FRAME_S - time.monotonic()))
 
     def _play_one_frame(self, ws: ClientConnection) -> bytes:
         frame = bytes(self._playback[:FRAME_BYTES])
@@ -379,14 +424,34 @@ class _Script:
         self.marks_seen = marks
 
 
-def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
-    """``<Response><Connect><Stream url=...><Parameter .../>`` -> (url, parameters)."""
+def parse_twiml(twiml: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The verbs a simulated Twilio runs, in order: ``("stream", url, parameters)`` for
+    ``<Connect><Stream>``, ``("redirect", url, {})``, ``("hangup", "", {})``. ``<Say>``
+    and ``<Pause>`` are skipped (nothing to stream); other verbs are an error."""
     try:
         root = ET.fromstring(twiml)
     except ET.ParseError as exc:
         raise ValueError(f"webhook answer is not TwiML: {exc}") from None
-    stream = root.find("./Connect/Stream")
-    if stream is None or not stream.get("url"):
-        raise ValueError("TwiML has no <Connect><Stream url=...>")
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return stream.get("url", ""), params
+    verbs: list[tuple[str, str, dict[str, str]]] = []
+    for el in root:
+        if el.tag == "Connect":
+            stream = el.find("Stream")
+            if stream is None or not stream.get("url"):
+                raise ValueError("TwiML <Connect> has no <Stream url=...>")
+            params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+            verbs.append(("stream", stream.get("url", ""), params))
+        elif el.tag == "Redirect":
+            verbs.append(("redirect", (el.text or "").strip(), {}))
+        elif el.tag == "Hangup":
+            verbs.append(("hangup", "", {}))
+        elif el.tag not in ("Say", "Pause"):
+            raise ValueError(f"TwiML verb <{el.tag}> is not simulated")
+    return verbs
+
+
+def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    """``<Response><Connect><Stream url=...><Parameter .../>`` -> (url, parameters)."""
+    for verb, url, params in parse_twiml(twiml):
+        if verb == "stream":
+            return url, params
+    raise ValueError("TwiML has no <Connect><Stream url=...>")

@@ -13,14 +13,17 @@ counter (mark names stay unique within the call), and a pending hang-up.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import pickle
 from abc import ABC
 from dataclasses import dataclass, field
 from typing import Any, Coroutine, Protocol
 
-import asyncio
-
 from ..actors import messages as m
 from ..agents.base import Agent, Turn
+
+log = logging.getLogger("callbridge.upstream")
 
 
 class Port(Protocol):
@@ -43,11 +46,57 @@ class Conversation:
     hang_up_after: int | None = None
     """Utterance whose mark, once played, ends the call (the goodbye)."""
     greeted: bool = False
+    last_said: tuple[int, str] | None = None
+    """The latest greeting or reply: (utterance, text)."""
+    resume_say: str | None = None
+    """Set when a call resumes on a new stream: what to say again (the last thing said,
+    if the caller had not heard all of it when the stream dropped)."""
 
     def new_utterance(self) -> int:
         utterance = self.next_utterance
         self.next_utterance += 1
         return utterance
+
+    # -- checkpoints: the call outlives the process carrying it --------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to carry on elsewhere; plain values (msgpack- and
+        pickle-safe). The agent is pickled; one that can't be loses its own state on a
+        resume (the history is kept) and says so in the log."""
+        agent = None
+        if self.agent is not None:
+            try:
+                agent = pickle.dumps(self.agent, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - an agent holding a live resource
+                log.warning("agent %s cannot be checkpointed: %s", type(self.agent).__name__, exc)
+        return {
+            "agent": agent,
+            "history": [[t.role, t.text] for t in self.history],
+            "next_utterance": self.next_utterance,
+            "hang_up_after": self.hang_up_after,
+            "greeted": self.greeted,
+            "last_said": list(self.last_said) if self.last_said else None,
+        }
+
+    @classmethod
+    def restore(cls, snap: dict[str, Any], played_upto: int) -> "Conversation":
+        """The conversation from ``snapshot``; ``played_upto`` is the last utterance whose
+        end mark Twilio echoed. If the last thing said had not all been heard, it is said
+        again once the new stream is up."""
+        agent = pickle.loads(snap["agent"]) if snap.get("agent") else None  # noqa: S301 - our own control plane
+        conv = cls(
+            agent=agent,
+            history=[Turn(role, text) for role, text in snap.get("history", [])],
+            next_utterance=int(snap.get("next_utterance", 1)),
+            hang_up_after=snap.get("hang_up_after"),
+            greeted=bool(snap.get("greeted", False)),
+        )
+        last = snap.get("last_said")
+        if last:
+            conv.last_said = (int(last[0]), str(last[1]))
+            if conv.last_said[0] > played_upto:
+                conv.resume_say = conv.last_said[1]
+        return conv
 
 
 class Backend(ABC):

@@ -35,7 +35,7 @@ from ..speech.stt import get_recognizer
 from ..speech.tts import EspeakTTS
 from .base import Backend, Conversation, Port
 from .listener import Heard, Listener
-from .speaker import Speaker
+from .speaker import Speaker, Utterance
 
 RETRY_BACKOFF_S = (1.0, 2.0, 4.0)
 FALLBACK = "One moment, please."
@@ -109,7 +109,12 @@ class EmbeddedBackend(Backend):
             conv.greeted = True
             greeting = conv.agent.greeting() or self.settings.greeting
             if greeting.strip():
-                self.speaker.say(greeting, "greeting")
+                self._said(self.speaker.say(greeting, "greeting"), greeting)
+        elif conv.resume_say:  # resumed on a new stream: repeat what the caller missed
+            text, conv.resume_say = conv.resume_say, None
+            self._said(self.speaker.say(text, "resume_repeat"), text)
+            if conv.hang_up_after is not None and conv.last_said is not None:
+                conv.hang_up_after = conv.last_said[0]
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
@@ -146,6 +151,8 @@ class EmbeddedBackend(Backend):
         if self.turn_task is not None and not self.turn_task.done():
             self.turn_task.cancel()
         conv = self.conversation
+        if conv.last_said is not None and conv.last_said[0] == utterance:
+            conv.last_said = None  # cut on purpose: never repeated on a resume
         if conv.hang_up_after is not None and conv.hang_up_after <= utterance:
             conv.hang_up_after = None  # a cut goodbye: the caller wants to go on
         index = self.reply_turns.get(utterance)
@@ -208,6 +215,7 @@ class EmbeddedBackend(Backend):
                     await asyncio.sleep(backoff[attempt])
                     continue
                 apology = self.speaker.say(APOLOGY, "apology")
+                self._said(apology, APOLOGY)
                 conv.history.append(Turn("agent", APOLOGY))
                 conv.hang_up_after = apology.number if apology is not None else None
                 return
@@ -218,7 +226,12 @@ class EmbeddedBackend(Backend):
             self._replied(said, utterance.number, agent)
             return
 
+    def _said(self, utterance: Utterance | None, text: str) -> None:
+        if utterance is not None:
+            self.conversation.last_said = (utterance.number, text)
+
     def _replied(self, text: str, utterance: int, agent: Agent) -> None:
+        self.conversation.last_said = (utterance, text)
         self.reply_turns[utterance] = len(self.conversation.history)
         self.conversation.history.append(Turn("agent", text))
         self.port.note("agent.reply", text=text[:1000], utterance=utterance, state=_small(agent.state()))

@@ -1,0 +1,105 @@
+"""A call outlives its stream: when the stream drops without a hang-up, Twilio follows
+the ``<Redirect>`` after ``<Connect>`` and the call resumes from its checkpoint (the
+conversation, the agent's state, what was played); a call we end on purpose gets
+``<Hangup/>`` from the redirect and never loops. Real server, real sockets, the real
+simulator following TwiML as Twilio does; the drop is a real aborted connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from callbridge.cli import bundled_turns
+from callbridge.gateway.store import StoreBook
+from callbridge.sim.caller import SimulatedCall, parse_twiml
+from callbridge.sim.wavio import read_wav
+
+
+def events(record: dict, name: str) -> list[dict]:
+    return [e for e in record["timeline"] if e["event"] == name]
+
+
+async def wait_for_event(url: str, call_sid: str, name: str, count: int = 1, limit_s: float = 30.0) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(limit_s / 0.05)):
+            async with http.get(f"{url}/calls/{call_sid}") as resp:
+                if resp.status == 200 and len(events(await resp.json(), name)) >= count:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no {name} event")
+
+
+async def test_dropped_stream_resumes_the_conversation(start_server):
+    url = await start_server(fault_injection=True)
+    turns = [read_wav(p) for p in bundled_turns()]
+    call = SimulatedCall(url, audio=turns, polite=True, hold_s=4.0)
+    running = asyncio.create_task(call.run())
+    # Drop the stream just as the agent starts answering the first request: the caller
+    # has not heard the reply, so the resumed call must say it again.
+    await wait_for_event(url, call.call_sid, "agent.reply")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/calls/{call.call_sid}/fault?child=socket") as resp:
+            assert resp.status == 200
+    result = await asyncio.wait_for(running, 90)
+
+    assert len(result.streams) == 2, result.streams
+    assert result.streams[0][1] != result.streams[1][1]
+    # One redirect after the drop (resume), one after the goodbye (answered <Hangup/>).
+    assert result.redirects == 2
+    assert result.ended_by == "hangup"
+    record = result.record
+    assert record is not None and record["resumes"] == 1
+    [resumed] = events(record, "resumed")
+    assert resumed["repeating"] is True
+    # The timeline carried over: the first stream's events come before the resume.
+    names = [e["event"] for e in record["timeline"]]
+    assert names.index("transcript.final") < names.index("resumed")
+    # The agent kept its state across the drop: "Yes, book it." confirmed Monday 3 pm.
+    replies = events(record, "agent.reply")
+    booked = [r for r in replies if r.get("state", {}).get("bookings")]
+    assert booked, [r["text"] for r in replies]
+    assert booked[-1]["state"]["bookings"][0]["time"] == "15:00"
+    # Utterance numbering continued (mark names stay unique within the call).
+    numbers = [r["utterance"] for r in replies if r.get("utterance")]
+    assert numbers == sorted(set(numbers))
+
+
+async def test_hangup_then_redirect_answers_hangup_and_twiml_has_redirect(start_server):
+    url = await start_server()
+    turns = [read_wav(p) for p in bundled_turns()]
+    twiml_first = None
+    call = SimulatedCall(url, audio=[turns[2]], polite=True, hold_s=5.0)  # "Goodbye."
+    async with aiohttp.ClientSession() as http:
+        twiml_first = await call.post_webhook(http)
+    verbs = [v for v, _, _ in parse_twiml(twiml_first)]
+    assert verbs == ["stream", "redirect"]
+    result = await asyncio.wait_for(SimulatedCall(url, audio=[turns[2]], polite=True, hold_s=5.0).run(), 60)
+    assert result.ended_by == "hangup" and len(result.streams) == 1 and result.redirects == 1
+    assert [v for v, _, _ in parse_twiml(result.twiml)] == ["hangup"]
+
+
+def test_store_book_bounds_and_expiry():
+    book = StoreBook(history=2, max_calls=3, ttl_s=10.0)
+    for i in range(5):
+        book.checkpoint(f"CA{i}", {"pid": 7, "n": i}, now=float(i))
+    assert list(book.live) == ["CA2", "CA3", "CA4"]  # oldest dropped past max_calls
+    assert book.lookup("CA2", now=11.0) is not None
+    assert book.lookup("CA2", now=12.5) is None  # not refreshed for ttl_s: forgotten
+    book.finish("CA3", {"state": "dropped"}, resumable=True, now=13.0)
+    found = book.lookup("CA3", now=13.0)
+    assert found is not None and found.state == "live" and book.record("CA3", 13.0) == {"state": "dropped"}
+    for sid in ("CA3", "CA4", "CA9"):
+        book.finish(sid, {"sid": sid}, resumable=False, now=14.0)
+    assert list(book.ended) == ["CA4", "CA9"] and "CA3" not in book.live  # history bound
+    assert book.lookup("CA9", now=14.0).state == "ended"
+    book.checkpoint("CA9", {"late": True}, now=15.0)  # after the end: ignored
+    assert "CA9" not in book.live
+
+
+def test_store_book_orphans_a_dead_process_calls():
+    book = StoreBook(history=10)
+    book.checkpoint("CA1", {"pid": 100}, 0.0)
+    book.checkpoint("CA2", {"pid": 200}, 0.0)
+    assert book.orphan(100, 1.0) == ["CA1"]
+    assert book.live["CA1"][1]["orphaned"] is True and "orphaned" not in book.live["CA2"][1]
