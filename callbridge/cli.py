@@ -1,6 +1,6 @@
 """Command line: ``serve``, ``call``, ``demo``, ``config``.
 
-    python run.py serve [--host H] [--port 8080] [--mode dev]
+    python run.py serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P]
     python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
     python run.py demo  [--out-dir out]
     python run.py config          # the configuration table (Markdown)
@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .config import ConfigError, Settings, settings_table
 from .gateway.app import create_app
+from .gateway.store import CallStore
 from .sim.caller import CallResult, SimulatedCall, WebhookRefused
 from .sim.impair import Impairment
 from .sim.wavio import read_wav, write_wav
@@ -59,15 +60,23 @@ def _setup_logging(level: str) -> None:
 class Server:
     """The gateway on a real socket, started and stopped from one event loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: CallStore | None = None, reuse_port: bool = False) -> None:
+        """``store``: where calls checkpoint (default: this process's memory);
+        ``reuse_port``: share the port with other processes (production shards)."""
         self.settings = settings
+        self.store = store
+        self.reuse_port = reuse_port
         self.runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
         self.port = settings.port
 
     async def start(self) -> str:
-        self.runner = web.AppRunner(create_app(self.settings), handle_signals=False, shutdown_timeout=5)
+        self.app = create_app(self.settings, self.store)
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_address=True)
+        site = web.TCPSite(
+            self.runner, self.settings.host, self.settings.port, reuse_address=True, reuse_port=self.reuse_port or None
+        )
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
@@ -82,7 +91,8 @@ class Server:
 
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.cleanup()
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
 
 
 async def _serve(settings: Settings) -> None:
@@ -192,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--mode", choices=["dev", "prod"])
+    p_serve.add_argument("--workers", type=int, help="prod: shard processes on this node (default: one per core)")
+    p_serve.add_argument("--admin-port", type=int, help="prod: this node's thespian admin port")
+    p_serve.add_argument("--leader", help="prod: host:admin_port of the leader (member nodes only)")
+    p_serve.add_argument("--node", help="prod: this node's name")
     p_call = sub.add_parser("call", help="place a simulated Twilio call")
     p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
@@ -229,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.command == "serve":
-            settings = Settings.from_env(host=args.host, port=args.port, mode=args.mode)
+            settings = Settings.from_env(
+                host=args.host, port=args.port, mode=args.mode, workers=args.workers,
+                admin_port=args.admin_port, leader=args.leader, node_name=args.node,
+            )
         else:
             settings = Settings.from_env()
     except ConfigError as exc:
@@ -238,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(settings.log_level)
     if args.command == "serve":
         if settings.mode == "prod":
-            print("prod mode (multi-process) is not built yet; use --mode dev", file=sys.stderr)
-            return 2
+            from .prod.system import serve_prod
+
+            return serve_prod(settings)
         asyncio.run(_serve(settings))
         return 0
     if args.command == "call":

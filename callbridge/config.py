@@ -30,7 +30,13 @@ def _bool(text: str) -> bool:
 class Settings:
     host: str = field(default="127.0.0.1", metadata={"env": "HOST", "flag": "--host", "doc": "Address to listen on."})
     port: int = field(default=8080, metadata={"env": "PORT", "flag": "--port", "doc": "TCP port to listen on (0 picks a free one)."})
-    mode: str = field(default="dev", metadata={"env": "MODE", "flag": "--mode", "doc": "`dev`: one process. `prod` (multi-process) is not built yet."})
+    mode: str = field(default="dev", metadata={"env": "MODE", "flag": "--mode", "doc": "`dev`: one process. `prod`: a thespian actor system with one gateway shard process per worker on the shared port, supervised; calls survive a shard's death."})
+    workers: int = field(default=0, metadata={"env": "WORKERS", "flag": "--workers", "doc": "`prod`: gateway shard processes on this node (0: one per core)."})
+    admin_port: int = field(default=1900, metadata={"env": "ADMIN_PORT", "flag": "--admin-port", "doc": "`prod`: thespian admin port of this node's actor system (each node, or each system on one host, its own)."})
+    leader: str = field(default="", metadata={"env": "LEADER", "flag": "--leader", "doc": "`prod`: `host:admin_port` of the leader node; set on member nodes only (unset: this node leads and runs the pool supervisor)."})
+    node_name: str = field(default="", metadata={"env": "NODE_NAME", "flag": "--node", "doc": "`prod`: this node's name in placement and health (default: the host name)."})
+    actor_bind: str = field(default="127.0.0.1", metadata={"env": "THESPIAN_BASE_IPADDR", "doc": "`prod`: address thespian's sockets use. They accept pickles: keep it on a private network, never a public interface."})
+    drain_s: float = field(default=30.0, metadata={"env": "DRAIN_S", "doc": "`prod`: on SIGTERM, how long running calls may go on before they are handed over (resumed elsewhere) and the node exits."})
     public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
     trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
@@ -54,7 +60,7 @@ class Settings:
     events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})
     outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
     call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
-    fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (tests, chaos drills; refused in prod)."})
+    fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (ROLE: a child actor, or `socket` to drop the stream) for tests and chaos drills; warns at start."})
     check_messages: bool = field(default=False, metadata={"env": "CHECK_MESSAGES", "doc": "Round-trip every actor message through msgpack (tests; costs CPU)."})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "Python logging level."})
 
@@ -85,14 +91,29 @@ class Settings:
             raise ConfigError(f"STT_DECODERS must be 1..16, not {self.stt_decoders}")
         if self.events_url and not self.events_secret:
             raise ConfigError("EVENTS_URL needs EVENTS_SECRET (events are signed)")
-        if self.mode == "prod" and self.fault_injection:
-            raise ConfigError("FAULT_INJECTION is refused in prod mode")
+        if not 0 <= self.workers <= 256:
+            raise ConfigError(f"WORKERS must be 0..256, not {self.workers}")
+        if not 1 <= self.admin_port <= 65535:
+            raise ConfigError(f"ADMIN_PORT out of range: {self.admin_port}")
+        if self.leader and not _host_port(self.leader):
+            raise ConfigError(f"LEADER must be host:port, not {self.leader!r}")
+        if not 0 <= self.drain_s <= 3600:
+            raise ConfigError(f"DRAIN_S must be 0..3600, not {self.drain_s}")
         if self.mode == "prod" and not self.twilio_auth_token:
             raise ConfigError("prod mode requires TWILIO_AUTH_TOKEN (signature checks)")
 
     @property
     def stream_secret(self) -> bytes:
         return (self.secret or self.twilio_auth_token or _PROCESS_SECRET).encode()
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings (``from_env(to_env()) ==
+        self``): how production mode hands flags to its shard processes."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return out
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -112,6 +133,11 @@ class Settings:
 
 
 _PARSERS = {"str": str, "int": int, "float": float}
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() and 0 < int(port) < 65536 else None
 _PROCESS_SECRET = secrets.token_hex(32)
 
 

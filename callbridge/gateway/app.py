@@ -8,8 +8,12 @@ or ``socket`` to drop the stream without a close frame).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
+from typing import Any
+
 from aiohttp import WSCloseCode, web
 
 from ..actors.supervisor import CHILDREN
@@ -17,14 +21,28 @@ from ..config import Settings
 from ..upstreams.embedded import prewarm
 from .context import GATEWAY, Gateway
 from .media import media_socket
+from .store import CallStore
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
 
 log = logging.getLogger("callbridge.gateway")
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """This process's health; in production mode also its shard and the pool's view of
+    every shard (the answering shard is whichever the kernel picked)."""
     gw = request.app[GATEWAY]
-    return web.json_response({"status": "ok", "calls": len(gw.registry.live)})
+    body: dict[str, Any] = {
+        "status": "ok" if gw.accepting else "draining",
+        "calls": len(gw.registry.live),
+        "pid": os.getpid(),
+    }
+    if gw.shard is not None:
+        body["shard"] = {k: v for k, v in gw.shard.items() if k != "store"}
+        status = await gw.shard["store"].health()
+        body["pool"] = dataclasses.asdict(status) if status is not None else None
+        if status is None:
+            body["status"] = "degraded: control plane not answering"
+    return web.json_response(body, status=200 if gw.accepting else 503)
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -81,10 +99,10 @@ async def _close_sockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(settings: Settings | None = None, store: CallStore | None = None) -> web.Application:
     settings = settings or Settings.from_env()
     app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
-    gw = Gateway.from_settings(settings)
+    gw = Gateway.from_settings(settings, store)
     app[GATEWAY] = gw
     app.add_routes(
         [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +24,8 @@ class Gateway:
     store: CallStore
     events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    shard: dict[str, Any] | None = None
+    """Production mode: this shard's index, node and control store."""
     accepting: bool = True
     """False while draining: new calls are turned away, running ones carry on."""
 

@@ -207,6 +207,17 @@ class SimulatedCall:
             r.record = await self.fetch_record(session)
         return r
 
+    def _reachable(self, url: str) -> str:
+        """Where to really connect for a URL under ``public_url`` (which may be a name
+        that only resolves for Twilio, e.g. a load balancer's): the same path on
+        ``base_url``."""
+        public = self.public_url.split("://", 1)[-1]
+        rest = url.partition("://")[2]
+        if rest.startswith(public) and self.public_url != self.base_url:
+            scheme = "wss" if self.base_url.startswith("https") else "ws"
+            return f"{scheme}://{self.base_url.split('://', 1)[-1]}{rest[len(public):]}"
+        return url
+
     async def _connect(self, stream_url: str, parameters: dict[str, str], script: "_Script") -> None:
         r = self.result
         headers = {}
@@ -221,7 +232,7 @@ class SimulatedCall:
             self._marks.clear()
         try:
             async with connect(
-                stream_url, additional_headers=headers, proxy=None, compression=None,
+                self._reachable(stream_url), additional_headers=headers, proxy=None, compression=None,
                 max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5,
             ) as ws:
                 await self._stream(ws, parameters, script)

@@ -1,0 +1,116 @@
+"""The bridge between a shard's asyncio loop (its gateway) and its thespian actor.
+
+Thespian's ``send`` is not thread-safe and blocks, so the loop never calls it: it puts
+messages in an outbox and writes one byte to a pipe; the shard actor watches the pipe
+(``ThespianWatch``), drains the outbox and sends. Answers come back the other way with
+``call_soon_threadsafe``. Every request has a timeout: a control plane that does not
+answer degrades the call (no resume, no shared record), it never blocks it.
+
+``ControlStore`` is the ``CallStore`` of production mode on top of this bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import queue
+from typing import Any, Callable
+
+from ..gateway.store import Stored
+from . import control as c
+
+log = logging.getLogger("callbridge.prod")
+
+ASK_TIMEOUT_S = 2.0
+
+
+class ControlBridge:
+    def __init__(self) -> None:
+        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self._req = itertools.count(1)
+
+    # -- loop side ---------------------------------------------------------------------
+
+    def post(self, msg: Any) -> None:
+        self.outbox.put(msg)
+        try:
+            os.write(self.write_fd, b"!")
+        except BlockingIOError:  # the pipe is full of wake-ups already: the actor will drain
+            pass
+
+    async def ask(self, make: Callable[[int], Any], timeout_s: float = ASK_TIMEOUT_S) -> Any:
+        req = next(self._req)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[req] = fut
+        self.post(make(req))
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self.pending.pop(req, None)
+
+    def _resolve(self, req: int, value: Any) -> None:
+        fut = self.pending.get(req)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    # -- actor side --------------------------------------------------------------------
+
+    def take(self) -> list[Any]:
+        """Everything posted so far (called by the actor when the pipe is readable)."""
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    def answer(self, req: int, value: Any) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._resolve, req, value)
+
+
+class ControlStore:
+    """``CallStore`` kept by the pool supervisor, reached through the bridge."""
+
+    def __init__(self, bridge: ControlBridge) -> None:
+        self.bridge = bridge
+
+    async def lookup(self, call_sid: str) -> Stored | None:
+        try:
+            return await self.bridge.ask(lambda req: c.Lookup(req, call_sid))
+        except asyncio.TimeoutError:
+            log.error("call %s: control plane did not answer a lookup; treating as new", call_sid)
+            return None
+
+    def checkpoint(self, call_sid: str, snapshot: dict[str, Any]) -> None:
+        self.bridge.post(c.Checkpoint(call_sid, snapshot))
+
+    async def finish(self, call_sid: str, record: dict[str, Any], resumable: bool) -> None:
+        try:
+            await self.bridge.ask(lambda req: c.Finish(req, call_sid, record, resumable))
+        except asyncio.TimeoutError:
+            log.error("call %s: control plane did not acknowledge the end of the call", call_sid)
+
+    async def record(self, call_sid: str) -> dict[str, Any] | None:
+        try:
+            return await self.bridge.ask(lambda req: c.Record(req, call_sid))
+        except asyncio.TimeoutError:
+            return None
+
+    async def health(self) -> c.PoolStatus | None:
+        try:
+            return await self.bridge.ask(lambda req: c.Health(req))
+        except asyncio.TimeoutError:
+            return None

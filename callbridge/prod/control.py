@@ -1,0 +1,105 @@
+"""Control-plane messages between the pool supervisor, the shards and ``run.py serve``.
+
+Thespian pickles these between processes (and machines), so they are small plain
+classes. Audio never travels here: a call's frames stay inside the shard that carries it.
+Requests that want an answer carry ``req``; the answer is ``Answer(req, value)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StartPool:
+    workers: int
+    """Shards on the leader's own node (members bring their own count)."""
+
+
+@dataclass
+class StartShard:
+    index: int
+    node: str
+
+
+@dataclass
+class ShardUp:
+    index: int
+    pid: int
+    node: str
+    url: str
+
+
+@dataclass
+class Heartbeat:
+    """Sent by a shard's event loop every ``HEARTBEAT_S``: a loop that stops beating is
+    treated as dead, whatever thespian says."""
+
+    index: int
+    pid: int
+    calls: int
+    accepting: bool
+    loop_lag_ms: float
+
+
+@dataclass
+class Checkpoint:
+    call_sid: str
+    snapshot: dict[str, Any]
+
+
+@dataclass
+class Lookup:
+    req: int
+    call_sid: str
+
+
+@dataclass
+class Finish:
+    req: int
+    call_sid: str
+    record: dict[str, Any]
+    resumable: bool
+
+
+@dataclass
+class Record:
+    req: int
+    call_sid: str
+
+
+@dataclass
+class Health:
+    req: int
+
+
+@dataclass
+class Answer:
+    req: int
+    value: Any = None
+
+
+@dataclass
+class Drain:
+    """Stop taking calls; let running calls finish within ``deadline_s``, then hand the
+    rest over (their streams close; Twilio's redirect resumes them elsewhere)."""
+
+    deadline_s: float
+
+
+@dataclass
+class Drained:
+    index: int
+    pid: int
+    handed_over: int
+
+
+@dataclass
+class PoolStatus:
+    """The pool's view, answered to ``Health`` and to ``run.py serve``."""
+
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    shard_restarts: int = 0
+    calls_live: int = 0
+    calls_orphaned: int = 0

@@ -1,0 +1,161 @@
+"""ShardWorker: one thespian actor process that runs a whole gateway.
+
+The actor's own thread handles control messages; a second thread runs the asyncio loop
+with the aiohttp gateway on the shared port (``SO_REUSEPORT``: the kernel spreads new
+connections over the shards) and every call's actor tree in-process, so audio never
+crosses a process boundary. The two threads talk through ``ControlBridge``.
+
+The loop sends a heartbeat every ``HEARTBEAT_S``; the pool treats silence as death.
+On ``Drain`` the shard turns new calls away (``/healthz`` answers 503, so a load
+balancer's health check takes it out of rotation), lets its calls finish until the
+deadline, then closes the rest as "going away" (each stays resumable: Twilio's redirect brings it back
+on a live shard), reports ``Drained`` and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
+
+from . import control as c
+
+log = logging.getLogger("callbridge.prod")
+
+HEARTBEAT_S = 0.5
+LINGER_S = 1.0
+"""After its last call ended, a draining shard keeps serving this long (trailing redirects)."""
+
+
+class ShardWorker(ActorTypeDispatcher):
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+        """Runs on systems that offer gateways; ``requirements['node']`` pins a node."""
+        if not capabilities.get("callbridge.gateway"):
+            return False
+        node = (requirements or {}).get("node")
+        return node is None or capabilities.get("callbridge.node") == node
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bridge: Any = None
+        self.pool: Any = None
+        self.thread: threading.Thread | None = None
+        self.runtime: ShardRuntime | None = None
+
+    def _watch(self) -> ThespianWatch | None:
+        # Must be returned from every handler, or thespian stops watching the pipe.
+        return ThespianWatch([self.bridge.read_fd]) if self.bridge is not None else None
+
+    def receiveMsg_StartShard(self, msg: c.StartShard, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        from .bridge import ControlBridge  # the gateway is imported here, not in the pool
+
+        if self.thread is None:
+            self.pool = sender
+            self.bridge = ControlBridge()
+            self.runtime = ShardRuntime(msg.index, msg.node, self.bridge)
+            self.thread = threading.Thread(target=self.runtime.run, name=f"shard-{msg.index}", daemon=True)
+            self.thread.start()
+        return self._watch()
+
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        for out in self.bridge.take():
+            self.send(self.pool, out)
+            if isinstance(out, c.Drained):
+                self.send(self.myAddress, ActorExitRequest())
+        return self._watch()
+
+    def receiveMsg_Answer(self, msg: c.Answer, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        self.bridge.answer(msg.req, msg.value)
+        return self._watch()
+
+    def receiveMsg_Drain(self, msg: c.Drain, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        if self.runtime is not None:
+            self.runtime.drain(msg.deadline_s)
+        return self._watch()
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:  # noqa: N802
+        if self.runtime is not None:
+            self.runtime.stop()
+
+    def receiveUnrecognizedMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        return self._watch()
+
+
+class ShardRuntime:
+    """The loop thread's side of a shard: the gateway and its heartbeat."""
+
+    def __init__(self, index: int, node: str, bridge: Any) -> None:
+        self.index = index
+        self.node = node
+        self.bridge = bridge
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.server: Any = None
+
+    def run(self) -> None:
+        try:  # logging goes through thespian's log director (``log_defs``): stderr
+            asyncio.run(self._main())
+        except Exception:  # noqa: BLE001 - a shard that cannot serve must die loudly
+            log.exception("shard %d failed", self.index)
+            os._exit(3)
+
+    async def _main(self) -> None:
+        from ..cli import Server
+        from ..config import Settings
+        from ..gateway.context import GATEWAY
+        from .bridge import ControlStore
+
+        self.loop = asyncio.get_running_loop()
+        self.bridge.loop = self.loop
+        self.stopping = asyncio.Event()
+        settings = Settings.from_env()
+        store = ControlStore(self.bridge)
+        self.server = Server(settings, store, reuse_port=True)
+        url = await self.server.start()
+        gw = self.server.app[GATEWAY]
+        gw.shard = {"index": self.index, "pid": os.getpid(), "node": self.node, "store": store}
+        self.bridge.post(c.ShardUp(self.index, os.getpid(), self.node, url))
+        log.info("shard %d (pid %d) serving on %s", self.index, os.getpid(), url)
+        beat = asyncio.create_task(self._heartbeat(gw))
+        await self.stopping.wait()
+        beat.cancel()
+        await self.server.stop()
+
+    async def _heartbeat(self, gw: Any) -> None:
+        lag = 0.0
+        while True:
+            self.bridge.post(c.Heartbeat(self.index, os.getpid(), len(gw.registry.live), gw.accepting, lag * 1000))
+            t = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_S)
+            lag = max(0.0, time.monotonic() - t - HEARTBEAT_S)
+
+    def drain(self, deadline_s: float) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain(deadline_s)))
+
+    async def _drain(self, deadline_s: float) -> None:
+        from ..gateway.context import GATEWAY
+
+        gw = self.server.app[GATEWAY]
+        gw.accepting = False  # /healthz answers 503; new calls are turned away
+        log.info("shard %d draining: %d calls, up to %.0f s", self.index, len(gw.registry.live), deadline_s)
+        end = time.monotonic() + deadline_s
+        while gw.registry.live and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        handed_over = len(gw.registry.live)
+        if not handed_over:  # Twilio's redirect after a hang-up comes just after: answer it
+            await asyncio.sleep(LINGER_S)
+        await self.server.stop()  # closes what is left as "going away": resumable
+        self.bridge.post(c.Drained(self.index, os.getpid(), handed_over))
+        assert self.stopping is not None
+        self.stopping.set()
+
+    def stop(self) -> None:
+        if self.loop is not None and self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)

@@ -1,0 +1,140 @@
+"""``run.py serve --mode prod``: start this node's thespian actor system and serve.
+
+Leader (no ``LEADER`` set): starts a ``multiprocTCPBase`` actor system on
+``ADMIN_PORT``, creates the PoolSupervisor, which creates ``WORKERS`` gateway shards
+here and more on every member node that joins; prints one line once every local shard
+is serving; on SIGTERM or SIGINT drains (``DRAIN_S``) and exits 0.
+
+Member (``LEADER=host:port``): starts its own actor system that joins the leader's
+convention with capabilities ``callbridge.gateway``, ``callbridge.node`` and
+``callbridge.workers``; the leader's pool places shards here by those capabilities. On
+SIGTERM it shuts its actor system down: its calls drop and resume on other nodes
+through Twilio's redirect.
+
+Thespian's sockets accept pickled objects: ``THESPIAN_BASE_IPADDR`` (``actor_bind``)
+must be an address on a private network (loopback for one machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from ..config import Settings
+from . import control as c
+
+log = logging.getLogger("callbridge.prod")
+
+POOL_NAME = "callbridge-pool"
+START_TIMEOUT_S = 120.0
+
+
+def log_defs(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "formatters": {"f": {"format": "%(asctime)s %(levelname)-7s [pid %(process)d] %(name)s: %(message)s"}},
+        "handlers": {"h": {"class": "logging.StreamHandler", "formatter": "f", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["h"], "level": level.upper()},
+    }
+
+
+def capabilities(settings: Settings) -> dict[str, Any]:
+    caps: dict[str, Any] = {
+        "Admin Port": settings.admin_port,
+        "callbridge.gateway": True,
+        "callbridge.node": settings.node_name,
+        "callbridge.workers": settings.workers,
+    }
+    if settings.leader:
+        host, _, port = settings.leader.rpartition(":")
+        caps["Convention Address.IPv4"] = (host, int(port))
+    else:
+        caps["callbridge.leader"] = True
+        caps["Convention Address.IPv4"] = (settings.actor_bind, settings.admin_port)
+    return caps
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+
+def serve_prod(settings: Settings) -> int:
+    from thespian.actors import ActorSystem
+
+    from .pool import PoolSupervisor
+
+    settings = replace(
+        settings,
+        workers=settings.workers or os.cpu_count() or 1,
+        node_name=settings.node_name or socket.gethostname(),
+        port=settings.port or free_port(settings.host),
+    )
+    # Shard processes are forked from this one's actor system: they read the same settings.
+    os.environ.update(settings.to_env())
+    os.environ["CALLBRIDGE_NODE"] = settings.node_name
+    try:  # thespian would silently join a system already on this port
+        with socket.socket() as s:
+            s.bind((settings.actor_bind, settings.admin_port))
+    except OSError as exc:
+        print(f"admin port {settings.actor_bind}:{settings.admin_port} is in use ({exc.strerror}): another "
+              "callbridge node or actor system runs there; pick another ADMIN_PORT", file=sys.stderr)
+        return 2
+    signals = _Signals()
+    asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs(settings.log_level))
+    try:
+        if settings.leader:
+            print(f"callbridge prod member node {settings.node_name} joined leader {settings.leader} "
+                  f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})", flush=True)
+            while signals.received is None:
+                time.sleep(0.2)
+            print("shutting down (member): calls here resume on other nodes", flush=True)
+            return 0
+        pool = asys.createActor(PoolSupervisor, globalName=POOL_NAME)
+        asys.ask(pool, c.StartPool(settings.workers), 10)
+        status = _wait_until_up(asys, pool, settings, signals)
+        if status is None:
+            return 1
+        url = f"http://{settings.host}:{settings.port}"
+        print(f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
+              f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port})", flush=True)
+        print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
+        while signals.received is None:
+            time.sleep(0.2)
+        print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)
+        answer = asys.ask(pool, c.Drain(settings.drain_s), settings.drain_s + 15)
+        print("drained" if isinstance(answer, c.Answer) else "drain timed out", flush=True)
+        return 0
+    finally:
+        asys.shutdown()
+
+
+def _wait_until_up(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> c.PoolStatus | None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and signals.received is None:
+        answer = asys.ask(pool, c.Health(0), 5)
+        if isinstance(answer, c.Answer):
+            status: c.PoolStatus = answer.value
+            local = [s for s in status.shards if s["node"] == settings.node_name]
+            if len(local) >= settings.workers and all(s["up"] for s in local):
+                return status
+        time.sleep(0.2)
+    print("shards did not come up in time", file=sys.stderr, flush=True)
+    return None

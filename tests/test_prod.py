@@ -1,0 +1,177 @@
+"""Production mode, for real: ``run.py serve --mode prod`` as a process tree on thespian's
+multiprocTCPBase, real shard processes sharing the port, real simulated Twilio calls;
+faults are real signals. Each test bounds its time; every process is reaped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from callbridge.cli import bundled_turns
+from callbridge.sim.caller import SimulatedCall
+from callbridge.sim.wavio import read_wav
+
+from .prodnode import AUTH_TOKEN, PUBLIC_URL, ProdNode
+
+TURNS = [read_wav(p) for p in bundled_turns()]
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    started: list[ProdNode] = []
+
+    def start(**kwargs) -> ProdNode:
+        node = ProdNode(tmp_path, **kwargs)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.close()
+
+
+def new_call(url: str, **kwargs) -> SimulatedCall:
+    return SimulatedCall(url, audio=TURNS, polite=True, hold_s=4.0, auth_token=AUTH_TOKEN,
+                         public_url=PUBLIC_URL, **kwargs)
+
+
+async def call_record(url: str, call_sid: str, until: str, limit_s: float = 30.0) -> dict:
+    """The call's record once its timeline has ``until`` (any shard answers)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(limit_s / 0.05)):
+            async with http.get(f"{url}/calls/{call_sid}") as resp:
+                if resp.status == 200:
+                    record = await resp.json()
+                    if any(e["event"] == until for e in record["timeline"]):
+                        return record
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"call never reached {until}")
+
+
+def booked(record: dict) -> bool:
+    replies = [e for e in record["timeline"] if e["event"] in ("agent.reply", "transcript.final")]
+    assert any(e.get("state", {}).get("bookings") for e in replies), [e.get("text") for e in replies]
+    return True
+
+
+async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
+    node = nodes(workers=2)
+    node.wait_ready()
+    health = node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    pids = {s["pid"] for s in health["pool"]["shards"]}
+    call = new_call(node.url)
+    running = asyncio.create_task(call.run())
+    record = await call_record(node.url, call.call_sid, "agent.reply")
+    victim = record["pid"]
+    assert victim in pids
+    os.kill(victim, signal.SIGKILL)
+    result = await asyncio.wait_for(running, 90)
+
+    assert len(result.streams) == 2 and result.ended_by == "hangup", (result.streams, result.ended_by)
+    final = result.record
+    assert final["pid"] != victim and final["pid"] in pids | {s["pid"] for s in node.health()["pool"]["shards"]}
+    assert [e for e in final["timeline"] if e["event"] == "resumed"][0]["from_pid"] == victim
+    assert booked(final), "the agent's state (the pending booking) survived the crash"
+    # The pool replaced the dead shard; two shards serve again.
+    health = node.wait_for(
+        lambda h: h["pool"]["shard_restarts"] >= 1 and sum(s["up"] for s in h["pool"]["shards"]) == 2
+        and victim not in {s["pid"] for s in h["pool"]["shards"]}
+    )
+    assert node.terminate() == 0
+
+
+async def test_exception_in_each_child_keeps_the_call(nodes):
+    node = nodes(workers=2, FAULT_INJECTION="1")
+    node.wait_ready()
+    call = SimulatedCall(node.url, audio=TURNS, polite=True, hold_s=4.0, auth_token=AUTH_TOKEN,
+                         public_url=PUBLIC_URL)
+    running = asyncio.create_task(call.run())
+    await call_record(node.url, call.call_sid, "started")
+    connector = aiohttp.TCPConnector(force_close=True)  # a new connection (and shard) each try
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for role in ("codec", "jitter", "upstream", "bargein"):
+            for _ in range(40):  # the kernel picks the shard: retry until the call's own answers
+                async with http.post(f"{node.url}/calls/{call.call_sid}/fault?child={role}") as resp:
+                    if resp.status == 200:
+                        break
+                    assert resp.status == 404
+            else:
+                raise AssertionError(f"never reached the shard carrying the call ({role})")
+            await asyncio.sleep(0.3)
+    result = await asyncio.wait_for(running, 90)
+    assert len(result.streams) == 1 and result.ended_by == "hangup"
+    restarted = [e["child"] for e in result.record["timeline"] if e["event"] == "child_restarted"]
+    assert sorted(restarted) == ["bargein", "codec", "jitter", "upstream"]
+    assert booked(result.record)
+    assert node.terminate() == 0
+
+
+async def test_sigterm_drains_a_running_call_then_exits_0(nodes):
+    node = nodes(workers=1, DRAIN_S="60")
+    node.wait_ready()
+    call = new_call(node.url)
+    running = asyncio.create_task(call.run())
+    await call_record(node.url, call.call_sid, "transcript.final")
+    node.proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(node.wait_for, lambda h: h["status"] == "draining", 10)
+    status, _ = await asyncio.to_thread(node.get, "/healthz")
+    assert status == 503
+    # A new call is turned away while draining, not hung.
+    refused = await asyncio.wait_for(new_call(node.url).run(), 30)
+    assert refused.ended_by == "hangup" and not refused.streams
+    result = await asyncio.wait_for(running, 90)  # the running call finishes normally
+    assert result.ended_by == "hangup" and len(result.streams) == 1 and booked(result.record)
+    assert await asyncio.to_thread(node.proc.wait, 30) == 0
+    assert "drained" in node.proc.stdout.read().decode()
+
+
+async def test_a_hung_shard_is_noticed_by_heartbeat_and_replaced(nodes):
+    node = nodes(workers=2)
+    node.wait_ready()
+    health = node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    victim = health["pool"]["shards"][0]["pid"]
+    os.kill(victim, signal.SIGSTOP)  # alive to the kernel and to thespian, but silent
+    try:
+        health = node.wait_for(
+            lambda h: h["pool"]["shard_restarts"] >= 1 and victim not in {s["pid"] for s in h["pool"]["shards"]}
+            and all(s["up"] for s in h["pool"]["shards"]),
+            timeout_s=30,
+        )
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "silent for" in node.log_text()
+    assert node.terminate() == 0
+
+
+async def test_two_nodes_share_a_pool_and_a_lost_member_s_call_resumes_on_the_leader(nodes):
+    leader = nodes(workers=1, node="alpha")
+    leader.wait_ready()
+    member = nodes(workers=1, node="beta", leader=f"127.0.0.1:{leader.admin_port}")
+    member.wait_ready(marker="joined leader")
+    health = leader.wait_for(
+        lambda h: sorted(s["node"] for s in h["pool"]["shards"] if s["up"]) == ["alpha", "beta"], timeout_s=60
+    )
+    member_pids = {s["pid"] for s in health["pool"]["shards"] if s["node"] == "beta"}
+    # A call through the member's gateway is carried there, checkpointed to the leader.
+    call = new_call(member.url)
+    running = asyncio.create_task(call.run())
+    record = await call_record(member.url, call.call_sid, "agent.reply")
+    assert record["pid"] in member_pids
+    # The whole member machine goes away; the load balancer now sends Twilio to the leader.
+    member.kill()
+    call.base_url = leader.url
+    result = await asyncio.wait_for(running, 90)
+    assert len(result.streams) == 2 and result.ended_by == "hangup"
+    resumed = [e for e in result.record["timeline"] if e["event"] == "resumed"]
+    assert resumed and resumed[0]["from_pid"] in member_pids
+    assert booked(result.record)
+    # Heartbeat silence: the leader stops counting the member's shard.
+    leader.wait_for(lambda h: [s["node"] for s in h["pool"]["shards"]] == ["alpha"], timeout_s=30)
+    assert leader.terminate() == 0
