@@ -45,6 +45,7 @@ class Settings:
     greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
     tts_voice: str = field(default="en-us", metadata={"env": "TTS_VOICE", "doc": "espeak-ng voice of the embedded agent."})
     tts_rate_wpm: int = field(default=165, metadata={"env": "TTS_RATE_WPM", "doc": "Speaking rate of the embedded voice, words per minute."})
+    upstream: str = field(default="embedded", metadata={"env": "UPSTREAM", "doc": "The call's voice-AI back end: `embedded` (offline VAD, STT, agent, TTS) or `echo` (the caller's audio straight back: the bridge's own cost, for load tests)."})
     agent: str = field(default="desk", metadata={"env": "AGENT", "doc": "The embedded pipeline's agent: `desk` (offline appointment desk), `openai` (any OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn)."})
     openai_base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"env": "OPENAI_BASE_URL", "doc": "`AGENT=openai`: base URL of the chat-completions API (llama.cpp, vLLM, Ollama, OpenAI)."})
     openai_model: str = field(default="local", metadata={"env": "OPENAI_MODEL", "doc": "`AGENT=openai`: model name."})
@@ -75,6 +76,8 @@ class Settings:
             raise ConfigError(f"STREAM_TOKEN_TTL_S must be 1..3600, not {self.stream_token_ttl_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
+        if self.upstream not in ("embedded", "echo"):
+            raise ConfigError(f"UPSTREAM must be embedded or echo, not {self.upstream!r}")
         if self.agent not in ("desk", "openai", "webhook"):
             raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
         if self.agent == "webhook" and not self.agent_webhook_url:

@@ -18,6 +18,7 @@ from typing import Any, Coroutine
 
 from ..config import Settings
 from ..upstreams.base import Backend, Conversation
+from ..upstreams.echo import EchoBackend
 from ..upstreams.embedded import EmbeddedBackend
 from . import messages as m
 from .runtime import Actor, ActorContext
@@ -28,7 +29,10 @@ class Upstream(Actor):
 
     def __init__(self, ctx: ActorContext, settings: Settings, conversation: Conversation) -> None:
         super().__init__(ctx)
-        self.backend: Backend = EmbeddedBackend(self, conversation, settings)
+        if settings.upstream == "echo":
+            self.backend: Backend = EchoBackend(self, conversation)
+        else:
+            self.backend = EmbeddedBackend(self, conversation, settings)
 
     def stopped(self) -> None:
         self.backend.stop()

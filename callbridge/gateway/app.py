@@ -89,6 +89,8 @@ async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
 
 
 async def _prewarm(app: web.Application) -> None:
+    if app[GATEWAY].settings.upstream != "embedded":
+        return
     started = time.monotonic()
     await prewarm(app[GATEWAY].settings)
     log.info("embedded agent ready in %.0f ms", (time.monotonic() - started) * 1000)
