@@ -54,9 +54,11 @@ class Settings:
     events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})
     outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
     call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
+    console_token: str = field(default="", metadata={"env": "CONSOLE_TOKEN", "doc": "Bearer token for the console, `/calls` and `/metrics` (browsers sign in once: a cookie). Unset: open to loopback peers in dev mode, refused in prod.", "secret": True})
     fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (tests, chaos drills; refused in prod)."})
     check_messages: bool = field(default=False, metadata={"env": "CHECK_MESSAGES", "doc": "Round-trip every actor message through msgpack (tests; costs CPU)."})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "Python logging level."})
+    log_format: str = field(default="auto", metadata={"env": "LOG_FORMAT", "doc": "`json` (one object per line, with callSid and streamSid), `text`, or `auto`: text in dev mode, JSON in prod."})
 
     def __post_init__(self) -> None:
         if self.mode not in ("dev", "prod"):
@@ -83,6 +85,10 @@ class Settings:
             raise ConfigError(f"JITTER_MIN_MS must be 20..1000, not {self.jitter_min_ms}")
         if not 1 <= self.stt_decoders <= 16:
             raise ConfigError(f"STT_DECODERS must be 1..16, not {self.stt_decoders}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"LOG_FORMAT must be auto, json or text, not {self.log_format!r}")
+        if self.console_token and len(self.console_token) < 16:
+            raise ConfigError("CONSOLE_TOKEN must be at least 16 characters")
         if self.events_url and not self.events_secret:
             raise ConfigError("EVENTS_URL needs EVENTS_SECRET (events are signed)")
         if self.mode == "prod" and self.fault_injection:
