@@ -29,9 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+disable_created_metrics()  # no *_created series: they double the output for no use here
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("agent_hangup", "caller_hangup", "failed", "refused", "disconnected")
@@ -78,7 +80,7 @@ class FrameCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, live_frames: LiveFrames = lambda: ()) -> None:
+    def __init__(self, live_frames: LiveFrames = lambda: (), children: Iterable[str] = ()) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.live_frames = live_frames
         self.ended_frames_in = 0
@@ -96,6 +98,8 @@ class Metrics:
         self.child_restarts = Counter(
             "callbridge_child_restarts", "Call actors restarted by their supervisor.", ["child"], registry=r
         )
+        for child in children:
+            self.child_restarts.labels(child)
         self.shard_restarts = Counter(
             "callbridge_shard_restarts", "Shard processes restarted (production mode; 0 in dev mode).", registry=r
         )

@@ -62,6 +62,7 @@ class Call:
         self._watch = watch
         self.last_in = b""
         """The latest caller frame (the console's level meter samples it)."""
+        self._sampled = (0, 0)
         self.started_wall = time.time()
         self.timeline = Timeline(clock())
         self.state = "live"
@@ -173,12 +174,16 @@ class Call:
 
     def live_figures(self) -> dict[str, Any]:
         """What the console's meters show, sampled (not per frame): the level of the
-        latest frame each way (dBFS), frame counts, duration."""
+        latest frame each way since the last sample (dBFS; -100 when none came), frame
+        counts, duration."""
+        frames_in, frames_out = self.frames_in, self.writer.frames_sent
+        seen_in, seen_out = self._sampled
+        self._sampled = (frames_in, frames_out)
         return {
-            "in_db": level_db(self.last_in),
-            "out_db": level_db(self.writer.last_sent),
-            "frames_in": self.frames_in,
-            "frames_out": self.writer.frames_sent,
+            "in_db": level_db(self.last_in) if frames_in != seen_in else -100.0,
+            "out_db": level_db(self.writer.last_sent) if frames_out != seen_out else -100.0,
+            "frames_in": frames_in,
+            "frames_out": frames_out,
             "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
         }
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..metrics import Metrics
 from .access import ConsoleAccess
@@ -40,7 +41,7 @@ class Gateway:
             signatures=SignatureChecker(settings.twilio_auth_token),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
             console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
-            metrics=Metrics(registry.live_frames),
+            metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
             hub=hub,
             access=ConsoleAccess(settings.console_token, settings.mode),
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
