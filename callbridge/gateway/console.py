@@ -107,7 +107,7 @@ async def console_login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/console")
     secure = gw.public_base(request).startswith("https://")
     response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict", secure=secure, path="/")
-    return response
+    raise response
 
 
 @operator_only
