@@ -53,7 +53,7 @@ class Settings:
     events_url: str = field(default="", metadata={"env": "EVENTS_URL", "doc": "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON."})
     events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})
     outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
-    call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
+    call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}` and the console."})
     console_token: str = field(default="", metadata={"env": "CONSOLE_TOKEN", "doc": "Bearer token for the console, `/calls` and `/metrics` (browsers sign in once: a cookie). Unset: open to loopback peers in dev mode, refused in prod.", "secret": True})
     fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (tests, chaos drills; refused in prod)."})
     check_messages: bool = field(default=False, metadata={"env": "CHECK_MESSAGES", "doc": "Round-trip every actor message through msgpack (tests; costs CPU)."})
