@@ -24,9 +24,9 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prometheus_client import CollectorRegistry, Counter  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter
 
-from callbridge.metrics import CallFigures, Metrics  # noqa: E402
+from callbridge.metrics import CallFigures, Metrics
 
 
 class _Call:

@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import orjson
+
 from callbridge.codecs import mediastreams as ms
 from callbridge.gateway.access import COOKIE, ConsoleAccess, same_origin
 from callbridge.gateway.hub import Hub

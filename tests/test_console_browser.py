@@ -34,7 +34,7 @@ def caller_wav(path: Path) -> Path:
         tts.synthesize(text, chunks.append)
         return StreamingResampler(tts.sample_rate, RATE).process(np.concatenate(chunks))
 
-    silence = lambda s: np.zeros(int(RATE * s), np.int16)  # noqa: E731
+    silence = lambda s: np.zeros(int(RATE * s), np.int16)
     write_wav(path, np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]), RATE)
     return path
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from aiohttp import WSCloseCode, web
 
 from ..actors.supervisor import CHILDREN
