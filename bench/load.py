@@ -56,7 +56,7 @@ from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
 from callbridge.gateway.security import SignatureChecker  # noqa: E402
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
-from tests.prodnode import AUTH_TOKEN, PUBLIC_URL, ProdNode  # noqa: E402
+from tests.prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode  # noqa: E402
 
 FRAME_S = 0.020
 QUIET = base64.b64encode(ulaw_encode((np.random.default_rng(1).normal(0, 30, 160)).astype(np.int16))).decode()
@@ -92,7 +92,8 @@ class DevNode(ProdNode):
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--port", str(self.port)], cwd=ROOT,
-            env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL, **env},
+            env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL,
+                 "CONSOLE_TOKEN": CONSOLE_TOKEN, **env},
             stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
         )
 
@@ -257,11 +258,12 @@ async def run_step(url: str, calls: int, seconds: float, node: ProdNode, speech_
 async def kill_recovery(node: ProdNode, kills: int) -> list[float]:
     silences = []
     for _ in range(kills):
-        call = SimulatedCall(node.url, audio=[], auth_token=AUTH_TOKEN, public_url=PUBLIC_URL, hold_s=6.0)
+        call = SimulatedCall(node.url, audio=[], auth_token=AUTH_TOKEN, public_url=PUBLIC_URL, hold_s=6.0,
+                             console_token=CONSOLE_TOKEN)
         task = asyncio.create_task(call.run())
         await call.started.wait()
         await asyncio.sleep(2.0)
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
             async with http.get(f"{node.url}/calls/{call.call_sid}") as resp:
                 pid = (await resp.json())["pid"]
         killed = time.monotonic() - call._t0

@@ -26,6 +26,7 @@ from aiohttp import web
 from .config import ConfigError, Settings, settings_table
 from .gateway.app import create_app
 from .gateway.store import CallStore
+from .logs import resolve_format, setup_logging
 from .sim.caller import CallResult, SimulatedCall, WebhookRefused
 from .sim.impair import Impairment
 from .sim.wavio import read_wav, write_wav
@@ -47,14 +48,6 @@ Goodbye." Chosen because the embedded recogniser gets their key words every time
 def bundled_turns() -> list[Path]:
     assets = resources.files("callbridge") / "assets"
     return [Path(str(assets / name)) for name in DEMO_TURNS]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 class Server:
@@ -100,6 +93,7 @@ async def _serve(settings: Settings) -> None:
     url = await server.start()
     print(f"callbridge {settings.mode} mode listening on {url}", flush=True)
     print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
+    print(f"  console:       {url}/console    metrics: {url}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -252,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, resolve_format(settings.log_format, settings.mode))
     if args.command == "serve":
         if settings.mode == "prod":
             from .prod.system import serve_prod

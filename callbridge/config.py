@@ -60,10 +60,12 @@ class Settings:
     events_url: str = field(default="", metadata={"env": "EVENTS_URL", "doc": "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON."})
     events_secret: str = field(default="", metadata={"env": "EVENTS_SECRET", "doc": "HMAC-SHA256 key for `EVENTS_URL` (required with it).", "secret": True})
     outbound_lead_ms: int = field(default=200, metadata={"env": "OUTBOUND_LEAD_MS", "doc": "How far ahead of real time agent audio is sent to Twilio (20-2000)."})
-    call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}`."})
+    call_history: int = field(default=200, metadata={"env": "CALL_HISTORY", "doc": "Ended calls kept for `GET /calls/{callSid}` and the console."})
+    console_token: str = field(default="", metadata={"env": "CONSOLE_TOKEN", "doc": "Bearer token for the console, `/calls` and `/metrics` (browsers sign in once: a cookie). Unset: open to loopback peers in dev mode, refused in prod.", "secret": True})
     fault_injection: bool = field(default=False, metadata={"env": "FAULT_INJECTION", "doc": "Enable `POST /calls/{callSid}/fault?child=ROLE` (ROLE: a child actor, or `socket` to drop the stream) for tests and chaos drills; warns at start."})
     check_messages: bool = field(default=False, metadata={"env": "CHECK_MESSAGES", "doc": "Round-trip every actor message through msgpack (tests; costs CPU)."})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "Python logging level."})
+    log_format: str = field(default="auto", metadata={"env": "LOG_FORMAT", "doc": "`json` (one object per line, with callSid and streamSid), `text`, or `auto`: text in dev mode, JSON in prod."})
 
     def __post_init__(self) -> None:
         if self.mode not in ("dev", "prod"):
@@ -92,6 +94,10 @@ class Settings:
             raise ConfigError(f"JITTER_MIN_MS must be 20..1000, not {self.jitter_min_ms}")
         if not 1 <= self.stt_decoders <= 16:
             raise ConfigError(f"STT_DECODERS must be 1..16, not {self.stt_decoders}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"LOG_FORMAT must be auto, json or text, not {self.log_format!r}")
+        if self.console_token and len(self.console_token) < 16:
+            raise ConfigError("CONSOLE_TOKEN must be at least 16 characters")
         if self.events_url and not self.events_secret:
             raise ConfigError("EVENTS_URL needs EVENTS_SECRET (events are signed)")
         if not 0 <= self.workers <= 256:

@@ -21,11 +21,14 @@ class Timeline:
         self.max_events = max_events
         self.dropped = 0
 
-    def add(self, now: float, event: str, **data: Any) -> None:
+    def add(self, now: float, event: str, **data: Any) -> dict[str, Any] | None:
+        """Record ``event``; returns the stored entry (None when past ``max_events``)."""
         if len(self.events) >= self.max_events:
             self.dropped += 1
-            return
-        self.events.append({"t_ms": round((now - self.t0) * 1000.0, 1), "event": event, **data})
+            return None
+        entry = {"t_ms": round((now - self.t0) * 1000.0, 1), "event": event, **data}
+        self.events.append(entry)
+        return entry
 
     def first(self, event: str) -> dict[str, Any] | None:
         return next((e for e in self.events if e["event"] == event), None)

@@ -15,6 +15,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_TOKEN = "prod-test-auth-token"
+CONSOLE_TOKEN = "prod-test-operator-token"
 PUBLIC_URL = "http://callbridge.test"
 """What the simulated Twilio sees (a load balancer's name); it connects to a node."""
 
@@ -41,6 +42,7 @@ class ProdNode:
         if node:
             args += ["--node", node]
         environment = {**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL,
+                       "CONSOLE_TOKEN": CONSOLE_TOKEN,
                        "CHECK_MESSAGES": "1", "LOG_LEVEL": "INFO", **env}
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log,
@@ -68,8 +70,9 @@ class ProdNode:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")

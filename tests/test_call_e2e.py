@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import aiohttp
 import numpy as np
@@ -153,13 +154,13 @@ async def test_health_and_call_listing(start_server):
     await asyncio.sleep(0.2)
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz") as resp:
-            assert await resp.json() == {"status": "ok", "calls": 1}
+            assert await resp.json() == {"status": "ok", "calls": 1, "pid": os.getpid()}
         async with http.get(f"{url}/calls") as resp:
             listing = await resp.json()
         assert [c["callSid"] for c in listing["calls"]] == [call.call_sid]
         await task
         async with http.get(f"{url}/healthz") as resp:
-            assert await resp.json() == {"status": "ok", "calls": 0}
+            assert await resp.json() == {"status": "ok", "calls": 0, "pid": os.getpid()}
         async with http.get(f"{url}/calls/CAnope") as resp:
             assert resp.status == 404
         async with http.post(f"{url}/calls/{call.call_sid}/fault", params={"child": "codec"}) as resp:

@@ -24,6 +24,10 @@ def test_readme_test_command_is_what_ci_runs():
     command = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
     assert command in readme
     assert command.replace("pip install -e", "pip install -q -e") in ci
+    # The browser test needs Debian's chromium: CI installs it first, the README says so.
+    chromium = "command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)"
+    assert ci.index(chromium) < ci.index("python3 -m venv")
+    assert "apt-get install chromium" in readme
 
 
 def test_settings_from_env_and_errors():

@@ -15,7 +15,9 @@ from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import read_wav
 
-from .prodnode import AUTH_TOKEN, PUBLIC_URL, ProdNode
+from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
+
+OPERATOR = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 
 TURNS = [read_wav(p) for p in bundled_turns()]
 
@@ -36,12 +38,12 @@ def nodes(tmp_path):
 
 def new_call(url: str, **kwargs) -> SimulatedCall:
     return SimulatedCall(url, audio=TURNS, polite=True, hold_s=4.0, auth_token=AUTH_TOKEN,
-                         public_url=PUBLIC_URL, **kwargs)
+                         public_url=PUBLIC_URL, console_token=CONSOLE_TOKEN, **kwargs)
 
 
 async def call_record(url: str, call_sid: str, until: str, limit_s: float = 30.0) -> dict:
     """The call's record once its timeline has ``until`` (any shard answers)."""
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=OPERATOR) as http:
         for _ in range(int(limit_s / 0.05)):
             async with http.get(f"{url}/calls/{call_sid}") as resp:
                 if resp.status == 200:
@@ -87,12 +89,11 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
 async def test_exception_in_each_child_keeps_the_call(nodes):
     node = nodes(workers=2, FAULT_INJECTION="1")
     node.wait_ready()
-    call = SimulatedCall(node.url, audio=TURNS, polite=True, hold_s=4.0, auth_token=AUTH_TOKEN,
-                         public_url=PUBLIC_URL)
+    call = new_call(node.url)
     running = asyncio.create_task(call.run())
     await call_record(node.url, call.call_sid, "started")
     connector = aiohttp.TCPConnector(force_close=True)  # a new connection (and shard) each try
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector, headers=OPERATOR) as http:
         for role in ("codec", "jitter", "upstream", "bargein"):
             for _ in range(40):  # the kernel picks the shard: retry until the call's own answers
                 async with http.post(f"{node.url}/calls/{call.call_sid}/fault?child={role}") as resp:

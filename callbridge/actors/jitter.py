@@ -89,6 +89,7 @@ class JitterBuffer(Actor):
             "jitter_ms": r(s.jitter_ms),
             "loss_pct": r(s.loss_pct),
             "concealed_pct": r(s.concealed_pct),
+            "concealed_frames": s.concealed + s.comfort,
             "late": s.late,
             "stale": s.stale,
             "duplicates": s.duplicates,

@@ -1,9 +1,12 @@
 """The aiohttp application: ``create_app(settings) -> web.Application``.
 
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
-``GET /healthz``, ``GET /calls``, ``GET /calls/{callSid}``, and, only with
-``FAULT_INJECTION``, ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor,
-or ``socket`` to drop the stream without a close frame).
+``GET /healthz``, ``GET /calls`` (live calls, and summaries of the ended ones kept),
+``GET /calls/{callSid}``, and, only with ``FAULT_INJECTION``,
+``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor, or ``socket`` to drop
+the stream without a close frame); the console and ``/metrics``
+(``gateway/console.py``). ``/calls``, the console and ``/metrics`` are operator endpoints:
+``CONSOLE_TOKEN`` (``gateway/access.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aiohttp import WSCloseCode, web
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..upstreams.embedded import prewarm
+from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
 from .media import media_socket
 from .store import CallStore
@@ -45,11 +49,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if gw.accepting else 503)
 
 
+@operator_only
 async def list_calls(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    return web.json_response({"calls": gw.registry.listing(), "total": gw.registry.total})
+    registry = gw.registry
+    return web.json_response({"calls": registry.listing(), "ended": registry.ended_listing(), "total": registry.total})
 
 
+@operator_only
 async def get_call(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     call_sid = request.match_info["call_sid"]
@@ -61,6 +68,7 @@ async def get_call(request: web.Request) -> web.Response:
     return web.json_response(record)
 
 
+@operator_only
 async def inject_fault(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     call = gw.registry.live.get(request.match_info["call_sid"])
@@ -97,6 +105,7 @@ async def _prewarm(app: web.Application) -> None:
 
 
 async def _close_sockets(app: web.Application) -> None:
+    app[GATEWAY].hub.close()
     for ws in list(app[GATEWAY].sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
@@ -115,6 +124,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
             web.get("/calls/{call_sid}", get_call),
         ]
     )
+    add_console_routes(app)
     if settings.fault_injection:
         app.add_routes([web.post("/calls/{call_sid}/fault", inject_fault)])
         log.warning("FAULT_INJECTION is on: POST /calls/{callSid}/fault can crash call actors")
@@ -123,6 +133,10 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
             "TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked (dev mode only; "
             "anyone who can reach this port can place calls)"
         )
+    if settings.mode == "prod" and not settings.console_token:
+        log.warning("CONSOLE_TOKEN is not set: the console, /calls and /metrics answer 403")
+    elif not settings.console_token:
+        log.info("console at /console (open to loopback peers: CONSOLE_TOKEN is not set)")
     app.on_startup.append(_prewarm)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)

@@ -4,6 +4,10 @@
 the tree, implements ``CallIO`` for the supervisor (outbound frames and marks go to the
 socket's ``OutboundWriter``; notes go to the ``Timeline``), and keeps the call's stats.
 ``CallRegistry`` holds live calls by CallSid and the last ``CALL_HISTORY`` ended ones.
+
+Every timeline note goes through ``Call.note``, the one place observability hooks in: the
+call's ``CallFigures`` (key figures and Prometheus metrics), the events poster, and the
+console's live feed (``watch``).
 """
 
 from __future__ import annotations
@@ -11,15 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import math
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
+import numpy as np
+
 from ..actors import messages as m
 from ..actors.runtime import Dispatcher
 from ..actors.supervisor import CHILDREN, CallSupervisor
+from ..codecs.g711 import ulaw_decode
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
+from ..metrics import CallFigures, Metrics
 from ..timeline import Timeline
 from ..upstreams.base import Conversation
 from .output import OutboundWriter
@@ -35,6 +44,10 @@ CHECKPOINT_EVENTS = frozenset(
 """Timeline events after which the call's state is checkpointed to the store."""
 CHECKPOINT_TIMELINE = 500
 """At most this many (latest) timeline events travel in a checkpoint."""
+SUMMARY_KEYS = ("callSid", "streamSid", "source", "state", "started_at", "duration_ms", "stop_reason", "figures")
+
+Watch = Callable[[str, int, dict[str, Any]], None]
+"""Called with (callSid, index in the timeline, entry) for each timeline event."""
 
 
 class Call:
@@ -48,14 +61,24 @@ class Call:
         publish: Callable[[str, str, dict[str, Any]], None] | None = None,
         store: CallStore | None = None,
         resume: dict[str, Any] | None = None,
+        metrics: Metrics | None = None,
+        watch: Watch | None = None,
+        source: str = "twilio",
     ) -> None:
         """``resume``: the checkpoint of this call from a stream that dropped (the call
         carries on: conversation, timeline, utterance numbering)."""
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
+        self.source = source
         self.clock = clock
         self.store = store
         self._checkpoint_due = False
+        self.metrics = metrics
+        self.figures = CallFigures(metrics)
+        self._watch = watch
+        self.last_in = b""
+        """The latest caller frame (the console's level meter samples it)."""
+        self._sampled = (0, 0)
         self.started_wall = time.time()
         self.timeline = Timeline(clock())
         self.state = "live"
@@ -112,6 +135,7 @@ class Call:
 
     def media(self, event: Media) -> None:
         self.frames_in += 1
+        self.last_in = event.payload
         self.dispatcher.tell("jitter", m.CallerMedia(event.chunk, event.timestamp, event.payload))
 
     def mark_played(self, name: str) -> None:
@@ -142,6 +166,8 @@ class Call:
         if agent is not None:  # outlives the actors: close its HTTP session, if any
             self.agent_closing = asyncio.get_running_loop().create_task(agent.aclose())
         self.note("stopped", reason=reason)
+        if self.metrics is not None:
+            self.metrics.call_ended(reason, self.frames_in, self.writer.frames_sent)
 
     # -- CallIO, for the supervisor ---------------------------------------------------------
 
@@ -164,9 +190,13 @@ class Call:
         self.dispatcher.tell("supervisor", m.AgentAudioSent(utterance))
 
     def note(self, event: str, **data: Any) -> None:
-        self.timeline.add(self.clock(), event, **data)
+        timeline = self.timeline
+        entry = timeline.add(self.clock(), event, **data)
+        self.figures.observe(event, data)
         if self._publish is not None:
             self._publish(event, self.call_sid, data)
+        if self._watch is not None and entry is not None:
+            self._watch(self.call_sid, len(timeline.events) - 1, entry)
         if event in CHECKPOINT_EVENTS and self.store is not None and not self._checkpoint_due:
             self._checkpoint_due = True  # coalesced: one checkpoint per loop iteration
             asyncio.get_running_loop().call_soon(self.checkpoint)
@@ -204,10 +234,28 @@ class Call:
         return {
             "callSid": self.call_sid,
             "streamSid": self.stream_sid,
+            "source": self.source,
             "state": self.state,
             "pid": os.getpid(),
             "resumes": self.resumes,
             "started_at": self.started_wall,
+            "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
+            "stop_reason": self.stop_reason,
+            "figures": self.figures.to_json(),
+        }
+
+    def live_figures(self) -> dict[str, Any]:
+        """What the console's meters show, sampled (not per frame): the level of the
+        latest frame each way since the last sample (dBFS; -100 when none came), frame
+        counts, duration."""
+        frames_in, frames_out = self.frames_in, self.writer.frames_sent
+        seen_in, seen_out = self._sampled
+        self._sampled = (frames_in, frames_out)
+        return {
+            "in_db": level_db(self.last_in) if frames_in != seen_in else -100.0,
+            "out_db": level_db(self.writer.last_sent) if frames_out != seen_out else -100.0,
+            "frames_in": frames_in,
+            "frames_out": frames_out,
             "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
         }
 
@@ -215,7 +263,6 @@ class Call:
         sup = self.supervisor
         return {
             **self.summary(),
-            "stop_reason": self.stop_reason,
             "stats": {
                 "frames_in": self.frames_in,
                 "frames_out": self.writer.frames_sent,
@@ -231,16 +278,33 @@ class Call:
         }
 
 
+def level_db(payload: bytes) -> float:
+    """RMS level of a mu-law frame in dBFS (-100 for silence or nothing)."""
+    if not payload:
+        return -100.0
+    power = float(_ULAW_SQUARED[np.frombuffer(payload, dtype=np.uint8)].mean())
+    return round(10.0 * math.log10(power / 32768.0**2), 1) if power > 0 else -100.0
+
+
+_ULAW_SQUARED = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
+
+
 class CallRegistry:
-    def __init__(self, history: int) -> None:
+    """Live calls, and the records of the last ``history`` ended ones. ``on_change`` is
+    told each call's summary when it starts and when it ends."""
+
+    def __init__(self, history: int, on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.live: dict[str, Call] = {}
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.history = history
         self.total = 0
+        self.on_change = on_change
 
     def add(self, call: Call) -> None:
         self.live[call.call_sid] = call
         self.total += 1
+        if self.on_change is not None:
+            self.on_change(call.summary())
 
     def finish(self, call: Call) -> None:
         if self.live.get(call.call_sid) is call:
@@ -249,6 +313,8 @@ class CallRegistry:
         self.ended.move_to_end(call.call_sid)
         while len(self.ended) > self.history:
             self.ended.popitem(last=False)
+        if self.on_change is not None:
+            self.on_change(summary_of(self.ended[call.call_sid]))
 
     def get(self, call_sid: str) -> dict[str, Any] | None:
         call = self.live.get(call_sid)
@@ -256,3 +322,14 @@ class CallRegistry:
 
     def listing(self) -> list[dict[str, Any]]:
         return [c.summary() for c in self.live.values()]
+
+    def ended_listing(self) -> list[dict[str, Any]]:
+        """Summaries of the ended calls kept, most recent first."""
+        return [summary_of(record) for record in reversed(self.ended.values())]
+
+    def live_frames(self) -> list[tuple[int, int]]:
+        return [(c.frames_in, c.writer.frames_sent) for c in self.live.values() if c.state != "ended"]
+
+
+def summary_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in SUMMARY_KEYS}

@@ -8,9 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ..actors.supervisor import CHILDREN
 from ..config import Settings
+from ..metrics import Metrics
+from .access import ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
+from .hub import Hub
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
 
@@ -22,6 +26,12 @@ class Gateway:
     signatures: SignatureChecker
     tokens: StreamTokens
     store: CallStore
+    console_tokens: StreamTokens
+    """Stream tokens the console mints for its softphone: keyed apart from the webhook's,
+    so each kind is good only on its own socket (``/media`` vs ``/console/media``)."""
+    metrics: Metrics
+    hub: Hub
+    access: ConsoleAccess
     events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     shard: dict[str, Any] | None = None
@@ -31,12 +41,18 @@ class Gateway:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> "Gateway":
+        hub = Hub()
+        registry = CallRegistry(settings.call_history, on_change=lambda summary: hub.publish("call", summary))
         return cls(
             settings=settings,
             store=store if store is not None else LocalStore(settings.call_history, time.monotonic),
-            registry=CallRegistry(settings.call_history),
+            registry=registry,
             signatures=SignatureChecker(settings.twilio_auth_token),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
+            console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
+            metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
+            hub=hub,
+            access=ConsoleAccess(settings.console_token, settings.mode),
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
         )
 
@@ -48,6 +64,10 @@ class Gateway:
             self.settings.public_url,
             self.settings.trust_proxy,
         )
+
+    def watch(self, call_sid: str, index: int, entry: dict) -> None:  # type: ignore[type-arg]
+        """A call's timeline event, to the console's live feed."""
+        self.hub.publish("note", {"callSid": call_sid, "i": index, "e": entry})
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -5,6 +5,12 @@ One socket is one call. The handshake's ``X-Twilio-Signature`` (over the adverti
 out; then media, marks and DTMF flow into the call's actor tree and its outbound writer
 sends agent audio back.
 
+The console's softphone speaks the same protocol on ``GET /console/media``
+(``gateway/console.py``): the same ``StreamSession``, with the console's access check at
+the handshake instead of Twilio's signature (a browser cannot send that header), and a
+stream token the console minted (``Gateway.console_tokens``: not valid on ``/media``,
+and webhook tokens are not valid there).
+
 Bad input closes that socket only, with one log line and a close code:
 1003 binary frame; 1007 malformed JSON, bad fields or bad base64; 1008 bad signature,
 bad token, a second stream for a live call, or an event out of order (media before
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -34,9 +41,10 @@ from ..codecs.mediastreams import (
     Unknown,
     parse_inbound,
 )
+from ..logs import bind_call, unbind_call
 from .calls import Call
 from .context import GATEWAY, Gateway
-from .security import TokenError, stream_url
+from .security import StreamTokens, TokenError, stream_url
 from .streamstate import StreamState, step
 
 log = logging.getLogger("callbridge.gateway")
@@ -52,14 +60,26 @@ class Refused(Exception):
 
 async def media_socket(request: web.Request) -> web.WebSocketResponse:
     gw = request.app[GATEWAY]
+    signed_url = stream_url(gw.public_base(request))
+    refusal = None
+    if not gw.signatures.valid(signed_url, {}, request.headers.get("X-Twilio-Signature")):
+        refusal = f"bad or missing X-Twilio-Signature for {signed_url}"
+    return await serve_stream(request, gw.tokens, refusal, "twilio")
+
+
+async def serve_stream(
+    request: web.Request, tokens: StreamTokens, refusal: str | None, source: str
+) -> web.WebSocketResponse:
+    """Run one Media Streams socket; ``refusal`` (a failed handshake check) closes it
+    with 1008 at once."""
+    gw = request.app[GATEWAY]
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
     gw.sockets.add(ws)
-    session = StreamSession(gw, ws, request.remote or "?", request.transport)
+    session = StreamSession(gw, ws, request.remote or "?", tokens, source, request.transport)
     try:
-        signed_url = stream_url(gw.public_base(request))
-        if not gw.signatures.valid(signed_url, {}, request.headers.get("X-Twilio-Signature")):
-            raise Refused(CLOSE_POLICY, f"bad or missing X-Twilio-Signature for {signed_url}")
+        if refusal is not None:
+            raise Refused(CLOSE_POLICY, refusal)
         await session.serve()
     except (Refused, ProtocolError) as exc:
         code = exc.code if isinstance(exc, Refused) else exc.close_code
@@ -75,12 +95,21 @@ class StreamSession:
     """One socket's reading side: state machine, dispatch of events to the call."""
 
     def __init__(
-        self, gw: Gateway, ws: web.WebSocketResponse, peer: str, transport: asyncio.BaseTransport | None = None
+        self,
+        gw: Gateway,
+        ws: web.WebSocketResponse,
+        peer: str,
+        tokens: StreamTokens,
+        source: str = "twilio",
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.gw = gw
         self.transport = transport
         self.ws = ws
         self.peer = peer
+        self.tokens = tokens
+        self.source = source
+        self.log_binding: Any = None
         self.state = StreamState.AWAIT_START
         self.call: Call | None = None
         self.unknown_seen: set[str] = set()
@@ -129,7 +158,7 @@ class StreamSession:
     async def start_call(self, start: Start) -> Call:
         gw = self.gw
         try:
-            gw.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
+            self.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
         except TokenError as exc:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
         if start.call_sid in gw.registry.live:
@@ -143,7 +172,12 @@ class StreamSession:
                 log.warning("call %s: nothing to resume (%s); starting afresh", start.call_sid,
                             stored.state if stored else "unknown")
         publish = gw.events.publish if gw.events is not None else None
-        call = Call(gw.settings, start, self.ws.send_str, self.hang_up, publish=publish, store=gw.store, resume=resume)
+        # Before the call's tasks exist, so they inherit the tags for their log lines.
+        self.log_binding = bind_call(start.call_sid, start.stream_sid)
+        call = Call(
+            gw.settings, start, self.ws.send_str, self.hang_up, publish=publish,
+            metrics=gw.metrics, watch=gw.watch, source=self.source, store=gw.store, resume=resume,
+        )
         call.transport = self.transport
         gw.registry.add(call)
         log.info("call %s: stream %s %s", call.call_sid, call.stream_sid, "resumed" if resume else "started")
@@ -180,3 +214,6 @@ class StreamSession:
             await self.gw.store.finish(call.call_sid, call.to_json(), resumable)
             log.info("call %s: %s (%s)", call.call_sid, "stream dropped; resumable" if resumable else "ended",
                      call.stop_reason)
+        if self.log_binding is not None:
+            unbind_call(self.log_binding)
+            self.log_binding = None

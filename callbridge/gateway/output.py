@@ -75,6 +75,8 @@ class OutboundWriter:
         self._on_utterance_sent = on_utterance_sent
         self._notify_next: int | None = None
         self.frames_sent = 0
+        self.last_sent: bytes = b""
+        """The latest frame sent (the console's level meter samples it)."""
         self.marks_sent = 0
         self.frames_dropped = 0
         self.closed = False
@@ -161,6 +163,7 @@ class OutboundWriter:
                 await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]
                 self.pacer.sent(now)
                 self.frames_sent += 1
+                self.last_sent = value  # type: ignore[assignment]
                 if self.frames_sent == 1 and self._on_first_frame is not None:
                     self._on_first_frame()
                 if self._notify_next is not None:

@@ -119,6 +119,7 @@ class SimulatedCall:
         hold_s: float = 1.0,
         max_s: float = 120.0,
         call_sid: str | None = None,
+        console_token: str = "",
         from_number: str = "+15005550006",
         to_number: str = "+15005550001",
     ) -> None:
@@ -130,6 +131,8 @@ class SimulatedCall:
             audio = [audio]
         self.turns = [ulaw_encode(np.asarray(a, np.int16)) for a in audio]
         self.auth_token = auth_token
+        self.console_token = console_token
+        """Operator token for fetching the call's record (``CONSOLE_TOKEN``), if set."""
         self.polite = polite
         self.reply_timeout_s = reply_timeout_s
         self.gap_s = gap_s
@@ -243,7 +246,8 @@ class SimulatedCall:
             r.drops.append(time.monotonic() - self._t0)
 
     async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
-        async with session.get(f"{self.base_url}/calls/{self.call_sid}") as resp:
+        headers = {"Authorization": f"Bearer {self.console_token}"} if self.console_token else {}
+        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers) as resp:
             return await resp.json() if resp.status == 200 else None
 
     def _closed(self, exc: ConnectionClosed) -> None:

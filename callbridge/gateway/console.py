@@ -1,0 +1,203 @@
+"""The operator console and the observability endpoints.
+
+Routes (all behind ``ConsoleAccess``, see ``gateway/access.py``):
+
+- ``GET /console``: the console page (``callbridge/console/``; plain HTML/JS/CSS, no build
+  step, nothing from a CDN); without access, a sign-in form when ``CONSOLE_TOKEN`` is set.
+  ``POST /console/login`` (form field ``token``) sets the sign-in cookie.
+- ``GET /console/events``: Server-Sent Events: ``snapshot`` (live calls and the ended ones
+  kept, ``CALL_HISTORY``), then ``call`` (a call started or ended: its summary), ``note``
+  (``{callSid, i, e}``: timeline event number ``i`` of a call) and, every ``TICK_S`` while
+  anyone watches, ``tick`` (level meters and counts of each live call, at most
+  ``MAX_TICK_CALLS``). Bounded per client (``gateway/hub.py``): a slow client is dropped
+  and reconnects. A comment line every ``KEEPALIVE_S`` keeps proxies from timing out.
+- ``POST /console/call``: the softphone's call: a fresh CallSid and StreamSid and a stream
+  token minted by the console (JSON body not needed; the request must be same-origin and
+  ``Content-Type: application/json``, which a cross-site form cannot send). At most
+  ``MAX_CONSOLE_CALLS`` softphone calls at once (429 past it).
+- ``GET /console/media``: the softphone's Media Streams socket (same ``StreamSession`` as
+  Twilio's ``/media``; see ``gateway/media.py``), same-origin only.
+- ``GET /metrics``: Prometheus text format (``callbridge/metrics.py``).
+
+``operator_only`` also guards ``GET /calls``, ``GET /calls/{callSid}`` and the
+fault-injection endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ..metrics import CONTENT_TYPE
+from .access import COOKIE, same_origin
+from .context import GATEWAY
+from .hub import sse
+from .media import serve_stream
+
+log = logging.getLogger("callbridge.console")
+
+STATIC = Path(__file__).resolve().parent.parent / "console"
+TICK_S = 0.2
+KEEPALIVE_S = 15.0
+MAX_TICK_CALLS = 200
+MAX_CONSOLE_CALLS = 8
+MAX_LOGIN_BYTES = 4096
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def refusal(request: web.Request) -> str | None:
+    gw = request.app[GATEWAY]
+    return gw.access.refusal(request.remote, request.headers, request.cookies.get(COOKIE))
+
+
+def _refuse(request: web.Request, reason: str) -> web.HTTPException:
+    if request.app[GATEWAY].access.token:
+        return web.HTTPUnauthorized(text=reason + "\n", headers={"WWW-Authenticate": "Bearer"})
+    return web.HTTPForbidden(text=reason + "\n")
+
+
+def operator_only(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        reason = refusal(request)
+        if reason is not None:
+            raise _refuse(request, reason)
+        return await handler(request)
+
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
+def _check_origin(request: web.Request) -> None:
+    gw = request.app[GATEWAY]
+    base_host = gw.public_base(request).partition("://")[2]
+    if not same_origin(request.headers.get("Origin"), (request.host, base_host)):
+        raise web.HTTPForbidden(text="cross-origin request refused\n")
+
+
+async def console_page(request: web.Request) -> web.StreamResponse:
+    reason = refusal(request)
+    if reason is None:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+    if request.app[GATEWAY].access.token:
+        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
+    raise web.HTTPForbidden(text=reason + "\n")
+
+
+async def console_login(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_LOGIN_BYTES, request.content_length)
+    _check_origin(request)
+    form = await request.post()
+    token = form.get("token")
+    if not isinstance(token, str) or not gw.access.sign_in(token):
+        log.warning("console sign-in refused from %s", request.remote)
+        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
+    response = web.HTTPSeeOther("/console")
+    secure = gw.public_base(request).startswith("https://")
+    response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict", secure=secure, path="/")
+    raise response
+
+
+@operator_only
+async def console_events(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    sub = gw.hub.subscribe()
+    if sub is None:
+        raise web.HTTPServiceUnavailable(text="too many console clients\n")
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    try:
+        await response.prepare(request)
+        snapshot = {"live": gw.registry.listing(), "ended": gw.registry.ended_listing(), "now": time.time()}
+        await response.write(b"retry: 1000\n" + sse("snapshot", snapshot))
+        while not sub.overflowed:
+            try:
+                await asyncio.wait_for(sub.ready.wait(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            batch = sub.take()
+            if batch:
+                await response.write(b"".join(batch))
+    except (ConnectionError, RuntimeError):  # the browser went away
+        pass
+    finally:
+        gw.hub.unsubscribe(sub)
+    return response
+
+
+@operator_only
+async def console_call(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    _check_origin(request)
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="POST with Content-Type: application/json\n")
+    live = sum(1 for c in gw.registry.live.values() if c.source == "console")
+    if live >= MAX_CONSOLE_CALLS:
+        raise web.HTTPTooManyRequests(text=f"at most {MAX_CONSOLE_CALLS} softphone calls at once\n")
+    call_sid = new_sid("CA")
+    log.info("call %s: softphone call minted for %s", call_sid, request.remote)
+    return web.json_response(
+        {
+            "callSid": call_sid,
+            "streamSid": new_sid("MZ"),
+            "accountSid": "AC" + "0" * 32,
+            "path": "/console/media",
+            "customParameters": {"token": gw.console_tokens.issue(call_sid, time.time()), "source": "console"},
+        }
+    )
+
+
+@operator_only
+async def console_media(request: web.Request) -> web.StreamResponse:
+    _check_origin(request)
+    return await serve_stream(request, request.app[GATEWAY].console_tokens, None, "console")
+
+
+@operator_only
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[GATEWAY].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _ticker(app: web.Application) -> None:
+    gw = app[GATEWAY]
+    while True:
+        await asyncio.sleep(TICK_S)
+        if gw.hub.subscribers and gw.registry.live:
+            calls = list(gw.registry.live.values())[:MAX_TICK_CALLS]
+            gw.hub.publish("tick", {c.call_sid: c.live_figures() for c in calls if c.state == "live"})
+
+
+async def console_ticker(app: web.Application):  # type: ignore[no-untyped-def]
+    task = asyncio.get_running_loop().create_task(_ticker(app), name="console-ticker")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def add_console_routes(app: web.Application) -> None:
+    app.add_routes(
+        [
+            web.get("/console", console_page),
+            web.post("/console/login", console_login),
+            web.get("/console/events", console_events),
+            web.post("/console/call", console_call),
+            web.get("/console/media", console_media),
+            web.get("/metrics", metrics),
+            web.static("/console/static", STATIC, follow_symlinks=False),
+        ]
+    )
+    app.cleanup_ctx.append(console_ticker)

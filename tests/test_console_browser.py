@@ -1,0 +1,111 @@
+"""The console in a real headless Chromium (Debian's ``chromium``, driven by Playwright;
+no browser download): the softphone talks to the agent with Chromium's fake microphone
+playing a WAV synthesised by the embedded TTS, and the call's timeline fills in.
+
+Needs ``/usr/bin/chromium`` (``.ci/run`` installs it when missing). Not skipped when it is
+absent: the test fails and says so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from callbridge.cli import DEMO_LINES
+from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
+from callbridge.codecs.resample import StreamingResampler
+from callbridge.sim.wavio import write_wav
+from callbridge.speech.tts import EspeakTTS
+
+CHROMIUM = "/usr/bin/chromium"
+RATE = 48000  # Chromium's fake capture resamples the file to the device rate; 48 kHz avoids that
+DOCS_SHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
+
+
+def caller_wav(path: Path) -> Path:
+    """5 s of silence (the greeting plays), a request, a pause for the reply, a confirmation."""
+    tts = EspeakTTS(voice="en-us", rate_wpm=150)
+
+    def say(text: str) -> np.ndarray:
+        chunks: list[np.ndarray] = []
+        tts.synthesize(text, chunks.append)
+        return StreamingResampler(tts.sample_rate, RATE).process(np.concatenate(chunks))
+
+    silence = lambda s: np.zeros(int(RATE * s), np.int16)
+    write_wav(path, np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]), RATE)
+    return path
+
+
+def launch_args(wav: Path) -> list[str]:
+    return [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+    ]
+
+
+@pytest.fixture
+async def browser(tmp_path):
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the console's browser test needs it)")
+    wav = caller_wav(tmp_path / "caller.wav")
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=launch_args(wav),
+            viewport={"width": 1400, "height": 820}, headless=True,
+        )
+        yield context
+        await context.close()
+
+
+async def test_softphone_call_fills_the_console(start_server, browser, tmp_path):
+    url = await start_server()
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(f"{url}/console")
+    await expect(page.locator("#feed")).to_have_text("live")
+    await page.click("#call-button")
+    await expect(page.locator("#phone-state")).to_have_text("live", timeout=10_000)
+    conversation = page.locator("#conversation")
+    await expect(conversation.locator(".bubble.agent").first).to_contain_text("thanks for calling", timeout=10_000)
+    caller = conversation.locator(".bubble.caller:not(.partial)").first
+    await expect(caller).to_contain_text("appointment", timeout=20_000)
+    await expect(conversation.locator(".bubble.agent").nth(1)).to_contain_text("Shall I book it", timeout=10_000)
+    await expect(page.locator("#turns .turn").first).to_be_visible()
+    await expect(conversation.locator(".bubble.agent").nth(2)).to_contain_text("booked", timeout=20_000)
+    await expect(page.locator("tr.call td").nth(3)).to_have_text("2")  # the list: 2 answered turns
+    await page.wait_for_timeout(1500)  # a little of the reply on the level meters
+    await page.screenshot(path=str(tmp_path / "console.png"))
+    if os.environ.get("CALLBRIDGE_UPDATE_DOCS") == "1":  # refresh the README's screenshot
+        await page.screenshot(path=str(DOCS_SHOT))
+    stats = await page.evaluate("window.callbridgeSoftphone.stats")
+    assert stats["framesSent"] > 500 and stats["framesReceived"] > 100 and stats["marksEchoed"] > 5
+    await page.click("#hangup-button")
+    await expect(page.locator("tr.call td").nth(1)).to_have_text("ended", timeout=5_000)
+    await expect(conversation.locator(".marker").last).to_contain_text("call ended: twilio stop")
+    assert errors == []
+
+
+async def test_browser_g711_is_bit_exact(start_server, browser):
+    url = await start_server()
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"{url}/console")
+    encoded, decoded = await page.evaluate(
+        """async () => {
+            const g = await import('/console/static/g711.js');
+            const enc = [];
+            for (let x = -32768; x < 32768; x++) enc.push(g.ulawEncodeSample(x));
+            const dec = [];
+            for (let c = 0; c < 256; c++) dec.push(g.ulawDecodeSample(c));
+            return [enc, dec];
+        }"""
+    )
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    assert bytes(encoded) == ulaw_encode(every)
+    assert decoded == ulaw_decode(bytes(range(256))).tolist()
