@@ -103,3 +103,27 @@ def test_store_book_orphans_a_dead_process_calls():
     book.checkpoint("CA2", {"pid": 200}, 0.0)
     assert book.orphan(100, 1.0) == ["CA1"]
     assert book.live["CA1"][1]["orphaned"] is True and "orphaned" not in book.live["CA2"][1]
+
+
+async def test_a_call_that_keeps_dropping_is_ended_not_looped(start_server):
+    from callbridge.gateway.webhook import MAX_RESUMES
+
+    url = await start_server(fault_injection=True)
+    call = SimulatedCall(url, audio=[], hold_s=60.0, max_s=60.0)
+    running = asyncio.create_task(call.run())
+    async with aiohttp.ClientSession() as http:
+        for n in range(MAX_RESUMES + 1):
+            for _ in range(200):  # until the n-th resumed stream is live
+                async with http.get(f"{url}/calls/{call.call_sid}") as resp:
+                    record = await resp.json() if resp.status == 200 else {}
+                if record.get("state") == "live" and record.get("resumes") == n:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"stream {n} never came up")
+            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=socket") as resp:
+                assert resp.status == 200
+    result = await asyncio.wait_for(running, 30)
+    assert len(result.streams) == MAX_RESUMES + 1
+    assert result.ended_by == "hangup"
+    assert "technical trouble" in result.twiml

@@ -3,9 +3,10 @@
 Checks ``X-Twilio-Signature`` over the public URL and the form, then answers at once
 with ``<Connect><Stream>`` TwiML carrying a stream token (no back-end work before the
 answer). After the ``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops
-without a hang-up, Twilio returns and the call resumes from the store; a call that ended
-on purpose gets ``<Hangup/>``. Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid
-CallSid is a 400; a bad or missing signature a 403, each with one log line.
+without a hang-up, Twilio returns and the call resumes from the store (at most
+``MAX_RESUMES`` times, then an apology and ``<Hangup/>``); a call that ended on purpose
+gets ``<Hangup/>``. Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing
+or invalid CallSid is a 400; a bad or missing signature a 403, each with one log line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .security import stream_url
 log = logging.getLogger("callbridge.gateway")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+MAX_RESUMES = 5
+"""A call whose stream dropped this many times is ended with an apology, not resumed."""
 
 
 async def voice_inbound(request: web.Request) -> web.Response:
@@ -51,6 +54,13 @@ async def voice_inbound(request: web.Request) -> web.Response:
         log.info("call %s: redirect after the call ended: <Hangup/>", call_sid)
         return web.Response(text=str(response), content_type="text/xml")
     resume = stored is not None
+    if resume and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:  # type: ignore[union-attr]
+        # The call keeps losing its stream (a crash it triggers?): stop the loop.
+        response.say("Sorry, we are having technical trouble. Please call again later.")
+        response.hangup()
+        await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)  # type: ignore[union-attr]
+        log.error("call %s: dropped %d times; hanging up", call_sid, MAX_RESUMES + 1)
+        return web.Response(text=str(response), content_type="text/xml")
     if not resume and not gw.accepting:
         response.say("Sorry, we can't take your call right now. Please try again shortly.")
         response.hangup()
