@@ -70,6 +70,9 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
     record = await call_record(node.url, call.call_sid, "agent.reply")
     victim = record["pid"]
     assert victim in pids
+    for _ in range(4):  # whichever shard answers lists every shard's calls
+        status, listing = await asyncio.to_thread(node.get, "/calls")
+        assert status == 200 and call.call_sid in [c["callSid"] for c in listing["calls"]]
     os.kill(victim, signal.SIGKILL)
     result = await asyncio.wait_for(running, 90)
 

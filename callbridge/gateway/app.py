@@ -53,6 +53,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def list_calls(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     registry = gw.registry
+    everywhere = await gw.store.listing()  # production mode: every shard's calls
+    if everywhere is not None:
+        return web.json_response({**everywhere, "total": len(everywhere["calls"]) + len(everywhere["ended"])})
     return web.json_response({"calls": registry.listing(), "ended": registry.ended_listing(), "total": registry.total})
 
 

@@ -32,7 +32,7 @@ from ..metrics import CallFigures, Metrics
 from ..timeline import Timeline
 from ..upstreams.base import Conversation
 from .output import OutboundWriter
-from .store import CallStore
+from .store import CallStore, summary_of
 
 log = logging.getLogger("callbridge.gateway")
 
@@ -44,7 +44,6 @@ CHECKPOINT_EVENTS = frozenset(
 """Timeline events after which the call's state is checkpointed to the store."""
 CHECKPOINT_TIMELINE = 500
 """At most this many (latest) timeline events travel in a checkpoint."""
-SUMMARY_KEYS = ("callSid", "streamSid", "source", "state", "started_at", "duration_ms", "stop_reason", "figures")
 
 Watch = Callable[[str, int, dict[str, Any]], None]
 """Called with (callSid, index in the timeline, entry) for each timeline event."""
@@ -330,6 +329,3 @@ class CallRegistry:
     def live_frames(self) -> list[tuple[int, int]]:
         return [(c.frames_in, c.writer.frames_sent) for c in self.live.values() if c.state != "ended"]
 
-
-def summary_of(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record.get(k) for k in SUMMARY_KEYS}

@@ -25,6 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 State = Literal["live", "ended"]
+SUMMARY_KEYS = (
+    "callSid", "streamSid", "source", "state", "pid", "resumes", "started_at", "duration_ms", "stop_reason", "figures",
+)
+
+
+def summary_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A call's summary (for listings) from its full record."""
+    return {k: record.get(k) for k in SUMMARY_KEYS}
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class CallStore(Protocol):
     def checkpoint(self, call_sid: str, snapshot: dict[str, Any]) -> None: ...
     async def finish(self, call_sid: str, record: dict[str, Any], resumable: bool) -> None: ...
     async def record(self, call_sid: str) -> dict[str, Any] | None: ...
+    async def listing(self) -> dict[str, list[dict[str, Any]]] | None: ...
 
 
 class StoreBook:
@@ -95,6 +104,17 @@ class StoreBook:
                 break
             del self.live[sid]
 
+    def listing(self, now: float) -> dict[str, list[dict[str, Any]]]:
+        """Summaries of every call known here: live ones (from their checkpoints; an
+        orphaned one awaits its redirect) and the ended ones kept, most recent first."""
+        self.expire(now)
+        live = []
+        for _, snap in self.live.values():
+            summary = summary_of(snap.get("record") or snap.get("view") or {})
+            summary["state"] = "awaiting redirect" if snap.get("orphaned") or "record" in snap else "live"
+            live.append(summary)
+        return {"calls": live, "ended": [summary_of(r) for r in reversed(self.ended.values())]}
+
     def orphan(self, pid: int, now: float) -> list[str]:
         """The process ``pid`` died: its live calls await their redirect. Returns them."""
         sids = [sid for sid, (_, snap) in self.live.items() if snap.get("pid") == pid]
@@ -122,3 +142,6 @@ class LocalStore:
 
     async def record(self, call_sid: str) -> dict[str, Any] | None:
         return self.book.record(call_sid, self.clock())
+
+    async def listing(self) -> dict[str, list[dict[str, Any]]] | None:
+        return None  # this process's registry is the whole story in dev mode

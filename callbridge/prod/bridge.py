@@ -109,6 +109,12 @@ class ControlStore:
         except asyncio.TimeoutError:
             return None
 
+    async def listing(self) -> dict[str, list[dict[str, Any]]] | None:
+        try:
+            return await self.bridge.ask(lambda req: c.Listing(req))
+        except asyncio.TimeoutError:
+            return None
+
     async def health(self) -> c.PoolStatus | None:
         try:
             return await self.bridge.ask(lambda req: c.Health(req))

@@ -70,6 +70,11 @@ class Record:
 
 
 @dataclass
+class Listing:
+    req: int
+
+
+@dataclass
 class Health:
     req: int
 

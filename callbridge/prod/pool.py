@@ -207,6 +207,9 @@ class PoolSupervisor(ActorTypeDispatcher):
     def receiveMsg_Record(self, msg: c.Record, sender: Any) -> None:  # noqa: N802
         self.send(sender, c.Answer(msg.req, self.book.record(msg.call_sid, time.monotonic())))
 
+    def receiveMsg_Listing(self, msg: c.Listing, sender: Any) -> None:  # noqa: N802
+        self.send(sender, c.Answer(msg.req, self.book.listing(time.monotonic())))
+
     def receiveMsg_Health(self, msg: c.Health, sender: Any) -> None:  # noqa: N802
         self.send(sender, c.Answer(msg.req, self._status()))
 
