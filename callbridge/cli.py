@@ -61,6 +61,7 @@ class Server:
         self.reuse_port = reuse_port
         self.runner: web.AppRunner | None = None
         self.app: web.Application | None = None
+        self.site: web.TCPSite | None = None
         self.port = settings.port
 
     async def start(self) -> str:
@@ -71,6 +72,7 @@ class Server:
             self.runner, self.settings.host, self.settings.port, reuse_address=True, reuse_port=self.reuse_port or None
         )
         await site.start()
+        self.site = site
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.port = sock.getsockname()[1]
         return self.url
@@ -82,7 +84,15 @@ class Server:
             host = socket.gethostname()
         return f"http://{host}:{self.port}"
 
+    async def stop_listening(self) -> None:
+        """Take no new connections (other processes on the port get them); open
+        connections carry on."""
+        if self.site is not None:
+            site, self.site = self.site, None
+            await site.stop()
+
     async def stop(self) -> None:
+        self.site = None
         if self.runner is not None:
             runner, self.runner = self.runner, None
             await runner.cleanup()

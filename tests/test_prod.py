@@ -179,3 +179,34 @@ async def test_two_nodes_share_a_pool_and_a_lost_member_s_call_resumes_on_the_le
     # Heartbeat silence: the leader stops counting the member's shard.
     leader.wait_for(lambda h: [s["node"] for s in h["pool"]["shards"]] == ["alpha"], timeout_s=30)
     assert leader.terminate() == 0
+
+
+async def test_the_pool_supervisor_dies_a_new_one_adopts_the_shards_and_calls_go_on(nodes):
+    node = nodes(workers=2)
+    node.wait_ready()
+    health = node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    shards = {s["pid"] for s in health["pool"]["shards"]}
+    pool_pid = {_ppid(p) for p in shards}.pop()  # the shards' parent is the pool
+    call = new_call(node.url)
+    running = asyncio.create_task(call.run())
+    await call_record(node.url, call.call_sid, "agent.reply")
+    os.kill(pool_pid, signal.SIGKILL)
+    # run.py serve notices and starts a new pool, which adopts the running shards.
+    await asyncio.to_thread(node.wait_for, lambda h: bool(h.get("pool")), 15)
+    health = node.health()
+    assert {s["pid"] for s in health["pool"]["shards"]} == shards
+    # The call was never dropped, and the new pool holds its state again: a shard crash
+    # after the pool's death still resumes it.
+    record = await call_record(node.url, call.call_sid, "agent.reply")
+    os.kill(record["pid"], signal.SIGKILL)
+    result = await asyncio.wait_for(running, 90)
+    assert len(result.streams) == 2 and result.ended_by == "hangup"
+    assert booked(result.record)
+    node.wait_for(lambda h: h["pool"]["shard_restarts"] >= 1 and all(s["up"] for s in h["pool"]["shards"])
+                  and len(h["pool"]["shards"]) == 2)
+    assert node.terminate() == 0
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])

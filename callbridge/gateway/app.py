@@ -11,7 +11,6 @@ the stream without a close frame); the console and ``/metrics``
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -43,7 +42,10 @@ async def healthz(request: web.Request) -> web.Response:
     if gw.shard is not None:
         body["shard"] = {k: v for k, v in gw.shard.items() if k != "store"}
         status = await gw.shard["store"].health()
-        body["pool"] = dataclasses.asdict(status) if status is not None else None
+        body["pool"] = None if status is None else {
+            "shards": status.shards, "shard_restarts": status.shard_restarts,
+            "calls_live": status.calls_live, "calls_orphaned": status.calls_orphaned,
+        }
         if status is None:
             body["status"] = "degraded: control plane not answering"
     return web.json_response(body, status=200 if gw.accepting else 503)

@@ -15,6 +15,22 @@ from typing import Any
 class StartPool:
     workers: int
     """Shards on the leader's own node (members bring their own count)."""
+    adopt: list["Adoptee"] = field(default_factory=list)
+    """Shards of a pool that died, still serving: the new pool takes them over."""
+
+
+@dataclass
+class Adoptee:
+    index: int
+    node: str
+    address: Any
+    pid: int | None
+    url: str
+
+
+@dataclass
+class NewPool:
+    """From a pool adopting a shard: report here from now on (and checkpoint again)."""
 
 
 @dataclass
@@ -41,6 +57,11 @@ class Heartbeat:
     calls: int
     accepting: bool
     loop_lag_ms: float
+
+
+@dataclass
+class HeartbeatAck:
+    """The pool is alive: a shard that stops getting these has lost its pool."""
 
 
 @dataclass
@@ -105,6 +126,8 @@ class PoolStatus:
     """The pool's view, answered to ``Health`` and to ``run.py serve``."""
 
     shards: list[dict[str, Any]] = field(default_factory=list)
+    adoptable: list[Adoptee] = field(default_factory=list)
+    """The shards' addresses, for ``run.py serve`` to hand to a new pool."""
     shard_restarts: int = 0
     calls_live: int = 0
     calls_orphaned: int = 0

@@ -35,7 +35,7 @@ from thespian.actors import (
 
 from ..gateway.store import StoreBook
 from . import control as c
-from .shard import HEARTBEAT_S, ShardWorker
+from .shard import ShardWorker
 
 log = logging.getLogger("callbridge.prod")
 
@@ -129,7 +129,15 @@ class PoolSupervisor(ActorTypeDispatcher):
             self.send(sender, c.Answer(0, self._status()))
             return
         self.notifyOnSystemRegistrationChanges(True)
-        for i in range(msg.workers):
+        now = time.monotonic()
+        for a in msg.adopt:  # not our children: only heartbeats tell us they died
+            shard = ShardInfo(a.index, a.node, a.address, now, pid=a.pid, url=a.url, last_beat=now)
+            self.state.shards.append(shard)
+            self.send(a.address, c.NewPool())
+            if a.node != self.node:
+                self.nodes[a.node] = self.nodes.get(a.node, 0) + 1
+        taken = {s.index for s in self.state.shards if s.node == self.node}
+        for i in [i for i in range(msg.workers + len(msg.adopt)) if i not in taken][: msg.workers - len(taken)]:
             self._spawn(i, self.node)
         self.wakeupAfter(TICK_S)
         self.send(sender, c.Answer(0, self._status()))
@@ -163,6 +171,7 @@ class PoolSupervisor(ActorTypeDispatcher):
             shard.pid = msg.pid
             shard.last_beat = time.monotonic()
             shard.calls, shard.accepting, shard.loop_lag_ms = msg.calls, msg.accepting, msg.loop_lag_ms
+            self.send(sender, c.HeartbeatAck())
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
         shard = self._find(msg.childAddress)
@@ -218,6 +227,7 @@ class PoolSupervisor(ActorTypeDispatcher):
         live = [snap for _, snap in self.book.live.values()]
         return c.PoolStatus(
             shards=[s.view(now) for s in sorted(self.state.shards, key=lambda s: s.index)],
+            adoptable=[c.Adoptee(s.index, s.node, s.address, s.pid, s.url) for s in self.state.shards if s.pid],
             shard_restarts=self.state.restarts,
             calls_live=sum(1 for s in live if not s.get("orphaned") and "record" not in s),
             calls_orphaned=sum(1 for s in live if s.get("orphaned") or "record" in s),

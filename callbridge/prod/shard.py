@@ -21,13 +21,22 @@ import threading
 import time
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
+from thespian.actors import (
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ThespianWatch,
+    WatchMessage,
+)
 
 from . import control as c
 
 log = logging.getLogger("callbridge.prod")
 
 HEARTBEAT_S = 0.5
+ORPHAN_AFTER_S = 5.0
+"""A shard whose heartbeats go unacknowledged this long has lost its pool and was not
+adopted by a new one (``NewPool``): it stops listening, lets its calls finish
+(``DRAIN_S``) and exits."""
 LINGER_S = 1.0
 """After its last call ended, a draining shard keeps serving this long (trailing redirects)."""
 
@@ -47,13 +56,17 @@ class ShardWorker(ActorTypeDispatcher):
         self.pool: Any = None
         self.thread: threading.Thread | None = None
         self.runtime: ShardRuntime | None = None
+        self.last_ack = 0.0
+        self.orphaned = False
 
     def _watch(self) -> ThespianWatch | None:
         # Must be returned from every handler, or thespian stops watching the pipe.
         return ThespianWatch([self.bridge.read_fd]) if self.bridge is not None else None
 
     def receiveMsg_StartShard(self, msg: c.StartShard, sender: Any) -> ThespianWatch | None:  # noqa: N802
-        from .bridge import ControlBridge  # the gateway is imported here, not in the pool
+        from .bridge import (
+            ControlBridge,  # the gateway is imported here, not in the pool
+        )
 
         if self.thread is None:
             self.pool = sender
@@ -61,6 +74,29 @@ class ShardWorker(ActorTypeDispatcher):
             self.runtime = ShardRuntime(msg.index, msg.node, self.bridge)
             self.thread = threading.Thread(target=self.runtime.run, name=f"shard-{msg.index}", daemon=True)
             self.thread.start()
+            self.last_ack = time.monotonic()
+            self.wakeupAfter(1.0)
+        return self._watch()
+
+    def receiveMsg_NewPool(self, msg: c.NewPool, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        """Our pool died and its successor adopted us: report there, checkpoint again."""
+        self.pool = sender
+        self.last_ack = time.monotonic()
+        if self.runtime is not None and not self.orphaned:
+            self.runtime.checkpoint_all()
+        return self._watch()
+
+    def receiveMsg_HeartbeatAck(self, msg: c.HeartbeatAck, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        self.last_ack = time.monotonic()
+        return self._watch()
+
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:  # noqa: N802
+        if self.runtime is not None and not self.orphaned:
+            if time.monotonic() - self.last_ack > ORPHAN_AFTER_S:
+                self.orphaned = True
+                self.runtime.orphaned()
+            else:
+                self.wakeupAfter(1.0)
         return self._watch()
 
     def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> ThespianWatch | None:  # noqa: N802
@@ -138,6 +174,29 @@ class ShardRuntime:
     def drain(self, deadline_s: float) -> None:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain(deadline_s)))
+
+    def checkpoint_all(self) -> None:
+        def run() -> None:
+            from ..gateway.context import GATEWAY
+
+            for call in list(self.server.app[GATEWAY].registry.live.values()):
+                call.checkpoint()
+
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(run)
+
+    def orphaned(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._orphaned()))
+
+    async def _orphaned(self) -> None:
+        """Our pool is gone and a new one has its own shards on this port: stop taking
+        connections (the kernel sends them to the new shards), finish our calls, exit."""
+        from ..config import Settings
+
+        log.warning("shard %d (pid %d): pool lost; no new calls here, draining", self.index, os.getpid())
+        await self.server.stop_listening()
+        await self._drain(Settings.from_env().drain_s)
 
     async def _drain(self, deadline_s: float) -> None:
         from ..gateway.context import GATEWAY

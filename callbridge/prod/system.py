@@ -31,8 +31,9 @@ from . import control as c
 
 log = logging.getLogger("callbridge.prod")
 
-POOL_NAME = "callbridge-pool"
 START_TIMEOUT_S = 120.0
+POOL_CHECK_S = 1.0
+POOL_MISSES = 2
 
 
 def log_defs(level: str) -> dict[str, Any]:
@@ -79,8 +80,6 @@ class _Signals:
 def serve_prod(settings: Settings) -> int:
     from thespian.actors import ActorSystem
 
-    from .pool import PoolSupervisor
-
     settings = replace(
         settings,
         workers=settings.workers or os.cpu_count() or 1,
@@ -107,8 +106,7 @@ def serve_prod(settings: Settings) -> int:
                 time.sleep(0.2)
             print("shutting down (member): calls here resume on other nodes", flush=True)
             return 0
-        pool = asys.createActor(PoolSupervisor, globalName=POOL_NAME)
-        asys.ask(pool, c.StartPool(settings.workers), 10)
+        pool = _start_pool(asys, settings)
         status = _wait_until_up(asys, pool, settings, signals)
         if status is None:
             return 1
@@ -116,14 +114,48 @@ def serve_prod(settings: Settings) -> int:
         print(f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
               f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port})", flush=True)
         print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
-        while signals.received is None:
-            time.sleep(0.2)
+        pool = _watch_pool(asys, pool, settings, signals)
         print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)
         answer = asys.ask(pool, c.Drain(settings.drain_s), settings.drain_s + 15)
         print("drained" if isinstance(answer, c.Answer) else "drain timed out", flush=True)
         return 0
     finally:
         asys.shutdown()
+
+
+def _start_pool(asys: Any, settings: Settings, adopt: list[c.Adoptee] | None = None) -> Any:
+    from .pool import PoolSupervisor
+
+    pool = asys.createActor(PoolSupervisor)
+    asys.ask(pool, c.StartPool(settings.workers, adopt or []), 10)
+    return pool
+
+
+def _watch_pool(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> Any:
+    """Until a signal: ask the pool for its health every ``POOL_CHECK_S``; after
+    ``POOL_MISSES`` unanswered asks it is dead: start a new pool that adopts its shards
+    (they go on serving, calls and all, and checkpoint their calls to the new pool; a
+    shard that is not adopted within ``ORPHAN_AFTER_S`` drains and exits). Returns the
+    pool alive at the end."""
+    misses = 0
+    known: list[c.Adoptee] = []
+    next_check = time.monotonic() + POOL_CHECK_S
+    while signals.received is None:
+        time.sleep(0.2)
+        if time.monotonic() < next_check:
+            continue
+        next_check = time.monotonic() + POOL_CHECK_S
+        answer = asys.ask(pool, c.Health(0), POOL_CHECK_S)
+        if isinstance(answer, c.Answer):
+            misses, known = 0, answer.value.adoptable
+            continue
+        misses += 1
+        if misses >= POOL_MISSES:
+            log.error("the pool supervisor is not answering; a new one adopts its %d shard(s)", len(known))
+            print(f"pool supervisor lost: a new pool adopts {len(known)} shard(s)", flush=True)
+            pool = _start_pool(asys, settings, known)
+            misses = 0
+    return pool
 
 
 def _wait_until_up(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> c.PoolStatus | None:
