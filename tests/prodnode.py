@@ -113,6 +113,27 @@ class ProdNode:
                     pass
         return found
 
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every TCP socket the node's processes listen on."""
+        inodes = set()
+        for pid in self.pids():
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+            except OSError:
+                pass
+        found = set()
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+                    hexip, hexport = parts[1].split(":")
+                    ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    found.add((ip, int(hexport, 16)))
+        return found
+
     def kill(self) -> None:
         """The machine goes away: SIGKILL every process of the node at once."""
         for pid in self.pids():

@@ -117,6 +117,10 @@ async def test_exception_in_each_child_keeps_the_call(nodes):
 async def test_sigterm_drains_a_running_call_then_exits_0(nodes):
     node = nodes(workers=1, DRAIN_S="60")
     node.wait_ready()
+    # Thespian's sockets (they unpickle what arrives) bind THESPIAN_BASE_IPADDR only.
+    listening = node.listening()
+    assert (("127.0.0.1", node.admin_port)) in listening and len(listening) >= 4
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     call = new_call(node.url)
     running = asyncio.create_task(call.run())
     await call_record(node.url, call.call_sid, "transcript.final")

@@ -80,6 +80,8 @@ class _Signals:
 def serve_prod(settings: Settings) -> int:
     from thespian.actors import ActorSystem
 
+    from .bind import restrict_binding
+
     settings = replace(
         settings,
         workers=settings.workers or os.cpu_count() or 1,
@@ -96,6 +98,7 @@ def serve_prod(settings: Settings) -> int:
         print(f"admin port {settings.actor_bind}:{settings.admin_port} is in use ({exc.strerror}): another "
               "callbridge node or actor system runs there; pick another ADMIN_PORT", file=sys.stderr)
         return 2
+    restrict_binding()  # thespian's sockets on THESPIAN_BASE_IPADDR only, not every interface
     signals = _Signals()
     asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs(settings.log_level))
     try:
