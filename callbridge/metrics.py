@@ -142,6 +142,13 @@ class Metrics:
     def shard_restarted(self) -> None:
         self.shard_restarts.inc()
 
+    def shard_restarts_seen(self, total: int) -> None:
+        """Production mode: the pool's count of shard restarts, mirrored in every shard
+        (whichever shard is scraped reports the deployment's count)."""
+        delta = total - self.shard_restarts._value.get()  # noqa: SLF001 - a counter only grows
+        if delta > 0:
+            self.shard_restarts.inc(delta)
+
     def call_ended(self, reason: str, frames_in: int, frames_out: int) -> None:
         self.calls.labels(outcome(reason)).inc()
         self.ended_frames_in += frames_in

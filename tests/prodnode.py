@@ -77,6 +77,11 @@ class ProdNode:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def text(self, path: str, timeout_s: float = 5.0) -> str:
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.read().decode()
+
     def health(self) -> dict[str, Any]:
         return self.get("/healthz")[1]
 

@@ -86,6 +86,13 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
         lambda h: h["pool"]["shard_restarts"] >= 1 and sum(s["up"] for s in h["pool"]["shards"]) == 2
         and victim not in {s["pid"] for s in h["pool"]["shards"]}
     )
+    # Whichever shard is scraped reports the deployment's shard restarts.
+    for _ in range(50):
+        metrics = await asyncio.to_thread(node.text, "/metrics")
+        if "callbridge_shard_restarts_total 1.0" in metrics:
+            break
+        await asyncio.sleep(0.2)
+    assert "callbridge_shard_restarts_total 1.0" in metrics
     assert node.terminate() == 0
 
 

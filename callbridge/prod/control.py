@@ -63,6 +63,8 @@ class Heartbeat:
 class HeartbeatAck:
     """The pool is alive: a shard that stops getting these has lost its pool."""
 
+    shard_restarts: int = 0
+
 
 @dataclass
 class Checkpoint:

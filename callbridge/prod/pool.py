@@ -171,7 +171,7 @@ class PoolSupervisor(ActorTypeDispatcher):
             shard.pid = msg.pid
             shard.last_beat = time.monotonic()
             shard.calls, shard.accepting, shard.loop_lag_ms = msg.calls, msg.accepting, msg.loop_lag_ms
-            self.send(sender, c.HeartbeatAck())
+            self.send(sender, c.HeartbeatAck(self.state.restarts))
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
         shard = self._find(msg.childAddress)

@@ -88,6 +88,8 @@ class ShardWorker(ActorTypeDispatcher):
 
     def receiveMsg_HeartbeatAck(self, msg: c.HeartbeatAck, sender: Any) -> ThespianWatch | None:  # noqa: N802
         self.last_ack = time.monotonic()
+        if self.runtime is not None:
+            self.runtime.shard_restarts(msg.shard_restarts)
         return self._watch()
 
     def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:  # noqa: N802
@@ -183,6 +185,15 @@ class ShardRuntime:
                 call.checkpoint()
 
         if self.loop is not None:
+            self.loop.call_soon_threadsafe(run)
+
+    def shard_restarts(self, total: int) -> None:
+        def run() -> None:
+            from ..gateway.context import GATEWAY
+
+            self.server.app[GATEWAY].metrics.shard_restarts_seen(total)
+
+        if self.loop is not None and self.server is not None and self.server.app is not None:
             self.loop.call_soon_threadsafe(run)
 
     def orphaned(self) -> None:
