@@ -112,7 +112,7 @@ class EmbeddedBackend(Backend):
                 self.speaker.say(greeting, "greeting")
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
-        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
+        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now(), filler=msg.filler)
 
     def dtmf(self, digit: str) -> None:
         self.speaker.say(f"You pressed {DTMF_WORDS.get(digit, digit)}.", "dtmf_reply")
