@@ -1,6 +1,6 @@
 """Barge-in benchmark, end to end over real sockets.
 
-    python bench/barge_in.py            # 12 interruption trials, 8 noise calls
+    python bench/barge_in.py            # 12 interruption trials, 12 noise/echo calls
     python bench/barge_in.py --quick    # 4 and 3
 
 Interruptions: the agent reads a long greeting; the caller (espeak-ng speech, several
@@ -10,9 +10,10 @@ caller's side: caller speech onset (first audible sample sent) -> ``clear`` rece
 reply (stale audio; must be 0).
 
 False alarms: calls in which the caller's side carries only noises over the agent's
-speech (door slam, cough, dog barks, breathing; different seeds and levels) and calls in
-which the agent's own voice comes back on the line at -20 dB (echo): any ``clear`` is a
-false barge-in.
+speech (door slam, cough, dog barks, breathing; different seeds and levels), calls in
+which the agent's own voice comes back on the line at -20 dB (echo), and harder calls in
+which the noises come back to back (a slam 40 ms before a cough, typing into a cough,
+a cough into loud breathing: ``hard_noises_8k``): any ``clear`` is a false barge-in.
 
 Target: p95 <= 250 ms from onset to clear (with the 200 ms minimum speech), 0 false
 barge-ins, 0 stale frames.
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 from bench._gateway import gateway, speech  # noqa: E402
 from callbridge.sim.caller import SimulatedCall  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
-from tests.test_barge_in import LONG_GREETING, noises_8k  # noqa: E402
+from tests.test_barge_in import LONG_GREETING, hard_noises_8k, noises_8k  # noqa: E402
 
 INTERRUPTIONS = [
     "Wait, I want to cancel my appointment.",
@@ -64,6 +65,11 @@ async def interruption(url: str, audio: np.ndarray, at_s: float) -> dict:
 
 
 async def false_alarm(url: str, seed: int) -> int:
+    if seed >= 8:  # back to back noises, at 0.5 .. 1.25 of their level
+        level = 0.5 + 0.25 * (seed % 4)
+        noise = (hard_noises_8k(seed).astype(np.float32) * level).clip(-32768, 32767).astype(np.int16)
+        call = SimulatedCall(url, audio=[noise], gap_s=0.5 + 0.2 * (seed % 3), hold_s=0.3)
+        return len((await call.run()).clears)
     if seed % 2:  # echo of the agent's own voice, no caller speech
         call = SimulatedCall(url, audio=[np.zeros(8000 * 5, np.int16)], gap_s=0.1, hold_s=0.3, echo_db=-20)
     else:
@@ -106,7 +112,7 @@ def main() -> int:
     if args.quick:
         trials, noise_calls = trials[::3], 3
     else:
-        noise_calls = 8
+        noise_calls = 12
     return asyncio.run(run(trials, noise_calls))
 
 

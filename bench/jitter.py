@@ -1,7 +1,7 @@
 """Jitter buffer under simulated mobile lines: added latency, concealment, drops, CPU.
 
-    python bench/jitter.py            # 3 profiles x 5 seeds x 120 s of speech, ~2 s
-    python bench/jitter.py --quick    # 3 profiles x 2 seeds x 60 s, < 1 s
+    python bench/jitter.py            # 4 profiles x 5 seeds x 120 s of speech; WER over 10 seeds, ~1 min
+    python bench/jitter.py --quick    # 4 profiles x 2 seeds x 60 s; WER over 3 seeds, ~20 s
 
 Profiles (``callbridge.sim.impair.Impairment``; every profile adds 0-5 ms of per-frame
 socket noise, so "clean" has a small, non-zero line jitter):
@@ -9,6 +9,7 @@ socket noise, so "clean" has a small, non-zero line jitter):
   clean     no loss, no stalls
   moderate  1% loss, stalls of 50-200 ms every 0.2-1 s (a line that jitters all the time)
   heavy     3% loss, stalls of 200-800 ms every 1-5 s
+  loss3     3% loss alone (gaps in the timestamps, as Twilio shows upstream loss), no stalls
 
 The caller's audio is the three espeak utterances in ``callbridge/assets`` in a loop, with
 0.3-1.5 s pauses, over -55 dBFS background noise, as 8 kHz mu-law.  The buffer is driven
@@ -21,8 +22,8 @@ Columns (ms unless noted; the % columns other than conc % are per 100 caller fra
   added p50/95 added latency of each caller frame played: (when it is played, or when it
                arrived if later) - (its capture time + the smallest delay); ground truth
                from the simulator, not the buffer's own estimate
-  ratio        added p95 / line p95 (target <= 1.2; n/a on the clean line, whose jitter is
-               socket noise: there the minimum depth, JITTER_MIN_MS, is the floor)
+  ratio        added p95 / line p95 (target <= 1.2; n/a on the lines without stalls, whose
+               jitter is socket noise: there the minimum depth, JITTER_MIN_MS, is the floor)
   conc %       output frames that are concealment or comfort noise (lost slots and
                frames inserted while holding through a stall), per 100 output frames
   gap %        media slots lost upstream (the requested loss), concealed or skipped
@@ -32,15 +33,28 @@ Columns (ms unless noted; the % columns other than conc % are per 100 caller fra
   target       the target depth at the end of the run (mean over seeds)
   us/frame     CPU per caller frame, push + pop (median over seeds)
 
-Then the recogniser's word error rate per profile: the demo's three caller lines, each
-played out through the buffer over the profile's line (all seeds), transcribed by the
-embedded STT (``callbridge.speech.stt``), against the text spoken; target: heavy within 5
-points of clean.
+Then the recogniser's word error rate per profile: the demo's three caller lines and the
+five ``WER_SENTENCES`` (espeak-ng, en-us; 56 words), played out through the buffer over the
+profile's line (10 seeds: 560 words per profile; 3 with --quick) and fed to the embedded STT
+(``callbridge.speech.stt``) as a call feeds it: without the frames the buffer inserted while
+holding through a stall (``Frame.filler``); scored against the text spoken. Two ways:
+
+  in call  all eight lines in one call, one buffer, after 5 s of silence (the greeting, while
+           the buffer learns the line: ``recognised_call``), as a caller's turns really come
+  cold     a fresh buffer per line, 0.5 s before it: its first stall finds the buffer at its
+           minimum depth (the earlier form of this benchmark; the worst case of a call's
+           first words on a line that only then turned bad)
+
+The recogniser carries its cepstral mean from utterance to utterance, so a figure moves by
+a few points with the order and the seeds; compare profiles within one run.
+Target (the issue's): WER at 3% loss (``loss3``) within 5 points of the clean line, in a
+call; the heavy line (3% loss and 200-800 ms stalls) is reported beside it.
 
 Hook for the speech-recognition comparison (WER versus the clean line):
 ``from bench.jitter import playout`` (from the repo root), then
 ``playout(audio_ulaw, impairment, params)`` returns the caller audio exactly as the buffer
-plays it out (mu-law bytes, one frame per 20 ms of wall time), to feed to a recogniser.
+plays it out (mu-law bytes, one frame per 20 ms of wall time), to feed to a recogniser;
+``recognised_audio`` the same without the fillers: what a call's recogniser is fed.
 """
 
 from __future__ import annotations
@@ -70,7 +84,17 @@ PROFILES = {
     "clean": dict(noise_ms=5.0),
     "moderate": dict(loss=0.01, jitter=(50, 200), stall_every_s=(0.2, 1.0), noise_ms=5.0),
     "heavy": dict(loss=0.03, jitter=(200, 800), noise_ms=5.0),
+    "loss3": dict(loss=0.03, noise_ms=5.0),
 }
+WER_SENTENCES = (
+    "Can I move my appointment to Friday morning?",
+    "Do you have anything on Wednesday at ten am?",
+    "Yes please, confirm the booking.",
+    "Is there anything available on Saturday afternoon?",
+    "Hi, I need to book an appointment.",
+)
+"""Besides the demo's three lines: in-domain sentences the recogniser gets (nearly) right on
+a clean line, so that the comparison measures what the line and the buffer take away."""
 
 
 @dataclass
@@ -153,6 +177,38 @@ def playout(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | No
     return simulate(audio_ulaw, impairment, params).audio
 
 
+def recognised_audio(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> bytes:
+    """What a call's recogniser is fed of ``audio_ulaw`` over ``impairment``: the buffer's
+    output without the fillers inserted while it held through a stall."""
+    return b"".join(f.payload for f in simulate(audio_ulaw, impairment, params).frames if not f.filler)
+
+
+def recognised_call(lines: list[bytes], impairment: Impairment, params: JitterParams | None = None,
+                    lead_s: float = 5.0) -> list[bytes]:
+    """``lines`` (mu-law, whole frames each) spoken one after another in one call, after
+    ``lead_s`` of silence (the agent's greeting: the buffer learns the line meanwhile), all
+    through one buffer over ``impairment``: what the recogniser is fed of each line (the
+    frames whose media time falls in it, without fillers)."""
+    fb = FRAME_BYTES
+    lead = b"\xff" * (int(lead_s * 1000) // FRAME_MS * fb)
+    bounds, pos = [], len(lead) // fb
+    for line in lines:
+        if len(line) % fb:
+            raise ValueError("each line must be a whole number of frames")
+        bounds.append((pos * FRAME_MS, (pos + len(line) // fb) * FRAME_MS))
+        pos += len(line) // fb
+    out: list[list[bytes]] = [[] for _ in lines]
+    i = 0
+    for f in simulate(lead + b"".join(lines), impairment, params).frames:
+        if f.filler:
+            continue
+        while i < len(bounds) and f.source_ts_ms >= bounds[i][1]:
+            i += 1
+        if i < len(bounds) and f.source_ts_ms >= bounds[i][0]:
+            out[i].append(f.payload)
+    return [b"".join(x) for x in out]
+
+
 def speech_audio(seconds: float, seed: int) -> bytes:
     """The asset utterances in a loop with seeded pauses, over -55 dBFS noise, as mu-law."""
     from callbridge.sim.wavio import read_wav
@@ -182,18 +238,25 @@ def call_params() -> JitterParams:
 
 
 def word_error_rates(seeds: range) -> dict[str, float]:
-    """WER (%) of the embedded recogniser on the demo lines played out over each profile."""
+    """WER (%) of the embedded recogniser on the demo lines and ``WER_SENTENCES`` over each
+    profile, fed as a call feeds it (``recognised_audio``)."""
     import asyncio
 
+    from bench._gateway import speech
     from bench.turns import word_errors, words
     from callbridge.cli import DEMO_LINES, bundled_turns
     from callbridge.codecs.g711 import ulaw_decode
     from callbridge.codecs.resample import StreamingResampler
     from callbridge.sim.wavio import read_wav
     from callbridge.speech.stt import get_recognizer
+    from callbridge.speech.tts import EspeakTTS
 
     pad = np.zeros(8000, np.int16)
-    lines = [ulaw_encode(np.concatenate([pad[:4000], read_wav(p), pad])) for p in bundled_turns()]
+    tts = EspeakTTS(voice="en-us", rate_wpm=150)
+    spoken = [read_wav(p) for p in bundled_turns()] + [speech(tts, t) for t in WER_SENTENCES]
+    lines = [ulaw_encode(np.concatenate([pad[:4000], x, pad, pad[: (-len(x) - 12000) % FRAME_BYTES]]))
+             for x in spoken]  # whole frames
+    texts = [*DEMO_LINES, *WER_SENTENCES]
 
     async def transcribe(audio_ulaw: bytes) -> str:
         pcm16 = StreamingResampler(8000, 16000).process(ulaw_decode(audio_ulaw))
@@ -202,17 +265,24 @@ def word_error_rates(seeds: range) -> dict[str, float]:
             utterance.feed(pcm16[i : i + 320])
         return await utterance.finish()
 
-    async def wer(kw: dict) -> float:
+    async def wer(kw: dict, in_call: bool) -> float:
         errors = total = 0
         for seed in seeds:
-            for text, audio in zip(DEMO_LINES, lines):
-                heard = await transcribe(playout(audio, Impairment(seed=seed, **kw), call_params()))
+            line = Impairment(seed=seed, **kw)
+            if in_call:
+                fed = recognised_call(lines, line, call_params())
+            else:
+                fed = [recognised_audio(audio, line, call_params()) for audio in lines]
+            for text, audio in zip(texts, fed):
+                heard = await transcribe(audio)
                 errors += word_errors(words(text), words(heard))
                 total += len(words(text))
         return 100.0 * errors / total
 
-    async def all_profiles() -> dict[str, float]:
-        return {name: await wer(kw) for name, kw in PROFILES.items()}
+    async def all_profiles() -> dict[str, dict[str, float]]:
+        await get_recognizer().prewarm()
+        return {f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
+                for in_call in (True, False) for name, kw in PROFILES.items()}
 
     return asyncio.run(all_profiles())
 
@@ -248,16 +318,21 @@ def run(quick: bool) -> None:
             targets.append(st.target_ms)
             cpu.append(r.cpu_us_per_frame)
         lp95, ap50, ap95 = pct(line, 95), pct(added, 50), pct(added, 95)
-        ratio = f"{ap95 / lp95:6.2f}" if name != "clean" and lp95 > 0 else f"{'n/a':>6}"
+        ratio = f"{ap95 / lp95:6.2f}" if "jitter" in kw and lp95 > 0 else f"{'n/a':>6}"
         n = tot["n"]
         print(f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {100 * tot['conc'] / tot['out']:6.2f} "
               f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
               f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
               f"{statistics.median(cpu):8.1f}")
-    rates = word_error_rates(seeds)
-    print("\nSTT word error rate on the demo lines played out over each profile: " + ", ".join(
-        f"{name} {rate:.1f}%" for name, rate in rates.items()))
-    print(f"heavy - clean: {rates['heavy'] - rates['clean']:+.1f} points (target <= +5)")
+    wer_seeds = range(3) if quick else range(10)
+    rates = word_error_rates(wer_seeds)
+    print(f"\nSTT word error rate, {len(wer_seeds)} seeds x 8 lines (560 words at 10 seeds):")
+    for how, what in (("in call", "one buffer per call, lines after a 5 s greeting (target)"),
+                      ("cold", "a fresh buffer per line (its first stall finds it at the minimum depth)")):
+        r = {name: rates[f"{name} {how}"] for name in PROFILES}
+        print(f"  {how:<7} " + ", ".join(f"{name} {rate:.1f}%" for name, rate in r.items()) + f"   [{what}]")
+        print(f"          loss3 - clean {r['loss3'] - r['clean']:+.1f} points (target <= +5), "
+              f"heavy - clean {r['heavy'] - r['clean']:+.1f} points")
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ from callbridge.config import Settings
 
 EXAMPLES = [
     m.CallerMedia(1, 20, b"\xff" * 160),
+    m.CallerMedia(2, 40, b"\xff" * 160, True),
     m.CallerAudio(1, 20, b"\x00\x01" * 320, 16000),
+    m.CallerAudio(2, 40, b"\x00\x01" * 320, 16000, True),
     m.AgentAudio(3, b"\x01\x00" * 10, 22050),
     m.AgentUtteranceEnd(3),
     m.OutboundFrame(b"\x7f" * 160),
@@ -233,6 +235,41 @@ async def _call(clock):
     d = Dispatcher(clock, check_messages=True, name="CAtest")
     sup = d.add(CallSupervisor, None, Settings(greeting=""), io, m.CallStarted("CAtest", "MZtest"))
     return d, sup, io
+
+
+class CodecInbox(Actor):
+    """Stands where the Codec is: keeps what the jitter buffer sends it."""
+
+    role = "codec"
+
+    def __init__(self, ctx, got):
+        super().__init__(ctx)
+        self.got = got
+
+    def receiveMsg_CallerMedia(self, msg):  # noqa: N802
+        self.got.append(msg)
+
+
+async def test_jitter_marks_the_frames_it_inserts_during_a_stall_as_filler():
+    from callbridge.actors.jitter import JitterBuffer
+
+    clock, got = FakeClock(), []
+    d = Dispatcher(clock, check_messages=True)
+    d.add(Recorder, None, [])
+    d.add(JitterBuffer, "recorder", Settings())
+    d.add(CodecInbox, "recorder", got)
+    loud = bytes(range(0, 160))
+    for i in range(60):  # 1.2 s of a clean line, then 300 ms of nothing, then a burst
+        clock.t = i * 0.02 if i < 50 else 1.3
+        d.tell("jitter", m.CallerMedia(i + 1, i * 20, loud))
+    clock.t = 1.5
+    d.tell("jitter", m.CallerMedia(61, 60 * 20, loud))
+    d.close()
+    fillers = [msg for msg in got if msg.filler]
+    assert 10 <= len(fillers) <= 25  # the 300 ms stall (and the wait for the last frame)
+    assert all(msg.payload != loud for msg in fillers)  # concealment, never caller audio
+    assert sum(msg.payload == loud for msg in got) >= 50
+    assert [msg.chunk for msg in got] == list(range(1, len(got) + 1))  # one stream
 
 
 async def test_supervisor_restarts_with_fresh_state_and_replays_call_start():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callbridge.speech.endpoint import Endpointer, SpeechEnd, SpeechStart
+from callbridge.speech.endpoint import Endpointer, SpeechEnd, SpeechStart, run_start
 
 W = 0.032  # Silero window, seconds
 
@@ -231,3 +231,91 @@ def test_bursts_shorter_than_min_speech_never_start_a_turn(bursts):
     for n_speech, n_gap, level in bursts:
         probs += [level] * n_speech + [0.1] * n_gap
     assert feed(ep, probs) == []
+
+
+# --------------------------------------------------------------------------- #
+# Back-dating to the sound's onset, and starts between windows
+# --------------------------------------------------------------------------- #
+
+
+def test_run_start_is_backdated_to_the_sound_but_bounded():
+    assert run_start(1.0, None, 0.08) == 1.0
+    assert run_start(1.0, 1.01, 0.08) == 1.0  # the sound began after the window: no change
+    assert run_start(1.0, 0.95, 0.08) == pytest.approx(0.95)
+    assert run_start(1.0, 0.5, 0.08) == pytest.approx(0.92)  # at most max_backdate earlier
+    assert run_start(1.0, 0.95, 0.0) == 1.0
+
+
+def test_a_backdated_run_counts_min_speech_from_the_sound_onset():
+    # Sound began at 100.0; the VAD said speech from the window ending 100.096 (it began
+    # at 100.064); min 200 ms: the turn starts at the first window >= 100.2, not 100.264.
+    ep = Endpointer(min_speech_ms=200, window_ms=32, max_backdate_ms=80)
+    ev = []
+    for i, p in enumerate([0.1, 0.2, 0.9] + [0.95] * 10):
+        now = 100.032 + i * W
+        ev += [(now, e) for e in ep.update(p, now, sound_from=100.0)]
+    (now, start), = ev
+    assert start.at == pytest.approx(100.0)
+    assert now == pytest.approx(100.032 + 6 * W)  # 100.224: the first window end >= 100.2
+    # Without the sound's onset the same windows start the turn 64 ms later.
+    plain = Endpointer(min_speech_ms=200, window_ms=32)
+    ev = [(100.032 + i * W, e) for i, p in enumerate([0.1, 0.2, 0.9] + [0.95] * 10)
+          for e in plain.update(p, 100.032 + i * W)]
+    assert ev[0][0] == pytest.approx(100.032 + 8 * W)
+
+
+def test_backdating_never_excuses_the_vad_from_confirming():
+    # A long sound, but the VAD says speech for only 96 ms of it: no turn, however far
+    # back the sound began (max_backdate_ms 80 < 200 - 96).
+    ep = Endpointer(min_speech_ms=200, window_ms=32, max_backdate_ms=80)
+    probs = [0.1] * 10 + [0.9] * 3 + [0.1] * 10
+    assert [e for i, p in enumerate(probs) for e in ep.update(p, 100 + i * W, sound_from=99.0)] == []
+    assert Endpointer(window_ms=32, max_backdate_ms=0).max_backdate == 0
+    with pytest.raises(ValueError):
+        Endpointer(min_speech_ms=100, max_backdate_ms=150)
+
+
+def test_advance_starts_between_windows_only_while_sounding():
+    def run(sounding: bool) -> list:
+        ep = Endpointer(min_speech_ms=200, window_ms=32)
+        out = []
+        # windows at 0.032 k; two frames between windows, 11 ms apart
+        for k in range(1, 12):
+            out += [(k * W, e) for e in ep.update(0.9, k * W)]
+            for f in range(1, 3):
+                t = k * W + f * 0.011
+                out += [(t, e) for e in ep.advance(t, sounding)]
+        return out
+    (t, start), = run(True)
+    assert start.at == pytest.approx(0.0)  # the first window began at 0
+    assert t == pytest.approx(6 * W + 0.011)  # the first frame at or after 200 ms
+    (t, _), = run(False)  # silence since the last window: wait for the VAD
+    assert t == pytest.approx(7 * W)
+    ep = Endpointer()
+    assert ep.advance(1.0, True) == []  # no run: nothing
+    with pytest.raises(ValueError, match="backwards"):
+        ep.advance(0.5, True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 0.5), st.booleans()), max_size=200),
+    backdate_ms=st.sampled_from([0, 40, 80, 200]),
+)
+def test_vad_confirms_at_least_min_speech_minus_backdate(seq, backdate_ms):
+    """Whatever the sound tracker says, a start needs the VAD's windows (>= neg since one
+    >= threshold) to span at least min_speech - max_backdate before it is reported."""
+    ep = Endpointer(min_speech_ms=200, window_ms=32, max_backdate_ms=backdate_ms)
+    now, hist = 10.0, []
+    for p, back, sounding in seq:
+        now += 0.02
+        hist.append((now, p))
+        events = ep.update(p, now, sound_from=now - back) + ep.advance(now, sounding)
+        for e in events:
+            if isinstance(e, SpeechStart):
+                j = max(i for i, (_, q) in enumerate(hist) if q < ep.neg_threshold) + 1 if any(
+                    q < ep.neg_threshold for _, q in hist) else 0
+                first = next(t for t, q in hist[j:] if q >= ep.threshold)
+                assert now - (first - 0.032) >= 0.2 - backdate_ms / 1000 - 1e-9
+                assert e.at >= first - 0.032 - backdate_ms / 1000 - 1e-9
+                assert now - e.at >= 0.2 - 1e-9

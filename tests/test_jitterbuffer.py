@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
-from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams
+from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, quietest
 from callbridge.sim.impair import Impairment
 
 FB = 160
@@ -400,3 +400,58 @@ def test_frame_size_is_a_parameter():
     out = jb.pop(0.2)
     assert [len(f.payload) for f in out] == [80] * len(out)
     assert [f.kind for f in out[:6]] == ["audio"] * 4 + ["concealed", "audio"]
+
+
+def test_fillers_are_exactly_the_frames_inserted_while_holding():
+    # 1 s clean, a lost slot (concealed: media time, not a filler), then a 300 ms stall
+    # (held: fillers), then the rest in a burst.
+    arrivals = [(i * 0.02, i + 1, i * FMS, frame_payload(i)) for i in range(50) if i != 30]
+    arrivals += [(1.3, i + 1, i * FMS, frame_payload(i)) for i in range(50, 80)]
+    jb = JitterBuffer()
+    out = flat(drive(jb, arrivals, 3.0)[0])
+    last_audio = max(i for i, f in enumerate(out) if f.kind == "audio")
+    fillers = [f for f in out[:last_audio] if f.filler]
+    assert all(f.kind != "audio" and f.source_ts_ms is None for f in out if f.filler)
+    assert len(fillers) >= 10  # the stall: ~300 ms held
+    lost = [f for f in out if f.source_ts_ms == 30 * FMS]
+    assert len(lost) == 1 and lost[0].kind == "concealed" and not lost[0].filler
+    # Without the fillers, what is left is the media in order, each slot once, the lost
+    # slot concealed in its place: the recogniser hears the words at their own pace.
+    media = [f.source_ts_ms for f in out[: last_audio + 1] if not f.filler]
+    assert media == sorted(set(media)) and media[0] == 0 and media[-1] == 79 * FMS
+    s = jb.stats()
+    assert len(media) == 80 - s.dropped_quiet - s.dropped_speech - s.skipped
+
+
+def test_quietest():
+    assert quietest([]) == 0
+    assert quietest([5.0]) == 0
+    assert quietest([5.0, 3.0, 3.0, 4.0]) == 1  # the earliest of equals
+    assert quietest([1.0, 3.0]) == 0
+
+
+def test_speech_dropped_to_catch_up_is_the_quietest_just_ahead():
+    # After a stall, nothing quiet to drop: the buffer must drop speech, and it picks,
+    # among the frames buffered in the next drop_choice_ms, the quietest.
+    n0 = 3000
+    def level(i: int) -> int:
+        if i < n0:  # a pause every 10 frames keeps the noise floor down
+            return 20 if i % 10 == 0 else 8000
+        return 5000 if i % 3 == 2 else 8000  # every third frame softer, none quiet
+
+    def payload(i: int) -> bytes:
+        body = ulaw_encode((np.sin(np.arange(FB) * 0.3) * level(i)).astype(np.int16))
+        return body[: FB - 4] + bytes([i & 0xFF, (i >> 8) & 0xFF, 0, 0x5A])
+
+    # 60 s clean, then a 340 ms stall (within the hold limit), then a burst
+    arrivals = [(i * 0.02, i + 1, i * FMS, payload(i)) for i in range(n0)]
+    arrivals += [(max(60.34, i * 0.02), i + 1, i * FMS, payload(i)) for i in range(n0, n0 + 300)]
+    jb = JitterBuffer(JitterParams(drop_choice_ms=60))
+    out = flat(drive(jb, arrivals, 68.0)[0])
+    s = jb.stats()
+    assert s.dropped_quiet == 0 and s.lost_late == 0
+    # A spliced frame is reported under the frame after the dropped one.
+    played = {f.source_ts_ms // FMS for f in out if f.kind == "audio"}
+    gone = sorted(set(range(n0, n0 + 300)) - played)
+    assert s.dropped_speech == len(gone) >= 5
+    assert all(level(i) == 5000 for i in gone)

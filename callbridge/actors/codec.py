@@ -48,7 +48,7 @@ class Codec(Actor):
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
         pcm = self.inbound.process(ulaw_decode(msg.payload))
-        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE)
+        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE, msg.filler)
         for role in CALLER_AUDIO_TO:
             self.ctx.tell(role, audio)
 

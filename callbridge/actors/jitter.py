@@ -62,7 +62,7 @@ class JitterBuffer(Actor):
     def _play(self, now: float) -> None:
         for frame in self.buffer.pop(now):
             self.out_chunk += 1
-            self.ctx.tell("codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload))
+            self.ctx.tell("codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler))
         if now >= self.next_stats:
             self.next_stats = now + STATS_EVERY_S
             stats = self.summary()

@@ -31,21 +31,26 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class CallerMedia(Message):
     """Gateway -> JitterBuffer: one Twilio media frame as received (mu-law 8 kHz);
-    JitterBuffer -> Codec: the same, in order and continuous (gaps concealed)."""
+    JitterBuffer -> Codec: the same, in order and continuous (gaps concealed).
+    ``filler``: a frame the jitter buffer inserted while the line stalled (no media
+    time: the caller did not pause there); real time for the VAD, skipped by the STT."""
 
     chunk: int
     timestamp: int
     payload: bytes
+    filler: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio(Message):
-    """Codec -> Upstream and BargeIn: caller PCM, continuous."""
+    """Codec -> Upstream and BargeIn: caller PCM, continuous; ``filler`` as in
+    ``CallerMedia``."""
 
     chunk: int
     timestamp: int
     pcm: bytes
     rate: int
+    filler: bool = False
 
 
 # --- outbound audio --------------------------------------------------------------

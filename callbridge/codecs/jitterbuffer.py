@@ -42,9 +42,10 @@ Model
   ``max(quiet_level, noise floor + quiet_above_floor)``, 16 steps = 6 dB); lost slots are
   skipped instead of concealed; speech frames are dropped only when the excess is beyond
   ``accelerate_ms``, at most one per ``accelerate_every`` output slots, and only if the quiet
-  frames buffered in the next ``lookahead_ms`` cannot cover the excess.  Of the next two
-  frames the quieter is dropped, spliced with a 5 ms cross-fade (that output frame is
-  "audio" whose first quarter differs from what was pushed).  Latency thus returns to
+  frames buffered in the next ``lookahead_ms`` cannot cover the excess.  The quietest of
+  the frames buffered in the next ``drop_choice_ms`` (speech's softer parts: a consonant, a
+  word's tail) is dropped, spliced with a 5 ms cross-fade (that output frame is "audio"
+  whose first quarter differs from what was pushed); at least the next one is a choice.  Latency thus returns to
   ``target + margin_ms`` after each burst and does not creep up over a call.
 * Concealment.  The first ``conceal_ms`` after the last good frame repeat it with a linear
   fade to zero (G.711 table decode, scale, re-encode); then comfort noise (``comfort_dbfs``
@@ -103,6 +104,13 @@ class Frame(NamedTuple):
     source_ts_ms: int | None = None
     latency_ms: float | None = None
 
+    @property
+    def filler(self) -> bool:
+        """Inserted while holding through an underrun: it stands for no media time (the
+        caller did not pause there), so a recogniser should skip it; the VAD's clock
+        should not."""
+        return self.source_ts_ms is None
+
 
 @dataclass(frozen=True, slots=True)
 class JitterParams:
@@ -121,7 +129,8 @@ class JitterParams:
     hold_ms: float = 300.0
     accelerate_ms: float = 20.0
     accelerate_every: int = 1
-    lookahead_ms: float = 200.0
+    lookahead_ms: float = 600.0
+    drop_choice_ms: float = 40.0
     conceal_ms: int = 60
     stale_ms: float = 2000.0
     max_frames: int = 500
@@ -159,6 +168,7 @@ class JitterParams:
         need(self.accelerate_ms >= self.margin_ms, "accelerate_ms must be >= margin_ms")
         need(self.conceal_ms >= 0, "conceal_ms must be >= 0")
         need(self.lookahead_ms >= 0, "lookahead_ms must be >= 0")
+        need(self.drop_choice_ms >= 0, "drop_choice_ms must be >= 0")
         need(self.stale_ms >= self.hold_ms, "stale_ms must be >= hold_ms")
         need(self.max_frames >= 2, "max_frames must be >= 2")
         need(self.comfort_dbfs <= 0, "comfort_dbfs must be <= 0")
@@ -257,7 +267,8 @@ class JitterBuffer:
         self._run = 0  # concealment frames since the last audio frame
         self._since_accel = p.accelerate_every
         self._lookahead = int(p.lookahead_ms // p.frame_ms)
-        self._doomed: int | None = None  # a frame chosen to be dropped at the next slot
+        self._choose = max(1, int(p.drop_choice_ms // p.frame_ms))
+        self._doomed: int | None = None  # a frame just ahead chosen to be dropped
         spf = p.frame_bytes
         nx = max(1, spf // 4)  # splice cross-fade: a quarter frame (5 ms)
         self._xfade = ((np.arange(nx) + 1) / (nx + 1)).astype(np.float32)
@@ -450,10 +461,16 @@ class JitterBuffer:
                     elif (excess > p.accelerate_ms and self._since_accel >= p.accelerate_every
                           and self._quiet_ahead(s, quiet) * fms < excess - p.margin_ms):
                         self._since_accel = 0
-                        if buf[s + 1].level < item.level and (s + 2) in buf:
-                            self._doomed = s + 1  # the next one is quieter: drop it instead
-                        else:
+                        levels = []  # frames that can be dropped: buffered, with a successor
+                        for k in range(s, s + self._choose):
+                            if (k + 1) not in buf:
+                                break
+                            levels.append(buf[k].level)
+                        pick = s + quietest(levels)
+                        if pick == s:
                             splice = True
+                        else:
+                            self._doomed = pick  # a quieter one just ahead: drop it instead
                 del buf[s]
                 self._played_ring[s % _PLAYED_RING] = s
                 self._cursor = s + 1
@@ -580,3 +597,8 @@ class JitterBuffer:
             latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),
             latency_p95_ms=self.latency_percentile(95), stale_head=c["stale_head"],
         )
+
+
+def quietest(levels: list[float]) -> int:
+    """Index of the lowest level (the earliest of equals); 0 for an empty list."""
+    return min(range(len(levels)), key=levels.__getitem__) if levels else 0

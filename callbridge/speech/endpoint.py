@@ -39,7 +39,16 @@ stamped at its end. A run then counts its first window whole: it began at
 ``now - window_ms``, so ``min_speech_ms`` is measured on the audio, not from the end of
 the first window (32 ms sooner). Default 0: the run begins at the window's ``now``.
 
-Limits (``ValueError`` past them): ``window_ms`` 0..100; ``0 < threshold < 1``;
+``sound_from`` (optional, per ``update``): where the stretch of audible sound this window
+belongs to began (``callbridge.speech.onset.SoundOnset``). The VAD's probability crosses
+the threshold 1-3 windows after a word begins; a run opened by this window then begins at
+``sound_from`` instead, but at most ``max_backdate_ms`` before the window's audio began
+(default 0: never earlier). So ``min_speech_ms`` is counted from the first audible sample of
+the speech, and the VAD must still have confirmed at least ``min_speech_ms -
+max_backdate_ms`` of it, window by window, before a start is reported.
+
+Limits (``ValueError`` past them): ``window_ms`` 0..100; ``max_backdate_ms``
+0..``min_speech_ms`` (at least one window must confirm); ``0 < threshold < 1``;
 ``0 < neg_threshold <= threshold``; ``min_speech_ms`` 0..2000 (0: the first
 speech window starts a turn); ``end_silence_ms`` 100..3000 (300..800 is the
 usual range for a phone agent); ``pre_roll_ms`` 0..2000; ``max_speech_ms``
@@ -97,6 +106,7 @@ class Endpointer:
         neg_threshold: float | None = None,
         max_speech_ms: float = 30000.0,
         window_ms: float = 0.0,
+        max_backdate_ms: float = 0.0,
     ) -> None:
         self.threshold = _check("threshold", threshold, 0.0, 1.0)
         if not 0.0 < self.threshold < 1.0:
@@ -111,6 +121,7 @@ class Endpointer:
         self.pre_roll = _check("pre_roll_ms", pre_roll_ms, 0.0, 2000.0) / 1000.0
         self.max_speech = _check("max_speech_ms", max_speech_ms, 1000.0, 600000.0) / 1000.0
         self.window = _check("window_ms", window_ms, 0.0, 100.0) / 1000.0
+        self.max_backdate = _check("max_backdate_ms", max_backdate_ms, 0.0, min_speech_ms) / 1000.0
         self.reset()
 
     def reset(self) -> None:
@@ -126,8 +137,9 @@ class Endpointer:
         """True between a SpeechStart and its SpeechEnd."""
         return self._in_speech
 
-    def update(self, probability: float, now: float) -> list[Event]:
-        """Feed one VAD window; returns the events it caused (none or one)."""
+    def update(self, probability: float, now: float, sound_from: float | None = None) -> list[Event]:
+        """Feed one VAD window; returns the events it caused (none or one).
+        ``sound_from``: where the sound this window belongs to began, if known."""
         if not 0.0 <= probability <= 1.0:  # NaN fails too
             raise ValueError(f"probability must be in 0..1, got {probability!r}")
         if not now >= self._last_now:
@@ -148,17 +160,36 @@ class Endpointer:
         # Silence: track a candidate run.
         if self._run_start is None:
             if probability >= self.threshold:
-                self._run_start = now - self.window  # the window's audio began then
+                self._run_start = run_start(now - self.window, sound_from, self.max_backdate)
         elif probability < self.neg_threshold:
             self._run_start = None
         if self._run_start is not None and now - self._run_start >= self.min_speech:
-            at = self._run_start
-            self._run_start = None
-            self._in_speech = True
-            self._turn_start = at
-            self._last_speech = now
-            events.append(SpeechStart(at, at - self.pre_roll))
+            events.append(self._start_turn(now))
         return events
+
+    def advance(self, now: float, sounding: bool) -> list[Event]:
+        """Between VAD windows (every 20 ms frame, say): a candidate run that has lasted
+        ``min_speech_ms`` by ``now`` starts a turn now, instead of at the next window (up to
+        one window later), if its sound is still going on (``sounding``: audible audio in the
+        latest frame). The audio since the last window is judged by its level alone; every
+        window of the run before it was speech to the VAD. Same errors as :meth:`update`."""
+        if not now >= self._last_now:
+            raise ValueError(f"time went backwards: {now!r} < {self._last_now!r}")
+        self._last_now = now
+        if self._in_speech or self._run_start is None or not sounding:
+            return []
+        if now - self._run_start < self.min_speech:
+            return []
+        return [self._start_turn(now)]
+
+    def _start_turn(self, now: float) -> SpeechStart:
+        at = self._run_start
+        assert at is not None
+        self._run_start = None
+        self._in_speech = True
+        self._turn_start = at
+        self._last_speech = now
+        return SpeechStart(at, at - self.pre_roll)
 
     def finish(self, now: float) -> list[Event]:
         """End of stream: close a turn in progress (``forced``); then reset."""
@@ -167,3 +198,11 @@ class Endpointer:
             events.append(SpeechEnd(self._last_speech, max(now, self._last_speech), forced=True))
         self.reset()
         return events
+
+
+def run_start(window_start: float, sound_from: float | None, max_backdate: float) -> float:
+    """Where a run opened by a window whose audio began at ``window_start`` begins: at the
+    start of its sound if that is earlier, but no more than ``max_backdate`` (s) earlier."""
+    if sound_from is None or sound_from >= window_start:
+        return window_start
+    return max(sound_from, window_start - max_backdate)

@@ -117,7 +117,7 @@ class EmbeddedBackend(Backend):
                 conv.hang_up_after = conv.last_said[0]
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
-        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
+        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now(), filler=msg.filler)
 
     def dtmf(self, digit: str) -> None:
         self.speaker.say(f"You pressed {DTMF_WORDS.get(digit, digit)}.", "dtmf_reply")

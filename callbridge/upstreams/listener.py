@@ -2,7 +2,12 @@
 
 Caller audio (16 kHz, 20 ms frames) goes through the VAD; the endpointer turns speech
 probabilities into turn boundaries (start after sustained speech, end after
-``ENDPOINT_SILENCE_MS`` of silence, never on a partial alone). The recogniser is fed
+``ENDPOINT_SILENCE_MS`` of silence, never on a partial alone). ``MIN_SPEECH_MS`` is
+counted from the first audible sample of the speech (``speech.onset.SoundOnset``; at most
+``MAX_BACKDATE_MS`` before the VAD's first speech window), and checked on every 20 ms
+frame, not only every 32 ms VAD window: a barge-in is reported ~200-225 ms after the
+caller's first audible sample, not 250-300 ms. Frames the jitter buffer inserted while
+the line stalled (``filler``) go to the VAD but not to the recogniser. The recogniser is fed
 only while the caller speaks, plus ``PRE_ROLL_MS`` of audio from before the detected
 start (so the first syllable is not lost), which keeps STT CPU per call low. Decoders
 come from a process-wide pool and run off the event loop.
@@ -23,12 +28,17 @@ import numpy as np
 
 from ..config import Settings
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
+from ..speech.onset import SoundOnset
 from ..speech.stt import get_recognizer
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from .base import Port
 
 FRAME_MS = 20
 PRE_ROLL_MS = 300
+MAX_BACKDATE_MS = 80
+"""The VAD must itself have confirmed at least MIN_SPEECH_MS - this of a turn's start."""
+ONSET_GAP_MS = 25
+"""Near silence this long ends a stretch of sound (a door slam 40 ms before a cough)."""
 MAX_TURN_S = 30.0
 _KEEP_MS = PRE_ROLL_MS + 2000 + 100  # a start is reported MIN_SPEECH_MS (<= 2 s) late
 
@@ -55,22 +65,32 @@ class Listener:
             pre_roll_ms=PRE_ROLL_MS,
             max_speech_ms=MAX_TURN_S * 1000,
             window_ms=1000 * WINDOW_SAMPLES[16000] / 16000,
+            max_backdate_ms=min(MAX_BACKDATE_MS, settings.min_speech_ms),
         )
+        self.sound = SoundOnset(16000, max_gap_ms=ONSET_GAP_MS)
         self.recognizer = get_recognizer(decoders=settings.stt_decoders)
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)
         self.turn: _Turn | None = None
 
-    def feed(self, pcm16k: np.ndarray, now: float) -> None:
-        if self.turn is None:
+    def feed(self, pcm16k: np.ndarray, now: float, filler: bool = False) -> None:
+        """One 20 ms frame. ``filler``: inserted by the jitter buffer while the line
+        stalled: the VAD and endpointer see it (real time passes), the recogniser does not
+        (the caller did not pause there)."""
+        if filler:
+            pass
+        elif self.turn is None:
             self.recent.append((now, pcm16k))
         else:
             self.turn.feed(pcm16k)
-        for probability in self.vad.process(pcm16k):
-            for event in self.endpointer.update(probability, now):
-                if isinstance(event, SpeechStart) and self.turn is None:
-                    self._start(event)
-                elif isinstance(event, SpeechEnd) and self.turn is not None:
-                    self._end(event.at_last_speech, now)
+        self.sound.feed(pcm16k, now)
+        sound_from = self.sound.since(now)
+        events = [e for p in self.vad.process(pcm16k) for e in self.endpointer.update(p, now, sound_from)]
+        events += self.endpointer.advance(now, sound_from is not None)
+        for event in events:
+            if isinstance(event, SpeechStart) and self.turn is None:
+                self._start(event)
+            elif isinstance(event, SpeechEnd) and self.turn is not None:
+                self._end(event.at_last_speech, now)
 
     def _start(self, event: SpeechStart) -> None:
         self.port.note("speech_started", onset_ms_ago=round((self.port.now() - event.at) * 1000))
