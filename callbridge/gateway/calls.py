@@ -19,7 +19,7 @@ from ..actors.runtime import Dispatcher
 from ..actors.supervisor import CHILDREN, CallSupervisor
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
-from ..timeline import Timeline
+from ..timeline import MAX_EVENTS, Timeline
 from .output import OutboundWriter
 
 log = logging.getLogger("callbridge.gateway")
@@ -36,6 +36,7 @@ class Call:
         hang_up: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         publish: Callable[[str, str, dict[str, Any]], None] | None = None,
+        bind: Callable[[str, str], None] | None = None,
     ) -> None:
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
@@ -48,6 +49,7 @@ class Call:
         self.marks_played = 0
         self._hang_up = hang_up
         self._publish = publish
+        self._bind = bind
         self.closing: asyncio.Task[Any] | None = None
         self.agent_closing: asyncio.Task[Any] | None = None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
@@ -125,6 +127,11 @@ class Call:
         log.warning("call %s: ending: %s", self.call_sid, reason)
         self._hang_up(reason)
 
+    def bind_upstream(self, provider: str, remote_id: str) -> None:
+        """The remote back end's id for this call: its webhooks find the call by it."""
+        if self._bind is not None:
+            self._bind(provider, remote_id)
+
     def _first_frame_sent(self) -> None:
         self.note("first_audio_sent")
 
@@ -165,6 +172,8 @@ class CallRegistry:
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.history = history
         self.total = 0
+        self.aliases: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """(provider, remote call id) -> CallSid, for live and kept ended calls."""
 
     def add(self, call: Call) -> None:
         self.live[call.call_sid] = call
@@ -177,6 +186,33 @@ class CallRegistry:
         self.ended.move_to_end(call.call_sid)
         while len(self.ended) > self.history:
             self.ended.popitem(last=False)
+        while len(self.aliases) > 2 * self.history + len(self.live):
+            self.aliases.popitem(last=False)
+
+    def alias(self, provider: str, remote_id: str, call_sid: str) -> None:
+        self.aliases[(provider, remote_id)] = call_sid
+        self.aliases.move_to_end((provider, remote_id))
+
+    def by_alias(self, provider: str, remote_id: str) -> str | None:
+        return self.aliases.get((provider, remote_id))
+
+    def note(self, call_sid: str, event: str, **data: Any) -> bool:
+        """Record ``event`` in a live call's timeline, or append it to a kept ended one
+        (webhooks arrive after the call). False if the call is unknown."""
+        call = self.live.get(call_sid)
+        if call is not None:
+            call.note(event, **data)
+            return True
+        record = self.ended.get(call_sid)
+        if record is None:
+            return False
+        timeline = record["timeline"]
+        if len(timeline) >= MAX_EVENTS:
+            record["timeline_dropped"] = record.get("timeline_dropped", 0) + 1
+            return True
+        t_ms = round((time.time() - record["started_at"]) * 1000.0, 1)
+        timeline.append({"t_ms": t_ms, "event": event, **data})
+        return True
 
     def get(self, call_sid: str) -> dict[str, Any] | None:
         call = self.live.get(call_sid)

@@ -130,7 +130,11 @@ class StreamSession:
         if start.call_sid in gw.registry.live:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
         publish = gw.events.publish if gw.events is not None else None
-        call = Call(gw.settings, start, self.ws.send_str, self.hang_up, publish=publish)
+        registry, sid = gw.registry, start.call_sid
+        call = Call(
+            gw.settings, start, self.ws.send_str, self.hang_up, publish=publish,
+            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
+        )
         gw.registry.add(call)
         log.info("call %s: stream %s started", call.call_sid, call.stream_sid)
         return call

@@ -2,8 +2,9 @@
 
 Checks ``X-Twilio-Signature`` over the public URL and the form, then answers at once
 with ``<Connect><Stream>`` TwiML carrying a stream token (no back-end work before the
-answer). Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid
-CallSid is a 400; a bad or missing signature a 403, each with one log line.
+answer). ``?upstream=NAME`` (one of ``UPSTREAM``'s values, covered by the signature)
+chooses the call's back end: it travels as the stream parameter ``upstream``. Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid
+CallSid or an unknown ``upstream`` is a 400; a bad or missing signature a 403, each with one log line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from ..codecs.mediastreams import SID_RE
+from ..config import UPSTREAMS
 from .context import GATEWAY
 from .security import stream_url
 
@@ -41,10 +43,16 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if not SID_RE.match(call_sid):
         log.warning("webhook from %s refused: missing or invalid CallSid", request.remote)
         raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    upstream = request.query.get("upstream")
+    if upstream is not None and upstream not in UPSTREAMS:
+        log.warning("webhook from %s refused: unknown upstream %r", request.remote, upstream[:40])
+        raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(UPSTREAMS)}\n")
     response = VoiceResponse()
     connect = Connect()
     stream = connect.stream(url=stream_url(base))
     stream.parameter(name="token", value=gw.tokens.issue(call_sid, time.time()))
+    if upstream is not None:
+        stream.parameter(name="upstream", value=upstream)
     response.append(connect)
     log.info("call %s: webhook answered from %s", call_sid, params.get("From", "?"))
     return web.Response(text=str(response), content_type="text/xml")

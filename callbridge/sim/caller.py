@@ -110,6 +110,7 @@ class SimulatedCall:
         call_sid: str | None = None,
         from_number: str = "+15005550006",
         to_number: str = "+15005550001",
+        webhook_path: str = "/voice/inbound",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
@@ -131,6 +132,7 @@ class SimulatedCall:
         self.result = CallResult(call_sid or new_sid("CA"), new_sid("MZ"))
         self.from_number = from_number
         self.to_number = to_number
+        self.webhook_path = webhook_path
         self.started = asyncio.Event()
         # Twilio's playback buffer and pending marks (byte position where each fires).
         self._playback = bytearray()
@@ -163,9 +165,9 @@ class SimulatedCall:
         params = self.webhook_params()
         headers = {}
         if self.auth_token:
-            url = self.public_url + "/voice/inbound"
+            url = self.public_url + self.webhook_path
             headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, url, params)
-        async with session.post(self.base_url + "/voice/inbound", data=params, headers=headers) as resp:
+        async with session.post(self.base_url + self.webhook_path, data=params, headers=headers) as resp:
             body = await resp.text()
             if resp.status != 200:
                 raise WebhookRefused(resp.status, body)
