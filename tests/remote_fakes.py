@@ -285,6 +285,7 @@ class FakeVapi(FakeModel):
         self.host = ""
         self.created: list[dict[str, Any]] = []
         self.hangups: list[str] = []
+        self.create_delay_s = 0.0
         self.end_with = "hangup"
         """How the fake's agent ends a call: ``hangup`` (control message) or ``close``."""
 
@@ -307,6 +308,8 @@ class FakeVapi(FakeModel):
             return web.json_response({"message": "overloaded"}, status=503)
         body = await request.json()
         self.created.append(body)
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)
         call_id = f"vapi-call-{len(self.created)}"
         return web.json_response({
             "id": call_id, "status": "queued", "type": "vapi.websocketCall",
