@@ -1,6 +1,7 @@
 """The aiohttp application: ``create_app(settings) -> web.Application``.
 
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
+``POST /webhook/vapi`` (Vapi's server-URL messages),
 ``GET /healthz``, ``GET /calls``, ``GET /calls/{callSid}``, and, only with
 ``FAULT_INJECTION``, ``POST /calls/{callSid}/fault?child=ROLE``.
 """
@@ -16,6 +17,7 @@ from ..config import Settings
 from ..upstreams.embedded import prewarm
 from .context import GATEWAY, Gateway
 from .media import media_socket
+from .vapi_webhook import vapi_webhook
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
 
 log = logging.getLogger("callbridge.gateway")
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         [
             web.post("/voice/inbound", voice_inbound),
             web.get("/media", media_socket),
+            web.post("/webhook/vapi", vapi_webhook),
             web.get("/healthz", healthz),
             web.get("/calls", list_calls),
             web.get("/calls/{call_sid}", get_call),

@@ -10,6 +10,7 @@ from ..config import Settings
 from .calls import CallRegistry
 from .events import EventPoster
 from .security import SignatureChecker, StreamTokens, public_base
+from .vapi_auth import ReplayGuard
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Gateway:
     tokens: StreamTokens
     events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    vapi_replays: ReplayGuard = field(default_factory=ReplayGuard)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Gateway":
