@@ -183,3 +183,19 @@ async def test_agent_ends_the_call_with_the_tool(start_server):
     assert "upstream.ended" in names and "call_ending" in names
     ending = events(result, "call_ending")[0]
     assert ending["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50  # after the goodbye played
+
+
+async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
+    fake = FakeRealtime()
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        first = await SimulatedCall(url, audio=[speech_8k("Book Monday.")], polite=True, hold_s=1.0).run()
+        second = await SimulatedCall(url, hold_s=1.5).run()
+        for session in fake.sessions:
+            await asyncio.wait_for(session.closed.wait(), 3)
+    assert len(fake.sessions) == 2
+    # The second call is greeted afresh, gets no context from the first, starts at u1.
+    second_events = [e["type"] for e in fake.sessions[1].events]
+    assert "response.create" in second_events and "conversation.item.create" not in second_events
+    assert [n for _, n in second.marks_echoed if "." not in n][:1] == ["u1"]
+    assert not events(second, "transcript.final") and events(first, "transcript.final")
