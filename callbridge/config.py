@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -35,6 +36,9 @@ class Settings:
     public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
     trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
+    twilio_account_sid: str = field(default="", metadata={"env": "TWILIO_ACCOUNT_SID", "doc": "With `TWILIO_AUTH_TOKEN`: calls the agent (or a failure) ends are also completed through Twilio's REST API, and `TWILIO_NUMBER` can be pointed here at start."})
+    twilio_number: str = field(default="", metadata={"env": "TWILIO_NUMBER", "doc": "A number of the account (E.164, e.g. `+15551234567`): at start its Voice URL is set to `{PUBLIC_URL}/voice/inbound` (needs `PUBLIC_URL` and `TWILIO_ACCOUNT_SID`)."})
+    twilio_api_url: str = field(default="https://api.twilio.com", metadata={"env": "TWILIO_API_URL", "doc": "Base of Twilio's REST API (tests point it at a local server)."})
     secret: str = field(default="", metadata={"env": "CALLBRIDGE_SECRET", "doc": "HMAC key for stream tokens. Unset: derived from `TWILIO_AUTH_TOKEN`, else random per process.", "secret": True})
     stream_token_ttl_s: float = field(default=120.0, metadata={"env": "STREAM_TOKEN_TTL_S", "doc": "Seconds a stream token stays valid after the webhook answered."})
     greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
@@ -89,6 +93,12 @@ class Settings:
             raise ConfigError("AGENT=webhook needs AGENT_WEBHOOK_URL")
         if not 0.5 <= self.agent_timeout_s <= 60:
             raise ConfigError(f"AGENT_TIMEOUT_S must be 0.5..60, not {self.agent_timeout_s}")
+        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
+            raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
+        if self.twilio_number and not (self.twilio_account_sid and self.twilio_auth_token and self.public_url):
+            raise ConfigError("TWILIO_NUMBER needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL")
+        if not self.twilio_api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"TWILIO_API_URL must start with http:// or https://: {self.twilio_api_url!r}")
         if self.upstream not in UPSTREAMS:
             raise ConfigError(f"UPSTREAM must be one of {', '.join(UPSTREAMS)}, not {self.upstream!r}")
         if not 1 <= self.upstream_timeout_s <= 60:

@@ -8,6 +8,7 @@ Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from aiohttp import WSCloseCode, web
@@ -17,6 +18,7 @@ from ..config import Settings
 from ..upstreams.embedded import prewarm
 from .context import GATEWAY, Gateway
 from .media import media_socket
+from .twilio_rest import TwilioError
 from .vapi_webhook import vapi_webhook
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
 
@@ -71,8 +73,27 @@ async def _prewarm(app: web.Application) -> None:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[GATEWAY].sockets):
+    gw = app[GATEWAY]
+    for ws in list(gw.sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    if gw.background:  # REST calls in flight: each is bounded by its own timeout
+        await asyncio.gather(*gw.background, return_exceptions=True)
+
+
+async def _point_number(app: web.Application) -> None:
+    """``TWILIO_NUMBER``: set its Voice URL to this gateway's webhook (failures are logged,
+    the gateway still starts)."""
+    gw = app[GATEWAY]
+    s = gw.settings
+    if not (s.twilio_number and gw.twilio is not None):
+        return
+    voice_url = s.public_url.rstrip("/") + "/voice/inbound"
+    try:
+        sid = await gw.twilio.point_number(s.twilio_number, voice_url)
+    except TwilioError as exc:
+        log.warning("could not point %s at %s: %s", s.twilio_number, voice_url, exc)
+    else:
+        log.info("%s (%s) now calls %s", s.twilio_number, sid, voice_url)
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -99,6 +120,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             "anyone who can reach this port can place calls)"
         )
     app.on_startup.append(_prewarm)
+    app.on_startup.append(_point_number)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
     return app

@@ -140,12 +140,15 @@ class StreamSession:
         return call
 
     def hang_up(self, reason: str) -> None:
-        """The call's supervisor gave up: close the stream (Twilio moves to the next verb)."""
+        """The call ends from our side (the agent said goodbye, or the supervisor gave up):
+        close the stream (Twilio moves to the next verb; there is none) and, with Twilio
+        API credentials, complete the call through the REST API too."""
         if self.call is not None:
             self.call.stop_reason = reason
             self.call.closing = asyncio.get_running_loop().create_task(
                 self.ws.close(code=WSCloseCode.OK, message=b"call ended")
             )
+            self.gw.complete_call(self.call.call_sid)
 
     def refused(self, code: int, reason: str) -> None:
         log.warning("media socket %s closed with %d: %s", self.who, code, reason)
