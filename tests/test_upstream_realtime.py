@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import aiohttp
 import numpy as np
 import orjson
 
@@ -199,3 +200,26 @@ async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
     assert "response.create" in second_events and "conversation.item.create" not in second_events
     assert [n for _, n in second.marks_echoed if "." not in n][:1] == ["u1"]
     assert not events(second, "transcript.final") and events(first, "transcript.final")
+
+
+async def test_upstream_actor_restart_resumes_the_conversation(start_server):
+    fake = FakeRealtime()
+    async with fake.running():
+        url = await realtime_server(start_server, fake, fault_injection=True)
+        call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], polite=True, hold_s=3.0)
+        running = asyncio.ensure_future(call.run())
+        for _ in range(500):
+            if fake.replies >= 2:
+                break
+            await asyncio.sleep(0.02)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=upstream") as resp:
+                assert resp.status == 200
+        result = await running
+        await asyncio.wait_for(fake.sessions[0].closed.wait(), 3)
+    assert "child_restarted" in result.timeline_events()
+    assert len(fake.sessions) == 2
+    second = [e["type"] for e in fake.sessions[1].events]
+    assert "conversation.item.create" in second and "response.create" not in second
+    roles = [e["item"]["role"] for e in fake.sessions[1].events if e["type"] == "conversation.item.create"]
+    assert roles[:3] == ["assistant", "user", "assistant"]

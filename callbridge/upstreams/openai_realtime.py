@@ -139,9 +139,10 @@ class RealtimeBackend(RemoteBackend):
         await self._expect(ws, "session.created")
         await ws.send_str(orjson.dumps(session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)).decode())
         await self._expect(ws, "session.updated")
-        if self.sessions:  # a reconnect: give the new session the conversation so far
-            for turn in self.conversation.history[-CONTEXT_TURNS:]:
-                await ws.send_str(orjson.dumps(context_item(turn)).decode())
+        # After a reconnect (or a restart of the Upstream actor) the new session first
+        # gets the conversation so far; a new call has none.
+        for turn in self.conversation.history[-CONTEXT_TURNS:]:
+            await ws.send_str(orjson.dumps(context_item(turn)).decode())
 
     async def _expect(self, ws: aiohttp.ClientWebSocketResponse, wanted: str) -> None:
         async for msg in ws:

@@ -97,7 +97,7 @@ class VapiBackend(RemoteBackend):
         s = self.settings
         url = s.vapi_api_url.rstrip("/") + "/call"
         headers = {"Authorization": f"Bearer {s.vapi_api_key}"}
-        body = create_call_body(s, reconnect=self.sessions > 0)
+        body = create_call_body(s, reconnect=self.conversation.greeted)
         async with self.new_http().post(url, json=body, headers=headers) as resp:
             if resp.status >= 300:
                 raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
@@ -108,6 +108,9 @@ class VapiBackend(RemoteBackend):
         self.remote_id, ws_url = parse_created(call)
         self.port.bound(self.provider, self.remote_id)
         await self.open_socket(ws_url)
+
+    def on_ready(self) -> None:
+        self.conversation.greeted = True  # the assistant's first message: once per call
 
     async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
         await ws.send_bytes(data)
