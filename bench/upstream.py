@@ -19,8 +19,8 @@ OpenAI Realtime passes mu-law through untouched, so its probes carry their send 
 the payload; for Vapi (16 kHz PCM, resampled) probes are loud frames after quiet, matched
 in order per call, the fake's session found by the Vapi call id the gateway records.
 Figures are medians and 99th percentiles over all probes after the first second of each
-call; with 100 calls this process and the gateway share the machine's cores, so the
-100-call figures include CPU contention (gateway CPU is reported too).
+call; with 100 calls the three processes share the machine's cores, so the 100-call
+figures include CPU contention (gateway CPU is reported too).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import multiprocessing
 import os
 import struct
 import sys
@@ -105,7 +106,8 @@ class Fake:
                 if sent_at is not None:
                     self.inbound[sent_at] = now - sent_at
                     items += 1
-                    answer = base64.b64encode(tagged(ECHO_TAG, time.monotonic()) + LOUD * 4).decode()
+                    echo = (ECHO_TAG + struct.pack("<dd", time.monotonic(), sent_at)).ljust(160, b"\x80")
+                    answer = base64.b64encode(echo + LOUD * 4).decode()
                     await ws.send_str(orjson.dumps({"type": "response.output_audio.delta", "item_id": f"i{items}",
                                                     "delta": answer}).decode())
                     await ws.send_str(orjson.dumps({"type": "response.output_audio.done", "item_id": f"i{items}"}).decode())
@@ -146,7 +148,7 @@ async def one_call(url: str, provider: str, seconds: float, out: dict) -> None:
             await ws.send_str(ms.twilio_start(1, r.stream_sid, r.call_sid, call.account_sid, params))
             sends: list[float] = []
             backs: list[float] = []
-            outbound: list[float] = []
+            outbound: dict[float, float] = {}  # probe send time -> out-latency (concealment may repeat a probe)
             last_loud = 0.0
 
             async def receive() -> None:
@@ -159,9 +161,10 @@ async def one_call(url: str, provider: str, seconds: float, out: dict) -> None:
                         now = time.monotonic()
                         payload = base64.b64decode(event["media"]["payload"])
                         if provider == "openai-realtime":
-                            t = tag_time(payload, ECHO_TAG)
-                            if t is not None and now - t0 >= WARMUP_S:
-                                outbound.append(now - t)
+                            if payload[:4] == ECHO_TAG:
+                                answered_at, probe_at = struct.unpack("<dd", payload[4:20])
+                                if probe_at - t0 >= WARMUP_S:
+                                    outbound.setdefault(probe_at, now - answered_at)
                         else:
                             if loud(ulaw_decode(payload)):
                                 if now - last_loud > 0.1:  # a new answer (answers are 200 ms apart)
@@ -194,15 +197,34 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
+def _fake_process(provider: str, conn) -> None:  # type: ignore[no-untyped-def]
+    """The fake provider in its own process (same monotonic clock): serves until told to
+    stop, then sends back what it measured."""
+
+    async def main() -> None:
+        fake = Fake(provider)
+        runner = web.AppRunner(fake.app(), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        fake.host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        conn.send(fake.host)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await runner.cleanup()
+        conn.send((fake.inbound, dict(fake.recv), dict(fake.sent)))
+
+    asyncio.run(main())
+
+
 async def measure(provider: str, calls: int, seconds: float) -> dict:
-    fake = Fake(provider)
-    runner = web.AppRunner(fake.app(), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    env = {"UPSTREAM": provider, "OPENAI_REALTIME_URL": f"ws://{fake.host}/v1/realtime",
-           "VAPI_API_URL": f"http://{fake.host}", "VAPI_API_KEY": "bench", "VAPI_ASSISTANT_ID": "bench"}
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_fake_process, args=(provider, theirs), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    host = await loop.run_in_executor(None, ours.recv)
+    env = {"UPSTREAM": provider, "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
+           "VAPI_API_URL": f"http://{host}", "VAPI_API_KEY": "bench", "VAPI_ASSISTANT_ID": "bench"}
     out: dict = {"calls": []}
     try:
         with gateway(**env) as (server, url):
@@ -212,16 +234,18 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
                                    for i in range(calls)))
             cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - wall0
     finally:
-        await runner.cleanup()
+        ours.send("stop")
+        inbound, fake_recv, fake_sent = await loop.run_in_executor(None, ours.recv)
+        proc.join(10)
     ins: list[float] = []
     outs: list[float] = []
-    probes = answered = 0
+    probes = 0
     for c in out["calls"]:
         keep = [i for i, t in enumerate(c["sends"]) if t - c["t0"] >= WARMUP_S]
         probes += len(keep)
         if provider == "openai-realtime":
             continue
-        recv, sent = fake.recv.get(c["remote"], []), fake.sent.get(c["remote"], [])
+        recv, sent = fake_recv.get(c["remote"], []), fake_sent.get(c["remote"], [])
         for i in keep:
             if i < len(recv):
                 ins.append(recv[i] - c["sends"][i])
@@ -229,11 +253,10 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
                 outs.append(c["backs"][i] - sent[i])
     if provider == "openai-realtime":
         kept = {t for c in out["calls"] for t in c["sends"] if t - c["t0"] >= WARMUP_S}
-        ins = [lat for sent_at, lat in fake.inbound.items() if sent_at in kept]
-        outs = [x for c in out["calls"] for x in c["outbound"]]
-    answered = len(outs)
+        ins = [lat for sent_at, lat in inbound.items() if sent_at in kept]
+        outs = [x for c in out["calls"] for x in c["outbound"].values()]
     return {"provider": provider, "calls": calls, "in": ins, "out": outs, "probes": probes,
-            "answered": answered, "cpu_pct_per_call": 100 * cpu / max(wall * calls, 1e-9)}
+            "answered": len(outs), "cpu_pct_per_call": 100 * cpu / max(wall * calls, 1e-9)}
 
 
 async def _later(delay: float, coro) -> None:  # type: ignore[no-untyped-def]
@@ -244,13 +267,13 @@ async def _later(delay: float, coro) -> None:  # type: ignore[no-untyped-def]
 async def run(seconds: float, counts: list[int], providers: list[str]) -> int:
     print(f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {seconds:.0f} s per call, "
           f"probe every {PROBE_EVERY * 20} ms, loopback")
-    print("\n| provider | calls | in p50 | in p99 | out p50 | out p99 | probes answered | gateway CPU per call |")
+    print("\n| provider | calls | in p50 | in p99 | out p50 | out p99 | probes answered / sent | gateway CPU per call |")
     print("|---|---|---|---|---|---|---|---|")
     for provider in providers:
         for calls in counts:
             r = await measure(provider, calls, seconds)
             print(f"| {provider} | {calls} | {pct(r['in'], 50):.1f} ms | {pct(r['in'], 99):.1f} ms | "
-                  f"{pct(r['out'], 50):.1f} ms | {pct(r['out'], 99):.1f} ms | {r['answered']} | "
+                  f"{pct(r['out'], 50):.1f} ms | {pct(r['out'], 99):.1f} ms | {r['answered']}/{r['probes']} | "
                   f"{r['cpu_pct_per_call']:.1f}% |", flush=True)
     return 0
 
