@@ -148,7 +148,9 @@ async def one_call(url: str, provider: str, seconds: float, out: dict) -> None:
             await ws.send_str(ms.twilio_start(1, r.stream_sid, r.call_sid, call.account_sid, params))
             sends: list[float] = []
             backs: list[float] = []
-            outbound: dict[float, float] = {}  # probe send time -> out-latency (concealment may repeat a probe)
+            outbound: dict[float, float] = {}  # probe send time -> out-latency
+            # (the jitter buffer may conceal a late frame with a faded copy of a probe: the
+            # fake then answers a probe time that was never sent; those are left out)
             last_loud = 0.0
 
             async def receive() -> None:
@@ -254,7 +256,7 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
     if provider == "openai-realtime":
         kept = {t for c in out["calls"] for t in c["sends"] if t - c["t0"] >= WARMUP_S}
         ins = [lat for sent_at, lat in inbound.items() if sent_at in kept]
-        outs = [x for c in out["calls"] for x in c["outbound"].values()]
+        outs = [x for c in out["calls"] for t, x in c["outbound"].items() if t in kept]
     return {"provider": provider, "calls": calls, "in": ins, "out": outs, "probes": probes,
             "answered": len(outs), "cpu_pct_per_call": 100 * cpu / max(wall * calls, 1e-9)}
 
