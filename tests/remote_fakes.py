@@ -286,6 +286,8 @@ class FakeVapi(FakeModel):
         self.created: list[dict[str, Any]] = []
         self.hangups: list[str] = []
         self.create_delay_s = 0.0
+        self.speech_updates = True
+        """Whether the fake says when the caller starts speaking (Vapi's clientMessages)."""
         self.end_with = "hangup"
         """How the fake's agent ends a call: ``hangup`` (control message) or ``close``."""
 
@@ -363,7 +365,8 @@ class _VapiConn(_RealtimeConn):
         if change == "started":
             if self.reply is not None and not self.reply.done():
                 self.reply.cancel()
-            await self.send({"type": "speech-update", "status": "started", "role": "user"})
+            if self.fake.speech_updates:
+                await self.send({"type": "speech-update", "status": "started", "role": "user"})
         else:
             await self.send({"type": "speech-update", "status": "stopped", "role": "user"})
             await self.send({"type": "transcript", "role": "user", "transcriptType": "final",

@@ -127,9 +127,11 @@ async def test_slow_call_creation_loses_nothing(start_server):
     assert ready["held_ms"] >= 300
 
 
-async def test_vapi_says_user_speaks_and_playback_is_cleared(start_server):
+@pytest.mark.parametrize("vapi_says", [True, False], ids=["vapi-says", "our-vad"])
+async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server, vapi_says):
     fake = FakeVapi()
     fake.greeting_s = 5.0
+    fake.speech_updates = vapi_says
     async with fake.running() as base:
         url = await vapi_server(start_server, fake, base)
         wait = speech_8k("Wait, I want to cancel my appointment.")
@@ -137,6 +139,7 @@ async def test_vapi_says_user_speaks_and_playback_is_cleared(start_server):
     (barge,) = events(result, "barge_in")
     assert len(result.clears) == 1 and barge["utterance"] == 1
     assert 1400 <= barge["heard_ms"] <= 2300
+    assert barge["detection_ms"] < 500
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 

@@ -16,7 +16,8 @@ server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
   of ``ended``, or a clean close): the call ends once what the agent said has played.
 
 Vapi runs its own VAD and stops talking when the caller does; what it had already sent is
-still queued at Twilio, so a barge-in ``clear``s it. Utterance boundaries come from
+still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on Vapi
+saying so: our own VAD (``SpeechWatch``) feeds BargeIn too, whichever is first cuts. Utterance boundaries come from
 ``speech-update``; without them, ``AGENT_GAP_S`` without agent audio closes one.
 A reconnect creates a new Vapi call that waits for the caller to speak
 (``firstMessageMode``), so the greeting is not repeated; it starts without the earlier
@@ -29,11 +30,14 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import numpy as np
 import orjson
 
 from ..agents._http import excerpt, redact
 from ..config import Settings
+from ..actors import messages as m
 from .remote import RemoteBackend, RemoteFailure
+from .speechwatch import SpeechWatch
 
 AGENT_GAP_S = 0.5
 AUDIO_FORMAT = {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}
@@ -92,6 +96,7 @@ class VapiBackend(RemoteBackend):
         self.last_audio = 0.0
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
+        self.watch = SpeechWatch(self.settings, self.port.caller_speech)
 
     async def connect(self) -> None:
         s = self.settings
@@ -111,6 +116,18 @@ class VapiBackend(RemoteBackend):
 
     def on_ready(self) -> None:
         self.conversation.greeted = True  # the assistant's first message: once per call
+
+    def caller_audio(self, msg: m.CallerAudio) -> None:
+        super().caller_audio(msg)
+        if not self.stopping:
+            self.watch.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
+
+    def speech_rejected(self) -> None:
+        self.watch.reset()
+
+    def stop(self) -> None:
+        super().stop()
+        self.watch.close()
 
     async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
         await ws.send_bytes(data)

@@ -1,0 +1,43 @@
+"""The caller starting to talk, detected here, for a remote back end: what our BargeIn
+needs to cut the agent even when the remote does not say so (or says it late).
+
+Silero VAD (16 kHz) and the endpointer with ``MIN_SPEECH_MS``, as in the embedded
+listener, but nothing is transcribed: each start of speech is reported with its onset
+(``on_start(onset)``), and BargeIn judges it (agent audible? the agent's own echo?).
+Per call: ~3 KB of VAD state; ``close()`` releases it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..config import Settings
+from ..speech.endpoint import Endpointer, SpeechStart
+from ..speech.vad import WINDOW_SAMPLES, Vad
+
+
+class SpeechWatch:
+    def __init__(self, settings: Settings, on_start: Callable[[float], None]) -> None:
+        self.on_start = on_start
+        self.vad = Vad(16000)
+        self.endpointer = Endpointer(
+            min_speech_ms=settings.min_speech_ms,
+            end_silence_ms=settings.endpoint_silence_ms,
+            pre_roll_ms=0,
+            window_ms=1000 * WINDOW_SAMPLES[16000] / 16000,
+        )
+
+    def feed(self, pcm16k: np.ndarray, now: float) -> None:
+        for probability in self.vad.process(pcm16k):
+            for event in self.endpointer.update(probability, now):
+                if isinstance(event, SpeechStart):
+                    self.on_start(event.at)
+
+    def reset(self) -> None:
+        """The speech in progress was the agent's echo: start afresh."""
+        self.endpointer.reset()
+
+    def close(self) -> None:
+        self.vad.close()
