@@ -15,6 +15,9 @@ of agent audio at once. Measured per probe:
 - out: the fake sends the answer -> its first frame arrives on Twilio's socket: Codec,
   framing, the outbound writer.
 
+One loop sends every call's frames (woken every 5 ms; a probe's send time is taken when it
+is written), to keep the load generator's own CPU down.
+
 OpenAI Realtime passes mu-law through untouched, so its probes carry their send time in
 the payload; for Vapi (16 kHz PCM, resampled) probes are loud frames after quiet, matched
 in order per call, the fake's session found by the Vapi call id the gateway records.
@@ -138,7 +141,53 @@ class Fake:
         return ws
 
 
-async def one_call(url: str, provider: str, seconds: float, out: dict) -> None:
+class _Stream:
+    """One call's outbound media, sent by the shared ``Sender`` on the call's own schedule."""
+
+    def __init__(self, ws, stream_sid, provider, t0, n, sends, done) -> None:  # type: ignore[no-untyped-def]
+        self.ws, self.stream_sid, self.provider = ws, stream_sid, provider
+        self.t0, self.n, self.sends, self.done = t0, n, sends, done
+        self.k = 0
+
+
+class Sender:
+    """Sends every call's media frames from one loop (one wake-up per 5 ms, not one timer
+    per call per frame), so the load generator costs less than the gateway it measures."""
+
+    def __init__(self) -> None:
+        self.streams: list[_Stream] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, stream: _Stream) -> None:
+        self.streams.append(stream)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while self.streams:
+            now = time.monotonic()
+            for st in list(self.streams):
+                while st.k < st.n and st.t0 + st.k * 0.020 <= now:
+                    k = st.k
+                    st.k += 1
+                    if k % PROBE_EVERY == PROBE_EVERY - 1:
+                        t = time.monotonic()
+                        payload = tagged(PROBE_TAG, t) if st.provider == "openai-realtime" else LOUD
+                        st.sends.append(t)
+                    else:
+                        payload = SILENCE
+                    try:
+                        await st.ws.send_str(ms.twilio_media(k + 2, st.stream_sid, k + 1, k * 20, payload))
+                    except (ConnectionError, RuntimeError):
+                        st.k = st.n
+                if st.k >= st.n:
+                    self.streams.remove(st)
+                    if not st.done.done():
+                        st.done.set_result(None)
+            await asyncio.sleep(0.005)
+
+
+async def one_call(url: str, provider: str, seconds: float, out: dict, sender: Sender) -> None:
     call = SimulatedCall(url)
     r = call.result
     async with aiohttp.ClientSession() as http:
@@ -178,15 +227,9 @@ async def one_call(url: str, provider: str, seconds: float, out: dict) -> None:
             t0 = time.monotonic()
             receiver = asyncio.ensure_future(receive())
             n = int(seconds / 0.020)
-            for k in range(n):
-                await asyncio.sleep(max(0.0, t0 + k * 0.020 - time.monotonic()))
-                if k % PROBE_EVERY == PROBE_EVERY - 1:
-                    now = time.monotonic()
-                    payload = tagged(PROBE_TAG, now) if provider == "openai-realtime" else LOUD
-                    sends.append(now)
-                else:
-                    payload = SILENCE
-                await ws.send_str(ms.twilio_media(k + 2, r.stream_sid, k + 1, k * 20, payload))
+            done = asyncio.get_running_loop().create_future()
+            sender.add(_Stream(ws, r.stream_sid, provider, t0, n, sends, done))
+            await done
             await asyncio.sleep(0.3)
             await ws.send_str(ms.twilio_stop(n + 2, r.stream_sid, r.call_sid, call.account_sid))
             await asyncio.wait_for(receiver, 5)
@@ -232,7 +275,8 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
         with gateway(**env) as (server, url):
             cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
             stagger = min(1.0, calls * 0.01)
-            await asyncio.gather(*(_later(i * stagger / calls, one_call(url, provider, seconds, out))
+            sender = Sender()
+            await asyncio.gather(*(_later(i * stagger / calls, one_call(url, provider, seconds, out, sender))
                                    for i in range(calls)))
             cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - wall0
     finally:

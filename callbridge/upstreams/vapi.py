@@ -17,7 +17,8 @@ server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
 
 Vapi runs its own VAD and stops talking when the caller does; what it had already sent is
 still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on Vapi
-saying so: our own VAD (``SpeechWatch``) feeds BargeIn too, whichever is first cuts. Utterance boundaries come from
+saying so: our own VAD (``SpeechWatch``, while the agent may be audible) feeds BargeIn
+too; whichever is first cuts. Utterance boundaries come from
 ``speech-update``; without them, ``AGENT_GAP_S`` without agent audio closes one.
 A reconnect creates a new Vapi call that waits for the caller to speak
 (``firstMessageMode``), so the greeting is not repeated; it starts without the earlier
@@ -40,6 +41,8 @@ from .remote import RemoteBackend, RemoteFailure
 from .speechwatch import SpeechWatch
 
 AGENT_GAP_S = 0.5
+WATCH_AFTER_S = 1.0
+"""Our VAD keeps watching this long after the agent's last audio played (BargeIn's grace)."""
 AUDIO_FORMAT = {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}
 WAIT_FOR_USER = "assistant-waits-for-user"
 
@@ -97,6 +100,8 @@ class VapiBackend(RemoteBackend):
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
         self.watch = SpeechWatch(self.settings, self.port.caller_speech)
+        self.watched = False
+        self.quiet_since = -1e9
 
     async def connect(self) -> None:
         s = self.settings
@@ -119,8 +124,28 @@ class VapiBackend(RemoteBackend):
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         super().caller_audio(msg)
-        if not self.stopping:
-            self.watch.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now())
+        now = self.port.now()
+        if self.stopping:
+            return
+        if self._agent_may_be_audible(now):
+            self.watched = True
+            self.watch.feed(np.frombuffer(msg.pcm, dtype="<i2"), now)
+        elif self.watched:
+            self.watched = False
+            self.watch.reset()
+
+    def _agent_may_be_audible(self, now: float) -> bool:
+        """From the agent's first audio until its last mark came back, plus a second."""
+        return (
+            self.utterance is not None
+            or self.last_opened > max(self.last_played, self.cut_upto)
+            or now - self.quiet_since < WATCH_AFTER_S
+        )
+
+    def mark_played(self, name: str) -> None:
+        super().mark_played(name)
+        if name[1:].isdigit():
+            self.quiet_since = self.port.now()
 
     def speech_rejected(self) -> None:
         self.watch.reset()
