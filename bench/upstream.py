@@ -1,13 +1,14 @@
 """Added latency of the bridge itself with a remote back end (loopback; not a timed test).
 
-    python bench/upstream.py            # 1 and 100 calls, 10 s each, both providers
+    python bench/upstream.py            # 1 and 100 calls, 10 s each: openai-realtime, vapi, vapi-mulaw
     python bench/upstream.py --quick    # 1 and 100 calls, 4 s each
 
-The gateway runs in its own process (``UPSTREAM=openai-realtime`` or ``vapi``); this
-process plays Twilio's side (webhook, then one media frame every 20 ms per call) and a
-minimal local server for the provider, both on loopback, one clock. Every 200 ms a
-call sends a probe frame; the fake provider answers each probe it receives with 100 ms
-of agent audio at once. Measured per probe:
+The gateway runs in its own process (``UPSTREAM=openai-realtime`` or ``vapi``, the latter
+also with ``VAPI_AUDIO=mulaw``: "vapi-mulaw"); this process plays Twilio's side (webhook,
+then one media frame every 20 ms per call) and a third one a minimal server for the
+provider; all on loopback, one monotonic clock. Every 200 ms a call sends a probe frame;
+the fake provider answers each probe it receives with 100 ms of agent audio at once.
+Measured per probe:
 
 - in: the probe leaves Twilio's socket (the bench's send) -> the provider's socket has it
   (the fake's receive): jitter buffer (``JITTER_MIN_MS``, 20 ms playout depth), Codec,
@@ -19,8 +20,8 @@ One loop sends every call's frames (woken every 5 ms; a probe's send time is tak
 is written), to keep the load generator's own CPU down.
 
 OpenAI Realtime passes mu-law through untouched, so its probes carry their send time in
-the payload; for Vapi (16 kHz PCM, resampled) probes are loud frames after quiet, matched
-in order per call, the fake's session found by the Vapi call id the gateway records.
+the payload; for Vapi probes are loud frames after quiet, matched in order per call, the
+fake's session found by the Vapi call id the gateway records.
 Figures are medians and 99th percentiles over all probes after the first second of each
 call; with 100 calls the three processes share the machine's cores, so the 100-call
 figures include CPU contention (gateway CPU is reported too).
@@ -83,6 +84,7 @@ class Fake:
         self.recv: dict[str, list[float]] = defaultdict(list)  # vapi: per call id
         self.sent: dict[str, list[float]] = defaultdict(list)
         self.calls = 0
+        self.mulaw: dict[str, bool] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -119,6 +121,8 @@ class Fake:
     async def create(self, request: web.Request) -> web.Response:
         self.calls += 1
         call_id = f"bench-{self.calls}"
+        body = await request.json()
+        self.mulaw[call_id] = body["transport"]["audioFormat"]["format"] == "mulaw"
         return web.json_response({"id": call_id, "transport": {"websocketCallUrl": f"ws://{self.host}/ws/{call_id}"}})
 
     async def vapi(self, request: web.Request) -> web.WebSocketResponse:
@@ -126,12 +130,13 @@ class Fake:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         quiet = True
-        answer = (8000 * np.sin(2 * np.pi * 500 * np.arange(1600) / 16000)).astype("<i2").tobytes()
+        mulaw = self.mulaw.get(call_id, False)
+        answer = LOUD * 5 if mulaw else (8000 * np.sin(2 * np.pi * 500 * np.arange(1600) / 16000)).astype("<i2").tobytes()
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue
             now = time.monotonic()
-            is_loud = loud(np.frombuffer(msg.data, "<i2"))
+            is_loud = loud(ulaw_decode(msg.data) if mulaw else np.frombuffer(msg.data, "<i2"))
             if is_loud and quiet:
                 self.recv[call_id].append(now)
                 self.sent[call_id].append(time.monotonic())
@@ -268,7 +273,8 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
     proc.start()
     loop = asyncio.get_running_loop()
     host = await loop.run_in_executor(None, ours.recv)
-    env = {"UPSTREAM": provider, "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
+    env = {"UPSTREAM": provider.removesuffix("-mulaw"), "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
+           "VAPI_AUDIO": "mulaw" if provider.endswith("-mulaw") else "pcm_s16le",
            "VAPI_API_URL": f"http://{host}", "VAPI_API_KEY": "bench", "VAPI_ASSISTANT_ID": "bench"}
     out: dict = {"calls": []}
     try:
@@ -328,10 +334,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="4 s calls instead of 10 s")
     parser.add_argument("--calls", default="1,100", help="concurrency levels, comma-separated")
-    parser.add_argument("--provider", choices=["openai-realtime", "vapi", "both"], default="both")
+    parser.add_argument("--provider", choices=["openai-realtime", "vapi", "vapi-mulaw", "all"], default="all")
     args = parser.parse_args()
     counts = [max(1, min(200, int(c))) for c in args.calls.split(",")]
-    providers = ["openai-realtime", "vapi"] if args.provider == "both" else [args.provider]
+    providers = ["openai-realtime", "vapi", "vapi-mulaw"] if args.provider == "all" else [args.provider]
     return asyncio.run(run(4.0 if args.quick else 10.0, counts, providers))
 
 

@@ -59,6 +59,7 @@ class Settings:
     vapi_api_key: str = field(default="", metadata={"env": "VAPI_API_KEY", "doc": "`UPSTREAM=vapi`: private API key (bearer).", "secret": True})
     vapi_assistant_id: str = field(default="", metadata={"env": "VAPI_ASSISTANT_ID", "doc": "`UPSTREAM=vapi`: the assistant that answers (or `VAPI_ASSISTANT`)."})
     vapi_assistant: str = field(default="", metadata={"env": "VAPI_ASSISTANT", "doc": "`UPSTREAM=vapi`: an inline assistant, as JSON, used when `VAPI_ASSISTANT_ID` is unset."})
+    vapi_audio: str = field(default="pcm_s16le", metadata={"env": "VAPI_AUDIO", "doc": "`UPSTREAM=vapi`: audio on the transport: `pcm_s16le` (16 kHz; the Codec resamples) or `mulaw` (8 kHz, Twilio's bytes passed through untouched)."})
     vapi_webhook_secret: str = field(default="", metadata={"env": "VAPI_WEBHOOK_SECRET", "doc": "Authenticates `POST /webhook/vapi` (Vapi's server URL). Unset: that route refuses everything.", "secret": True})
     vapi_webhook_auth: str = field(default="secret", metadata={"env": "VAPI_WEBHOOK_AUTH", "doc": "`secret`: header `X-Vapi-Secret` equals the secret. `hmac`: `X-Signature` is hex HMAC-SHA256 of `{X-Timestamp}.{raw body}`, timestamp within 300 s. Both: replays refused."})
     openai_realtime_url: str = field(default="wss://api.openai.com/v1/realtime", metadata={"env": "OPENAI_REALTIME_URL", "doc": "`UPSTREAM=openai-realtime`: WebSocket endpoint (`?model=` is added); the key is `OPENAI_API_KEY`."})
@@ -109,6 +110,8 @@ class Settings:
             self.retry_schedule
         except ValueError as exc:
             raise ConfigError(f"UPSTREAM_RETRIES_S: {exc}") from None
+        if self.vapi_audio not in ("pcm_s16le", "mulaw"):
+            raise ConfigError(f"VAPI_AUDIO must be pcm_s16le or mulaw, not {self.vapi_audio!r}")
         if self.vapi_webhook_auth not in ("secret", "hmac"):
             raise ConfigError(f"VAPI_WEBHOOK_AUTH must be secret or hmac, not {self.vapi_webhook_auth!r}")
         if self.upstream != "embedded":

@@ -322,8 +322,10 @@ class FakeVapi(FakeModel):
         ws = web.WebSocketResponse(max_msg_size=1 << 22)
         await ws.prepare(request)
         session = self._new_session(request)
-        session.headers["call_id"] = request.match_info["call_id"]
+        call_id = session.headers["call_id"] = request.match_info["call_id"]
         conn = _VapiConn(self, session, ws)
+        index = int(call_id.rsplit("-", 1)[1]) - 1
+        conn.mulaw = self.created[index]["transport"]["audioFormat"]["format"] == "mulaw"
         try:
             await conn.run()
         finally:
@@ -332,6 +334,8 @@ class FakeVapi(FakeModel):
 
 
 class _VapiConn(_RealtimeConn):
+    mulaw = False
+
     async def run(self) -> None:
         fake, session = self.fake, self.session
         if fake.ready_delay_s:
@@ -348,7 +352,8 @@ class _VapiConn(_RealtimeConn):
                     session.arrivals.append(now)
                     if fake.on_frame is not None:
                         fake.on_frame(session, msg.data, now)
-                    for change in self.vad.feed(np.frombuffer(msg.data, "<i2"), 16000):
+                    pcm = ulaw_decode(msg.data) if self.mulaw else np.frombuffer(msg.data, "<i2")
+                    for change in self.vad.feed(pcm, 8000 if self.mulaw else 16000):
                         await self.on_vad(change)
                 elif msg.type == WSMsgType.TEXT:
                     event = orjson.loads(msg.data)
@@ -376,8 +381,10 @@ class _VapiConn(_RealtimeConn):
     async def _reply(self, seconds: float, text: str) -> None:
         fake = self.fake
         await self.send({"type": "speech-update", "status": "started", "role": "assistant"})
-        audio = tone(seconds, 16000).tobytes()
-        step = 32 * CHUNK_MS
+        if self.mulaw:
+            audio, step = ulaw_encode(tone(seconds, 8000)), 8 * CHUNK_MS
+        else:
+            audio, step = tone(seconds, 16000).tobytes(), 32 * CHUNK_MS
         for i in range(0, len(audio), step):
             if self.ws.closed:
                 return

@@ -9,6 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from callbridge.codecs.g711 import ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import ConfigError, Settings
 from callbridge.sim.caller import SimulatedCall
@@ -81,6 +82,22 @@ def test_vapi_settings_are_checked():
 # -- calls ---------------------------------------------------------------------------------------
 
 
+async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
+    fake = FakeVapi()
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base, vapi_audio="mulaw")
+        hello = speech_8k("I would like to book an appointment on Monday.")
+        result = await SimulatedCall(url, audio=[hello], polite=True, hold_s=2.5).run()
+    (created,) = fake.created
+    assert created["transport"]["audioFormat"] == {"format": "mulaw", "container": "raw", "sampleRate": 8000}
+    (session,) = fake.sessions
+    sent, got = bytes(result.caller_audio), bytes(session.audio)
+    assert len(got) >= len(sent) - 160 * 10 and got == sent[: len(got)]  # untouched, in order
+    tone_8k = ulaw_encode((4000 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)).astype(np.int16))
+    assert tone_8k in bytes(result.agent_audio)  # the assistant's bytes, only framed
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
 async def test_conversation_over_the_websocket_transport(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -127,13 +144,16 @@ async def test_slow_call_creation_loses_nothing(start_server):
     assert ready["held_ms"] >= 300
 
 
-@pytest.mark.parametrize("vapi_says", [True, False], ids=["vapi-says", "our-vad"])
-async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server, vapi_says):
+@pytest.mark.parametrize(
+    ("vapi_says", "audio"), [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
+    ids=["vapi-says", "our-vad", "our-vad-mulaw"],
+)
+async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server, vapi_says, audio):
     fake = FakeVapi()
     fake.greeting_s = 5.0
     fake.speech_updates = vapi_says
     async with fake.running() as base:
-        url = await vapi_server(start_server, fake, base)
+        url = await vapi_server(start_server, fake, base, vapi_audio=audio)
         wait = speech_8k("Wait, I want to cancel my appointment.")
         result = await SimulatedCall(url, audio=[wait], gap_s=1.5, hold_s=2.5).run()
     (barge,) = events(result, "barge_in")

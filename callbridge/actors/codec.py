@@ -11,7 +11,8 @@ goes out too, so the played position is known to within 200 ms.
 ``Interrupted`` (barge-in): the partial frame and resampler state are dropped, and so is
 any later audio of that utterance or an earlier one still on its way from the Upstream.
 
-Pass-through (a back end whose ``caller_format`` is ``"ulaw"``, e.g. OpenAI Realtime):
+Pass-through (a back end whose ``caller_format`` is ``"ulaw"``: OpenAI Realtime, Vapi
+with ``VAPI_AUDIO=mulaw``):
 the caller's mu-law goes to the Upstream untouched (``CallerMedia``; BargeIn still gets
 its levels, decoded at 8 kHz, no resampling), and ``AgentUlaw`` payloads are only framed.
 
@@ -58,7 +59,7 @@ class Codec(Actor):
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
         name, _ = choose_upstream(self.settings, msg.parameters)
-        self.passthrough = caller_format(name) == "ulaw"
+        self.passthrough = caller_format(name, self.settings) == "ulaw"
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
         if self.passthrough:

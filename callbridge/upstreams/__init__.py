@@ -1,14 +1,16 @@
 """Voice-AI back ends behind one interface (``base.Backend``), driven by the Upstream actor.
 
 ``backend_class(name)`` for each ``UPSTREAM`` value, imported on first use;
-``caller_format(name)``: what the back end wants of the caller's audio: ``"pcm16k"``
-(the Codec decodes and resamples) or ``"ulaw"`` (Twilio's bytes, untouched).
+``caller_format(name, settings)``: what the back end wants of the caller's audio:
+``"pcm16k"`` (the Codec decodes and resamples) or ``"ulaw"`` (Twilio's bytes, untouched).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
+
+from ..config import Settings
 
 _BACKENDS = {
     "embedded": ("embedded", "EmbeddedBackend", "pcm16k"),
@@ -17,7 +19,9 @@ _BACKENDS = {
 }
 
 
-def caller_format(name: str) -> str:
+def caller_format(name: str, settings: Settings) -> str:
+    if name == "vapi" and settings.vapi_audio == "mulaw":
+        return "ulaw"
     return _BACKENDS[name][2]
 
 

@@ -1,7 +1,7 @@
 """The caller starting to talk, detected here, for a remote back end: what our BargeIn
 needs to cut the agent even when the remote does not say so (or says it late).
 
-Silero VAD (16 kHz) and the endpointer with ``MIN_SPEECH_MS``, as in the embedded
+Silero VAD (16 or 8 kHz) and the endpointer with ``MIN_SPEECH_MS``, as in the embedded
 listener, but nothing is transcribed: each start of speech is reported with its onset
 (``on_start(onset)``), and BargeIn judges it (agent audible? the agent's own echo?).
 Per call: ~3 KB of VAD state; ``close()`` releases it.
@@ -26,22 +26,23 @@ QUIET_RMS = 150.0
 
 
 class SpeechWatch:
-    def __init__(self, settings: Settings, on_start: Callable[[float], None]) -> None:
+    def __init__(self, settings: Settings, on_start: Callable[[float], None], rate: int = 16000) -> None:
         self.on_start = on_start
-        self.vad = Vad(16000)
+        self.vad = Vad(rate)
         self.endpointer = Endpointer(
             min_speech_ms=settings.min_speech_ms,
             end_silence_ms=settings.endpoint_silence_ms,
             pre_roll_ms=0,
-            window_ms=1000 * WINDOW_SAMPLES[16000] / 16000,
+            window_ms=1000 * WINDOW_SAMPLES[rate] / rate,
         )
 
-    def feed(self, pcm16k: np.ndarray, now: float) -> None:
-        x = pcm16k.astype(np.float32)
+    def feed(self, pcm: np.ndarray, now: float) -> None:
+        """One frame of the caller (int16 at the watch's rate), received at ``now``."""
+        x = pcm.astype(np.float32)
         if float(np.dot(x, x)) < QUIET_RMS * QUIET_RMS * len(x):
             self._events(0.0, now)
             return
-        for probability in self.vad.process(pcm16k):
+        for probability in self.vad.process(pcm):
             self._events(probability, now)
 
     def _events(self, probability: float, now: float) -> None:

@@ -3,12 +3,14 @@
 Each (re)connection creates a Vapi call: ``POST {VAPI_API_URL}/call`` (``Authorization:
 Bearer VAPI_API_KEY``) with ``assistantId`` (or an inline ``assistant``) and
 ``transport: {provider: "vapi.websocket", audioFormat: {format: "pcm_s16le", container:
-"raw", sampleRate: 16000}}``; the answer's ``id`` is bound to our CallSid (Vapi's
+"raw", sampleRate: 16000}}`` (or, with ``VAPI_AUDIO=mulaw``, ``{format: "mulaw",
+container: "raw", sampleRate: 8000}``: Twilio's bytes both ways, no transcoding); the answer's ``id`` is bound to our CallSid (Vapi's
 server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
 ``transport.websocketCallUrl`` is opened. On that socket:
 
 - binary frames carry audio both ways, 16 kHz s16le mono: the Codec's ``CallerAudio`` goes
-  out as is; the agent's audio is handed to the Codec at 16 kHz (it resamples to 8 kHz);
+  out as is; the agent's audio is handed to the Codec at 16 kHz (it resamples to 8 kHz).
+  With mu-law the caller's frames pass through and the agent's bytes are only framed;
 - text frames carry JSON control. We send ``{"type": "hangup"}`` when the caller hangs up.
   From Vapi: ``speech-update`` (user started: a possible barge-in, BargeIn decides;
   assistant stopped: the utterance is complete), ``user-interrupted``, ``transcript``
@@ -37,13 +39,17 @@ import orjson
 from ..agents._http import excerpt, redact
 from ..config import Settings
 from ..actors import messages as m
+from ..codecs.g711 import ulaw_decode
 from .remote import RemoteBackend, RemoteFailure
 from .speechwatch import SpeechWatch
 
 AGENT_GAP_S = 0.5
 WATCH_AFTER_S = 1.0
 """Our VAD keeps watching this long after the agent's last audio played (BargeIn's grace)."""
-AUDIO_FORMAT = {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}
+AUDIO_FORMATS = {
+    "pcm_s16le": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+    "mulaw": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
+}
 WAIT_FOR_USER = "assistant-waits-for-user"
 
 
@@ -52,7 +58,8 @@ WAIT_FOR_USER = "assistant-waits-for-user"
 
 def create_call_body(settings: Settings, reconnect: bool = False) -> dict[str, Any]:
     """The JSON of ``POST /call`` for a WebSocket-transport call."""
-    body: dict[str, Any] = {"transport": {"provider": "vapi.websocket", "audioFormat": dict(AUDIO_FORMAT)}}
+    audio = dict(AUDIO_FORMATS[settings.vapi_audio])
+    body: dict[str, Any] = {"transport": {"provider": "vapi.websocket", "audioFormat": audio}}
     if settings.vapi_assistant_id:
         body["assistantId"] = settings.vapi_assistant_id
         if reconnect:
@@ -94,12 +101,14 @@ class VapiBackend(RemoteBackend):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        self.mulaw = self.settings.vapi_audio == "mulaw"
+        self.bytes_per_ms = 8.0 if self.mulaw else 32.0
         self.turn = 1
         self.odd = b""
         self.last_audio = 0.0
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
-        self.watch = SpeechWatch(self.settings, self.port.caller_speech)
+        self.watch = SpeechWatch(self.settings, self.port.caller_speech, 8000 if self.mulaw else 16000)
         self.watched = False
         self.quiet_since = -1e9
 
@@ -124,12 +133,19 @@ class VapiBackend(RemoteBackend):
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         super().caller_audio(msg)
+        self._watch(msg.pcm, None)
+
+    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+        super().caller_ulaw(msg)
+        self._watch(None, msg.payload)
+
+    def _watch(self, pcm: bytes | None, ulaw: bytes | None) -> None:
         now = self.port.now()
         if self.stopping:
             return
         if self._agent_may_be_audible(now):
             self.watched = True
-            self.watch.feed(np.frombuffer(msg.pcm, dtype="<i2"), now)
+            self.watch.feed(np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), now)
         elif self.watched:
             self.watched = False
             self.watch.reset()
@@ -161,11 +177,18 @@ class VapiBackend(RemoteBackend):
         await ws.send_str('{"type":"hangup"}')
 
     def on_binary(self, data: bytes) -> None:
+        if self.mulaw:
+            self.agent_audio(f"turn{self.turn}", data)
+            self._audio_arrived()
+            return
         if self.odd:
             data = self.odd + data
         cut = len(data) - len(data) % 2
         data, self.odd = data[:cut], data[cut:]
         self.agent_audio(f"turn{self.turn}", data, 16000)
+        self._audio_arrived()
+
+    def _audio_arrived(self) -> None:
         self.last_audio = self.port.now()
         if self.gap_watch is None or self.gap_watch.done():
             self.gap_watch = self.port.spawn(self._watch_gap(), "vapi-gap")
