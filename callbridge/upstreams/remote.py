@@ -380,7 +380,9 @@ class RemoteBackend(Backend):
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for the timeline: our own failures as written, others with their type."""
     if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300] if not isinstance(exc, RemoteFailure) else text[:300]
+        return "timed out (UPSTREAM_TIMEOUT_S)"
+    if isinstance(exc, RemoteFailure):
+        return str(exc)[:300]
+    return f"{type(exc).__name__}: {exc}"[:300]
