@@ -4,10 +4,10 @@ The back end is chosen at ``CallStarted`` (``config.choose_upstream``: ``UPSTREA
 call's ``upstream`` stream parameter). The default is the embedded agent
 (``upstreams.embedded``): VAD, streaming STT, an agent, streaming TTS; it also reads DTMF
 keys back. The remote ones (``upstreams.vapi``, ``upstreams.openai_realtime``) share
-``upstreams.remote``. This actor adapts the
-actor world to the back end: messages in become back-end calls, and the back end's
-``Port`` becomes messages out (agent audio to the Codec, ``EndCall`` and timeline notes
-to the supervisor) and tasks owned by this actor.
+``upstreams.remote``. This actor adapts the actor world to the back end: messages in
+become back-end calls, and the back end's ``Port`` becomes messages out (agent audio to
+the Codec, ``EndCall``, timeline notes and the remote's call id to the supervisor) and
+tasks owned by this actor.
 
 Restart: a fresh Upstream gets the same ``Conversation`` from the supervisor (agent and
 its state, history, utterance numbering), so the conversation goes on; what was being
