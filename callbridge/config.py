@@ -7,7 +7,9 @@ A value that does not parse raises ``ConfigError`` naming the variable.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -40,19 +42,35 @@ class Settings:
     public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
     trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
+    twilio_account_sid: str = field(default="", metadata={"env": "TWILIO_ACCOUNT_SID", "doc": "With `TWILIO_AUTH_TOKEN`: calls the agent (or a failure) ends are also completed through Twilio's REST API, and `TWILIO_NUMBER` can be pointed here at start."})
+    twilio_number: str = field(default="", metadata={"env": "TWILIO_NUMBER", "doc": "A number of the account (E.164, e.g. `+15551234567`): at start its Voice URL is set to `{PUBLIC_URL}/voice/inbound` (needs `PUBLIC_URL` and `TWILIO_ACCOUNT_SID`)."})
+    twilio_api_url: str = field(default="https://api.twilio.com", metadata={"env": "TWILIO_API_URL", "doc": "Base of Twilio's REST API (tests point it at a local server)."})
     secret: str = field(default="", metadata={"env": "CALLBRIDGE_SECRET", "doc": "HMAC key for stream tokens. Unset: derived from `TWILIO_AUTH_TOKEN`, else random per process.", "secret": True})
     stream_token_ttl_s: float = field(default=120.0, metadata={"env": "STREAM_TOKEN_TTL_S", "doc": "Seconds a stream token stays valid after the webhook answered."})
     greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
     tts_voice: str = field(default="en-us", metadata={"env": "TTS_VOICE", "doc": "espeak-ng voice of the embedded agent."})
     tts_rate_wpm: int = field(default=165, metadata={"env": "TTS_RATE_WPM", "doc": "Speaking rate of the embedded voice, words per minute."})
-    upstream: str = field(default="embedded", metadata={"env": "UPSTREAM", "doc": "The call's voice-AI back end: `embedded` (offline VAD, STT, agent, TTS) or `echo` (the caller's audio straight back: the bridge's own cost, for load tests)."})
     agent: str = field(default="desk", metadata={"env": "AGENT", "doc": "The embedded pipeline's agent: `desk` (offline appointment desk), `openai` (any OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn)."})
     openai_base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"env": "OPENAI_BASE_URL", "doc": "`AGENT=openai`: base URL of the chat-completions API (llama.cpp, vLLM, Ollama, OpenAI)."})
     openai_model: str = field(default="local", metadata={"env": "OPENAI_MODEL", "doc": "`AGENT=openai`: model name."})
-    openai_api_key: str = field(default="", metadata={"env": "OPENAI_API_KEY", "doc": "`AGENT=openai`: bearer key, if the endpoint needs one.", "secret": True})
+    openai_api_key: str = field(default="", metadata={"env": "OPENAI_API_KEY", "doc": "`AGENT=openai`: bearer key, if the endpoint needs one; also `UPSTREAM=openai-realtime`'s key.", "secret": True})
     agent_webhook_url: str = field(default="", metadata={"env": "AGENT_WEBHOOK_URL", "doc": "`AGENT=webhook`: URL that gets each turn as JSON and answers the text to speak."})
     agent_webhook_secret: str = field(default="", metadata={"env": "AGENT_WEBHOOK_SECRET", "doc": "`AGENT=webhook`: signs each turn (HMAC-SHA256, timestamped) when set.", "secret": True})
     agent_timeout_s: float = field(default=5.0, metadata={"env": "AGENT_TIMEOUT_S", "doc": "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call ends politely."})
+    upstream: str = field(default="embedded", metadata={"env": "UPSTREAM", "doc": "The call's voice-AI back end: `embedded` (offline pipeline), `vapi` (Vapi WebSocket transport), `openai-realtime` (OpenAI Realtime, mu-law end to end), `echo` (the caller's audio straight back: the bridge's own cost, for load tests). A call may choose another with the stream parameter `upstream` (webhook query `?upstream=`)."})
+    upstream_timeout_s: float = field(default=10.0, metadata={"env": "UPSTREAM_TIMEOUT_S", "doc": "Remote back ends: limit for each request (call creation, connect, session ready); a dead socket is noticed within it too (1-60)."})
+    upstream_retries_s: str = field(default="1,2,4", metadata={"env": "UPSTREAM_RETRIES_S", "doc": "Remote back ends: pauses before each reconnect after a mid-call failure (a filler is spoken meanwhile); after the last, an apology and hang-up."})
+    upstream_buffer_bytes: int = field(default=5_000_000, metadata={"env": "UPSTREAM_BUFFER_BYTES", "doc": "Remote back ends: caller audio held while the remote is not ready (cold start, reconnect); past it the oldest is dropped and counted (64 KB-64 MB)."})
+    vapi_api_url: str = field(default="https://api.vapi.ai", metadata={"env": "VAPI_API_URL", "doc": "`UPSTREAM=vapi`: API base; calls are created with `POST {VAPI_API_URL}/call`."})
+    vapi_api_key: str = field(default="", metadata={"env": "VAPI_API_KEY", "doc": "`UPSTREAM=vapi`: private API key (bearer).", "secret": True})
+    vapi_assistant_id: str = field(default="", metadata={"env": "VAPI_ASSISTANT_ID", "doc": "`UPSTREAM=vapi`: the assistant that answers (or `VAPI_ASSISTANT`)."})
+    vapi_assistant: str = field(default="", metadata={"env": "VAPI_ASSISTANT", "doc": "`UPSTREAM=vapi`: an inline assistant, as JSON, used when `VAPI_ASSISTANT_ID` is unset."})
+    vapi_audio: str = field(default="pcm_s16le", metadata={"env": "VAPI_AUDIO", "doc": "`UPSTREAM=vapi`: audio on the transport: `pcm_s16le` (16 kHz; the Codec resamples) or `mulaw` (8 kHz, Twilio's bytes passed through untouched)."})
+    vapi_webhook_secret: str = field(default="", metadata={"env": "VAPI_WEBHOOK_SECRET", "doc": "Authenticates `POST /webhook/vapi` (Vapi's server URL). Unset: that route refuses everything.", "secret": True})
+    vapi_webhook_auth: str = field(default="secret", metadata={"env": "VAPI_WEBHOOK_AUTH", "doc": "`secret`: header `X-Vapi-Secret` equals the secret. `hmac`: `X-Signature` is hex HMAC-SHA256 of `{X-Timestamp}.{raw body}`, timestamp within 300 s. Both: replays refused."})
+    openai_realtime_url: str = field(default="wss://api.openai.com/v1/realtime", metadata={"env": "OPENAI_REALTIME_URL", "doc": "`UPSTREAM=openai-realtime`: WebSocket endpoint (`?model=` is added); the key is `OPENAI_API_KEY`."})
+    openai_realtime_model: str = field(default="gpt-realtime", metadata={"env": "OPENAI_REALTIME_MODEL", "doc": "`UPSTREAM=openai-realtime`: model."})
+    openai_realtime_voice: str = field(default="marin", metadata={"env": "OPENAI_REALTIME_VOICE", "doc": "`UPSTREAM=openai-realtime`: voice."})
     endpoint_silence_ms: int = field(default=500, metadata={"env": "ENDPOINT_SILENCE_MS", "doc": "Silence that ends the caller's turn (users tune 300-800)."})
     min_speech_ms: int = field(default=200, metadata={"env": "MIN_SPEECH_MS", "doc": "Caller speech must be sustained this long to start a turn or barge in over the agent (coughs, slams and barks are shorter)."})
     jitter_min_ms: int = field(default=20, metadata={"env": "JITTER_MIN_MS", "doc": "Least playout depth of the inbound jitter buffer; it grows with the line's jitter (20-1000)."})
@@ -78,14 +96,36 @@ class Settings:
             raise ConfigError(f"STREAM_TOKEN_TTL_S must be 1..3600, not {self.stream_token_ttl_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
-        if self.upstream not in ("embedded", "echo"):
-            raise ConfigError(f"UPSTREAM must be embedded or echo, not {self.upstream!r}")
         if self.agent not in ("desk", "openai", "webhook"):
             raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
         if self.agent == "webhook" and not self.agent_webhook_url:
             raise ConfigError("AGENT=webhook needs AGENT_WEBHOOK_URL")
         if not 0.5 <= self.agent_timeout_s <= 60:
             raise ConfigError(f"AGENT_TIMEOUT_S must be 0.5..60, not {self.agent_timeout_s}")
+        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
+            raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
+        if self.twilio_number and not (self.twilio_account_sid and self.twilio_auth_token and self.public_url):
+            raise ConfigError("TWILIO_NUMBER needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL")
+        if not self.twilio_api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"TWILIO_API_URL must start with http:// or https://: {self.twilio_api_url!r}")
+        if self.upstream not in UPSTREAMS:
+            raise ConfigError(f"UPSTREAM must be one of {', '.join(UPSTREAMS)}, not {self.upstream!r}")
+        if not 1 <= self.upstream_timeout_s <= 60:
+            raise ConfigError(f"UPSTREAM_TIMEOUT_S must be 1..60, not {self.upstream_timeout_s}")
+        if not 65_536 <= self.upstream_buffer_bytes <= 64_000_000:
+            raise ConfigError(f"UPSTREAM_BUFFER_BYTES must be 64 KB..64 MB, not {self.upstream_buffer_bytes}")
+        try:
+            self.retry_schedule
+        except ValueError as exc:
+            raise ConfigError(f"UPSTREAM_RETRIES_S: {exc}") from None
+        if self.vapi_audio not in ("pcm_s16le", "mulaw"):
+            raise ConfigError(f"VAPI_AUDIO must be pcm_s16le or mulaw, not {self.vapi_audio!r}")
+        if self.vapi_webhook_auth not in ("secret", "hmac"):
+            raise ConfigError(f"VAPI_WEBHOOK_AUTH must be secret or hmac, not {self.vapi_webhook_auth!r}")
+        if self.upstream != "embedded":
+            problem = upstream_problem(self, self.upstream)
+            if problem:
+                raise ConfigError(f"UPSTREAM={self.upstream}: {problem}")
         if not 100 <= self.endpoint_silence_ms <= 3000:
             raise ConfigError(f"ENDPOINT_SILENCE_MS must be 100..3000, not {self.endpoint_silence_ms}")
         if not 0 <= self.min_speech_ms <= 2000:
@@ -110,6 +150,15 @@ class Settings:
             raise ConfigError(f"DRAIN_S must be 0..3600, not {self.drain_s}")
         if self.mode == "prod" and not self.twilio_auth_token:
             raise ConfigError("prod mode requires TWILIO_AUTH_TOKEN (signature checks)")
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        """``UPSTREAM_RETRIES_S`` as seconds: at most 10 pauses, each 0-60 s."""
+        parts = [p.strip() for p in self.upstream_retries_s.split(",") if p.strip()]
+        pauses = tuple(float(p) for p in parts)
+        if len(pauses) > 10 or any(not 0 <= p <= 60 for p in pauses):
+            raise ValueError(f"at most 10 pauses of 0-60 s, not {self.upstream_retries_s!r}")
+        return pauses
 
     @property
     def stream_secret(self) -> bytes:
@@ -139,6 +188,45 @@ class Settings:
                 raise ConfigError(f"{f.metadata['env']}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+UPSTREAMS = ("embedded", "vapi", "openai-realtime", "echo")
+
+
+def upstream_problem(settings: Settings, name: str) -> str:
+    """Why back end ``name`` cannot run with ``settings`` ("" when it can)."""
+    if name == "vapi":
+        if not settings.vapi_api_key:
+            return "needs VAPI_API_KEY"
+        if not (settings.vapi_assistant_id or settings.vapi_assistant):
+            return "needs VAPI_ASSISTANT_ID or VAPI_ASSISTANT"
+        if settings.vapi_assistant and not settings.vapi_assistant_id:
+            try:
+                if not isinstance(json.loads(settings.vapi_assistant), dict):
+                    return "VAPI_ASSISTANT must be a JSON object"
+            except ValueError as exc:
+                return f"VAPI_ASSISTANT is not JSON: {exc}"
+        if not settings.vapi_api_url.startswith(("http://", "https://")):
+            return "VAPI_API_URL must start with http:// or https://"
+    elif name == "openai-realtime":
+        if not settings.openai_realtime_url.startswith(("ws://", "wss://")):
+            return "OPENAI_REALTIME_URL must start with ws:// or wss://"
+    elif name != "embedded":
+        return f"unknown back end (one of {', '.join(UPSTREAMS)})"
+    return ""
+
+
+def choose_upstream(settings: Settings, parameters: Mapping[str, str]) -> tuple[str, str]:
+    """The back end of one call: the stream parameter ``upstream`` if given and usable,
+    else ``UPSTREAM``. Returns ``(name, error)``; ``error`` says why a requested one was
+    not taken ("" if none was refused)."""
+    wanted = parameters.get("upstream", "").strip()
+    if not wanted or wanted == settings.upstream:
+        return settings.upstream, ""
+    problem = upstream_problem(settings, wanted)
+    if problem:
+        return settings.upstream, f"upstream {wanted[:40]!r} refused: {problem}"
+    return wanted, ""
 
 
 _PARSERS = {"str": str, "int": int, "float": float}

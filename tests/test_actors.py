@@ -39,6 +39,8 @@ EXAMPLES = [
     m.ChildFailed("codec", "ValueError: x"),
     m.InjectFault("test"),
     m.TimelineNote("greeting_audio", {"latency_ms": 1.5, "text": "hi"}),
+    m.AgentUlaw(4, b"\xff" * 160),
+    m.UpstreamBound("vapi", "3f2a-call"),
 ]
 
 

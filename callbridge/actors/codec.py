@@ -11,6 +11,11 @@ goes out too, so the played position is known to within 200 ms.
 ``Interrupted`` (barge-in): the partial frame and resampler state are dropped, and so is
 any later audio of that utterance or an earlier one still on its way from the Upstream.
 
+Pass-through (a back end whose ``caller_format`` is ``"ulaw"``: OpenAI Realtime, Vapi
+with ``VAPI_AUDIO=mulaw``):
+the caller's mu-law goes to the Upstream untouched (``CallerMedia``; BargeIn still gets
+its levels, decoded at 8 kHz, no resampling), and ``AgentUlaw`` payloads are only framed.
+
 Fresh state on restart means resampler history is lost: at most one frame's filter
 transient (~4 ms), never a shifted or resized frame.
 """
@@ -24,6 +29,8 @@ import numpy as np
 from ..codecs.framing import Framer
 from ..codecs.g711 import ulaw_decode, ulaw_encode
 from ..codecs.resample import StreamingResampler
+from ..config import Settings, choose_upstream
+from ..upstreams import caller_format
 from . import messages as m
 from .runtime import Actor, ActorContext
 
@@ -36,8 +43,12 @@ CALLER_AUDIO_TO = ("upstream", "bargein")
 class Codec(Actor):
     role = "codec"
 
-    def __init__(self, ctx: ActorContext, settings: object = None) -> None:
+    def __init__(self, ctx: ActorContext, settings: Settings | None = None) -> None:
         super().__init__(ctx)
+        self.settings = settings or Settings()
+        self.passthrough = False
+        self.fed: set[int] = set()
+        """Rates whose resampler holds audio of the current utterance."""
         self.inbound = StreamingResampler(TWILIO_RATE, INBOUND_RATE)
         self.outbound: dict[int, StreamingResampler] = {}
         self.framer = Framer()
@@ -46,32 +57,54 @@ class Codec(Actor):
         self.cut = 0
         """Utterances up to this number were interrupted: their audio is dropped."""
 
+    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
+        name, _ = choose_upstream(self.settings, msg.parameters)
+        self.passthrough = caller_format(name, self.settings) == "ulaw"
+
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+        if self.passthrough:
+            self.ctx.tell("upstream", msg)
+            pcm8k = ulaw_decode(msg.payload).tobytes()
+            self.ctx.tell("bargein", m.CallerAudio(msg.chunk, msg.timestamp, pcm8k, TWILIO_RATE))
+            return
         pcm = self.inbound.process(ulaw_decode(msg.payload))
         audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE, msg.filler)
         for role in CALLER_AUDIO_TO:
             self.ctx.tell(role, audio)
 
     def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
-        if msg.utterance <= self.cut:
+        if not self._open(msg.utterance):
             return
-        if msg.utterance != self.utterance:
-            self.utterance = msg.utterance
-            self.frames_in_utterance = 0
-            self.ctx.tell_parent(m.UtteranceStarting(msg.utterance))
         resampler = self.outbound.get(msg.rate)
         if resampler is None:
             resampler = self.outbound[msg.rate] = StreamingResampler(msg.rate, TWILIO_RATE)
+        self.fed.add(msg.rate)
         self._emit(resampler.process(np.frombuffer(msg.pcm, dtype="<i2")))
+
+    def receiveMsg_AgentUlaw(self, msg: m.AgentUlaw) -> None:  # noqa: N802
+        if self._open(msg.utterance):
+            self._frame(msg.payload)
+
+    def _open(self, utterance: int) -> bool:
+        """False for audio of a cut utterance; announces a new one."""
+        if utterance <= self.cut:
+            return False
+        if utterance != self.utterance:
+            self.utterance = utterance
+            self.frames_in_utterance = 0
+            self.ctx.tell_parent(m.UtteranceStarting(utterance))
+        return True
 
     def receiveMsg_AgentUtteranceEnd(self, msg: m.AgentUtteranceEnd) -> None:  # noqa: N802
         if msg.utterance <= self.cut:
             return
-        for rate, resampler in self.outbound.items():
+        for rate in self.fed:
+            resampler = self.outbound[rate]
             # Push the filter's delay line out with zeros so the utterance ends whole.
             tail_in = math.ceil((resampler.delay_samples + 1) * rate / TWILIO_RATE)
             self._emit(resampler.process(np.zeros(tail_in, dtype=np.int16)))
             resampler.reset()
+        self.fed.clear()
         last = self.framer.flush()
         if last is not None:
             self.ctx.tell_parent(m.OutboundFrame(last))
@@ -82,11 +115,15 @@ class Codec(Actor):
         self.framer.reset()
         for resampler in self.outbound.values():
             resampler.reset()
+        self.fed.clear()
 
     def _emit(self, pcm8k: np.ndarray) -> None:
         if len(pcm8k):
-            for frame in self.framer.push(ulaw_encode(pcm8k)):
-                self.ctx.tell_parent(m.OutboundFrame(frame))
-                self.frames_in_utterance += 1
-                if self.frames_in_utterance % MARK_EVERY_FRAMES == 0:
-                    self.ctx.tell_parent(m.OutboundMark(f"u{self.utterance}.{self.frames_in_utterance}"))
+            self._frame(ulaw_encode(pcm8k))
+
+    def _frame(self, ulaw: bytes) -> None:
+        for frame in self.framer.push(ulaw):
+            self.ctx.tell_parent(m.OutboundFrame(frame))
+            self.frames_in_utterance += 1
+            if self.frames_in_utterance % MARK_EVERY_FRAMES == 0:
+                self.ctx.tell_parent(m.OutboundMark(f"u{self.utterance}.{self.frames_in_utterance}"))

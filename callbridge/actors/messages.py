@@ -66,6 +66,15 @@ class AgentAudio(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentUlaw(Message):
+    """Upstream -> Codec: agent speech already in Twilio's format (mu-law 8 kHz, any
+    length), part of ``utterance``: framed as is, never decoded or resampled."""
+
+    utterance: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class AgentUtteranceEnd(Message):
     """Upstream -> Codec: the utterance is complete; flush and mark it."""
 
@@ -147,6 +156,16 @@ class Interrupted(Message):
     system: ClassVar[bool] = True
     utterance: int
     played_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBound(Message):
+    """Upstream -> CallSupervisor: the remote back end knows this call as ``remote_id``
+    (its webhooks name that id; the gateway maps it back to the CallSid)."""
+
+    system: ClassVar[bool] = True
+    provider: str
+    remote_id: str
 
 
 # --- control -----------------------------------------------------------------------
@@ -235,6 +254,8 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ChildFailed,
     InjectFault,
     TimelineNote,
+    AgentUlaw,
+    UpstreamBound,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

@@ -35,6 +35,7 @@ class CallIO(Protocol):
     def clear(self) -> float: ...
     def notify_when_sent(self, utterance: int) -> None: ...
     def end(self, reason: str) -> None: ...
+    def bind_upstream(self, provider: str, remote_id: str) -> None: ...
     def note(self, event: str, **data: Any) -> None: ...
 
 
@@ -151,6 +152,10 @@ class CallSupervisor(Actor):
     def receiveMsg_EndCall(self, msg: m.EndCall) -> None:  # noqa: N802
         self.io.note("call_ending", reason=msg.reason)
         self.io.end(msg.reason)
+
+    def receiveMsg_UpstreamBound(self, msg: m.UpstreamBound) -> None:  # noqa: N802
+        self.io.bind_upstream(msg.provider, msg.remote_id)
+        self.io.note("upstream.bound", provider=msg.provider, remote_id=msg.remote_id)
 
     def receiveMsg_TimelineNote(self, msg: m.TimelineNote) -> None:  # noqa: N802
         self.io.note(msg.event, **msg.data)

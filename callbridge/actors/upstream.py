@@ -1,10 +1,13 @@
 """Upstream child: the call's voice-AI back end, behind ``upstreams.base.Backend``.
 
-The default back end is the embedded agent (``upstreams.embedded``): VAD, streaming
-STT, an agent, streaming TTS; it also reads DTMF keys back. This actor adapts the
-actor world to the back end: messages in become back-end calls, and the back end's
-``Port`` becomes messages out (agent audio to the Codec, ``EndCall`` and timeline notes
-to the supervisor) and tasks owned by this actor.
+The back end is chosen at ``CallStarted`` (``config.choose_upstream``: ``UPSTREAM``, or the
+call's ``upstream`` stream parameter). The default is the embedded agent
+(``upstreams.embedded``): VAD, streaming STT, an agent, streaming TTS; it also reads DTMF
+keys back. The remote ones (``upstreams.vapi``, ``upstreams.openai_realtime``) share
+``upstreams.remote``. This actor adapts the actor world to the back end: messages in
+become back-end calls, and the back end's ``Port`` becomes messages out (agent audio to
+the Codec, ``EndCall``, timeline notes and the remote's call id to the supervisor) and
+tasks owned by this actor.
 
 Restart: a fresh Upstream gets the same ``Conversation`` from the supervisor (agent and
 its state, history, utterance numbering), so the conversation goes on; what was being
@@ -16,10 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Coroutine
 
-from ..config import Settings
+from ..config import Settings, choose_upstream
+from ..upstreams import backend_class
 from ..upstreams.base import Backend, Conversation
-from ..upstreams.echo import EchoBackend
-from ..upstreams.embedded import EmbeddedBackend
 from . import messages as m
 from .runtime import Actor, ActorContext
 
@@ -29,10 +31,9 @@ class Upstream(Actor):
 
     def __init__(self, ctx: ActorContext, settings: Settings, conversation: Conversation) -> None:
         super().__init__(ctx)
-        if settings.upstream == "echo":
-            self.backend: Backend = EchoBackend(self, conversation)
-        else:
-            self.backend = EmbeddedBackend(self, conversation, settings)
+        self.settings = settings
+        self.conversation = conversation
+        self.backend: Backend = Backend(self, conversation)  # until CallStarted names one
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -40,7 +41,14 @@ class Upstream(Actor):
     # -- messages in ---------------------------------------------------------------------
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
+        name, refused = choose_upstream(self.settings, msg.parameters)
+        if refused and msg.generation == 0:
+            self.note("upstream.error", error=refused)
+        self.backend = backend_class(name)(self, self.conversation, self.settings)
         self.backend.start(msg)
+
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+        self.backend.caller_ulaw(msg)
 
     def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:  # noqa: N802
         self.backend.caller_audio(msg)
@@ -67,6 +75,12 @@ class Upstream(Actor):
 
     def audio(self, utterance: int, pcm: bytes, rate: int) -> None:
         self.ctx.tell("codec", m.AgentAudio(utterance, pcm, rate))
+
+    def ulaw(self, utterance: int, payload: bytes) -> None:
+        self.ctx.tell("codec", m.AgentUlaw(utterance, payload))
+
+    def bound(self, provider: str, remote_id: str) -> None:
+        self.ctx.tell_parent(m.UpstreamBound(provider, remote_id))
 
     def utterance_end(self, utterance: int) -> None:
         self.ctx.tell("codec", m.AgentUtteranceEnd(utterance))

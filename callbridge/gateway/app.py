@@ -1,6 +1,7 @@
 """The aiohttp application: ``create_app(settings) -> web.Application``.
 
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
+``POST /webhook/vapi`` (Vapi's server-URL messages),
 ``GET /healthz``, ``GET /calls`` (live calls, and summaries of the ended ones kept),
 ``GET /calls/{callSid}``, and, only with ``FAULT_INJECTION``,
 ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor, or ``socket`` to drop
@@ -11,6 +12,7 @@ the stream without a close frame); the console and ``/metrics``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -25,6 +27,8 @@ from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
 from .media import media_socket
 from .store import CallStore
+from .twilio_rest import TwilioError
+from .vapi_webhook import vapi_webhook
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
 
 log = logging.getLogger("callbridge.gateway")
@@ -110,9 +114,28 @@ async def _prewarm(app: web.Application) -> None:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    app[GATEWAY].hub.close()
-    for ws in list(app[GATEWAY].sockets):
+    gw = app[GATEWAY]
+    gw.hub.close()
+    for ws in list(gw.sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    if gw.background:  # REST calls in flight: each is bounded by its own timeout
+        await asyncio.gather(*gw.background, return_exceptions=True)
+
+
+async def _point_number(app: web.Application) -> None:
+    """``TWILIO_NUMBER``: set its Voice URL to this gateway's webhook (failures are logged,
+    the gateway still starts)."""
+    gw = app[GATEWAY]
+    s = gw.settings
+    if not (s.twilio_number and gw.twilio is not None):
+        return
+    voice_url = s.public_url.rstrip("/") + "/voice/inbound"
+    try:
+        sid = await gw.twilio.point_number(s.twilio_number, voice_url)
+    except TwilioError as exc:
+        log.warning("could not point %s at %s: %s", s.twilio_number, voice_url, exc)
+    else:
+        log.info("%s (%s) now calls %s", s.twilio_number, sid, voice_url)
 
 
 def create_app(settings: Settings | None = None, store: CallStore | None = None) -> web.Application:
@@ -124,6 +147,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
         [
             web.post("/voice/inbound", voice_inbound),
             web.get("/media", media_socket),
+            web.post("/webhook/vapi", vapi_webhook),
             web.get("/healthz", healthz),
             web.get("/calls", list_calls),
             web.get("/calls/{call_sid}", get_call),
@@ -143,6 +167,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
     elif not settings.console_token:
         log.info("console at /console (open to loopback peers: CONSOLE_TOKEN is not set)")
     app.on_startup.append(_prewarm)
+    app.on_startup.append(_point_number)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
     return app

@@ -29,7 +29,7 @@ from ..codecs.g711 import ulaw_decode
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
 from ..metrics import CallFigures, Metrics
-from ..timeline import Timeline
+from ..timeline import MAX_EVENTS, Timeline
 from ..upstreams.base import Conversation
 from .output import OutboundWriter
 from .store import CallStore, summary_of
@@ -63,6 +63,7 @@ class Call:
         metrics: Metrics | None = None,
         watch: Watch | None = None,
         source: str = "twilio",
+        bind: Callable[[str, str], None] | None = None,
     ) -> None:
         """``resume``: the checkpoint of this call from a stream that dropped (the call
         carries on: conversation, timeline, utterance numbering)."""
@@ -90,6 +91,7 @@ class Call:
         self._publish = publish
         self.transport: asyncio.BaseTransport | None = None
         """The stream's connection (set by the gateway; for ``abort``)."""
+        self._bind = bind
         self.closing: asyncio.Task[Any] | None = None
         self.agent_closing: asyncio.Task[Any] | None = None
         self.resumes = 0
@@ -224,6 +226,11 @@ class Call:
         log.warning("call %s: ending: %s", self.call_sid, reason)
         self._hang_up(reason)
 
+    def bind_upstream(self, provider: str, remote_id: str) -> None:
+        """The remote back end's id for this call: its webhooks find the call by it."""
+        if self._bind is not None:
+            self._bind(provider, remote_id)
+
     def _first_frame_sent(self) -> None:
         self.note("first_audio_sent")
 
@@ -298,6 +305,8 @@ class CallRegistry:
         self.history = history
         self.total = 0
         self.on_change = on_change
+        self.aliases: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """(provider, remote call id) -> CallSid, for live and kept ended calls."""
 
     def add(self, call: Call) -> None:
         self.live[call.call_sid] = call
@@ -314,6 +323,33 @@ class CallRegistry:
             self.ended.popitem(last=False)
         if self.on_change is not None:
             self.on_change(summary_of(self.ended[call.call_sid]))
+        while len(self.aliases) > 2 * self.history + len(self.live):
+            self.aliases.popitem(last=False)
+
+    def alias(self, provider: str, remote_id: str, call_sid: str) -> None:
+        self.aliases[(provider, remote_id)] = call_sid
+        self.aliases.move_to_end((provider, remote_id))
+
+    def by_alias(self, provider: str, remote_id: str) -> str | None:
+        return self.aliases.get((provider, remote_id))
+
+    def note(self, call_sid: str, event: str, **data: Any) -> bool:
+        """Record ``event`` in a live call's timeline, or append it to a kept ended one
+        (webhooks arrive after the call). False if the call is unknown."""
+        call = self.live.get(call_sid)
+        if call is not None:
+            call.note(event, **data)
+            return True
+        record = self.ended.get(call_sid)
+        if record is None:
+            return False
+        timeline = record["timeline"]
+        if len(timeline) >= MAX_EVENTS:
+            record["timeline_dropped"] = record.get("timeline_dropped", 0) + 1
+            return True
+        t_ms = round((time.time() - record["started_at"]) * 1000.0, 1)
+        timeline.append({"t_ms": t_ms, "event": event, **data})
+        return True
 
     def get(self, call_sid: str) -> dict[str, Any] | None:
         call = self.live.get(call_sid)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,10 @@ from .events import EventPoster
 from .hub import Hub
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
+from .twilio_rest import TwilioError, TwilioRest
+from .vapi_auth import ReplayGuard
+
+log = logging.getLogger("callbridge.gateway")
 
 
 @dataclass
@@ -38,6 +44,9 @@ class Gateway:
     """Production mode: this shard's index, node and control store."""
     accepting: bool = True
     """False while draining: new calls are turned away, running ones carry on."""
+    vapi_replays: ReplayGuard = field(default_factory=ReplayGuard)
+    twilio: TwilioRest | None = None
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> "Gateway":
@@ -54,7 +63,29 @@ class Gateway:
             hub=hub,
             access=ConsoleAccess(settings.console_token, settings.mode),
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
+            twilio=(
+                TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_url)
+                if settings.twilio_account_sid and settings.twilio_auth_token else None
+            ),
         )
+
+    def complete_call(self, call_sid: str) -> None:
+        """End the call at Twilio too (REST), in the background; the outcome goes to the
+        call's timeline (``twilio.completed`` or ``twilio.error``)."""
+        if self.twilio is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._complete(self.twilio, call_sid))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _complete(self, twilio: TwilioRest, call_sid: str) -> None:
+        try:
+            status = await twilio.complete(call_sid)
+        except TwilioError as exc:
+            log.warning("call %s: completing it through Twilio's API failed: %s", call_sid, exc)
+            self.registry.note(call_sid, "twilio.error", error=str(exc)[:300])
+        else:
+            self.registry.note(call_sid, "twilio.completed", status=status)
 
     def public_base(self, request: web.Request) -> str:
         return public_base(

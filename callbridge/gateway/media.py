@@ -174,9 +174,11 @@ class StreamSession:
         publish = gw.events.publish if gw.events is not None else None
         # Before the call's tasks exist, so they inherit the tags for their log lines.
         self.log_binding = bind_call(start.call_sid, start.stream_sid)
+        registry, sid = gw.registry, start.call_sid
         call = Call(
             gw.settings, start, self.ws.send_str, self.hang_up, publish=publish,
             metrics=gw.metrics, watch=gw.watch, source=self.source, store=gw.store, resume=resume,
+            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
         )
         call.transport = self.transport
         gw.registry.add(call)
@@ -186,12 +188,14 @@ class StreamSession:
     def hang_up(self, reason: str) -> None:
         """We end the call (the agent said goodbye, or a child gave up): record it as
         ended in the store first, so the redirect Twilio then follows gets ``<Hangup/>``,
-        then close the stream."""
+        then close the stream; with Twilio API credentials, complete the call through the
+        REST API too."""
         call = self.call
         if call is not None:
             call.stop_reason = reason
             call.hung_up = True
             call.closing = asyncio.get_running_loop().create_task(self._close_ended(call))
+            self.gw.complete_call(call.call_sid)
 
     async def _close_ended(self, call: Call) -> None:
         try:

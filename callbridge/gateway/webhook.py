@@ -2,11 +2,13 @@
 
 Checks ``X-Twilio-Signature`` over the public URL and the form, then answers at once
 with ``<Connect><Stream>`` TwiML carrying a stream token (no back-end work before the
-answer). After the ``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops
-without a hang-up, Twilio returns and the call resumes from the store (at most
-``MAX_RESUMES`` times, then an apology and ``<Hangup/>``); a call that ended on purpose
-gets ``<Hangup/>``. Limits: body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing
-or invalid CallSid is a 400; a bad or missing signature a 403, each with one log line.
+answer). ``?upstream=NAME`` (one of ``UPSTREAM``'s values, covered by the signature)
+chooses the call's back end: it travels as the stream parameter ``upstream``. After the
+``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops without a hang-up,
+Twilio returns and the call resumes from the store (at most ``MAX_RESUMES`` times, then
+an apology and ``<Hangup/>``); a call that ended on purpose gets ``<Hangup/>``. Limits:
+body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid CallSid or an
+unknown ``upstream`` is a 400; a bad or missing signature a 403, each with one log line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from ..codecs.mediastreams import SID_RE
+from ..config import UPSTREAMS
 from .context import GATEWAY
 from .security import stream_url
 
@@ -46,6 +49,10 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if not SID_RE.match(call_sid):
         log.warning("webhook from %s refused: missing or invalid CallSid", request.remote)
         raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    upstream = request.query.get("upstream")
+    if upstream is not None and upstream not in UPSTREAMS:
+        log.warning("webhook from %s refused: unknown upstream %r", request.remote, upstream[:40])
+        raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(UPSTREAMS)}\n")
     stored = await gw.store.lookup(call_sid)
     response = VoiceResponse()
     if stored is not None and stored.state == "ended":
@@ -71,9 +78,11 @@ async def voice_inbound(request: web.Request) -> web.Response:
     stream.parameter(name="token", value=gw.tokens.issue(call_sid, time.time()))
     if resume:
         stream.parameter(name="resume", value="1")
+    if upstream is not None:
+        stream.parameter(name="upstream", value=upstream)
     response.append(connect)
     # When the stream ends without a hang-up (the process carrying it died), Twilio runs
     # the next verb: back here, and the call resumes on a live process.
-    response.redirect(base + request.path, method="POST")
+    response.redirect(base + request.path_qs, method="POST")
     log.info("call %s: webhook answered from %s%s", call_sid, params.get("From", "?"), " (resume)" if resume else "")
     return web.Response(text=str(response), content_type="text/xml")

@@ -122,6 +122,7 @@ class SimulatedCall:
         console_token: str = "",
         from_number: str = "+15005550006",
         to_number: str = "+15005550001",
+        webhook_path: str = "/voice/inbound",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
@@ -145,6 +146,7 @@ class SimulatedCall:
         self.result = CallResult(call_sid or new_sid("CA"), new_sid("MZ"))
         self.from_number = from_number
         self.to_number = to_number
+        self.webhook_path = webhook_path
         self.started = asyncio.Event()
         # Twilio's playback buffer and pending marks (byte position where each fires).
         self._playback = bytearray()
@@ -177,7 +179,7 @@ class SimulatedCall:
         """POST the voice webhook (``url``: a ``<Redirect>`` target, public form) and
         return the TwiML."""
         params = self.webhook_params()
-        public = url or self.public_url + "/voice/inbound"
+        public = url or self.public_url + self.webhook_path
         headers = {}
         if self.auth_token:
             headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, public, params)

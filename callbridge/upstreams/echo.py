@@ -8,12 +8,17 @@ benchmarks use it to measure the bridge's own capacity and added latency
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..actors import messages as m
-from .base import Backend
+from .base import Backend, Conversation, Port
 
 
 class EchoBackend(Backend):
     utterance = 0
+
+    def __init__(self, port: Port, conversation: Conversation, settings: Any = None) -> None:
+        super().__init__(port, conversation)
 
     def start(self, call: m.CallStarted) -> None:
         # One endless utterance per stream (a restarted actor opens a new one).

@@ -1,0 +1,215 @@
+"""OpenAI Realtime over WebSocket, mu-law end to end (no transcoding at all).
+
+Connect to ``OPENAI_REALTIME_URL?model=OPENAI_REALTIME_MODEL`` (``Authorization: Bearer
+OPENAI_API_KEY``), wait for ``session.created``, send ``session.update`` (``audio/pcmu``
+in and out, server VAD with ``ENDPOINT_SILENCE_MS``, input transcription, an ``end_call``
+tool), and the session is ready on ``session.updated``. After a reconnect the new
+session first gets the call's transcript so far (``conversation.item.create``), so the
+conversation goes on. The greeting is asked for once per call (``response.create``).
+
+- Caller audio: Twilio's mu-law bytes, as received, base64 in ``input_audio_buffer.append``
+  (the Codec passes them through: ``caller_format = "ulaw"``).
+- Agent audio: ``response.output_audio.delta`` bytes are mu-law already: framed and
+  played; one output item is one utterance (its own marks).
+- Barge-in: ``input_audio_buffer.speech_started`` goes to BargeIn with the onset the
+  server gives (``audio_start_ms``, mapped back to when that audio reached us). If the
+  agent was audible, BargeIn cuts it (``clear`` at Twilio, queued audio dropped) and we
+  send ``conversation.item.truncate`` with ``audio_end_ms`` = what the caller heard
+  (Twilio's marks, within one 200 ms mark interval), so the model forgets the rest. The
+  server's VAD cancels the response itself (``interrupt_response``).
+- Transcripts: ``conversation.item.input_audio_transcription.completed`` ->
+  ``transcript.final``; ``response.output_audio_transcript.done`` -> ``agent.reply``.
+- ``end_call`` tool call: the call ends once the agent's last words have played.
+- ``error`` events are noted (``upstream.remote_error``); the session goes on.
+
+The beta event names (``response.audio.delta``...) are accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+
+from ..agents.base import Turn
+from ..agents.openai_chat import DEFAULT_SYSTEM_PROMPT
+from .remote import RemoteBackend, RemoteFailure
+
+INSTRUCTIONS = DEFAULT_SYSTEM_PROMPT + " After your farewell, call the end_call tool."
+TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+CONTEXT_TURNS = 20
+"""Transcript turns given to a new session after a reconnect."""
+END_CALL_TOOL = {
+    "type": "function",
+    "name": "end_call",
+    "description": "Hang up the phone call, after you have said goodbye.",
+    "parameters": {"type": "object", "properties": {}},
+}
+_AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
+_AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
+_TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+
+
+# -- the protocol (pure) -------------------------------------------------------------------
+
+
+def realtime_url(base: str, model: str) -> str:
+    """``base`` with ``model=`` set in its query (kept if it is there already)."""
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("model", model)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def session_update(model: str, voice: str, silence_ms: int, instructions: str = INSTRUCTIONS) -> dict[str, Any]:
+    pcmu = {"type": "audio/pcmu"}
+    return {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "model": model,
+            "output_modalities": ["audio"],
+            "instructions": instructions,
+            "audio": {
+                "input": {
+                    "format": pcmu,
+                    "transcription": {"model": TRANSCRIPTION_MODEL},
+                    "turn_detection": {
+                        "type": "server_vad",
+                        "silence_duration_ms": silence_ms,
+                        "prefix_padding_ms": 300,
+                        "create_response": True,
+                        "interrupt_response": True,
+                    },
+                },
+                "output": {"format": pcmu, "voice": voice},
+            },
+            "tools": [END_CALL_TOOL],
+            "tool_choice": "auto",
+        },
+    }
+
+
+def append_audio(ulaw: bytes) -> str:
+    """``input_audio_buffer.append``, serialised (the hot path: no dict, no JSON encoder)."""
+    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(ulaw).decode("ascii") + '"}'
+
+
+def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
+    return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
+
+
+def greet(greeting: str) -> dict[str, Any]:
+    return {"type": "response.create", "response": {"instructions": f"Greet the caller with exactly these words: {greeting}"}}
+
+
+def context_item(turn: Turn) -> dict[str, Any]:
+    """A transcript turn as a conversation item, for a new session's context."""
+    if turn.role == "caller":
+        content = [{"type": "input_text", "text": turn.text}]
+        role = "user"
+    else:
+        content = [{"type": "output_text", "text": turn.text}]
+        role = "assistant"
+    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": content}}
+
+
+# -- the back end --------------------------------------------------------------------------
+
+
+class RealtimeBackend(RemoteBackend):
+    provider = "openai-realtime"
+    bytes_per_ms = 8.0  # mu-law 8 kHz
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.item_ms: dict[str, float] = {}
+        """Agent audio received per output item (ms): truncation never goes past it."""
+        self.item_utterance: dict[str, int] = {}
+        self.end_requested = False
+
+    async def connect(self) -> None:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.openai_api_key}"} if s.openai_api_key else {}
+        ws = await self.open_socket(realtime_url(s.openai_realtime_url, s.openai_realtime_model), headers)
+        await self._expect(ws, "session.created")
+        await ws.send_str(orjson.dumps(session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)).decode())
+        await self._expect(ws, "session.updated")
+        # After a reconnect (or a restart of the Upstream actor) the new session first
+        # gets the conversation so far; a new call has none.
+        for turn in self.conversation.history[-CONTEXT_TURNS:]:
+            await ws.send_str(orjson.dumps(context_item(turn)).decode())
+
+    async def _expect(self, ws: aiohttp.ClientWebSocketResponse, wanted: str) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            event = orjson.loads(msg.data)
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == wanted:
+                return
+            if kind == "error":
+                raise RemoteFailure(f"{wanted[:-1]} refused: {_error_text(event)}")
+        raise RemoteFailure(f"socket closed before {wanted} ({ws.close_code})")
+
+    def on_ready(self) -> None:
+        conv = self.conversation
+        if not conv.greeted:
+            conv.greeted = True
+            greeting = self.settings.greeting.strip()
+            if greeting:
+                self.send_json(greet(greeting))
+
+    async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+        await ws.send_str(append_audio(data))
+
+    def on_text(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in _AUDIO_DELTA:
+            item = str(event.get("item_id", ""))
+            try:
+                audio = base64.b64decode(event.get("delta", ""), validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise RemoteFailure(f"{kind}: delta is not base64") from None
+            self.item_ms[item] = self.item_ms.get(item, 0.0) + len(audio) / 8.0
+            self.agent_audio(item, audio)
+            if self.utterance is not None and item == self.utterance_key:
+                self.item_utterance[item] = self.utterance
+        elif kind in _AUDIO_DONE:
+            if event.get("item_id") == self.utterance_key:
+                self.end_utterance()
+        elif kind == "input_audio_buffer.speech_started":
+            start = event.get("audio_start_ms")
+            self.caller_started(float(start) if isinstance(start, (int, float)) else None)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self.heard(str(event.get("transcript", "")))
+        elif kind in _TRANSCRIPT_DONE:
+            self.said(str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", ""))))
+        elif kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call" and item.get("name") == "end_call":
+                self.end_requested = True
+        elif kind == "response.done":
+            self.end_utterance()
+            if self.end_requested:
+                self.remote_ended("the agent called end_call")
+        elif kind == "error":
+            self.port.note("upstream.remote_error", provider=self.provider, error=_error_text(event))
+
+    def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
+        if key is None or played_ms < 0:
+            return  # not ours, or it had played to the end: nothing to forget
+        heard_ms = int(min(played_ms, self.item_ms.get(key, 0.0)))
+        self.send_json(truncate(key, heard_ms))
+        self.port.note("agent.truncated", utterance=utterance, item_id=key, audio_end_ms=heard_ms)
+
+
+def _error_text(event: dict[str, Any]) -> str:
+    error = event.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type', '')} {error.get('code', '') or ''}: {error.get('message', '')}".strip()[:300]
+    return str(error)[:300]

@@ -1,0 +1,229 @@
+"""Vapi's WebSocket transport behind the Upstream interface.
+
+Each (re)connection creates a Vapi call: ``POST {VAPI_API_URL}/call`` (``Authorization:
+Bearer VAPI_API_KEY``) with ``assistantId`` (or an inline ``assistant``) and
+``transport: {provider: "vapi.websocket", audioFormat: {format: "pcm_s16le", container:
+"raw", sampleRate: 16000}}`` (or, with ``VAPI_AUDIO=mulaw``, ``{format: "mulaw",
+container: "raw", sampleRate: 8000}``: Twilio's bytes both ways, no transcoding); the answer's ``id`` is bound to our CallSid (Vapi's
+server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
+``transport.websocketCallUrl`` is opened. On that socket:
+
+- binary frames carry audio both ways, 16 kHz s16le mono: the Codec's ``CallerAudio`` goes
+  out as is; the agent's audio is handed to the Codec at 16 kHz (it resamples to 8 kHz).
+  With mu-law the caller's frames pass through and the agent's bytes are only framed;
+- text frames carry JSON control. We send ``{"type": "hangup"}`` when the caller hangs up.
+  From Vapi: ``speech-update`` (user started: a possible barge-in, BargeIn decides;
+  assistant stopped: the utterance is complete), ``user-interrupted``, ``transcript``
+  (final ones go to the timeline), and the end of the call (``hangup``, a ``status-update``
+  of ``ended``, or a clean close): the call ends once what the agent said has played.
+
+Vapi runs its own VAD and stops talking when the caller does; what it had already sent is
+still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on Vapi
+saying so: our own VAD (``SpeechWatch``, while the agent may be audible) feeds BargeIn
+too; whichever is first cuts. Utterance boundaries come from
+``speech-update``; without them, ``AGENT_GAP_S`` without agent audio closes one.
+A reconnect creates a new Vapi call that waits for the caller to speak
+(``firstMessageMode``), so the greeting is not repeated; it starts without the earlier
+conversation (Vapi has no way to hand it over on the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+
+from ..agents._http import excerpt, redact
+from ..config import Settings
+from ..actors import messages as m
+from ..codecs.g711 import ulaw_decode
+from .remote import RemoteBackend, RemoteFailure
+from .speechwatch import SpeechWatch
+
+AGENT_GAP_S = 0.5
+WATCH_AFTER_S = 1.0
+"""Our VAD keeps watching this long after the agent's last audio played (BargeIn's grace)."""
+AUDIO_FORMATS = {
+    "pcm_s16le": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+    "mulaw": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
+}
+WAIT_FOR_USER = "assistant-waits-for-user"
+
+
+# -- the protocol (pure) -------------------------------------------------------------------
+
+
+def create_call_body(settings: Settings, reconnect: bool = False) -> dict[str, Any]:
+    """The JSON of ``POST /call`` for a WebSocket-transport call."""
+    audio = dict(AUDIO_FORMATS[settings.vapi_audio])
+    body: dict[str, Any] = {"transport": {"provider": "vapi.websocket", "audioFormat": audio}}
+    if settings.vapi_assistant_id:
+        body["assistantId"] = settings.vapi_assistant_id
+        if reconnect:
+            body["assistantOverrides"] = {"firstMessageMode": WAIT_FOR_USER}
+    else:
+        assistant = orjson.loads(settings.vapi_assistant)
+        if reconnect:
+            assistant["firstMessageMode"] = WAIT_FOR_USER
+        body["assistant"] = assistant
+    return body
+
+
+def parse_created(call: Any) -> tuple[str, str]:
+    """``(vapi call id, websocketCallUrl)`` from ``POST /call``'s answer."""
+    if not isinstance(call, dict):
+        raise RemoteFailure("POST /call answer is not a JSON object")
+    call_id = call.get("id")
+    transport = call.get("transport")
+    url = transport.get("websocketCallUrl") if isinstance(transport, dict) else None
+    if not isinstance(call_id, str) or not call_id or len(call_id) > 200:
+        raise RemoteFailure("POST /call answer has no call id")
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+        raise RemoteFailure("POST /call answer has no transport.websocketCallUrl")
+    return call_id, url
+
+
+def ends_call(event: dict[str, Any]) -> bool:
+    kind = event.get("type")
+    return kind in ("hangup", "end-of-call-report") or (kind == "status-update" and event.get("status") == "ended")
+
+
+# -- the back end --------------------------------------------------------------------------
+
+
+class VapiBackend(RemoteBackend):
+    provider = "vapi"
+    bytes_per_ms = 32.0  # 16 kHz s16le
+    normal_close_ends_call = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.mulaw = self.settings.vapi_audio == "mulaw"
+        self.bytes_per_ms = 8.0 if self.mulaw else 32.0
+        self.turn = 1
+        self.odd = b""
+        self.last_audio = 0.0
+        self.gap_watch: asyncio.Task[None] | None = None
+        self.remote_id = ""
+        self.watch = SpeechWatch(self.settings, self.port.caller_speech, 8000 if self.mulaw else 16000)
+        self.watched = False
+        self.quiet_since = -1e9
+
+    async def connect(self) -> None:
+        s = self.settings
+        url = s.vapi_api_url.rstrip("/") + "/call"
+        headers = {"Authorization": f"Bearer {s.vapi_api_key}"}
+        body = create_call_body(s, reconnect=self.conversation.greeted)
+        async with self.new_http().post(url, json=body, headers=headers) as resp:
+            if resp.status >= 300:
+                raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
+            try:
+                call = await resp.json(content_type=None)
+            except ValueError:
+                raise RemoteFailure(f"POST {redact(url)} answer is not JSON") from None
+        self.remote_id, ws_url = parse_created(call)
+        self.port.bound(self.provider, self.remote_id)
+        await self.open_socket(ws_url)
+
+    def on_ready(self) -> None:
+        self.conversation.greeted = True  # the assistant's first message: once per call
+
+    def caller_audio(self, msg: m.CallerAudio) -> None:
+        super().caller_audio(msg)
+        self._watch(msg.pcm, None)
+
+    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+        super().caller_ulaw(msg)
+        self._watch(None, msg.payload)
+
+    def _watch(self, pcm: bytes | None, ulaw: bytes | None) -> None:
+        now = self.port.now()
+        if self.stopping:
+            return
+        if self._agent_may_be_audible(now):
+            self.watched = True
+            self.watch.feed(np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), now)
+        elif self.watched:
+            self.watched = False
+            self.watch.reset()
+
+    def _agent_may_be_audible(self, now: float) -> bool:
+        """From the agent's first audio until its last mark came back, plus a second."""
+        return (
+            self.utterance is not None
+            or self.last_opened > max(self.last_played, self.cut_upto)
+            or now - self.quiet_since < WATCH_AFTER_S
+        )
+
+    def mark_played(self, name: str) -> None:
+        super().mark_played(name)
+        if name[1:].isdigit():
+            self.quiet_since = self.port.now()
+
+    def speech_rejected(self) -> None:
+        self.watch.reset()
+
+    def stop(self) -> None:
+        super().stop()
+        self.watch.close()
+
+    async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+        await ws.send_bytes(data)
+
+    async def hang_up_remote(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str('{"type":"hangup"}')
+
+    def on_binary(self, data: bytes) -> None:
+        if self.mulaw:
+            self.agent_audio(f"turn{self.turn}", data)
+            self._audio_arrived()
+            return
+        if self.odd:
+            data = self.odd + data
+        cut = len(data) - len(data) % 2
+        data, self.odd = data[:cut], data[cut:]
+        self.agent_audio(f"turn{self.turn}", data, 16000)
+        self._audio_arrived()
+
+    def _audio_arrived(self) -> None:
+        self.last_audio = self.port.now()
+        if self.gap_watch is None or self.gap_watch.done():
+            self.gap_watch = self.port.spawn(self._watch_gap(), "vapi-gap")
+
+    def on_text(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        role = event.get("role")
+        if ends_call(event):
+            self.remote_ended(f"vapi: {kind}")
+        elif kind == "speech-update":
+            if role == "user" and event.get("status") == "started":
+                self.caller_started()
+            elif role == "assistant" and event.get("status") == "stopped":
+                self._next_turn()
+        elif kind == "user-interrupted":
+            self.caller_started()
+        elif kind == "transcript" and event.get("transcriptType") == "final":
+            text = str(event.get("transcript", ""))
+            if role == "user":
+                self.heard(text)
+            elif role == "assistant":
+                self.said(text, self.last_opened or None)
+
+    def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
+        self.turn += 1  # what comes next is a new reply
+
+    def _next_turn(self) -> None:
+        self.end_utterance()
+        self.turn += 1
+        self.odd = b""
+
+    async def _watch_gap(self) -> None:
+        while True:
+            await asyncio.sleep(AGENT_GAP_S / 2)
+            if self.port.now() - self.last_audio >= AGENT_GAP_S:
+                if self.utterance is not None:
+                    self._next_turn()
+                return

@@ -1,0 +1,202 @@
+"""Vapi's WebSocket transport behind the Upstream interface: the real gateway, the
+simulator playing Twilio, and a local server speaking Vapi's protocol
+(``POST /call`` + binary/JSON WebSocket; tests/remote_fakes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from callbridge.codecs.g711 import ulaw_encode
+from callbridge.codecs.resample import StreamingResampler
+from callbridge.config import ConfigError, Settings
+from callbridge.sim.caller import SimulatedCall
+from callbridge.upstreams.remote import RemoteFailure
+from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
+
+from .conftest import rms, speech_8k
+from .remote_fakes import FakeVapi
+
+FAST_RETRIES = "0.05,0.1,0.2"
+
+
+def events(result, name):
+    return [e for e in result.record["timeline"] if e["event"] == name]
+
+
+async def vapi_server(start_server, fake: FakeVapi, base: str, **settings):
+    return await start_server(
+        upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key, vapi_assistant_id="asst_test",
+        upstream_retries_s=FAST_RETRIES, upstream_timeout_s=3.0, **settings,
+    )
+
+
+def as_8k(pcm16k: bytes) -> np.ndarray:
+    return StreamingResampler(16000, 8000).process(np.frombuffer(pcm16k, "<i2"))
+
+
+def similarity(sent: np.ndarray, got: np.ndarray, n: int) -> float:
+    """Best correlation of the first ``n`` samples over the resamplers' delay (8-12 ms)."""
+    return max(
+        float(np.corrcoef(sent[:n].astype(float), got[lag : lag + n].astype(float))[0, 1])
+        for lag in range(60, 100)
+    )
+
+
+# -- the protocol, pure ------------------------------------------------------------------------
+
+
+def test_create_call_body_and_answer():
+    s = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant_id="asst_1")
+    body = create_call_body(s)
+    assert body == {
+        "assistantId": "asst_1",
+        "transport": {"provider": "vapi.websocket",
+                      "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}},
+    }
+    assert create_call_body(s, reconnect=True)["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
+    inline = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant='{"firstMessage": "Hi"}')
+    assert create_call_body(inline)["assistant"] == {"firstMessage": "Hi"}
+    assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == ("c1", "wss://x/y")
+    for bad in ([], {"id": "c1"}, {"id": "", "transport": {"websocketCallUrl": "wss://x"}},
+                {"id": "c1", "transport": {"websocketCallUrl": "https://x"}}):
+        with pytest.raises(RemoteFailure):
+            parse_created(bad)
+    assert ends_call({"type": "hangup"}) and ends_call({"type": "status-update", "status": "ended"})
+    assert not ends_call({"type": "status-update", "status": "in-progress"})
+
+
+def test_vapi_settings_are_checked():
+    with pytest.raises(ConfigError, match="VAPI_API_KEY"):
+        Settings(upstream="vapi")
+    with pytest.raises(ConfigError, match="VAPI_ASSISTANT"):
+        Settings(upstream="vapi", vapi_api_key="k")
+    with pytest.raises(ConfigError, match="not JSON"):
+        Settings(upstream="vapi", vapi_api_key="k", vapi_assistant="{nope")
+    with pytest.raises(ConfigError, match="UPSTREAM must be"):
+        Settings(upstream="nope")
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
+    fake = FakeVapi()
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base, vapi_audio="mulaw")
+        hello = speech_8k("I would like to book an appointment on Monday.")
+        result = await SimulatedCall(url, audio=[hello], polite=True, hold_s=2.5).run()
+    (created,) = fake.created
+    assert created["transport"]["audioFormat"] == {"format": "mulaw", "container": "raw", "sampleRate": 8000}
+    (session,) = fake.sessions
+    sent, got = bytes(result.caller_audio), bytes(session.audio)
+    assert len(got) >= len(sent) - 160 * 10 and got == sent[: len(got)]  # untouched, in order
+    tone_8k = ulaw_encode((4000 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)).astype(np.int16))
+    assert tone_8k in bytes(result.agent_audio)  # the assistant's bytes, only framed
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
+async def test_conversation_over_the_websocket_transport(start_server):
+    fake = FakeVapi()
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        hello = speech_8k("I would like to book an appointment on Monday.")
+        result = await SimulatedCall(url, audio=[hello], polite=True, hold_s=2.5).run()
+        (session,) = fake.sessions
+        await asyncio.wait_for(session.closed.wait(), 3)
+
+    assert result.close_code == 1000 and result.outbound_errors == []
+    (created,) = fake.created
+    assert created["transport"]["audioFormat"] == {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}
+    assert created["assistantId"] == "asst_test"
+    (bound,) = events(result, "upstream.bound")
+    assert bound["remote_id"] == "vapi-call-1"
+    # The assistant got the caller as 16 kHz s16le: all of it, in order.
+    sent = result.caller_pcm()
+    got = as_8k(bytes(session.audio))
+    assert abs(len(got) - len(sent)) <= 160 * 10
+    assert similarity(sent, got, min(len(got), len(sent)) - 100) > 0.85
+    # Its greeting and answer were played at the caller.
+    assert [nm for _, nm in result.marks_echoed if "." not in nm][:2] == ["u1", "u2"]
+    assert rms(result.agent_pcm()) > 500
+    assert events(result, "transcript.final")[0]["source"] == "vapi"
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+    # The caller hung up: Vapi was told, and the socket closed.
+    assert fake.hangups == ["vapi-call-1"]
+
+
+async def test_slow_call_creation_loses_nothing(start_server):
+    fake = FakeVapi()
+    fake.create_delay_s = 0.6
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        hello = speech_8k("Hello, I need some help.")
+        result = await SimulatedCall(url, audio=[hello], gap_s=0.0, hold_s=2.0).run()
+    (session,) = fake.sessions
+    sent, got = result.caller_pcm(), as_8k(bytes(session.audio))
+    assert abs(len(got) - len(sent)) <= 160 * 10  # from the very first frame
+    first = 8 * 400  # the first 400 ms, spoken while Vapi was not ready
+    assert rms(sent[:first]) > 300
+    assert similarity(sent, got, first) > 0.85
+    (ready,) = events(result, "upstream.ready")
+    assert ready["held_ms"] >= 300
+
+
+@pytest.mark.parametrize(
+    ("vapi_says", "audio"), [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
+    ids=["vapi-says", "our-vad", "our-vad-mulaw"],
+)
+async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server, vapi_says, audio):
+    fake = FakeVapi()
+    fake.greeting_s = 5.0
+    fake.speech_updates = vapi_says
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base, vapi_audio=audio)
+        wait = speech_8k("Wait, I want to cancel my appointment.")
+        result = await SimulatedCall(url, audio=[wait], gap_s=1.5, hold_s=2.5).run()
+    (barge,) = events(result, "barge_in")
+    assert len(result.clears) == 1 and barge["utterance"] == 1
+    assert 1400 <= barge["heard_ms"] <= 2300
+    assert barge["detection_ms"] < 500
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
+async def test_drop_and_reconnect_creates_a_new_vapi_call(start_server):
+    fake = FakeVapi()
+    fake.drop_after_s = {1: 1.5}
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        hello = speech_8k("Can I book for Monday?")
+        result = await SimulatedCall(url, audio=[hello], gap_s=2.5, hold_s=2.5).run()
+    assert len(fake.created) == 2
+    assert fake.created[1]["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
+    names = result.timeline_events()
+    assert "upstream.error" in names and "fallback_audio" in names
+    assert [b["remote_id"] for b in events(result, "upstream.bound")] == ["vapi-call-1", "vapi-call-2"]
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
+async def test_refused_call_creation_gives_up_politely(start_server):
+    fake = FakeVapi()
+    fake.refuse_from = 1
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        result = await SimulatedCall(url, hold_s=8.0, max_s=12.0).run()
+    errors = events(result, "upstream.error")
+    assert len(errors) == 4 and "503" in errors[0]["error"]
+    assert "upstream.gave_up" in result.timeline_events()
+    assert "call_ending" in result.timeline_events() and result.close_code == 1000
+
+
+async def test_assistant_hangs_up(start_server):
+    fake = FakeVapi()
+    fake.end_call_after_replies = 2
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        bye = speech_8k("That is all, goodbye.")
+        result = await SimulatedCall(url, audio=[bye], polite=True, hold_s=6.0).run()
+    names = result.timeline_events()
+    assert "upstream.ended" in names and "call_ending" in names
+    assert events(result, "call_ending")[0]["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50
