@@ -258,14 +258,15 @@ def comparisons(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     floor = results.get("floor", {}).get("figures", {})
     for mode in ("load-dev", "load-prod"):
         bridge = results.get(mode, {}).get("figures", {})
-        for key in sorted((k for k in bridge if re.fullmatch(r"steps\.\d+\.echo_p(50|99)_ms", k)),
-                          key=lambda k: (int(k.split(".")[1]), k)):
-            f = floor.get(key)
-            if f and f["median"] > 0:
-                b = bridge[key]["median"]
-                rows.append({"what": f"echo {key.split('.')[2][5:8]}, {key.split('.')[1]} calls: bridge "
-                             f"{mode[5:]} ÷ floor", "bridge_ms": b, "floor_ms": f["median"],
-                             "added_ms": b - f["median"], "ratio": b / f["median"]})
+        for calls in sorted({int(k.split(".")[1]) for k in bridge if re.fullmatch(r"steps\.\d+\.echo_p50_ms", k)}):
+            row: dict[str, Any] = {"mode": mode[5:], "calls": calls}
+            for q in ("p50", "p99"):
+                b, f = bridge.get(f"steps.{calls}.echo_{q}_ms"), floor.get(f"steps.{calls}.echo_{q}_ms")
+                if b and f and f["median"] > 0:
+                    row[q] = {"bridge_ms": b["median"], "floor_ms": f["median"], "added_ms": b["median"] - f["median"],
+                              "ratio": b["median"] / f["median"]}
+            if "p50" in row:
+                rows.append(row)
     return rows
 
 
@@ -428,7 +429,19 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
         rows.append([f"load-prod server CPU at {top} calls", "% of one core", cell(fig("load-prod", f"steps.{top}.server_cpu_pct"), 0)])
         rows.append([f"load-prod memory per call at {top} calls", "MB", cell(fig("load-prod", f"steps.{top}.mb_per_call"), 2)])
     rows.append(["shard kill → audio again (median)", "ms", cell(fig("load-prod", "kill_silence_median_ms"), 0)])
+    for c in comparisons(b):
+        if c.get("mode") == "prod" and "p50" in c:
+            e = c["p50"]
+            n = c["calls"]
+            rows.append([f"echo latency p50, {n} call{'s' if n != 1 else ''}: prod vs the floor", "ms",
+                         f"{e['bridge_ms']:.1f} vs {e['floor_ms']:.1f} (×{e['ratio']:.1f})"])
     return [r for r in rows if r[2] != "–"]
+
+
+def _echo_cells(c: dict[str, float] | None) -> list[str]:
+    if not c:
+        return ["–"] * 4
+    return [f"{c['bridge_ms']:.1f}", f"{c['floor_ms']:.1f}", f"{c['added_ms']:.1f}", f"{c['ratio']:.1f}"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -449,12 +462,13 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     comp = report["comparisons"]
     codec_rows = [[c["what"], f"{c['ratio']:.2f}", f"{c['min']:.2f}–{c['max']:.2f}", str(c["n"])]
-                  for c in comp if "n" in c]
-    echo_rows = [[c["what"], f"{c['bridge_ms']:.1f}", f"{c['floor_ms']:.1f}", f"{c['added_ms']:.1f}", f"{c['ratio']:.1f}"]
-                 for c in comp if "bridge_ms" in c]
+                  for c in comp if "what" in c]
+    echo_rows = [[c["mode"], str(c["calls"])] + [x for q in ("p50", "p99") for x in _echo_cells(c.get(q))]
+                 for c in comp if "mode" in c]
     out += table(["codec", "ratio (median)", "min–max", "runs"], codec_rows) if codec_rows else ["(no codec run)"]
     out += [""]
-    out += (table(["echo latency", "bridge ms", "floor ms", "added ms", "ratio"], echo_rows)
+    out += (table(["echo latency: bridge", "calls", "p50 ms", "floor p50 ms", "added", "× floor",
+                   "p99 ms", "floor p99 ms", "added", "× floor"], echo_rows)
             if echo_rows else ["(no floor / load run to compare)"])
     out += ["", "## Benchmarks", ""]
     out += table(["benchmark", "script", "status", "runs", "wall s (each)"],

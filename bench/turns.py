@@ -114,10 +114,11 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int, json_pa
     if json_path:
         import json
 
+        parts = ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms")
         Path(json_path).write_text(json.dumps({
             "calls": len(results), "replies": len(turns), "endpoint_ms_setting": endpoint_ms,
-            "p50": {k: pct([t[k] for t in turns], 50) for k in turns[0]} if turns else {},
-            "p95": {k: pct([t[k] for t in turns], 95) for k in turns[0]} if turns else {},
+            "p50": {k: pct([t[k] for t in turns], 50) for k in parts},
+            "p95": {k: pct([t[k] for t in turns], 95) for k in parts},
             "wer_pct": 100 * errors / max(ref_words, 1),
             "cpu_pct_per_call": 100 * cpu / max(call_seconds, 1e-9)}, indent=2))
     return 0
