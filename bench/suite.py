@@ -3,6 +3,7 @@
     python run.py bench --quick                  # < 10 min on a 2-core machine
     python run.py bench                          # the full run (long: repeats, ramps to 500 calls)
     python run.py bench --only codec,floor,load-dev --out /tmp/r.md --json /tmp/r.json
+    python run.py bench --render bench/results.json   # rewrite bench/results.md, run nothing
 
 Each benchmark is its script in ``bench/`` run as a subprocess (``python bench/X.py ...
 --json FILE``), from the repository root, one at a time; the suite reads the JSON file
@@ -347,9 +348,13 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def md_codec(f: dict[str, Any]) -> list[str]:
-    names = sorted({k.split(".")[1] for k in f if k.startswith("us_per_frame.")}, key=lambda n: n != "callbridge")
+    order = ["callbridge", "soxr", "pipecat"]
+    names = sorted({k.split(".")[1] for k in f if k.startswith("us_per_frame.")},
+                   key=lambda n: (order.index(n) if n in order else len(order), n))
+    labels = {"callbridge": "callbridge (numpy G.711 + polyphase FIR)", "soxr": "audioop + soxr HQ + orjson",
+              "pipecat": "pipecat-ai TwilioFrameSerializer"}
     return table(["path", "in µs", "out µs", "in+out µs", "× in+out"],
-                 [[n, cell(f.get(f"us_per_frame.{n}.in"), 2), cell(f.get(f"us_per_frame.{n}.out"), 2),
+                 [[labels.get(n, n), cell(f.get(f"us_per_frame.{n}.in"), 2), cell(f.get(f"us_per_frame.{n}.out"), 2),
                    cell(f.get(f"us_per_frame.{n}.total"), 2), cell(f.get(f"x.{n}.total"), 2)] for n in names])
 
 
@@ -505,7 +510,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results.md"), help="Markdown results (default: %(default)s)")
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="JSON results (default: %(default)s)")
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(b.name for b in BENCHES)}")
+    p.add_argument("--render", metavar="JSON", help="run nothing: rewrite --out from this results JSON")
     args = p.parse_args(argv)
+    if args.render:
+        Path(args.out).write_text(markdown(json.loads(Path(args.render).read_text())))
+        print(f"wrote {args.out}")
+        return 0
     try:
         benches = select(args.only, args.quick)
     except ValueError as exc:

@@ -53,6 +53,10 @@ def test_bench_command_runs_a_benchmark_and_writes_the_results(tmp_path):
         assert heading in text, heading
     assert "| observability added per frame | ns |" in text
     assert text.strip() in proc.stdout  # the table is printed at the end
+    again = tmp_path / "again.md"
+    subprocess.run([sys.executable, "run.py", "bench", "--render", str(js), "--out", str(again)], cwd=ROOT,
+                   check=True, capture_output=True, timeout=30)
+    assert again.read_text() == text
 
 
 def test_bench_command_refuses_unknown_names(tmp_path):
