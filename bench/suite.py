@@ -117,6 +117,9 @@ def run_once(bench: Bench, args: tuple[str, ...], timeout_s: float, root: Path =
             error = None if proc.returncode == 0 else f"exit status {proc.returncode}"
         except subprocess.TimeoutExpired:
             output, error = _interrupt(proc), f"timed out after {timeout_s:.0f} s"
+        except KeyboardInterrupt:  # the run is in its own session: pass the ^C on, then stop
+            _interrupt(proc)
+            raise
         wall = time.monotonic() - t0
         result: dict[str, Any] = {"wall_s": round(wall, 2), "output_tail": (output or "")[-3000:]}
         if error is None:
