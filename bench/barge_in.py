@@ -80,7 +80,7 @@ async def false_alarm(url: str, seed: int) -> int:
     return len(result.clears)
 
 
-async def run(trials: list[tuple[int, float]], noise_calls: int) -> int:
+async def run(trials: list[tuple[int, float]], noise_calls: int, json_path: str | None = None) -> int:
     tts = EspeakTTS(voice="en-us", rate_wpm=150)
     audio = [speech(tts, text) for text in INTERRUPTIONS]
     with gateway(GREETING=LONG_GREETING) as (_, url):
@@ -101,19 +101,26 @@ async def run(trials: list[tuple[int, float]], noise_calls: int) -> int:
     print(f"false barge-ins: {sum(1 for f in false if f)}/{noise_calls} calls")
     ok = latencies and np.percentile(latencies, 95) <= 250 and not any(false) and stale == 0 and not missed
     print(f"target (p95 <= 250 ms, 0 false, 0 stale): {'met' if ok else 'MISSED'}")
+    if json_path:
+        import json
+
+        Path(json_path).write_text(json.dumps({
+            "trials": len(trials), "latency_ms": latencies, "missed": missed, "stale": stale,
+            "false": sum(1 for f in false if f), "noise_calls": noise_calls}, indent=2))
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     trials = [(i, at) for i in range(len(INTERRUPTIONS)) for at in ONSETS_S]
     if args.quick:
         trials, noise_calls = trials[::3], 3
     else:
         noise_calls = 12
-    return asyncio.run(run(trials, noise_calls))
+    return asyncio.run(run(trials, noise_calls, args.json))
 
 
 if __name__ == "__main__":

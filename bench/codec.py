@@ -31,6 +31,7 @@ import argparse
 import base64
 import binascii
 import gc
+import json
 import os
 import platform
 import statistics
@@ -319,6 +320,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer frames and repeats (~2 s)")
     ap.add_argument("--frames", type=int, help="frames per repeat")
     ap.add_argument("--repeats", type=int, help="timed repeats (median reported)")
+    ap.add_argument("--json", help="also write the figures (µs per frame) to this file")
     args = ap.parse_args(argv)
     n = args.frames or (500 if args.quick else 5000)
     repeats = args.repeats or (5 if args.quick else 9)
@@ -376,8 +378,13 @@ def main(argv=None) -> int:
         print("   the others cut it into 160-byte / 20 ms messages)")
     print()
     print("components alone (µs per 20 ms frame):")
-    for label, t in components(repeats, max(200, n // 2)):
+    parts = components(repeats, max(200, n // 2))
+    for label, t in parts:
         print(f"  {label:<48} {t:7.2f}")
+    if args.json:
+        out = {"frames": n, "repeats": repeats, "notes": notes, "components_us": dict(parts),
+               "us_per_frame": {k: {"in": i, "out": o, "total": i + o} for k, (i, o) in results.items()}}
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 
 

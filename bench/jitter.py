@@ -287,7 +287,7 @@ def word_error_rates(seeds: range) -> dict[str, float]:
     return asyncio.run(all_profiles())
 
 
-def run(quick: bool) -> None:
+def run(quick: bool, json_path: str | None = None) -> None:
     seeds = range(2) if quick else range(5)
     seconds = 60.0 if quick else 120.0
     print(f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
@@ -298,6 +298,7 @@ def run(quick: bool) -> None:
            f"{'target':>6} {'us/frame':>8}")
     print(hdr)
     print("-" * len(hdr))
+    figures: dict[str, dict] = {}
     for name, kw in PROFILES.items():
         line, added, cpu, targets = [], [], [], []
         tot = dict(n=0, out=0, conc=0, lost=0, late=0, dq=0, ds=0, stale=0)
@@ -324,6 +325,10 @@ def run(quick: bool) -> None:
               f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
               f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
               f"{statistics.median(cpu):8.1f}")
+        figures[name] = {"line_p95_ms": lp95, "added_p50_ms": ap50, "added_p95_ms": ap95,
+                         "ratio": ap95 / lp95 if "jitter" in kw and lp95 > 0 else None,
+                         "concealed_pct": 100 * tot["conc"] / tot["out"], "stale": tot["stale"],
+                         "us_per_frame": statistics.median(cpu)}
     wer_seeds = range(3) if quick else range(10)
     rates = word_error_rates(wer_seeds)
     print(f"\nSTT word error rate, {len(wer_seeds)} seeds x 8 lines (560 words at 10 seeds):")
@@ -333,12 +338,21 @@ def run(quick: bool) -> None:
         print(f"  {how:<7} " + ", ".join(f"{name} {rate:.1f}%" for name, rate in r.items()) + f"   [{what}]")
         print(f"          loss3 - clean {r['loss3'] - r['clean']:+.1f} points (target <= +5), "
               f"heavy - clean {r['heavy'] - r['clean']:+.1f} points")
+    if json_path:
+        import json
+
+        for name in PROFILES:
+            figures[name]["wer_pct"] = rates[f"{name} in call"]
+            figures[name]["wer_cold_pct"] = rates[f"{name} cold"]
+        Path(json_path).write_text(json.dumps({"seeds": len(seeds), "seconds": seconds, "profiles": figures}, indent=2))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds x 60 s")
-    run(ap.parse_args().quick)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    run(args.quick, args.json)
 
 
 if __name__ == "__main__":

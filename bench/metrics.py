@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ def per_op_ns(fn: Callable[[int], None], n: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="also write the figures (ns) to this file")
     args = parser.parse_args()
     n, repeats = (20_000, 5) if args.quick else (200_000, 9)
     payload = bytes(160)
@@ -106,6 +108,9 @@ def main() -> None:
     added = rows[1][1] - rows[0][1]
     print(f"added per frame by this change: {added:.1f} ns (budget 200 ns); "
           f"a Counter.inc() per frame would add {rows[2][1]:.0f} ns")
+    if args.json:
+        out = {"ns": dict(rows), "render_100_calls_ns": scrape_ns, "added_per_frame_ns": added}
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

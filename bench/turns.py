@@ -68,7 +68,7 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def run(utterances: list[str], concurrency: int, endpoint_ms: int) -> int:
+async def run(utterances: list[str], concurrency: int, endpoint_ms: int, json_path: str | None = None) -> int:
     with gateway(GREETING="Hi.", ENDPOINT_SILENCE_MS=str(endpoint_ms)) as (server, url):
         tts = EspeakTTS(voice="en-us", rate_wpm=150)
         audio = [speech(tts, text) for text in utterances]
@@ -111,6 +111,16 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int) -> int:
           f"-> {100 * cpu / max(call_seconds, 1e-9):.1f}% of one core per active call")
     target = endpoint_ms + 200
     print(f"target p50 voice-to-voice <= {target} ms: {'met' if p50 <= target else 'MISSED'} ({p50:.0f} ms)")
+    if json_path:
+        import json
+
+        parts = ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms")
+        Path(json_path).write_text(json.dumps({
+            "calls": len(results), "replies": len(turns), "endpoint_ms_setting": endpoint_ms,
+            "p50": {k: pct([t[k] for t in turns], 50) for k in parts},
+            "p95": {k: pct([t[k] for t in turns], 95) for k in parts},
+            "wer_pct": 100 * errors / max(ref_words, 1),
+            "cpu_pct_per_call": 100 * cpu / max(call_seconds, 1e-9)}, indent=2))
     return 0
 
 
@@ -119,9 +129,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--endpoint-ms", type=int, default=500)
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     utterances = UTTERANCES[:4] if args.quick else UTTERANCES
-    return asyncio.run(run(utterances, args.concurrency, args.endpoint_ms))
+    return asyncio.run(run(utterances, args.concurrency, args.endpoint_ms, args.json))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
     python run.py demo  [--out-dir out]
     python run.py config          # the configuration table (Markdown)
+    python run.py bench [--quick] [--out bench/results.md] [--json bench/results.json] [--only codec,...]
+                                  # the benchmark suite (a source checkout: bench/suite.py)
 """
 
 from __future__ import annotations
@@ -199,6 +201,19 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0 if "greeting_audio" in events and "agent.reply" in events else 1
 
 
+def _bench(argv: list[str]) -> int:
+    """``bench/`` is not an installed package: it lives next to ``callbridge/`` in a source
+    checkout, so it is found relative to this file and imported from the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "suite.py").is_file():
+        print(f"run.py bench needs a source checkout: {root / 'bench' / 'suite.py'} not found", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.suite import main as suite_main
+
+    return suite_main(argv, prog="run.py bench")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="callbridge: Twilio <-> voice AI")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
     p_demo.add_argument("--out-dir", default="out")
     sub.add_parser("config", help="print the configuration table")
-    args = parser.parse_args(argv)
+    sub.add_parser("bench", add_help=False, help="run the benchmark suite (bench/suite.py; --help for its options)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return _bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.command == "config":
         print(settings_table())
