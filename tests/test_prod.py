@@ -203,8 +203,7 @@ async def test_the_pool_supervisor_dies_a_new_one_adopts_the_shards_and_calls_go
     await call_record(node.url, call.call_sid, "agent.reply")
     os.kill(pool_pid, signal.SIGKILL)
     # run.py serve notices and starts a new pool, which adopts the running shards.
-    await asyncio.to_thread(node.wait_for, lambda h: bool(h.get("pool")), 15)
-    health = node.health()
+    health = await asyncio.to_thread(node.wait_for, lambda h: bool(h.get("pool")), 15)
     assert {s["pid"] for s in health["pool"]["shards"]} == shards
     # The call was never dropped, and the new pool holds its state again: a shard crash
     # after the pool's death still resumes it.

@@ -33,7 +33,7 @@ from . import control as c
 log = logging.getLogger("callbridge.prod")
 
 HEARTBEAT_S = 0.5
-ORPHAN_AFTER_S = 5.0
+ORPHAN_AFTER_S = 15.0
 """A shard whose heartbeats go unacknowledged this long has lost its pool and was not
 adopted by a new one (``NewPool``): it stops listening, lets its calls finish
 (``DRAIN_S``) and exits."""
