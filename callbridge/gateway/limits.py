@@ -111,7 +111,7 @@ class InboundRate:
 
     def __init__(self, factor: float, burst_s: float, now: float) -> None:
         self.factor = factor
-        self.bucket = TokenBucket(factor, burst_s, now)
+        self.bucket = TokenBucket(factor, burst_s + FRAME_S, now)  # a frame's slack: exactly burst_s passes
 
     def allow(self, payload_bytes: int, now: float) -> bool:
         if self.factor <= 0:

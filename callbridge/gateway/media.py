@@ -63,7 +63,7 @@ from .streamstate import StreamState, step
 log = logging.getLogger("callbridge.gateway")
 
 CLOSE_TRY_AGAIN = 1013
-SEND_BUFFER_BYTES = 32 * 1024
+SEND_BUFFER_BYTES = 16 * 1024
 """Kernel send buffer and transport high-water mark of a media socket (Twilio needs
 ~15 KB/s; ``OUTBOUND_LEAD_MS`` keeps well under this in flight)."""
 CLOSE_TIMEOUT_S = 2.0

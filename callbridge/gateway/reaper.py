@@ -7,8 +7,9 @@ set: nothing runs per frame) and drops
 - a live stream with no message for ``STREAM_IDLE_S`` (Twilio sends one every 20 ms for
   the whole call: its socket vanished without a close, e.g. a half-open TCP connection);
   the connection is aborted and the call stays resumable, as any drop;
-- a peer stuck for ``SEND_STALL_S`` in an outbound send (it stopped reading: its socket
-  buffers are full); aborted, resumable.
+- a peer that took no data for ``SEND_STALL_S``: an outbound send waited that long, or
+  the connection's transport kept a backlog (the kernel's send buffer full, so the peer
+  stopped reading) that long; aborted, resumable.
 
 ``Liveness`` is the decision, pure (``now`` passed in); ``sweep`` applies it.
 """
@@ -36,19 +37,28 @@ class Limits:
 class Liveness:
     """One socket's activity as seen at each sweep."""
 
-    __slots__ = ("opened_at", "seen", "quiet_since")
+    __slots__ = ("opened_at", "seen", "quiet_since", "backlog_since")
 
     def __init__(self, now: float) -> None:
         self.opened_at = now
         self.seen = -1
         self.quiet_since = now
+        self.backlog_since: float | None = None
 
     def verdict(
-        self, now: float, messages: int, started: bool, send_blocked_since: float | None, limits: Limits
+        self, now: float, messages: int, started: bool, send_blocked_since: float | None, limits: Limits,
+        backlog: int = 0,
     ) -> tuple[str, str] | None:
-        """``("close" | "abort", reason)`` when the socket must go, else None."""
+        """``("close" | "abort", reason)`` when the socket must go, else None.
+        ``backlog``: bytes the transport holds that the kernel would not take."""
         if messages != self.seen:
             self.seen, self.quiet_since = messages, now
+        if backlog <= 0:
+            self.backlog_since = None
+        elif self.backlog_since is None:
+            self.backlog_since = now
+        if self.backlog_since is not None and (send_blocked_since is None or self.backlog_since < send_blocked_since):
+            send_blocked_since = self.backlog_since
         if not started:
             if now - self.opened_at > limits.start_timeout_s:
                 return "close", f"no start within {limits.start_timeout_s:g} s"
@@ -70,6 +80,8 @@ async def run(gw: Any) -> None:
         for session in list(gw.sessions):
             call = session.call
             blocked = call.writer.blocked_since if call is not None else None
-            verdict = session.liveness.verdict(now, session.messages, call is not None, blocked, limits)
+            transport = session.transport
+            backlog = transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
+            verdict = session.liveness.verdict(now, session.messages, call is not None, blocked, limits, backlog)
             if verdict is not None:
                 session.expel(*verdict)
