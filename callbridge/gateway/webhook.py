@@ -8,8 +8,9 @@ on purpose gets ``<Hangup/>``.
 
 Limits, each refusal with one log line: ``WEBHOOK_RATE`` requests per second per source
 (``WEBHOOK_BURST`` at once; 429 with ``Retry-After``, checked before anything else);
-body at most ``MAX_WEBHOOK_BYTES`` (413); a bad or missing signature 403; a missing or
-invalid CallSid 400. Past ``MAX_CALLS`` live calls, or while draining, a new call hears
+body at most ``MAX_WEBHOOK_BYTES`` (413); a form (``application/x-www-form-urlencoded``,
+as Twilio sends) or 415, that decodes or 400; a bad or missing signature 403; a missing
+or invalid CallSid 400. Past ``MAX_CALLS`` live calls, or while draining, a new call hears
 a short "busy" message and ``<Hangup/>`` (never a hang); a resume is always taken.
 
 The ``<Redirect>`` carries ``attempt=N``: a call whose stream never started (refused at
@@ -40,6 +41,7 @@ log = logging.getLogger("callbridge.gateway")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 MAX_ATTEMPTS = 3
+FORM = "application/x-www-form-urlencoded"
 BUSY = "Sorry, all our lines are busy right now. Please try again shortly."
 DRAINING = "Sorry, we can't take your call right now. Please try again shortly."
 
@@ -67,7 +69,14 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         log.warning("webhook from %s refused: body of %d bytes", request.remote, request.content_length)
         raise web.HTTPRequestEntityTooLarge(MAX_WEBHOOK_BYTES, request.content_length)
-    form = await request.post()
+    if request.content_type != FORM:
+        log.warning("webhook from %s refused: content type %r", source, request.content_type[:60])
+        raise web.HTTPUnsupportedMediaType(text=f"expected {FORM}\n")
+    try:
+        form = await request.post()
+    except ValueError as exc:  # undecodable bytes, a broken encoding
+        log.warning("webhook from %s refused: malformed form: %s", source, str(exc)[:120])
+        raise web.HTTPBadRequest(text="malformed form\n") from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     base = gw.public_base(request)
     if not gw.signatures.valid(base + request.path_qs, params, request.headers.get("X-Twilio-Signature")):
