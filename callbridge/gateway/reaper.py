@@ -78,10 +78,17 @@ async def run(gw: Any) -> None:
         await asyncio.sleep(SWEEP_S)
         now = time.monotonic()
         for session in list(gw.sessions):
-            call = session.call
-            blocked = call.writer.blocked_since if call is not None else None
-            transport = session.transport
-            backlog = transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
-            verdict = session.liveness.verdict(now, session.messages, call is not None, blocked, limits, backlog)
-            if verdict is not None:
-                session.expel(*verdict)
+            try:
+                sweep_one(session, now, limits)
+            except Exception:  # noqa: BLE001 - one odd socket must not stop the reaper
+                log.exception("reaper: sweeping %s failed", session.who)
+
+
+def sweep_one(session: Any, now: float, limits: Limits) -> None:
+    call = session.call
+    blocked = call.writer.blocked_since if call is not None else None
+    transport = session.transport
+    backlog = transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
+    verdict = session.liveness.verdict(now, session.messages, call is not None, blocked, limits, backlog)
+    if verdict is not None:
+        session.expel(*verdict)
