@@ -14,10 +14,21 @@ import aiohttp
 import pytest
 
 from callbridge.codecs import mediastreams as ms
-from callbridge.gateway.limits import InboundRate, SourceRates, SourceSlots, TokenBucket, source_address
-from callbridge.gateway.reaper import Liveness, Limits
+from callbridge.gateway.limits import (
+    InboundRate,
+    SourceRates,
+    SourceSlots,
+    TokenBucket,
+    source_address,
+)
+from callbridge.gateway.reaper import Limits, Liveness
 from callbridge.gateway.store import StoreBook
-from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml, parse_twiml
+from callbridge.sim.caller import (
+    SimulatedCall,
+    new_sid,
+    parse_stream_twiml,
+    parse_twiml,
+)
 
 from .test_gateway_security import _close_code, _started_socket, _stream_token
 

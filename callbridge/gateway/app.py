@@ -23,9 +23,9 @@ from aiohttp import WSCloseCode, web
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..upstreams.embedded import prewarm
+from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
-from . import reaper
 from .media import media_socket
 from .store import CallStore
 from .webhook import MAX_WEBHOOK_BYTES, voice_inbound
