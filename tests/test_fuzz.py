@@ -54,7 +54,7 @@ def test_media_socket_messages_leave_other_calls_alone(gateway):
 
     sockets()
     sent, echoed, worst_gap = bystander.finish()
-    assert sent > 50 and echoed >= sent - 25, (sent, echoed)
+    assert sent > 50 and echoed >= sent - 5, (sent, echoed)
     assert worst_gap < 1.0, worst_gap
     health = gateway.health()
     assert health["status"] == "ok"
