@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--admin-port", type=int, help="prod: this node's thespian admin port")
     p_serve.add_argument("--leader", help="prod: host:admin_port of the leader (member nodes only)")
     p_serve.add_argument("--node", help="prod: this node's name")
+    p_serve.add_argument("--max-calls", type=int, help="live calls per process; past it callers hear \"busy\"")
     p_call = sub.add_parser("call", help="place a simulated Twilio call")
     p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             settings = Settings.from_env(
                 host=args.host, port=args.port, mode=args.mode, workers=args.workers,
-                admin_port=args.admin_port, leader=args.leader, node_name=args.node,
+                admin_port=args.admin_port, leader=args.leader, node_name=args.node, max_calls=args.max_calls,
             )
         else:
             settings = Settings.from_env()

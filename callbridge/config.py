@@ -47,6 +47,15 @@ class Settings:
     twilio_api_url: str = field(default="https://api.twilio.com", metadata={"env": "TWILIO_API_URL", "doc": "Base of Twilio's REST API (tests point it at a local server)."})
     secret: str = field(default="", metadata={"env": "CALLBRIDGE_SECRET", "doc": "HMAC key for stream tokens. Unset: derived from `TWILIO_AUTH_TOKEN`, else random per process.", "secret": True})
     stream_token_ttl_s: float = field(default=120.0, metadata={"env": "STREAM_TOKEN_TTL_S", "doc": "Seconds a stream token stays valid after the webhook answered."})
+    webhook_rate: float = field(default=20.0, metadata={"env": "WEBHOOK_RATE", "doc": "Webhook requests per second per source address (a token bucket; with `TRUST_PROXY` the address the proxy saw); past it 429 with `Retry-After`. 0: no limit."})
+    webhook_burst: int = field(default=100, metadata={"env": "WEBHOOK_BURST", "doc": "Webhook requests a source may send at once before `WEBHOOK_RATE` applies."})
+    max_calls: int = field(default=500, metadata={"env": "MAX_CALLS", "flag": "--max-calls", "doc": "Live calls per process (per shard in `prod`); past it the webhook answers a spoken \"busy\" and `<Hangup/>` (resumed calls are always taken). 0: no limit."})
+    max_sockets_per_source: int = field(default=200, metadata={"env": "MAX_SOCKETS_PER_SOURCE", "doc": "Open media sockets per source address; past it the handshake gets 429. Twilio streams from a few addresses: size it to your peak calls. 0: no limit."})
+    start_timeout_s: float = field(default=10.0, metadata={"env": "START_TIMEOUT_S", "doc": "A media socket must send `start` within this many seconds of the handshake (close 1008)."})
+    stream_idle_s: float = field(default=15.0, metadata={"env": "STREAM_IDLE_S", "doc": "A live stream with no message for this long (Twilio sends one every 20 ms) is dropped as vanished; the call stays resumable."})
+    send_stall_s: float = field(default=5.0, metadata={"env": "SEND_STALL_S", "doc": "A peer that takes no outbound data for this long (its socket buffers full) is dropped."})
+    inbound_rate: float = field(default=3.0, metadata={"env": "INBOUND_RATE", "doc": "Inbound audio per call, sustained, in multiples of real time (each message counts at least 20 ms); past it the socket closes with 1008. 0: no limit."})
+    inbound_burst_s: float = field(default=2.0, metadata={"env": "INBOUND_BURST_S", "doc": "Seconds of audio a call may send at once above `INBOUND_RATE` (a mobile line catching up after a stall)."})
     greeting: str = field(default="Hello, and thanks for calling. How can I help you today?", metadata={"env": "GREETING", "doc": "What the agent says when the call connects."})
     tts_voice: str = field(default="en-us", metadata={"env": "TTS_VOICE", "doc": "espeak-ng voice of the embedded agent."})
     tts_rate_wpm: int = field(default=165, metadata={"env": "TTS_RATE_WPM", "doc": "Speaking rate of the embedded voice, words per minute."})
@@ -94,6 +103,15 @@ class Settings:
             raise ConfigError(f"OUTBOUND_LEAD_MS must be 20..2000, not {self.outbound_lead_ms}")
         if not 1 <= self.stream_token_ttl_s <= 3600:
             raise ConfigError(f"STREAM_TOKEN_TTL_S must be 1..3600, not {self.stream_token_ttl_s}")
+        if not 0 <= self.webhook_rate <= 100_000 or not 1 <= self.webhook_burst <= 1_000_000:
+            raise ConfigError(f"WEBHOOK_RATE must be 0..100000 and WEBHOOK_BURST 1..1000000, not {self.webhook_rate}, {self.webhook_burst}")
+        if not 0 <= self.max_calls <= 100_000 or not 0 <= self.max_sockets_per_source <= 100_000:
+            raise ConfigError(f"MAX_CALLS and MAX_SOCKETS_PER_SOURCE must be 0..100000, not {self.max_calls}, {self.max_sockets_per_source}")
+        for name in ("start_timeout_s", "stream_idle_s", "send_stall_s"):
+            if not 0.1 <= getattr(self, name) <= 3600:
+                raise ConfigError(f"{name.upper()} must be 0.1..3600, not {getattr(self, name)}")
+        if not 0 <= self.inbound_rate <= 1000 or not 0.02 <= self.inbound_burst_s <= 60:
+            raise ConfigError(f"INBOUND_RATE must be 0..1000 and INBOUND_BURST_S 0.02..60, not {self.inbound_rate}, {self.inbound_burst_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
         if self.agent not in ("desk", "openai", "webhook"):

@@ -154,13 +154,17 @@ async def test_health_and_call_listing(start_server):
     await asyncio.sleep(0.2)
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz") as resp:
-            assert await resp.json() == {"status": "ok", "calls": 1, "pid": os.getpid()}
+            health = await resp.json()
+            assert {k: health[k] for k in ("status", "calls", "sockets", "pid")} == {
+                "status": "ok", "calls": 1, "sockets": 1, "pid": os.getpid()}
+            assert health["tasks"] > 0
         async with http.get(f"{url}/calls") as resp:
             listing = await resp.json()
         assert [c["callSid"] for c in listing["calls"]] == [call.call_sid]
         await task
         async with http.get(f"{url}/healthz") as resp:
-            assert await resp.json() == {"status": "ok", "calls": 0, "pid": os.getpid()}
+            health = await resp.json()
+            assert (health["status"], health["calls"], health["sockets"]) == ("ok", 0, 0)
         async with http.get(f"{url}/calls/CAnope") as resp:
             assert resp.status == 404
         async with http.post(f"{url}/calls/{call.call_sid}/fault", params={"child": "codec"}) as resp:

@@ -217,6 +217,44 @@ async def test_the_pool_supervisor_dies_a_new_one_adopts_the_shards_and_calls_go
     assert node.terminate() == 0
 
 
+async def test_a_stream_token_starts_one_stream_whichever_shard_it_reaches(nodes):
+    """Single-use holds across shards: the pool's store remembers the token; replays land
+    on either shard (the kernel spreads connections) and every one is refused."""
+    from callbridge.codecs import mediastreams as ms
+    from callbridge.gateway.security import SignatureChecker
+    from callbridge.sim.caller import new_sid, parse_stream_twiml
+
+    node = nodes(workers=2)
+    node.wait_ready()
+    node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    call_sid = new_sid("CA")
+    params = {"CallSid": call_sid}
+    webhook_sig = SignatureChecker.sign(AUTH_TOKEN, PUBLIC_URL + "/voice/inbound", params)
+    ws_url = node.url.replace("http://", "ws://") + "/media"
+    handshake = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "ws://callbridge.test/media", {})}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(node.url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": webhook_sig}) as resp:
+            _, parameters = parse_stream_twiml(await resp.text())
+
+        async def closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+            while (await ws.receive(timeout=10)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass  # the greeting's audio, before the close
+            return ws.close_code
+
+        async def start(stream_sid: str) -> aiohttp.ClientWebSocketResponse:
+            ws = await http.ws_connect(ws_url, headers=handshake)
+            await ws.send_str(ms.twilio_start(1, stream_sid, call_sid, "AC1", parameters))
+            return ws
+
+        first_sid = new_sid("MZ")
+        first = await start(first_sid)
+        await first.send_str(ms.twilio_stop(2, first_sid, call_sid, "AC1"))
+        assert await closed(first) == 1000
+        codes = [await closed(await start(new_sid("MZ"))) for _ in range(8)]
+        assert codes == [1008] * 8, codes
+    assert node.log_text().count("stream token already used") == 8
+
+
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])

@@ -277,6 +277,8 @@ def decode(data: bytes) -> Message:
         raise MessageError("encoded message too large")
     try:
         code, *fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if type(code) is not int or not 0 <= code < len(MESSAGE_TYPES):
+            raise ValueError(f"unknown type code {code!r:.20}")
         cls = MESSAGE_TYPES[code]
         msg = cls(*fields)
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:

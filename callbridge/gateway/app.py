@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, web
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..upstreams.embedded import prewarm
+from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
 from .media import media_socket
@@ -35,12 +36,15 @@ log = logging.getLogger("callbridge.gateway")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """This process's health; in production mode also its shard and the pool's view of
+    """This process's health (live calls, open media sockets, asyncio tasks: what the soak
+    watches return to baseline); in production mode also its shard and the pool's view of
     every shard (the answering shard is whichever the kernel picked)."""
     gw = request.app[GATEWAY]
     body: dict[str, Any] = {
         "status": "ok" if gw.accepting else "draining",
         "calls": len(gw.registry.live),
+        "sockets": len(gw.sockets),
+        "tasks": len(asyncio.all_tasks()),
         "pid": os.getpid(),
     }
     if gw.shard is not None:
@@ -103,6 +107,13 @@ async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
     yield
     if events is not None:
         await events.stop()
+
+
+async def _reaper(app: web.Application):  # type: ignore[no-untyped-def]
+    task = asyncio.get_running_loop().create_task(reaper.run(app[GATEWAY]), name="reaper")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _prewarm(app: web.Application) -> None:
@@ -170,4 +181,5 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
     app.on_startup.append(_point_number)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
+    app.cleanup_ctx.append(_reaper)
     return app

@@ -17,6 +17,7 @@ from .access import ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
 from .hub import Hub
+from .limits import SourceRates, SourceSlots, source_address
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
 from .twilio_rest import TwilioError, TwilioRest
@@ -38,8 +39,13 @@ class Gateway:
     metrics: Metrics
     hub: Hub
     access: ConsoleAccess
+    webhook_rates: SourceRates
+    socket_slots: SourceSlots
+    """Open media sockets per source address (``MAX_SOCKETS_PER_SOURCE``)."""
     events: EventPoster | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    sessions: set[Any] = field(default_factory=set)
+    """Every open media socket's ``StreamSession``: what the reaper sweeps."""
     shard: dict[str, Any] | None = None
     """Production mode: this shard's index, node and control store."""
     accepting: bool = True
@@ -62,6 +68,8 @@ class Gateway:
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
             hub=hub,
             access=ConsoleAccess(settings.console_token, settings.mode),
+            webhook_rates=SourceRates(settings.webhook_rate, settings.webhook_burst),
+            socket_slots=SourceSlots(settings.max_sockets_per_source),
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
             twilio=(
                 TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_url)
@@ -95,6 +103,13 @@ class Gateway:
             self.settings.public_url,
             self.settings.trust_proxy,
         )
+
+    def source(self, request: web.Request) -> str:
+        """The address per-source limits are keyed by."""
+        return source_address(request.remote, request.headers, self.settings.trust_proxy)
+
+    def at_capacity(self) -> bool:
+        return 0 < self.settings.max_calls <= len(self.registry.live)
 
     def watch(self, call_sid: str, index: int, entry: dict) -> None:  # type: ignore[type-arg]
         """A call's timeline event, to the console's live feed."""

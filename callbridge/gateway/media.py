@@ -14,14 +14,25 @@ and webhook tokens are not valid there).
 Bad input closes that socket only, with one log line and a close code:
 1003 binary frame; 1007 malformed JSON, bad fields or bad base64; 1008 bad signature,
 bad token, a second stream for a live call, or an event out of order (media before
-start); 1009 a message over ``MAX_MESSAGE_BYTES``. Unknown events are logged once per
-name and ignored (Twilio may add events). A ``stop`` ends the call and closes with 1000.
+start), a token already used (tokens start one stream: ``CallStore.claim_token``), or
+inbound audio faster than ``INBOUND_RATE`` x real time sustained (``INBOUND_BURST_S``
+banked); 1009 a message over ``MAX_MESSAGE_BYTES``; 1013 a new call past ``MAX_CALLS``
+(recorded as ended, so Twilio's redirect gets ``<Hangup/>``). Unknown events are logged
+once per name and ignored (Twilio may add events). A ``stop`` ends the call and closes
+with 1000.
+
+Before the upgrade: past ``MAX_SOCKETS_PER_SOURCE`` open sockets from one address the
+handshake gets 429. After it, the reaper (``gateway/reaper.py``) closes sockets with no
+``start`` in time and drops vanished or non-reading peers. Each media socket's kernel send
+buffer and transport buffer are kept small (``SEND_BUFFER_BYTES``), so a peer that stops
+reading is noticed within seconds and holds little memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
@@ -44,10 +55,18 @@ from ..codecs.mediastreams import (
 from ..logs import bind_call, unbind_call
 from .calls import Call
 from .context import GATEWAY, Gateway
+from .limits import InboundRate
+from .reaper import Liveness
 from .security import StreamTokens, TokenError, stream_url
 from .streamstate import StreamState, step
 
 log = logging.getLogger("callbridge.gateway")
+
+CLOSE_TRY_AGAIN = 1013
+SEND_BUFFER_BYTES = 16 * 1024
+"""Kernel send buffer and transport high-water mark of a media socket (Twilio needs
+~15 KB/s; ``OUTBOUND_LEAD_MS`` keeps well under this in flight)."""
+CLOSE_TIMEOUT_S = 2.0
 
 
 class Refused(Exception):
@@ -73,22 +92,46 @@ async def serve_stream(
     """Run one Media Streams socket; ``refusal`` (a failed handshake check) closes it
     with 1008 at once."""
     gw = request.app[GATEWAY]
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
-    await ws.prepare(request)
-    gw.sockets.add(ws)
-    session = StreamSession(gw, ws, request.remote or "?", tokens, source, request.transport)
+    peer = gw.source(request)
+    if not gw.socket_slots.acquire(peer):
+        log.warning("media socket from %s refused: %d open from that address (MAX_SOCKETS_PER_SOURCE)",
+                    peer, gw.socket_slots.open.get(peer, 0))
+        raise web.HTTPTooManyRequests(text="too many connections from your address\n")
     try:
-        if refusal is not None:
-            raise Refused(CLOSE_POLICY, refusal)
-        await session.serve()
-    except (Refused, ProtocolError) as exc:
-        code = exc.code if isinstance(exc, Refused) else exc.close_code
-        session.refused(code, str(exc))
-        await ws.close(code=code, message=str(exc)[:120].encode())
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, timeout=CLOSE_TIMEOUT_S)
+        await ws.prepare(request)
+        _small_buffers(request.transport)
+        gw.sockets.add(ws)
+        session = StreamSession(gw, ws, peer, tokens, source, request.transport)
+        gw.sessions.add(session)
+        try:
+            if refusal is not None:
+                raise Refused(CLOSE_POLICY, refusal)
+            await session.serve()
+        except (Refused, ProtocolError) as exc:
+            code = exc.code if isinstance(exc, Refused) else exc.close_code
+            session.refused(code, str(exc))
+            await session.close(code, str(exc))
+        finally:
+            gw.sockets.discard(ws)
+            gw.sessions.discard(session)
+            await session.finish()
     finally:
-        gw.sockets.discard(ws)
-        await session.finish()
+        gw.socket_slots.release(peer)
     return ws
+
+
+def _small_buffers(transport: asyncio.BaseTransport | None) -> None:
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:
+            pass
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
 
 
 class StreamSession:
@@ -113,6 +156,11 @@ class StreamSession:
         self.state = StreamState.AWAIT_START
         self.call: Call | None = None
         self.unknown_seen: set[str] = set()
+        self.messages = 0
+        self.liveness = Liveness(time.monotonic())
+        self.inbound: InboundRate | None = None
+        self.expelled = False
+        self.closing: asyncio.Task[Any] | None = None
 
     @property
     def who(self) -> str:
@@ -120,8 +168,16 @@ class StreamSession:
 
     async def serve(self) -> None:
         async for msg in self.ws:
+            self.messages += 1
             if msg.type == WSMsgType.TEXT:
                 event = parse_inbound(msg.data)
+                inbound = self.inbound
+                if inbound is not None and not inbound.allow(
+                    len(event.payload) if type(event) is Media else 0, time.monotonic()
+                ):
+                    raise Refused(
+                        CLOSE_POLICY, f"inbound faster than {inbound.factor:g}x real time (INBOUND_RATE)"
+                    )
             elif msg.type == WSMsgType.BINARY:
                 raise Refused(CLOSE_UNSUPPORTED, "binary frames are not part of Media Streams")
             else:  # ERROR: aiohttp has already closed with the matching code (e.g. 1009)
@@ -145,6 +201,8 @@ class StreamSession:
             call.dtmf(event.digit)  # type: ignore[union-attr]
         elif isinstance(event, Start):
             self.call = await self.start_call(event)
+            s = self.gw.settings
+            self.inbound = InboundRate(s.inbound_rate, s.inbound_burst_s, time.monotonic())
         elif isinstance(event, Stop):
             call.stop_reason = "twilio stop"  # type: ignore[union-attr]
             call.hung_up = True  # type: ignore[union-attr]  # the caller hung up
@@ -158,9 +216,11 @@ class StreamSession:
     async def start_call(self, start: Start) -> Call:
         gw = self.gw
         try:
-            self.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
+            key, left_s = self.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
         except TokenError as exc:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
+        if not await gw.store.claim_token(key, left_s):
+            raise Refused(CLOSE_POLICY, f"call {start.call_sid}: stream token already used")
         if start.call_sid in gw.registry.live:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
         resume = None
@@ -171,6 +231,11 @@ class StreamSession:
             else:
                 log.warning("call %s: nothing to resume (%s); starting afresh", start.call_sid,
                             stored.state if stored else "unknown")
+        if resume is None and gw.at_capacity():
+            # Recorded as ended: Twilio's redirect then hangs up instead of trying again.
+            record = {"callSid": start.call_sid, "state": "ended", "stop_reason": "busy: MAX_CALLS", "timeline": []}
+            await gw.store.finish(start.call_sid, record, resumable=False)
+            raise Refused(CLOSE_TRY_AGAIN, f"call {start.call_sid}: busy ({len(gw.registry.live)} live calls, MAX_CALLS)")
         publish = gw.events.publish if gw.events is not None else None
         # Before the call's tasks exist, so they inherit the tags for their log lines.
         self.log_binding = bind_call(start.call_sid, start.stream_sid)
@@ -202,6 +267,28 @@ class StreamSession:
             await self.gw.store.finish(call.call_sid, call.to_json(), resumable=False)
         finally:
             await self.ws.close(code=WSCloseCode.OK, message=b"call ended")
+
+    def expel(self, how: str, reason: str) -> None:
+        """The reaper's verdict: ``close`` (1008, with a close frame) or ``abort`` (drop
+        the connection: the peer is gone or not reading; the call stays resumable)."""
+        if self.expelled:
+            return
+        self.expelled = True
+        log.warning("media socket %s %s: %s", self.who, "closed with 1008" if how == "close" else "dropped", reason)
+        if self.call is not None:
+            self.call.stop_reason = f"dropped: {reason}"
+        if how == "abort" and self.transport is not None:
+            self.transport.abort()
+        else:
+            self.closing = asyncio.get_running_loop().create_task(self.close(CLOSE_POLICY, reason))
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code``; a peer that does not take the close frame in time is dropped."""
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason[:120].encode()), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
 
     def refused(self, code: int, reason: str) -> None:
         log.warning("media socket %s closed with %d: %s", self.who, code, reason)

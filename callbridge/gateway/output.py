@@ -10,6 +10,11 @@ discards at most ``lead_s`` of audio.
 leaves right after the frames queued before it), ``clear`` jumps the queue and drops
 what is pending. At most ``MAX_QUEUED_FRAMES`` (10 minutes, what Twilio itself keeps)
 are queued; beyond, the oldest are dropped and counted.
+
+Sending never blocks the event loop (aiohttp writes into the transport's buffer); a peer
+that stops reading fills its socket buffers and then the send itself waits for it.
+``blocked_since`` says since when a send has been waiting: the gateway's reaper drops a
+peer stuck past ``SEND_STALL_S`` (``gateway/reaper.py``).
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class OutboundWriter:
         self.marks_sent = 0
         self.frames_dropped = 0
         self.closed = False
+        self.blocked_since: float | None = None
+        """When the send in progress began (None: not sending)."""
 
     # -- producers (synchronous, never block) ----------------------------------------
 
@@ -138,7 +145,7 @@ class OutboundWriter:
                 if self._clear_pending:
                     self._clear_pending = False
                     self.pacer.cleared(self.clock())
-                    await self._send(clear_message(self.stream_sid))
+                    await self._out(clear_message(self.stream_sid))
                     continue
                 if not queue:
                     await self._sleep(None)
@@ -150,7 +157,7 @@ class OutboundWriter:
                     continue
                 if kind == _MARK:
                     queue.popleft()
-                    await self._send(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
+                    await self._out(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
                     self.marks_sent += 1
                     continue
                 now = self.clock()
@@ -160,7 +167,9 @@ class OutboundWriter:
                     continue
                 queue.popleft()
                 self._frames_queued -= 1
+                self.blocked_since = now
                 await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]
+                self.blocked_since = None
                 self.pacer.sent(now)
                 self.frames_sent += 1
                 self.last_sent = value  # type: ignore[assignment]
@@ -174,6 +183,11 @@ class OutboundWriter:
             log.info("%s: outbound writer stopped: %s", self.stream_sid, exc)
         finally:
             self.closed = True
+
+    async def _out(self, text: str) -> None:
+        self.blocked_since = self.clock()
+        await self._send(text)
+        self.blocked_since = None
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -7,8 +7,11 @@ one this process sees: ``PUBLIC_URL`` names it, and with ``TRUST_PROXY`` the
 ``X-Forwarded-Proto``/``X-Forwarded-Host`` headers are honoured.
 
 Stream tokens: Twilio forbids query strings in Stream URLs, so the webhook passes a
-``<Parameter name="token">`` that binds the CallSid with an expiry:
-``v1.<callSid>.<expiry unix s>.<base64url HMAC-SHA256>``; at most ``MAX_TOKEN_CHARS``.
+``<Parameter name="token">`` that binds the CallSid with an expiry and a random nonce:
+``v1.<callSid>.<expiry unix s>.<nonce>.<base64url HMAC-SHA256>``; at most
+``MAX_TOKEN_CHARS``. ``verify`` returns the token's MAC, the key under which the call
+store remembers it as used (``CallStore.claim_token``): a token starts one stream only.
+The nonce makes two tokens for one call (a resume after a drop) always differ.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from typing import Mapping
 from urllib.parse import urlsplit
 
@@ -73,28 +77,33 @@ class StreamTokens:
         self._secret = secret
         self.ttl_s = ttl_s
 
-    def _mac(self, call_sid: str, expiry: int) -> str:
-        digest = hmac.new(self._secret, f"v1.{call_sid}.{expiry}".encode(), hashlib.sha256).digest()
+    def _mac(self, call_sid: str, expiry: int, nonce: str) -> str:
+        digest = hmac.new(self._secret, f"v1.{call_sid}.{expiry}.{nonce}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def issue(self, call_sid: str, now: float) -> str:
         expiry = int(now + self.ttl_s)
-        return f"v1.{call_sid}.{expiry}.{self._mac(call_sid, expiry)}"
+        nonce = secrets.token_urlsafe(9)
+        return f"v1.{call_sid}.{expiry}.{nonce}.{self._mac(call_sid, expiry, nonce)}"
 
-    def verify(self, token: str | None, call_sid: str, now: float) -> None:
-        """Raise ``TokenError`` unless ``token`` was issued for ``call_sid`` and is live."""
+    def verify(self, token: str | None, call_sid: str, now: float) -> tuple[str, float]:
+        """Raise ``TokenError`` unless ``token`` was issued for ``call_sid`` and is live.
+        Returns ``(key, seconds left)``: what ``CallStore.claim_token`` remembers."""
         if not token:
             raise TokenError("missing stream token")
+        if not isinstance(token, str) or not token.isascii():
+            raise TokenError("malformed stream token")
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenError("stream token too long")
         parts = token.split(".")
-        if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit():
+        if len(parts) != 5 or parts[0] != "v1" or not parts[2].isdigit():
             raise TokenError("malformed stream token")
-        _, sid, expiry_text, mac = parts
+        _, sid, expiry_text, nonce, mac = parts
         expiry = int(expiry_text)
-        if not hmac.compare_digest(mac, self._mac(sid, expiry)):
+        if not hmac.compare_digest(mac, self._mac(sid, expiry, nonce)):
             raise TokenError("stream token signature mismatch")
-        if not hmac.compare_digest(sid, call_sid):
+        if not hmac.compare_digest(sid.encode(), call_sid.encode("utf-8", "surrogatepass")):
             raise TokenError("stream token is for another call")
         if now > expiry:
             raise TokenError("stream token expired")
+        return mac, expiry - now

@@ -10,7 +10,11 @@ of an ended one. The gateway uses it three ways:
 - a ``Call`` posts ``checkpoint`` after every event that changes what matters (coalesced,
   fire and forget) and ``finish`` when it ends (awaited before the socket closes, so a
   redirect can never overtake it);
-- ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry.
+- ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry;
+- the media socket ``claim_token``s each stream token at ``start``: the first claim wins,
+  any later one (a replayed token, on this process or another) is refused. Used tokens
+  are remembered until they expire, at most ``max_tokens`` (the oldest forgotten first:
+  they are the nearest to expiry anyway).
 
 ``LocalStore`` (dev mode) keeps them in this process; production mode's store lives in
 the thespian control plane (``callbridge.prod``). Both are bounded: at most
@@ -48,13 +52,17 @@ class CallStore(Protocol):
     async def finish(self, call_sid: str, record: dict[str, Any], resumable: bool) -> None: ...
     async def record(self, call_sid: str) -> dict[str, Any] | None: ...
     async def listing(self) -> dict[str, list[dict[str, Any]]] | None: ...
+    async def claim_token(self, key: str, keep_s: float) -> bool: ...
 
 
 class StoreBook:
     """The bounded bookkeeping shared by every store; pure, ``now`` passed in."""
 
-    def __init__(self, history: int, max_calls: int = 10_000, ttl_s: float = 600.0) -> None:
+    def __init__(self, history: int, max_calls: int = 10_000, ttl_s: float = 600.0, max_tokens: int = 100_000) -> None:
         self.live: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.used_tokens: OrderedDict[str, float] = OrderedDict()
+        """Claimed stream tokens -> when they may be forgotten (``now`` + seconds left)."""
+        self.max_tokens = max_tokens
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.history = max(0, history)
         self.max_calls = max_calls
@@ -115,6 +123,19 @@ class StoreBook:
             live.append(summary)
         return {"calls": live, "ended": [summary_of(r) for r in reversed(self.ended.values())]}
 
+    def claim_token(self, key: str, keep_s: float, now: float) -> bool:
+        """True the first time ``key`` is claimed while remembered; False after."""
+        used = self.used_tokens
+        while used:
+            first, until = next(iter(used.items()))
+            if until > now and len(used) < self.max_tokens:
+                break
+            del used[first]
+        if key in used:
+            return False
+        used[key] = now + keep_s + 1.0
+        return True
+
     def orphan(self, pid: int, now: float) -> list[str]:
         """The process ``pid`` died: its live calls await their redirect. Returns them."""
         sids = [sid for sid, (_, snap) in self.live.items() if snap.get("pid") == pid]
@@ -145,3 +166,6 @@ class LocalStore:
 
     async def listing(self) -> dict[str, list[dict[str, Any]]] | None:
         return None  # this process's registry is the whole story in dev mode
+
+    async def claim_token(self, key: str, keep_s: float) -> bool:
+        return self.book.claim_token(key, keep_s, self.clock())

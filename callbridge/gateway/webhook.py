@@ -6,15 +6,33 @@ answer). ``?upstream=NAME`` (one of ``UPSTREAM``'s values, covered by the signat
 chooses the call's back end: it travels as the stream parameter ``upstream``. After the
 ``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops without a hang-up,
 Twilio returns and the call resumes from the store (at most ``MAX_RESUMES`` times, then
-an apology and ``<Hangup/>``); a call that ended on purpose gets ``<Hangup/>``. Limits:
-body at most ``MAX_WEBHOOK_BYTES`` (413 past it); a missing or invalid CallSid or an
-unknown ``upstream`` is a 400; a bad or missing signature a 403, each with one log line.
+an apology and ``<Hangup/>``); a call that ended on purpose gets ``<Hangup/>``.
+
+Limits, each refusal with one log line: ``WEBHOOK_RATE`` requests per second per source
+(``WEBHOOK_BURST`` at once; 429 with ``Retry-After``, checked before anything else);
+body at most ``MAX_WEBHOOK_BYTES`` (413); a form (``application/x-www-form-urlencoded``,
+as Twilio sends) or 415, that decodes or 400; a bad or missing signature 403; a missing
+or invalid CallSid, or an unknown ``upstream``, 400. Past ``MAX_CALLS`` live calls, or
+while draining, a new call hears a short "busy" message and ``<Hangup/>`` (never a hang);
+a resume is always taken.
+
+The ``<Redirect>`` carries ``attempt=N`` (and the call's ``upstream``): a call whose
+stream never started (refused at the handshake or at ``start``) comes back with a higher
+N each time, and from ``MAX_ATTEMPTS`` on it gets "busy" and ``<Hangup/>`` rather than
+another stream: a refusal can never loop.
+
+Replay: Twilio's voice webhook carries no timestamp (its signature covers URL and form
+only), so a captured request could be replayed; what it yields is a stream token for a
+call that must then start a stream with a valid handshake signature, and each token
+starts at most one stream (``CallStore.claim_token``). TLS keeps requests from being
+captured at all (``SECURITY.md``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import urlencode
 
 from aiohttp import web
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -30,13 +48,44 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 MAX_RESUMES = 5
 """A call whose stream dropped this many times is ended with an apology, not resumed."""
 
+MAX_ATTEMPTS = 3
+FORM = "application/x-www-form-urlencoded"
+BUSY = "Sorry, all our lines are busy right now. Please try again shortly."
+DRAINING = "Sorry, we can't take your call right now. Please try again shortly."
+TROUBLE = "Sorry, we are having technical trouble. Please call again later."
+
+
+def _say_and_hang_up(text: str) -> web.Response:
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return web.Response(text=str(response), content_type="text/xml")
+
+
+def _attempt(text: str) -> int:
+    return min(int(text), 1000) if text.isascii() and text.isdigit() and len(text) < 6 else 0
+
 
 async def voice_inbound(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    source = gw.source(request)
+    if not gw.webhook_rates.allow(source, time.monotonic()):
+        retry = max(1, round(gw.webhook_rates.retry_after(source)))
+        if gw.webhook_rates.refused % 100 == 1:  # one line per 100 refusals: a flood must not flood the log
+            log.warning("webhook from %s refused: over %g requests/s (%d refused so far)",
+                        source, gw.settings.webhook_rate, gw.webhook_rates.refused)
+        raise web.HTTPTooManyRequests(text="too many requests\n", headers={"Retry-After": str(retry)})
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         log.warning("webhook from %s refused: body of %d bytes", request.remote, request.content_length)
         raise web.HTTPRequestEntityTooLarge(MAX_WEBHOOK_BYTES, request.content_length)
-    form = await request.post()
+    if request.content_type != FORM:
+        log.warning("webhook from %s refused: content type %r", source, request.content_type[:60])
+        raise web.HTTPUnsupportedMediaType(text=f"expected {FORM}\n")
+    try:
+        form = await request.post()
+    except ValueError as exc:  # undecodable bytes, a broken encoding
+        log.warning("webhook from %s refused: malformed form: %s", source, str(exc)[:120])
+        raise web.HTTPBadRequest(text="malformed form\n") from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     base = gw.public_base(request)
     if not gw.signatures.valid(base + request.path_qs, params, request.headers.get("X-Twilio-Signature")):
@@ -63,16 +112,20 @@ async def voice_inbound(request: web.Request) -> web.Response:
     resume = stored is not None
     if resume and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:  # type: ignore[union-attr]
         # The call keeps losing its stream (a crash it triggers?): stop the loop.
-        response.say("Sorry, we are having technical trouble. Please call again later.")
-        response.hangup()
         await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)  # type: ignore[union-attr]
         log.error("call %s: dropped %d times; hanging up", call_sid, MAX_RESUMES + 1)
-        return web.Response(text=str(response), content_type="text/xml")
-    if not resume and not gw.accepting:
-        response.say("Sorry, we can't take your call right now. Please try again shortly.")
-        response.hangup()
-        log.warning("call %s: turned away: draining", call_sid)
-        return web.Response(text=str(response), content_type="text/xml")
+        return _say_and_hang_up(TROUBLE)
+    attempt = _attempt(request.query.get("attempt", "0"))
+    if not resume:
+        if not gw.accepting:
+            log.warning("call %s: turned away: draining", call_sid)
+            return _say_and_hang_up(DRAINING)
+        if gw.at_capacity():
+            log.warning("call %s: turned away: busy (%d live calls, MAX_CALLS)", call_sid, len(gw.registry.live))
+            return _say_and_hang_up(BUSY)
+        if attempt >= MAX_ATTEMPTS:
+            log.warning("call %s: turned away: its stream failed to start %d times", call_sid, attempt)
+            return _say_and_hang_up(BUSY)
     connect = Connect()
     stream = connect.stream(url=stream_url(base))
     stream.parameter(name="token", value=gw.tokens.issue(call_sid, time.time()))
@@ -83,6 +136,7 @@ async def voice_inbound(request: web.Request) -> web.Response:
     response.append(connect)
     # When the stream ends without a hang-up (the process carrying it died), Twilio runs
     # the next verb: back here, and the call resumes on a live process.
-    response.redirect(base + request.path_qs, method="POST")
+    query = {"attempt": str(attempt + 1), **({"upstream": upstream} if upstream is not None else {})}
+    response.redirect(f"{base}{request.path}?{urlencode(query)}", method="POST")
     log.info("call %s: webhook answered from %s%s", call_sid, params.get("From", "?"), " (resume)" if resume else "")
     return web.Response(text=str(response), content_type="text/xml")

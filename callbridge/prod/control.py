@@ -98,6 +98,15 @@ class Listing:
 
 
 @dataclass
+class ClaimToken:
+    """A stream token starts one stream: answered True for the first claim of ``key``."""
+
+    req: int
+    key: str
+    keep_s: float
+
+
+@dataclass
 class Health:
     req: int
 

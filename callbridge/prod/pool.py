@@ -9,7 +9,7 @@ It keeps the shards running and the calls' state:
   whose heartbeats stop for ``DEAD_AFTER_S`` (a hung loop, a lost machine: thespian
   itself would not say for minutes); its calls are marked orphaned and resume when
   Twilio's redirect comes back;
-- holds the ``StoreBook`` (checkpoints and ended records) and answers the shards'
+- holds the ``StoreBook`` (checkpoints, ended records, used stream tokens) and answers the shards'
   lookups; answers ``Health`` with every shard's state;
 - on ``Drain`` asks every shard to drain and answers ``run.py serve`` once all have.
 
@@ -218,6 +218,9 @@ class PoolSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_Listing(self, msg: c.Listing, sender: Any) -> None:  # noqa: N802
         self.send(sender, c.Answer(msg.req, self.book.listing(time.monotonic())))
+
+    def receiveMsg_ClaimToken(self, msg: c.ClaimToken, sender: Any) -> None:  # noqa: N802
+        self.send(sender, c.Answer(msg.req, self.book.claim_token(msg.key, msg.keep_s, time.monotonic())))
 
     def receiveMsg_Health(self, msg: c.Health, sender: Any) -> None:  # noqa: N802
         self.send(sender, c.Answer(msg.req, self._status()))
