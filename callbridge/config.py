@@ -229,7 +229,7 @@ def upstream_problem(settings: Settings, name: str) -> str:
     elif name == "openai-realtime":
         if not settings.openai_realtime_url.startswith(("ws://", "wss://")):
             return "OPENAI_REALTIME_URL must start with ws:// or wss://"
-    elif name != "embedded":
+    elif name not in ("embedded", "echo"):
         return f"unknown back end (one of {', '.join(UPSTREAMS)})"
     return ""
 

@@ -127,3 +127,17 @@ async def test_a_call_that_keeps_dropping_is_ended_not_looped(start_server):
     assert len(result.streams) == MAX_RESUMES + 1
     assert result.ended_by == "hangup"
     assert "technical trouble" in result.twiml
+
+
+async def test_echo_upstream_sends_the_callers_audio_straight_back(start_server):
+    """UPSTREAM=echo (the load benchmarks' back end): what the caller says comes back."""
+    import numpy as np
+
+    url = await start_server(upstream="echo")
+    tone = (np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)  # 1 s, 440 Hz
+    result = await asyncio.wait_for(SimulatedCall(url, audio=[tone], gap_s=0.2, hold_s=1.0).run(), 30)
+    heard = result.agent_pcm().astype(np.float64)
+    loud = np.nonzero(np.abs(heard) > 2000)[0]
+    assert len(loud) > 0.8 * len(tone)  # nearly all of it came back
+    delay_s = loud[0] / 8000 - 0.2
+    assert 0.0 < delay_s < 0.5, delay_s
