@@ -51,7 +51,7 @@ from aiohttp import WSMsgType, web  # noqa: E402
 from bench._gateway import cpu_seconds, gateway  # noqa: E402
 from callbridge.codecs import mediastreams as ms  # noqa: E402
 from callbridge.codecs.g711 import ulaw_decode, ulaw_encode  # noqa: E402
-from callbridge.sim.caller import SimulatedCall  # noqa: E402
+from callbridge.sim.caller import SimulatedCall, parse_stream_twiml  # noqa: E402
 
 PROBE_EVERY = 10  # frames
 WARMUP_S = 1.0
@@ -196,7 +196,7 @@ async def one_call(url: str, provider: str, seconds: float, out: dict, sender: S
     call = SimulatedCall(url)
     r = call.result
     async with aiohttp.ClientSession() as http:
-        stream_url, params = await call.post_webhook(http)
+        stream_url, params = parse_stream_twiml(await call.post_webhook(http))
         async with http.ws_connect(stream_url) as ws:
             await ws.send_str(ms.twilio_connected())
             await ws.send_str(ms.twilio_start(1, r.stream_sid, r.call_sid, call.account_sid, params))
@@ -316,17 +316,26 @@ async def _later(delay: float, coro) -> None:  # type: ignore[no-untyped-def]
     await coro
 
 
-async def run(seconds: float, counts: list[int], providers: list[str]) -> int:
+async def run(seconds: float, counts: list[int], providers: list[str], json_path: str | None = None) -> int:
     print(f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {seconds:.0f} s per call, "
           f"probe every {PROBE_EVERY * 20} ms, loopback")
     print("\n| provider | calls | in p50 | in p99 | out p50 | out p99 | probes answered / sent | gateway CPU per call |")
     print("|---|---|---|---|---|---|---|---|")
+    figures: dict[str, dict[str, float]] = {}
     for provider in providers:
         for calls in counts:
             r = await measure(provider, calls, seconds)
             print(f"| {provider} | {calls} | {pct(r['in'], 50):.1f} ms | {pct(r['in'], 99):.1f} ms | "
                   f"{pct(r['out'], 50):.1f} ms | {pct(r['out'], 99):.1f} ms | {r['answered']}/{r['probes']} | "
                   f"{r['cpu_pct_per_call']:.1f}% |", flush=True)
+            figures[f"{provider} x{calls}"] = {
+                "in_p50_ms": pct(r["in"], 50), "in_p99_ms": pct(r["in"], 99), "out_p50_ms": pct(r["out"], 50),
+                "out_p99_ms": pct(r["out"], 99), "answered": r["answered"], "probes": r["probes"],
+                "cpu_pct_per_call": r["cpu_pct_per_call"]}
+    if json_path:
+        import json
+
+        Path(json_path).write_text(json.dumps(figures, indent=2))
     return 0
 
 
@@ -335,10 +344,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="4 s calls instead of 10 s")
     parser.add_argument("--calls", default="1,100", help="concurrency levels, comma-separated")
     parser.add_argument("--provider", choices=["openai-realtime", "vapi", "vapi-mulaw", "all"], default="all")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     counts = [max(1, min(200, int(c))) for c in args.calls.split(",")]
     providers = ["openai-realtime", "vapi", "vapi-mulaw"] if args.provider == "all" else [args.provider]
-    return asyncio.run(run(4.0 if args.quick else 10.0, counts, providers))
+    return asyncio.run(run(4.0 if args.quick else 10.0, counts, providers, args.json))
 
 
 if __name__ == "__main__":
