@@ -64,9 +64,7 @@ class ShardWorker(ActorTypeDispatcher):
         return ThespianWatch([self.bridge.read_fd]) if self.bridge is not None else None
 
     def receiveMsg_StartShard(self, msg: c.StartShard, sender: Any) -> ThespianWatch | None:  # noqa: N802
-        from .bridge import (
-            ControlBridge,  # the gateway is imported here, not in the pool
-        )
+        from .bridge import ControlBridge
 
         if self.thread is None:
             self.pool = sender
