@@ -2,7 +2,7 @@
 
 A ``CallStore`` keeps, per CallSid, the latest *checkpoint* of a live call (its
 conversation, what was played, its timeline, the pid carrying it) and the final record
-of an ended one. The gateway uses it three ways:
+of an ended one. The gateway uses it so:
 
 - the voice webhook asks ``lookup``: an unknown call gets a fresh stream; a known live
   call whose stream dropped (Twilio followed our ``<Redirect>``) gets a stream that
@@ -10,7 +10,8 @@ of an ended one. The gateway uses it three ways:
 - a ``Call`` posts ``checkpoint`` after every event that changes what matters (coalesced,
   fire and forget) and ``finish`` when it ends (awaited before the socket closes, so a
   redirect can never overtake it);
-- ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry;
+- ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry,
+  and ``GET /calls`` lists every process's calls from ``listing`` (production mode);
 - the media socket ``claim_token``s each stream token at ``start``: the first claim wins,
   any later one (a replayed token, on this process or another) is refused. Used tokens
   are remembered until they expire, at most ``max_tokens`` (the oldest forgotten first:
