@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._gateway import cpu_seconds, free_port, speech  # noqa: E402
+from callbridge.codecs import mediastreams as ms  # noqa: E402
 from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
 from callbridge.gateway.security import SignatureChecker  # noqa: E402
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml  # noqa: E402
@@ -62,6 +63,7 @@ FRAME_S = 0.020
 QUIET = base64.b64encode(ulaw_encode((np.random.default_rng(1).normal(0, 30, 160)).astype(np.int16))).decode()
 LOUD = base64.b64encode(ulaw_encode((np.sin(np.arange(160) / 3) * 12000).astype(np.int16))).decode()
 GAP_LIMIT_MS = 40.0
+ACCOUNT_SID = "AC" + "0" * 32
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -104,10 +106,6 @@ class DevNode(ProdNode):
         return [self.proc.pid] if self.proc.poll() is None else []
 
 
-def tree_pids(node: ProdNode) -> list[int]:
-    return node.pids()
-
-
 def pss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -147,7 +145,7 @@ class LeanCall:
         self.head = (f'{{"event":"media","streamSid":"{self.stream_sid}","sequenceNumber":"')
 
     async def open(self, http: aiohttp.ClientSession, url: str) -> None:
-        params = {"AccountSid": "AC" + "0" * 32, "CallSid": self.call_sid, "From": "+15005550006",
+        params = {"AccountSid": ACCOUNT_SID, "CallSid": self.call_sid, "From": "+15005550006",
                   "To": "+15005550001", "Direction": "inbound", "CallStatus": "ringing"}
         sig = SignatureChecker.sign(AUTH_TOKEN, PUBLIC_URL + "/voice/inbound", params)
         async with http.post(url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": sig}) as resp:
@@ -155,13 +153,8 @@ class LeanCall:
         headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, stream_url, {})}
         ws_url = "ws://" + url.split("://", 1)[1] + "/media"
         self.ws = await http.ws_connect(ws_url, headers=headers, autoping=True, max_msg_size=1 << 16)
-        await self.ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self.ws.send_str(json.dumps({
-            "event": "start", "sequenceNumber": "1", "streamSid": self.stream_sid,
-            "start": {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid,
-                      "tracks": ["inbound"], "customParameters": parameters,
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-        }))
+        await self.ws.send_str(ms.twilio_connected())
+        await self.ws.send_str(ms.twilio_start(1, self.stream_sid, self.call_sid, ACCOUNT_SID, parameters))
         self.reader = asyncio.create_task(self.read())
 
     async def read(self) -> None:
@@ -177,8 +170,7 @@ class LeanCall:
                     self.loud_heard.append(now)
             elif data.startswith('{"event":"mark"'):
                 name = json.loads(data)["mark"]["name"]
-                await self.ws.send_str(json.dumps({"event": "mark", "streamSid": self.stream_sid,
-                                                   "mark": {"name": name}}))
+                await self.ws.send_str(ms.twilio_mark(0, self.stream_sid, name))
 
     def frame(self, n: int, now: float) -> str:
         if self.speech is not None:
@@ -194,8 +186,7 @@ class LeanCall:
 
     async def close(self) -> None:
         if self.ws is not None:
-            await self.ws.send_str(json.dumps({"event": "stop", "streamSid": self.stream_sid,
-                                               "stop": {"callSid": self.call_sid}}))
+            await self.ws.send_str(ms.twilio_stop(0, self.stream_sid, self.call_sid, ACCOUNT_SID))
             await self.ws.close()
         if self.reader is not None:
             await asyncio.gather(self.reader, return_exceptions=True)
@@ -219,7 +210,7 @@ async def run_step(url: str, calls: int, seconds: float, node: ProdNode, speech_
         lean = [LeanCall(speech_frames) for _ in range(calls)]
         for i in range(0, calls, 20):  # open in batches: webhooks are answered at once
             await asyncio.gather(*(c.open(http, url) for c in lean[i:i + 20]))
-        pids = tree_pids(node)
+        pids = node.pids()
         t0 = time.monotonic()
         cpu0, me0 = tree_cpu(pids), time.process_time()
         n = 0
@@ -233,7 +224,7 @@ async def run_step(url: str, calls: int, seconds: float, node: ProdNode, speech_
         elapsed = time.monotonic() - t0
         cpu = tree_cpu(pids) - cpu0
         driver = time.process_time() - me0
-        pss = pss_mb(tree_pids(node))
+        pss = pss_mb(node.pids())
         await asyncio.sleep(1.0)  # the tail of the echo
         await asyncio.gather(*(c.close() for c in lean))
     gaps = []
@@ -299,8 +290,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": args.mode, "upstream": args.upstream, "steps": [], "kill_silence_ms": []}
     with tempfile.TemporaryDirectory() as tmp, server(args.mode, args.upstream, args.workers, Path(tmp)) as node:
         await asyncio.sleep(1.0)
-        idle = pss_mb(tree_pids(node))
-        print(f"{args.mode} mode, upstream {args.upstream}: {len(tree_pids(node))} server processes, "
+        idle = pss_mb(node.pids())
+        print(f"{args.mode} mode, upstream {args.upstream}: {len(node.pids())} server processes, "
               f"idle PSS {idle:.0f} MB", flush=True)
         for calls in steps:
             step = await run_step(node.url, calls, args.seconds, node, speech_frames, idle)

@@ -35,6 +35,12 @@ SUMMARY_KEYS = (
 )
 
 
+def awaiting_redirect(snapshot: dict[str, Any]) -> bool:
+    """A live checkpoint whose stream is gone (dropped, or its process died): the call
+    waits for Twilio's redirect to resume it."""
+    return bool(snapshot.get("orphaned")) or "record" in snapshot
+
+
 def summary_of(record: dict[str, Any]) -> dict[str, Any]:
     """A call's summary (for listings) from its full record."""
     return {k: record.get(k) for k in SUMMARY_KEYS}
@@ -120,7 +126,7 @@ class StoreBook:
         live = []
         for _, snap in self.live.values():
             summary = summary_of(snap.get("record") or snap.get("view") or {})
-            summary["state"] = "awaiting redirect" if snap.get("orphaned") or "record" in snap else "live"
+            summary["state"] = "awaiting redirect" if awaiting_redirect(snap) else "live"
             live.append(summary)
         return {"calls": live, "ended": [summary_of(r) for r in reversed(self.ended.values())]}
 

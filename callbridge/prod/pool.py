@@ -33,7 +33,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ..gateway.store import StoreBook
+from ..gateway.store import StoreBook, awaiting_redirect
 from . import control as c
 from .shard import ShardWorker
 
@@ -232,8 +232,8 @@ class PoolSupervisor(ActorTypeDispatcher):
             shards=[s.view(now) for s in sorted(self.state.shards, key=lambda s: s.index)],
             adoptable=[c.Adoptee(s.index, s.node, s.address, s.pid, s.url) for s in self.state.shards if s.pid],
             shard_restarts=self.state.restarts,
-            calls_live=sum(1 for s in live if not s.get("orphaned") and "record" not in s),
-            calls_orphaned=sum(1 for s in live if s.get("orphaned") or "record" in s),
+            calls_live=sum(1 for s in live if not awaiting_redirect(s)),
+            calls_orphaned=sum(1 for s in live if awaiting_redirect(s)),
         )
 
     # -- shutdown ---------------------------------------------------------------------------

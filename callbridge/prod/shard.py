@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from thespian.actors import (
     ActorExitRequest,
@@ -133,6 +133,9 @@ class ShardRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.server: Any = None
+        self.settings: Any = None
+        self.gw: Any = None
+        """The shard's gateway, once it serves."""
 
     def run(self) -> None:
         try:  # logging goes through thespian's log director (``log_defs``): stderr
@@ -150,12 +153,13 @@ class ShardRuntime:
         self.loop = asyncio.get_running_loop()
         self.bridge.loop = self.loop
         self.stopping = asyncio.Event()
-        settings = Settings.from_env()
+        self.settings = Settings.from_env()
         store = ControlStore(self.bridge)
-        self.server = Server(settings, store, reuse_port=True)
+        self.server = Server(self.settings, store, reuse_port=True)
         url = await self.server.start()
         gw = self.server.app[GATEWAY]
         gw.shard = {"index": self.index, "pid": os.getpid(), "node": self.node, "store": store}
+        self.gw = gw
         self.bridge.post(c.ShardUp(self.index, os.getpid(), self.node, url))
         log.info("shard %d (pid %d) serving on %s", self.index, os.getpid(), url)
         beat = asyncio.create_task(self._heartbeat(gw))
@@ -171,46 +175,37 @@ class ShardRuntime:
             await asyncio.sleep(HEARTBEAT_S)
             lag = max(0.0, time.monotonic() - t - HEARTBEAT_S)
 
+    # -- from the actor thread: each runs on the loop, once the gateway is serving ---------
+
+    def _on_loop(self, fn: Callable[[], Any]) -> None:
+        if self.loop is not None and self.gw is not None:
+            self.loop.call_soon_threadsafe(fn)
+
     def drain(self, deadline_s: float) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain(deadline_s)))
+        self._on_loop(lambda: asyncio.ensure_future(self._drain(deadline_s)))
 
     def checkpoint_all(self) -> None:
         def run() -> None:
-            from ..gateway.context import GATEWAY
-
-            for call in list(self.server.app[GATEWAY].registry.live.values()):
+            for call in list(self.gw.registry.live.values()):
                 call.checkpoint()
 
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(run)
+        self._on_loop(run)
 
     def shard_restarts(self, total: int) -> None:
-        def run() -> None:
-            from ..gateway.context import GATEWAY
-
-            self.server.app[GATEWAY].metrics.shard_restarts_seen(total)
-
-        if self.loop is not None and self.server is not None and self.server.app is not None:
-            self.loop.call_soon_threadsafe(run)
+        self._on_loop(lambda: self.gw.metrics.shard_restarts_seen(total))
 
     def orphaned(self) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._orphaned()))
+        self._on_loop(lambda: asyncio.ensure_future(self._orphaned()))
 
     async def _orphaned(self) -> None:
         """Our pool is gone and a new one has its own shards on this port: stop taking
         connections (the kernel sends them to the new shards), finish our calls, exit."""
-        from ..config import Settings
-
         log.warning("shard %d (pid %d): pool lost; no new calls here, draining", self.index, os.getpid())
         await self.server.stop_listening()
-        await self._drain(Settings.from_env().drain_s)
+        await self._drain(self.settings.drain_s)
 
     async def _drain(self, deadline_s: float) -> None:
-        from ..gateway.context import GATEWAY
-
-        gw = self.server.app[GATEWAY]
+        gw = self.gw
         gw.accepting = False  # /healthz answers 503; new calls are turned away
         log.info("shard %d draining: %d calls, up to %.0f s", self.index, len(gw.registry.live), deadline_s)
         end = time.monotonic() + deadline_s
