@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,9 +33,8 @@ from aiohttp import WSMsgType, web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._gateway import free_port  # noqa: E402
 from bench.load import GAP_LIMIT_MS, fmt, pss_mb, run_step  # noqa: E402
-from tests.prodnode import ProdNode  # noqa: E402
+from tests.prodnode import ProcessNode  # noqa: E402
 
 TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
          '<Stream url="{url}"/></Connect></Response>')
@@ -75,28 +73,12 @@ def serve(port: int) -> None:
                 access_log=None)
 
 
-class FloorNode(ProdNode):
-    """The pass-through in its own process, with the handle ``bench/load.py`` measures."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.port, self.admin_port = free_port(), 0
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"floor-{self.port}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", "--port",
-                                      str(self.port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
-                                     start_new_session=True)
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc.poll() is None else []
-
-
 # -- the driver -----------------------------------------------------------------------------
 
 async def main_async(steps: list[int], seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": "floor", "upstream": "echo", "steps": []}
     with tempfile.TemporaryDirectory() as tmp:
-        node = FloorNode(Path(tmp))
+        node = ProcessNode(Path(tmp), "floor", [sys.executable, str(Path(__file__).resolve()), "--serve"])
         try:
             node.wait_ready(timeout_s=30)
             await asyncio.sleep(0.5)

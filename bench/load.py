@@ -51,13 +51,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._gateway import cpu_seconds, free_port, speech  # noqa: E402
+from bench._gateway import cpu_seconds, speech  # noqa: E402
 from callbridge.codecs import mediastreams as ms  # noqa: E402
 from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
 from callbridge.gateway.security import SignatureChecker  # noqa: E402
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
-from tests.prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode  # noqa: E402
+from tests.prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProcessNode, ProdNode  # noqa: E402
 
 FRAME_S = 0.020
 QUIET = base64.b64encode(ulaw_encode((np.random.default_rng(1).normal(0, 30, 160)).astype(np.int16))).decode()
@@ -77,33 +77,12 @@ def server(mode: str, upstream: str, workers: int, log_dir: Path) -> Iterator[Pr
     if mode == "prod":
         node = ProdNode(log_dir, workers=workers, **env)
     else:
-        node = DevNode(log_dir, **env)
+        node = ProcessNode(log_dir, "dev", [sys.executable, "run.py", "serve"], **env)
     try:
         node.wait_ready()
         yield node
     finally:
         node.close()
-
-
-class DevNode(ProdNode):
-    """``run.py serve`` (one process) with the same handle as a production node."""
-
-    def __init__(self, log_dir: Path, **env: str) -> None:
-        import subprocess
-
-        self.port, self.admin_port = free_port(), 0
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"dev-{self.port}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "run.py", "serve", "--port", str(self.port)], cwd=ROOT,
-            env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL,
-                 "CONSOLE_TOKEN": CONSOLE_TOKEN, **env},
-            stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
-        )
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc.poll() is None else []
 
 
 def pss_mb(pids: list[int]) -> float:

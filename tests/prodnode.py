@@ -33,14 +33,17 @@ class ProdNode:
     def __init__(self, log_dir: Path, workers: int = 2, leader: str = "", node: str = "", **env: str) -> None:
         self.port = free_port()
         self.admin_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"node-{node or 'leader'}-{self.port}.log"
         args = [sys.executable, "run.py", "serve", "--mode", "prod", "--workers", str(workers),
                 "--port", str(self.port), "--admin-port", str(self.admin_port)]
         if leader:
             args += ["--leader", leader]
         if node:
             args += ["--node", node]
+        self._launch(log_dir, f"node-{node or 'leader'}", args, env)
+
+    def _launch(self, log_dir: Path, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}-{self.port}.log"
         environment = {**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL,
                        "CONSOLE_TOKEN": CONSOLE_TOKEN,
                        "CHECK_MESSAGES": "1", "LOG_LEVEL": "INFO", **env}
@@ -154,3 +157,15 @@ class ProdNode:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.log.close()
+
+
+class ProcessNode(ProdNode):
+    """A server that is one process (``run.py serve`` in dev mode, a benchmark's own
+    server), with a production node's handle: ``command`` gets ``--port``."""
+
+    def __init__(self, log_dir: Path, name: str, command: list[str], **env: str) -> None:
+        self.port, self.admin_port = free_port(), 0
+        self._launch(log_dir, name, [*command, "--port", str(self.port)], env)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc.poll() is None else []
