@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import GAP_LIMIT_MS, fmt, pss_mb, run_step  # noqa: E402
+from callbridge import eventloop  # noqa: E402
 from tests.prodnode import ProcessNode  # noqa: E402
 
 TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
@@ -70,7 +71,7 @@ def serve(port: int) -> None:
     app.router.add_post("/voice/inbound", voice)
     app.router.add_get("/media", media)
     web.run_app(app, host="127.0.0.1", port=port, print=lambda _: print(f"listening on {port}", flush=True),
-                access_log=None)
+                access_log=None, loop=eventloop.new_loop())  # the bridge's default loop: a like-for-like floor
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -83,7 +84,7 @@ async def main_async(steps: list[int], seconds: float) -> dict[str, Any]:
             node.wait_ready(timeout_s=30)
             await asyncio.sleep(0.5)
             idle = pss_mb(node.pids())
-            print(f"floor (asyncio pass-through): idle PSS {idle:.0f} MB", flush=True)
+            print(f"floor ({eventloop.resolve('auto')} pass-through): idle PSS {idle:.0f} MB", flush=True)
             for calls in steps:
                 step = await run_step(node.url, calls, seconds, node, None, idle)
                 out["steps"].append(step)
@@ -114,7 +115,7 @@ def main() -> None:
         p.error(f"--calls: steps between 1 and {args.max_calls} (--max-calls)")
     if args.quick:
         args.seconds = min(args.seconds, 8.0)
-    out = asyncio.run(main_async(steps, args.seconds))
+    out = eventloop.run(main_async(steps, args.seconds))  # the driver: as bench/load.py's
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from . import eventloop
 from .config import ConfigError, Settings, settings_table
 from .gateway.app import create_app
 from .gateway.store import CallStore
@@ -103,7 +104,8 @@ class Server:
 async def _serve(settings: Settings) -> None:
     server = Server(settings)
     url = await server.start()
-    print(f"callbridge {settings.mode} mode listening on {url}", flush=True)
+    print(f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)",
+          flush=True)
     print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
     print(f"  console:       {url}/console    metrics: {url}/metrics", flush=True)
     stop = asyncio.Event()
@@ -283,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             from .prod.system import serve_prod
 
             return serve_prod(settings)
-        asyncio.run(_serve(settings))
+        eventloop.run(_serve(settings), settings.event_loop)
         return 0
     if args.command == "call":
-        return asyncio.run(_call(args))
-    return asyncio.run(_demo(args))
+        return eventloop.run(_call(args), settings.event_loop)
+    return eventloop.run(_demo(args), settings.event_loop)

@@ -176,6 +176,64 @@ async def test_task_failure_fails_the_actor_and_cancel_on_remove():
     assert log == [("failed", "fragile")]
 
 
+async def test_ticker_keeps_a_grid_skips_missed_ticks_and_stops_with_its_actor():
+    import time
+
+    log = []
+    d = _dispatcher(log)
+    d.clock = time.monotonic  # tickers follow the call's clock: a real one here
+    fired = []
+    start = time.monotonic()
+    ticker = d.every("recorder", 0.01, lambda: fired.append(time.monotonic()))
+    await asyncio.sleep(0.055)
+    assert fired
+    # Tick i is due at start + i * period or later (skipped ticks only push it later):
+    # never early, and no drift accumulates.
+    for i, t in enumerate(fired, 1):
+        assert t >= start + i * 0.01
+    time.sleep(0.05)  # the loop is blocked for five periods
+    n = len(fired)
+    await asyncio.sleep(0.03)
+    after = fired[n:]
+    assert after
+    # The ticks missed are skipped: no burst of catch-up ticks right after the block.
+    assert sum(t < after[0] + 0.002 for t in after) <= 2
+    d.remove("recorder")
+    assert not ticker.active
+    n = len(fired)
+    await asyncio.sleep(0.03)
+    assert len(fired) == n
+
+
+async def test_ticker_exception_fails_the_actor_once():
+    import time
+
+    log = []
+    d = _dispatcher(log)
+    d.clock = time.monotonic
+
+    def boom():
+        raise RuntimeError("tick failed")
+
+    ticker = d.every("fragile", 0.005, boom)
+    await asyncio.sleep(0.03)
+    assert log == [("failed", "fragile")]
+    assert not ticker.active
+
+
+def test_handlers_follow_a_replaced_actor():
+    log = []
+    d = _dispatcher(log)
+    d.tell("fragile", m.OutboundFrame(b"a"))
+    d.tell("fragile", m.OutboundFrame(b"a"))
+    d.add(Fragile, "recorder", log)  # fresh state: its count starts again
+    d.tell("fragile", m.OutboundFrame(b"a"))
+    assert log == [("fragile", 1), ("fragile", 2), ("fragile", 1)]
+    d.remove("fragile")
+    d.tell("fragile", m.OutboundFrame(b"a"))
+    assert len(log) == 3
+
+
 def test_queue_bound_drops_data_not_system():
     from callbridge.actors import runtime
 

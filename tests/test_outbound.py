@@ -51,3 +51,106 @@ def test_pacer_after_underrun_and_clear():
     assert abs(pacer.play_end - 11.02) < 1e-9
     pacer.cleared(11.005)
     assert pacer.buffered_s(11.005) == 0.0
+
+
+# -- OutboundWriter: pacing, a send that waits, order -----------------------------------------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+from callbridge.gateway.output import OutboundWriter  # noqa: E402
+
+
+class Peer:
+    """The socket's send side as the writer sees it: ``send`` returns at once, or waits
+    on ``gate`` while it is set (a paused transport), as aiohttp's does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.gate: asyncio.Future[None] | None = None
+        self.fail = False
+
+    async def send(self, text: str) -> None:
+        if self.fail:
+            raise ConnectionResetError("gone")
+        msg = json.loads(text)
+        kind = msg["event"]
+        self.sent.append((kind, msg.get("media", msg.get("mark", {})).get("payload", msg.get("mark", {}).get("name", ""))))
+        if self.gate is not None:
+            await self.gate
+
+
+async def _writer(peer: Peer, lead_s: float = 0.1) -> tuple[OutboundWriter, asyncio.Task[None]]:
+    w = OutboundWriter(peer.send, "MZ1", lead_s, time.monotonic)
+    task = asyncio.get_running_loop().create_task(w.run())
+    await asyncio.sleep(0)  # the task parks on its empty queue
+    return w, task
+
+
+def _b64(i: int) -> str:
+    import base64
+
+    return base64.b64encode(bytes([i]) * 160).decode()
+
+
+async def test_writer_paces_at_the_lead_then_real_time_in_order():
+    peer = Peer()
+    w, task = await _writer(peer, lead_s=0.1)
+    for i in range(1, 21):
+        w.frame(bytes([i]) * 160)
+    await asyncio.sleep(0.005)
+    assert len(peer.sent) == 6  # the lead: 100 ms ahead of real time, then it waits
+    await asyncio.sleep(0.15)
+    assert 11 <= len(peer.sent) <= 14  # then one per 20 ms
+    assert [p for _, p in peer.sent] == [_b64(i) for i in range(1, len(peer.sent) + 1)]
+    w.close()
+    await task
+
+
+async def test_writer_send_that_waits_keeps_order_and_reports_blocked():
+    peer = Peer()
+    w, task = await _writer(peer, lead_s=2.0)
+    peer.gate = asyncio.get_running_loop().create_future()
+    w.frame(bytes([1]) * 160)
+    await asyncio.sleep(0.005)  # sent, then waiting for the peer (a paused transport)
+    assert w.blocked_since is not None and peer.sent == [("media", _b64(1))]
+    w.frame(bytes([2]) * 160)
+    w.mark("m1")
+    w.frame(bytes([3]) * 160)
+    await asyncio.sleep(0.01)
+    assert len(peer.sent) == 1  # everything else waits behind it, in order
+    gate, peer.gate = peer.gate, None
+    gate.set_result(None)
+    await asyncio.sleep(0.01)
+    assert peer.sent == [("media", _b64(1)), ("media", _b64(2)), ("mark", "m1"), ("media", _b64(3))]
+    assert w.blocked_since is None and w.frames_sent == 3 and w.marks_sent == 1
+    w.close()
+    await task
+
+
+async def test_writer_clear_jumps_the_queue():
+    peer = Peer()
+    w, task = await _writer(peer, lead_s=0.04)
+    for i in range(1, 6):
+        w.frame(bytes([i]) * 160)
+    await asyncio.sleep(0.005)  # 3 leave (the lead), 2 wait for their time
+    w.clear()
+    w.frame(bytes([9]) * 160)
+    await asyncio.sleep(0.01)
+    kinds = [k for k, _ in peer.sent]
+    assert kinds[:3] == ["media"] * 3 and kinds[3] == "clear"
+    assert peer.sent[4:] == [("media", _b64(9))]  # the 2 pending were dropped
+    w.close()
+    await task
+
+
+async def test_writer_stops_when_the_socket_is_gone():
+    peer = Peer()
+    w, task = await _writer(peer)
+    peer.fail = True
+    w.frame(b"\x01" * 160)
+    await asyncio.wait_for(task, 1.0)  # no exception out of the task
+    assert w.closed and w.frames_sent == 0
+    w.frame(b"\x02" * 160)  # later frames are dropped
+    assert w.frames_sent == 0

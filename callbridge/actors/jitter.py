@@ -4,7 +4,7 @@ First in the inbound path (``CallerMedia`` from the gateway), ahead of the Codec
 decoder, resampler, VAD and STT see continuous time with the right duration: frames are
 ordered by timestamp, duplicates and late or stale frames dropped (counted), gaps
 concealed (repeat-and-fade, then comfort noise), and the playout depth adapts to the
-line (``callbridge.codecs.jitterbuffer``). A ticker task pops every 20 ms so a stalled
+line (``callbridge.codecs.jitterbuffer``). A ticker (``ActorContext.every``) pops every 20 ms so a stalled
 line still yields (concealed) audio on time; arrivals pop too, so a clean line adds
 only ``JITTER_MIN_MS``.
 
@@ -16,7 +16,6 @@ and noted once.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..codecs.jitterbuffer import JitterBuffer as Buffer
 from ..codecs.jitterbuffer import JitterParams
 from ..config import Settings
 from . import messages as m
-from .runtime import Actor, ActorContext
+from .runtime import Actor, ActorContext, Ticker
 
 FRAME_S = 0.020
 STATS_EVERY_S = 5.0
@@ -37,7 +36,7 @@ class JitterBuffer(Actor):
         super().__init__(ctx)
         depth = float(settings.jitter_min_ms)
         self.buffer = Buffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
-        self.ticker: asyncio.Task[Any] | None = None
+        self.ticker: Ticker | None = None
         self.out_chunk = 0
         self.bad_size = 0
         self.next_stats = 0.0
@@ -51,7 +50,7 @@ class JitterBuffer(Actor):
             return
         self.buffer.push(msg.chunk, msg.timestamp, msg.payload, now)
         if self.ticker is None:
-            self.ticker = self.ctx.spawn(self._tick(), "playout")
+            self.ticker = self.ctx.every(FRAME_S, self._tick)
             self.next_stats = now + STATS_EVERY_S
         self._play(now)
 
@@ -69,15 +68,9 @@ class JitterBuffer(Actor):
             if stats["loss_pct"] or stats["late"] or stats["stale"] or stats["concealed_pct"]:
                 self.ctx.note("jitter_stats", **stats)
 
-    async def _tick(self) -> None:
-        """Pop on a 20 ms grid of the monotonic clock (no drift), whatever arrives."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while True:
-            n += 1
-            await asyncio.sleep(max(0.0, start + n * FRAME_S - loop.time()))
-            self._play(self.ctx.now())
+    def _tick(self) -> None:
+        """Every 20 ms from the first frame (no drift), whatever arrives."""
+        self._play(self.ctx.now())
 
     def summary(self) -> dict[str, Any]:
         s = self.buffer.stats()

@@ -139,7 +139,10 @@ class ShardRuntime:
 
     def run(self) -> None:
         try:  # logging goes through thespian's log director (``log_defs``): stderr
-            asyncio.run(self._main())
+            from .. import eventloop
+            from ..config import Settings
+
+            eventloop.run(self._main(), Settings.from_env().event_loop)
         except Exception:  # noqa: BLE001 - a shard that cannot serve must die loudly
             log.exception("shard %d failed", self.index)
             os._exit(3)

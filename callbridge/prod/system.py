@@ -26,6 +26,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from .. import eventloop
 from ..config import Settings
 from . import control as c
 
@@ -115,7 +116,8 @@ def serve_prod(settings: Settings) -> int:
             return 1
         url = f"http://{settings.host}:{settings.port}"
         print(f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
-              f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port})", flush=True)
+              f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
+              f"{eventloop.resolve(settings.event_loop)} event loop)", flush=True)
         print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
         pool = _watch_pool(asys, pool, settings, signals)
         print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)
