@@ -289,6 +289,7 @@ class JitterBuffer:
             ("received", "duplicates", "late", "stale", "overflow", "played", "concealed", "comfort",
              "lost", "lost_late", "held", "skipped", "dropped_quiet", "dropped_speech", "stale_head"), 0)
         self._hist = [0] * _HIST_BINS
+        self._hist_n = 0
         self._last_latency: float | None = None
 
     # ------------------------------------------------------------------ input
@@ -563,6 +564,7 @@ class JitterBuffer:
         self._last_latency = lat
         i = int(lat + 0.5) if lat > 0 else 0
         self._hist[i if i < _HIST_BINS else _HIST_BINS - 1] += 1
+        self._hist_n += 1
 
     # ------------------------------------------------------------------ stats
 
@@ -585,7 +587,7 @@ class JitterBuffer:
         (rounded to whole ms), None before any."""
         if not 0 <= q <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {q}")
-        total = sum(self._hist)
+        total = self._hist_n
         if not total:
             return None
         need = max(1, math.ceil(total * q / 100.0))
