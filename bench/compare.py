@@ -40,7 +40,7 @@ def run_once(tree: str, calls: str, seconds: float) -> dict | None:
             cwd=path, env=env, capture_output=True, text=True, timeout=60 + 120 * len(calls.split(",")),
         )
         for line in proc.stdout.splitlines():
-            if " calls " in line:
+            if " calls " in line and not line.startswith("knee"):
                 print(f"  {tree}: {line}", flush=True)
         if proc.returncode or not out.exists():
             print(f"  {tree}: failed ({proc.returncode}): {proc.stderr[-1500:]}", flush=True)

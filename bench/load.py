@@ -308,7 +308,7 @@ def main() -> None:
         if args.upstream == "embedded":
             args.calls = "2,4,8" if args.quick else "2,4,8,12,16,24"
         else:
-            args.calls = "50,150" if args.quick else "50,100,200,300,400,500"
+            args.calls = "50,150" if args.quick else "50,100,200,300,350,400,500"
     if args.quick:
         args.seconds, args.kills = min(args.seconds, 8.0), min(args.kills, 1)
     out = eventloop.run(main_async(args), args.driver_loop)

@@ -455,3 +455,18 @@ def test_speech_dropped_to_catch_up_is_the_quietest_just_ahead():
     gone = sorted(set(range(n0, n0 + 300)) - played)
     assert s.dropped_speech == len(gone) >= 5
     assert all(level(i) == 5000 for i in gone)
+
+
+@given(st.lists(st.floats(-50, 2000, allow_nan=False), min_size=1, max_size=400),
+       st.floats(0.01, 1.0), st.floats(-50, 2000, allow_nan=False))
+def test_target_quantile_matches_numpy_and_is_skipped_only_when_it_cannot_rise(devs, q, target):
+    from callbridge.codecs.jitterbuffer import quantile
+
+    values = np.array(devs)
+    assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)), abs=1e-9)
+    buf = JitterBuffer(JitterParams(quantile=q))
+    buf._dev[: len(devs)] = values
+    buf._dev_n = len(devs)
+    buf._target = target
+    if not buf._may_rise():
+        assert float(np.quantile(values, q)) <= target + 1e-9
