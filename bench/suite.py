@@ -67,7 +67,7 @@ class Bench:
 
 
 LOAD_QUICK = ("--quick", "--calls", "1,50,150")
-LOAD_FULL = ("--calls", "1,50,100,150,200,300,400,500")
+LOAD_FULL = ("--calls", "1,50,100,150,200,300,350,400,500")
 
 BENCHES: tuple[Bench, ...] = (
     Bench("codec", "bench/codec.py", ("--quick",), (), 3, 3, 120,
@@ -83,6 +83,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("jitter", "bench/jitter.py", ("--quick",), (), 3, 3, 180,
           "jitter buffer on simulated mobile lines: added latency vs the line's own jitter (ratio, target "
           "≤ 1.2), concealed frames, CPU per frame, STT word error rate per profile"),
+    Bench("hotpath", "bench/hotpath.py", ("--seconds", "4"), (), 3, 3, 60,
+          "µs of CPU per frame (one in, one out) of the call path in-process: 150 echo calls in one loop, "
+          "no sockets"),
     Bench("floor", "bench/floor.py", LOAD_QUICK, LOAD_FULL, 1, 3, 240,
           "the floor: a plain asyncio/aiohttp pass-through (parse JSON, echo the payload) driven by the "
           "same load driver at the same call counts as the bridge"),
@@ -427,6 +430,7 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
         ["barge-in onset → clear p95", "ms", cell(fig("barge-in", "latency_p95_ms"), 0)],
         ["jitter added p95 / line p95, heavy", "ratio", cell(fig("jitter", "profiles.heavy.ratio"), 2)],
         ["observability added per frame", "ns", cell(fig("metrics", "added_per_frame_ns"))],
+        ["call path in-process, in+out (150 calls, no sockets)", "µs/frame", cell(fig("hotpath", "us_per_frame"), 1)],
     ]
     for name in ("floor", "load-dev", "load-prod", "load-embedded"):
         if name in b and b[name].get("figures"):
