@@ -47,9 +47,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import FRAME_S, DevNode, LeanCall  # noqa: E402
+from bench.load import FRAME_S, LeanCall  # noqa: E402
 from callbridge.gateway.security import SignatureChecker  # noqa: E402
-from tests.prodnode import AUTH_TOKEN  # noqa: E402
+from tests.prodnode import AUTH_TOKEN, ProcessNode  # noqa: E402
 
 ENDINGS = ("stop", "drop", "stop", "silent", "nostart", "bad")
 SHORT_FRAMES = 25
@@ -189,7 +189,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
            "STREAM_IDLE_S": str(REAPER_S), "START_TIMEOUT_S": str(REAPER_S), "WEBHOOK_RATE": "0",
            "MAX_SOCKETS_PER_SOURCE": "0"}
     with tempfile.TemporaryDirectory() as tmp:
-        node = DevNode(Path(tmp), **env)
+        node = ProcessNode(Path(tmp), "dev", [sys.executable, "run.py", "serve"], **env)
         try:
             node.wait_ready()
             pid = node.proc.pid

@@ -3,8 +3,8 @@
 ``run(main, choice)`` runs the coroutine ``main`` to completion on a new loop, like
 ``asyncio.run``. ``choice`` is ``Settings.event_loop``: ``uvloop``, ``asyncio``, or
 ``auto`` (uvloop where it is installed). uvloop moves the loop, its timers and its
-socket transports into C (libuv): the bridge's per-call CPU drops by about a tenth
-(bench/load.py, side by side), and nothing else changes. Its timers have 1 ms
+socket transports into C (libuv): the server's CPU at 300 echo calls drops by 7-9%
+(bench/compare.py, side by side), and nothing else changes. Its timers have 1 ms
 resolution; the call path's ticker never fires early in the call's clock
 (``actors.runtime.Ticker``), so pacing is unaffected.
 """

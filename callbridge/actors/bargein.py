@@ -38,8 +38,6 @@ CALLER_LEVEL_FRAMES = 50
 """The caller's latest frame levels kept (1 s: speech is judged from its onset on)."""
 SPEECH_RMS = 500.0
 """Caller frame RMS (int16) taken as "sound on the line" for the timeline note."""
-
-
 LEVEL_BATCH = 10
 """Frames whose levels are computed together, in one numpy pass (or sooner, when read)."""
 
@@ -86,9 +84,6 @@ class Levels:
         self._pending_t: list[float] = []
         self._levels: list[float] = []
         self._times: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self._levels) + len(self._pending)
 
     def add(self, frame: bytes, t: float = 0.0) -> None:
         if self._keep is None and len(self._levels) + len(self._pending) >= MAX_LEVEL_FRAMES:

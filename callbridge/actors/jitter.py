@@ -4,9 +4,9 @@ First in the inbound path (``CallerMedia`` from the gateway), ahead of the Codec
 decoder, resampler, VAD and STT see continuous time with the right duration: frames are
 ordered by timestamp, duplicates and late or stale frames dropped (counted), gaps
 concealed (repeat-and-fade, then comfort noise), and the playout depth adapts to the
-line (``callbridge.codecs.jitterbuffer``). A ticker (``ActorContext.every``) pops every 20 ms so a stalled
-line still yields (concealed) audio on time; arrivals pop too, so a clean line adds
-only ``JITTER_MIN_MS``.
+line (``callbridge.codecs.jitterbuffer``). A ticker (``ActorContext.every``) pops every
+20 ms so a stalled line still yields (concealed) audio on time; arrivals pop too, so a
+clean line adds only ``JITTER_MIN_MS``.
 
 Stats (RFC 3550 jitter, loss %, concealed %, late and stale drops, depth, added latency
 p50/p95) go to the timeline every ``STATS_EVERY_S`` while the line is impaired, and once

@@ -34,9 +34,10 @@ Model
 * Target depth.  The deviations of the last ``window_s`` of frames (late ones included)
   are kept; the target is their ``quantile``, clamped to ``[min_depth_ms, max_depth_ms]``,
   recomputed every ``update_every`` frames, and at the next ``pop`` whenever a frame arrives
-  with a deviation beyond the target that could lift the quantile above it.  It rises at once and falls by at most
-  ``shrink_ms_per_s``.  A single long stall barely moves a windowed quantile: it is
-  absorbed by holding, then caught up; stalls that recur raise the target.
+  with a deviation beyond the target and enough deviations lie beyond it to lift the
+  quantile.  It rises at once and falls by at most ``shrink_ms_per_s``.  A single long
+  stall barely moves a windowed quantile: it is absorbed by holding, then caught up;
+  stalls that recur raise the target.
 * Catch-up.  While the next frame's latency exceeds ``target + margin_ms`` (and the frame
   after it is buffered): quiet frames are dropped (mean mu-law log level at or below
   ``max(quiet_level, noise floor + quiet_above_floor)``, 16 steps = 6 dB); lost slots are
