@@ -59,14 +59,14 @@ REAPER_S = 2.0
 def proc_figures(pid: int, url: str) -> dict[str, Any]:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:
-        health = json.loads(resp.read())
-    fds = {}
+    fds = {}  # before the /healthz request: its own socket may still be open on the server just after
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0]
         except OSError:
             pass
+    with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:
+        health = json.loads(resp.read())
     return {
         "fds": len(fds),
         "fd_kinds": sorted(fds.values()),
