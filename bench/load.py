@@ -7,7 +7,9 @@
 The driver is Twilio at scale, in this (separate) process: for each call it signs and
 posts the webhook, opens the stream with a signed handshake, and sends one ``media``
 message every 20 ms on one shared monotonic schedule; it echoes marks and timestamps
-every agent ``media`` message. Calls ramp up in steps; each step runs ``--seconds``.
+every agent ``media`` message. Calls ramp up in steps; each step runs ``--seconds``. The
+driver shares the machine with the server, so it runs on uvloop where installed
+(``--driver-loop``), as lean as Twilio's side can be made here.
 
 Per step: outbound frame gaps (time between consecutive agent media messages on each
 call, after a warm-up second; p50/p99/max), frames lost (caller frames sent minus agent
@@ -306,7 +308,7 @@ def main() -> None:
     args = p.parse_args()
     if args.calls is None:
         if args.upstream == "embedded":
-            args.calls = "2,4,8" if args.quick else "2,4,8,12,16,24"
+            args.calls = "2,4,8" if args.quick else "2,4,8,12,16,20,24"
         else:
             args.calls = "50,150" if args.quick else "50,100,200,300,350,400,500"
     if args.quick:

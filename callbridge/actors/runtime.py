@@ -284,9 +284,7 @@ class Ticker:
         if now < self._due:  # the loop's timer ran ahead of our clock
             self._handle = self._loop.call_later(self._due - now, self._fire)
             return
-        behind = int((now - self._start) / self._period)
-        if behind > self._n:
-            self._n = behind  # skip the ticks missed
+        self._n = max(self._n, int((now - self._start) / self._period))  # skip the ticks missed
         self._schedule()
         try:
             self._fn()
