@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from callbridge.codecs.resample import StreamingResampler  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
+from tests.prodnode import free_port  # noqa: E402
 
 
 def speech(tts: EspeakTTS, text: str) -> np.ndarray:
@@ -25,12 +25,6 @@ def speech(tts: EspeakTTS, text: str) -> np.ndarray:
     chunks: list[np.ndarray] = []
     tts.synthesize(text, chunks.append)
     return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

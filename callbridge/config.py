@@ -7,13 +7,14 @@ A value that does not parse raises ``ConfigError`` naming the variable.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from . import eventloop
 
 
 class ConfigError(ValueError):
@@ -101,7 +102,7 @@ class Settings:
             raise ConfigError(f"MODE must be dev or prod, not {self.mode!r}")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             raise ConfigError(f"EVENT_LOOP must be auto, uvloop or asyncio, not {self.event_loop!r}")
-        if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        if self.event_loop == "uvloop" and not eventloop.uvloop_installed():
             raise ConfigError("EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT out of range: {self.port}")

@@ -18,10 +18,14 @@ from typing import Any, Coroutine, TypeVar
 T = TypeVar("T")
 
 
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def resolve(choice: str) -> str:
     """``uvloop`` or ``asyncio``: what ``choice`` means on this machine."""
     if choice == "auto":
-        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+        return "uvloop" if uvloop_installed() else "asyncio"
     return choice
 
 

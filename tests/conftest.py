@@ -77,6 +77,11 @@ def speech_8k(text: str, voice: str = "en-us") -> np.ndarray:
     return _speech_cache[key]
 
 
+def events(result, name: str) -> list[dict]:
+    """A simulated call's timeline events called ``name``, in order."""
+    return [e for e in result.record["timeline"] if e["event"] == name]
+
+
 def rms(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64)
     return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0

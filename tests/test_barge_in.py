@@ -6,7 +6,7 @@ import numpy as np
 
 from callbridge.sim.caller import SimulatedCall
 
-from .conftest import speech_8k
+from .conftest import events, speech_8k
 
 LONG_GREETING = (
     "Hello, and thanks for calling the appointment desk. I can book, move or cancel an "
@@ -72,10 +72,6 @@ def hard_noises_8k(seed: int = 7) -> np.ndarray:
     _burst(out, rng, 2.35, 0.15, 6000, np.hanning(9) / 2)  # a cough straight after it
     _add(out, 2.54, _breath(rng, 1.0, 1500, 15))  # loud breathing, 40 ms after the cough
     return np.clip(out, -32768, 32767).astype(np.int16)
-
-
-def events(result, name):
-    return [e for e in result.record["timeline"] if e["event"] == name]
 
 
 async def test_caller_talks_over_the_greeting(start_server):

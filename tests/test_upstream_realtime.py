@@ -14,14 +14,10 @@ from callbridge.codecs.g711 import ulaw_encode
 from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.openai_realtime import append_audio, realtime_url, session_update, truncate
 
-from .conftest import rms, speech_8k
+from .conftest import events, rms, speech_8k
 from .remote_fakes import FakeRealtime
 
 FAST_RETRIES = "0.05,0.1,0.2"
-
-
-def events(result, name):
-    return [e for e in result.record["timeline"] if e["event"] == name]
 
 
 async def realtime_server(start_server, fake: FakeRealtime, **settings):

@@ -16,14 +16,10 @@ from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
 
-from .conftest import rms, speech_8k
+from .conftest import events, rms, speech_8k
 from .remote_fakes import FakeVapi
 
 FAST_RETRIES = "0.05,0.1,0.2"
-
-
-def events(result, name):
-    return [e for e in result.record["timeline"] if e["event"] == name]
 
 
 async def vapi_server(start_server, fake: FakeVapi, base: str, **settings):

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..codecs.g711 import ulaw_decode
+from ..codecs.g711 import ULAW_SQUARED
 from . import messages as m
 from .runtime import Actor, ActorContext
 
@@ -68,7 +68,7 @@ def ulaw_levels(frames: list[bytes]) -> list[float]:
     size = len(frames[0])
     if size and all(len(f) == size for f in frames):
         codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), -1)
-        return np.sqrt(_ULAW_SQUARED.take(codes).mean(axis=1)).tolist()
+        return np.sqrt(ULAW_SQUARED.take(codes).mean(axis=1)).tolist()
     return [ulaw_levels([f])[0] if f else 0.0 for f in frames]
 
 
@@ -183,6 +183,3 @@ class BargeIn(Actor):
         self.playing = None
         self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, msg.onset))
 
-
-_ULAW_SQUARED = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
-"""Squared linear value of each mu-law code: a frame's RMS without decoding it."""

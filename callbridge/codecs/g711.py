@@ -67,6 +67,9 @@ _DECODE = _build_decode_table()  # 256 x int16
 _ENCODE = _build_encode_table()  # 65,536 x uint8, ~2 ms to build
 _DECODE.flags.writeable = False
 _ENCODE.flags.writeable = False
+ULAW_SQUARED = _DECODE.astype(np.float64) ** 2
+"""Squared linear value of each mu-law code: a frame's power without decoding it."""
+ULAW_SQUARED.flags.writeable = False
 _U8 = np.dtype(np.uint8)
 _U16 = np.dtype(np.uint16)
 _I16 = np.dtype(np.int16)  # native byte order; '>i2' is rejected

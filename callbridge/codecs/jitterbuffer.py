@@ -330,7 +330,7 @@ class JitterBuffer:
                 return "duplicate"
             # same slot, smaller (timestamp, chunk): it replaces the one buffered
             self._buf[slot] = old._replace(ts=timestamp_ms, chunk=chunk, payload=payload,
-                                           level=sum(payload.translate(_LOG_LEVEL)) / len(payload))
+                                           level=_level(payload))
             return "queued"
         # a new media slot: its timing counts even if it is too late to play
         self._observe(timestamp_ms, now)
@@ -340,7 +340,7 @@ class JitterBuffer:
                 return "stale"
             c["late"] += 1
             return "late"
-        level = sum(payload.translate(_LOG_LEVEL)) / len(payload)
+        level = _level(payload)
         self._buf[slot] = _Item(timestamp_ms, chunk, payload, now, level)
         c["received"] += 1
         if slot > self._newest:
@@ -618,6 +618,11 @@ class JitterBuffer:
             latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),
             latency_p95_ms=self.latency_percentile(95), stale_head=c["stale_head"],
         )
+
+
+def _level(payload: bytes) -> float:
+    """Mean mu-law log level of a frame, 0 (silence) .. 127 (full scale)."""
+    return sum(payload.translate(_LOG_LEVEL)) / len(payload)
 
 
 def quantile(values: np.ndarray, q: float) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 from ..actors import messages as m
 from ..actors.runtime import Dispatcher
 from ..actors.supervisor import CHILDREN, CallSupervisor
-from ..codecs.g711 import ulaw_decode
+from ..codecs.g711 import ULAW_SQUARED
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
 from ..metrics import CallFigures, Metrics
@@ -288,11 +288,8 @@ def level_db(payload: bytes) -> float:
     """RMS level of a mu-law frame in dBFS (-100 for silence or nothing)."""
     if not payload:
         return -100.0
-    power = float(_ULAW_SQUARED[np.frombuffer(payload, dtype=np.uint8)].mean())
+    power = float(ULAW_SQUARED[np.frombuffer(payload, dtype=np.uint8)].mean())
     return round(10.0 * math.log10(power / 32768.0**2), 1) if power > 0 else -100.0
-
-
-_ULAW_SQUARED = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
 
 
 class CallRegistry:

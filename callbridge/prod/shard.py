@@ -142,21 +142,20 @@ class ShardRuntime:
             from .. import eventloop
             from ..config import Settings
 
-            eventloop.run(self._main(), Settings.from_env().event_loop)
+            self.settings = Settings.from_env()
+            eventloop.run(self._main(), self.settings.event_loop)
         except Exception:  # noqa: BLE001 - a shard that cannot serve must die loudly
             log.exception("shard %d failed", self.index)
             os._exit(3)
 
     async def _main(self) -> None:
         from ..cli import Server
-        from ..config import Settings
         from ..gateway.context import GATEWAY
         from .bridge import ControlStore
 
         self.loop = asyncio.get_running_loop()
         self.bridge.loop = self.loop
         self.stopping = asyncio.Event()
-        self.settings = Settings.from_env()
         store = ControlStore(self.bridge)
         self.server = Server(self.settings, store, reuse_port=True)
         url = await self.server.start()
