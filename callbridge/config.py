@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from . import eventloop
+from .gateway.vapi_auth import auth_from
 
 
 class ConfigError(ValueError):
@@ -79,7 +80,18 @@ class Settings:
     vapi_assistant: str = field(default="", metadata={"env": "VAPI_ASSISTANT", "doc": "`UPSTREAM=vapi`: an inline assistant, as JSON, used when `VAPI_ASSISTANT_ID` is unset."})
     vapi_audio: str = field(default="pcm_s16le", metadata={"env": "VAPI_AUDIO", "doc": "`UPSTREAM=vapi`: audio on the transport: `pcm_s16le` (16 kHz; the Codec resamples) or `mulaw` (8 kHz, Twilio's bytes passed through untouched)."})
     vapi_webhook_secret: str = field(default="", metadata={"env": "VAPI_WEBHOOK_SECRET", "doc": "Authenticates `POST /webhook/vapi` (Vapi's server URL). Unset: that route refuses everything.", "secret": True})
-    vapi_webhook_auth: str = field(default="secret", metadata={"env": "VAPI_WEBHOOK_AUTH", "doc": "`secret`: header `X-Vapi-Secret` equals the secret. `hmac`: `X-Signature` is hex HMAC-SHA256 of `{X-Timestamp}.{raw body}`, timestamp within 300 s. Both: replays refused."})
+    vapi_webhook_auth: str = field(default="bearer", metadata={"env": "VAPI_WEBHOOK_AUTH", "doc": "How Vapi's server-URL requests are authenticated, as the assistant's server credential is set: `bearer` (Vapi's default: `VAPI_WEBHOOK_BEARER_HEADER` carries `Bearer <VAPI_WEBHOOK_SECRET>`), `secret` (legacy: header `X-Vapi-Secret` carries the secret), `hmac` (a signature, `VAPI_WEBHOOK_HMAC_*`). All: replays and messages older than 300 s refused."})
+    vapi_webhook_bearer_header: str = field(default="Authorization", metadata={"env": "VAPI_WEBHOOK_BEARER_HEADER", "doc": "`bearer`: the credential's header name."})
+    vapi_webhook_bearer_prefix: bool = field(default=True, metadata={"env": "VAPI_WEBHOOK_BEARER_PREFIX", "doc": "`bearer`: whether the token is prefixed with `Bearer ` (the credential's \"Include Bearer Prefix\")."})
+    vapi_webhook_hmac_algorithm: str = field(default="sha256", metadata={"env": "VAPI_WEBHOOK_HMAC_ALGORITHM", "doc": "`hmac`: `sha256`, `sha512` or `sha1`."})
+    vapi_webhook_hmac_encoding: str = field(default="hex", metadata={"env": "VAPI_WEBHOOK_HMAC_ENCODING", "doc": "`hmac`: the signature's encoding, `hex` or `base64`."})
+    vapi_webhook_hmac_signature_header: str = field(default="x-signature", metadata={"env": "VAPI_WEBHOOK_HMAC_SIGNATURE_HEADER", "doc": "`hmac`: the header carrying the signature."})
+    vapi_webhook_hmac_prefix: str = field(default="", metadata={"env": "VAPI_WEBHOOK_HMAC_PREFIX", "doc": "`hmac`: text before the signature, e.g. `sha256=`."})
+    vapi_webhook_hmac_timestamp_header: str = field(default="x-timestamp", metadata={"env": "VAPI_WEBHOOK_HMAC_TIMESTAMP_HEADER", "doc": "`hmac`: the header carrying the signed timestamp (unix seconds or milliseconds)."})
+    vapi_webhook_hmac_include_timestamp: bool = field(default=True, metadata={"env": "VAPI_WEBHOOK_HMAC_INCLUDE_TIMESTAMP", "doc": "`hmac`: whether a timestamp is signed (then it must be within 300 s of now)."})
+    vapi_webhook_hmac_payload: str = field(default="", metadata={"env": "VAPI_WEBHOOK_HMAC_PAYLOAD", "doc": "`hmac`: what is signed, with `{body}`, `{timestamp}`, `{method}`, `{url}`, `{svix-id}`. Unset: Vapi's default, `{timestamp}.{body}` (`{body}` without a timestamp)."})
+    vapi_webhook_hmac_message_id_header: str = field(default="", metadata={"env": "VAPI_WEBHOOK_HMAC_MESSAGE_ID_HEADER", "doc": "`hmac`: the header carrying the message id signed as `{svix-id}`."})
+    vapi_webhook_hmac_secret_base64: bool = field(default=False, metadata={"env": "VAPI_WEBHOOK_HMAC_SECRET_BASE64", "doc": "`hmac`: the secret is base64 and is decoded to get the key."})
     openai_realtime_url: str = field(default="wss://api.openai.com/v1/realtime", metadata={"env": "OPENAI_REALTIME_URL", "doc": "`UPSTREAM=openai-realtime`: WebSocket endpoint (`?model=` is added); the key is `OPENAI_API_KEY`."})
     openai_realtime_model: str = field(default="gpt-realtime", metadata={"env": "OPENAI_REALTIME_MODEL", "doc": "`UPSTREAM=openai-realtime`: model."})
     openai_realtime_voice: str = field(default="marin", metadata={"env": "OPENAI_REALTIME_VOICE", "doc": "`UPSTREAM=openai-realtime`: voice."})
@@ -145,8 +157,10 @@ class Settings:
             raise ConfigError(f"UPSTREAM_RETRIES_S: {exc}") from None
         if self.vapi_audio not in ("pcm_s16le", "mulaw"):
             raise ConfigError(f"VAPI_AUDIO must be pcm_s16le or mulaw, not {self.vapi_audio!r}")
-        if self.vapi_webhook_auth not in ("secret", "hmac"):
-            raise ConfigError(f"VAPI_WEBHOOK_AUTH must be secret or hmac, not {self.vapi_webhook_auth!r}")
+        try:
+            auth_from(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.upstream != "embedded":
             problem = upstream_problem(self, self.upstream)
             if problem:

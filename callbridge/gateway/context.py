@@ -17,11 +17,11 @@ from .access import ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
 from .hub import Hub
-from .limits import SourceRates, SourceSlots, source_address
+from .limits import LogTally, SourceRates, SourceSlots, source_address
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
 from .twilio_rest import TwilioError, TwilioRest
-from .vapi_auth import ReplayGuard
+from .vapi_auth import ReplayGuard, WebhookAuth, auth_from
 
 log = logging.getLogger("callbridge.gateway")
 
@@ -51,6 +51,9 @@ class Gateway:
     accepting: bool = True
     """False while draining: new calls are turned away, running ones carry on."""
     vapi_replays: ReplayGuard = field(default_factory=ReplayGuard)
+    vapi_auth: WebhookAuth = field(default_factory=WebhookAuth)
+    vapi_log: LogTally = field(default_factory=LogTally)
+    """How often each kind of refused or unexpected Vapi webhook was seen."""
     twilio: TwilioRest | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -67,6 +70,7 @@ class Gateway:
             console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
             hub=hub,
+            vapi_auth=auth_from(settings),
             access=ConsoleAccess(settings.console_token, settings.mode),
             webhook_rates=SourceRates(settings.webhook_rate, settings.webhook_burst),
             socket_slots=SourceSlots(settings.max_sockets_per_source),

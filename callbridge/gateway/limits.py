@@ -15,6 +15,8 @@
 - ``source_address``: the address a limit is keyed by: the peer, or with
   ``TRUST_PROXY`` the address the proxy saw (the last ``X-Forwarded-For`` entry: the
   proxy appends it; entries before it are the client's own claims, so not trusted).
+- ``LogTally``: bounded logging of repeated bad input: counts by kind (at most
+  ``max_kinds`` kinds) and says to log only the 1st, 2nd, 4th, 8th ... of each.
 """
 
 from __future__ import annotations
@@ -126,3 +128,19 @@ def source_address(peer: str | None, headers: Mapping[str, str], trust_proxy: bo
         if last:
             return last[:64]
     return peer or "?"
+
+
+class LogTally:
+    """Counts events by kind and says which to log: the 1st, 2nd, 4th, ... of each, for at
+    most ``max_kinds`` kinds (later kinds count under ``"(other)"``)."""
+
+    def __init__(self, max_kinds: int = 64) -> None:
+        self.max_kinds = max_kinds
+        self.counts: dict[str, int] = {}
+
+    def count(self, kind: str) -> int:
+        """Count one ``kind``; return its count if this one should be logged, else 0."""
+        if kind not in self.counts and len(self.counts) >= self.max_kinds:
+            kind = "(other)"
+        n = self.counts[kind] = self.counts.get(kind, 0) + 1
+        return n if n & (n - 1) == 0 else 0

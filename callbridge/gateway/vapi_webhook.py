@@ -1,21 +1,21 @@
 """``POST /webhook/vapi``: Vapi's server-URL messages, into the matching call's timeline.
 
-Each message (``status-update``, ``transcript``, ``end-of-call-report``, ``tool-calls``,
-``speech-update``, ...) names its Vapi call (``message.call.id``); the Vapi back end bound
-that id to our CallSid when it created the call, so the message lands in that call's
-timeline as ``vapi.<type>`` with its main fields (``summarise``), also after the call has
-ended (end-of-call reports come late) while the call is kept in ``CALL_HISTORY``.
+Each message (``vapi_messages.SERVER_MESSAGE_TYPES``) that names its Vapi call
+(``message.call.id``) lands in that call's timeline as ``vapi.<type>`` with its main fields
+(the Vapi back end bound that id to our CallSid when it created the call), also after the
+call has ended (end-of-call reports come late) while the call is kept in ``CALL_HISTORY``.
+Messages about no call (``chat.*``, ``session.*``, ...) and types Vapi may add later are
+acknowledged (200) and counted; the answer to each type is ``vapi_messages.reply``.
 
 Limits: body at most ``MAX_BODY_BYTES`` (413); authentication per ``vapi_auth`` (401,
-also when no secret is configured); not a JSON object with ``message.type`` (400); a call
-we do not know (404). Tool calls are answered with an error result for each (this bridge
-runs no tools: give the assistant tools with their own server URL).
+also when no secret is configured); not a JSON object with a well-formed ``message.type``
+(400); a call id we do not know (404). Log lines are bounded (``LogTally``): a refusal,
+an unknown type or an unknown call is logged the 1st, 2nd, 4th, 8th ... time of its kind.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -24,52 +24,11 @@ from aiohttp import web
 
 from .context import GATEWAY
 from .vapi_auth import check
+from .vapi_messages import TYPE, known, reply, summarise, timeline_name
 
 log = logging.getLogger("callbridge.gateway")
 
 MAX_BODY_BYTES = 1 << 20
-TEXT_CHARS = 1000
-_TYPE = re.compile(r"[a-z][a-z0-9-]{0,39}")
-
-
-def summarise(message: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a Vapi message worth a timeline entry (bounded in size)."""
-    kind = message.get("type")
-    fields: tuple[str, ...] = ()
-    if kind == "status-update":
-        fields = ("status", "endedReason")
-    elif kind == "transcript":
-        fields = ("role", "transcriptType", "transcript")
-    elif kind == "speech-update":
-        fields = ("role", "status")
-    elif kind == "end-of-call-report":
-        fields = ("endedReason", "summary", "durationSeconds", "cost")
-    out: dict[str, Any] = {}
-    for name in fields:
-        value = message.get(name)
-        if isinstance(value, str):
-            out[name] = value[:TEXT_CHARS]
-        elif isinstance(value, (int, float, bool)):
-            out[name] = value
-    if kind == "end-of-call-report":
-        artifact = message.get("artifact")
-        transcript = artifact.get("transcript") if isinstance(artifact, dict) else message.get("transcript")
-        if isinstance(transcript, str):
-            out["transcript"] = transcript[:TEXT_CHARS]
-    if kind == "tool-calls":
-        out["tools"] = [_tool_name(c) for c in _tool_calls(message)][:20]
-    return out
-
-
-def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
-    calls = message.get("toolCallList") or message.get("toolCalls") or []
-    return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
-
-
-def _tool_name(call: dict[str, Any]) -> str:
-    function = call.get("function")
-    name = function.get("name") if isinstance(function, dict) else call.get("name")
-    return str(name)[:100]
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -83,36 +42,42 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
+def _timestamp_ms(message: Any) -> float | None:
+    stamp = message.get("timestamp") if isinstance(message, dict) else None
+    return stamp if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
+
+
 async def vapi_webhook(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    settings = gw.settings
+    tally = gw.vapi_log
     body = await _read_body(request)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         payload = None
     message = payload.get("message") if isinstance(payload, dict) else None
-    stamp = message.get("timestamp") if isinstance(message, dict) else None
-    refused = check(
-        settings.vapi_webhook_auth, settings.vapi_webhook_secret, request.headers, body, time.time(),
-        gw.vapi_replays, stamp if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None,
-    )
+    url = gw.public_base(request) + request.rel_url.path_qs
+    refused = check(gw.vapi_auth, request.headers, body, time.time(), gw.vapi_replays, _timestamp_ms(message),
+                    request.method, url)
     if refused:
-        log.warning("vapi webhook from %s refused: %s", request.remote, refused)
+        if n := tally.count(f"refused: {refused}"):
+            log.warning("vapi webhook from %s refused: %s (%d so far)", request.remote, refused, n)
         raise web.HTTPUnauthorized(text=f"{refused}\n")
     kind = message.get("type") if isinstance(message, dict) else None
-    if not isinstance(kind, str) or not _TYPE.fullmatch(kind):
+    if not isinstance(kind, str) or not TYPE.fullmatch(kind):
         raise web.HTTPBadRequest(text="expected a JSON object with message.type\n")
+    assert isinstance(message, dict)
+    if not known(kind):
+        if n := tally.count(f"type {kind}"):
+            log.info("vapi webhook: undocumented message type %r acknowledged (%d so far)", kind, n)
+        return web.json_response({})
     call = message.get("call")
     vapi_id = call.get("id") if isinstance(call, dict) else None
-    call_sid = gw.registry.by_alias("vapi", vapi_id) if isinstance(vapi_id, str) else None
-    if call_sid is None or not gw.registry.note(call_sid, f"vapi.{kind}", **summarise(message)):
-        log.info("vapi webhook %s for unknown call %r", kind, str(vapi_id)[:80])
+    if not isinstance(vapi_id, str):
+        return web.json_response(reply(message))  # about no call of ours (chat.*, session.*, ...)
+    call_sid = gw.registry.by_alias("vapi", vapi_id)
+    if call_sid is None or not gw.registry.note(call_sid, timeline_name(kind), **summarise(message)):
+        if n := tally.count("unknown call"):
+            log.info("vapi webhook %s for unknown call %r (%d so far)", kind, vapi_id[:80], n)
         raise web.HTTPNotFound(text="unknown call\n")
-    if kind == "tool-calls":
-        results = [
-            {"toolCallId": str(c.get("id", "")), "error": "callbridge runs no tools; give this tool its own server URL"}
-            for c in _tool_calls(message)
-        ]
-        return web.json_response({"results": results})
-    return web.json_response({})
+    return web.json_response(reply(message))
