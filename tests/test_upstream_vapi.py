@@ -17,7 +17,7 @@ from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
 
 from .conftest import events, rms, speech_8k
-from .remote_fakes import FakeVapi
+from .fake_vapi import FakeVapi
 
 FAST_RETRIES = "0.05,0.1,0.2"
 
@@ -55,7 +55,9 @@ def test_create_call_body_and_answer():
     assert create_call_body(s, reconnect=True)["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
     inline = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant='{"firstMessage": "Hi"}')
     assert create_call_body(inline)["assistant"] == {"firstMessage": "Hi"}
-    assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == ("c1", "wss://x/y")
+    assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == ("c1", "wss://x/y", "")
+    answer = {"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}, "monitor": {"controlUrl": "https://x/c"}}
+    assert parse_created(answer) == ("c1", "wss://x/y", "https://x/c")
     for bad in ([], {"id": "c1"}, {"id": "", "transport": {"websocketCallUrl": "wss://x"}},
                 {"id": "c1", "transport": {"websocketCallUrl": "https://x"}}):
         with pytest.raises(RemoteFailure):
@@ -119,8 +121,9 @@ async def test_conversation_over_the_websocket_transport(start_server):
     assert rms(result.agent_pcm()) > 500
     assert events(result, "transcript.final")[0]["source"] == "vapi"
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
-    # The caller hung up: Vapi was told, and the socket closed.
-    assert fake.hangups == ["vapi-call-1"]
+    # The caller hung up: Vapi was told (end-call on the socket), and the socket closed.
+    assert fake.hangups == ["vapi-call-1"] and session.events[-1] == {"type": "end-call"}
+    assert fake.open_calls == set() and fake.refusals == []
 
 
 async def test_slow_call_creation_loses_nothing(start_server):
@@ -159,7 +162,7 @@ async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server,
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
-async def test_drop_and_reconnect_creates_a_new_vapi_call(start_server):
+async def test_drop_ends_the_old_vapi_call_before_creating_a_new_one(start_server):
     fake = FakeVapi()
     fake.drop_after_s = {1: 1.5}
     async with fake.running() as base:
@@ -168,10 +171,52 @@ async def test_drop_and_reconnect_creates_a_new_vapi_call(start_server):
         result = await SimulatedCall(url, audio=[hello], gap_s=2.5, hold_s=2.5).run()
     assert len(fake.created) == 2
     assert fake.created[1]["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
+    # The dropped call was ended through Live Call Control before the second was created:
+    # never two Vapi calls open for one phone call, and none left open after it.
+    assert fake.controls == [("vapi-call-1", {"type": "end-call"})]
+    assert fake.max_open == 1 and fake.open_calls == set()
+    assert [e["remote_id"] for e in events(result, "upstream.released")] == ["vapi-call-1"]
     names = result.timeline_events()
     assert "upstream.error" in names and "fallback_audio" in names
+    assert names.index("upstream.released") < names.index("upstream.bound", names.index("upstream.error"))
     assert [b["remote_id"] for b in events(result, "upstream.bound")] == ["vapi-call-1", "vapi-call-2"]
+    # The new call waited for the caller: the greeting was not spoken twice.
+    assert fake.greeted == ["vapi-call-1"]
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
+@pytest.mark.parametrize("why", ["no-control-url", "control-refused"])
+async def test_drop_without_a_way_to_end_the_call_gives_up_rather_than_open_a_second(start_server, why):
+    fake = FakeVapi()
+    fake.drop_after_s = {1: 1.0}
+    if why == "no-control-url":
+        fake.control_url = False
+    else:
+        fake.control_status = 500
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base)
+        result = await SimulatedCall(url, hold_s=6.0, max_s=12.0).run()
+    assert len(fake.created) == 1 and fake.max_open == 1  # no second paid call
+    errors = events(result, "upstream.error")
+    assert "not starting a second one" in errors[-1]["error"]
+    assert "upstream.gave_up" in result.timeline_events() and result.close_code == 1000
+
+
+async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_server):
+    fake = FakeVapi()
+    fake.drop_after_s = {1: 0.8}
+    async with fake.running() as base:
+        url = await start_server(
+            upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key, vapi_assistant_id="asst_test",
+            upstream_retries_s="5", upstream_timeout_s=3.0,
+        )
+        await SimulatedCall(url, hold_s=2.0).run()
+        for _ in range(100):
+            if not fake.open_calls:
+                break
+            await asyncio.sleep(0.02)
+    assert len(fake.created) == 1 and fake.open_calls == set()
+    assert fake.controls == [("vapi-call-1", {"type": "end-call"})]
 
 
 async def test_refused_call_creation_gives_up_politely(start_server):

@@ -12,7 +12,9 @@ writes only its protocol: ``connect`` (until the remote is ready), ``send_audio`
   caller hears ``FALLBACK`` ("One moment, please.") and the back end reconnects after
   each pause of ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); what the caller said meanwhile is
   sent to the new session. After the last pause (or ``MAX_RECONNECTS`` in a call) it
-  apologises and the call ends once the apology has played.
+  apologises and the call ends once the apology has played. A provider whose sessions
+  outlive their socket ends the old one first (``release_remote``); if it cannot
+  (``RemoteUnrecoverable``) the back end gives up at once rather than run two sessions.
 - **Timeouts**: every request (call creation, connect, session ready) within
   ``UPSTREAM_TIMEOUT_S``; the socket is pinged at that interval, so a dead remote is
   noticed in it too.
@@ -65,6 +67,11 @@ class RemoteFailure(Exception):
     """The remote went away, refused, or broke its protocol: reconnect."""
 
 
+class RemoteUnrecoverable(RemoteFailure):
+    """Reconnecting is not safe (e.g. the earlier remote session could not be ended, so a
+    new one would run beside it): give up now."""
+
+
 class RemoteBackend(Backend):
     provider = "remote"
     bytes_per_ms = 32.0
@@ -115,6 +122,9 @@ class RemoteBackend(Backend):
     def on_ready(self) -> None: ...
     def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None: ...
     async def hang_up_remote(self, ws: aiohttp.ClientWebSocketResponse) -> None: ...
+    async def release_remote(self) -> None:
+        """After each session's socket is closed: end the remote session if it may still
+        be running (a provider whose sessions outlive their socket)."""
 
     def new_http(self) -> aiohttp.ClientSession:
         """The call's HTTP session (closed with the call); each request times out."""
@@ -244,6 +254,7 @@ class RemoteBackend(Backend):
     async def _run(self) -> None:
         failures = reconnects = 0
         error = ""
+        unrecoverable = False
         try:
             while not self.stopping:
                 started = self.port.now()
@@ -257,6 +268,7 @@ class RemoteBackend(Backend):
                     raise RemoteFailure(f"socket closed by the remote ({self._close_code()})")
                 except (RemoteFailure, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                     error = _describe(exc)
+                    unrecoverable = isinstance(exc, RemoteUnrecoverable)
                 finally:
                     self.ready = False
                     self.end_utterance()
@@ -265,7 +277,7 @@ class RemoteBackend(Backend):
                 reconnects += 1
                 self.port.note("upstream.error", provider=self.provider, error=error, attempt=failures)
                 log.warning("call %s: %s failed: %s", self._sid(), self.provider, error)
-                if failures > len(self.retry_s) or reconnects > MAX_RECONNECTS:
+                if unrecoverable or failures > len(self.retry_s) or reconnects > MAX_RECONNECTS:
                     self._give_up(error)
                     return
                 if failures == 1:
@@ -342,20 +354,24 @@ class RemoteBackend(Backend):
                 raise RemoteFailure(f"socket error: {ws.exception()}")
             if self.ended:
                 return True
-        return self.ended or (self.normal_close_ends_call and ws.close_code == 1000)
+        if self.normal_close_ends_call and ws.close_code == 1000:
+            self.ended = True
+        return self.ended
 
     def _close_code(self) -> Any:
         return self.ws.close_code if self.ws is not None else None
 
     async def _close(self) -> None:
-        ws, http = self.ws, self.http
-        self.ws = self.http = None
+        ws, self.ws = self.ws, None
         self.control.clear()
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
                 if self.stopping:
                     await asyncio.wait_for(self.hang_up_remote(ws), CLOSE_TIMEOUT_S)
                 await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.release_remote(), CLOSE_TIMEOUT_S)
+        http, self.http = self.http, None
         if http is not None:
             with contextlib.suppress(Exception):
                 await http.close()

@@ -11,7 +11,7 @@ server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
 - binary frames carry audio both ways, 16 kHz s16le mono: the Codec's ``CallerAudio`` goes
   out as is; the agent's audio is handed to the Codec at 16 kHz (it resamples to 8 kHz).
   With mu-law the caller's frames pass through and the agent's bytes are only framed;
-- text frames carry JSON control. We send ``{"type": "hangup"}`` when the caller hangs up.
+- text frames carry JSON control. We send ``{"type": "end-call"}`` when the caller hangs up.
   From Vapi: ``speech-update`` (user started: a possible barge-in, BargeIn decides;
   assistant stopped: the utterance is complete), ``user-interrupted``, ``transcript``
   (final ones go to the timeline), and the end of the call (``hangup``, a ``status-update``
@@ -22,9 +22,14 @@ still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on
 saying so: our own VAD (``SpeechWatch``, while the agent may be audible) feeds BargeIn
 too; whichever is first cuts. Utterance boundaries come from
 ``speech-update``; without them, ``AGENT_GAP_S`` without agent audio closes one.
-A reconnect creates a new Vapi call that waits for the caller to speak
-(``firstMessageMode``), so the greeting is not repeated; it starts without the earlier
-conversation (Vapi has no way to hand it over on the transport).
+Vapi documents no way back into a call whose socket dropped, so a reconnect creates a new
+Vapi call, and only once the old one is ended: through Live Call Control (``POST`` of
+``{"type": "end-call"}`` to the ``monitor.controlUrl`` that ``POST /call`` answered; the
+assistant's ``monitorPlan.controlEnabled`` must stay on, its default). If that fails the
+back end gives up (apology) rather than leave two paid calls open for one phone call. The
+new call waits for the caller to speak (``firstMessageMode``), so the greeting is not
+repeated; it starts without the earlier conversation (Vapi has no way to hand it over on
+the transport).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from ..agents._http import excerpt, redact
 from ..config import Settings
 from ..actors import messages as m
 from ..codecs.g711 import ulaw_decode
-from .remote import RemoteBackend, RemoteFailure
+from .remote import RemoteBackend, RemoteFailure, RemoteUnrecoverable
 from .speechwatch import SpeechWatch
 
 AGENT_GAP_S = 0.5
@@ -51,6 +56,8 @@ AUDIO_FORMATS = {
     "mulaw": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
 }
 WAIT_FOR_USER = "assistant-waits-for-user"
+END_CALL = {"type": "end-call"}
+"""Vapi's control message that ends a call (on the socket, or POSTed to its controlUrl)."""
 
 
 # -- the protocol (pure) -------------------------------------------------------------------
@@ -72,8 +79,9 @@ def create_call_body(settings: Settings, reconnect: bool = False) -> dict[str, A
     return body
 
 
-def parse_created(call: Any) -> tuple[str, str]:
-    """``(vapi call id, websocketCallUrl)`` from ``POST /call``'s answer."""
+def parse_created(call: Any) -> tuple[str, str, str]:
+    """``(vapi call id, websocketCallUrl, monitor.controlUrl or "")`` from ``POST /call``'s
+    answer."""
     if not isinstance(call, dict):
         raise RemoteFailure("POST /call answer is not a JSON object")
     call_id = call.get("id")
@@ -83,7 +91,11 @@ def parse_created(call: Any) -> tuple[str, str]:
         raise RemoteFailure("POST /call answer has no call id")
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise RemoteFailure("POST /call answer has no transport.websocketCallUrl")
-    return call_id, url
+    monitor = call.get("monitor")
+    control = monitor.get("controlUrl") if isinstance(monitor, dict) else None
+    if not isinstance(control, str) or not control.startswith(("http://", "https://")):
+        control = ""
+    return call_id, url, control
 
 
 def ends_call(event: dict[str, Any]) -> bool:
@@ -108,12 +120,22 @@ class VapiBackend(RemoteBackend):
         self.last_audio = 0.0
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
+        self.control_url = ""
+        self.open_call = ""
+        """The Vapi call that may still be running (created, not yet ended)."""
+        self.release_error = ""
         self.watch = SpeechWatch(self.settings, self.port.caller_speech, 8000 if self.mulaw else 16000)
         self.watched = False
         self.quiet_since = -1e9
 
     async def connect(self) -> None:
         s = self.settings
+        if self.open_call:
+            await self.release_remote()
+            if self.open_call:
+                raise RemoteUnrecoverable(
+                    f"Vapi call {self.open_call} could not be ended ({self.release_error}); not starting a second one"
+                )
         url = s.vapi_api_url.rstrip("/") + "/call"
         headers = {"Authorization": f"Bearer {s.vapi_api_key}"}
         body = create_call_body(s, reconnect=self.conversation.greeted)
@@ -124,7 +146,8 @@ class VapiBackend(RemoteBackend):
                 call = await resp.json(content_type=None)
             except ValueError:
                 raise RemoteFailure(f"POST {redact(url)} answer is not JSON") from None
-        self.remote_id, ws_url = parse_created(call)
+        self.remote_id, ws_url, self.control_url = parse_created(call)
+        self.open_call = self.remote_id
         self.port.bound(self.provider, self.remote_id)
         await self.open_socket(ws_url)
 
@@ -174,7 +197,29 @@ class VapiBackend(RemoteBackend):
         await ws.send_bytes(data)
 
     async def hang_up_remote(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        await ws.send_str('{"type":"hangup"}')
+        await ws.send_str(orjson.dumps(END_CALL).decode())
+        self.open_call = ""
+
+    async def release_remote(self) -> None:
+        """End the Vapi call through its controlUrl unless it has ended already."""
+        if self.ended:
+            self.open_call = ""
+        call_id = self.open_call
+        if not call_id:
+            return
+        if not self.control_url:
+            self.release_error = "POST /call answered no monitor.controlUrl"
+            return
+        try:
+            async with self.new_http().post(self.control_url, json=END_CALL) as resp:
+                if resp.status >= 300:
+                    self.release_error = f"controlUrl answered {resp.status}"
+                    return
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            self.release_error = f"controlUrl: {type(exc).__name__}"
+            return
+        self.open_call = ""
+        self.port.note("upstream.released", provider=self.provider, remote_id=call_id)
 
     def on_binary(self, data: bytes) -> None:
         if self.mulaw:
