@@ -4,13 +4,14 @@ for the WebSocket transport, the call's ``websocketCallUrl`` and its Live Call C
 
 What it refuses, as Vapi does (``CreateCallDTO``, ``VapiWebsocketTransport``,
 ``AudioFormat``, ``AssistantOverrides``): a missing or wrong ``Authorization: Bearer``
-key (401); a body that is not a JSON object, a property the DTO does not have, neither or
+key (401, also on ``GET /call/{id}``); a body that is not a JSON object, a property the DTO does not have, neither or
 both of ``assistantId``/``assistant``, ``phoneNumber``/``phoneNumberId`` with this
 transport, a transport other than ``vapi.websocket``, an audio format other than
 ``pcm_s16le``/``mulaw`` in a ``raw`` container, a ``sampleRate`` missing or out of range,
 an unknown ``firstMessageMode`` (400, Vapi's error shape). Beyond the docs, on purpose:
 a second socket on a call's URL, or one on an ended call, is refused (Vapi documents no
-reconnection), so a bridge relying on it fails here.
+reconnection), so a bridge relying on it fails here; so is control of an ended call (404:
+a bridge must then ask ``GET /call/{id}``, which says ``status: "ended"``).
 
 It keeps every call's state: ``open_calls`` (created, not ended) and ``max_open`` (the
 most open at once), so a test can assert one phone call never had two Vapi calls open. A
@@ -127,11 +128,13 @@ class FakeVapi(FakeModel):
         self.control_url = True
         """Whether ``POST /call`` answers a ``monitor.controlUrl``."""
         self.control_status = 200
+        """What the controlUrl answers (>= 300: it fails and ends nothing)."""
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/call", self.create)
         app.router.add_get("/ws/{call_id}", self.socket)
+        app.router.add_get("/call/{call_id}", self.get_call)
         app.router.add_post("/control/{call_id}", self.control)
         return app
 
@@ -182,18 +185,29 @@ class FakeVapi(FakeModel):
             return None
         return int(number) - 1
 
-    async def control(self, request: web.Request) -> web.Response:
+    async def get_call(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._refusal(401, "Invalid Key.")
         call_id = request.match_info["call_id"]
         if self._call_index(call_id) is None:
             return self._refusal(404, "call not found")
+        status = "in-progress" if call_id in self.open_calls else "ended"
+        return web.json_response({"id": call_id, "type": "vapi.websocketCall", "status": status})
+
+    async def control(self, request: web.Request) -> web.Response:
+        call_id = request.match_info["call_id"]
+        if call_id not in self.open_calls:
+            return self._refusal(404, "call not found or ended")
         message = orjson.loads(await request.read())
         self.controls.append((call_id, message))
+        if self.control_status >= 300:
+            return self._refusal(self.control_status, "control failed")
         if message.get("type") == "end-call":
             self.end(call_id)
             conn = self.conns.get(call_id)
             if conn is not None:
                 await conn.ws.close()
-        return web.json_response({}, status=self.control_status)
+        return web.json_response({})
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
         call_id = request.match_info["call_id"]

@@ -118,3 +118,11 @@ async def test_one_socket_per_call_and_none_after_it_ended():
         assert ended.value.status == 404
         async with http.post(f"{base}/control/vapi-call-99", json={"type": "end-call"}) as r:
             assert r.status == 404
+        async with http.post(control, json={"type": "end-call"}) as r:
+            assert r.status == 404  # already ended
+        for key, status, answer in ((None, 401, None), ("wrong", 401, None), ("vapi-test-key", 200, "ended")):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            async with http.get(f"{base}/call/{call['id']}", headers=headers) as r:
+                assert r.status == status
+                if answer:
+                    assert (await r.json())["status"] == answer

@@ -5,19 +5,25 @@ simulator playing Twilio, and a local server speaking Vapi's protocol
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
+import aiohttp
 import numpy as np
+import orjson
 import pytest
 
 from callbridge.codecs.g711 import ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import ConfigError, Settings
 from callbridge.sim.caller import SimulatedCall
+from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
 
 from .conftest import events, rms, speech_8k
 from .fake_vapi import FakeVapi
+from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
 FAST_RETRIES = "0.05,0.1,0.2"
 
@@ -241,3 +247,83 @@ async def test_assistant_hangs_up(start_server):
     names = result.timeline_events()
     assert "upstream.ended" in names and "call_ending" in names
     assert events(result, "call_ending")[0]["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50
+
+
+async def test_upstream_actor_restart_ends_the_vapi_call_before_the_next(start_server):
+    fake = FakeVapi()
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base, fault_injection=True)
+        call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], polite=True, hold_s=3.0)
+        running = asyncio.ensure_future(call.run())
+        for _ in range(500):
+            if fake.replies >= 1:
+                break
+            await asyncio.sleep(0.02)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=upstream") as resp:
+                assert resp.status == 200
+        result = await running
+    assert "child_restarted" in result.timeline_events()
+    assert len(fake.created) == 2 and fake.max_open == 1 and fake.open_calls == set()
+    assert fake.greeted == ["vapi-call-1"]  # the new call waited for the caller
+
+
+def test_the_open_vapi_call_travels_in_the_checkpoint():
+    conv = Conversation()
+    conv.remote_call = ("vapi", "vapi-call-7", "https://x/control")
+    restored = Conversation.restore(orjson.loads(orjson.dumps(conv.snapshot())), played_upto=0)
+    assert restored.remote_call == ("vapi", "vapi-call-7", "https://x/control")
+    assert Conversation.restore(Conversation().snapshot(), 0).remote_call is None
+
+
+async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_server):
+    """The Twilio stream drops and the call resumes from its checkpoint, which still names
+    the first Vapi call: the resumed back end makes sure it has ended (its controlUrl
+    answers 404 once it has; GET /call/{id} says ended) before it creates the next."""
+    fake = FakeVapi()
+    async with fake.running() as base:
+        url = await vapi_server(start_server, fake, base, fault_injection=True)
+        call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], gap_s=2.0, hold_s=2.5)
+        running = asyncio.ensure_future(call.run())
+        for _ in range(500):
+            if fake.replies >= 1:
+                break
+            await asyncio.sleep(0.02)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=socket") as resp:
+                assert resp.status == 200
+        result = await asyncio.wait_for(running, 60)
+    assert result.record["resumes"] == 1 and "upstream.gave_up" not in result.timeline_events()
+    assert len(fake.created) == 2 and fake.max_open == 1 and fake.open_calls == set()
+    assert fake.greeted == ["vapi-call-1"]  # the resumed call's Vapi call waited for the caller
+    assert [e["remote_id"] for e in events(result, "upstream.released")] == ["vapi-call-1"]
+
+
+async def test_sigkill_of_the_shard_ends_its_vapi_call_before_the_resumed_call_makes_one(tmp_path):
+    """Production mode: the shard carrying a Vapi call dies (its socket to Vapi dies
+    with it, the Vapi call runs on). The call resumes on the other shard from its
+    checkpoint, which names that Vapi call: it is ended before a new one is created."""
+    fake = FakeVapi()
+    async with fake.running() as base:
+        node = ProdNode(tmp_path, workers=2, UPSTREAM="vapi", VAPI_API_URL=base, VAPI_API_KEY=fake.api_key,
+                        VAPI_ASSISTANT_ID="asst_test", UPSTREAM_RETRIES_S=FAST_RETRIES)
+        try:
+            await asyncio.to_thread(node.wait_ready)
+            await asyncio.to_thread(node.wait_for, lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+            call = SimulatedCall(node.url, audio=[speech_8k("Book Monday.")], gap_s=3.0, hold_s=3.0,
+                                 auth_token=AUTH_TOKEN, public_url=PUBLIC_URL, console_token=CONSOLE_TOKEN)
+            running = asyncio.ensure_future(call.run())
+            for _ in range(600):
+                if fake.replies >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            status, record = await asyncio.to_thread(node.get, f"/calls/{call.call_sid}")
+            assert status == 200 and fake.open_calls == {"vapi-call-1"}
+            os.kill(record["pid"], signal.SIGKILL)
+            result = await asyncio.wait_for(running, 90)
+        finally:
+            await asyncio.to_thread(node.close)
+    assert result.record["resumes"] == 1
+    assert len(fake.created) == 2 and fake.max_open == 1 and fake.open_calls == set()
+    assert fake.controls[0] == ("vapi-call-1", {"type": "end-call"})
+    assert fake.greeted == ["vapi-call-1"]

@@ -39,7 +39,7 @@ log = logging.getLogger("callbridge.gateway")
 HIDDEN_PARAMETERS = ("token",)
 CHECKPOINT_EVENTS = frozenset(
     {"started", "resumed", "transcript.final", "agent.reply", "agent.truncated", "mark_played",
-     "barge_in", "dtmf", "call_ending", "child_restarted"}
+     "barge_in", "dtmf", "call_ending", "child_restarted", "upstream.bound", "upstream.released"}
 )
 """Timeline events after which the call's state is checkpointed to the store."""
 CHECKPOINT_TIMELINE = 500

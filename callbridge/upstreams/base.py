@@ -53,6 +53,9 @@ class Conversation:
     resume_say: str | None = None
     """Set when a call resumes on a new stream: what to say again (the last thing said,
     if the caller had not heard all of it when the stream dropped)."""
+    remote_call: tuple[str, str, str] | None = None
+    """A remote session that may still be running (provider, its id, the URL that ends
+    it): the back end that comes next (after a restart or a resume) ends it first."""
 
     def new_utterance(self) -> int:
         utterance = self.next_utterance
@@ -78,6 +81,7 @@ class Conversation:
             "hang_up_after": self.hang_up_after,
             "greeted": self.greeted,
             "last_said": list(self.last_said) if self.last_said else None,
+            "remote_call": list(self.remote_call) if self.remote_call else None,
         }
 
     @classmethod
@@ -93,6 +97,9 @@ class Conversation:
             hang_up_after=snap.get("hang_up_after"),
             greeted=bool(snap.get("greeted", False)),
         )
+        held = snap.get("remote_call")
+        if isinstance(held, list) and len(held) == 3:
+            conv.remote_call = (str(held[0]), str(held[1]), str(held[2]))
         last = snap.get("last_said")
         if last:
             conv.last_said = (int(last[0]), str(last[1]))

@@ -25,8 +25,10 @@ too; whichever is first cuts. Utterance boundaries come from
 Vapi documents no way back into a call whose socket dropped, so a reconnect creates a new
 Vapi call, and only once the old one is ended: through Live Call Control (``POST`` of
 ``{"type": "end-call"}`` to the ``monitor.controlUrl`` that ``POST /call`` answered; the
-assistant's ``monitorPlan.controlEnabled`` must stay on, its default). If that fails the
-back end gives up (apology) rather than leave two paid calls open for one phone call. The
+assistant's ``monitorPlan.controlEnabled`` must stay on, its default), or found ended by
+``GET /call/{id}``. If neither, the back end gives up (apology) rather than leave two paid
+calls open for one phone call. The call that may still be running is kept in the
+``Conversation`` (and its checkpoint), so a restarted or resumed back end ends it too. The
 new call waits for the caller to speak (``firstMessageMode``), so the greeting is not
 repeated; it starts without the earlier conversation (Vapi has no way to hand it over on
 the transport).
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import numpy as np
@@ -120,9 +123,6 @@ class VapiBackend(RemoteBackend):
         self.last_audio = 0.0
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
-        self.control_url = ""
-        self.open_call = ""
-        """The Vapi call that may still be running (created, not yet ended)."""
         self.release_error = ""
         self.watch = SpeechWatch(self.settings, self.port.caller_speech, 8000 if self.mulaw else 16000)
         self.watched = False
@@ -137,17 +137,16 @@ class VapiBackend(RemoteBackend):
                     f"Vapi call {self.open_call} could not be ended ({self.release_error}); not starting a second one"
                 )
         url = s.vapi_api_url.rstrip("/") + "/call"
-        headers = {"Authorization": f"Bearer {s.vapi_api_key}"}
         body = create_call_body(s, reconnect=self.conversation.greeted)
-        async with self.new_http().post(url, json=body, headers=headers) as resp:
+        async with self.new_http().post(url, json=body, headers=self._api_headers()) as resp:
             if resp.status >= 300:
                 raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
             try:
                 call = await resp.json(content_type=None)
             except ValueError:
                 raise RemoteFailure(f"POST {redact(url)} answer is not JSON") from None
-        self.remote_id, ws_url, self.control_url = parse_created(call)
-        self.open_call = self.remote_id
+        self.remote_id, ws_url, control_url = parse_created(call)
+        self.conversation.remote_call = (self.provider, self.remote_id, control_url)
         self.port.bound(self.provider, self.remote_id)
         await self.open_socket(ws_url)
 
@@ -196,30 +195,58 @@ class VapiBackend(RemoteBackend):
     async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
         await ws.send_bytes(data)
 
+    def _api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.vapi_api_key}"}
+
+    @property
+    def open_call(self) -> str:
+        """The Vapi call that may still be running (created, not known to have ended),
+        kept in the Conversation so that a restarted or resumed back end ends it too."""
+        held = self.conversation.remote_call
+        return held[1] if held is not None and held[0] == self.provider else ""
+
+    def _ended_remote_call(self) -> None:
+        if self.open_call:
+            self.conversation.remote_call = None
+
     async def hang_up_remote(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         await ws.send_str(orjson.dumps(END_CALL).decode())
-        self.open_call = ""
+        self._ended_remote_call()
 
     async def release_remote(self) -> None:
         """End the Vapi call through its controlUrl unless it has ended already."""
         if self.ended:
-            self.open_call = ""
+            self._ended_remote_call()
         call_id = self.open_call
         if not call_id:
             return
-        if not self.control_url:
+        control_url = self.conversation.remote_call[2]  # type: ignore[index]
+        if control_url:
+            self.release_error = await self._end_through_control(control_url)
+        else:
             self.release_error = "POST /call answered no monitor.controlUrl"
+        if self.release_error and not await self._has_ended(call_id):
             return
-        try:
-            async with self.new_http().post(self.control_url, json=END_CALL) as resp:
-                if resp.status >= 300:
-                    self.release_error = f"controlUrl answered {resp.status}"
-                    return
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            self.release_error = f"controlUrl: {type(exc).__name__}"
-            return
-        self.open_call = ""
+        self._ended_remote_call()
         self.port.note("upstream.released", provider=self.provider, remote_id=call_id)
+
+    async def _end_through_control(self, url: str) -> str:
+        """POST ``end-call`` to the call's controlUrl: why it failed ("" if it did not)."""
+        try:
+            async with self.new_http().post(url, json=END_CALL) as resp:
+                return f"controlUrl answered {resp.status}" if resp.status >= 300 else ""
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return f"controlUrl: {type(exc).__name__}"
+
+    async def _has_ended(self, call_id: str) -> bool:
+        """Whether ``GET /call/{id}`` says the call has ended."""
+        url = f"{self.settings.vapi_api_url.rstrip('/')}/call/{quote(call_id, safe='')}"
+        try:
+            async with self.new_http().get(url, headers=self._api_headers()) as resp:
+                call = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return False
+        return isinstance(call, dict) and call.get("status") == "ended"
 
     def on_binary(self, data: bytes) -> None:
         if self.mulaw:
