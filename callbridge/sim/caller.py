@@ -322,7 +322,7 @@ class SimulatedCall:
 
     async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
         headers = {"Authorization": f"Bearer {self.console_token}"} if self.console_token else {}
-        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers) as resp:
+        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers, ssl=self._ssl()) as resp:
             return await resp.json() if resp.status == 200 else None
 
     def _closed(self, exc: ConnectionClosed) -> None:
