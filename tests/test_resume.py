@@ -83,6 +83,31 @@ async def test_hangup_then_connect_action_answers_hangup(start_server):
     assert [v for v, _, _ in parse_twiml(result.twiml)] == ["hangup"]
 
 
+async def test_connect_action_for_a_call_twilio_reports_over_hangs_up_and_forgets_it(start_server):
+    """The action request carries Twilio's standard parameters: with a final CallStatus
+    (the caller hung up as the stream broke) there is nothing to resume."""
+    url = await start_server()
+    call = SimulatedCall(url, audio=[], hold_s=30.0, max_s=30.0)
+    running = asyncio.create_task(call.run())
+    await wait_for_event(url, call.call_sid, "started")
+    running.cancel()  # the stream ends without a stop: resumable, and no action request follows
+    await asyncio.gather(running, return_exceptions=True)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            async with http.get(f"{url}/calls/{call.call_sid}") as resp:
+                if (await resp.json())["state"] != "live":
+                    break
+            await asyncio.sleep(0.05)
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+            assert "resume" in await resp.text()  # what a live call would get: a resumed stream
+        form = call.webhook_params("completed")
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=form) as resp:
+            assert [v for v, _, _ in parse_twiml(await resp.text())] == ["hangup"]
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+            twiml = await resp.text()
+    assert [v for v, _, _ in parse_twiml(twiml)] == ["hangup"]  # the checkpoint was let go
+
+
 def test_store_book_bounds_and_expiry():
     book = StoreBook(history=2, max_calls=3, ttl_s=10.0)
     for i in range(5):

@@ -7,7 +7,8 @@ chooses the call's back end: it travels as the stream parameter ``upstream``. Th
 ``<Connect>`` carries ``action`` = this route: Twilio requests it (signed, with the call's
 standard parameters) when the stream ends, and runs what it answers. A stream that ended
 without a hang-up resumes from the store (at most ``MAX_RESUMES`` times, then an apology
-and ``<Hangup/>``); a call that ended on purpose gets ``<Hangup/>``.
+and ``<Hangup/>``); a call that ended on purpose, or that Twilio's ``CallStatus`` reports
+over, gets ``<Hangup/>``.
 
 Limits, each refusal with one log line: ``WEBHOOK_RATE`` requests per second per source
 (``WEBHOOK_BURST`` at once; 429 with ``Retry-After``, checked before anything else);
@@ -50,6 +51,8 @@ MAX_RESUMES = 5
 """A call whose stream dropped this many times is ended with an apology, not resumed."""
 
 MAX_ATTEMPTS = 3
+CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+"""Twilio's final ``CallStatus`` values: such a request gets ``<Hangup/>``, never a stream."""
 FORM = "application/x-www-form-urlencoded"
 BUSY = "Sorry, all our lines are busy right now. Please try again shortly."
 DRAINING = "Sorry, we can't take your call right now. Please try again shortly."
@@ -105,8 +108,12 @@ async def voice_inbound(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(UPSTREAMS)}\n")
     stored = await gw.store.lookup(call_sid)
     response = VoiceResponse()
-    if stored is not None and stored.state == "ended":
-        # Twilio requested the <Connect> action after a call we ended on purpose: hang up.
+    over = params.get("CallStatus") in CALL_OVER
+    if over or (stored is not None and stored.state == "ended"):
+        # The <Connect> action after a call we ended on purpose, or for a call Twilio
+        # reports over (the caller hung up): no stream, and nothing left to resume.
+        if over and stored is not None and stored.state != "ended":
+            await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)
         response.hangup()
         log.info("call %s: <Connect> action after the call ended: <Hangup/>", call_sid)
         return web.Response(text=str(response), content_type="text/xml")
