@@ -81,7 +81,7 @@ def proc_figures(pid: int, url: str) -> dict[str, Any]:
 async def short_call(http: aiohttp.ClientSession, url: str, ending: str) -> str:
     """One short call; returns how it ended as the driver saw it."""
     if ending == "nostart":
-        headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "ws://callbridge.test/media", {})}
+        headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "wss://callbridge.test/media", {})}
         async with http.ws_connect(url.replace("http", "ws") + "/media", headers=headers) as ws:
             msg = await ws.receive(timeout=REAPER_S * 3)
             return f"closed {ws.close_code}" if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) else "open"

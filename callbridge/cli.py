@@ -30,7 +30,7 @@ from .config import ConfigError, Settings, settings_table
 from .gateway.app import create_app
 from .gateway.store import CallStore
 from .logs import resolve_format, setup_logging
-from .sim.caller import CallResult, SimulatedCall, WebhookRefused
+from .sim.caller import CallResult, SimulatedCall, StreamUrlRefused, WebhookRefused
 from .sim.impair import Impairment
 from .sim.wavio import read_wav, write_wav
 
@@ -166,10 +166,11 @@ async def _call(args: argparse.Namespace) -> int:
         impairment=impairment,
         dtmf=args.dtmf,
         hold_s=args.hold,
+        allow_ws=True if args.allow_ws else None,
     )
     try:
         result = await call.run()
-    except WebhookRefused as exc:
+    except (WebhookRefused, StreamUrlRefused) as exc:
         print(f"call refused: {exc}", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
@@ -232,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
     p_call.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""))
+    p_call.add_argument(
+        "--allow-ws", action="store_true",
+        help="accept a ws:// Stream URL on any host (default: loopback only; Twilio itself needs wss://)",
+    )
     p_call.add_argument(
         "--wav", action="append", default=[],
         help="caller audio (PCM WAV, any rate); repeat for several turns; default: silence",

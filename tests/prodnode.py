@@ -16,7 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_TOKEN = "prod-test-auth-token"
 CONSOLE_TOKEN = "prod-test-operator-token"
-PUBLIC_URL = "http://callbridge.test"
+PUBLIC_URL = "https://callbridge.test"  # as Twilio sees it: https webhook, wss:// stream
 """What the simulated Twilio sees (a load balancer's name); it connects to a node."""
 
 

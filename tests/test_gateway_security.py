@@ -79,7 +79,7 @@ async def test_webhook_answers_twiml_with_token_and_no_query_string(start_server
     assert stream_url == url.replace("http://", "ws://") + "/media"
     assert "?" not in stream_url
     assert set(params) == {"token"} and params["token"].startswith(f"v1.{call.call_sid}.")
-    assert "<Connect><Stream" in call.result.twiml
+    assert "<Connect action=" in call.result.twiml and "<Stream url=" in call.result.twiml
 
 
 async def test_webhook_behind_tls_proxy(start_server):

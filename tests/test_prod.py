@@ -231,7 +231,7 @@ async def test_a_stream_token_starts_one_stream_whichever_shard_it_reaches(nodes
     params = {"CallSid": call_sid}
     webhook_sig = SignatureChecker.sign(AUTH_TOKEN, PUBLIC_URL + "/voice/inbound", params)
     ws_url = node.url.replace("http://", "ws://") + "/media"
-    handshake = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "ws://callbridge.test/media", {})}
+    handshake = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "wss://callbridge.test/media", {})}
     async with aiohttp.ClientSession() as http:
         async with http.post(node.url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": webhook_sig}) as resp:
             _, parameters = parse_stream_twiml(await resp.text())

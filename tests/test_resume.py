@@ -1,7 +1,7 @@
-"""A call outlives its stream: when the stream drops without a hang-up, Twilio follows
-the ``<Redirect>`` after ``<Connect>`` and the call resumes from its checkpoint (the
-conversation, the agent's state, what was played); a call we end on purpose gets
-``<Hangup/>`` from the redirect and never loops. Real server, real sockets, the real
+"""A call outlives its stream: when the stream drops without a hang-up, Twilio requests
+the ``<Connect action>`` and the call resumes from its checkpoint (the conversation, the
+agent's state, what was played); a call we end on purpose gets ``<Hangup/>`` from the
+action and never loops. Real server, real sockets, the real
 simulator following TwiML as Twilio does; the drop is a real aborted connection."""
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ async def test_dropped_stream_resumes_the_conversation(start_server):
 
     assert len(result.streams) == 2, result.streams
     assert result.streams[0][1] != result.streams[1][1]
-    # One redirect after the drop (resume), one after the goodbye (answered <Hangup/>).
-    assert result.redirects == 2
+    # One action request after the drop (resume), one after the goodbye (answered <Hangup/>).
+    assert result.actions == 2 and result.redirects == 0
+    assert result.stream_ends == ["broken", "closed"]  # a crash, then our close after the goodbye
     assert result.ended_by == "hangup"
     record = result.record
     assert record is not None and record["resumes"] == 1
@@ -65,18 +66,46 @@ async def test_dropped_stream_resumes_the_conversation(start_server):
     assert numbers == sorted(set(numbers))
 
 
-async def test_hangup_then_redirect_answers_hangup_and_twiml_has_redirect(start_server):
-    url = await start_server()
+async def test_hangup_then_connect_action_answers_hangup(start_server):
+    url = await start_server(upstream="embedded")
     turns = [read_wav(p) for p in bundled_turns()]
-    twiml_first = None
     call = SimulatedCall(url, audio=[turns[2]], polite=True, hold_s=5.0)  # "Goodbye."
     async with aiohttp.ClientSession() as http:
-        twiml_first = await call.post_webhook(http)
-    verbs = [v for v, _, _ in parse_twiml(twiml_first)]
-    assert verbs == ["stream", "redirect"]
+        twiml_first = await call.post_webhook(http, url + "/voice/inbound?upstream=embedded")
+    # <Connect action> (Twilio requests it when the stream ends), no <Redirect> after it.
+    assert [v for v, _, _ in parse_twiml(twiml_first)] == ["stream", "action"]
+    assert "<Redirect" not in twiml_first
+    (_, action, extra), = [v for v in parse_twiml(twiml_first) if v[0] == "action"]
+    assert action == f"{url}/voice/inbound?attempt=1&upstream=embedded" and extra == {"method": "POST"}
     result = await asyncio.wait_for(SimulatedCall(url, audio=[turns[2]], polite=True, hold_s=5.0).run(), 60)
-    assert result.ended_by == "hangup" and len(result.streams) == 1 and result.redirects == 1
+    assert result.ended_by == "hangup" and len(result.streams) == 1 and result.actions == 1
+    assert result.stream_ends == ["closed"]  # the server closed the socket after the goodbye
     assert [v for v, _, _ in parse_twiml(result.twiml)] == ["hangup"]
+
+
+async def test_connect_action_for_a_call_twilio_reports_over_hangs_up_and_forgets_it(start_server):
+    """The action request carries Twilio's standard parameters: with a final CallStatus
+    (the caller hung up as the stream broke) there is nothing to resume."""
+    url = await start_server()
+    call = SimulatedCall(url, audio=[], hold_s=30.0, max_s=30.0)
+    running = asyncio.create_task(call.run())
+    await wait_for_event(url, call.call_sid, "started")
+    running.cancel()  # the stream ends without a stop: resumable, and no action request follows
+    await asyncio.gather(running, return_exceptions=True)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            async with http.get(f"{url}/calls/{call.call_sid}") as resp:
+                if (await resp.json())["state"] != "live":
+                    break
+            await asyncio.sleep(0.05)
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+            assert "resume" in await resp.text()  # what a live call would get: a resumed stream
+        form = call.webhook_params("completed")
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=form) as resp:
+            assert [v for v, _, _ in parse_twiml(await resp.text())] == ["hangup"]
+        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+            twiml = await resp.text()
+    assert [v for v, _, _ in parse_twiml(twiml)] == ["hangup"]  # the checkpoint was let go
 
 
 def test_store_book_bounds_and_expiry():

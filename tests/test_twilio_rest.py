@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -21,50 +22,150 @@ TOKEN = "twilio-token"
 
 
 class FakeTwilioApi:
+    """Twilio's REST API for the requests the bridge makes, as strict as Twilio documents:
+    HTTP Basic auth with the AccountSid and AuthToken, for the account in the path (else
+    401, code 20003); form bodies (``application/x-www-form-urlencoded``); a call or number
+    it does not know: 404 (code 20404); ``Status`` only ``completed`` or ``canceled``,
+    ``VoiceMethod`` only GET or POST, ``VoiceUrl`` absolute http(s) (else 400). Lists are
+    paged as Twilio pages them. ``calls``: CallSid -> status; ``numbers``: E.164 -> Sid."""
+
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str], str]] = []
         self.fail_with: int | None = None
+        self.calls: dict[str, str] = {}
+        self.numbers: dict[str, str] = {"+15550001111": "PN" + "a" * 32}
+        self.voice_urls: dict[str, str] = {}
+        self.agents: set[str] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/2010-04-01/Accounts/{account}/{rest:.*}", self.handle)
         return app
 
+    @staticmethod
+    def _error(status: int, message: str, code: int | None = None) -> web.Response:
+        body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status}
+        return web.json_response(body, status=status)
+
     async def handle(self, request: web.Request) -> web.Response:
-        form = dict(await request.post())
-        user, _, password = base64.b64decode(request.headers.get("Authorization", "Basic ")[6:]).decode().partition(":")
-        auth = f"{user}:{password}"
+        auth = ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            auth = base64.b64decode(header[6:]).decode(errors="replace")
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            if request.content_type != "application/x-www-form-urlencoded":
+                return self._error(400, "expected a form body", None)
+            form = {k: str(v) for k, v in (await request.post()).items()}
         self.requests.append((request.method, request.path, {**form, **request.query}, auth))
-        if auth != f"{ACCOUNT}:{TOKEN}":
-            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        self.agents.add(request.headers.get("User-Agent", "").split(" ")[0].split("/")[0])
+        account = request.match_info["account"]
+        if auth != f"{ACCOUNT}:{TOKEN}" or account != ACCOUNT:
+            return self._error(401, "Authenticate", 20003)
         if self.fail_with:
-            return web.json_response({"message": "boom"}, status=self.fail_with)
+            return self._error(self.fail_with, "boom", None)
         rest = request.match_info["rest"]
-        if rest == "IncomingPhoneNumbers.json":
-            return web.json_response({"incoming_phone_numbers": [{"sid": "PN123", "phone_number": form.get("PhoneNumber")}]})
-        if rest.startswith("IncomingPhoneNumbers/"):
-            return web.json_response({"sid": "PN123", "voice_url": form.get("VoiceUrl")})
-        return web.json_response({"sid": rest.split("/")[-1][:-5], "status": "completed"})
+        if rest == "IncomingPhoneNumbers.json" and request.method == "GET":
+            return self._numbers(request)
+        if rest.startswith("IncomingPhoneNumbers/") and rest.endswith(".json") and request.method == "POST":
+            return self._point(request, rest[len("IncomingPhoneNumbers/"):-5], form)
+        if rest.startswith("Calls/") and rest.endswith(".json") and request.method == "POST":
+            return self._update_call(request, rest[len("Calls/"):-5], form)
+        return self._error(404, f"The requested resource {request.path} was not found", 20404)
+
+    def _numbers(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("PhoneNumber")
+        found = [{"sid": sid, "phone_number": number, "voice_url": self.voice_urls.get(sid)}
+                 for number, sid in self.numbers.items() if wanted in (None, number)]
+        size = int(request.query.get("PageSize", "50"))
+        return web.json_response({
+            "incoming_phone_numbers": found[:size], "end": max(0, min(size, len(found)) - 1),
+            "first_page_uri": request.path_qs, "next_page_uri": None, "page": 0, "page_size": size,
+            "previous_page_uri": None, "start": 0, "uri": request.path_qs,
+        })
+
+    def _point(self, request: web.Request, sid: str, form: dict[str, str]) -> web.Response:
+        if sid not in self.numbers.values():
+            return self._error(404, f"The requested resource {request.path} was not found", 20404)
+        if form.get("VoiceMethod", "POST") not in ("GET", "POST"):
+            return self._error(400, "VoiceMethod must be GET or POST", None)
+        if "VoiceUrl" in form and not form["VoiceUrl"].startswith(("http://", "https://")):
+            return self._error(400, f"VoiceUrl is not a valid URL: {form['VoiceUrl'][:80]}", None)
+        self.voice_urls[sid] = form.get("VoiceUrl", self.voice_urls.get(sid, ""))
+        return web.json_response({"sid": sid, "voice_url": self.voice_urls[sid]})
+
+    def _update_call(self, request: web.Request, sid: str, form: dict[str, str]) -> web.Response:
+        if sid not in self.calls:
+            return self._error(404, f"The requested resource {request.path} was not found", 20404)
+        status = form.get("Status")
+        if status is not None and status not in ("completed", "canceled"):
+            return self._error(400, f"Status must be completed or canceled, not {status[:40]!r}", None)
+        if status == "completed" or (status == "canceled" and self.calls[sid] in ("queued", "ringing")):
+            self.calls[sid] = status
+        return web.json_response({"sid": sid, "account_sid": ACCOUNT, "status": self.calls[sid]})
+
+
+async def test_fake_api_refuses_what_twilio_refuses():
+    api = FakeTwilioApi()
+    api.calls["CA" + "1" * 32] = "in-progress"
+    calls = f"/2010-04-01/Accounts/{ACCOUNT}/Calls"
+    good = aiohttp.BasicAuth(ACCOUNT, TOKEN)
+    async with serve(api.app()) as host, aiohttp.ClientSession(f"http://{host}") as http:
+        async def status(method: str, path: str, **kwargs) -> int:
+            async with http.request(method, path, **kwargs) as resp:
+                return resp.status
+        known = f"{calls}/CA{'1' * 32}.json"
+        assert await status("POST", known, data={"Status": "completed"}) == 401  # no credentials
+        assert await status("POST", known, data={"Status": "completed"}, auth=aiohttp.BasicAuth(ACCOUNT, "x")) == 401
+        other = "AC" + "9" * 32  # right credentials, another account's path
+        assert await status("POST", known.replace(ACCOUNT, other), data={"Status": "completed"}, auth=good) == 401
+        assert await status("POST", known, json={"Status": "completed"}, auth=good) == 400  # not a form
+        assert await status("POST", known, data={"Status": "hungup"}, auth=good) == 400
+        assert await status("POST", f"{calls}/CA{'2' * 32}.json", data={"Status": "completed"}, auth=good) == 404
+        numbers = f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers"
+        assert await status("POST", f"{numbers}/PN{'b' * 32}.json", data={"VoiceUrl": "https://x/"}, auth=good) == 404
+        pn = f"{numbers}/PN{'a' * 32}.json"
+        assert await status("POST", pn, data={"VoiceUrl": "https://x/", "VoiceMethod": "PUT"}, auth=good) == 400
+        assert await status("POST", pn, data={"VoiceUrl": "x.example.com"}, auth=good) == 400
+        assert await status("POST", known, data={"Status": "completed"}, auth=good) == 200
+    assert api.calls["CA" + "1" * 32] == "completed"
 
 
 async def test_client_completes_and_points_and_reports_errors():
     api = FakeTwilioApi()
+    for digit in "123":
+        api.calls["CA" + digit * 32] = "in-progress"
     async with serve(api.app()) as host:
         rest = TwilioRest(ACCOUNT, TOKEN, f"http://{host}")
-        assert await rest.complete("CA" + "1" * 32) == "completed"
-        assert await rest.point_number("+15550001111", "https://v.example.com/voice/inbound") == "PN123"
-        api.fail_with = 500
-        with pytest.raises(TwilioError, match="500"):
-            await rest.complete("CA" + "2" * 32)
+        try:
+            assert await rest.complete("CA" + "1" * 32) == "completed"
+            assert await rest.point_number("+15550001111", "https://v.example.com/voice/inbound") == "PN" + "a" * 32
+            with pytest.raises(TwilioError, match="404"):  # a call Twilio does not know: not retried
+                await rest.complete("CA" + "4" * 32)
+            with pytest.raises(TwilioError, match="is not a number of account"):
+                await rest.point_number("+15550009999", "https://v.example.com/voice/inbound")
+            api.fail_with = 500
+            with pytest.raises(TwilioError, match="500"):
+                await rest.complete("CA" + "2" * 32)
+            api.fail_with = None
+        finally:
+            await rest.close()
+        wrong = TwilioRest(ACCOUNT, "wrong", f"http://{host}")
         with pytest.raises(TwilioError, match="401"):
-            await TwilioRest(ACCOUNT, "wrong", f"http://{host}").complete("CA" + "3" * 32)
+            await wrong.complete("CA" + "3" * 32)
+        await wrong.close()
     methods = [(m, p) for m, p, _, _ in api.requests]
     assert methods[0] == ("POST", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/CA{'1' * 32}.json")
-    assert api.requests[0][2] == {"Status": "completed"}
+    assert api.requests[0][2] == {"Status": "completed"} and api.requests[0][3] == f"{ACCOUNT}:{TOKEN}"
     assert methods[1] == ("GET", f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json")
+    assert api.requests[1][2]["PhoneNumber"] == "+15550001111"
     assert api.requests[2][2] == {"VoiceUrl": "https://v.example.com/voice/inbound", "VoiceMethod": "POST"}
+    assert api.voice_urls["PN" + "a" * 32] == "https://v.example.com/voice/inbound"
+    assert api.agents == {"twilio-python"}  # the requests are the twilio library's
+    assert len([m for m in methods if m[1].endswith(f"CA{'4' * 32}.json")]) == 1  # a 4xx is not retried
     assert len([m for m in methods if m[1].endswith(f"CA{'2' * 32}.json")]) == 2  # a 5xx is retried once
-    assert len([m for m in methods if m[1].endswith(f"CA{'3' * 32}.json")]) == 1  # a 4xx is not
+    assert len([m for m in methods if m[1].endswith(f"CA{'3' * 32}.json")]) == 1
 
 
 def test_settings_checked():
@@ -83,6 +184,7 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
             twilio_account_sid=ACCOUNT, twilio_api_url=f"http://{host}",
         )
         call = SimulatedCall(url, audio=[speech_8k("Goodbye.")], polite=True, hold_s=6.0, auth_token=TOKEN)
+        api.calls[call.call_sid] = "in-progress"
         result = await call.run()
         for _ in range(100):
             if api.requests:
@@ -94,7 +196,8 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
     ((method, path, form, _),) = api.requests
     assert (method, path, form) == ("POST", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{call.call_sid}.json",
                                     {"Status": "completed"})
-    assert any(e["event"] == "twilio.completed" for e in record["timeline"])
+    assert [e.get("status") for e in record["timeline"] if e["event"] == "twilio.completed"] == ["completed"]
+    assert api.calls[call.call_sid] == "completed"
 
 
 async def test_number_pointed_at_public_url_on_start(start_server):
@@ -102,8 +205,9 @@ async def test_number_pointed_at_public_url_on_start(start_server):
     async with serve(api.app()) as host:
         await start_server(twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT, twilio_api_url=f"http://{host}",
                            twilio_number="+15550001111", public_url="https://voice.example.com")
-    assert api.requests[0][2] == {"PhoneNumber": "+15550001111"}
+    assert api.requests[0][2]["PhoneNumber"] == "+15550001111"
     assert api.requests[1][2] == {"VoiceUrl": "https://voice.example.com/voice/inbound", "VoiceMethod": "POST"}
+    assert api.voice_urls == {"PN" + "a" * 32: "https://voice.example.com/voice/inbound"}
 
 
 async def _record(url: str, call: SimulatedCall):

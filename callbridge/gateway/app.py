@@ -133,6 +133,14 @@ async def _close_sockets(app: web.Application) -> None:
         await asyncio.gather(*gw.background, return_exceptions=True)
 
 
+async def _close_twilio(app: web.Application) -> None:
+    gw = app[GATEWAY]
+    if gw.background:  # a call that ended during shutdown may still be completing
+        await asyncio.gather(*gw.background, return_exceptions=True)
+    if gw.twilio is not None:
+        await gw.twilio.close()
+
+
 async def _point_number(app: web.Application) -> None:
     """``TWILIO_NUMBER``: set its Voice URL to this gateway's webhook (failures are logged,
     the gateway still starts)."""
@@ -182,4 +190,5 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
     app.cleanup_ctx.append(_reaper)
+    app.on_cleanup.append(_close_twilio)
     return app

@@ -1,74 +1,110 @@
-"""Twilio's REST API, the two calls the bridge makes, with aiohttp on the event loop.
+"""Twilio's REST API, the two calls the bridge makes, through the ``twilio`` library's
+async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
 
-- ``complete(call_sid)``: ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``
-  with ``Status=completed`` (hang up a live call), when the agent ends the call.
-- ``point_number(number, voice_url)``: find the account's number
-  (``GET .../IncomingPhoneNumbers.json?PhoneNumber=``) and set its ``VoiceUrl``
-  (``POST .../IncomingPhoneNumbers/{Sid}.json``), at start.
+- ``complete(call_sid)``: update the call with ``Status=completed`` (hang up a live
+  call), when the agent ends the call.
+- ``point_number(number, voice_url)``: find the account's number (list
+  ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
 
-Why not the ``twilio`` package's ``Client``: it is synchronous (``requests``), so each call
-would need a worker thread, and pointing it at a local server means overriding its
-internals; these two documented endpoints are a few lines with the HTTP client the
-bridge already uses. Basic auth (AccountSid, AuthToken); ``TIMEOUT_S`` per request and
-``ATTEMPTS`` tries (a 5xx or a network error is retried once after 0.5 s; a 4xx is not).
-Errors raise ``TwilioError`` with the status and the start of Twilio's answer.
+One ``TwilioRest`` holds one HTTP session (connections kept alive between requests),
+made on first use inside the event loop; ``close()`` ends it. ``TIMEOUT_S`` per request,
+``ATTEMPTS`` tries (a 5xx or a network error is retried once after 0.5 s; a 4xx is not);
+errors raise ``TwilioError`` with the status and the start of Twilio's answer.
+
+``base_url`` other than Twilio's (``TWILIO_API_URL``; tests point it at a local server)
+goes through the library's documented hook for that, a custom HTTP client: it rewrites
+the API's base in each request and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import logging
 from typing import Any
 
 import aiohttp
-
-from ..agents._http import excerpt
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
 
 TIMEOUT_S = 5.0
 ATTEMPTS = 2
-API_VERSION = "2010-04-01"
+TWILIO_API = "https://api.twilio.com"
+
+_quiet = logging.getLogger("callbridge.gateway.twilio_http")
+_quiet.setLevel(logging.WARNING)  # the library logs every request and header at INFO
 
 
 class TwilioError(RuntimeError):
     pass
 
 
-class TwilioRest:
-    def __init__(self, account_sid: str, auth_token: str, base_url: str = "https://api.twilio.com") -> None:
-        self.account_sid = account_sid
-        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
-        self.headers = {"Authorization": f"Basic {credentials}"}
-        self.base = f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}"
+class _ApiAt(AsyncTwilioHttpClient):
+    """The library's async HTTP client with Twilio's API base swapped for ``base_url``."""
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_url = base_url.rstrip("/")
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if url.startswith(TWILIO_API):
+            url = self.base_url + url[len(TWILIO_API):]
+        return await super().request(method, url, *args, **kwargs)
+
+
+class TwilioRest:
+    def __init__(self, account_sid: str, auth_token: str, base_url: str = TWILIO_API) -> None:
+        self.account_sid = account_sid
+        self._auth = (account_sid, auth_token)
+        self._base_url = base_url.rstrip("/")
+        self._http: AsyncTwilioHttpClient | None = None
+        self._client: Client | None = None
+
+    def _twilio(self) -> Client:
+        if self._client is None:
+            options: dict[str, Any] = {"timeout": TIMEOUT_S, "logger": _quiet}
+            self._http = (
+                AsyncTwilioHttpClient(**options) if self._base_url == TWILIO_API else _ApiAt(self._base_url, **options)
+            )
+            self._client = Client(*self._auth, http_client=self._http)
+        return self._client
+
+    async def close(self) -> None:
+        if self._http is not None:
+            http, self._http, self._client = self._http, None, None
+            await http.close()
+
+    async def _call(self, what: str, request: Any) -> Any:
+        """Run ``request()`` (a library ``*_async`` call) with the retry policy."""
         problem = ""
-        async with aiohttp.ClientSession(timeout=timeout, headers=self.headers) as http:
-            for attempt in range(ATTEMPTS):
-                if attempt:
-                    await asyncio.sleep(0.5)
-                try:
-                    async with http.request(method, self.base + path, **kwargs) as resp:
-                        if resp.status < 300:
-                            return await resp.json(content_type=None)
-                        problem = f"{method} {path} answered {resp.status}: {await excerpt(resp)}"
-                        if resp.status < 500:
-                            break
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                    problem = f"{method} {path}: {type(exc).__name__}: {exc}"
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.5)
+            try:
+                return await request()
+            except TwilioRestException as exc:
+                problem = f"{what} answered {exc.status}: {str(exc.msg)[:200]}"
+                if exc.status < 500:
+                    break
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, TwilioException) as exc:
+                problem = f"{what}: {type(exc).__name__}: {str(exc)[:200]}"
         raise TwilioError(problem)
 
     async def complete(self, call_sid: str) -> str:
         """Hang up ``call_sid``; returns the call's status as Twilio reports it."""
-        answer = await self._request("POST", f"/Calls/{call_sid}.json", data={"Status": "completed"})
-        return str(answer.get("status", ""))
+        calls = self._twilio().calls
+        call = await self._call(f"completing {call_sid}", lambda: calls(call_sid).update_async(status="completed"))
+        return str(call.status or "")
 
     async def point_number(self, number: str, voice_url: str) -> str:
         """Set the Voice URL of ``number`` (E.164); returns the number's Sid."""
-        found = await self._request("GET", "/IncomingPhoneNumbers.json", params={"PhoneNumber": number})
-        numbers = found.get("incoming_phone_numbers") or []
-        if not numbers:
+        numbers = self._twilio().incoming_phone_numbers
+        found = await self._call(f"finding {number}", lambda: numbers.list_async(phone_number=number, limit=1))
+        if not found:
             raise TwilioError(f"{number} is not a number of account {self.account_sid}")
-        sid = str(numbers[0]["sid"])
-        await self._request("POST", f"/IncomingPhoneNumbers/{sid}.json", data={"VoiceUrl": voice_url, "VoiceMethod": "POST"})
+        sid = str(found[0].sid)
+        await self._call(
+            f"pointing {number}", lambda: numbers(sid).update_async(voice_url=voice_url, voice_method="POST")
+        )
         return sid

@@ -3,10 +3,12 @@
 Checks ``X-Twilio-Signature`` over the public URL and the form, then answers at once
 with ``<Connect><Stream>`` TwiML carrying a stream token (no back-end work before the
 answer). ``?upstream=NAME`` (one of ``UPSTREAM``'s values, covered by the signature)
-chooses the call's back end: it travels as the stream parameter ``upstream``. After the
-``<Connect>`` comes a ``<Redirect>`` back here: if the stream drops without a hang-up,
-Twilio returns and the call resumes from the store (at most ``MAX_RESUMES`` times, then
-an apology and ``<Hangup/>``); a call that ended on purpose gets ``<Hangup/>``.
+chooses the call's back end: it travels as the stream parameter ``upstream``. The
+``<Connect>`` carries ``action`` = this route: Twilio requests it (signed, with the call's
+standard parameters) when the stream ends, and runs what it answers. A stream that ended
+without a hang-up resumes from the store (at most ``MAX_RESUMES`` times, then an apology
+and ``<Hangup/>``); a call that ended on purpose, or that Twilio's ``CallStatus`` reports
+over, gets ``<Hangup/>``.
 
 Limits, each refusal with one log line: ``WEBHOOK_RATE`` requests per second per source
 (``WEBHOOK_BURST`` at once; 429 with ``Retry-After``, checked before anything else);
@@ -16,7 +18,7 @@ or invalid CallSid, or an unknown ``upstream``, 400. Past ``MAX_CALLS`` live cal
 while draining, a new call hears a short "busy" message and ``<Hangup/>`` (never a hang);
 a resume is always taken.
 
-The ``<Redirect>`` carries ``attempt=N`` (and the call's ``upstream``): a call whose
+The ``action`` URL carries ``attempt=N`` (and the call's ``upstream``): a call whose
 stream never started (refused at the handshake or at ``start``) comes back with a higher
 N each time, and from ``MAX_ATTEMPTS`` on it gets "busy" and ``<Hangup/>`` rather than
 another stream: a refusal can never loop.
@@ -49,6 +51,8 @@ MAX_RESUMES = 5
 """A call whose stream dropped this many times is ended with an apology, not resumed."""
 
 MAX_ATTEMPTS = 3
+CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+"""Twilio's final ``CallStatus`` values: such a request gets ``<Hangup/>``, never a stream."""
 FORM = "application/x-www-form-urlencoded"
 BUSY = "Sorry, all our lines are busy right now. Please try again shortly."
 DRAINING = "Sorry, we can't take your call right now. Please try again shortly."
@@ -104,10 +108,14 @@ async def voice_inbound(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(UPSTREAMS)}\n")
     stored = await gw.store.lookup(call_sid)
     response = VoiceResponse()
-    if stored is not None and stored.state == "ended":
-        # Twilio followed our <Redirect> after a call we ended on purpose: hang up.
+    over = params.get("CallStatus") in CALL_OVER
+    if over or (stored is not None and stored.state == "ended"):
+        # The <Connect> action after a call we ended on purpose, or for a call Twilio
+        # reports over (the caller hung up): no stream, and nothing left to resume.
+        if over and stored is not None and stored.state != "ended":
+            await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)
         response.hangup()
-        log.info("call %s: redirect after the call ended: <Hangup/>", call_sid)
+        log.info("call %s: <Connect> action after the call ended: <Hangup/>", call_sid)
         return web.Response(text=str(response), content_type="text/xml")
     resume = stored is not None
     if resume and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:  # type: ignore[union-attr]
@@ -126,7 +134,10 @@ async def voice_inbound(request: web.Request) -> web.Response:
         if attempt >= MAX_ATTEMPTS:
             log.warning("call %s: turned away: its stream failed to start %d times", call_sid, attempt)
             return _say_and_hang_up(BUSY)
-    connect = Connect()
+    # When the stream ends (we closed it, or the process carrying it died), Twilio requests
+    # the action and runs its answer: back here, and the call resumes on a live process.
+    query = {"attempt": str(attempt + 1), **({"upstream": upstream} if upstream is not None else {})}
+    connect = Connect(action=f"{base}{request.path}?{urlencode(query)}", method="POST")
     stream = connect.stream(url=stream_url(base))
     stream.parameter(name="token", value=gw.tokens.issue(call_sid, time.time()))
     if resume:
@@ -134,9 +145,5 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if upstream is not None:
         stream.parameter(name="upstream", value=upstream)
     response.append(connect)
-    # When the stream ends without a hang-up (the process carrying it died), Twilio runs
-    # the next verb: back here, and the call resumes on a live process.
-    query = {"attempt": str(attempt + 1), **({"upstream": upstream} if upstream is not None else {})}
-    response.redirect(f"{base}{request.path}?{urlencode(query)}", method="POST")
     log.info("call %s: webhook answered from %s%s", call_sid, params.get("From", "?"), " (resume)" if resume else "")
     return web.Response(text=str(response), content_type="text/xml")

@@ -1,19 +1,28 @@
 """A simulated caller that plays Twilio's side of a call, as Twilio does.
 
 1. POSTs the voice webhook with Twilio's form fields, signed with the auth token.
-2. Reads the TwiML answer: the ``<Connect><Stream url>`` and its ``<Parameter>``s.
-3. Opens that Stream URL with a signed handshake (signature over the URL, no params),
-   sends ``connected`` and ``start``, then one ``media`` message every 20 ms in real
-   time (the caller's audio, then silence: Twilio streams for as long as the call is up)
-   with string counters, ``chunk`` and ``timestamp`` as Twilio numbers them.
+2. Reads the TwiML answer: the ``<Connect action>``, its ``<Stream url>`` and the
+   ``<Parameter>``s.
+3. Opens that Stream URL as Twilio would: ``wss://`` only, no query string (Twilio
+   refuses both: errors 31922/31901 and 31920; ``StreamUrlRefused`` here), with a signed
+   handshake (signature over the URL, no params); sends ``connected`` and ``start``,
+   then one ``media`` message every 20 ms in real time (the caller's audio, then
+   silence: Twilio streams for as long as the call is up) with string counters,
+   ``chunk`` and ``timestamp`` as Twilio numbers them. ``allow_ws`` lets it speak
+   ``ws://`` to a plain-HTTP dev server (by default only to a loopback host, which real
+   Twilio could never reach anyway).
 4. Plays the agent's audio like Twilio: buffers what arrives and consumes 20 ms per
    tick; echoes each ``mark`` once the audio before it has played (at once if nothing is
    buffered); on ``clear`` drops the buffer and echoes every pending mark at once.
 5. Ends with ``stop`` and fetches the call's timeline from ``GET /calls/{callSid}``.
-6. If the server drops the stream (no ``stop`` from us), runs the next TwiML verb as
-   Twilio does: ``<Redirect>`` posts the webhook again (the answer may be a new stream
-   that resumes the call, or ``<Hangup/>``); no verb left ends the call. The caller's
-   script carries on where it was; the gap is recorded as silence.
+6. If the stream ends without a ``stop`` from us, the ``<Connect>`` is over: with an
+   ``action`` Twilio requests it (``method``, signed) and runs the TwiML it answers,
+   never the verbs after the ``<Connect>``; without one it runs the next verb
+   (``<Redirect>`` fetches new TwiML, ``<Hangup/>`` or no verb left ends the call). The
+   server closing the socket is the documented trigger; a socket that just breaks (a
+   killed process) is treated the same, which Twilio's docs do not spell out (README,
+   "Resume"). The caller's script carries on where it was; the gap is recorded as
+   silence.
 
 Recorded: the agent's audio as the caller heard it (silence where nothing played) and
 the caller's audio, sample-aligned, so both sides of the call can be written to WAV.
@@ -23,16 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ipaddress
 import secrets
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..codecs import mediastreams as ms
 from ..codecs.g711 import ulaw_decode, ulaw_encode
@@ -71,6 +83,12 @@ class CallResult:
     """(start time, streamSid) of each stream the call had: more than one after a resume."""
     drops: list[float] = field(default_factory=list)
     """When the server ended a stream without a hang-up from the caller."""
+    stream_ends: list[str] = field(default_factory=list)
+    """How each stream ended: "caller" (we sent stop), "closed" (the server closed the
+    socket: a close frame), "broken" (the connection broke without one) or "failed" (it
+    never opened)."""
+    actions: int = 0
+    """``<Connect action>`` requests made (one after each stream that ended without us)."""
     redirects: int = 0
     ended_by: str = ""
     """"caller" (we sent stop), "hangup" (<Hangup/>), "no more verbs", or "max_s"."""
@@ -92,6 +110,36 @@ class CallResult:
 
     def timeline_events(self) -> list[str]:
         return [e["event"] for e in (self.record or {}).get("timeline", [])]
+
+
+class StreamUrlRefused(ValueError):
+    """The TwiML's Stream URL is one Twilio would not connect to."""
+
+
+def check_stream_url(url: str, allow_ws: bool | None = None) -> None:
+    """Refuse a Stream URL as Twilio does: ``wss://`` only (errors 31922/31901: "wss is
+    the only supported protocol"), no query string (31920: pass values as
+    ``<Parameter>``). ``allow_ws``: True accepts ``ws://`` anywhere, None only to a
+    loopback host (a local dev server), False never."""
+    parts = urlsplit(url)
+    if parts.query:
+        raise StreamUrlRefused(f"Stream URL {url[:120]!r} has a query string: Twilio does not support one (31920)")
+    if parts.scheme == "wss":
+        return
+    if parts.scheme == "ws":
+        if allow_ws or (allow_ws is None and _loopback(parts.hostname or "")):
+            return
+        raise StreamUrlRefused(f"Stream URL {url[:120]!r} is ws://: Twilio connects to wss:// only (31922)")
+    raise StreamUrlRefused(f"Stream URL {url[:120]!r} is not a WebSocket URL (31922)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class WebhookRefused(RuntimeError):
@@ -123,7 +171,13 @@ class SimulatedCall:
         from_number: str = "+15005550006",
         to_number: str = "+15005550001",
         webhook_path: str = "/voice/inbound",
+        allow_ws: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.allow_ws = allow_ws
+        """``ws://`` Stream URLs: see ``check_stream_url`` (Twilio itself never allows them)."""
+        self.ssl_context = ssl_context
+        """TLS for ``https``/``wss`` (e.g. trusting a test CA); None: the system's defaults."""
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
         if audio is None:
@@ -155,6 +209,7 @@ class SimulatedCall:
         self._seq = 0
         self._t0 = 0.0
         self._end_marks = 0
+        self._close_frame = False
 
     @property
     def call_sid(self) -> str:
@@ -162,12 +217,12 @@ class SimulatedCall:
 
     # -- 1-2: the webhook -------------------------------------------------------------
 
-    def webhook_params(self) -> dict[str, str]:
+    def webhook_params(self, status: str = "ringing") -> dict[str, str]:
         return {
             "AccountSid": self.account_sid,
             "ApiVersion": "2010-04-01",
             "CallSid": self.call_sid,
-            "CallStatus": "ringing",
+            "CallStatus": status,
             "Called": self.to_number,
             "Caller": self.from_number,
             "Direction": "inbound",
@@ -175,16 +230,20 @@ class SimulatedCall:
             "To": self.to_number,
         }
 
-    async def post_webhook(self, session: aiohttp.ClientSession, url: str | None = None) -> str:
-        """POST the voice webhook (``url``: a ``<Redirect>`` target, public form) and
-        return the TwiML."""
-        params = self.webhook_params()
+    async def post_webhook(self, session: aiohttp.ClientSession, url: str | None = None, method: str = "POST") -> str:
+        """Request the voice webhook, or (``url``, public form) a ``<Connect action>`` or
+        ``<Redirect>`` target, as Twilio does, and return the TwiML. A GET carries the
+        parameters in the query (signed as part of the URL), a POST in the form."""
+        params = self.webhook_params("ringing" if url is None else "in-progress")
         public = url or self.public_url + self.webhook_path
+        if method == "GET":
+            public += ("&" if "?" in public else "?") + urlencode(params)
+            params = {}
         headers = {}
         if self.auth_token:
             headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, public, params)
         target = self.base_url + public[len(self.public_url):] if public.startswith(self.public_url) else public
-        async with session.post(target, data=params, headers=headers) as resp:
+        async with session.request(method, target, data=params or None, headers=headers, ssl=self._ssl()) as resp:
             body = await resp.text()
             if resp.status != 200:
                 raise WebhookRefused(resp.status, body)
@@ -203,9 +262,12 @@ class SimulatedCall:
                 verb, url, parameters = verbs.pop(0)
                 if verb == "hangup":
                     r.ended_by = "hangup"
-                elif verb == "redirect":
-                    r.redirects += 1
-                    verbs = parse_twiml(await self.post_webhook(session, url))
+                elif verb in ("redirect", "action"):  # fetch new TwiML; it replaces the rest
+                    if verb == "redirect":
+                        r.redirects += 1
+                    else:
+                        r.actions += 1
+                    verbs = parse_twiml(await self.post_webhook(session, url, parameters["method"]))
                 elif verb == "stream":
                     await self._connect(url, parameters, script)
             r.ended_by = r.ended_by or "no more verbs"
@@ -223,8 +285,12 @@ class SimulatedCall:
             return f"{scheme}://{self.base_url.split('://', 1)[-1]}{rest[len(public):]}"
         return url
 
+    def _ssl(self) -> ssl.SSLContext | bool:
+        return self.ssl_context if self.ssl_context is not None else True
+
     async def _connect(self, stream_url: str, parameters: dict[str, str], script: "_Script") -> None:
         r = self.result
+        check_stream_url(stream_url, self.allow_ws)
         headers = {}
         if self.auth_token:
             headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, stream_url, {})
@@ -235,24 +301,32 @@ class SimulatedCall:
             r.agent_audio += SILENCE * max(0, missed)
             self._playback.clear()
             self._marks.clear()
+        reachable = self._reachable(stream_url)
+        tls = {"ssl": self.ssl_context} if reachable.startswith("wss:") and self.ssl_context is not None else {}
+        opened = False
         try:
             async with connect(
-                self._reachable(stream_url), additional_headers=headers, proxy=None, compression=None,
-                max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5,
+                reachable, additional_headers=headers, proxy=None, compression=None,
+                max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5, **tls,
             ) as ws:
+                opened = True
                 await self._stream(ws, parameters, script)
-        except (ConnectionClosed, OSError) as exc:
+        except (ConnectionClosed, OSError, InvalidHandshake) as exc:
             if isinstance(exc, ConnectionClosed):
                 self._closed(exc)
-        if not r.ended_by:
-            r.drops.append(time.monotonic() - self._t0)
+        if r.ended_by:
+            r.stream_ends.append(r.ended_by)
+            return
+        r.drops.append(time.monotonic() - self._t0)
+        r.stream_ends.append("failed" if not opened else "closed" if self._close_frame else "broken")
 
     async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
         headers = {"Authorization": f"Bearer {self.console_token}"} if self.console_token else {}
-        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers) as resp:
+        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers, ssl=self._ssl()) as resp:
             return await resp.json() if resp.status == 200 else None
 
     def _closed(self, exc: ConnectionClosed) -> None:
+        self._close_frame = self._close_frame or exc.rcvd is not None
         if exc.rcvd is not None:
             self.result.close_code = exc.rcvd.code
             self.result.close_reason = exc.rcvd.reason
@@ -264,6 +338,7 @@ class SimulatedCall:
     async def _stream(self, ws: ClientConnection, parameters: dict[str, str], script: "_Script") -> None:
         r = self.result
         self._seq = 0
+        self._close_frame = False
         await self._send(ws, ms.twilio_connected())
         await self._send(ws, ms.twilio_start(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid, parameters))
         if not r.streams:
@@ -282,6 +357,7 @@ class SimulatedCall:
         finally:
             receiver.cancel()
             await asyncio.gather(receiver, return_exceptions=True)
+        self._close_frame = self._close_frame or ws.protocol.close_rcvd is not None
         if ws.close_code is not None and r.close_code is None:
             r.close_code = ws.close_code
             r.close_reason = ws.close_reason or ""
@@ -443,8 +519,11 @@ class _Script:
 
 def parse_twiml(twiml: str) -> list[tuple[str, str, dict[str, str]]]:
     """The verbs a simulated Twilio runs, in order: ``("stream", url, parameters)`` for
-    ``<Connect><Stream>``, ``("redirect", url, {})``, ``("hangup", "", {})``. ``<Say>``
-    and ``<Pause>`` are skipped (nothing to stream); other verbs are an error."""
+    ``<Connect><Stream>``, then ``("action", url, {"method": m})`` if the ``<Connect>``
+    has an ``action`` (Twilio requests it when the ``<Connect>`` ends and never runs the
+    verbs after it, so they are left out); ``("redirect", url, {"method": m})``;
+    ``("hangup", "", {})``. ``<Say>`` and ``<Pause>`` are skipped (nothing to stream);
+    other verbs are an error."""
     try:
         root = ET.fromstring(twiml)
     except ET.ParseError as exc:
@@ -457,13 +536,23 @@ def parse_twiml(twiml: str) -> list[tuple[str, str, dict[str, str]]]:
                 raise ValueError("TwiML <Connect> has no <Stream url=...>")
             params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
             verbs.append(("stream", stream.get("url", ""), params))
+            if el.get("action"):
+                verbs.append(("action", el.get("action", ""), {"method": _method(el)}))
+                break
         elif el.tag == "Redirect":
-            verbs.append(("redirect", (el.text or "").strip(), {}))
+            verbs.append(("redirect", (el.text or "").strip(), {"method": _method(el)}))
         elif el.tag == "Hangup":
             verbs.append(("hangup", "", {}))
         elif el.tag not in ("Say", "Pause"):
             raise ValueError(f"TwiML verb <{el.tag}> is not simulated")
     return verbs
+
+
+def _method(el: ET.Element) -> str:
+    method = el.get("method", "POST").upper()
+    if method not in ("GET", "POST"):
+        raise ValueError(f"TwiML <{el.tag}> method must be GET or POST, not {method[:20]!r}")
+    return method
 
 
 def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]]:
