@@ -42,8 +42,8 @@ class Settings:
     actor_bind: str = field(default="127.0.0.1", metadata={"env": "THESPIAN_BASE_IPADDR", "doc": "`prod`: address thespian's sockets use. They accept pickles: keep it on a private network, never a public interface."})
     event_loop: str = field(default="auto", metadata={"env": "EVENT_LOOP", "doc": "The asyncio event loop of every serving process: `uvloop` (libuv: 7-9% less server CPU at 300 calls, see `bench/load.py` in the README), `asyncio` (the standard library's), or `auto`: uvloop where it is installed (a dependency except on Windows)."})
     drain_s: float = field(default=30.0, metadata={"env": "DRAIN_S", "doc": "`prod`: on SIGTERM, how long running calls may go on before they are handed over (resumed elsewhere) and the node exits."})
-    public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
-    trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
+    public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`, or with a path prefix that the proxy strips, e.g. `https://example.com/voice-bridge` (every URL the gateway advertises or checks a signature over keeps the prefix; the gateway itself serves at `/`). Unset: taken from each request's Host header (dev only)."})
+    trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto` (`https`/`wss` or `http`/`ws`) and `X-Forwarded-Host` when rebuilding the public URL, and `X-Forwarded-For` for per-source limits (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
     twilio_account_sid: str = field(default="", metadata={"env": "TWILIO_ACCOUNT_SID", "doc": "With `TWILIO_AUTH_TOKEN`: calls the agent (or a failure) ends are also completed through Twilio's REST API, and `TWILIO_NUMBER` can be pointed here at start."})
     twilio_number: str = field(default="", metadata={"env": "TWILIO_NUMBER", "doc": "A number of the account (E.164, e.g. `+15551234567`): at start its Voice URL is set to `{PUBLIC_URL}/voice/inbound` (needs `PUBLIC_URL` and `TWILIO_ACCOUNT_SID`)."})
@@ -121,6 +121,8 @@ class Settings:
             raise ConfigError(f"INBOUND_RATE must be 0..1000 and INBOUND_BURST_S 0.02..60, not {self.inbound_rate}, {self.inbound_burst_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
+        if any(c in self.public_url for c in "?#") or not self.public_url.isascii():
+            raise ConfigError(f"PUBLIC_URL must be ASCII (punycode a host), with no query or fragment: {self.public_url!r}")
         if self.agent not in ("desk", "openai", "webhook"):
             raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
         if self.agent == "webhook" and not self.agent_webhook_url:

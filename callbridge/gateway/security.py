@@ -2,9 +2,11 @@
 
 Twilio signs each request with HMAC-SHA1 over the URL it requested plus the sorted POST
 parameters (``X-Twilio-Signature``), and the Media Streams handshake over the exact
-``wss://`` Stream URL with no parameters. Behind a proxy the URL Twilio used is not the
-one this process sees: ``PUBLIC_URL`` names it, and with ``TRUST_PROXY`` the
-``X-Forwarded-Proto``/``X-Forwarded-Host`` headers are honoured.
+``wss://`` Stream URL with no parameters. 
+Behind a proxy the URL Twilio used is not the one this process sees: ``PUBLIC_URL``
+names it (scheme, host and an optional path prefix, which the proxy strips: this
+process serves at ``/``), and with ``TRUST_PROXY`` the ``X-Forwarded-Proto``
+(``https``/``wss`` or ``http``/``ws``) and ``X-Forwarded-Host`` headers are honoured.
 
 Stream tokens: Twilio forbids query strings in Stream URLs, so the webhook passes a
 ``<Parameter name="token">`` that binds the CallSid with an expiry and a random nonce:
@@ -28,15 +30,23 @@ from twilio.request_validator import RequestValidator
 MAX_TOKEN_CHARS = 256
 
 
+WEB_SCHEMES = {"https": "https", "wss": "https", "http": "http", "ws": "http"}
+"""A forwarded scheme as the web scheme of the base: proxies such as Traefik send
+``X-Forwarded-Proto: wss`` on WebSocket upgrades."""
+
+
 def public_base(
     headers: Mapping[str, str], scheme: str, host: str, public_url: str, trust_proxy: bool
 ) -> str:
-    """``scheme://host[:port]`` that Twilio used to reach us."""
+    """``http(s)://host[:port][/prefix]`` (no trailing slash) under which Twilio reaches
+    this process's routes: every URL we advertise or check a signature over is this
+    followed by the route's path."""
     if public_url:
         parts = urlsplit(public_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     if trust_proxy:
-        scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+        forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        scheme = WEB_SCHEMES.get(forwarded, scheme)
         host = headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
     return f"{scheme}://{host}"
 

@@ -1,0 +1,110 @@
+"""The public URL as Twilio sees it, over real sockets: behind a proxy that says ``wss``
+on WebSocket upgrades, and under a ``PUBLIC_URL`` with a path prefix (the proxy strips it)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import orjson
+import pytest
+
+from callbridge.codecs import mediastreams as ms
+from callbridge.gateway.security import SignatureChecker
+from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml
+
+AUTH = "test-auth-token-0123456789abcdef"
+SHARED = "shared-key-secret-0123456789abcdef"
+HOST = "voice.example.com"
+
+
+def _params(call_sid: str) -> dict[str, str]:
+    return {"AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "From": "+15005550006", "To": "+15005550001"}
+
+
+async def _webhook(http: aiohttp.ClientSession, url: str, signed_url: str, params: dict[str, str],
+                   headers: dict[str, str], secret: str = AUTH) -> tuple[int, str]:
+    """POST the voice webhook to ``url`` as Twilio would, signed over ``signed_url``."""
+    headers = {"X-Twilio-Signature": SignatureChecker.sign(secret, signed_url, params), **headers}
+    async with http.post(url + "/voice/inbound", data=params, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def _greeted(ws: aiohttp.ClientWebSocketResponse, call_sid: str, token: str) -> int | None:
+    """Start the stream; wait for the agent's first audio, then hang up. Returns the close
+    code (1000 when the stream was accepted)."""
+    stream_sid = new_sid("MZ")
+    await ws.send_str(ms.twilio_connected())
+    await ws.send_str(ms.twilio_start(1, stream_sid, call_sid, "AC" + "0" * 32, {"token": token}))
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return ws.close_code
+        if orjson.loads(msg.data)["event"] == "media":
+            break
+    await ws.send_str(ms.twilio_stop(2, stream_sid, call_sid, "AC" + "0" * 32))
+    while (await asyncio.wait_for(ws.receive(), 10)).type == aiohttp.WSMsgType.TEXT:
+        pass
+    return ws.close_code
+
+
+# --- behind a proxy (TRUST_PROXY) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upgrade_proto", ["wss", "https"])
+async def test_stream_behind_a_proxy_that_forwards_wss(start_server, upgrade_proto):
+    """Traefik sends ``X-Forwarded-Proto: wss`` on the upgrade (nginx: ``https``); Twilio
+    signed the ``wss://`` Stream URL with no parameters either way."""
+    url = await start_server(twilio_auth_token=AUTH, trust_proxy=True)
+    call_sid = new_sid("CA")
+    params = _params(call_sid)
+    async with aiohttp.ClientSession() as http:
+        status, twiml = await _webhook(http, url, f"https://{HOST}/voice/inbound", params,
+                                       {"X-Forwarded-Proto": "https", "X-Forwarded-Host": HOST})
+        assert status == 200
+        stream_url, parameters = parse_stream_twiml(twiml)
+        assert stream_url == f"wss://{HOST}/media"
+        headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH, stream_url, {}),
+                   "X-Forwarded-Proto": upgrade_proto, "X-Forwarded-Host": HOST}
+        async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers=headers) as ws:
+            assert await _greeted(ws, call_sid, parameters["token"]) == 1000
+
+
+@pytest.mark.parametrize("proto,scheme", [("wss", "https"), ("ws", "http"), ("https", "https")])
+async def test_webhook_behind_a_proxy_maps_websocket_schemes(start_server, proto, scheme):
+    url = await start_server(twilio_auth_token=AUTH, trust_proxy=True)
+    params = _params(new_sid("CA"))
+    forwarded = {"X-Forwarded-Proto": proto, "X-Forwarded-Host": HOST}
+    async with aiohttp.ClientSession() as http:
+        status, twiml = await _webhook(http, url, f"{scheme}://{HOST}/voice/inbound", params, forwarded)
+        assert status == 200
+        assert parse_stream_twiml(twiml)[0] == f"{'wss' if scheme == 'https' else 'ws'}://{HOST}/media"
+        if proto != scheme:  # signed over the forwarded scheme taken literally: not Twilio's URL
+            assert (await _webhook(http, url, f"{proto}://{HOST}/voice/inbound", params, forwarded))[0] == 403
+
+
+# --- PUBLIC_URL with a path prefix ------------------------------------------------------------
+
+
+async def test_public_url_path_prefix_is_kept_in_every_url(start_server):
+    """Twilio calls ``https://example.com/voice-bridge/voice/inbound``; the proxy strips
+    ``/voice-bridge`` (the simulator connects the same way: the public path under
+    ``PUBLIC_URL`` on the gateway's own address). Every URL the TwiML names, and every
+    signature, keeps the prefix."""
+    public = "https://example.com/voice-bridge"
+    url = await start_server(twilio_auth_token=AUTH, public_url=public + "/")
+    call = SimulatedCall(url, auth_token=AUTH, public_url=public, hold_s=0.3)
+    result = await call.run()
+    assert result.close_code == 1000 and "greeting_audio" in result.timeline_events()
+    urls = re.findall(r"(?:https?|wss?)://[^\s\"<]+", result.twiml)
+    assert f"wss://example.com/voice-bridge/media" in urls
+    assert len(urls) >= 2 and all(u.split("://", 1)[1].startswith("example.com/voice-bridge/") for u in urls), urls
+    # Signed over the URL without the prefix (what the old code checked): refused.
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _webhook(http, url, "https://example.com/voice/inbound", _params(new_sid("CA")), {})
+        assert status == 403
+        async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers={
+            "X-Twilio-Signature": SignatureChecker.sign(AUTH, "wss://example.com/media", {})}) as ws:
+            msg = await asyncio.wait_for(ws.receive(), 10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
