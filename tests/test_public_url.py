@@ -1,9 +1,11 @@
 """The public URL as Twilio sees it, over real sockets: behind a proxy that says ``wss``
-on WebSocket upgrades, and under a ``PUBLIC_URL`` with a path prefix (the proxy strips it)."""
+on WebSocket upgrades, under a ``PUBLIC_URL`` with a path prefix (the proxy strips it),
+and requests signed with a Twilio SharedKey (HMAC-SHA256)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import aiohttp
@@ -11,7 +13,7 @@ import orjson
 import pytest
 
 from callbridge.codecs import mediastreams as ms
-from callbridge.gateway.security import SignatureChecker
+from callbridge.gateway.security import SIGNATURE_SETTINGS, SignatureChecker
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml
 
 AUTH = "test-auth-token-0123456789abcdef"
@@ -24,9 +26,9 @@ def _params(call_sid: str) -> dict[str, str]:
 
 
 async def _webhook(http: aiohttp.ClientSession, url: str, signed_url: str, params: dict[str, str],
-                   headers: dict[str, str], secret: str = AUTH) -> tuple[int, str]:
+                   headers: dict[str, str], secret: str = AUTH, algorithm: str = "HMAC_SHA1") -> tuple[int, str]:
     """POST the voice webhook to ``url`` as Twilio would, signed over ``signed_url``."""
-    headers = {"X-Twilio-Signature": SignatureChecker.sign(secret, signed_url, params), **headers}
+    headers = {"X-Twilio-Signature": SignatureChecker.sign(secret, signed_url, params, algorithm), **headers}
     async with http.post(url + "/voice/inbound", data=params, headers=headers) as resp:
         return resp.status, await resp.text()
 
@@ -108,3 +110,57 @@ async def test_public_url_path_prefix_is_kept_in_every_url(start_server):
             "X-Twilio-Signature": SignatureChecker.sign(AUTH, "wss://example.com/media", {})}) as ws:
             msg = await asyncio.wait_for(ws.receive(), 10)
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+
+
+# --- Twilio SharedKey signatures ----------------------------------------------------------------
+
+
+async def test_shared_key_signatures(start_server, caplog):
+    url = await start_server(twilio_auth_token=AUTH, twilio_shared_key=SHARED)
+    public = url + "/voice/inbound"
+    sha256 = {SIGNATURE_SETTINGS: "key=webhooks_sharedkey_0123,algorithm=HMAC_SHA256"}
+    async with aiohttp.ClientSession() as http:
+        call_sid = new_sid("CA")
+        status, twiml = await _webhook(http, url, public, _params(call_sid), sha256, SHARED, "HMAC_SHA256")
+        assert status == 200
+        stream_url, parameters = parse_stream_twiml(twiml)
+        # No header: the auth token, HMAC-SHA1, as before.
+        assert (await _webhook(http, url, public, _params(new_sid("CA")), {}))[0] == 200
+        # The header names the key: the auth token's signature is not enough, nor SHA-1
+        # with the shared key when SHA-256 is named.
+        assert (await _webhook(http, url, public, _params(new_sid("CA")), sha256))[0] == 403
+        assert (await _webhook(http, url, public, _params(new_sid("CA")), sha256, SHARED))[0] == 403
+        sha1 = {SIGNATURE_SETTINGS: "key=webhooks_sharedkey_0123,algorithm=HMAC_SHA1"}
+        assert (await _webhook(http, url, public, _params(new_sid("CA")), sha1, SHARED))[0] == 200
+        # An algorithm Twilio does not use: refused, one line each (the library's own
+        # warning is never reached).
+        caplog.clear()
+        md5 = {SIGNATURE_SETTINGS: "key=x,algorithm=HMAC_MD5"}
+        for _ in range(20):
+            assert (await _webhook(http, url, public, _params(new_sid("CA")), md5, SHARED))[0] == 403
+        assert "unsupported signature algorithm 'HMAC_MD5'" in caplog.text
+        assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 20
+        assert not [r for r in caplog.records if r.name.startswith("twilio")]
+        # The stream handshake signed the same way is accepted.
+        headers = {"X-Twilio-Signature": SignatureChecker.sign(SHARED, stream_url, {}, "HMAC_SHA256"), **sha256}
+        async with http.ws_connect(stream_url, headers=headers) as ws:
+            assert await _greeted(ws, call_sid, parameters["token"]) == 1000
+
+
+async def test_shared_key_header_without_a_configured_key_is_refused(start_server, caplog):
+    url = await start_server(twilio_auth_token=AUTH)
+    sha256 = {SIGNATURE_SETTINGS: "key=webhooks_sharedkey_0123,algorithm=HMAC_SHA256"}
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _webhook(http, url, url + "/voice/inbound", _params(new_sid("CA")), sha256, SHARED, "HMAC_SHA256")
+    assert status == 403 and "TWILIO_SHARED_KEY is not set" in caplog.text
+
+
+def test_shared_key_rotation_accepts_either_secret():
+    checker = SignatureChecker(AUTH, ("old-secret", "new-secret"))
+    url, params = "https://h/voice/inbound", {"CallSid": "CA1"}
+    settings = "key=k,algorithm=HMAC_SHA256"
+    for secret in ("old-secret", "new-secret"):
+        assert checker.valid(url, params, SignatureChecker.sign(secret, url, params, "HMAC_SHA256"), settings)
+    assert not checker.valid(url, params, SignatureChecker.sign("other", url, params, "HMAC_SHA256"), settings)
+    assert checker.valid(url, params, SignatureChecker.sign(AUTH, url, params), "")  # empty header: legacy
+    assert not checker.valid("https://h/\udcff", params, "x" * 28, None)  # undecodable URL bytes: refused, no raise

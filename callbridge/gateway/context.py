@@ -64,7 +64,7 @@ class Gateway:
             settings=settings,
             store=store if store is not None else LocalStore(settings.call_history, time.monotonic),
             registry=registry,
-            signatures=SignatureChecker(settings.twilio_auth_token),
+            signatures=SignatureChecker(settings.twilio_auth_token, settings.twilio_shared_keys),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
             console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
