@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from callbridge.codecs import mediastreams as ms
+from callbridge.gateway.console import STATIC_FILES
 from callbridge.gateway.security import SIGNATURE_SETTINGS, SignatureChecker
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml
 
@@ -84,6 +85,20 @@ async def test_webhook_behind_a_proxy_maps_websocket_schemes(start_server, proto
         assert parse_stream_twiml(twiml)[0] == f"{'wss' if scheme == 'https' else 'ws'}://{HOST}/media"
         if proto != scheme:  # signed over the forwarded scheme taken literally: not Twilio's URL
             assert (await _webhook(http, url, f"{proto}://{HOST}/voice/inbound", params, forwarded))[0] == 403
+
+
+async def test_forwarded_host_that_makes_no_url_is_refused_not_500(start_server, caplog):
+    url = await start_server(twilio_auth_token=AUTH, trust_proxy=True)
+    async with aiohttp.ClientSession() as http:
+        for host in ("[h", "h:99999"):
+            forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": host}
+            status, _ = await _webhook(http, url, f"https://{host}/voice/inbound", _params(new_sid("CA")), forwarded)
+            assert status == 403, host
+            async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers={
+                    "X-Twilio-Signature": "x" * 28, **forwarded}) as ws:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    assert "Error handling request" not in caplog.text
 
 
 # --- PUBLIC_URL with a path prefix ------------------------------------------------------------
@@ -163,4 +178,32 @@ def test_shared_key_rotation_accepts_either_secret():
         assert checker.valid(url, params, SignatureChecker.sign(secret, url, params, "HMAC_SHA256"), settings)
     assert not checker.valid(url, params, SignatureChecker.sign("other", url, params, "HMAC_SHA256"), settings)
     assert checker.valid(url, params, SignatureChecker.sign(AUTH, url, params), "")  # empty header: legacy
-    assert not checker.valid("https://h/\udcff", params, "x" * 28, None)  # undecodable URL bytes: refused, no raise
+    for url in ("https://h/\udcff", "https://h:99999/", "https://[h/"):  # from a forwarded Host: refused, no raise
+        assert not checker.valid(url, params, "x" * 28, None)
+
+
+async def test_console_links_keep_the_path_prefix(start_server):
+    """The console under ``https://example.com/voice-bridge/console``: the pages link
+    relative to a ``<base href>`` of the prefix, the sign-in redirect and the softphone's
+    socket path carry it, and no script names an absolute path of ours."""
+    token = "console-token-0123456789"
+    url = await start_server(public_url="https://example.com/voice-bridge", console_token=token)
+    bearer = {"Authorization": f"Bearer {token}"}
+    absolute = re.compile(r"""(?:href|src|action)="/|["'`]/(?:console|calls|metrics)""")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/console") as resp:
+            login = await resp.text()
+            assert resp.status == 401 and '<base href="/voice-bridge/">' in login
+        async with http.post(url + "/console/login", data={"token": token}, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/voice-bridge/console"
+        async with http.get(url + "/console", headers=bearer) as resp:
+            page = await resp.text()
+            assert resp.status == 200 and '<base href="/voice-bridge/">' in page
+        async with http.post(url + "/console/call", json={}, headers=bearer) as resp:
+            assert (await resp.json())["path"] == "/voice-bridge/console/media"
+        scripts = []
+        for name in sorted(STATIC_FILES):
+            async with http.get(f"{url}/console/static/{name}", headers=bearer) as resp:
+                scripts.append(await resp.text())
+    for text in (login.replace('<base href="/voice-bridge/">', ""), page.replace('<base href="/voice-bridge/">', ""), *scripts):
+        assert not absolute.search(text), absolute.search(text)

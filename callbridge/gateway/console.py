@@ -36,7 +36,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit
+from html import escape
 
 from aiohttp import web
 
@@ -45,6 +45,7 @@ from .access import COOKIE, FAILED_AUTH_BURST, same_origin
 from .context import GATEWAY
 from .hub import sse
 from .media import serve_stream
+from .security import split_base
 
 log = logging.getLogger("callbridge.console")
 
@@ -111,17 +112,25 @@ def operator_only(handler: Handler) -> Handler:
 
 def _check_origin(request: web.Request) -> None:
     gw = request.app[GATEWAY]
-    base_host = urlsplit(gw.public_base(request)).netloc
+    base_host = split_base(gw.public_base(request))[0]
     if not same_origin(request.headers.get("Origin"), (request.host, base_host)):
         raise web.HTTPForbidden(text="cross-origin request refused\n")
+
+
+def _page(request: web.Request, name: str, status: int = 200) -> web.Response:
+    """A console page, its links relative to ``<base href>``: the public path prefix
+    (``PUBLIC_URL``'s path, behind a proxy that strips it), else ``/``."""
+    prefix = split_base(request.app[GATEWAY].public_base(request))[1]
+    html = (STATIC / name).read_text().replace('<base href="/">', f'<base href="{escape(prefix)}/">', 1)
+    return web.Response(text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 async def console_page(request: web.Request) -> web.StreamResponse:
     reason = refusal(request)
     if reason is None:
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        return _page(request, "index.html")
     if request.app[GATEWAY].access.token:
-        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
+        return _page(request, "login.html", 401)
     raise web.HTTPForbidden(text=reason + "\n")
 
 
@@ -134,9 +143,9 @@ async def console_login(request: web.Request) -> web.StreamResponse:
     token = form.get("token")
     offered = token if isinstance(token, str) else ""
     if refusal(request, offered) is not None:
-        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
+        return _page(request, "login.html", 401)
     base = gw.public_base(request)
-    response = web.HTTPSeeOther(urlsplit(base).path + "/console")
+    response = web.HTTPSeeOther(split_base(base)[1] + "/console")
     response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict",
                         secure=base.startswith("https://"), path="/")
     raise response
@@ -187,7 +196,7 @@ async def console_call(request: web.Request) -> web.Response:
             "callSid": call_sid,
             "streamSid": new_sid("MZ"),
             "accountSid": "AC" + "0" * 32,
-            "path": "/console/media",
+            "path": split_base(gw.public_base(request))[1] + "/console/media",
             "customParameters": {"token": gw.console_tokens.issue(call_sid, time.time()), "source": "console"},
         }
     )

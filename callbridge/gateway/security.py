@@ -66,6 +66,12 @@ def public_base(
     return f"{scheme}://{host}"
 
 
+def split_base(base: str) -> tuple[str, str]:
+    """``(host[:port], path prefix)`` of a ``public_base`` ("" when it has no prefix)."""
+    host, slash, path = base.partition("://")[2].partition("/")
+    return host, slash + path
+
+
 def stream_url(base: str, path: str = "/media") -> str:
     """The Stream URL to advertise: ``wss://`` for an https base (Twilio requires it),
     ``ws://`` for a plain-http dev base (the simulator only)."""
@@ -105,7 +111,7 @@ class SignatureChecker:
         try:
             if any(v.validate(url, dict(params), signature, algorithm) for v in validators):
                 return None
-        except UnicodeEncodeError:  # undecodable bytes in the URL: nothing Twilio signed
+        except ValueError:  # a URL no one signed: undecodable bytes, a port out of range
             pass
         return BAD_SIGNATURE
 
