@@ -99,6 +99,8 @@ class Settings:
     log_format: str = field(default="auto", metadata={"env": "LOG_FORMAT", "doc": "`json` (one object per line, with callSid and streamSid), `text`, or `auto`: text in dev mode, JSON in prod."})
 
     def __post_init__(self) -> None:
+        # "https://h/" and "https://h" are one public URL: every route is appended to it.
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         if self.mode not in ("dev", "prod"):
             raise ConfigError(f"MODE must be dev or prod, not {self.mode!r}")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):

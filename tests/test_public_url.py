@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from callbridge.codecs import mediastreams as ms
+from callbridge.config import ConfigError, Settings
 from callbridge.gateway.console import STATIC_FILES
 from callbridge.gateway.security import SIGNATURE_SETTINGS, SignatureChecker
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml
@@ -207,3 +208,15 @@ async def test_console_links_keep_the_path_prefix(start_server):
                 scripts.append(await resp.text())
     for text in (login.replace('<base href="/voice-bridge/">', ""), page.replace('<base href="/voice-bridge/">', ""), *scripts):
         assert not absolute.search(text), absolute.search(text)
+
+
+def test_public_url_setting_is_normalised_and_checked():
+    settings = Settings(public_url="https://example.com/voice-bridge/")
+    assert settings.public_url == "https://example.com/voice-bridge"  # what every route is appended to
+    assert Settings.from_env(settings.to_env()) == settings
+    for bad in ("https://example.com/?a=1", "https://example.com/#x", "https://exämple.com", "ftp://example.com"):
+        with pytest.raises(ConfigError):
+            Settings(public_url=bad)
+    assert Settings(twilio_shared_key=" a , b ").twilio_shared_keys == ("a", "b")
+    with pytest.raises(ConfigError):
+        Settings(twilio_shared_key="a,b,c")
