@@ -34,9 +34,9 @@ import logging
 import math
 import secrets
 import time
+from html import escape
 from pathlib import Path
 from typing import Awaitable, Callable
-from html import escape
 
 from aiohttp import web
 
@@ -60,6 +60,7 @@ LOG_EVERY = 100
 STATIC_FILES = frozenset(p.name for p in STATIC.iterdir() if p.is_file() and p.suffix != ".html")
 PUBLIC_STATIC = frozenset({"console.css"})
 """What the sign-in page loads; every other console file needs operator access."""
+PAGES = {name: (STATIC / name).read_text() for name in ("index.html", "login.html")}
 
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
@@ -121,7 +122,7 @@ def _page(request: web.Request, name: str, status: int = 200) -> web.Response:
     """A console page, its links relative to ``<base href>``: the public path prefix
     (``PUBLIC_URL``'s path, behind a proxy that strips it), else ``/``."""
     prefix = split_base(request.app[GATEWAY].public_base(request))[1]
-    html = (STATIC / name).read_text().replace('<base href="/">', f'<base href="{escape(prefix)}/">', 1)
+    html = PAGES[name].replace('<base href="/">', f'<base href="{escape(prefix)}/">', 1)
     return web.Response(text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
