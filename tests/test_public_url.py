@@ -18,6 +18,8 @@ from callbridge.gateway.console import STATIC_FILES
 from callbridge.gateway.security import SIGNATURE_SETTINGS, SignatureChecker
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml
 
+from .stripproxy import StripProxy
+
 AUTH = "test-auth-token-0123456789abcdef"
 SHARED = "shared-key-secret-0123456789abcdef"
 HOST = "voice.example.com"
@@ -181,6 +183,21 @@ def test_shared_key_rotation_accepts_either_secret():
     assert checker.valid(url, params, SignatureChecker.sign(AUTH, url, params), "")  # empty header: legacy
     for url in ("https://h/\udcff", "https://h:99999/", "https://[h/"):  # from a forwarded Host: refused, no raise
         assert not checker.valid(url, params, "x" * 28, None)
+
+
+async def test_call_through_a_path_stripping_proxy(start_server):
+    """The same, through a real proxy that strips the prefix: Twilio's side (the simulator)
+    knows only the public URL; the webhook, its stream and the redirect all pass."""
+    proxy = StripProxy("/voice-bridge")
+    public = await proxy.start() + "/voice-bridge"
+    try:
+        proxy.backend = await start_server(twilio_auth_token=AUTH, public_url=public)
+        result = await SimulatedCall(public, auth_token=AUTH, hold_s=0.3).run()
+        assert result.close_code == 1000 and "greeting_audio" in result.timeline_events()
+        assert parse_stream_twiml(result.twiml)[0] == public.replace("http://", "ws://") + "/media"
+        assert result.record is not None and result.record["callSid"] == result.call_sid
+    finally:
+        await proxy.stop()
 
 
 async def test_console_links_keep_the_path_prefix(start_server):
