@@ -43,9 +43,10 @@ class Settings:
     actor_bind: str = field(default="127.0.0.1", metadata={"env": "THESPIAN_BASE_IPADDR", "doc": "`prod`: address thespian's sockets use. They accept pickles: keep it on a private network, never a public interface."})
     event_loop: str = field(default="auto", metadata={"env": "EVENT_LOOP", "doc": "The asyncio event loop of every serving process: `uvloop` (libuv: 7-9% less server CPU at 300 calls, see `bench/load.py` in the README), `asyncio` (the standard library's), or `auto`: uvloop where it is installed (a dependency except on Windows)."})
     drain_s: float = field(default=30.0, metadata={"env": "DRAIN_S", "doc": "`prod`: on SIGTERM, how long running calls may go on before they are handed over (resumed elsewhere) and the node exits."})
-    public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`. Unset: taken from each request's Host header (dev only)."})
-    trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto`/`X-Forwarded-Host` when rebuilding the public URL (set behind a TLS-terminating proxy)."})
+    public_url: str = field(default="", metadata={"env": "PUBLIC_URL", "doc": "Public base URL Twilio uses, e.g. `https://voice.example.com`, or with a path prefix that the proxy strips, e.g. `https://example.com/voice-bridge` (every URL the gateway advertises or checks a signature over keeps the prefix; the gateway itself serves at `/`). Unset: taken from each request's Host header (dev only)."})
+    trust_proxy: bool = field(default=False, metadata={"env": "TRUST_PROXY", "doc": "Honour `X-Forwarded-Proto` (`https`/`wss` or `http`/`ws`) and `X-Forwarded-Host` when rebuilding the public URL, and `X-Forwarded-For` for per-source limits (set behind a TLS-terminating proxy)."})
     twilio_auth_token: str = field(default="", metadata={"env": "TWILIO_AUTH_TOKEN", "doc": "Validates `X-Twilio-Signature` on the webhook and the stream handshake. Unset: dev mode skips the checks and warns at start.", "secret": True})
+    twilio_shared_key: str = field(default="", metadata={"env": "TWILIO_SHARED_KEY", "doc": "The secret of a Twilio SharedKey (Webhook Settings, public beta; two comma-separated during a rotation): a request carrying `X-Twilio-Webhooks-Signature-Settings` is checked with it and the algorithm it names (`HMAC_SHA1`, `HMAC_SHA256`); requests without that header still need `TWILIO_AUTH_TOKEN`.", "secret": True})
     twilio_account_sid: str = field(default="", metadata={"env": "TWILIO_ACCOUNT_SID", "doc": "With `TWILIO_AUTH_TOKEN`: calls the agent (or a failure) ends are also completed through Twilio's REST API, and `TWILIO_NUMBER` can be pointed here at start."})
     twilio_number: str = field(default="", metadata={"env": "TWILIO_NUMBER", "doc": "A number of the account (E.164, e.g. `+15551234567`): at start its Voice URL is set to `{PUBLIC_URL}/voice/inbound` (needs `PUBLIC_URL` and `TWILIO_ACCOUNT_SID`)."})
     twilio_api_url: str = field(default="https://api.twilio.com", metadata={"env": "TWILIO_API_URL", "doc": "Base of Twilio's REST API (tests point it at a local server)."})
@@ -110,6 +111,8 @@ class Settings:
     log_format: str = field(default="auto", metadata={"env": "LOG_FORMAT", "doc": "`json` (one object per line, with callSid and streamSid), `text`, or `auto`: text in dev mode, JSON in prod."})
 
     def __post_init__(self) -> None:
+        # "https://h/" and "https://h" are one public URL: every route is appended to it.
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         if self.mode not in ("dev", "prod"):
             raise ConfigError(f"MODE must be dev or prod, not {self.mode!r}")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
@@ -133,6 +136,10 @@ class Settings:
             raise ConfigError(f"INBOUND_RATE must be 0..1000 and INBOUND_BURST_S 0.02..60, not {self.inbound_rate}, {self.inbound_burst_s}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must start with http:// or https://: {self.public_url!r}")
+        if any(c in self.public_url for c in "?#") or not self.public_url.isascii():
+            raise ConfigError(f"PUBLIC_URL must be ASCII (punycode a host), with no query or fragment: {self.public_url!r}")
+        if len(self.twilio_shared_keys) > 2:
+            raise ConfigError("TWILIO_SHARED_KEY holds at most two comma-separated secrets (during a rotation)")
         if self.agent not in ("desk", "openai", "webhook"):
             raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
         if self.agent == "webhook" and not self.agent_webhook_url:
@@ -198,6 +205,10 @@ class Settings:
         if len(pauses) > 10 or any(not 0 <= p <= 60 for p in pauses):
             raise ValueError(f"at most 10 pauses of 0-60 s, not {self.upstream_retries_s!r}")
         return pauses
+
+    @property
+    def twilio_shared_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.twilio_shared_key.split(",") if k.strip())
 
     @property
     def stream_secret(self) -> bytes:

@@ -22,6 +22,8 @@ from callbridge.codecs.resample import StreamingResampler
 from callbridge.sim.wavio import write_wav
 from callbridge.speech.tts import EspeakTTS
 
+from .stripproxy import StripProxy
+
 CHROMIUM = "/usr/bin/chromium"
 RATE = 48000  # Chromium's fake capture resamples the file to the device rate; 48 kHz avoids that
 DOCS_SHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"
@@ -114,3 +116,29 @@ async def test_browser_g711_is_bit_exact(start_server, browser):
     every = np.arange(-32768, 32768, dtype=np.int16)
     assert base64.b64decode(encoded) == ulaw_encode(every)
     assert decoded == ulaw_decode(bytes(range(256))).tolist()
+
+
+async def test_console_behind_a_path_stripping_proxy(browser, start_server):  # the WAV first: off the watched loop
+    """``PUBLIC_URL=http://proxy/voice-bridge``, the proxy stripping ``/voice-bridge``: the
+    page, its scripts, the live feed and the softphone's socket all go through it."""
+    proxy = StripProxy("/voice-bridge")
+    public = await proxy.start() + "/voice-bridge"
+    try:
+        proxy.backend = await start_server(public_url=public)
+        page = browser.pages[0] if browser.pages else await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        outside: list[str] = []
+        page.on("request", lambda r: outside.append(r.url))
+        await page.goto(f"{public}/console")
+        await expect(page.locator("#feed")).to_have_text("live")
+        await page.click("#call-button")
+        await expect(page.locator("#phone-state")).to_have_text("live", timeout=10_000)
+        conversation = page.locator("#conversation")
+        await expect(conversation.locator(".bubble.agent").first).to_contain_text("thanks for calling", timeout=10_000)
+        await page.click("#hangup-button")
+        await expect(page.locator("tr.call td").nth(1)).to_have_text("ended", timeout=5_000)
+        assert errors == []
+        assert outside and all(u.startswith(public + "/") for u in outside if u.startswith("http")), outside
+    finally:
+        await proxy.stop()

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from callbridge.codecs import mediastreams as ms
-from callbridge.gateway.security import SignatureChecker, StreamTokens, TokenError, public_base
+from callbridge.gateway.security import SignatureChecker, StreamTokens, TokenError, public_base, stream_url
 from callbridge.sim.caller import SimulatedCall, WebhookRefused, new_sid, parse_stream_twiml
 
 AUTH = "test-auth-token-0123456789abcdef"
@@ -40,7 +40,14 @@ def test_public_base_honours_proxy_headers_only_when_trusted():
     fwd = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "voice.example.com"}
     assert public_base(fwd, "http", "10.0.0.5:8080", "", trust_proxy=False) == "http://10.0.0.5:8080"
     assert public_base(fwd, "http", "10.0.0.5:8080", "", trust_proxy=True) == "https://voice.example.com"
-    assert public_base(fwd, "http", "x", "https://pub.example.com/ignored/path", True) == "https://pub.example.com"
+    # PUBLIC_URL wins, path prefix and all (a proxy strips it before us).
+    assert public_base(fwd, "http", "x", "https://pub.example.com/voice-bridge/", True) == "https://pub.example.com/voice-bridge"
+    # WebSocket upgrades through Traefik say wss: the base is still https (and ws: http).
+    for proto, base in (("wss", "https"), ("https", "https"), ("ws", "http"), ("http", "http"), ("WSS", "https")):
+        assert public_base({"X-Forwarded-Proto": proto}, "http", "h", "", True) == f"{base}://h", proto
+        assert stream_url(public_base({"X-Forwarded-Proto": proto}, "http", "h", "", True)).startswith(
+            "wss://" if base == "https" else "ws://")
+    assert public_base({"X-Forwarded-Proto": "gopher"}, "http", "h", "", True) == "http://h"  # unknown: ours
 
 
 def test_signature_matches_twilio_reference_vector():

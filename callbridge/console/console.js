@@ -23,7 +23,7 @@ const pct = (db) => Math.max(0, Math.min(100, ((db + 60) / 60) * 100)); // -60..
 // ---- the feed ---------------------------------------------------------------------
 
 function connect() {
-  const feed = new EventSource("/console/events");
+  const feed = new EventSource("console/events");
   feed.onopen = () => { $("feed").textContent = "live"; $("feed").className = "pill ok"; };
   feed.onerror = () => { $("feed").textContent = "reconnecting…"; $("feed").className = "pill"; };
   feed.addEventListener("snapshot", (e) => {
@@ -129,7 +129,7 @@ async function select(sid) {
   $("turns").append(el("p", "muted", "No answered turn yet."));
   $("line").replaceChildren(el("span", "muted", "clean so far"));
   renderHead();
-  const res = await fetch(`/calls/${encodeURIComponent(sid)}`);
+  const res = await fetch(`calls/${encodeURIComponent(sid)}`);
   if (!selected || selected.sid !== sid) return;
   if (!res.ok) { $("conversation").append(el("div", "marker", `cannot load the call: ${res.status}`)); return; }
   const record = await res.json();

@@ -40,14 +40,14 @@ export class Softphone {
     try {
       // The AudioContext is created inside the click that called start(): autoplay allows it.
       this.ctx = new AudioContext();
-      const minted = await fetch("/console/call", {
+      const minted = await fetch("console/call", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: "{}",
       });
       if (!minted.ok) throw new Error(`console refused the call: ${minted.status} ${await minted.text()}`);
       this.info = await minted.json();
-      await this.ctx.audioWorklet.addModule("/console/static/softphone-worklet.js");
+      await this.ctx.audioWorklet.addModule("console/static/softphone-worklet.js");
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
       });

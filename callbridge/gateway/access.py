@@ -11,6 +11,11 @@
 
 State-changing browser requests (minting a softphone call, its media socket) must also
 come from the gateway's own origin (``same_origin``), against cross-site requests.
+
+Credentials are compared as bytes in constant time (``same_secret``): a header, cookie or
+form field may hold any text. A source whose credentials were refused
+``FAILED_AUTH_BURST`` times (refilled at ``FAILED_AUTH_RATE`` a second) is refused 429
+until its budget refills (``Gateway.auth_failures``); good credentials cost nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from urllib.parse import urlsplit
 
 COOKIE = "callbridge_console"
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+FAILED_AUTH_RATE = 1.0
+"""Refused operator credentials a source may present per second, sustained."""
+FAILED_AUTH_BURST = 10
+
+
+def same_secret(offered: str, secret: str) -> bool:
+    """Constant-time equality of two texts of any content (``hmac.compare_digest`` on
+    ``str`` raises for non-ASCII; lone surrogates from undecodable header bytes encode
+    too)."""
+    return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))
 
 
 def is_loopback(peer: str | None) -> bool:
@@ -44,9 +59,9 @@ class ConsoleAccess:
         """None when the request may proceed, else why not (for the 401/403 body)."""
         if self.token:
             auth = headers.get("Authorization", "")
-            if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip(), self.token):
+            if auth.startswith("Bearer ") and same_secret(auth[7:].strip(), self.token):
                 return None
-            if cookie and hmac.compare_digest(cookie, self.cookie_value):
+            if cookie and same_secret(cookie, self.cookie_value):
                 return None
             return "console token required"
         if self.mode != "dev":
@@ -56,7 +71,7 @@ class ConsoleAccess:
         return None
 
     def sign_in(self, token: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(token.strip(), self.token)
+        return bool(self.token) and same_secret(token.strip(), self.token)
 
 
 def same_origin(origin: str | None, hosts: tuple[str, ...]) -> bool:

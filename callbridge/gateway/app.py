@@ -148,7 +148,7 @@ async def _point_number(app: web.Application) -> None:
     s = gw.settings
     if not (s.twilio_number and gw.twilio is not None):
         return
-    voice_url = s.public_url.rstrip("/") + "/voice/inbound"
+    voice_url = s.public_url + "/voice/inbound"
     try:
         sid = await gw.twilio.point_number(s.twilio_number, voice_url)
     except TwilioError as exc:

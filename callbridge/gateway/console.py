@@ -1,10 +1,14 @@
 """The operator console and the observability endpoints.
 
-Routes (all behind ``ConsoleAccess``, see ``gateway/access.py``):
+Routes (all behind ``ConsoleAccess``, see ``gateway/access.py``; a source that presented
+wrong credentials ``FAILED_AUTH_BURST`` times gets 429 with ``Retry-After`` until its
+budget refills):
 
 - ``GET /console``: the console page (``callbridge/console/``; plain HTML/JS/CSS, no build
   step, nothing from a CDN); without access, a sign-in form when ``CONSOLE_TOKEN`` is set.
   ``POST /console/login`` (form field ``token``) sets the sign-in cookie.
+- ``GET /console/static/{name}``: the page's scripts and styles; only ``PUBLIC_STATIC``
+  (the sign-in form's stylesheet) is served without access.
 - ``GET /console/events``: Server-Sent Events: ``snapshot`` (live calls and the ended ones
   kept, ``CALL_HISTORY``), then ``call`` (a call started or ended: its summary), ``note``
   (``{callSid, i, e}``: timeline event number ``i`` of a call) and, every ``TICK_S`` while
@@ -27,18 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
+from html import escape
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from ..metrics import CONTENT_TYPE
-from .access import COOKIE, same_origin
+from .access import COOKIE, FAILED_AUTH_BURST, same_origin
 from .context import GATEWAY
 from .hub import sse
 from .media import serve_stream
+from .security import split_base
 
 log = logging.getLogger("callbridge.console")
 
@@ -48,6 +55,12 @@ KEEPALIVE_S = 15.0
 MAX_TICK_CALLS = 200
 MAX_CONSOLE_CALLS = 8
 MAX_LOGIN_BYTES = 4096
+LOG_EVERY = 100
+"""Failed authentications (and 429s) are logged once per this many."""
+STATIC_FILES = frozenset(p.name for p in STATIC.iterdir() if p.is_file() and p.suffix != ".html")
+PUBLIC_STATIC = frozenset({"console.css"})
+"""What the sign-in page loads; every other console file needs operator access."""
+PAGES = {name: (STATIC / name).read_text() for name in ("index.html", "login.html")}
 
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
@@ -56,9 +69,29 @@ def new_sid(prefix: str) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def refusal(request: web.Request) -> str | None:
+def refusal(request: web.Request, sign_in: str | None = None) -> str | None:
+    """None when the request may use an operator endpoint (or ``sign_in``, the login
+    form's token, is right), else why not. A source past its budget of refused
+    credentials gets 429 (raised) before its credentials are even looked at; while
+    ``CONSOLE_TOKEN`` is set, each refusal is charged to its source."""
     gw = request.app[GATEWAY]
-    return gw.access.refusal(request.remote, request.headers, request.cookies.get(COOKIE))
+    source, now = gw.source(request), time.monotonic()
+    failures = gw.auth_failures
+    if gw.access.token and failures.exhausted(source, now):
+        if failures.refused % LOG_EVERY == 1:
+            log.warning("operator request from %s refused: over %d failed authentications (%d refused so far)",
+                        source, FAILED_AUTH_BURST, failures.refused)
+        retry = str(max(1, math.ceil(failures.retry_after(source))))
+        raise web.HTTPTooManyRequests(text="too many failed authentications\n", headers={"Retry-After": retry})
+    if sign_in is None:
+        reason = gw.access.refusal(request.remote, request.headers, request.cookies.get(COOKIE))
+    else:
+        reason = None if gw.access.sign_in(sign_in) else "wrong console token"
+    if reason is not None and gw.access.token:
+        failures.allow(source, now)
+        if failures.spent % LOG_EVERY == 1:
+            log.warning("operator authentication from %s failed (%d failures so far)", source, failures.spent)
+    return reason
 
 
 def _refuse(request: web.Request, reason: str) -> web.HTTPException:
@@ -80,17 +113,25 @@ def operator_only(handler: Handler) -> Handler:
 
 def _check_origin(request: web.Request) -> None:
     gw = request.app[GATEWAY]
-    base_host = gw.public_base(request).partition("://")[2]
+    base_host = split_base(gw.public_base(request))[0]
     if not same_origin(request.headers.get("Origin"), (request.host, base_host)):
         raise web.HTTPForbidden(text="cross-origin request refused\n")
+
+
+def _page(request: web.Request, name: str, status: int = 200) -> web.Response:
+    """A console page, its links relative to ``<base href>``: the public path prefix
+    (``PUBLIC_URL``'s path, behind a proxy that strips it), else ``/``."""
+    prefix = split_base(request.app[GATEWAY].public_base(request))[1]
+    html = PAGES[name].replace('<base href="/">', f'<base href="{escape(prefix)}/">', 1)
+    return web.Response(text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 async def console_page(request: web.Request) -> web.StreamResponse:
     reason = refusal(request)
     if reason is None:
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        return _page(request, "index.html")
     if request.app[GATEWAY].access.token:
-        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
+        return _page(request, "login.html", 401)
     raise web.HTTPForbidden(text=reason + "\n")
 
 
@@ -101,12 +142,13 @@ async def console_login(request: web.Request) -> web.StreamResponse:
     _check_origin(request)
     form = await request.post()
     token = form.get("token")
-    if not isinstance(token, str) or not gw.access.sign_in(token):
-        log.warning("console sign-in refused from %s", request.remote)
-        return web.FileResponse(STATIC / "login.html", status=401, headers={"Cache-Control": "no-store"})
-    response = web.HTTPSeeOther("/console")
-    secure = gw.public_base(request).startswith("https://")
-    response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict", secure=secure, path="/")
+    offered = token if isinstance(token, str) else ""
+    if refusal(request, offered) is not None:
+        return _page(request, "login.html", 401)
+    base = gw.public_base(request)
+    response = web.HTTPSeeOther(split_base(base)[1] + "/console")
+    response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict",
+                        secure=base.startswith("https://"), path="/")
     raise response
 
 
@@ -155,7 +197,7 @@ async def console_call(request: web.Request) -> web.Response:
             "callSid": call_sid,
             "streamSid": new_sid("MZ"),
             "accountSid": "AC" + "0" * 32,
-            "path": "/console/media",
+            "path": split_base(gw.public_base(request))[1] + "/console/media",
             "customParameters": {"token": gw.console_tokens.issue(call_sid, time.time()), "source": "console"},
         }
     )
@@ -165,6 +207,19 @@ async def console_call(request: web.Request) -> web.Response:
 async def console_media(request: web.Request) -> web.StreamResponse:
     _check_origin(request)
     return await serve_stream(request, request.app[GATEWAY].console_tokens, None, "console")
+
+
+async def console_static(request: web.Request) -> web.StreamResponse:
+    """The console's own files: ``PUBLIC_STATIC`` to anyone (the sign-in page needs
+    them), the rest to operators only."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    if name not in PUBLIC_STATIC:
+        reason = refusal(request)
+        if reason is not None:
+            raise _refuse(request, reason)
+    return web.FileResponse(STATIC / name)
 
 
 @operator_only
@@ -197,7 +252,7 @@ def add_console_routes(app: web.Application) -> None:
             web.post("/console/call", console_call),
             web.get("/console/media", console_media),
             web.get("/metrics", metrics),
-            web.static("/console/static", STATIC, follow_symlinks=False),
+            web.get("/console/static/{name}", console_static),
         ]
     )
     app.cleanup_ctx.append(console_ticker)

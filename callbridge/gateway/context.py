@@ -13,7 +13,7 @@ from aiohttp import web
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..metrics import Metrics
-from .access import ConsoleAccess
+from .access import FAILED_AUTH_BURST, FAILED_AUTH_RATE, ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
 from .hub import Hub
@@ -40,6 +40,8 @@ class Gateway:
     hub: Hub
     access: ConsoleAccess
     webhook_rates: SourceRates
+    auth_failures: SourceRates
+    """Refused operator credentials per source (``gateway/access.py``)."""
     socket_slots: SourceSlots
     """Open media sockets per source address (``MAX_SOCKETS_PER_SOURCE``)."""
     events: EventPoster | None = None
@@ -65,7 +67,7 @@ class Gateway:
             settings=settings,
             store=store if store is not None else LocalStore(settings.call_history, time.monotonic),
             registry=registry,
-            signatures=SignatureChecker(settings.twilio_auth_token),
+            signatures=SignatureChecker(settings.twilio_auth_token, settings.twilio_shared_keys),
             tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
             console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
@@ -73,6 +75,7 @@ class Gateway:
             vapi_auth=auth_from(settings),
             access=ConsoleAccess(settings.console_token, settings.mode),
             webhook_rates=SourceRates(settings.webhook_rate, settings.webhook_burst),
+            auth_failures=SourceRates(FAILED_AUTH_RATE, FAILED_AUTH_BURST),
             socket_slots=SourceSlots(settings.max_sockets_per_source),
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
             twilio=(

@@ -2,7 +2,8 @@
 
 - ``TokenBucket``: ``rate`` units per second, at most ``burst`` banked.
 - ``SourceRates``: one ``TokenBucket`` per source address (the webhook's per-source
-  rate limit). At most ``max_sources`` buckets are kept (least recently used dropped; a
+  rate limit; the operator endpoints' failed authentications, charged only on failure,
+  ``exhausted`` checked first). At most ``max_sources`` buckets are kept (least recently used dropped; a
   dropped source starts again with a full bucket), so a spray of addresses cannot grow
   memory.
 - ``SourceSlots``: open connections per source address (the media sockets' per-source
@@ -37,16 +38,24 @@ class TokenBucket:
         self.tokens = burst
         self.at = now
 
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        """Spend ``cost`` if the bucket holds it; False (nothing spent) if not."""
+    def _refill(self, now: float) -> None:
         elapsed = now - self.at
         if elapsed > 0:
             self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
             self.at = now
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` if the bucket holds it; False (nothing spent) if not."""
+        self._refill(now)
         if self.tokens >= cost:
             self.tokens -= cost
             return True
         return False
+
+    def empty(self, now: float, cost: float = 1.0) -> bool:
+        """True when ``cost`` is not available now (nothing spent)."""
+        self._refill(now)
+        return self.tokens < cost
 
     def retry_after(self, cost: float = 1.0) -> float:
         """Seconds until ``cost`` will be available."""
@@ -61,6 +70,7 @@ class SourceRates:
         self.burst = max(burst, 1.0)
         self.max_sources = max_sources
         self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.spent = 0
         self.refused = 0
 
     def allow(self, source: str, now: float) -> bool:
@@ -74,9 +84,19 @@ class SourceRates:
         else:
             self.buckets.move_to_end(source)
         if bucket.take(now):
+            self.spent += 1
             return True
         self.refused += 1
         return False
+
+    def exhausted(self, source: str, now: float) -> bool:
+        """True when ``source`` has nothing left (nothing spent, no bucket created: a
+        source never charged is never exhausted). Counted in ``refused``."""
+        bucket = self.buckets.get(source)
+        if self.rate <= 0 or bucket is None or not bucket.empty(now):
+            return False
+        self.refused += 1
+        return True
 
     def retry_after(self, source: str) -> float:
         bucket = self.buckets.get(source)

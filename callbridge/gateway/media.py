@@ -57,7 +57,7 @@ from .calls import Call
 from .context import GATEWAY, Gateway
 from .limits import InboundRate
 from .reaper import Liveness
-from .security import StreamTokens, TokenError, stream_url
+from .security import SIGNATURE_SETTINGS, StreamTokens, TokenError, stream_url
 from .streamstate import StreamState, step
 
 log = logging.getLogger("callbridge.gateway")
@@ -80,9 +80,10 @@ class Refused(Exception):
 async def media_socket(request: web.Request) -> web.WebSocketResponse:
     gw = request.app[GATEWAY]
     signed_url = stream_url(gw.public_base(request))
-    refusal = None
-    if not gw.signatures.valid(signed_url, {}, request.headers.get("X-Twilio-Signature")):
-        refusal = f"bad or missing X-Twilio-Signature for {signed_url}"
+    refusal = gw.signatures.refusal(signed_url, {}, request.headers.get("X-Twilio-Signature"),
+                                    request.headers.get(SIGNATURE_SETTINGS))
+    if refusal is not None:
+        refusal = f"{refusal} for {signed_url[:300]}"
     return await serve_stream(request, gw.tokens, refusal, "twilio")
 
 

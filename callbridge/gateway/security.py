@@ -2,9 +2,15 @@
 
 Twilio signs each request with HMAC-SHA1 over the URL it requested plus the sorted POST
 parameters (``X-Twilio-Signature``), and the Media Streams handshake over the exact
-``wss://`` Stream URL with no parameters. Behind a proxy the URL Twilio used is not the
-one this process sees: ``PUBLIC_URL`` names it, and with ``TRUST_PROXY`` the
-``X-Forwarded-Proto``/``X-Forwarded-Host`` headers are honoured.
+``wss://`` Stream URL with no parameters. With a SharedKey (Twilio's Webhook Settings,
+public beta) the request also carries ``X-Twilio-Webhooks-Signature-Settings:
+key=<id>,algorithm=HMAC_SHA256``: the same string, signed with that key's secret
+(``TWILIO_SHARED_KEY``) and the named algorithm.
+
+Behind a proxy the URL Twilio used is not the one this process sees: ``PUBLIC_URL``
+names it (scheme, host and an optional path prefix, which the proxy strips: this
+process serves at ``/``), and with ``TRUST_PROXY`` the ``X-Forwarded-Proto``
+(``https``/``wss`` or ``http``/``ws``) and ``X-Forwarded-Host`` headers are honoured.
 
 Stream tokens: Twilio forbids query strings in Stream URLs, so the webhook passes a
 ``<Parameter name="token">`` that binds the CallSid with an expiry and a random nonce:
@@ -20,25 +26,50 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Mapping
+from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    SIGNATURE_SETTINGS_HEADER as SIGNATURE_SETTINGS,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 MAX_TOKEN_CHARS = 256
+ALGORITHMS = (HMAC_SHA1, HMAC_SHA256)
+"""What Twilio signs with; anything else is refused before the library (which would log
+a warning for each such request) sees it."""
+MAX_SETTINGS_CHARS = 200
+BAD_SIGNATURE = "bad or missing X-Twilio-Signature"
+
+
+WEB_SCHEMES = {"https": "https", "wss": "https", "http": "http", "ws": "http"}
+"""A forwarded scheme as the web scheme of the base: proxies such as Traefik send
+``X-Forwarded-Proto: wss`` on WebSocket upgrades."""
 
 
 def public_base(
     headers: Mapping[str, str], scheme: str, host: str, public_url: str, trust_proxy: bool
 ) -> str:
-    """``scheme://host[:port]`` that Twilio used to reach us."""
+    """``http(s)://host[:port][/prefix]`` (no trailing slash) under which Twilio reaches
+    this process's routes: every URL we advertise or check a signature over is this
+    followed by the route's path."""
     if public_url:
         parts = urlsplit(public_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     if trust_proxy:
-        scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+        forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        scheme = WEB_SCHEMES.get(forwarded, scheme)
         host = headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
     return f"{scheme}://{host}"
+
+
+def split_base(base: str) -> tuple[str, str]:
+    """``(host[:port], path prefix)`` of a ``public_base`` ("" when it has no prefix)."""
+    host, slash, path = base.partition("://")[2].partition("/")
+    return host, slash + path
 
 
 def stream_url(base: str, path: str = "/media") -> str:
@@ -49,23 +80,48 @@ def stream_url(base: str, path: str = "/media") -> str:
 
 
 class SignatureChecker:
-    """Validates ``X-Twilio-Signature``; with no auth token every request passes."""
+    """Validates ``X-Twilio-Signature``: with the auth token (HMAC-SHA1) or, when the
+    request names a SharedKey (``SIGNATURE_SETTINGS``), with each of ``shared_keys`` and
+    the algorithm it names. With neither secret every request passes."""
 
-    def __init__(self, auth_token: str) -> None:
-        self.enabled = bool(auth_token)
+    def __init__(self, auth_token: str, shared_keys: Sequence[str] = ()) -> None:
+        self.enabled = bool(auth_token or shared_keys)
         self._validator = RequestValidator(auth_token) if auth_token else None
+        self._shared = [RequestValidator(key) for key in shared_keys]
 
-    def valid(self, url: str, params: Mapping[str, str], signature: str | None) -> bool:
-        if self._validator is None:
-            return True
+    def refusal(
+        self, url: str, params: Mapping[str, str], signature: str | None, settings: str | None = None
+    ) -> str | None:
+        """None when the request is signed as Twilio signs it, else why not (to log)."""
+        if not self.enabled:
+            return None
         if not signature:
-            return False
-        return self._validator.validate(url, dict(params), signature)
+            return BAD_SIGNATURE
+        if not settings:  # absent: signed with the auth token (Twilio's default)
+            if self._validator is None:
+                return "signed with the auth token, and TWILIO_AUTH_TOKEN is not set"
+            validators, algorithm = [self._validator], HMAC_SHA1
+        else:
+            algorithm = get_signature_algorithm(settings[:MAX_SETTINGS_CHARS]).upper()
+            if algorithm not in ALGORITHMS:
+                return f"unsupported signature algorithm {algorithm[:40]!r}"
+            if not self._shared:
+                return "signed with a SharedKey, and TWILIO_SHARED_KEY is not set"
+            validators = self._shared
+        try:
+            if any(v.validate(url, dict(params), signature, algorithm) for v in validators):
+                return None
+        except ValueError:  # a URL no one signed: undecodable bytes, a port out of range
+            pass
+        return BAD_SIGNATURE
+
+    def valid(self, url: str, params: Mapping[str, str], signature: str | None, settings: str | None = None) -> bool:
+        return self.refusal(url, params, signature, settings) is None
 
     @staticmethod
-    def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    def sign(secret: str, url: str, params: Mapping[str, str], algorithm: str = HMAC_SHA1) -> str:
         """Twilio's side: the signature Twilio would send (simulator, tests)."""
-        return RequestValidator(auth_token).compute_signature(url, dict(params))
+        return RequestValidator(secret).compute_signature(url, dict(params), algorithm)
 
 
 class TokenError(ValueError):

@@ -42,7 +42,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from ..codecs.mediastreams import SID_RE
 from ..config import UPSTREAMS
 from .context import GATEWAY
-from .security import stream_url
+from .security import SIGNATURE_SETTINGS, stream_url
 
 log = logging.getLogger("callbridge.gateway")
 
@@ -92,11 +92,10 @@ async def voice_inbound(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="malformed form\n") from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     base = gw.public_base(request)
-    if not gw.signatures.valid(base + request.path_qs, params, request.headers.get("X-Twilio-Signature")):
-        log.warning(
-            "webhook from %s refused: bad or missing X-Twilio-Signature for %s",
-            request.remote, base + request.path_qs,
-        )
+    why = gw.signatures.refusal(base + request.path_qs, params, request.headers.get("X-Twilio-Signature"),
+                                request.headers.get(SIGNATURE_SETTINGS))
+    if why is not None:
+        log.warning("webhook from %s refused: %s for %s", request.remote, why, (base + request.path_qs)[:300])
         raise web.HTTPForbidden(text="invalid signature\n")
     call_sid = params.get("CallSid", "")
     if not SID_RE.match(call_sid):
