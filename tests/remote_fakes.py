@@ -6,7 +6,7 @@ Both run the same little "model": an energy VAD over the caller audio they recei
 (speech = 20 ms frames above ``SPEECH_RMS``, a start after ``START_MS`` of it, an end after
 ``END_MS`` of quiet), and a reply: a tone of ``reply_s`` seconds, streamed at twice real
 time in 100 ms chunks. A reply in progress is cancelled when the caller starts speaking
-(as both providers do). Knobs per test: ``ready_delay_s`` (slow cold start),
+(as Vapi does, and the Realtime API with ``interrupt_response``). Knobs per test: ``ready_delay_s`` (slow cold start),
 ``drop_after_s`` (session n -> close abruptly after s seconds), ``refuse_from`` (refuse
 every connection from the n-th on), ``end_call_after_replies`` (the agent hangs up).
 """
