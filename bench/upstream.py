@@ -276,6 +276,7 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
     env = {"UPSTREAM": provider.removesuffix("-mulaw"), "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
            "VAPI_AUDIO": "mulaw" if provider.endswith("-mulaw") else "pcm_s16le",
            "VAPI_API_URL": f"http://{host}", "VAPI_API_KEY": "bench", "VAPI_ASSISTANT_ID": "bench"}
+    env["OPENAI_API_KEY"] = "bench"  # required with UPSTREAM=openai-realtime
     out: dict = {"calls": []}
     try:
         with gateway(**env) as (server, url):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from . import eventloop
+from .agents.openai_chat import MAX_TOKENS_PARAMS
 from .gateway.vapi_auth import auth_from
 
 
@@ -67,7 +68,9 @@ class Settings:
     agent: str = field(default="desk", metadata={"env": "AGENT", "doc": "The embedded pipeline's agent: `desk` (offline appointment desk), `openai` (any OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn)."})
     openai_base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"env": "OPENAI_BASE_URL", "doc": "`AGENT=openai`: base URL of the chat-completions API (llama.cpp, vLLM, Ollama, OpenAI)."})
     openai_model: str = field(default="local", metadata={"env": "OPENAI_MODEL", "doc": "`AGENT=openai`: model name."})
-    openai_api_key: str = field(default="", metadata={"env": "OPENAI_API_KEY", "doc": "`AGENT=openai`: bearer key, if the endpoint needs one; also `UPSTREAM=openai-realtime`'s key.", "secret": True})
+    openai_api_key: str = field(default="", metadata={"env": "OPENAI_API_KEY", "doc": "`AGENT=openai`: bearer key, if the endpoint needs one; also `UPSTREAM=openai-realtime`'s key (required there: `serve` refuses to start without it).", "secret": True})
+    openai_max_tokens: int = field(default=300, metadata={"env": "OPENAI_MAX_TOKENS", "doc": "`AGENT=openai`: most tokens in one reply (0: no limit sent)."})
+    openai_max_tokens_param: str = field(default="max_completion_tokens", metadata={"env": "OPENAI_MAX_TOKENS_PARAM", "doc": "`AGENT=openai`: the request field that carries `OPENAI_MAX_TOKENS`: `max_completion_tokens` (OpenAI; its o-series and GPT-5 models refuse the deprecated `max_tokens`) or `max_tokens` (servers that know only the old name). A 400 naming the one sent as unsupported switches to the other for the rest of the call."})
     agent_webhook_url: str = field(default="", metadata={"env": "AGENT_WEBHOOK_URL", "doc": "`AGENT=webhook`: URL that gets each turn as JSON and answers the text to speak."})
     agent_webhook_secret: str = field(default="", metadata={"env": "AGENT_WEBHOOK_SECRET", "doc": "`AGENT=webhook`: signs each turn (HMAC-SHA256, timestamped) when set.", "secret": True})
     agent_timeout_s: float = field(default=5.0, metadata={"env": "AGENT_TIMEOUT_S", "doc": "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call ends politely."})
@@ -144,6 +147,10 @@ class Settings:
             raise ConfigError(f"AGENT must be desk, openai or webhook, not {self.agent!r}")
         if self.agent == "webhook" and not self.agent_webhook_url:
             raise ConfigError("AGENT=webhook needs AGENT_WEBHOOK_URL")
+        if not 0 <= self.openai_max_tokens <= 1_000_000:
+            raise ConfigError(f"OPENAI_MAX_TOKENS must be 0..1000000, not {self.openai_max_tokens}")
+        if self.openai_max_tokens_param not in MAX_TOKENS_PARAMS:
+            raise ConfigError(f"OPENAI_MAX_TOKENS_PARAM must be one of {', '.join(MAX_TOKENS_PARAMS)}, not {self.openai_max_tokens_param!r}")
         if not 0.5 <= self.agent_timeout_s <= 60:
             raise ConfigError(f"AGENT_TIMEOUT_S must be 0.5..60, not {self.agent_timeout_s}")
         if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
@@ -259,6 +266,8 @@ def upstream_problem(settings: Settings, name: str) -> str:
         if not settings.vapi_api_url.startswith(("http://", "https://")):
             return "VAPI_API_URL must start with http:// or https://"
     elif name == "openai-realtime":
+        if not settings.openai_api_key:
+            return "needs OPENAI_API_KEY (the Realtime API refuses a connection without it)"
         if not settings.openai_realtime_url.startswith(("ws://", "wss://")):
             return "OPENAI_REALTIME_URL must start with ws:// or wss://"
     elif name not in ("embedded", "echo"):

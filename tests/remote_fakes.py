@@ -6,7 +6,7 @@ Both run the same little "model": an energy VAD over the caller audio they recei
 (speech = 20 ms frames above ``SPEECH_RMS``, a start after ``START_MS`` of it, an end after
 ``END_MS`` of quiet), and a reply: a tone of ``reply_s`` seconds, streamed at twice real
 time in 100 ms chunks. A reply in progress is cancelled when the caller starts speaking
-(as both providers do). Knobs per test: ``ready_delay_s`` (slow cold start),
+(as Vapi does, and the Realtime API with ``interrupt_response``). Knobs per test: ``ready_delay_s`` (slow cold start),
 ``drop_after_s`` (session n -> close abruptly after s seconds), ``refuse_from`` (refuse
 every connection from the n-th on), ``end_call_after_replies`` (the agent hangs up).
 """
@@ -26,6 +26,8 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
+
+from . import fake_realtime_schema as schema
 
 SPEECH_RMS = 800.0
 START_MS = 100
@@ -131,11 +133,27 @@ class _Vad:
 
 
 class FakeRealtime(FakeModel):
-    """``GET /v1/realtime?model=...`` (WebSocket), the GA event names."""
+    """``GET /v1/realtime?model=...`` (WebSocket), the GA interface, as strict as the API's
+    reference: the handshake needs ``Authorization: Bearer <api_key>`` (401 without) and a
+    ``model`` query parameter (400); ``session.update`` is checked field by field
+    (tests/fake_realtime_schema.py: an ``error`` event and no ``session.updated`` for an
+    unknown field or a bad value); ``conversation.item.truncate`` of an unknown item, or
+    past the audio the item has, ``conversation.item.delete`` of an unknown item,
+    ``response.cancel`` with no response in progress, ``response.create`` while one is, and
+    unknown event types get ``error`` events. Its VAD follows the session's turn detection:
+    ``audio_start_ms`` includes ``prefix_padding_ms``; ``interrupt_response`` cancels the
+    reply when the caller starts, ``create_response`` answers when the caller stops (not
+    while a reply is in progress). ``errors`` lists every error event sent,
+    ``cancelled`` every reply cancelled (session number, ``"vad"`` or ``"client"``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_key: str = "sk-test") -> None:
         super().__init__()
         self.url = ""
+        self.api_key = api_key
+        self.amplitude = 4000.0
+        """Level of the agent's tone (int16 peak)."""
+        self.errors: list[dict[str, Any]] = []
+        self.cancelled: list[tuple[int, str]] = []
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -149,6 +167,17 @@ class FakeRealtime(FakeModel):
             yield self.url
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            message = "Incorrect API key provided." if auth.startswith("Bearer ") else (
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            return web.json_response({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+                                                "message": message, "param": None}}, status=401)
+        if not request.query.get("model"):
+            return web.json_response({"error": {"type": "invalid_request_error", "code": "missing_model",
+                                                "message": "Missing required parameter: 'model'.",
+                                                "param": "model"}}, status=400)
         if self._refuse():
             return web.Response(status=503, text="overloaded")
         ws = web.WebSocketResponse(max_msg_size=1 << 22)
@@ -163,6 +192,11 @@ class FakeRealtime(FakeModel):
         return ws
 
 
+CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
+                 "input_audio_buffer.clear", "conversation.item.create", "conversation.item.retrieve",
+                 "conversation.item.truncate", "conversation.item.delete", "response.create", "response.cancel")
+
+
 class _RealtimeConn:
     def __init__(self, fake: FakeRealtime, session: Session, ws: web.WebSocketResponse) -> None:
         self.fake, self.session, self.ws = fake, session, ws
@@ -170,16 +204,44 @@ class _RealtimeConn:
         self.reply: asyncio.Task[None] | None = None
         self.ids = itertools.count(1)
         self.configured = False
+        self.config: dict[str, Any] = {
+            "type": "realtime", "model": "", "output_modalities": ["audio"],
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                                "turn_detection": dict(schema.DEFAULT_TURN_DETECTION)},
+                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}},
+        }
+        self.items: dict[str, float] = {}
+        """Conversation items: id -> ms of audio (assistant audio; 0 for others)."""
+        self.responding: str | None = None
+        """The response in progress, if any."""
+        self.speech_item = ""
 
     async def send(self, event: dict[str, Any]) -> None:
         if not self.ws.closed:
             await self.ws.send_str(orjson.dumps(event).decode())
 
+    async def error(self, client_event: dict[str, Any], message: str, code: str | None = None,
+                    param: str | None = None, error: dict[str, Any] | None = None) -> None:
+        """An ``error`` event about ``client_event`` (the session goes on)."""
+        body = error or {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+        body = {**body, "event_id": client_event.get("event_id")}
+        self.fake.errors.append(body)
+        await self.send({"type": "error", "event_id": f"event_{next(self.ids)}", "error": body})
+
+    def turn_detection(self) -> dict[str, Any] | None:
+        return schema.turn_detection(self.config)
+
+    def _pcm(self, audio: bytes) -> tuple[np.ndarray, int]:
+        fmt = self.config["audio"]["input"]["format"]["type"]
+        return (ulaw_decode(audio), 8000) if fmt == "audio/pcmu" else (np.frombuffer(audio, "<i2"), 24000)
+
     async def run(self) -> None:
         fake, session = self.fake, self.session
         if fake.ready_delay_s:
             await asyncio.sleep(fake.ready_delay_s)
-        await self.send({"type": "session.created", "event_id": "ev0", "session": {"id": f"sess_{session.number}"}})
+        self.config["model"] = self.ws._req.query.get("model", "") if self.ws._req is not None else ""  # type: ignore[attr-defined]
+        await self.send({"type": "session.created", "event_id": "ev0",
+                         "session": {**self.config, "id": f"sess_{session.number}"}})
         dropper = None
         if session.number in fake.drop_after_s:
             dropper = asyncio.ensure_future(self._drop(fake.drop_after_s[session.number]))
@@ -209,66 +271,145 @@ class _RealtimeConn:
             self.session.arrivals.append(now)
             if self.fake.on_frame is not None:
                 self.fake.on_frame(self.session, audio, now)
-            for change in self.vad.feed(ulaw_decode(audio), 8000):
-                await self.on_vad(change)
+            if self.turn_detection() is not None:
+                for change in self.vad.feed(*self._pcm(audio)):
+                    await self.on_vad(change)
             return
         self.session.events.append(event)
-        if kind == "session.update":
+        if kind not in CLIENT_EVENTS:
+            await self.error(event, f"Invalid value: '{kind}'. Supported values are: "
+                             + ", ".join(f"'{k}'" for k in CLIENT_EVENTS) + ".", "invalid_value", "type")
+        elif kind == "session.update":
+            refused = schema.check_session(event.get("session"))
+            if refused is not None:
+                await self.error(event, "", error=refused)
+                return
+            self.config = schema.merged(self.config, event["session"])
             self.configured = True
-            await self.send({"type": "session.updated", "session": event.get("session", {})})
+            await self.send({"type": "session.updated", "event_id": f"event_{next(self.ids)}", "session": self.config})
         elif kind == "response.create":
-            self.start_reply(self.fake.greeting_s, "Hello from the fake model.")
+            if self.responding is not None:
+                await self.error(event, f"Conversation already has an active response in progress: "
+                                 f"{self.responding}. Wait until the response is finished before creating a new one.",
+                                 "conversation_already_has_active_response")
+                return
+            if "Greet" in str((event.get("response") or {}).get("instructions", "")):
+                await self.respond(self.fake.greeting_s, "Hello from the fake model.")
+            else:
+                await self.respond(self.fake.reply_s, "Here is my answer.")
+        elif kind == "response.cancel":
+            if self.responding is None or self.reply is None:
+                await self.error(event, "Cancellation failed: no active response found", "response_cancel_not_active")
+                return
+            self.cancel_reply("client")
         elif kind == "conversation.item.truncate":
-            await self.send({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
-                             "content_index": 0, "audio_end_ms": event.get("audio_end_ms")})
+            await self.truncate(event)
+        elif kind == "conversation.item.delete":
+            item = event.get("item_id")
+            if item not in self.items:
+                await self.error(event, f"Item with item_id not found: {item}", "item_delete_invalid_item_id", "item_id")
+                return
+            del self.items[item]
+            await self.send({"type": "conversation.item.deleted", "item_id": item})
+        elif kind == "conversation.item.create":
+            item = dict(event.get("item") or {})
+            if item.get("type") != "message" or item.get("role") not in ("user", "assistant", "system"):
+                await self.error(event, "Invalid 'item': expected a message with a role.", "invalid_value", "item")
+                return
+            item.setdefault("id", f"item_{next(self.ids)}")
+            self.items[item["id"]] = 0.0
+            await self.send({"type": "conversation.item.added", "item": item})
+
+    async def truncate(self, event: dict[str, Any]) -> None:
+        item, end = event.get("item_id"), event.get("audio_end_ms")
+        if item not in self.items:
+            await self.error(event, f"Item with item_id not found: {item}", "item_truncate_invalid_item_id", "item_id")
+        elif event.get("content_index") != 0:
+            await self.error(event, "Invalid 'content_index'.", "invalid_value", "content_index")
+        elif not isinstance(end, int) or isinstance(end, bool) or end < 0:
+            await self.error(event, f"Invalid 'audio_end_ms': expected an integer >= 0, but got {end!r} instead.",
+                             "integer_below_min_value", "audio_end_ms")
+        elif end > self.items[item]:
+            await self.error(event, f"Audio content of {self.items[item]:.0f}ms is already shorter than {end}ms",
+                             "invalid_value", "audio_end_ms")
+        else:
+            self.items[item] = float(end)
+            await self.send({"type": "conversation.item.truncated", "item_id": item, "content_index": 0,
+                             "audio_end_ms": end})
 
     async def on_vad(self, change: str) -> None:
+        td = self.turn_detection() or {}
         if change == "started":
-            if self.reply is not None and not self.reply.done():
-                self.reply.cancel()  # interrupt_response
-            await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": self.vad.start_ms,
-                             "item_id": f"in_{next(self.ids)}"})
+            if td.get("interrupt_response") and self.responding is not None and self.reply is not None:
+                self.cancel_reply("vad")
+            padding = int(td.get("prefix_padding_ms", 0))
+            self.speech_item = f"in_{next(self.ids)}"  # the item that speech_stopped commits
+            await self.send({"type": "input_audio_buffer.speech_started",
+                             "audio_start_ms": max(0, self.vad.start_ms - padding), "item_id": self.speech_item})
         else:
-            item = f"in_{next(self.ids)}"
+            item = self.speech_item
+            self.items[item] = 0.0
             await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.vad.pos_ms, "item_id": item})
             await self.send({"type": "input_audio_buffer.committed", "item_id": item})
+            await self.send({"type": "conversation.item.added",
+                             "item": {"id": item, "type": "message", "role": "user"}})
             await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
                              "content_index": 0, "transcript": f"caller turn {item}"})
-            self.start_reply(self.fake.reply_s, "Here is my answer.")
+            if td.get("create_response") and self.responding is None:
+                await self.respond(self.fake.reply_s, "Here is my answer.")
 
     def start_reply(self, seconds: float, text: str) -> None:
         if self.reply is not None and not self.reply.done():
             self.reply.cancel()
         self.reply = asyncio.ensure_future(self._reply(seconds, text))
 
-    async def _reply(self, seconds: float, text: str) -> None:
-        fake = self.fake
+    async def respond(self, seconds: float, text: str) -> None:
+        """A response: created at once, its audio streamed by a task (``self.reply``)."""
         response, item = f"resp_{next(self.ids)}", f"item_{next(self.ids)}"
+        self.responding = response
+        self.items[item] = 0.0
         await self.send({"type": "response.created", "response": {"id": response, "status": "in_progress"}})
         await self.send({"type": "response.output_item.added", "response_id": response,
                          "item": {"id": item, "type": "message", "role": "assistant"}})
-        audio = ulaw_encode(tone(seconds, 8000))
-        step = 8 * CHUNK_MS
-        status = "completed"
-        try:
-            for i in range(0, len(audio), step):
-                await self.send({"type": "response.output_audio.delta", "response_id": response, "item_id": item,
-                                 "output_index": 0, "content_index": 0,
-                                 "delta": base64.b64encode(audio[i : i + step]).decode()})
-                await asyncio.sleep(CHUNK_MS / 2000)
-            await self.send({"type": "response.output_audio.done", "response_id": response, "item_id": item})
-            await self.send({"type": "response.output_audio_transcript.done", "response_id": response,
-                             "item_id": item, "transcript": text})
-            fake.replies += 1
-            if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
-                await self.send({"type": "response.output_item.done", "response_id": response,
-                                 "item": {"id": f"call_{next(self.ids)}", "type": "function_call",
-                                          "name": "end_call", "call_id": "c1", "arguments": "{}"}})
-        except asyncio.CancelledError:
-            status = "cancelled"
-            raise
-        finally:
-            if not self.ws.closed:
-                asyncio.ensure_future(self.send({"type": "response.done",
-                                                 "response": {"id": response, "status": status}}))
+        self.reply = asyncio.ensure_future(self._stream_reply(response, item, seconds, text))
+        self.reply.add_done_callback(lambda task: self._done(response, task))
+
+    async def _stream_reply(self, response: str, item: str, seconds: float, text: str) -> None:
+        fake = self.fake
+        pcmu = self.config["audio"]["output"]["format"]["type"] == "audio/pcmu"
+        if pcmu:
+            audio, step = ulaw_encode(tone(seconds, 8000, fake.amplitude)), 8 * CHUNK_MS
+        else:
+            audio, step = tone(seconds, 24000, fake.amplitude).tobytes(), 48 * CHUNK_MS
+        for i in range(0, len(audio), step):
+            chunk = audio[i : i + step]
+            await self.send({"type": "response.output_audio.delta", "response_id": response, "item_id": item,
+                             "output_index": 0, "content_index": 0, "delta": base64.b64encode(chunk).decode()})
+            if item in self.items:
+                self.items[item] += len(chunk) / (step / CHUNK_MS)
+            await asyncio.sleep(CHUNK_MS / 2000)
+        await self.send({"type": "response.output_audio.done", "response_id": response, "item_id": item})
+        await self.send({"type": "response.output_audio_transcript.done", "response_id": response,
+                         "item_id": item, "transcript": text})
+        fake.replies += 1
+        if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
+            await self.send({"type": "response.output_item.done", "response_id": response,
+                             "item": {"id": f"call_{next(self.ids)}", "type": "function_call",
+                                      "name": "end_call", "call_id": "c1", "arguments": "{}"}})
+
+    def cancel_reply(self, by: str) -> None:
+        """The response in progress ends now (``response.done`` follows)."""
+        assert self.reply is not None
+        self.fake.cancelled.append((self.session.number, by))
+        self.responding = None
+        self.reply.cancel()
+
+    def _done(self, response: str, task: asyncio.Task[None]) -> None:
+        """``response.done`` once the reply's task ends (completed, or cancelled, even
+        before it started)."""
+        if self.responding == response:
+            self.responding = None
+        status = "cancelled" if task.cancelled() else "completed"
+        if not self.ws.closed:
+            asyncio.ensure_future(self.send({"type": "response.done", "response": {"id": response, "status": status}}))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from typing import Any
 
@@ -14,6 +15,8 @@ from aiohttp import web
 
 from callbridge.agents import AgentError, Turn, create_agent, reply_text
 from callbridge.agents.openai_chat import DEFAULT_SYSTEM_PROMPT, OpenAIChatAgent, SSEDecoder, says_goodbye
+from callbridge.config import ConfigError, Settings
+from callbridge.upstreams.embedded import agent_for as settings_agent
 
 
 def chunk(content: str | None = None, finish: str | None = None, **delta: Any) -> dict[str, Any]:
@@ -29,10 +32,24 @@ def sse(obj: Any) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+REASONING_MODEL = re.compile(r"o\d|gpt-5")
+"""OpenAI's reasoning models (o1, o3-mini, o4-mini, gpt-5, gpt-5-mini...): they refuse
+``max_tokens`` and any ``temperature`` but the default."""
+
+
+def openai_error(message: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
 class FakeLLM:
     """A chat-completions endpoint. ``script`` is a list of raw byte writes (or
     ``"WAIT"``: wait for ``release``; ``"FOREVER"``: one chunk every 10 ms until the client
-    goes away)."""
+    goes away).
+
+    As strict as OpenAI where it matters to us: with ``api_key`` set, a request without
+    ``Authorization: Bearer <api_key>`` gets 401; reasoning models (``REASONING_MODEL``)
+    refuse ``max_tokens`` and a non-default ``temperature`` with OpenAI's 400; with
+    ``legacy``, a server that knows only ``max_tokens`` refuses ``max_completion_tokens``."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -41,6 +58,8 @@ class FakeLLM:
         self.error_body = b""
         self.content_type = "text/event-stream"
         self.delay_headers_s = 0.0
+        self.api_key: str | None = None
+        self.legacy = False
         self.release = asyncio.Event()
         self.reached_wait = asyncio.Event()
         self.disconnected = asyncio.Event()
@@ -50,8 +69,38 @@ class FakeLLM:
         app.router.add_post("/v1/chat/completions", self.handle)
         return app
 
+    def refusal(self, headers: Any, body: dict[str, Any]) -> web.Response | None:
+        """OpenAI's answer to a request it refuses (None: accepted)."""
+        if self.api_key is not None:
+            auth = headers.get("Authorization", "")
+            if not auth.startswith("Bearer "):
+                return web.json_response(openai_error(
+                    "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None, None), status=401)
+            if auth != f"Bearer {self.api_key}":
+                return web.json_response(openai_error(
+                    f"Incorrect API key provided: {auth[7:11]}****.", None, "invalid_api_key"), status=401)
+        model = str(body.get("model", ""))
+        if REASONING_MODEL.match(model):
+            if "max_tokens" in body:
+                return web.json_response(openai_error(
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter"), status=400)
+            if "temperature" in body and body["temperature"] != 1:
+                return web.json_response(openai_error(
+                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                    "Only the default (1) value is supported.", "temperature", "unsupported_value"), status=400)
+        if self.legacy and "max_completion_tokens" in body:
+            return web.json_response(openai_error(
+                "Unrecognized request argument supplied: max_completion_tokens", None, None), status=400)
+        return None
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append({"headers": dict(request.headers), "json": await request.json()})
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "json": body})
+        refused = self.refusal(request.headers, body)
+        if refused is not None:
+            return refused
         if self.delay_headers_s:
             await asyncio.sleep(self.delay_headers_s)
         if self.status != 200:
@@ -269,3 +318,113 @@ def test_sse_decoder_units():
 )
 def test_goodbye_heuristic(text, ended):
     assert says_goodbye(text) is ended
+
+
+# -- the reply's token limit, and the fake's OpenAI refusals --------------------------------
+
+DONE = [sse(chunk("Sure.")), sse(chunk(finish="stop")), sse("[DONE]")]
+
+
+async def post(llm: FakeLLM, body: dict[str, Any], key: str | None = "sk-test") -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(llm.base_url + "/chat/completions", json=body, headers=headers) as resp:  # type: ignore[attr-defined]
+            return resp.status, (await resp.json() if resp.content_type == "application/json" else {})
+
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("model", ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini"])
+async def test_fake_refuses_max_tokens_for_reasoning_models_as_openai_does(llm, model):
+    llm.api_key = "sk-test"
+    llm.script = DONE
+    status, body = await post(llm, {"model": model, "messages": MESSAGES, "max_tokens": 300})
+    assert status == 400
+    assert body == {"error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                   "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+    status, _ = await post(llm, {"model": model, "messages": MESSAGES, "max_completion_tokens": 300})
+    assert status == 200
+    status, _ = await post(llm, {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 300})
+    assert status == 200  # older models still take it
+
+
+async def test_fake_refuses_a_temperature_reasoning_models_do_not_take(llm):
+    llm.api_key = "sk-test"
+    status, body = await post(llm, {"model": "gpt-5", "messages": MESSAGES, "temperature": 0.2})
+    assert status == 400 and body["error"]["param"] == "temperature"
+    assert body["error"]["code"] == "unsupported_value"
+
+
+@pytest.mark.parametrize("key, code", [(None, None), ("sk-wrong", "invalid_api_key")])
+async def test_fake_refuses_a_missing_or_wrong_bearer_key(llm, key, code):
+    llm.api_key = "sk-test"
+    llm.script = DONE
+    status, body = await post(llm, {"model": "gpt-4o", "messages": MESSAGES}, key=key)
+    assert status == 401
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == code
+    with pytest.raises(AgentError, match="HTTP 401"):
+        await reply_text(agent_for(llm, model="gpt-4o", api_key=key), "hi")
+
+
+async def test_fake_legacy_server_refuses_max_completion_tokens(llm):
+    llm.legacy = True
+    status, body = await post(llm, {"model": "local", "messages": MESSAGES, "max_completion_tokens": 9})
+    assert status == 400 and "max_completion_tokens" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "o4-mini", "gpt-4o-mini"])
+async def test_the_limit_goes_as_max_completion_tokens_so_openai_models_answer(llm, model):
+    llm.api_key = "sk-test"
+    llm.script = DONE
+    agent = agent_for(llm, model=model, api_key="sk-test")
+    assert await reply_text(agent, "hi") == "Sure."
+    (req,) = llm.requests
+    assert req["json"]["max_completion_tokens"] == 300 and "max_tokens" not in req["json"]
+
+
+async def test_the_limit_from_settings_zero_sends_none(llm):
+    llm.script = DONE
+    settings = Settings(agent="openai", openai_base_url=llm.base_url, openai_model="gpt-5",  # type: ignore[attr-defined]
+                        openai_max_tokens=0)
+    assert await reply_text(settings_agent(settings, "CA1"), "hi") == "Sure."
+    settings = Settings(agent="openai", openai_base_url=llm.base_url, openai_model="local",  # type: ignore[attr-defined]
+                        openai_max_tokens=120, openai_max_tokens_param="max_tokens")
+    assert await reply_text(settings_agent(settings, "CA2"), "hi") == "Sure."
+    first, second = (r["json"] for r in llm.requests)
+    assert "max_tokens" not in first and "max_completion_tokens" not in first
+    assert second["max_tokens"] == 120 and "max_completion_tokens" not in second
+
+
+@pytest.mark.parametrize("legacy, sent, then", [(False, "max_tokens", "max_completion_tokens"),
+                                                 (True, "max_completion_tokens", "max_tokens")])
+async def test_a_refused_limit_name_is_retried_once_with_the_other_and_kept(llm, legacy, sent, then):
+    """OpenAI's gpt-5 refusing ``max_tokens``, or an old server refusing
+    ``max_completion_tokens``: one more request with the other name, kept for the call."""
+    llm.legacy = legacy
+    llm.script = DONE
+    agent = agent_for(llm, model="local" if legacy else "gpt-5", max_tokens_param=sent)
+    assert await reply_text(agent, "hi") == "Sure."
+    assert await reply_text(agent, "again") == "Sure."
+    bodies = [r["json"] for r in llm.requests]
+    assert [sent in b for b in bodies] == [True, False, False]
+    assert [b.get(then) for b in bodies] == [None, 300, 300]
+
+
+async def test_other_400s_are_not_retried(llm):
+    llm.api_key = "sk-test"
+    with pytest.raises(AgentError, match="HTTP 400: .*temperature"):
+        await reply_text(agent_for(llm, model="gpt-5", api_key="sk-test", temperature=0.2), "hi")
+    assert len(llm.requests) == 1
+    llm.legacy, llm.api_key = True, None
+    with pytest.raises(AgentError, match="HTTP 400"):  # refused again after the switch: no loop
+        await reply_text(agent_for(llm, model="gpt-5", max_tokens_param="max_tokens"), "hi")
+    assert len(llm.requests) == 3
+
+
+def test_max_tokens_settings_are_checked():
+    for bad in ({"openai_max_tokens": -1}, {"openai_max_tokens_param": "n_predict"}):
+        with pytest.raises(ConfigError):
+            Settings(**bad)  # type: ignore[arg-type]

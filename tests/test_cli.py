@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from callbridge.config import ConfigError, Settings, settings_table
 
@@ -68,3 +70,17 @@ def test_call_command_reports_refusal(tmp_path):
     )
     assert proc.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in proc.stderr
+
+
+def test_serve_refuses_openai_realtime_without_a_key():
+    """Refused at start with a clear message, not discovered by the first caller."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "UPSTREAM")}
+    env.update(UPSTREAM="openai-realtime", PORT="0")
+    proc = subprocess.run([sys.executable, "run.py", "serve"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2, (proc.stdout[-500:], proc.stderr[-500:])
+    assert "configuration error: UPSTREAM=openai-realtime: needs OPENAI_API_KEY" in proc.stderr
+    assert "listening" not in proc.stdout
+    with pytest.raises(ConfigError, match="needs OPENAI_API_KEY"):
+        Settings(upstream="openai-realtime")
+    assert Settings(upstream="openai-realtime", openai_api_key="sk-x").upstream == "openai-realtime"

@@ -180,7 +180,7 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
     fake.end_call_after_replies = 2
     async with serve(api.app()) as host, fake.running():
         url = await start_server(
-            upstream="openai-realtime", openai_realtime_url=fake.url, twilio_auth_token=TOKEN,
+            upstream="openai-realtime", openai_realtime_url=fake.url, openai_api_key="sk-test", twilio_auth_token=TOKEN,
             twilio_account_sid=ACCOUNT, twilio_api_url=f"http://{host}",
         )
         call = SimulatedCall(url, audio=[speech_8k("Goodbye.")], polite=True, hold_s=6.0, auth_token=TOKEN)

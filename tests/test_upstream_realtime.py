@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import copy
 
 import aiohttp
 import numpy as np
 import orjson
+import pytest
 
 from callbridge.codecs.g711 import ulaw_encode
 from callbridge.sim.caller import SimulatedCall
-from callbridge.upstreams.openai_realtime import append_audio, realtime_url, session_update, truncate
+from callbridge.upstreams.openai_realtime import (
+    append_audio, greet, padding_in_force, realtime_url, session_update, speech_onset_ms, truncate,
+)
 
 from .conftest import events, rms, speech_8k
-from .remote_fakes import FakeRealtime
+from .remote_fakes import START_MS, FakeRealtime, tone
 
 FAST_RETRIES = "0.05,0.1,0.2"
 
@@ -25,6 +30,10 @@ async def realtime_server(start_server, fake: FakeRealtime, **settings):
         upstream="openai-realtime", openai_realtime_url=fake.url, openai_api_key="sk-test",
         upstream_retries_s=FAST_RETRIES, upstream_timeout_s=3.0, **settings,
     )
+
+
+def greetings(session) -> list[dict]:
+    return [e for e in session.events if e["type"] == "response.create" and "Greet" in str(e.get("response"))]
 
 
 # -- the protocol, pure ------------------------------------------------------------------------
@@ -63,7 +72,7 @@ async def test_conversation_mulaw_end_to_end(start_server):
     assert "model=gpt-realtime" in session.headers["query"]
     update = next(e for e in session.events if e["type"] == "session.update")
     assert update["session"]["audio"]["input"]["format"]["type"] == "audio/pcmu"
-    assert any(e["type"] == "response.create" for e in session.events)  # the greeting
+    assert greetings(session)
     # No transcoding: the model got exactly the caller's mu-law bytes, in order.
     sent = bytes(result.caller_audio)
     got = bytes(session.audio)
@@ -148,7 +157,7 @@ async def test_drop_and_reconnect_mid_call(start_server):
     # The new session got the conversation so far, then the caller's turn, and answered.
     context = [e for e in second.events if e["type"] == "conversation.item.create"]
     assert context and context[0]["item"]["role"] == "assistant"
-    assert not any(e["type"] == "response.create" for e in second.events)  # no second greeting
+    assert not greetings(second)  # no second greeting
     assert events(result, "transcript.final")
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
     assert result.close_code == 1000
@@ -193,7 +202,7 @@ async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
     assert len(fake.sessions) == 2
     # The second call is greeted afresh, gets no context from the first, starts at u1.
     second_events = [e["type"] for e in fake.sessions[1].events]
-    assert "response.create" in second_events and "conversation.item.create" not in second_events
+    assert greetings(fake.sessions[1]) and "conversation.item.create" not in second_events
     assert [n for _, n in second.marks_echoed if "." not in n][:1] == ["u1"]
     assert not events(second, "transcript.final") and events(first, "transcript.final")
 
@@ -216,6 +225,222 @@ async def test_upstream_actor_restart_resumes_the_conversation(start_server):
     assert "child_restarted" in result.timeline_events()
     assert len(fake.sessions) == 2
     second = [e["type"] for e in fake.sessions[1].events]
-    assert "conversation.item.create" in second and "response.create" not in second
+    assert "conversation.item.create" in second and not greetings(fake.sessions[1])
     roles = [e["item"]["role"] for e in fake.sessions[1].events if e["type"] == "conversation.item.create"]
     assert roles[:3] == ["assistant", "user", "assistant"]
+
+
+# -- the fake refuses what the API refuses ---------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def realtime_socket(fake: FakeRealtime, key: str | None = "sk-test", query: str = "?model=gpt-realtime"):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(fake.url + query, headers=headers) as ws:
+            created = await ws.receive_json(timeout=3)
+            assert created["type"] == "session.created"
+            yield ws
+
+
+async def answer(ws, event: dict, until: str = "") -> dict:
+    """Send ``event``; the next event that is ``until`` or an error."""
+    await ws.send_json(event)
+    while True:
+        got = await ws.receive_json(timeout=3)
+        if got["type"] in (until, "error"):
+            return got
+
+
+GOOD_UPDATE = session_update("gpt-realtime", "marin", 500)
+
+
+@pytest.mark.parametrize("key, query, status", [(None, "?model=gpt-realtime", 401),
+                                                ("sk-wrong", "?model=gpt-realtime", 401),
+                                                ("sk-test", "", 400)])
+async def test_fake_refuses_the_handshake_without_the_key_or_model(key, query, status):
+    fake = FakeRealtime()
+    async with fake.running():
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with realtime_socket(fake, key, query):
+                pass
+    assert refused.value.status == status
+    assert not fake.sessions
+
+
+def _update_with(path: str, value) -> dict:
+    update = copy.deepcopy(GOOD_UPDATE)
+    *parents, last = path.split(".")
+    node = update["session"]
+    for name in parents:
+        node = node[name]
+    node[last] = value
+    return update
+
+
+@pytest.mark.parametrize("path, value, param", [
+    ("colour", "blue", "session.colour"),
+    ("type", "transcription", "session.type"),
+    ("audio.input.format", {"type": "g711_ulaw"}, "session.audio.input.format.type"),
+    ("audio.input.format", "g711_ulaw", "session.audio.input.format"),
+    ("audio.output.format", {"type": "audio/pcm", "rate": 16000}, "session.audio.output.format.rate"),
+    ("audio.input.turn_detection.silence", 500, "session.audio.input.turn_detection.silence"),
+    ("audio.input.turn_detection.type", "vad", "session.audio.input.turn_detection.type"),
+    ("audio.input.turn_detection.threshold", 2, "session.audio.input.turn_detection.threshold"),
+    ("audio.input.turn_detection.interrupt_response", "no", "session.audio.input.turn_detection.interrupt_response"),
+    ("audio.input.turn_detection.prefix_padding_ms", -1, "session.audio.input.turn_detection.prefix_padding_ms"),
+    ("audio.input.transcription.engine", "x", "session.audio.input.transcription.engine"),
+    ("output_modalities", ["audio", "text"], "session.output_modalities"),
+])
+async def test_fake_refuses_a_bad_session_update(path, value, param):
+    fake = FakeRealtime()
+    async with fake.running(), realtime_socket(fake) as ws:
+        got = await answer(ws, _update_with(path, value), "session.updated")
+        assert got["type"] == "error" and got["error"]["param"] == param, got
+        assert got["error"]["type"] == "invalid_request_error"
+        assert (await answer(ws, GOOD_UPDATE, "session.updated"))["type"] == "session.updated"
+
+
+async def test_fake_refuses_truncate_delete_cancel_and_create_it_cannot_do():
+    fake = FakeRealtime()
+    fake.greeting_s = 0.6
+    async with fake.running(), realtime_socket(fake) as ws:
+        assert (await answer(ws, GOOD_UPDATE, "session.updated"))["type"] == "session.updated"
+        got = await answer(ws, {"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0,
+                                "audio_end_ms": 10}, "conversation.item.truncated")
+        assert got["type"] == "error" and "not found" in got["error"]["message"]
+        got = await answer(ws, {"type": "conversation.item.delete", "item_id": "item_nope"}, "conversation.item.deleted")
+        assert got["type"] == "error" and "not found" in got["error"]["message"]
+        got = await answer(ws, {"type": "response.cancel"}, "response.done")
+        assert got["type"] == "error" and got["error"]["code"] == "response_cancel_not_active"
+        got = await answer(ws, {"type": "input_audio_buffer.commit_all"}, "never")
+        assert got["type"] == "error" and got["error"]["param"] == "type"
+        # a reply in progress: its audio so far bounds a truncate; a second create is refused
+        added = await answer(ws, greet("Hi."), "response.output_item.added")
+        item = added["item"]["id"]
+        got = await answer(ws, greet("Hi."), "never")
+        assert got["error"]["code"] == "conversation_already_has_active_response"
+        got = await answer(ws, truncate(item, 5000), "conversation.item.truncated")
+        assert got["type"] == "error" and "shorter than 5000ms" in got["error"]["message"]
+        got = await answer(ws, truncate(item, -1), "conversation.item.truncated")
+        assert got["type"] == "error" and got["error"]["param"] == "audio_end_ms"
+        got = await answer(ws, truncate(item, 50), "conversation.item.truncated")
+        assert got["type"] == "conversation.item.truncated" and got["audio_end_ms"] == 50
+        got = await answer(ws, {"type": "response.cancel"}, "response.done")
+        assert got["response"]["status"] == "cancelled"
+    assert fake.cancelled == [(1, "client")]
+
+
+async def _speak_to(ws, silence_s: float, loud_s: float) -> list[dict]:
+    """Caller audio straight to the fake: silence, a loud tone, silence; what it said."""
+    audio = np.concatenate([np.zeros(int(silence_s * 8000), np.int16), tone(loud_s, 8000, 8000.0),
+                            np.zeros(8000, np.int16)])
+    ulaw = ulaw_encode(audio)
+    for i in range(0, len(ulaw), 160):
+        await ws.send_str(append_audio(ulaw[i:i + 160]))
+    got: list[dict] = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        while True:
+            got.append(await ws.receive_json(timeout=0.5))
+    return got
+
+
+@pytest.mark.parametrize("padding", [300, 100, 0])
+async def test_fake_speech_started_includes_the_prefix_padding(padding):
+    fake = FakeRealtime()
+    async with fake.running(), realtime_socket(fake) as ws:
+        update = _update_with("audio.input.turn_detection.prefix_padding_ms", padding)
+        updated = await answer(ws, update, "session.updated")
+        assert updated["session"]["audio"]["input"]["turn_detection"]["prefix_padding_ms"] == padding
+        said = await _speak_to(ws, 1.0, 0.5)
+    (started,) = [e for e in said if e["type"] == "input_audio_buffer.speech_started"]
+    assert started["audio_start_ms"] == 1000 - padding
+
+
+@pytest.mark.parametrize("interrupt, create", [(True, True), (False, False)])
+async def test_fake_honours_interrupt_response_and_create_response(interrupt, create):
+    fake = FakeRealtime()
+    fake.greeting_s = 4.0
+    async with fake.running(), realtime_socket(fake) as ws:
+        update = _update_with("audio.input.turn_detection.interrupt_response", interrupt)
+        update["session"]["audio"]["input"]["turn_detection"]["create_response"] = create
+        await answer(ws, update, "session.updated")
+        await ws.send_json(greet("Hi."))
+        said = await _speak_to(ws, 0.2, 0.5)
+    kinds = [e["type"] for e in said]
+    assert "input_audio_buffer.speech_started" in kinds and "input_audio_buffer.committed" in kinds
+    assert fake.cancelled == ([(1, "vad")] if interrupt else [])
+    assert kinds.count("response.created") == (2 if create else 1)
+
+
+# -- who owns interruption: the bridge ---------------------------------------------------------
+
+
+async def test_bridge_owns_turn_taking_and_the_fake_finds_nothing_to_refuse(start_server):
+    fake = FakeRealtime()
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        result = await SimulatedCall(url, audio=[speech_8k("Book me in on Monday.")], polite=True, hold_s=2.5).run()
+    (session,) = fake.sessions
+    update = next(e for e in session.events if e["type"] == "session.update")["session"]
+    td = update["audio"]["input"]["turn_detection"]
+    assert (td["interrupt_response"], td["create_response"]) == (False, False)
+    # the greeting, then one response.create for the caller's committed turn
+    creates = [e for e in session.events if e["type"] == "response.create"]
+    assert len(creates) == 2 and creates[0] in greetings(session)
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+    assert fake.errors == [] and not events(result, "upstream.remote_error")
+
+
+async def test_the_agents_own_echo_neither_cancels_the_reply_nor_gets_answered(start_server):
+    """The agent's voice comes back on the line loud enough for the server's VAD: BargeIn
+    calls it echo, so nothing is cancelled or cleared, and the echo's turn is deleted."""
+    fake = FakeRealtime()
+    fake.greeting_s = 3.0
+    fake.amplitude = 16000.0  # -20 dB of it is still "speech" to the fake's VAD
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        result = await SimulatedCall(url, echo_db=-20, hold_s=4.5).run()
+    (session,) = fake.sessions
+    said = [e["type"] for e in session.events]
+    assert events(result, "echo_ignored")
+    assert fake.cancelled == [] and "response.cancel" not in said
+    assert result.clears == [] and not events(result, "barge_in")
+    deleted = [e["item_id"] for e in session.events if e["type"] == "conversation.item.delete"]
+    assert deleted and len(events(result, "upstream.echo_turn_dropped")) == len(deleted)
+    assert len([e for e in session.events if e["type"] == "response.create"]) == 1  # the greeting only
+    assert not events(result, "transcript.final")
+    assert fake.errors == []
+    # the whole greeting played
+    played = np.frombuffer(bytes(result.agent_audio), np.uint8).reshape(-1, 160)
+    assert ((played != 0xFF).any(axis=1)).sum() * 20 >= 3000 - 100
+
+
+async def test_a_real_barge_in_cancels_the_reply_and_detection_counts_from_the_speech(start_server):
+    fake = FakeRealtime()
+    fake.greeting_s = 5.0
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        wait = speech_8k("Wait, I want to cancel my appointment.")
+        result = await SimulatedCall(url, audio=[wait], gap_s=1.5, hold_s=2.5).run()
+    (barge,) = events(result, "barge_in")
+    (session,) = fake.sessions
+    said = [e["type"] for e in session.events]
+    assert fake.cancelled == [(1, "client")]
+    assert said.index("response.cancel") < said.index("conversation.item.truncate")
+    assert fake.errors == []
+    # The fake's VAD confirms speech START_MS of audio after it began (less wall time when
+    # frames arrive in a burst); audio_start_ms names the start of the padding before it
+    # (300 ms earlier), which the bridge adds back: without that, ~400 ms.
+    assert START_MS - 60 <= barge["detection_ms"] <= START_MS + 150, barge
+    assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
+
+
+def test_padding_and_onset_from_the_protocol():
+    updated = {"type": "session.updated", "session": {"audio": {"input": {"turn_detection": {"prefix_padding_ms": 120}}}}}
+    assert padding_in_force(updated) == 120
+    assert padding_in_force({"type": "session.updated", "session": {}}) == 300
+    assert padding_in_force({"session": {"audio": {"input": {"turn_detection": None}}}}, 250) == 250
+    assert speech_onset_ms(700, 300) == 1000.0
+    assert speech_onset_ms(0, 300) == 0.0  # speech in the input's first 300 ms: padding cut short
+    assert speech_onset_ms(None, 300) is None and speech_onset_ms(True, 300) is None

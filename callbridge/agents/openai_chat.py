@@ -8,6 +8,11 @@ ignores ``stream`` and answers one JSON completion is accepted too.
 - Messages: the system prompt, the last ``max_history_turns`` turns (caller -> ``user``,
   agent -> ``assistant``), then the transcript as ``user``.
 - ``api_key`` (optional) is sent as ``Authorization: Bearer``.
+- ``max_tokens`` (0: no limit sent) goes in the body as ``max_tokens_param``:
+  ``max_completion_tokens`` (OpenAI's current name; o-series and GPT-5 models refuse the
+  deprecated ``max_tokens``) or ``max_tokens`` (servers that know only the old name). An
+  endpoint that answers 400 naming the one sent as unsupported gets the request once more
+  with the other name, which the agent then keeps.
 - ``timeout_s`` bounds connecting and the response headers (first byte) only; the rest of
   the stream is the caller's to bound (it owns timeouts and retries).
 - Errors raise ``AgentError``: unreachable, HTTP status (with a body excerpt), malformed SSE
@@ -24,6 +29,7 @@ ignores ``stream`` and answers one JSON completion is accepted too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any, AsyncIterator, Sequence
 
@@ -32,6 +38,8 @@ import orjson
 
 from ._http import check_url, excerpt, redact, session_scope
 from .base import Agent, AgentError, Turn, split_pieces
+
+log = logging.getLogger("callbridge.agent")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are the voice of an appointment desk, answering a phone call. You can book, move and "
@@ -52,6 +60,7 @@ END_CALL_TOOL = {
     },
 }
 MAX_EVENT_BYTES = 1 << 20
+MAX_TOKENS_PARAMS = ("max_completion_tokens", "max_tokens")
 _FAREWELL = re.compile(
     r"\b(?:good ?bye|bye(?: bye)?|bye for now|farewell|have a (?:nice|good|great|lovely|wonderful) "
     r"(?:day|one|evening|afternoon|morning|weekend))\b"
@@ -122,7 +131,8 @@ class SSEDecoder:
 class OpenAIChatAgent(Agent):
     name = "openai"
     CONFIG_KEYS = ("base_url", "model", "api_key", "system_prompt", "max_history_turns", "timeout_s",
-                   "temperature", "max_tokens", "end_call_tool", "session", "call_sid", "greeting")
+                   "temperature", "max_tokens", "max_tokens_param", "end_call_tool", "session", "call_sid",
+                   "greeting")
 
     def __init__(
         self,
@@ -135,6 +145,7 @@ class OpenAIChatAgent(Agent):
         timeout_s: float = 10.0,
         temperature: float | None = None,
         max_tokens: int | None = 300,
+        max_tokens_param: str = "max_completion_tokens",
         end_call_tool: bool = False,
         session: aiohttp.ClientSession | None = None,
         call_sid: str | None = None,
@@ -148,6 +159,10 @@ class OpenAIChatAgent(Agent):
         self.timeout_s = float(timeout_s)
         self.temperature = temperature
         self.max_tokens = max_tokens
+        if max_tokens_param not in MAX_TOKENS_PARAMS:
+            raise ValueError(f"max_tokens_param must be one of {', '.join(MAX_TOKENS_PARAMS)}, not {max_tokens_param!r}")
+        self.max_tokens_param = max_tokens_param
+        self._param_switched = False
         self.end_call_tool = bool(end_call_tool)
         self.session = session
         self.call_sid = call_sid
@@ -179,7 +194,7 @@ class OpenAIChatAgent(Agent):
             "stream": True,
         }
         if self.max_tokens:
-            body["max_tokens"] = int(self.max_tokens)
+            body[self.max_tokens_param] = int(self.max_tokens)
         if self.temperature is not None:
             body["temperature"] = float(self.temperature)
         if self.end_call_tool:
@@ -194,18 +209,18 @@ class OpenAIChatAgent(Agent):
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        data = orjson.dumps(self.request_body(transcript, history))
         state = _ReplyState()
         async with session_scope(self.session) as session:
             resp: aiohttp.ClientResponse | None = None
             try:
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        resp = await session.post(self.url, data=data, headers=headers)
-                except TimeoutError:
-                    raise AgentError(f"no response from {where} within {self.timeout_s:g} s") from None
-                except aiohttp.ClientError as exc:
-                    raise AgentError(f"cannot reach {where}: {exc.__class__.__name__}: {exc}") from None
+                resp = await self._post(session, headers, transcript, history, where)
+                if resp.status == 400 and self.max_tokens and not self._param_switched:
+                    body = await excerpt(resp)
+                    if not _refuses_param(body, self.max_tokens_param):
+                        raise AgentError(f"{where} answered HTTP 400: {body}")
+                    resp.release()
+                    self._switch_param(where)
+                    resp = await self._post(session, headers, transcript, history, where)
                 if resp.status != 200:
                     raise AgentError(f"{where} answered HTTP {resp.status}: {await excerpt(resp)}")
                 if resp.content_type in ("application/json",):
@@ -223,6 +238,25 @@ class OpenAIChatAgent(Agent):
             finally:
                 if resp is not None and not resp.closed and not state.complete:
                     resp.close()  # abandoned, cancelled or failed: drop the connection
+
+    async def _post(self, session: aiohttp.ClientSession, headers: dict[str, str], transcript: str,
+                    history: Sequence[Turn], where: str) -> aiohttp.ClientResponse:
+        data = orjson.dumps(self.request_body(transcript, history))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await session.post(self.url, data=data, headers=headers)
+        except TimeoutError:
+            raise AgentError(f"no response from {where} within {self.timeout_s:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise AgentError(f"cannot reach {where}: {exc.__class__.__name__}: {exc}") from None
+
+    def _switch_param(self, where: str) -> None:
+        """The endpoint refused the token limit's name: use the other one from now on."""
+        old = self.max_tokens_param
+        self.max_tokens_param = next(p for p in MAX_TOKENS_PARAMS if p != old)
+        self._param_switched = True
+        log.warning("%s refuses %r; sending %r instead (set OPENAI_MAX_TOKENS_PARAM=%s)",
+                    where, old, self.max_tokens_param, self.max_tokens_param)
 
     async def _stream(self, resp: aiohttp.ClientResponse, state: "_ReplyState", where: str) -> AsyncIterator[str]:
         decoder = SSEDecoder()
@@ -282,6 +316,19 @@ def _json(data: str) -> dict[str, Any]:
         msg = err.get("message") if isinstance(err, dict) else err
         raise AgentError(f"the model server reported an error: {str(msg)[:300]}")
     return obj
+
+
+def _refuses_param(body: str, param: str) -> bool:
+    """Whether a 400 body says ``param`` is not accepted: OpenAI's shape (``error.param``),
+    or a message naming it as an unsupported or unrecognised parameter."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None  # not JSON, or cut short by the excerpt
+    if isinstance(error, dict) and error.get("param") == param:
+        return True
+    return bool(re.search(rf"(?i)(?:unsupported parameter|unrecognized request argument supplied|unknown parameter)"
+                          rf"\W*{re.escape(param)}\b", body))
 
 
 def _first_choice(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -67,7 +67,8 @@ def agent_for(settings: Settings, call_sid: str) -> Agent:
         return create_agent(
             "openai", base_url=settings.openai_base_url, model=settings.openai_model,
             api_key=settings.openai_api_key or None, call_sid=call_sid,
-            timeout_s=settings.agent_timeout_s,
+            timeout_s=settings.agent_timeout_s, max_tokens=settings.openai_max_tokens,
+            max_tokens_param=settings.openai_max_tokens_param,
         )
     if settings.agent == "webhook":
         return create_agent(

@@ -11,12 +11,17 @@ conversation goes on. The greeting is asked for once per call (``response.create
   (the Codec passes them through: ``caller_format = "ulaw"``).
 - Agent audio: ``response.output_audio.delta`` bytes are mu-law already: framed and
   played; one output item is one utterance (its own marks).
-- Barge-in: ``input_audio_buffer.speech_started`` goes to BargeIn with the onset the
-  server gives (``audio_start_ms``, mapped back to when that audio reached us). If the
-  agent was audible, BargeIn cuts it (``clear`` at Twilio, queued audio dropped) and we
-  send ``conversation.item.truncate`` with ``audio_end_ms`` = what the caller heard
-  (Twilio's marks, within one 200 ms mark interval), so the model forgets the rest. The
-  server's VAD cancels the response itself (``interrupt_response``).
+- Turn-taking is the bridge's: the server's VAD only reports (``create_response`` and
+  ``interrupt_response`` off). ``input_audio_buffer.speech_started`` goes to BargeIn with
+  the onset: ``audio_start_ms`` includes the ``prefix_padding_ms`` in force (from
+  ``session.updated``), so the padding is added back, then mapped to when that audio
+  reached us. A barge-in (agent audible, not its own echo) cuts the agent (``clear`` at
+  Twilio, queued audio dropped) and we send ``response.cancel`` (if a response is in
+  progress) and ``conversation.item.truncate`` with ``audio_end_ms`` = what the caller
+  heard (Twilio's marks, within one 200 ms mark interval; never past the audio the item
+  has). Speech BargeIn calls echo cancels nothing, and its turn is deleted from the
+  conversation once committed (``conversation.item.delete``). Every other committed turn
+  gets ``response.create`` (after the response in progress, if any, is done).
 - Transcripts: ``conversation.item.input_audio_transcription.completed`` ->
   ``transcript.final``; ``response.output_audio_transcript.done`` -> ``agent.reply``.
 - ``end_call`` tool call: the call ends once the agent's last words have played.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,12 +43,16 @@ import orjson
 
 from ..agents.base import Turn
 from ..agents.openai_chat import DEFAULT_SYSTEM_PROMPT
-from .remote import RemoteBackend, RemoteFailure
+from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
 
 INSTRUCTIONS = DEFAULT_SYSTEM_PROMPT + " After your farewell, call the end_call tool."
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 CONTEXT_TURNS = 20
 """Transcript turns given to a new session after a reconnect."""
+PREFIX_PADDING_MS = 300
+"""Audio the server's VAD keeps before detected speech (and counts in ``audio_start_ms``)."""
+ECHO_ITEMS = 16
+"""Input items judged echo, remembered until committed."""
 END_CALL_TOOL = {
     "type": "function",
     "name": "end_call",
@@ -81,9 +91,9 @@ def session_update(model: str, voice: str, silence_ms: int, instructions: str = 
                     "turn_detection": {
                         "type": "server_vad",
                         "silence_duration_ms": silence_ms,
-                        "prefix_padding_ms": 300,
-                        "create_response": True,
-                        "interrupt_response": True,
+                        "prefix_padding_ms": PREFIX_PADDING_MS,
+                        "create_response": False,
+                        "interrupt_response": False,
                     },
                 },
                 "output": {"format": pcmu, "voice": voice},
@@ -103,8 +113,39 @@ def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
     return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
 
 
+def padding_in_force(updated: dict[str, Any], sent_ms: int = PREFIX_PADDING_MS) -> int:
+    """``prefix_padding_ms`` from a ``session.updated`` event (``sent_ms`` if it says none)."""
+    session = updated.get("session")
+    try:
+        value = session["audio"]["input"]["turn_detection"]["prefix_padding_ms"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return sent_ms
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else sent_ms
+
+
+def speech_onset_ms(audio_start_ms: Any, padding_ms: int) -> float | None:
+    """Where the caller's speech began in the session's input: ``audio_start_ms`` counts
+    from the start of the padding the server keeps before it. 0 may be the padding cut
+    short by the start of the input (speech within its first ``padding_ms``): taken as 0."""
+    if not isinstance(audio_start_ms, (int, float)) or isinstance(audio_start_ms, bool):
+        return None
+    return float(audio_start_ms) + padding_ms if audio_start_ms > 0 else 0.0
+
+
 def greet(greeting: str) -> dict[str, Any]:
     return {"type": "response.create", "response": {"instructions": f"Greet the caller with exactly these words: {greeting}"}}
+
+
+def create_response() -> dict[str, Any]:
+    return {"type": "response.create"}
+
+
+def cancel_response() -> dict[str, Any]:
+    return {"type": "response.cancel"}
+
+
+def delete_item(item_id: str) -> dict[str, Any]:
+    return {"type": "conversation.item.delete", "item_id": item_id}
 
 
 def context_item(turn: Turn) -> dict[str, Any]:
@@ -128,9 +169,18 @@ class RealtimeBackend(RemoteBackend):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.item_ms: dict[str, float] = {}
-        """Agent audio received per output item (ms): truncation never goes past it."""
+        """Agent audio received per output item of this session (ms): truncation never
+        goes past it, nor names an item of an earlier session."""
         self.item_utterance: dict[str, int] = {}
         self.end_requested = False
+        self.padding_ms = PREFIX_PADDING_MS
+        self.responding = False
+        """A response is in progress (``response.created`` .. ``response.done``)."""
+        self.reply_wanted = False
+        """A committed turn waits for the response in progress to end."""
+        self.speech_item = ""
+        """The input item of the latest ``speech_started``."""
+        self.echo_items: deque[str] = deque(maxlen=ECHO_ITEMS)
 
     async def connect(self) -> None:
         s = self.settings
@@ -138,25 +188,29 @@ class RealtimeBackend(RemoteBackend):
         ws = await self.open_socket(realtime_url(s.openai_realtime_url, s.openai_realtime_model), headers)
         await self._expect(ws, "session.created")
         await ws.send_str(orjson.dumps(session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)).decode())
-        await self._expect(ws, "session.updated")
+        self.padding_ms = padding_in_force(await self._expect(ws, "session.updated"))
         # After a reconnect (or a restart of the Upstream actor) the new session first
         # gets the conversation so far; a new call has none.
         for turn in self.conversation.history[-CONTEXT_TURNS:]:
             await ws.send_str(orjson.dumps(context_item(turn)).decode())
 
-    async def _expect(self, ws: aiohttp.ClientWebSocketResponse, wanted: str) -> None:
+    async def _expect(self, ws: aiohttp.ClientWebSocketResponse, wanted: str) -> dict[str, Any]:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             event = orjson.loads(msg.data)
             kind = event.get("type") if isinstance(event, dict) else None
             if kind == wanted:
-                return
+                return event
             if kind == "error":
                 raise RemoteFailure(f"{wanted[:-1]} refused: {_error_text(event)}")
         raise RemoteFailure(f"socket closed before {wanted} ({ws.close_code})")
 
     def on_ready(self) -> None:
+        self.item_ms.clear()
+        self.item_utterance.clear()
+        self.responding = self.reply_wanted = False
+        self.echo_items.clear()
         conv = self.conversation
         if not conv.greeted:
             conv.greeted = True
@@ -175,37 +229,71 @@ class RealtimeBackend(RemoteBackend):
                 audio = base64.b64decode(event.get("delta", ""), validate=True)
             except (binascii.Error, TypeError, ValueError):
                 raise RemoteFailure(f"{kind}: delta is not base64") from None
+            if item not in self.item_ms:
+                _keep_last(self.item_ms, KEEP_KEYS - 1)
             self.item_ms[item] = self.item_ms.get(item, 0.0) + len(audio) / 8.0
             self.agent_audio(item, audio)
             if self.utterance is not None and item == self.utterance_key:
                 self.item_utterance[item] = self.utterance
+                _keep_last(self.item_utterance, KEEP_KEYS)
         elif kind in _AUDIO_DONE:
             if event.get("item_id") == self.utterance_key:
                 self.end_utterance()
         elif kind == "input_audio_buffer.speech_started":
-            start = event.get("audio_start_ms")
-            self.caller_started(float(start) if isinstance(start, (int, float)) else None)
+            self.speech_item = str(event.get("item_id", ""))
+            self.caller_started(speech_onset_ms(event.get("audio_start_ms"), self.padding_ms))
+        elif kind == "input_audio_buffer.committed":
+            self._committed(str(event.get("item_id", "")))
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self.heard(str(event.get("transcript", "")))
+            if event.get("item_id") not in self.echo_items:
+                self.heard(str(event.get("transcript", "")))
         elif kind in _TRANSCRIPT_DONE:
             self.said(str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", ""))))
         elif kind == "response.output_item.done":
             item = event.get("item") or {}
             if item.get("type") == "function_call" and item.get("name") == "end_call":
                 self.end_requested = True
+        elif kind == "response.created":
+            self.responding = True
         elif kind == "response.done":
+            self.responding = False
             self.end_utterance()
             if self.end_requested:
                 self.remote_ended("the agent called end_call")
+            elif self.reply_wanted:
+                self.reply_wanted = False
+                self.send_json(create_response())
         elif kind == "error":
             self.port.note("upstream.remote_error", provider=self.provider, error=_error_text(event))
 
+    def _committed(self, item: str) -> None:
+        """The server closed a caller turn: drop it if it was the agent's echo, else ask
+        for the reply (once the response in progress is done)."""
+        if item in self.echo_items:
+            self.send_json(delete_item(item))
+            self.port.note("upstream.echo_turn_dropped", provider=self.provider, item_id=item[:64])
+        elif self.responding:
+            self.reply_wanted = True
+        else:
+            self.send_json(create_response())
+
+    def speech_rejected(self) -> None:
+        if self.speech_item:
+            self.echo_items.append(self.speech_item)
+
     def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
-        if key is None or played_ms < 0:
-            return  # not ours, or it had played to the end: nothing to forget
-        heard_ms = int(min(played_ms, self.item_ms.get(key, 0.0)))
+        if self.responding:
+            self.send_json(cancel_response())
+        if key is None or played_ms < 0 or key not in self.item_ms:
+            return  # not ours (or of an earlier session), or it had played to the end
+        heard_ms = int(min(played_ms, self.item_ms[key]))
         self.send_json(truncate(key, heard_ms))
         self.port.note("agent.truncated", utterance=utterance, item_id=key, audio_end_ms=heard_ms)
+
+
+def _keep_last(table: dict[str, Any], n: int) -> None:
+    while len(table) > n:
+        del table[next(iter(table))]
 
 
 def _error_text(event: dict[str, Any]) -> str:
