@@ -13,8 +13,9 @@ and webhook tokens are not valid there).
 
 Bad input closes that socket only, with one log line and a close code:
 1003 binary frame; 1007 malformed JSON, bad fields or bad base64; 1008 bad signature,
-bad token, a second stream for a live call, or an event out of order (media before
-start), a token already used (tokens start one stream: ``CallStore.claim_token``), or
+bad token, a second stream for a live call (one per CallSid on any process:
+``CallStore.claim_stream``), an event out of order (media before start), a token already
+used (tokens start one stream: ``CallStore.claim_token``), or
 inbound audio faster than ``INBOUND_RATE`` x real time sustained (``INBOUND_BURST_S``
 banked); 1009 a message over ``MAX_MESSAGE_BYTES``; 1013 a new call past ``MAX_CALLS``
 (recorded as ended, so Twilio's redirect gets ``<Hangup/>``). Unknown events are logged
@@ -160,6 +161,8 @@ class StreamSession:
         self.messages = 0
         self.liveness = Liveness(time.monotonic())
         self.inbound: InboundRate | None = None
+        self.claimed: str | None = None
+        """The CallSid whose stream this socket claimed in the store (``start``)."""
         self.expelled = False
         self.closing: asyncio.Task[Any] | None = None
 
@@ -222,10 +225,16 @@ class StreamSession:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
         if not await gw.store.claim_token(key, left_s):
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: stream token already used")
-        if start.call_sid in gw.registry.live:
+        wants_resume = start.custom_parameters.get("resume") == "1"
+        claimed = await gw.store.claim_stream(start.call_sid)
+        if claimed is False:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
+        self.claimed = start.call_sid
         resume = None
-        if start.custom_parameters.get("resume") == "1":
+        if wants_resume and claimed is None:
+            # Unclaimed, the call may be live elsewhere: its stored state is not handed out.
+            log.warning("call %s: the store did not answer the stream claim; starting afresh", start.call_sid)
+        elif wants_resume:
             stored = await gw.store.lookup(start.call_sid)
             if stored is not None and stored.state == "live":
                 resume = stored.data
@@ -235,6 +244,7 @@ class StreamSession:
         if resume is None and gw.at_capacity():
             # Recorded as ended: Twilio's redirect then hangs up instead of trying again.
             record = {"callSid": start.call_sid, "state": "ended", "stop_reason": "busy: MAX_CALLS", "timeline": []}
+            self.claimed = None  # released by the finish
             await gw.store.finish(start.call_sid, record, resumable=False)
             raise Refused(CLOSE_TRY_AGAIN, f"call {start.call_sid}: busy ({len(gw.registry.live)} live calls, MAX_CALLS)")
         publish = gw.events.publish if gw.events is not None else None
@@ -306,6 +316,8 @@ class StreamSession:
             await self.gw.store.finish(call.call_sid, call.to_json(), resumable)
             log.info("call %s: %s (%s)", call.call_sid, "stream dropped; resumable" if resumable else "ended",
                      call.stop_reason)
+        elif self.claimed is not None:  # refused after its claim: the call's stream is free again
+            self.gw.store.release_stream(self.claimed)
         if self.log_binding is not None:
             unbind_call(self.log_binding)
             self.log_binding = None

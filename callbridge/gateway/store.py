@@ -14,17 +14,24 @@ of an ended one. The gateway uses it so:
   and ``GET /calls`` lists every process's calls from ``listing`` (production mode);
 - the media socket ``claim_token``s each stream token at ``start``: the first claim wins,
   any later one (a replayed token, on this process or another) is refused. Used tokens
-  are remembered until they expire, at most ``max_tokens`` (the oldest forgotten first:
-  they are the nearest to expiry anyway).
+  are remembered until they expire (``UsedTokens``);
+- then it ``claim_stream``s the CallSid: one live stream per call, whichever process
+  carries it. The claim is the carrying process's until its stream ``finish``es (a drop
+  included: the resume that follows claims it again), it ``release_stream``s a stream
+  that never became a call, or the process dies (``StoreBook.orphan``). The webhook
+  asks ``streaming`` before it answers a resume (the old stream's process may not be
+  known dead yet).
 
 ``LocalStore`` (dev mode) keeps them in this process; production mode's store lives in
 the thespian control plane (``callbridge.prod``). Both are bounded: at most
-``max_calls`` checkpoints (oldest dropped) and ``history`` ended records; a checkpoint
-not refreshed for ``ttl_s`` is forgotten (its call can no longer be resumed).
+``max_calls`` checkpoints (oldest dropped) and stream claims, and ``history`` ended
+records; a checkpoint not refreshed for ``ttl_s`` is forgotten (its call can no longer
+be resumed).
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -60,6 +67,56 @@ class CallStore(Protocol):
     async def record(self, call_sid: str) -> dict[str, Any] | None: ...
     async def listing(self) -> dict[str, list[dict[str, Any]]] | None: ...
     async def claim_token(self, key: str, keep_s: float) -> bool: ...
+    async def claim_stream(self, call_sid: str) -> bool | None:
+        """True: this process now carries the call's one live stream; False: another
+        stream has it; None: nobody answered (production mode's control plane)."""
+        ...
+    def release_stream(self, call_sid: str) -> None: ...
+    async def streaming(self, call_sid: str) -> bool | None:
+        """Whether a stream holds the call's claim (None: nobody answered)."""
+        ...
+
+
+class UsedTokens:
+    """Stream tokens already claimed, each remembered until it may be forgotten; at most
+    ``limit`` (the oldest forgotten first: they are the nearest to expiry anyway). Pure,
+    ``now`` passed in."""
+
+    SLACK_S = 1.0
+    """Kept this much past the token's expiry (clocks of different processes)."""
+
+    def __init__(self, limit: int) -> None:
+        self.until: OrderedDict[str, float] = OrderedDict()
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.until)
+
+    def claim(self, key: str, keep_s: float, now: float) -> bool:
+        """True the first time ``key`` is claimed while remembered; False after."""
+        self._forget(now)
+        if key in self.until:
+            return False
+        self.remember(key, keep_s + self.SLACK_S, now)
+        return True
+
+    def remember(self, key: str, keep_s: float, now: float) -> None:
+        """``key`` is used for ``keep_s`` more seconds (a claim made elsewhere)."""
+        self.until[key] = max(self.until.get(key, 0.0), now + keep_s)
+        while len(self.until) > self.limit:
+            self.until.popitem(last=False)
+
+    def left(self, now: float) -> list[tuple[str, float]]:
+        """Every remembered key with its seconds left (what another store must remember)."""
+        return [(key, until - now) for key, until in self.until.items() if until > now]
+
+    def _forget(self, now: float) -> None:
+        until = self.until
+        while until:
+            first, at = next(iter(until.items()))
+            if at > now:
+                break
+            del until[first]
 
 
 class StoreBook:
@@ -67,9 +124,9 @@ class StoreBook:
 
     def __init__(self, history: int, max_calls: int = 10_000, ttl_s: float = 600.0, max_tokens: int = 100_000) -> None:
         self.live: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self.used_tokens: OrderedDict[str, float] = OrderedDict()
-        """Claimed stream tokens -> when they may be forgotten (``now`` + seconds left)."""
-        self.max_tokens = max_tokens
+        self.used_tokens = UsedTokens(max_tokens)
+        self.streams: OrderedDict[str, int] = OrderedDict()
+        """CallSids with a live stream -> the pid of the process carrying it."""
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.history = max(0, history)
         self.max_calls = max_calls
@@ -132,19 +189,57 @@ class StoreBook:
 
     def claim_token(self, key: str, keep_s: float, now: float) -> bool:
         """True the first time ``key`` is claimed while remembered; False after."""
-        used = self.used_tokens
-        while used:
-            first, until = next(iter(used.items()))
-            if until > now and len(used) < self.max_tokens:
-                break
-            del used[first]
-        if key in used:
+        return self.used_tokens.claim(key, keep_s, now)
+
+    def claim_stream(self, call_sid: str, owner: int) -> bool:
+        """True when no stream holds ``call_sid``: now ``owner`` (a pid) does. False while
+        any holds it, ``owner`` included (one live stream per call)."""
+        if call_sid in self.streams:
             return False
-        used[key] = now + keep_s + 1.0
+        self.streams[call_sid] = owner
+        while len(self.streams) > self.max_calls:
+            self.streams.popitem(last=False)
         return True
 
+    def streaming(self, call_sid: str) -> bool:
+        return call_sid in self.streams
+
+    def release_stream(self, call_sid: str, owner: int | None) -> None:
+        """``owner``'s stream of ``call_sid`` is gone (another's claim is kept)."""
+        if owner is not None and self.streams.get(call_sid) == owner:
+            del self.streams[call_sid]
+
+    def finish_stream(
+        self, call_sid: str, record: dict[str, Any], resumable: bool, owner: int | None, now: float
+    ) -> None:
+        """``finish`` as told by the process ``owner``: its stream claim goes too."""
+        self.release_stream(call_sid, owner)
+        self.finish(call_sid, record, resumable, now)
+
+    def replay(
+        self,
+        owner: int,
+        tokens: list[tuple[str, float]],
+        streams: list[str],
+        ended: list[tuple[str, dict[str, Any]]],
+        now: float,
+    ) -> None:
+        """Take again what the process ``owner`` told a store that is gone: the tokens
+        it claimed (seconds left each), the streams it carries, the calls it ended."""
+        for key, keep_s in tokens:
+            self.used_tokens.remember(key, keep_s, now)
+        for call_sid, record in ended:
+            if call_sid not in self.ended:
+                self.finish(call_sid, record, resumable=False, now=now)
+        for call_sid in streams:
+            if call_sid not in self.ended:
+                self.claim_stream(call_sid, owner)
+
     def orphan(self, pid: int, now: float) -> list[str]:
-        """The process ``pid`` died: its live calls await their redirect. Returns them."""
+        """The process ``pid`` died: its live calls await their redirect (their stream
+        claims go: the resume takes them). Returns them."""
+        for call_sid in [sid for sid, owner in self.streams.items() if owner == pid]:
+            del self.streams[call_sid]
         sids = [sid for sid, (_, snap) in self.live.items() if snap.get("pid") == pid]
         for sid in sids:
             at, snap = self.live[sid]
@@ -158,6 +253,7 @@ class LocalStore:
     def __init__(self, history: int, clock: Any) -> None:
         self.book = StoreBook(history)
         self.clock = clock
+        self.pid = os.getpid()
 
     async def lookup(self, call_sid: str) -> Stored | None:
         return self.book.lookup(call_sid, self.clock())
@@ -166,7 +262,7 @@ class LocalStore:
         self.book.checkpoint(call_sid, snapshot, self.clock())
 
     async def finish(self, call_sid: str, record: dict[str, Any], resumable: bool) -> None:
-        self.book.finish(call_sid, record, resumable, self.clock())
+        self.book.finish_stream(call_sid, record, resumable, self.pid, self.clock())
 
     async def record(self, call_sid: str) -> dict[str, Any] | None:
         return self.book.record(call_sid, self.clock())
@@ -176,3 +272,12 @@ class LocalStore:
 
     async def claim_token(self, key: str, keep_s: float) -> bool:
         return self.book.claim_token(key, keep_s, self.clock())
+
+    async def claim_stream(self, call_sid: str) -> bool | None:
+        return self.book.claim_stream(call_sid, self.pid)
+
+    def release_stream(self, call_sid: str) -> None:
+        self.book.release_stream(call_sid, self.pid)
+
+    async def streaming(self, call_sid: str) -> bool | None:
+        return self.book.streaming(call_sid)

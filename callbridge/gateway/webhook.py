@@ -23,6 +23,9 @@ stream never started (refused at the handshake or at ``start``) comes back with 
 N each time, and from ``MAX_ATTEMPTS`` on it gets "busy" and ``<Hangup/>`` rather than
 another stream: a refusal can never loop.
 
+A resume waits (at most ``RESUME_WAIT_S``) while the call's old stream still holds its
+claim in the store, so that a stream whose process died unnoticed is not refused.
+
 Replay: Twilio's voice webhook carries no timestamp (its signature covers URL and form
 only), so a captured request could be replayed; what it yields is a stream token for a
 call that must then start a stream with a valid handshake signature, and each token
@@ -32,6 +35,7 @@ captured at all (``SECURITY.md``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from urllib.parse import urlencode
@@ -53,6 +57,14 @@ MAX_RESUMES = 5
 MAX_ATTEMPTS = 3
 CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 """Twilio's final ``CallStatus`` values: such a request gets ``<Hangup/>``, never a stream."""
+RESUME_WAIT_S = 4.0
+"""How long a resume's webhook waits while the call's old stream still holds its claim
+(``CallStore.streaming``): the process that carried it may have died unnoticed yet
+(production mode's pool releases a silent shard's claims after ``prod.pool.DEAD_AFTER_S``).
+Waiting here, before Twilio opens the stream, keeps the resume from being refused and
+looping through redirects; a stream that is really live keeps its claim, and the new
+one is then refused at ``start``."""
+CLAIM_POLL_S = 0.25
 FORM = "application/x-www-form-urlencoded"
 BUSY = "Sorry, all our lines are busy right now. Please try again shortly."
 DRAINING = "Sorry, we can't take your call right now. Please try again shortly."
@@ -117,6 +129,10 @@ async def voice_inbound(request: web.Request) -> web.Response:
         log.info("call %s: <Connect> action after the call ended: <Hangup/>", call_sid)
         return web.Response(text=str(response), content_type="text/xml")
     resume = stored is not None
+    if resume:  # a live call: its old stream must be gone first
+        deadline = time.monotonic() + RESUME_WAIT_S
+        while await gw.store.streaming(call_sid) and time.monotonic() < deadline:  # None: no answer, no wait
+            await asyncio.sleep(CLAIM_POLL_S)
     if resume and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:  # type: ignore[union-attr]
         # The call keeps losing its stream (a crash it triggers?): stop the loop.
         await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)  # type: ignore[union-attr]

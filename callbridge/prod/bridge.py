@@ -16,10 +16,12 @@ import itertools
 import logging
 import os
 import queue
+import time
 from typing import Any, Callable
 
 from ..gateway.store import Stored
 from . import control as c
+from .journal import StoreJournal
 
 log = logging.getLogger("callbridge.prod")
 
@@ -82,10 +84,21 @@ class ControlBridge:
 
 
 class ControlStore:
-    """``CallStore`` kept by the pool supervisor, reached through the bridge."""
+    """``CallStore`` kept by the pool supervisor, reached through the bridge.
 
-    def __init__(self, bridge: ControlBridge) -> None:
+    What it tells the pool besides checkpoints (claimed tokens and streams, ended calls)
+    it also notes in its ``journal``, for a new pool to learn again (``replay``).
+    A control plane that does not answer a claim in ``ASK_TIMEOUT_S``: the stream is
+    let through, checked against this shard's journal only (a token or a call seen here
+    is still refused), and the journal tells the next pool of it; a claim of the call's
+    stream that got no answer never resumes stored state (``media.start_call``). So a
+    pool outage never turns a call away, and what it lets through is bounded by the outage.
+    """
+
+    def __init__(self, bridge: ControlBridge, journal: StoreJournal) -> None:
         self.bridge = bridge
+        self.journal = journal
+        self.pid = journal.pid
 
     async def lookup(self, call_sid: str) -> Stored | None:
         try:
@@ -98,8 +111,9 @@ class ControlStore:
         self.bridge.post(c.Checkpoint(call_sid, snapshot))
 
     async def finish(self, call_sid: str, record: dict[str, Any], resumable: bool) -> None:
+        self.journal.finish(call_sid, record, resumable, time.monotonic())
         try:
-            await self.bridge.ask(lambda req: c.Finish(req, call_sid, record, resumable))
+            await self.bridge.ask(lambda req: c.Finish(req, call_sid, record, resumable, self.pid))
         except asyncio.TimeoutError:
             log.error("call %s: control plane did not acknowledge the end of the call", call_sid)
 
@@ -116,13 +130,39 @@ class ControlStore:
             return None
 
     async def claim_token(self, key: str, keep_s: float) -> bool:
-        """Fails open when the control plane does not answer (the token's signature,
-        call and expiry were checked already): a call is never refused for it."""
+        if not self.journal.claim_token(key, keep_s, time.monotonic()):
+            return False  # used on this shard
         try:
             return bool(await self.bridge.ask(lambda req: c.ClaimToken(req, key, keep_s)))
         except asyncio.TimeoutError:
-            log.error("control plane did not answer a token claim; allowing the stream")
+            log.error("control plane did not answer a token claim; allowing the stream (unused on this shard)")
             return True
+
+    async def claim_stream(self, call_sid: str) -> bool | None:
+        if not self.journal.claim_stream(call_sid):
+            return False  # carried on this shard
+        try:
+            granted = bool(await self.bridge.ask(lambda req: c.ClaimStream(req, call_sid, self.pid)))
+        except asyncio.TimeoutError:
+            log.error("call %s: control plane did not answer the stream claim; taken as a new call", call_sid)
+            return None
+        if not granted:
+            self.release_stream(call_sid)  # a replay to a new pool may have claimed it meanwhile
+        return granted
+
+    async def streaming(self, call_sid: str) -> bool | None:
+        try:
+            return bool(await self.bridge.ask(lambda req: c.Streaming(req, call_sid)))
+        except asyncio.TimeoutError:
+            return None
+
+    def release_stream(self, call_sid: str) -> None:
+        self.journal.release_stream(call_sid)
+        self.bridge.post(c.ReleaseStream(call_sid, self.pid))
+
+    def replay(self, index: int) -> None:
+        """Tell a new pool what this shard told the one that died (``StoreJournal``)."""
+        self.bridge.post(self.journal.replay(index, time.monotonic()))
 
     async def health(self) -> c.PoolStatus | None:
         try:

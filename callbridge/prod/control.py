@@ -84,6 +84,8 @@ class Finish:
     call_sid: str
     record: dict[str, Any]
     resumable: bool
+    owner: int | None = None
+    """The pid of the shard whose stream ended: its stream claim is released."""
 
 
 @dataclass
@@ -104,6 +106,48 @@ class ClaimToken:
     req: int
     key: str
     keep_s: float
+
+
+@dataclass
+class ClaimStream:
+    """A shard starts a stream for ``call_sid``: answered True unless another stream of
+    the call holds it (one live stream per CallSid, cluster-wide)."""
+
+    req: int
+    call_sid: str
+    owner: int
+
+
+@dataclass
+class Streaming:
+    """Whether a stream holds ``call_sid``'s claim: answered True or False."""
+
+    req: int
+    call_sid: str
+
+
+@dataclass
+class ReleaseStream:
+    """A claimed stream ended before it became a call (refused at ``start``)."""
+
+    call_sid: str
+    owner: int
+
+
+@dataclass
+class Replay:
+    """From an adopted shard to its new pool, after ``NewPool``: what it told the pool
+    that died (``StoreJournal``). Until every adopted shard's replay is in (or
+    ``pool.REPLAY_WAIT_S``), the new pool holds the store's requests back."""
+
+    index: int
+    pid: int
+    tokens: list[tuple[str, float]]
+    """Stream tokens it claimed, with the seconds each is still to be remembered."""
+    streams: list[str]
+    """CallSids whose live stream it carries."""
+    ended: list[tuple[str, dict[str, Any]]]
+    """Its recent calls that ended for good, with their summaries."""
 
 
 @dataclass

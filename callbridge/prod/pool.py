@@ -9,8 +9,12 @@ It keeps the shards running and the calls' state:
   whose heartbeats stop for ``DEAD_AFTER_S`` (a hung loop, a lost machine: thespian
   itself would not say for minutes); its calls are marked orphaned and resume when
   Twilio's redirect comes back;
-- holds the ``StoreBook`` (checkpoints, ended records, used stream tokens) and answers the shards'
-  lookups; answers ``Health`` with every shard's state;
+- holds the ``StoreBook`` (checkpoints, ended records, used stream tokens, live stream
+  claims) and answers the shards' lookups and claims; answers ``Health`` with every
+  shard's state. A pool that adopts the shards of one that died starts with an empty
+  book: each adopted shard sends a ``Replay`` of what it had told the old one, and until
+  every replay is in (or ``REPLAY_WAIT_S``) the store's requests are held, so no claim or
+  lookup is answered from a book that is still filling;
 - on ``Drain`` asks every shard to drain and answers ``run.py serve`` once all have.
 
 Imports nothing heavy: shard processes are forked from this one.
@@ -44,6 +48,11 @@ DEAD_AFTER_S = 3.0
 START_GRACE_S = 60.0
 """A new shard has this long to come up (it warms the speech models first)."""
 TICK_S = 0.5
+REPLAY_WAIT_S = 1.0
+"""How long a new pool holds the store's requests for its adopted shards' replays (under
+the shards' ``bridge.ASK_TIMEOUT_S``, with a tick to spare)."""
+MAX_HELD = 10_000
+"""Past this many held requests the new pool stops waiting for replays."""
 
 
 @dataclass
@@ -95,6 +104,11 @@ class PoolSupervisor(ActorTypeDispatcher):
         self.book = StoreBook(history=int(os.environ.get("CALL_HISTORY", "200")))
         self.node = os.environ.get("CALLBRIDGE_NODE") or socket.gethostname()
         self.nodes: dict[str, int] = {}
+        self.replays_due: set[int] = set()
+        """Indexes of adopted shards whose ``Replay`` has not come yet."""
+        self.replay_deadline = 0.0
+        self.held: list[tuple[Any, Any]] = []
+        """Store requests (message, sender) waiting for the replays, in arrival order."""
 
     # -- shards --------------------------------------------------------------------------
 
@@ -130,6 +144,8 @@ class PoolSupervisor(ActorTypeDispatcher):
             return
         self.notifyOnSystemRegistrationChanges(True)
         now = time.monotonic()
+        self.replays_due = {a.index for a in msg.adopt}
+        self.replay_deadline = now + REPLAY_WAIT_S
         for a in msg.adopt:  # not our children: only heartbeats tell us they died
             shard = ShardInfo(a.index, a.node, a.address, now, pid=a.pid, url=a.url, last_beat=now)
             self.state.shards.append(shard)
@@ -190,6 +206,10 @@ class PoolSupervisor(ActorTypeDispatcher):
                 if shard.node != self.node:  # a lost machine, most likely: don't place there again
                     self.nodes.pop(shard.node, None)
                 self._replace(shard, f"silent for {silent:.1f} s")
+        if self.replays_due and now > self.replay_deadline:
+            log.warning("no store replay from adopted shard(s) %s in %.1f s; answering without",
+                        sorted(self.replays_due), REPLAY_WAIT_S)
+            self._replayed()
         self.book.expire(now)
         self.wakeupAfter(TICK_S)
 
@@ -203,24 +223,68 @@ class PoolSupervisor(ActorTypeDispatcher):
 
     # -- the call store -------------------------------------------------------------------
 
+    def _held(self, msg: Any, sender: Any) -> bool:
+        """True when ``msg`` waits for the adopted shards' replays (answered after them,
+        in order)."""
+        if not self.replays_due:
+            return False
+        if len(self.held) >= MAX_HELD:
+            self._replayed()
+            return False
+        self.held.append((msg, sender))
+        return True
+
+    def _replayed(self) -> None:
+        self.replays_due.clear()
+        held, self.held = self.held, []
+        for msg, sender in held:
+            self.receiveMessage(msg, sender)
+
+    def receiveMsg_Replay(self, msg: c.Replay, sender: Any) -> None:  # noqa: N802
+        self.book.replay(msg.pid, msg.tokens, msg.streams, msg.ended, time.monotonic())
+        log.info("shard %d (pid %d) replayed %d token(s), %d stream(s), %d ended call(s)",
+                 msg.index, msg.pid, len(msg.tokens), len(msg.streams), len(msg.ended))
+        if msg.index in self.replays_due:
+            self.replays_due.discard(msg.index)
+            if not self.replays_due:
+                self._replayed()
+
     def receiveMsg_Checkpoint(self, msg: c.Checkpoint, sender: Any) -> None:  # noqa: N802
-        self.book.checkpoint(msg.call_sid, msg.snapshot, time.monotonic())
+        if not self._held(msg, sender):
+            self.book.checkpoint(msg.call_sid, msg.snapshot, time.monotonic())
 
     def receiveMsg_Lookup(self, msg: c.Lookup, sender: Any) -> None:  # noqa: N802
-        self.send(sender, c.Answer(msg.req, self.book.lookup(msg.call_sid, time.monotonic())))
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.lookup(msg.call_sid, time.monotonic())))
 
     def receiveMsg_Finish(self, msg: c.Finish, sender: Any) -> None:  # noqa: N802
-        self.book.finish(msg.call_sid, msg.record, msg.resumable, time.monotonic())
-        self.send(sender, c.Answer(msg.req, True))
+        if not self._held(msg, sender):
+            self.book.finish_stream(msg.call_sid, msg.record, msg.resumable, msg.owner, time.monotonic())
+            self.send(sender, c.Answer(msg.req, True))
 
     def receiveMsg_Record(self, msg: c.Record, sender: Any) -> None:  # noqa: N802
-        self.send(sender, c.Answer(msg.req, self.book.record(msg.call_sid, time.monotonic())))
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.record(msg.call_sid, time.monotonic())))
 
     def receiveMsg_Listing(self, msg: c.Listing, sender: Any) -> None:  # noqa: N802
-        self.send(sender, c.Answer(msg.req, self.book.listing(time.monotonic())))
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.listing(time.monotonic())))
 
     def receiveMsg_ClaimToken(self, msg: c.ClaimToken, sender: Any) -> None:  # noqa: N802
-        self.send(sender, c.Answer(msg.req, self.book.claim_token(msg.key, msg.keep_s, time.monotonic())))
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.claim_token(msg.key, msg.keep_s, time.monotonic())))
+
+    def receiveMsg_ClaimStream(self, msg: c.ClaimStream, sender: Any) -> None:  # noqa: N802
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.claim_stream(msg.call_sid, msg.owner)))
+
+    def receiveMsg_Streaming(self, msg: c.Streaming, sender: Any) -> None:  # noqa: N802
+        if not self._held(msg, sender):
+            self.send(sender, c.Answer(msg.req, self.book.streaming(msg.call_sid)))
+
+    def receiveMsg_ReleaseStream(self, msg: c.ReleaseStream, sender: Any) -> None:  # noqa: N802
+        if not self._held(msg, sender):
+            self.book.release_stream(msg.call_sid, msg.owner)
 
     def receiveMsg_Health(self, msg: c.Health, sender: Any) -> None:  # noqa: N802
         self.send(sender, c.Answer(msg.req, self._status()))

@@ -77,11 +77,14 @@ class ShardWorker(ActorTypeDispatcher):
         return self._watch()
 
     def receiveMsg_NewPool(self, msg: c.NewPool, sender: Any) -> ThespianWatch | None:  # noqa: N802
-        """Our pool died and its successor adopted us: report there, checkpoint again."""
+        """Our pool died and its successor adopted us: report there, replay what we told
+        the old one (the new pool waits for it), checkpoint again."""
         self.pool = sender
         self.last_ack = time.monotonic()
-        if self.runtime is not None and not self.orphaned:
-            self.runtime.checkpoint_all()
+        if self.runtime is not None:
+            self.runtime.replay()
+            if not self.orphaned:
+                self.runtime.checkpoint_all()
         return self._watch()
 
     def receiveMsg_HeartbeatAck(self, msg: c.HeartbeatAck, sender: Any) -> ThespianWatch | None:  # noqa: N802
@@ -136,6 +139,7 @@ class ShardRuntime:
         self.settings: Any = None
         self.gw: Any = None
         """The shard's gateway, once it serves."""
+        self.store: Any = None
 
     def run(self) -> None:
         try:  # logging goes through thespian's log director (``log_defs``): stderr
@@ -152,11 +156,12 @@ class ShardRuntime:
         from ..cli import Server
         from ..gateway.context import GATEWAY
         from .bridge import ControlStore
+        from .journal import StoreJournal
 
         self.loop = asyncio.get_running_loop()
         self.bridge.loop = self.loop
         self.stopping = asyncio.Event()
-        store = ControlStore(self.bridge)
+        self.store = store = ControlStore(self.bridge, StoreJournal(self.settings.call_history, os.getpid()))
         self.server = Server(self.settings, store, reuse_port=True)
         url = await self.server.start()
         gw = self.server.app[GATEWAY]
@@ -185,6 +190,9 @@ class ShardRuntime:
 
     def drain(self, deadline_s: float) -> None:
         self._on_loop(lambda: asyncio.ensure_future(self._drain(deadline_s)))
+
+    def replay(self) -> None:
+        self._on_loop(lambda: self.store.replay(self.index))
 
     def checkpoint_all(self) -> None:
         def run() -> None:
