@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_TOKEN = "prod-test-auth-token"
@@ -159,15 +159,7 @@ class ProdNode:
                         inodes.add(target[8:-1])
             except OSError:
                 pass
-        found = set()
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                parts = line.split()
-                if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
-                    hexip, hexport = parts[1].split(":")
-                    ip = ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
-                    found.add((ip, int(hexport, 16)))
-        return found
+        return {(ip, port) for ip, port, inode in tcp_sockets(LISTEN, ipv6=False) if inode in inodes}
 
     def wait_gone(self, pids: set[int], timeout_s: float = 2.0) -> float:
         """Seconds until each of ``pids`` (this node's processes, as ``pids()`` found them
@@ -213,17 +205,26 @@ def _running(pid: int) -> bool:
     return False
 
 
-def listeners(ports: set[int]) -> set[int]:
-    """Those of ``ports`` that some socket on this host listens on (TCP, IPv4 or IPv6)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+LISTEN, TIME_WAIT = "0A", "06"
+"""TCP states as ``/proc/net/tcp`` writes them."""
+
+
+def tcp_sockets(state: str, ipv6: bool = True) -> Iterator[tuple[str, int, str]]:
+    """(local address, local port, inode) of this host's TCP sockets in ``state``; an
+    IPv6 address as the kernel writes it (hex)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6") if ipv6 else ("/proc/net/tcp",):
         with open(table) as f:
             for line in f.readlines()[1:]:
                 parts = line.split()
-                port = int(parts[1].rsplit(":", 1)[1], 16)
-                if parts[3] == "0A" and port in ports:  # LISTEN
-                    found.add(port)
-    return found
+                if parts[3] == state:
+                    hexip, hexport = parts[1].rsplit(":", 1)
+                    ip = hexip if len(hexip) > 8 else ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    yield ip, int(hexport, 16), parts[9]
+
+
+def listeners(ports: set[int]) -> set[int]:
+    """Those of ``ports`` that some socket on this host listens on (TCP, IPv4 or IPv6)."""
+    return {port for _, port, _ in tcp_sockets(LISTEN) if port in ports}
 
 
 def restart(node: ProdNode, how: str, log_dir: Path, **kwargs: Any) -> tuple[ProdNode, dict[str, float]]:

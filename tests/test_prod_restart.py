@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .prodnode import ProdNode, free_port, listeners, restart
+from .prodnode import TIME_WAIT, ProdNode, free_port, listeners, restart, tcp_sockets
 from .test_prod import _ppid
 
 
@@ -73,9 +73,8 @@ def test_connections_in_time_wait_on_the_ports_do_not_lock_a_start_out(nodes):
     port, admin_port = free_port(), free_port()
     _time_wait_on(port)
     _time_wait_on(admin_port)
-    with open("/proc/net/tcp") as f:
-        waiting = {int(line.split()[1].rsplit(":", 1)[1], 16) for line in f if line.split()[3] == "06"}
-    assert {port, admin_port} <= waiting  # TIME-WAIT, not a listener
+    assert {port, admin_port} <= {p for _, p, _ in tcp_sockets(TIME_WAIT)}
+    assert not listeners({port, admin_port})
     node = nodes(workers=1, port=port, admin_port=admin_port)
     node.wait_ready()
     node.wait_healthy()
