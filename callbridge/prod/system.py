@@ -35,6 +35,9 @@ log = logging.getLogger("callbridge.prod")
 START_TIMEOUT_S = 120.0
 POOL_CHECK_S = 1.0
 POOL_MISSES = 2
+PORT_GRACE_S = 1.0
+"""How long a start waits for a listener on its ports to go (the processes of a node that
+has just ended exit within milliseconds) before it reports a conflict."""
 
 
 def log_defs(level: str) -> dict[str, Any]:
@@ -113,7 +116,9 @@ def serve_prod(settings: Settings) -> int:
         (settings.actor_bind, settings.admin_port, "admin port", "callbridge node or actor system"),
         (settings.host, settings.port, "port", "server (shards share it through SO_REUSEPORT)"),
     ):  # thespian would silently join a system already there; shards would share the port
-        exc = listener_on(host, port)
+        deadline = time.monotonic() + PORT_GRACE_S
+        while (exc := listener_on(host, port)) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
         if exc is not None:
             print(f"{what} {host}:{port} is in use ({exc.strerror}): another {conflict} listens there; "
                   f"stop it or pick another {what.upper().replace(' ', '_')}", file=sys.stderr)
