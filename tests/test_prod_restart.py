@@ -30,29 +30,20 @@ def nodes(tmp_path):
         node.close()
 
 
-@pytest.mark.parametrize("how", ["term", "kill"])
-def test_a_node_restarts_at_once_on_the_same_ports_after_a_stop_or_a_crash(nodes, tmp_path, how):
+def test_a_node_restarts_at_once_on_the_same_ports_after_a_crash_or_a_stop(nodes, tmp_path):
+    """SIGKILL of ``run.py serve`` alone takes the admin, its logger, the pool and the shards
+    along; each time the next node comes up healthy on the same ports."""
     node = nodes(workers=1)
     node.wait_ready()
-    for _ in range(2):
+    for how in ("kill", "term", "kill"):
+        assert len(node.pids()) >= 5, node.pids()  # run.py serve, admin, logger, pool, shard
         new, seconds = restart(node, how, tmp_path, workers=1)
         nodes.started.append(new)
+        if how == "kill":
+            assert node.log_text().count("the node's owner (run.py serve) is gone; exiting") >= 4
         node = new
-        assert seconds["gone"] < seconds["exited"] + 2, seconds
         assert seconds["healthy"] < 30, seconds
     assert node.terminate() == 0
-
-
-def test_sigkill_of_the_owner_takes_the_admin_and_the_shards_along(nodes):
-    node = nodes(workers=2)
-    node.wait_ready()
-    processes = set(node.pids())
-    assert len(processes) >= 5, processes  # run.py serve, admin, logger, pool, 2 shards
-    node.proc.send_signal(signal.SIGKILL)
-    node.proc.wait(10)
-    node.wait_gone(processes)
-    assert not listeners({node.port, node.admin_port})
-    assert "the node's owner (run.py serve) is gone; exiting" in node.log_text()
 
 
 def _time_wait_on(port: int) -> None:
