@@ -28,8 +28,8 @@ _write_fd: int | None = None
 def tie_to_owner() -> None:
     """From now on, every process this one forks (and they fork) exits when this one ends."""
     global _read_fd, _write_fd
-    if _read_fd is not None:
-        return
+    if _read_fd is not None or not hasattr(os, "register_at_fork"):
+        return  # tied already; or no fork (Windows: thespian spawns, nothing is inherited)
     _read_fd, _write_fd = os.pipe()
     os.register_at_fork(after_in_child=_in_child)
 
