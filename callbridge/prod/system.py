@@ -35,6 +35,9 @@ log = logging.getLogger("callbridge.prod")
 START_TIMEOUT_S = 120.0
 POOL_CHECK_S = 1.0
 POOL_MISSES = 2
+PORT_GRACE_S = 1.0
+"""How long a start waits for a listener on its ports to go (the processes of a node that
+has just ended exit within milliseconds) before it reports a conflict."""
 
 
 def log_defs(level: str) -> dict[str, Any]:
@@ -78,11 +81,28 @@ class _Signals:
         self.received = signum
 
 
+def listener_on(host: str, port: int) -> OSError | None:
+    """The error binding ``host:port`` meets if a socket listens there, else ``None``.
+
+    Binds as the real listeners do (``SO_REUSEADDR``, as thespian's admin and aiohttp do),
+    so connections left in TIME-WAIT by a node that just stopped are no conflict; without
+    ``SO_REUSEPORT``, so a live listener is one even if it shares the port (a shard)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def serve_prod(settings: Settings) -> int:
     from thespian.actors import ActorSystem
 
     from .bind import restrict_binding
+    from .lifetime import tie_to_owner
 
+    signals = _Signals()
     settings = replace(
         settings,
         workers=settings.workers or os.cpu_count() or 1,
@@ -92,15 +112,19 @@ def serve_prod(settings: Settings) -> int:
     # Shard processes are forked from this one's actor system: they read the same settings.
     os.environ.update(settings.to_env())
     os.environ["CALLBRIDGE_NODE"] = settings.node_name
-    try:  # thespian would silently join a system already on this port
-        with socket.socket() as s:
-            s.bind((settings.actor_bind, settings.admin_port))
-    except OSError as exc:
-        print(f"admin port {settings.actor_bind}:{settings.admin_port} is in use ({exc.strerror}): another "
-              "callbridge node or actor system runs there; pick another ADMIN_PORT", file=sys.stderr)
-        return 2
+    for host, port, what, conflict in (
+        (settings.actor_bind, settings.admin_port, "admin port", "callbridge node or actor system"),
+        (settings.host, settings.port, "port", "server (shards share it through SO_REUSEPORT)"),
+    ):  # thespian would silently join a system already there; shards would share the port
+        deadline = time.monotonic() + PORT_GRACE_S
+        while (exc := listener_on(host, port)) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if exc is not None:
+            print(f"{what} {host}:{port} is in use ({exc.strerror}): another {conflict} listens there; "
+                  f"stop it or pick another {what.upper().replace(' ', '_')}", file=sys.stderr)
+            return 2
     restrict_binding()  # thespian's sockets on THESPIAN_BASE_IPADDR only, not every interface
-    signals = _Signals()
+    tie_to_owner()  # every process of the node exits when this one does, however it ends
     asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs(settings.log_level))
     try:
         if settings.leader:
@@ -113,7 +137,11 @@ def serve_prod(settings: Settings) -> int:
         pool = _start_pool(asys, settings)
         status = _wait_until_up(asys, pool, settings, signals)
         if status is None:
-            return 1
+            if signals.received is None:
+                print("shards did not come up in time", file=sys.stderr, flush=True)
+                return 1
+            print(f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping", flush=True)
+            return 0
         url = f"http://{settings.host}:{settings.port}"
         print(f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
               f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
@@ -125,7 +153,7 @@ def serve_prod(settings: Settings) -> int:
         print("drained" if isinstance(answer, c.Answer) else "drain timed out", flush=True)
         return 0
     finally:
-        asys.shutdown()
+        asys.shutdown()  # stops the admin and every actor; what outlives it exits with us
 
 
 def _start_pool(asys: Any, settings: Settings, adopt: list[c.Adoptee] | None = None) -> Any:
@@ -164,6 +192,8 @@ def _watch_pool(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> 
 
 
 def _wait_until_up(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> c.PoolStatus | None:
+    """The pool's status once every local shard serves; ``None`` on a signal or after
+    ``START_TIMEOUT_S``."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and signals.received is None:
         answer = asys.ask(pool, c.Health(0), 5)
@@ -173,5 +203,4 @@ def _wait_until_up(asys: Any, pool: Any, settings: Settings, signals: _Signals) 
             if len(local) >= settings.workers and all(s["up"] for s in local):
                 return status
         time.sleep(0.2)
-    print("shards did not come up in time", file=sys.stderr, flush=True)
     return None

@@ -1,0 +1,52 @@
+"""Tie every process of a production node to ``run.py serve``, the process that owns it.
+
+Thespian daemonises its admin (``setsid`` and a double fork: its parent is init) and forks
+the actors from it; a shard is the pool supervisor's child and outlives it on purpose (a new
+pool adopts it). So neither a parent-death signal nor the process group says whether the
+node still has its owner. ``tie_to_owner()``, called in ``run.py serve`` before the actor
+system starts, opens a pipe whose write end only the owner keeps: every process forked from
+it afterwards (``os.register_at_fork``; thespian forks, it never execs) closes its copy of
+the write end and blocks on the read end in a daemon thread. End of file there means the
+owner is gone, however it ended (SIGKILL included), and the process exits at once, closing
+its sockets. POSIX only, no polling; processes that exec (``subprocess``) do not inherit the
+pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+OWNER_GONE_EXIT = 70
+"""Exit status of a node process that outlived its owner."""
+
+_read_fd: int | None = None
+_write_fd: int | None = None
+"""Held by the owner only; a forked child closes its copy and forgets it."""
+
+
+def tie_to_owner() -> None:
+    """From now on, every process this one forks (and they fork) exits when this one ends."""
+    global _read_fd, _write_fd
+    if _read_fd is not None or not hasattr(os, "register_at_fork"):
+        return  # tied already; or no fork (Windows: thespian spawns, nothing is inherited)
+    _read_fd, _write_fd = os.pipe()
+    os.register_at_fork(after_in_child=_in_child)
+
+
+def _in_child() -> None:
+    global _write_fd
+    if _write_fd is not None:
+        os.close(_write_fd)
+        _write_fd = None
+    threading.Thread(target=_watch, args=(_read_fd,), name="owner-watch", daemon=True).start()
+
+
+def _watch(read_fd: int) -> None:
+    try:
+        while os.read(read_fd, 1):
+            pass  # nobody writes: only end of file comes
+    except OSError:
+        return  # the fd was closed under us: nothing left to watch
+    os.write(2, f"callbridge: pid {os.getpid()}: the node's owner (run.py serve) is gone; exiting\n".encode())
+    os._exit(OWNER_GONE_EXIT)
