@@ -147,7 +147,7 @@ def serve_prod(settings: Settings) -> int:
               f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
               f"{eventloop.resolve(settings.event_loop)} event loop)", flush=True)
         print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
-        pool = _watch_pool(asys, pool, settings, signals)
+        pool = _watch_pool(asys, pool, settings, signals, status.adoptable)
         print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)
         answer = asys.ask(pool, c.Drain(settings.drain_s), settings.drain_s + 15)
         print("drained" if isinstance(answer, c.Answer) else "drain timed out", flush=True)
@@ -164,14 +164,14 @@ def _start_pool(asys: Any, settings: Settings, adopt: list[c.Adoptee] | None = N
     return pool
 
 
-def _watch_pool(asys: Any, pool: Any, settings: Settings, signals: _Signals) -> Any:
+def _watch_pool(asys: Any, pool: Any, settings: Settings, signals: _Signals, known: list[c.Adoptee]) -> Any:
     """Until a signal: ask the pool for its health every ``POOL_CHECK_S``; after
     ``POOL_MISSES`` unanswered asks it is dead: start a new pool that adopts its shards
     (they go on serving, calls and all, and checkpoint their calls to the new pool; a
-    shard that is not adopted within ``ORPHAN_AFTER_S`` drains and exits). Returns the
-    pool alive at the end."""
+    shard that is not adopted within ``ORPHAN_AFTER_S`` drains and exits). ``known``: the
+    shards up at start, so a pool lost before its first health check is adopted too.
+    Returns the pool alive at the end."""
     misses = 0
-    known: list[c.Adoptee] = []
     next_check = time.monotonic() + POOL_CHECK_S
     while signals.received is None:
         time.sleep(0.2)
