@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..codecs import mediastreams as ms
 from ..codecs.g711 import ulaw_decode, ulaw_encode
+from ..codecs.marks import MarkName
 from ..gateway.security import SignatureChecker
 from .impair import Impairment
 
@@ -346,7 +347,8 @@ class SimulatedCall:
 
     async def _echo_mark(self, ws: ClientConnection, name: str) -> None:
         self.result.marks_echoed.append((time.monotonic() - self._t0, name))
-        if "." not in name:  # an utterance's end mark, not a progress mark
+        mark = MarkName.parse(name)
+        if mark is not None and mark.is_end:  # an utterance's end mark, not a progress mark
             self._end_marks += 1
         await self._send(ws, ms.twilio_mark(self._seq + 1, self.result.stream_sid, name))
 
