@@ -31,6 +31,7 @@ MAX_LOG_LINES = 12
 start, first ignored input, totals and end, with room to spare."""
 MAX_RECORD_BYTES = 64 * 1024
 MAX_CHECKPOINTS_PER_S = 4
+MAX_CHECKPOINT_BURST = 4
 MAX_NOISE_FRAMES = 2
 """Bystander frames concealed that a busy shared test machine causes with no abuse at all
 (``bench/abuse.py``'s baseline shows 0-2 on 2 loaded cores); the abuses here cost 15-44
@@ -126,7 +127,7 @@ def test_abuse_is_bounded_and_leaves_the_bystander_alone(gateway, logs, checkpoi
         if abuse.trace:
             assert abuse.trace not in raw.decode()  # nothing the peer sent is stored
         taken = checkpoints[outcome.call_sid]
-        assert taken <= MAX_CHECKPOINTS_PER_S * outcome.seconds + 2, taken
+        assert taken <= MAX_CHECKPOINTS_PER_S * outcome.seconds + MAX_CHECKPOINT_BURST + 2, taken
     else:
         assert outcome.close_code == 1008 and outcome.sent < abuse.count, outcome  # rate-limited
         assert raw is None

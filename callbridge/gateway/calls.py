@@ -33,6 +33,7 @@ from ..metrics import CallFigures, Metrics
 from ..timeline import MAX_EVENTS, Timeline, bounded_data
 from ..upstreams.base import Conversation
 from .ignored import IgnoredInput
+from .limits import TokenBucket
 from .output import OutboundWriter
 from .store import CHECKPOINT_TIMELINE, CallStore, summary_of
 
@@ -44,8 +45,11 @@ CHECKPOINT_EVENTS = frozenset(
      "barge_in", "dtmf", "call_ending", "child_restarted"}
 )
 """Timeline events after which the call's state is checkpointed to the store."""
-CHECKPOINT_MIN_INTERVAL_S = 0.25
-"""Checkpoints of one call are at least this far apart (the latest state always follows)."""
+CHECKPOINTS_PER_S = 4.0
+CHECKPOINT_BURST = 4
+"""Checkpoints of one call: ``CHECKPOINT_BURST`` at once, ``CHECKPOINTS_PER_S`` sustained;
+past that they are coalesced and the latest state follows as soon as one is allowed. A
+normal call's few events each checkpoint at once; a flood of them cannot."""
 
 Watch = Callable[[str, int, dict[str, Any]], None]
 """Called with (callSid, index in the timeline, entry) for each timeline event."""
@@ -77,7 +81,7 @@ class Call:
         self.clock = clock
         self.store = store
         self._checkpoint_due: asyncio.Handle | None = None
-        self._checkpointed_at = -math.inf
+        self._checkpoint_budget = TokenBucket(CHECKPOINTS_PER_S, CHECKPOINT_BURST, clock())
         self._checkpointed_events = 0
         """Timeline events the store has (checkpoints carry only what is new)."""
         self.ignored = ignored if ignored is not None else IgnoredInput(metrics)
@@ -218,9 +222,11 @@ class Call:
         if self._watch is not None and entry is not None:
             self._watch(self.call_sid, len(timeline.events) - 1, entry)
         if event in CHECKPOINT_EVENTS and self.store is not None and self._checkpoint_due is None:
-            # Debounced: at most one per CHECKPOINT_MIN_INTERVAL_S, carrying every change.
+            # Coalesced (one per loop iteration at most) and rate-limited, carrying every change.
             loop = asyncio.get_running_loop()
-            wait = self._checkpointed_at + CHECKPOINT_MIN_INTERVAL_S - self.clock()
+            budget = self._checkpoint_budget
+            budget.take(self.clock(), 0.0)  # brought up to now
+            wait = budget.retry_after()
             self._checkpoint_due = (
                 loop.call_later(wait, self.checkpoint) if wait > 0 else loop.call_soon(self.checkpoint)
             )
@@ -237,7 +243,8 @@ class Call:
         sup = self.supervisor
         events = self.timeline.events
         since = 0 if full else self._checkpointed_events
-        self._checkpointed_at, self._checkpointed_events = self.clock(), len(events)
+        self._checkpoint_budget.take(self.clock())  # a forced one (stop, adoption) goes anyway
+        self._checkpointed_events = len(events)
         view = self.to_json(with_timeline=False)
         self.store.checkpoint(
             self.call_sid,

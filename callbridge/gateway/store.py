@@ -7,8 +7,8 @@ of an ended one. The gateway uses it so:
 - the voice webhook asks ``lookup``: an unknown call gets a fresh stream; a known live
   call whose stream dropped (Twilio followed our ``<Redirect>``) gets a stream that
   resumes it; an ended call gets ``<Hangup/>`` (an intentional hang-up never loops);
-- a ``Call`` posts ``checkpoint`` after events that change what matters (debounced, fire
-  and forget; each carries the timeline events new since the call's previous one, which
+- a ``Call`` posts ``checkpoint`` after events that change what matters (coalesced and
+  rate-limited, fire and forget; each carries the timeline events new since the call's previous one, which
   ``StoreBook.checkpoint`` appends to the view it keeps) and ``finish`` when it ends (awaited before the socket closes, so a
   redirect can never overtake it);
 - ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry,

@@ -91,6 +91,10 @@ class CallResult:
         out[: len(agent), 1] = agent
         return out
 
+    def end_marks_echoed(self) -> list[str]:
+        """The utterances' end marks echoed, in order (progress marks left out)."""
+        return [name for _, name in self.marks_echoed if (mark := MarkName.parse(name)) is not None and mark.is_end]
+
     def timeline_events(self) -> list[str]:
         return [e["event"] for e in (self.record or {}).get("timeline", [])]
 
