@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--root", default=str(ROOT))
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each abuse at the allowed rate")
     ap.add_argument("--show-logs", action="store_true", help="print each case's log lines")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = ap.parse_args()
     port = free_port()
     counts_file = f"/tmp/abuse-checkpoints-{os.getpid()}"
@@ -128,6 +129,8 @@ def main() -> int:
     try:
         cases = {"no abuse (baseline)": replace(ABUSES["unknown events after start"], count=0), **ABUSES}
         for name, abuse in cases.items():
+            if args.only not in name:
+                continue
             if abuse.rate:
                 abuse = replace(abuse, seconds=args.seconds)
             bystander = ft.Bystander(gw)

@@ -46,6 +46,8 @@ def test_token_bucket_refills_up_to_its_burst():
     assert b.retry_after() == pytest.approx(0.5)
     assert b.take(0.5) and not b.take(0.5)
     assert b.take(100.0) and b.tokens == pytest.approx(2.0)  # capped at the burst
+    b.spend(100.0, 5.0)  # spent whether there or not, down to nothing
+    assert b.tokens == 0.0 and not b.take(100.0)
 
 
 def test_source_rates_are_per_source_and_bounded():

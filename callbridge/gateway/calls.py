@@ -243,7 +243,7 @@ class Call:
         sup = self.supervisor
         events = self.timeline.events
         since = 0 if full else self._checkpointed_events
-        self._checkpoint_budget.take(self.clock())  # a forced one (stop, adoption) goes anyway
+        self._checkpoint_budget.spend(self.clock())  # a forced one (stop, adoption) too
         self._checkpointed_events = len(events)
         view = self.to_json(with_timeline=False)
         self.store.checkpoint(
