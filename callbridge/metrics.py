@@ -18,6 +18,8 @@ Where the figures come from:
   plain ints on each call (``Call.frames_in``, ``OutboundWriter.frames_sent``); ended
   calls are folded into a total, and ``FrameCollector`` adds the live calls' counts at
   scrape time (a ``Counter.inc()`` per frame would cost ~0.3 us; see ``bench/metrics.py``).
+- Ignored input (``IgnoredInput.add``): unknown events and unknown mark echoes, by kind;
+  only abusive or future input gets there, never a frame of a good call.
 - Shard restarts: ``shard_restarted(shard)``, for production mode's supervisor; always
   exported (0 in dev mode).
 
@@ -38,6 +40,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from .gateway.ignored import KINDS as IGNORED_KINDS
 
 disable_created_metrics()  # no *_created series: they double the output for no use here
 
@@ -109,6 +113,11 @@ class Metrics:
         self.shard_restarts = Counter(
             "callbridge_shard_restarts", "Shard processes restarted (production mode; 0 in dev mode).", registry=r
         )
+        self.ignored_input = Counter(
+            "callbridge_ignored_input", "Media Streams input ignored (gateway/ignored.py), by kind.", ["kind"], registry=r
+        )
+        for kind in IGNORED_KINDS:
+            self.ignored_input.labels(kind)
         self.upstream_reconnects = Counter(
             "callbridge_upstream_reconnects", "Reconnections of a remote voice-AI back end.", registry=r
         )

@@ -31,6 +31,7 @@ from websockets.sync.client import connect
 from callbridge.actors import messages as m
 from callbridge.cli import Server
 from callbridge.codecs import mediastreams as ms
+from callbridge.codecs.marks import MarkName
 from callbridge.config import Settings
 from callbridge.gateway.security import StreamTokens, TokenError
 from callbridge.sim.caller import new_sid, parse_stream_twiml
@@ -53,7 +54,7 @@ VALID_INBOUND = [
     ms.twilio_dtmf(4, "MZ1", "5"),
     ms.twilio_stop(5, "MZ1", "CA1", "AC1"),
 ]
-VALID_OUTBOUND = [ms.media_message("MZ1", SILENCE), ms.mark_message("MZ1", "u1"), ms.clear_message("MZ1")]
+VALID_OUTBOUND = [ms.media_message("MZ1", SILENCE), ms.mark_message("MZ1", MarkName(1)), ms.clear_message("MZ1")]
 
 
 def _mutated(valid: list[str]) -> st.SearchStrategy[str]:
@@ -114,7 +115,7 @@ tokens = st.text(max_size=300) | _byte_edits([_GOOD_TOKEN]) | st.sampled_from([_
 _VALID_FRAMES = [
     m.encode(m.CallerMedia(1, 20, SILENCE)),
     m.encode(m.CallStarted("CA1", "MZ1", {"k": "v"})),
-    m.encode(m.MarkPlayed("u1")),
+    m.encode(m.MarkPlayed(1, 10)),
     m.encode(m.DtmfReceived("5")),
 ]
 msgpack_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
@@ -266,13 +267,15 @@ def check_media_socket(gw: GatewayThread, started: bool, texts: list[str]) -> No
 
 
 class Bystander:
-    """A call streaming in real time in a thread for the whole campaign; ``finish``
-    stops it and returns (frames sent, echoed frames received, worst gap between them).
+    """A call streaming in real time in a thread for the whole campaign, echoing each mark
+    at once; ``finish`` stops it and returns (frames sent, echoed frames received, worst
+    gap between them): it streams 1 s more for the last echoes, then hangs up. Its record is at ``/calls/{call_sid}``.
     It shares the process (and the GIL) with hypothesis and the gateway, so its gaps
     measure that contention as much as the gateway: a bound on them is loose."""
 
     def __init__(self, gw: GatewayThread) -> None:
         self.gw = gw
+        self.call_sid = new_sid("CA")
         self.sent = 0
         self.arrivals: list[float] = []
         self.error: BaseException | None = None
@@ -281,31 +284,32 @@ class Bystander:
         self.thread.start()
 
     def _run(self) -> None:
-        call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+        call_sid, stream_sid = self.call_sid, new_sid("MZ")
         try:
             with connect(self.gw.ws_url, open_timeout=5, close_timeout=2) as ws:
                 ws.send(ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": stream_token(self.gw, call_sid)}))
                 t0 = time.monotonic()
-                while not self.stopping.is_set():
-                    ws.send(ms.twilio_media(self.sent + 2, stream_sid, self.sent + 1, self.sent * 20, SILENCE))
-                    self.sent += 1
+                n = 0
+                tail_end = None  # then 1 s more (the echo of the last frames), and hang up
+                while tail_end is None or time.monotonic() < tail_end:
+                    ws.send(ms.twilio_media(n + 2, stream_sid, n + 1, n * 20, SILENCE))
+                    n += 1
+                    if tail_end is None:
+                        self.sent = n
+                        if self.stopping.is_set():
+                            tail_end = time.monotonic() + 1.0
                     while True:  # drain what has arrived, then sleep to the next 20 ms tick
-                        wait = t0 + self.sent * 0.02 - time.monotonic()
+                        wait = t0 + n * 0.02 - time.monotonic()
                         try:
                             msg = ws.recv(timeout=max(0.0, wait))
                         except TimeoutError:
                             break
                         if isinstance(msg, str) and msg.startswith('{"event":"media"'):
                             self.arrivals.append(time.monotonic())
-                tail_end = time.monotonic() + 1.0  # the echo of the last frames, then hang up
-                while time.monotonic() < tail_end:
-                    try:
-                        msg = ws.recv(timeout=max(0.0, tail_end - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    if isinstance(msg, str) and msg.startswith('{"event":"media"'):
-                        self.arrivals.append(time.monotonic())
-                ws.send(ms.twilio_stop(self.sent + 2, stream_sid, call_sid, "AC1"))
+                        elif isinstance(msg, str) and msg.startswith('{"event":"mark"'):
+                            name = orjson.loads(msg)["mark"]["name"]
+                            ws.send(ms.twilio_mark(n + 2, stream_sid, name))
+                ws.send(ms.twilio_stop(n + 2, stream_sid, call_sid, "AC1"))
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             self.error = exc
 

@@ -24,7 +24,8 @@ EXAMPLES = [
     m.AgentAudio(3, b"\x01\x00" * 10, 22050),
     m.AgentUtteranceEnd(3),
     m.OutboundFrame(b"\x7f" * 160),
-    m.OutboundMark("u3"),
+    m.OutboundMark(3),
+    m.OutboundMark(3, 10),
     m.UtteranceStarting(3),
     m.AgentAudioSent(3),
     m.EndCall("goodbye"),
@@ -34,7 +35,8 @@ EXAMPLES = [
     m.Interrupted(3, 840),
     m.CallStarted("CA1", "MZ1", {"lang": "en"}, 2),
     m.CallStopped("twilio stop"),
-    m.MarkPlayed("u3"),
+    m.MarkPlayed(3),
+    m.MarkPlayed(3, 10),
     m.DtmfReceived("#"),
     m.ChildFailed("codec", "ValueError: x"),
     m.InjectFault("test"),
@@ -88,11 +90,11 @@ class Recorder(Actor):
     def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
         self.log.append(("dtmf", msg.digit))
         if msg.digit == "1":  # a send from inside a handler is queued, not nested
-            self.ctx.tell("recorder", m.MarkPlayed("from-handler"))
+            self.ctx.tell("recorder", m.MarkPlayed(1))
             self.log.append(("after-tell", msg.digit))
 
     def receiveMsg_MarkPlayed(self, msg):  # noqa: N802
-        self.log.append(("mark", msg.name))
+        self.log.append(("mark", msg.utterance))
 
     def receiveMsg_OutboundFrame(self, msg):  # noqa: N802
         self.log.append(("frame", msg.payload))
@@ -134,7 +136,7 @@ def test_no_reentrancy_and_order():
     log = []
     d = _dispatcher(log)
     d.tell("recorder", m.DtmfReceived("1"))
-    assert log == [("dtmf", "1"), ("after-tell", "1"), ("mark", "from-handler")]
+    assert log == [("dtmf", "1"), ("after-tell", "1"), ("mark", 1)]
 
 
 def test_system_messages_jump_the_queue():
@@ -147,11 +149,11 @@ def test_system_messages_jump_the_queue():
         def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
             for i in range(3):
                 self.ctx.tell("recorder", m.OutboundFrame(bytes([i])))
-            self.ctx.tell("recorder", m.MarkPlayed("system"))
+            self.ctx.tell("recorder", m.MarkPlayed(2))
 
     d.add(Burst)
     d.tell("burst", m.DtmfReceived("2"))
-    assert log[0] == ("mark", "system")
+    assert log[0] == ("mark", 2)
     assert [e[1] for e in log[1:]] == [b"\x00", b"\x01", b"\x02"]
 
 
@@ -242,11 +244,11 @@ def test_queue_bound_drops_data_not_system():
     d._draining = True  # hold delivery to fill the queue
     for _ in range(runtime.MAX_QUEUED + 10):
         d.tell("recorder", m.OutboundFrame(b"x"))
-    d.tell("recorder", m.MarkPlayed("kept"))
+    d.tell("recorder", m.MarkPlayed(3))
     assert d.dropped == 10
     d._draining = False
     d._drain()
-    assert log[0] == ("mark", "kept") and len(log) == runtime.MAX_QUEUED + 1
+    assert log[0] == ("mark", 3) and len(log) == runtime.MAX_QUEUED + 1
 
 
 def test_closed_dispatcher_discards():

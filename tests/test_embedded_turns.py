@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator, Sequence
 
 from callbridge.actors import messages as m
 from callbridge.agents.base import Agent, AgentError, Turn
+from callbridge.codecs.marks import MarkName
 from callbridge.config import Settings
 from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.embedded import APOLOGY, FALLBACK, EmbeddedBackend
@@ -164,7 +165,7 @@ async def test_slow_agent_times_out_and_call_ends_after_apology():
     assert [a["text"] for a in apology] == [APOLOGY]
     # The call ends only once the apology has played (its mark comes back).
     assert port.ended == []
-    b.mark_played(f"u{apology[0]['utterance']}")
+    b.mark_played(MarkName(apology[0]["utterance"]))
     assert port.ended == ["the agent ended the call"]
 
 
@@ -184,9 +185,9 @@ async def test_goodbye_ends_the_call_after_it_played_and_stops_listening():
     b.heard(heard("ok bye"))
     await port.settle(b)
     reply = port.events("agent.reply")[0]
-    b.mark_played("u999")
+    b.mark_played(MarkName(999))
     assert port.ended == []
-    b.mark_played(f"u{reply['utterance']}")
+    b.mark_played(MarkName(reply["utterance"]))
     assert port.ended == ["the agent ended the call"]
     b.heard(heard("are you there"))  # after goodbye: no more turns
     await port.settle(b)
@@ -234,5 +235,5 @@ async def test_cut_goodbye_does_not_hang_up():
     await port.settle(b)
     reply = port.events("agent.reply")[0]
     b.interrupted(reply["utterance"], played_ms=100)
-    b.mark_played(f"u{reply['utterance']}")  # even if its end mark were reported
+    b.mark_played(MarkName(reply["utterance"]))  # even if its end mark were reported
     assert port.ended == []

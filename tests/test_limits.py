@@ -11,6 +11,7 @@ import struct
 import time
 
 import aiohttp
+import orjson
 import pytest
 
 from callbridge.codecs import mediastreams as ms
@@ -23,6 +24,7 @@ from callbridge.gateway.limits import (
 )
 from callbridge.gateway.reaper import Limits, Liveness
 from callbridge.gateway.store import StoreBook
+from callbridge.timeline import MAX_EVENT_TEXT, MAX_ITEMS, Timeline
 from callbridge.sim.caller import (
     SimulatedCall,
     new_sid,
@@ -44,6 +46,8 @@ def test_token_bucket_refills_up_to_its_burst():
     assert b.retry_after() == pytest.approx(0.5)
     assert b.take(0.5) and not b.take(0.5)
     assert b.take(100.0) and b.tokens == pytest.approx(2.0)  # capped at the burst
+    b.spend(100.0, 5.0)  # spent whether there or not, down to nothing
+    assert b.tokens == 0.0 and not b.take(100.0)
 
 
 def test_source_rates_are_per_source_and_bounded():
@@ -122,6 +126,19 @@ def test_store_claims_each_token_once_and_forgets_it_after_expiry():
     for i in range(10):
         book.claim_token(f"x{i}", 120, 200.0)
     assert len(book.used_tokens) <= 3
+
+
+def test_timeline_events_are_bounded_whatever_their_data():
+    timeline = Timeline(0.0, max_events=3)
+    entry = timeline.add(1.0, "started", streamSid="MZ1", parameters={f"k{i}": "v" * 10_000 for i in range(100)},
+                         nested=[[[[[[["deep"]]]]]]], blob=b"x" * 10_000, n=7)
+    assert len(orjson.dumps(entry)) < MAX_EVENT_TEXT + 2_000
+    assert entry["n"] == 7 and entry["streamSid"] == "MZ1" and len(entry["parameters"]) <= MAX_ITEMS
+    small = {"t_ms": 2000.0, "event": "dtmf", "digit": "5"}
+    assert timeline.add(2.0, "dtmf", digit="5") == small  # plain data kept as is
+    timeline.add(3.0, "x" * 1000)
+    assert timeline.events[-1]["event"] == "x" * 64
+    assert timeline.add(4.0, "dtmf", digit="5") is None and timeline.dropped == 1
 
 
 # --- over real sockets ---------------------------------------------------------------------

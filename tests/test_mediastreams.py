@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callbridge.codecs import mediastreams as ms
+from callbridge.codecs.marks import MAX_IN_FLIGHT, MarkName, MarksInFlight
 from callbridge.gateway.streamstate import StreamState, step
 
 
@@ -62,9 +63,10 @@ def test_outbound_messages_are_what_twilio_expects():
     media = orjson.loads(ms.media_message("MZ1", b"\xff" * 160))
     assert media == {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
     assert ms.parse_outbound(ms.media_message("MZ1", b"\x01\x02"))["media"]["payload"] == b"\x01\x02"
-    assert orjson.loads(ms.mark_message("MZ1", "u1")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "u1"}}
+    assert orjson.loads(ms.mark_message("MZ1", MarkName(1))) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "u1"}}
+    assert orjson.loads(ms.mark_message("MZ1", MarkName(1, 20)))["mark"] == {"name": "u1.20"}
     assert orjson.loads(ms.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):  # only a MarkName: no string reaches the JSON unchecked
         ms.mark_message("MZ1", 'quote"injection')
 
 
@@ -97,3 +99,41 @@ def test_state_machine_allows_only_twilio_order():
     s = step(s, ms.Stop("CA"))
     with pytest.raises(ms.ProtocolError):
         step(s, ms.Media("inbound", 2, 20, b""))
+
+
+# --- mark names ------------------------------------------------------------------------------
+
+
+def test_mark_names_round_trip_and_parse_strictly():
+    for mark in (MarkName(0), MarkName(1), MarkName(7, 10), MarkName(999_999_999, 999_999_999)):
+        assert MarkName.parse(str(mark)) == mark
+    assert str(MarkName(3)) == "u3" and MarkName(3).is_end
+    assert str(MarkName(3, 40)) == "u3.40" and not MarkName(3, 40).is_end
+    not_ours = [
+        "u²", "u١", "u³.10", "u1.²", "u" + "7" * 5000, "u1." + "9" * 5000, "u1234567890",  # digits Python's isdigit takes
+        "", "u", "u.", "u1.", "u.1", "1", "U1", "u01", "u1.01", "u1.0", "u-1", "u+1", "u 1", "u1 ", " u1",
+        "u1.2.3", "u1\n", "x" * 60_000, None, 1, b"u1",
+    ]
+    for name in not_ours:
+        assert MarkName.parse(name) is None, name
+    for bad in ((-1, 0), (10**9, 0), (1, -1), (1, 10**9)):
+        with pytest.raises(ValueError):
+            MarkName(*bad)
+
+
+def test_marks_in_flight_accept_each_echo_of_ours_once_and_are_bounded():
+    marks = MarksInFlight()
+    assert marks.sent(MarkName(1, 10)) == "u1.10"
+    marks.sent(MarkName(1))
+    assert marks.echoed("u1.10") == (MarkName(1, 10), True)
+    assert marks.echoed("u1.10") is None  # a duplicate
+    assert marks.echoed("u2") is None and marks.echoed("u²") is None and marks.echoed("u1" * 30_000) is None
+    marks.sent(MarkName(2, 10))
+    marks.cleared()  # a clear went out: these come back unplayed
+    marks.sent(MarkName(3, 10))
+    assert marks.echoed("u1") == (MarkName(1), False) and marks.echoed("u2.10") == (MarkName(2, 10), False)
+    assert marks.echoed("u3.10") == (MarkName(3, 10), True)
+    for n in range(1, 3 * MAX_IN_FLIGHT):  # a peer that never echoes
+        marks.sent(MarkName(n))
+    assert len(marks) == MAX_IN_FLIGHT and marks.forgotten == 2 * MAX_IN_FLIGHT - 1
+    assert marks.echoed("u1") is None and marks.echoed(f"u{3 * MAX_IN_FLIGHT - 1}") is not None

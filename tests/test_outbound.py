@@ -59,6 +59,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
+from callbridge.codecs.marks import MarkName  # noqa: E402
 from callbridge.gateway.output import OutboundWriter  # noqa: E402
 
 
@@ -116,14 +117,14 @@ async def test_writer_send_that_waits_keeps_order_and_reports_blocked():
     await asyncio.sleep(0.005)  # sent, then waiting for the peer (a paused transport)
     assert w.blocked_since is not None and peer.sent == [("media", _b64(1))]
     w.frame(bytes([2]) * 160)
-    w.mark("m1")
+    w.mark(MarkName(1))
     w.frame(bytes([3]) * 160)
     await asyncio.sleep(0.01)
     assert len(peer.sent) == 1  # everything else waits behind it, in order
     gate, peer.gate = peer.gate, None
     gate.set_result(None)
     await asyncio.sleep(0.01)
-    assert peer.sent == [("media", _b64(1)), ("media", _b64(2)), ("mark", "m1"), ("media", _b64(3))]
+    assert peer.sent == [("media", _b64(1)), ("media", _b64(2)), ("mark", "u1"), ("media", _b64(3))]
     assert w.blocked_since is None and w.frames_sent == 3 and w.marks_sent == 1
     w.close()
     await task
@@ -154,3 +155,23 @@ async def test_writer_stops_when_the_socket_is_gone():
     assert w.closed and w.frames_sent == 0
     w.frame(b"\x02" * 160)  # later frames are dropped
     assert w.frames_sent == 0
+
+
+async def test_writer_awaits_only_the_marks_it_sent_and_a_clear_cuts_them():
+    peer = Peer()
+    w, task = await _writer(peer, lead_s=0.01)
+    w.frame(bytes([1]) * 160)
+    w.mark(MarkName(1, 10))  # leaves with the first frame (within the lead)
+    w.frame(bytes([2]) * 160)
+    w.mark(MarkName(1))  # still queued behind a frame waiting for its time
+    await asyncio.sleep(0.005)
+    assert ("mark", "u1.10") in peer.sent and ("mark", "u1") not in peer.sent
+    assert w.marks.echoed("u1") is None  # not sent: not awaited
+    w.clear()  # u1 is dropped unsent; u1.10 will come back unplayed
+    w.mark(MarkName(2))
+    await asyncio.sleep(0.01)
+    assert w.marks.echoed("u1.10") == (MarkName(1, 10), False)
+    assert w.marks.echoed("u1") is None
+    assert w.marks.echoed("u2") == (MarkName(2), True)
+    w.close()
+    await task

@@ -11,7 +11,7 @@ import asyncio
 import aiohttp
 
 from callbridge.cli import bundled_turns
-from callbridge.gateway.store import StoreBook
+from callbridge.gateway.store import CHECKPOINT_TIMELINE, StoreBook
 from callbridge.sim.caller import SimulatedCall, parse_twiml
 from callbridge.sim.wavio import read_wav
 
@@ -124,6 +124,19 @@ def test_store_book_bounds_and_expiry():
     assert book.lookup("CA9", now=14.0).state == "ended"
     book.checkpoint("CA9", {"late": True}, now=15.0)  # after the end: ignored
     assert "CA9" not in book.live
+
+
+def test_store_book_appends_what_each_checkpoint_adds_to_the_timeline():
+    book = StoreBook(history=10)
+    events = [{"t_ms": float(i), "event": "dtmf", "digit": "5"} for i in range(CHECKPOINT_TIMELINE + 20)]
+    book.checkpoint("CA1", {"view": {"state": "live"}, "timeline_add": events[:3], "timeline_reset": True}, 0.0)
+    book.checkpoint("CA1", {"view": {"state": "live"}, "timeline_add": events[3:5], "timeline_reset": False}, 0.1)
+    assert book.record("CA1", 0.2)["timeline"] == events[:5]
+    book.checkpoint("CA1", {"view": {}, "timeline_add": events[5:], "timeline_reset": False}, 0.3)
+    assert book.record("CA1", 0.4)["timeline"] == events[-CHECKPOINT_TIMELINE:]  # the latest kept
+    assert "timeline_add" not in book.live["CA1"][1]
+    book.checkpoint("CA1", {"view": {}, "timeline_add": events[:2], "timeline_reset": True}, 0.5)  # a full one
+    assert book.record("CA1", 0.6)["timeline"] == events[:2]
 
 
 def test_store_book_orphans_a_dead_process_calls():

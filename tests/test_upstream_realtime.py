@@ -79,7 +79,7 @@ async def test_conversation_mulaw_end_to_end(start_server):
     assert len(got) >= len(sent) - 160 * 10
     assert got == sent[: len(got)]
     # Its replies (greeting + answer) were played, bit-exact mu-law tone.
-    names = [n for _, n in result.marks_echoed if "." not in n]
+    names = result.end_marks_echoed()
     assert names[:2] == ["u1", "u2"]
     expected = ulaw_encode(np.asarray((4000 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)), np.int16))
     assert expected[:800] in bytes(result.agent_audio)
@@ -203,7 +203,7 @@ async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
     # The second call is greeted afresh, gets no context from the first, starts at u1.
     second_events = [e["type"] for e in fake.sessions[1].events]
     assert greetings(fake.sessions[1]) and "conversation.item.create" not in second_events
-    assert [n for _, n in second.marks_echoed if "." not in n][:1] == ["u1"]
+    assert second.end_marks_echoed()[:1] == ["u1"]
     assert not events(second, "transcript.final") and events(first, "transcript.final")
 
 

@@ -123,7 +123,7 @@ async def test_conversation_over_the_websocket_transport(start_server):
     assert abs(len(got) - len(sent)) <= 160 * 10
     assert similarity(sent, got, min(len(got), len(sent)) - 100) > 0.85
     # Its greeting and answer were played at the caller.
-    assert [nm for _, nm in result.marks_echoed if "." not in nm][:2] == ["u1", "u2"]
+    assert result.end_marks_echoed()[:2] == ["u1", "u2"]
     assert rms(result.agent_pcm()) > 500
     assert events(result, "transcript.final")[0]["source"] == "vapi"
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."

@@ -1,7 +1,7 @@
 """BargeIn child: notices the caller talking over the agent, and says so at once.
 
-What the caller has heard: the Codec marks every utterance every 200 ms
-(``u<n>.<frames>``) and at its end (``u<n>``); Twilio echoes a mark once the audio before
+What the caller has heard: the Codec marks every utterance every 200 ms (progress marks)
+and at its end (``codecs.marks.MarkName``); Twilio echoes a mark once the audio before
 it has played. So the agent is audible from ``UtteranceStarting`` until the end mark of
 that utterance comes back, and the played position is the last echoed mark plus the time
 since (at most 200 ms more).
@@ -141,11 +141,10 @@ class BargeIn(Actor):
             self.agent_levels.add(msg.payload)
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
-        utterance, _, frames = msg.name.lstrip("u").partition(".")
-        if not utterance.isdigit() or int(utterance) != self.playing:
+        if msg.utterance != self.playing:
             return
-        if frames.isdigit():
-            self.echoed_frames, self.echoed_at = int(frames), self.ctx.now()
+        if msg.frames:
+            self.echoed_frames, self.echoed_at = msg.frames, self.ctx.now()
         else:  # the end mark: everything of it has played
             self.playing, self.stopped_at = None, self.ctx.now()
 

@@ -4,9 +4,9 @@ Inbound: ``CallerMedia`` (mu-law, continuous, from the jitter buffer) -> decode 
 resample to ``INBOUND_RATE`` -> ``CallerAudio`` to the Upstream and BargeIn. Outbound: ``AgentAudio`` (PCM at any rate) ->
 resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
 ``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
-silence) are flushed, then an ``OutboundMark`` named ``u<utterance>`` follows. Every
-``MARK_EVERY_FRAMES`` frames of an utterance a progress mark ``u<utterance>.<frames>``
-goes out too, so the played position is known to within 200 ms.
+silence) are flushed, then the utterance's end ``OutboundMark`` follows. Every
+``MARK_EVERY_FRAMES`` frames of an utterance a progress mark goes out too
+(``codecs.marks.MarkName``), so the played position is known to within 200 ms.
 
 ``Interrupted`` (barge-in): the partial frame and resampler state are dropped, and so is
 any later audio of that utterance or an earlier one still on its way from the Upstream.
@@ -108,7 +108,7 @@ class Codec(Actor):
         last = self.framer.flush()
         if last is not None:
             self.ctx.tell_parent(m.OutboundFrame(last))
-        self.ctx.tell_parent(m.OutboundMark(f"u{msg.utterance}"))
+        self.ctx.tell_parent(m.OutboundMark(msg.utterance))
 
     def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:  # noqa: N802
         self.cut = max(self.cut, msg.utterance)
@@ -126,4 +126,4 @@ class Codec(Actor):
             self.ctx.tell_parent(m.OutboundFrame(frame))
             self.frames_in_utterance += 1
             if self.frames_in_utterance % MARK_EVERY_FRAMES == 0:
-                self.ctx.tell_parent(m.OutboundMark(f"u{self.utterance}.{self.frames_in_utterance}"))
+                self.ctx.tell_parent(m.OutboundMark(self.utterance, self.frames_in_utterance))

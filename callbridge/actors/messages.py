@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from ..codecs.marks import MarkName
+
 
 class Message:
     """Base of all actor messages. ``system`` ones jump the queue."""
@@ -90,9 +92,15 @@ class OutboundFrame(Message):
 
 @dataclass(frozen=True, slots=True)
 class OutboundMark(Message):
-    """Codec -> CallSupervisor: send a Twilio ``mark`` after the frames before it."""
+    """Codec -> CallSupervisor: send a Twilio ``mark`` after the frames before it: the
+    end mark of ``utterance`` (``frames`` 0) or a progress mark after ``frames`` of it."""
 
-    name: str
+    utterance: int
+    frames: int = 0
+
+    @property
+    def mark(self) -> MarkName:
+        return MarkName(self.utterance, self.frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +201,16 @@ class CallStopped(Message):
 
 @dataclass(frozen=True, slots=True)
 class MarkPlayed(Message):
-    """Gateway -> CallSupervisor -> BargeIn and Upstream: Twilio echoed a mark."""
+    """Gateway -> CallSupervisor -> BargeIn and Upstream: Twilio echoed a mark we sent,
+    after playing the audio before it (fields as in ``OutboundMark``)."""
 
     system: ClassVar[bool] = True
-    name: str
+    utterance: int
+    frames: int = 0
+
+    @property
+    def mark(self) -> MarkName:
+        return MarkName(self.utterance, self.frames)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..codecs.marks import MarkName
 from ..config import Settings
 from ..upstreams.base import Conversation
 from . import messages as m
@@ -31,7 +32,7 @@ class CallIO(Protocol):
     """What the gateway provides to a call: the socket side and the record."""
 
     def send_frame(self, payload: bytes) -> None: ...
-    def send_mark(self, name: str) -> None: ...
+    def send_mark(self, mark: MarkName) -> None: ...
     def clear(self) -> float: ...
     def notify_when_sent(self, utterance: int) -> None: ...
     def end(self, reason: str) -> None: ...
@@ -76,8 +77,6 @@ class CallSupervisor(Actor):
         self.conversation = conversation or Conversation()
         self.played_upto = 0
         """The last utterance whose end mark Twilio echoed as played."""
-        self.marks_pending: set[str] = set()
-        self.marks_cleared: set[str] = set()
 
     def started(self) -> None:
         for cls in CHILDREN:
@@ -95,16 +94,11 @@ class CallSupervisor(Actor):
     # -- from the gateway ----------------------------------------------------------
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
-        # After a clear Twilio echoes every pending mark at once, looking exactly like
-        # played ones: those were cut, not heard.
-        if msg.name in self.marks_cleared:
-            self.marks_cleared.discard(msg.name)
-            return
-        self.marks_pending.discard(msg.name)
-        if "." not in msg.name:  # progress marks are for BargeIn only
-            if msg.name[1:].isdigit():
-                self.played_upto = max(self.played_upto, int(msg.name[1:]))
-            self.io.note("mark_played", name=msg.name)
+        # Only marks we sent and Twilio played get here (the gateway drops the rest and
+        # the ones a clear cut). Progress marks are for BargeIn only.
+        if msg.frames == 0:
+            self.played_upto = max(self.played_upto, msg.utterance)
+            self.io.note("mark_played", name=str(msg.mark))
             self.ctx.tell("upstream", msg)
         self.ctx.tell("bargein", msg)
 
@@ -123,14 +117,11 @@ class CallSupervisor(Actor):
         self.ctx.tell("bargein", msg)  # its level: echo reference
 
     def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:  # noqa: N802
-        self.marks_pending.add(msg.name)
-        self.io.send_mark(msg.name)
+        self.io.send_mark(msg.mark)
 
     def receiveMsg_BargeInDetected(self, msg: m.BargeInDetected) -> None:  # noqa: N802
         """Cut the agent now: ``clear`` at Twilio, drop our queue, stop TTS and the turn."""
         dropped_s = self.io.clear()
-        self.marks_cleared |= self.marks_pending
-        self.marks_pending.clear()
         cut = m.Interrupted(msg.utterance, msg.played_ms)
         self.ctx.tell("codec", cut)
         self.ctx.tell("upstream", cut)

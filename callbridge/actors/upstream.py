@@ -57,7 +57,7 @@ class Upstream(Actor):
         self.backend.dtmf(msg.digit)
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
-        self.backend.mark_played(msg.name)
+        self.backend.mark_played(msg.mark)
 
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
         self.backend.audio_sent(msg.utterance)

@@ -11,7 +11,7 @@ code the caller should use:
   this cap on the socket so oversized frames never reach the parser.
 
 Writing: ``media_message``, ``mark_message`` and ``clear_message`` return the JSON text
-Twilio expects on a bidirectional stream. The stream SID is validated once, at ``start``
+Twilio expects on a bidirectional stream (mark names: ``codecs.marks``). The stream SID is validated once, at ``start``
 (``SID_RE``), so the writers can format JSON without escaping.
 
 Counters (sequenceNumber, chunk, timestamp) arrive as JSON strings; they are returned as
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
 import orjson
+
+from .marks import MarkName
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest inbound message accepted. A 20 ms media message is ~300 bytes; a start
@@ -249,14 +251,11 @@ def media_message(stream_sid: str, payload: bytes) -> str:
     return '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (stream_sid, b64)
 
 
-MARK_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
-
-
-def mark_message(stream_sid: str, name: str) -> str:
+def mark_message(stream_sid: str, mark: MarkName) -> str:
     """Outbound ``mark``: Twilio echoes it once the audio sent before it has played."""
-    if not MARK_NAME_RE.match(name):
-        raise ValueError(f"mark name {name!r} must match {MARK_NAME_RE.pattern}")
-    return '{"event":"mark","streamSid":"%s","mark":{"name":"%s"}}' % (stream_sid, name)
+    if type(mark) is not MarkName:
+        raise TypeError(f"a mark is a MarkName, not {type(mark).__name__}")
+    return '{"event":"mark","streamSid":"%s","mark":{"name":"%s"}}' % (stream_sid, mark)
 
 
 def clear_message(stream_sid: str) -> str:

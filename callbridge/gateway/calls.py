@@ -26,13 +26,16 @@ from ..actors import messages as m
 from ..actors.runtime import Dispatcher
 from ..actors.supervisor import CHILDREN, CallSupervisor
 from ..codecs.g711 import ULAW_SQUARED
+from ..codecs.marks import MarkName
 from ..codecs.mediastreams import Media, Start
 from ..config import Settings
 from ..metrics import CallFigures, Metrics
-from ..timeline import MAX_EVENTS, Timeline
+from ..timeline import MAX_EVENTS, Timeline, bounded_data
 from ..upstreams.base import Conversation
+from .ignored import IgnoredInput
+from .limits import TokenBucket
 from .output import OutboundWriter
-from .store import CallStore, summary_of
+from .store import CHECKPOINT_TIMELINE, CallStore, summary_of
 
 log = logging.getLogger("callbridge.gateway")
 
@@ -42,8 +45,11 @@ CHECKPOINT_EVENTS = frozenset(
      "barge_in", "dtmf", "call_ending", "child_restarted", "upstream.bound", "upstream.released"}
 )
 """Timeline events after which the call's state is checkpointed to the store."""
-CHECKPOINT_TIMELINE = 500
-"""At most this many (latest) timeline events travel in a checkpoint."""
+CHECKPOINTS_PER_S = 4.0
+CHECKPOINT_BURST = 4
+"""Checkpoints of one call: ``CHECKPOINT_BURST`` at once, ``CHECKPOINTS_PER_S`` sustained;
+past that they are coalesced and the latest state follows as soon as one is allowed. A
+normal call's few events each checkpoint at once; a flood of them cannot."""
 
 Watch = Callable[[str, int, dict[str, Any]], None]
 """Called with (callSid, index in the timeline, entry) for each timeline event."""
@@ -64,15 +70,21 @@ class Call:
         watch: Watch | None = None,
         source: str = "twilio",
         bind: Callable[[str, str], None] | None = None,
+        ignored: IgnoredInput | None = None,
     ) -> None:
         """``resume``: the checkpoint of this call from a stream that dropped (the call
-        carries on: conversation, timeline, utterance numbering)."""
+        carries on: conversation, timeline, utterance numbering). ``ignored``: the
+        socket's tally of ignored input (its count goes in the call's stats)."""
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.source = source
         self.clock = clock
         self.store = store
-        self._checkpoint_due = False
+        self._checkpoint_due: asyncio.Handle | None = None
+        self._checkpoint_budget = TokenBucket(CHECKPOINTS_PER_S, CHECKPOINT_BURST, clock())
+        self._checkpointed_events = 0
+        """Timeline events the store has (checkpoints carry only what is new)."""
+        self.ignored = ignored if ignored is not None else IgnoredInput(metrics)
         self.metrics = metrics
         self.figures = CallFigures(metrics)
         self._watch = watch
@@ -140,8 +152,16 @@ class Call:
         self.dispatcher.tell("jitter", m.CallerMedia(event.chunk, event.timestamp, event.payload))
 
     def mark_played(self, name: str) -> None:
+        """Twilio echoed mark ``name``: one this stream sent and awaits goes to the
+        supervisor if it played (not if a clear cut it); any other is ignored, counted."""
+        echo = self.writer.marks.echoed(name)
+        if echo is None:
+            self.ignored.add("unknown_mark", f"call {self.call_sid}", name)
+            return
+        mark, played = echo
         self.marks_played += 1
-        self.dispatcher.tell("supervisor", m.MarkPlayed(name))
+        if played:
+            self.dispatcher.tell("supervisor", m.MarkPlayed(mark.utterance, mark.frames))
 
     def dtmf(self, digit: str) -> None:
         self.dispatcher.tell("supervisor", m.DtmfReceived(digit))
@@ -158,6 +178,8 @@ class Call:
         """End the call: stop the actor tree and the writer. Idempotent."""
         if self.state == "ended":
             return
+        if self._checkpoint_due is not None:  # the latest state, before the record
+            self.checkpoint()
         self.state = "ended"
         self.stop_reason = reason
         self.dispatcher.tell("supervisor", m.CallStopped(reason))
@@ -175,8 +197,8 @@ class Call:
     def send_frame(self, payload: bytes) -> None:
         self.writer.frame(payload)
 
-    def send_mark(self, name: str) -> None:
-        self.writer.mark(name)
+    def send_mark(self, mark: MarkName) -> None:
+        self.writer.mark(mark)
 
     def clear(self) -> float:
         """Barge-in: drop queued agent audio and have Twilio drop its buffer. Returns the
@@ -192,24 +214,38 @@ class Call:
 
     def note(self, event: str, **data: Any) -> None:
         timeline = self.timeline
+        data = bounded_data(data)
         entry = timeline.add(self.clock(), event, **data)
         self.figures.observe(event, data)
         if self._publish is not None:
             self._publish(event, self.call_sid, data)
         if self._watch is not None and entry is not None:
             self._watch(self.call_sid, len(timeline.events) - 1, entry)
-        if event in CHECKPOINT_EVENTS and self.store is not None and not self._checkpoint_due:
-            self._checkpoint_due = True  # coalesced: one checkpoint per loop iteration
-            asyncio.get_running_loop().call_soon(self.checkpoint)
+        if event in CHECKPOINT_EVENTS and self.store is not None and self._checkpoint_due is None:
+            # Coalesced (one per loop iteration at most) and rate-limited, carrying every change.
+            loop = asyncio.get_running_loop()
+            budget = self._checkpoint_budget
+            budget.take(self.clock(), 0.0)  # brought up to now
+            wait = budget.retry_after()
+            self._checkpoint_due = (
+                loop.call_later(wait, self.checkpoint) if wait > 0 else loop.call_soon(self.checkpoint)
+            )
 
-    def checkpoint(self) -> None:
-        """Post this call's state to the store (what a resume on another process needs)."""
-        self._checkpoint_due = False
+    def checkpoint(self, full: bool = False) -> None:
+        """Post this call's state to the store (what a resume on another process needs):
+        the timeline events since the last checkpoint, or with ``full`` (a store that may
+        have lost them) the latest ``CHECKPOINT_TIMELINE`` of them."""
+        if self._checkpoint_due is not None:
+            self._checkpoint_due.cancel()
+            self._checkpoint_due = None
         if self.store is None or self.state != "live":
             return
         sup = self.supervisor
-        view = self.to_json()
-        view["timeline"] = view["timeline"][-CHECKPOINT_TIMELINE:]
+        events = self.timeline.events
+        since = 0 if full else self._checkpointed_events
+        self._checkpoint_budget.spend(self.clock())  # a forced one (stop, adoption) too
+        self._checkpointed_events = len(events)
+        view = self.to_json(with_timeline=False)
         self.store.checkpoint(
             self.call_sid,
             {
@@ -219,6 +255,8 @@ class Call:
                 "conversation": sup.conversation.snapshot(),  # type: ignore[attr-defined]
                 "played_upto": sup.played_upto,  # type: ignore[attr-defined]
                 "view": view,
+                "timeline_add": events[max(since, len(events) - CHECKPOINT_TIMELINE):],
+                "timeline_reset": since == 0,
             },
         )
 
@@ -265,9 +303,9 @@ class Call:
             "duration_ms": round((self.clock() - self.timeline.t0) * 1000.0),
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, with_timeline: bool = True) -> dict[str, Any]:
         sup = self.supervisor
-        return {
+        record = {
             **self.summary(),
             "stats": {
                 "frames_in": self.frames_in,
@@ -275,13 +313,17 @@ class Call:
                 "frames_dropped_out": self.writer.frames_dropped,
                 "marks_sent": self.writer.marks_sent,
                 "marks_played": self.marks_played,
+                "marks_unechoed": self.writer.marks.forgotten,
+                "ignored": self.ignored.to_json(),
                 "messages_delivered": self.dispatcher.delivered,
                 "messages_dropped": self.dispatcher.dropped,
                 "restarts": {c.role: sup.generation[c.role] for c in CHILDREN},  # type: ignore[attr-defined]
             },
-            "timeline": self.timeline.to_list(),
             "timeline_dropped": self.timeline.dropped,
         }
+        if with_timeline:
+            record["timeline"] = self.timeline.to_list()
+        return record
 
 
 def level_db(payload: bytes) -> float:

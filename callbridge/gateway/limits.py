@@ -57,6 +57,11 @@ class TokenBucket:
         self._refill(now)
         return self.tokens < cost
 
+    def spend(self, now: float, cost: float = 1.0) -> None:
+        """Spend ``cost`` whether or not the bucket holds it all (it never goes below 0)."""
+        self._refill(now)
+        self.tokens = max(0.0, self.tokens - cost)
+
     def retry_after(self, cost: float = 1.0) -> float:
         """Seconds until ``cost`` will be available."""
         return max(0.0, (cost - self.tokens) / self.rate) if self.rate > 0 else float("inf")

@@ -15,11 +15,13 @@ Bad input closes that socket only, with one log line and a close code:
 1003 binary frame; 1007 malformed JSON, bad fields or bad base64; 1008 bad signature,
 bad token, a second stream for a live call (one per CallSid on any process:
 ``CallStore.claim_stream``), an event out of order (media before start), a token already
-used (tokens start one stream: ``CallStore.claim_token``), or
-inbound audio faster than ``INBOUND_RATE`` x real time sustained (``INBOUND_BURST_S``
-banked); 1009 a message over ``MAX_MESSAGE_BYTES``; 1013 a new call past ``MAX_CALLS``
-(recorded as ended, so Twilio's redirect gets ``<Hangup/>``). Unknown events are logged
-once per name and ignored (Twilio may add events). A ``stop`` ends the call and closes
+used (tokens start one stream: ``CallStore.claim_token``), or messages faster than
+``INBOUND_RATE`` x real time sustained (``INBOUND_BURST_S`` banked; from the socket's
+first message on, each but the one ``start`` costing at least a frame); 1009 a message
+over ``MAX_MESSAGE_BYTES``; 1013 a new call past ``MAX_CALLS`` (recorded as ended, so
+Twilio's ``<Connect action>`` request gets ``<Hangup/>``). Unknown events and echoes of
+marks we did not send are ignored and counted (``gateway/ignored.py``: the first of each
+kind logged, the totals when the socket closes). A ``stop`` ends the call and closes
 with 1000.
 
 Before the upgrade: past ``MAX_SOCKETS_PER_SOURCE`` open sockets from one address the
@@ -56,6 +58,7 @@ from ..codecs.mediastreams import (
 from ..logs import bind_call, unbind_call
 from .calls import Call
 from .context import GATEWAY, Gateway
+from .ignored import IgnoredInput
 from .limits import InboundRate
 from .reaper import Liveness
 from .security import SIGNATURE_SETTINGS, StreamTokens, TokenError, stream_url
@@ -157,10 +160,12 @@ class StreamSession:
         self.log_binding: Any = None
         self.state = StreamState.AWAIT_START
         self.call: Call | None = None
-        self.unknown_seen: set[str] = set()
+        self.ignored = IgnoredInput(gw.metrics)
         self.messages = 0
-        self.liveness = Liveness(time.monotonic())
-        self.inbound: InboundRate | None = None
+        now = time.monotonic()
+        self.liveness = Liveness(now)
+        self.inbound = InboundRate(gw.settings.inbound_rate, gw.settings.inbound_burst_s, now)
+        """Every message counts, from the first (before ``start`` too)."""
         self.claimed: str | None = None
         """The CallSid whose stream this socket claimed in the store (``start``)."""
         self.expelled = False
@@ -176,8 +181,9 @@ class StreamSession:
             if msg.type == WSMsgType.TEXT:
                 event = parse_inbound(msg.data)
                 inbound = self.inbound
-                if inbound is not None and not inbound.allow(
-                    len(event.payload) if type(event) is Media else 0, time.monotonic()
+                kind = type(event)
+                if kind is not Start and not inbound.allow(
+                    len(event.payload) if kind is Media else 0, time.monotonic()  # type: ignore[union-attr]
                 ):
                     raise Refused(
                         CLOSE_POLICY, f"inbound faster than {inbound.factor:g}x real time (INBOUND_RATE)"
@@ -205,16 +211,13 @@ class StreamSession:
             call.dtmf(event.digit)  # type: ignore[union-attr]
         elif isinstance(event, Start):
             self.call = await self.start_call(event)
-            s = self.gw.settings
-            self.inbound = InboundRate(s.inbound_rate, s.inbound_burst_s, time.monotonic())
         elif isinstance(event, Stop):
             call.stop_reason = "twilio stop"  # type: ignore[union-attr]
             call.hung_up = True  # type: ignore[union-attr]  # the caller hung up
             await self.ws.close(code=WSCloseCode.OK)
             return True
-        elif isinstance(event, Unknown) and event.event not in self.unknown_seen:
-            self.unknown_seen.add(event.event)
-            log.info("media socket %s: ignoring unknown event %r", self.who, event.event)
+        elif isinstance(event, Unknown):
+            self.ignored.add("unknown_event", self.who, event.event)
         return False
 
     async def start_call(self, start: Start) -> Call:
@@ -254,7 +257,7 @@ class StreamSession:
         call = Call(
             gw.settings, start, self.ws.send_str, self.hang_up, publish=publish,
             metrics=gw.metrics, watch=gw.watch, source=self.source, store=gw.store, resume=resume,
-            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
+            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid), ignored=self.ignored,
         )
         call.transport = self.transport
         gw.registry.add(call)
@@ -308,6 +311,7 @@ class StreamSession:
             self.call.hung_up = True  # closed for bad input: a redirect must not resume it
 
     async def finish(self) -> None:
+        self.ignored.log_totals(self.who)
         call = self.call
         if call is not None:
             call.stop(call.stop_reason or "socket closed")

@@ -8,8 +8,9 @@ discards at most ``lead_s`` of audio.
 
 ``OutboundWriter`` owns one socket's send side: frames and marks in one FIFO (a mark
 leaves right after the frames queued before it), ``clear`` jumps the queue and drops
-what is pending. At most ``MAX_QUEUED_FRAMES`` (10 minutes, what Twilio itself keeps)
-are queued; beyond, the oldest are dropped and counted.
+what is pending. It knows which marks it sent (``marks``: ``codecs.marks.MarksInFlight``),
+so only their echoes count as played. At most ``MAX_QUEUED_FRAMES`` (10 minutes, what
+Twilio itself keeps) are queued; beyond, the oldest are dropped and counted.
 
 Sending never blocks the event loop (aiohttp writes into the transport's buffer); a peer
 that stops reading fills its socket buffers and then the send itself waits for it.
@@ -24,6 +25,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable
 
+from ..codecs.marks import MarkName, MarksInFlight
 from ..codecs.mediastreams import clear_message, mark_message, media_message
 
 log = logging.getLogger("callbridge.gateway")
@@ -72,7 +74,7 @@ class OutboundWriter:
         self.stream_sid = stream_sid
         self.pacer = Pacer(lead_s)
         self.clock = clock
-        self._queue: deque[tuple[int, bytes | str | int]] = deque()
+        self._queue: deque[tuple[int, bytes | MarkName | int]] = deque()
         self._frames_queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._clear_pending = False
@@ -83,6 +85,7 @@ class OutboundWriter:
         self.last_sent: bytes = b""
         """The latest frame sent (the console's level meter samples it)."""
         self.marks_sent = 0
+        self.marks = MarksInFlight()
         self.frames_dropped = 0
         self.closed = False
         self.blocked_since: float | None = None
@@ -100,9 +103,9 @@ class OutboundWriter:
         if len(self._queue) == 1:  # the writer idles only on an empty queue
             self._wake()
 
-    def mark(self, name: str) -> None:
+    def mark(self, mark: MarkName) -> None:
         if not self.closed:
-            self._queue.append((_MARK, name))
+            self._queue.append((_MARK, mark))
             if len(self._queue) == 1:
                 self._wake()
 
@@ -116,8 +119,10 @@ class OutboundWriter:
 
     def clear(self) -> int:
         """Drop everything pending and have ``clear`` sent next. Returns frames dropped.
-        Pending marks are dropped too: they were never sent, so Twilio won't echo them."""
+        Pending marks are dropped too: they were never sent, so Twilio won't echo them;
+        those sent will come back at once, unplayed."""
         dropped = self._frames_queued
+        self.marks.cleared()
         self._queue.clear()
         self._frames_queued = 0
         self._notify_next = None
@@ -157,6 +162,7 @@ class OutboundWriter:
                     continue
                 if kind == _MARK:
                     queue.popleft()
+                    self.marks.sent(value)  # type: ignore[arg-type]
                     await self._out(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
                     self.marks_sent += 1
                     continue

@@ -7,8 +7,9 @@ of an ended one. The gateway uses it so:
 - the voice webhook asks ``lookup``: an unknown call gets a fresh stream; a known live
   call whose stream dropped (Twilio followed our ``<Redirect>``) gets a stream that
   resumes it; an ended call gets ``<Hangup/>`` (an intentional hang-up never loops);
-- a ``Call`` posts ``checkpoint`` after every event that changes what matters (coalesced,
-  fire and forget) and ``finish`` when it ends (awaited before the socket closes, so a
+- a ``Call`` posts ``checkpoint`` after events that change what matters (coalesced and
+  rate-limited, fire and forget; each carries the timeline events new since the call's previous one, which
+  ``StoreBook.checkpoint`` appends to the view it keeps) and ``finish`` when it ends (awaited before the socket closes, so a
   redirect can never overtake it);
 - ``GET /calls/{callSid}`` falls back to ``record`` for calls this process does not carry,
   and ``GET /calls`` lists every process's calls from ``listing`` (production mode);
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 State = Literal["live", "ended"]
+CHECKPOINT_TIMELINE = 500
+"""At most this many (latest) timeline events are kept with a checkpoint."""
 SUMMARY_KEYS = (
     "callSid", "streamSid", "source", "state", "pid", "resumes", "started_at", "duration_ms", "stop_reason", "figures",
 )
@@ -133,8 +136,21 @@ class StoreBook:
         self.ttl_s = ttl_s
 
     def checkpoint(self, call_sid: str, snapshot: dict[str, Any], now: float) -> None:
+        """Keep ``snapshot`` as the call's latest. Its ``timeline_add`` (events new since
+        the call's previous checkpoint; ``timeline_reset``: from scratch) is appended to
+        the timeline kept in its ``view``, at most ``CHECKPOINT_TIMELINE`` (the latest)."""
         if call_sid in self.ended:  # a late checkpoint after the end: ignore
             return
+        if "timeline_add" in snapshot:
+            snapshot = dict(snapshot)
+            added = snapshot.pop("timeline_add") or []
+            previous = self.live.get(call_sid)
+            kept: list[Any] = []
+            if not snapshot.pop("timeline_reset", True) and previous is not None:
+                kept = (previous[1].get("view") or {}).get("timeline") or []
+            kept.extend(added)
+            del kept[:-CHECKPOINT_TIMELINE]
+            snapshot["view"] = {**(snapshot.get("view") or {}), "timeline": kept}
         self.live[call_sid] = (now, snapshot)
         self.live.move_to_end(call_sid)
         while len(self.live) > self.max_calls:

@@ -197,7 +197,7 @@ class ShardRuntime:
     def checkpoint_all(self) -> None:
         def run() -> None:
             for call in list(self.gw.registry.live.values()):
-                call.checkpoint()
+                call.checkpoint(full=True)
 
         self._on_loop(run)
 

@@ -48,6 +48,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..codecs import mediastreams as ms
 from ..codecs.g711 import ulaw_decode, ulaw_encode
+from ..codecs.marks import MarkName
 from ..gateway.security import SignatureChecker
 from .impair import Impairment
 
@@ -107,6 +108,10 @@ class CallResult:
         out[: len(caller), 0] = caller
         out[: len(agent), 1] = agent
         return out
+
+    def end_marks_echoed(self) -> list[str]:
+        """The utterances' end marks echoed, in order (progress marks left out)."""
+        return [name for _, name in self.marks_echoed if (mark := MarkName.parse(name)) is not None and mark.is_end]
 
     def timeline_events(self) -> list[str]:
         return [e["event"] for e in (self.record or {}).get("timeline", [])]
@@ -422,7 +427,8 @@ class SimulatedCall:
 
     async def _echo_mark(self, ws: ClientConnection, name: str) -> None:
         self.result.marks_echoed.append((time.monotonic() - self._t0, name))
-        if "." not in name:  # an utterance's end mark, not a progress mark
+        mark = MarkName.parse(name)
+        if mark is not None and mark.is_end:  # an utterance's end mark, not a progress mark
             self._end_marks += 1
         await self._send(ws, ms.twilio_mark(self._seq + 1, self.result.stream_sid, name))
 

@@ -22,6 +22,7 @@ from typing import Any, Coroutine, Protocol
 
 from ..actors import messages as m
 from ..agents.base import Agent, Turn
+from ..codecs.marks import MarkName
 
 log = logging.getLogger("callbridge.upstream")
 
@@ -56,6 +57,8 @@ class Conversation:
     remote_call: tuple[str, str, str] | None = None
     """A remote session that may still be running (provider, its id, the URL that ends
     it): the back end that comes next (after a restart or a resume) ends it first."""
+    agent_unpicklable: bool = False
+    """The agent could not be pickled once: checkpoints carry no agent from then on."""
 
     def new_utterance(self) -> int:
         utterance = self.next_utterance
@@ -69,10 +72,11 @@ class Conversation:
         pickle-safe). The agent is pickled; one that can't be loses its own state on a
         resume (the history is kept) and says so in the log."""
         agent = None
-        if self.agent is not None:
+        if self.agent is not None and not self.agent_unpicklable:
             try:
                 agent = pickle.dumps(self.agent, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # noqa: BLE001 - an agent holding a live resource
+                self.agent_unpicklable = True  # said once, not tried at every checkpoint
                 log.warning("agent %s cannot be checkpointed: %s", type(self.agent).__name__, exc)
         return {
             "agent": agent,
@@ -125,8 +129,8 @@ class Backend(ABC):
     def speech_rejected(self) -> None: ...
     def stop(self) -> None: ...
 
-    def mark_played(self, name: str) -> None:
-        """Hang up once the goodbye utterance has played at the caller."""
+    def mark_played(self, mark: MarkName) -> None:
+        """An utterance's end mark came back: hang up once the goodbye has played."""
         end_after = self.conversation.hang_up_after
-        if end_after is not None and name == f"u{end_after}":
+        if end_after is not None and mark.is_end and mark.utterance == end_after:
             self.port.end_call("the agent ended the call")

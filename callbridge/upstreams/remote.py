@@ -44,6 +44,7 @@ import orjson
 
 from ..actors import messages as m
 from ..agents.base import Turn
+from ..codecs.marks import MarkName
 from ..config import Settings
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
@@ -217,10 +218,10 @@ class RemoteBackend(Backend):
     def caller_ulaw(self, msg: m.CallerMedia) -> None:
         self._enqueue(msg.payload)
 
-    def mark_played(self, name: str) -> None:
-        if name[1:].isdigit():
-            self.last_played = max(self.last_played, int(name[1:]))
-        super().mark_played(name)
+    def mark_played(self, mark: MarkName) -> None:
+        if mark.is_end:
+            self.last_played = max(self.last_played, mark.utterance)
+        super().mark_played(mark)
 
     def interrupted(self, utterance: int, played_ms: int) -> None:
         self.speaker.cancel()

@@ -48,6 +48,7 @@ from ..agents._http import excerpt, redact
 from ..config import Settings
 from ..actors import messages as m
 from ..codecs.g711 import ulaw_decode
+from ..codecs.marks import MarkName
 from .remote import RemoteBackend, RemoteFailure, RemoteUnrecoverable
 from .speechwatch import SpeechWatch
 
@@ -180,9 +181,9 @@ class VapiBackend(RemoteBackend):
             or now - self.quiet_since < WATCH_AFTER_S
         )
 
-    def mark_played(self, name: str) -> None:
-        super().mark_played(name)
-        if name[1:].isdigit():
+    def mark_played(self, mark: MarkName) -> None:
+        super().mark_played(mark)
+        if mark.is_end:
             self.quiet_since = self.port.now()
 
     def speech_rejected(self) -> None:
