@@ -30,6 +30,8 @@ def test_readme_test_command_is_what_ci_runs():
     chromium = "command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)"
     assert ci.index(chromium) < ci.index("python3 -m venv")
     assert "apt-get install chromium" in readme
+    # The wss test makes its certificate with the openssl command: CI installs it if missing.
+    assert ci.index("command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)") < ci.index("python3 -m venv")
 
 
 def test_settings_from_env_and_errors():
