@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -93,3 +94,19 @@ def events(result, name: str) -> list[dict]:
 def rms(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64)
     return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+async def inject_fault(url: str, call_sid: str, child: str) -> None:
+    """``POST /calls/{callSid}/fault?child=`` (``FAULT_INJECTION``): ``child`` fails
+    (``socket``: the stream's connection drops)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/calls/{call_sid}/fault?child={child}") as resp:
+            assert resp.status == 200
+
+
+async def until(done: Callable[[], bool], limit_s: float = 10.0) -> None:
+    """Poll ``done`` every 20 ms until it is true or ``limit_s`` has passed."""
+    for _ in range(round(limit_s / 0.02)):
+        if done():
+            return
+        await asyncio.sleep(0.02)

@@ -31,6 +31,7 @@ def nodes(tmp_path):
         started.append(node)
         return node
 
+    start.started = started  # nodes started otherwise (a restart), to reap too
     yield start
     for node in started:
         node.close()

@@ -11,23 +11,8 @@ import time
 
 import pytest
 
-from .prodnode import TIME_WAIT, ProdNode, free_port, listeners, restart, tcp_sockets
-from .test_prod import _ppid
-
-
-@pytest.fixture
-def nodes(tmp_path):
-    started: list[ProdNode] = []
-
-    def start(**kwargs) -> ProdNode:
-        node = ProdNode(tmp_path, **kwargs)
-        started.append(node)
-        return node
-
-    start.started = started  # nodes started otherwise (a restart), to reap too
-    yield start
-    for node in started:
-        node.close()
+from .prodnode import TIME_WAIT, free_port, listeners, restart, tcp_sockets
+from .test_prod import _ppid, nodes  # noqa: F401  (fixture)
 
 
 def test_a_node_restarts_at_once_on_the_same_ports_after_a_crash_or_a_stop(nodes, tmp_path):

@@ -15,6 +15,8 @@ from callbridge.gateway.store import CHECKPOINT_TIMELINE, StoreBook
 from callbridge.sim.caller import SimulatedCall, parse_twiml
 from callbridge.sim.wavio import read_wav
 
+from .conftest import inject_fault
+
 
 def events(record: dict, name: str) -> list[dict]:
     return [e for e in record["timeline"] if e["event"] == name]
@@ -38,9 +40,7 @@ async def test_dropped_stream_resumes_the_conversation(start_server):
     # Drop the stream just as the agent starts answering the first request: the caller
     # has not heard the reply, so the resumed call must say it again.
     await wait_for_event(url, call.call_sid, "agent.reply")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/calls/{call.call_sid}/fault?child=socket") as resp:
-            assert resp.status == 200
+    await inject_fault(url, call.call_sid, "socket")
     result = await asyncio.wait_for(running, 90)
 
     assert len(result.streams) == 2, result.streams

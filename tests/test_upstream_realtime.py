@@ -19,7 +19,7 @@ from callbridge.upstreams.openai_realtime import (
     append_audio, greet, padding_in_force, realtime_url, session_update, speech_onset_ms, truncate,
 )
 
-from .conftest import events, rms, speech_8k
+from .conftest import events, inject_fault, rms, speech_8k, until
 from .remote_fakes import START_MS, FakeRealtime, tone
 
 FAST_RETRIES = "0.05,0.1,0.2"
@@ -213,13 +213,8 @@ async def test_upstream_actor_restart_resumes_the_conversation(start_server):
         url = await realtime_server(start_server, fake, fault_injection=True)
         call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], polite=True, hold_s=3.0)
         running = asyncio.ensure_future(call.run())
-        for _ in range(500):
-            if fake.replies >= 2:
-                break
-            await asyncio.sleep(0.02)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=upstream") as resp:
-                assert resp.status == 200
+        await until(lambda: fake.replies >= 2)
+        await inject_fault(url, call.call_sid, "upstream")
         result = await running
         await asyncio.wait_for(fake.sessions[0].closed.wait(), 3)
     assert "child_restarted" in result.timeline_events()

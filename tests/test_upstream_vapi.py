@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 
-import aiohttp
 import numpy as np
 import orjson
 import pytest
@@ -21,7 +20,7 @@ from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
 
-from .conftest import events, rms, speech_8k
+from .conftest import events, inject_fault, rms, speech_8k, until
 from .fake_vapi import FakeVapi
 from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
@@ -255,13 +254,8 @@ async def test_upstream_actor_restart_ends_the_vapi_call_before_the_next(start_s
         url = await vapi_server(start_server, fake, base, fault_injection=True)
         call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], polite=True, hold_s=3.0)
         running = asyncio.ensure_future(call.run())
-        for _ in range(500):
-            if fake.replies >= 1:
-                break
-            await asyncio.sleep(0.02)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=upstream") as resp:
-                assert resp.status == 200
+        await until(lambda: fake.replies >= 1)
+        await inject_fault(url, call.call_sid, "upstream")
         result = await running
     assert "child_restarted" in result.timeline_events()
     assert len(fake.created) == 2 and fake.max_open == 1 and fake.open_calls == set()
@@ -285,13 +279,8 @@ async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_serv
         url = await vapi_server(start_server, fake, base, fault_injection=True)
         call = SimulatedCall(url, audio=[speech_8k("Book Monday.")], gap_s=2.0, hold_s=2.5)
         running = asyncio.ensure_future(call.run())
-        for _ in range(500):
-            if fake.replies >= 1:
-                break
-            await asyncio.sleep(0.02)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/calls/{call.call_sid}/fault?child=socket") as resp:
-                assert resp.status == 200
+        await until(lambda: fake.replies >= 1)
+        await inject_fault(url, call.call_sid, "socket")
         result = await asyncio.wait_for(running, 60)
     assert result.record["resumes"] == 1 and "upstream.gave_up" not in result.timeline_events()
     assert len(fake.created) == 2 and fake.max_open == 1 and fake.open_calls == set()
