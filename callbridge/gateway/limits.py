@@ -130,15 +130,20 @@ class SourceSlots:
             self.open.pop(source, None)
 
 
+PAUSE_GRACE_S = 1.0
+"""Audio banked beyond ``burst_s`` for this server's own pauses: while its event loop is
+busy, real-time frames queue in the socket and are read at once, like a line's burst."""
+
+
 class InboundRate:
-    """One call's inbound budget: ``factor`` x real time sustained, ``burst_s`` banked.
-    ``factor <= 0`` means no limit."""
+    """One call's inbound budget: ``factor`` x real time sustained, ``burst_s`` banked
+    (plus ``PAUSE_GRACE_S`` and a frame's slack). ``factor <= 0`` means no limit."""
 
     __slots__ = ("bucket", "factor")
 
     def __init__(self, factor: float, burst_s: float, now: float) -> None:
         self.factor = factor
-        self.bucket = TokenBucket(factor, burst_s + FRAME_S, now)  # a frame's slack: exactly burst_s passes
+        self.bucket = TokenBucket(factor, burst_s + PAUSE_GRACE_S + FRAME_S, now)
 
     def allow(self, payload_bytes: int, now: float) -> bool:
         if self.factor <= 0:
