@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -37,9 +37,12 @@ def gateway(**env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``with gateway(GREETING="Hi.") as (process, url):`` -- ready (prewarmed) on entry."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "run.py", "serve", "--port", str(port)], cwd=ROOT,
+        [sys.executable, "run.py", "serve", "--port", str(port)],
+        cwd=ROOT,
         env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -67,7 +67,7 @@ def rss_mb(pid: int) -> float:
 def checkpoints(counts_file: str, call_sid: str) -> int:
     time.sleep(0.5)
     try:
-        return eval(Path(counts_file).read_text()).get(call_sid, 0)  # noqa: S307 - our own file
+        return eval(Path(counts_file).read_text()).get(call_sid, 0)
     except (OSError, SyntaxError):
         return -1
 
@@ -98,7 +98,9 @@ class Lines:
 
 def _own(lines: list[str], call_sid: str) -> int:
     """callbridge's lines about the abusive call (by CallSid, or as a peer before start)."""
-    return sum(1 for line in lines if "callbridge" in line and (call_sid in line or "media socket peer" in line))
+    return sum(
+        1 for line in lines if "callbridge" in line and (call_sid in line or "media socket peer" in line)
+    )
 
 
 async def _abuse(url: str, abuse):
@@ -115,10 +117,20 @@ def main() -> int:
     args = ap.parse_args()
     port = free_port()
     counts_file = f"/tmp/abuse-checkpoints-{os.getpid()}"
-    env = {**os.environ, "UPSTREAM": "echo", "LOG_LEVEL": "INFO", "WEBHOOK_RATE": "0", "MAX_SOCKETS_PER_SOURCE": "0"}
+    env = {
+        **os.environ,
+        "UPSTREAM": "echo",
+        "LOG_LEVEL": "INFO",
+        "WEBHOOK_RATE": "0",
+        "MAX_SOCKETS_PER_SOURCE": "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE.format(root=args.root, counts_file=counts_file, port=port)],
-        cwd=args.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=args.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.readline()

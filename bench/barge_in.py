@@ -91,11 +91,15 @@ async def run(trials: list[tuple[int, float]], noise_calls: int, json_path: str 
     latencies = [r["latency_ms"] for r in results if r["latency_ms"] is not None]
     missed = sum(1 for r in results if r["latency_ms"] is None)
     stale = sum(r["stale"] for r in results)
-    print(f"python {sys.version.split()[0]} | {len(trials)} interruption trials, {noise_calls} noise/echo calls")
+    print(
+        f"python {sys.version.split()[0]} | {len(trials)} interruption trials, {noise_calls} noise/echo calls"
+    )
     print("onset -> clear (ms): " + ", ".join(f"{x:.0f}" for x in latencies))
     if latencies:
-        print(f"  p50 {np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms, "
-              f"max {max(latencies):.0f} ms")
+        print(
+            f"  p50 {np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms, "
+            f"max {max(latencies):.0f} ms"
+        )
     print(f"missed barge-ins: {missed}/{len(trials)}")
     print(f"stale agent frames after clear: {stale}")
     print(f"false barge-ins: {sum(1 for f in false if f)}/{noise_calls} calls")
@@ -104,9 +108,19 @@ async def run(trials: list[tuple[int, float]], noise_calls: int, json_path: str 
     if json_path:
         import json
 
-        Path(json_path).write_text(json.dumps({
-            "trials": len(trials), "latency_ms": latencies, "missed": missed, "stale": stale,
-            "false": sum(1 for f in false if f), "noise_calls": noise_calls}, indent=2))
+        Path(json_path).write_text(
+            json.dumps(
+                {
+                    "trials": len(trials),
+                    "latency_ms": latencies,
+                    "missed": missed,
+                    "stale": stale,
+                    "false": sum(1 for f in false if f),
+                    "noise_calls": noise_calls,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 STREAM_SID = "MZ" + "0123456789abcdef" * 2
 FRAME_IN = 160  # mu-law bytes / 8 kHz samples per 20 ms
@@ -54,7 +54,7 @@ def _optional(name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return __import__(name), None
-    except Exception as exc:  # noqa: BLE001 - report any import failure
+    except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     for name, factory in list(factories.items()):
         try:
             factory()  # import check; the timed instances are made fresh below
-        except Exception as exc:  # noqa: BLE001 - report, run the others
+        except Exception as exc:
             notes.append(f"{name}: not run ({type(exc).__name__}: {exc})")
             del factories[name]
 
@@ -382,8 +382,13 @@ def main(argv=None) -> int:
     for label, t in parts:
         print(f"  {label:<48} {t:7.2f}")
     if args.json:
-        out = {"frames": n, "repeats": repeats, "notes": notes, "components_us": dict(parts),
-               "us_per_frame": {k: {"in": i, "out": o, "total": i + o} for k, (i, o) in results.items()}}
+        out = {
+            "frames": n,
+            "repeats": repeats,
+            "notes": notes,
+            "components_us": dict(parts),
+            "us_per_frame": {k: {"in": i, "out": o, "total": i + o} for k, (i, o) in results.items()},
+        }
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 

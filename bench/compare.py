@@ -35,9 +35,25 @@ def run_once(tree: str, calls: str, seconds: float) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load.json"
         proc = subprocess.run(
-            [sys.executable, "bench/load.py", "--mode", "prod", "--calls", calls, "--seconds", str(seconds),
-             "--kills", "0", "--json", str(out)],
-            cwd=path, env=env, capture_output=True, text=True, timeout=60 + 120 * len(calls.split(",")),
+            [
+                sys.executable,
+                "bench/load.py",
+                "--mode",
+                "prod",
+                "--calls",
+                calls,
+                "--seconds",
+                str(seconds),
+                "--kills",
+                "0",
+                "--json",
+                str(out),
+            ],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60 + 120 * len(calls.split(",")),
         )
         for line in proc.stdout.splitlines():
             if " calls " in line and not line.startswith("knee"):
@@ -74,12 +90,17 @@ def main() -> None:
             for step in result["steps"]:
                 steps.setdefault(step["calls"], []).append(step)
         for calls, ss in sorted(steps.items()):
+
             def med(key: str) -> float:
                 return statistics.median(s[key] or 0.0 for s in ss)
+
             each = " ".join(f"{s['gap_p99_ms']:.1f}" for s in ss)
-            print(f"  {tree}: {calls} calls  gap p99 {med('gap_p99_ms'):.1f} ms [{each}]  "
-                  f"echo p99 {med('echo_p99_ms'):.0f} ms  lost {[s['lost'] for s in ss]}  "
-                  f"server CPU {med('server_cpu_pct'):.0f}%  driver {med('driver_cpu_pct'):.0f}%", flush=True)
+            print(
+                f"  {tree}: {calls} calls  gap p99 {med('gap_p99_ms'):.1f} ms [{each}]  "
+                f"echo p99 {med('echo_p99_ms'):.0f} ms  lost {[s['lost'] for s in ss]}  "
+                f"server CPU {med('server_cpu_pct'):.0f}%  driver {med('driver_cpu_pct'):.0f}%",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
 

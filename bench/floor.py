@@ -37,11 +37,11 @@ from bench.load import GAP_LIMIT_MS, fmt, pss_mb, run_step  # noqa: E402
 from callbridge import eventloop  # noqa: E402
 from tests.prodnode import ProcessNode  # noqa: E402
 
-TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-         '<Stream url="{url}"/></Connect></Response>')
+TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{url}"/></Connect></Response>'
 
 
 # -- the pass-through server ----------------------------------------------------------------
+
 
 async def voice(request: web.Request) -> web.Response:
     await request.post()
@@ -57,9 +57,16 @@ async def media(request: web.Request) -> web.WebSocketResponse:
             break
         event = json.loads(msg.data)
         if event.get("event") == "media":
-            await ws.send_str(json.dumps({"event": "media", "streamSid": event["streamSid"],
-                                          "media": {"payload": event["media"]["payload"]}},
-                                         separators=(",", ":")))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event": "media",
+                        "streamSid": event["streamSid"],
+                        "media": {"payload": event["media"]["payload"]},
+                    },
+                    separators=(",", ":"),
+                )
+            )
         elif event.get("event") == "stop":
             break
     await ws.close()
@@ -70,11 +77,18 @@ def serve(port: int) -> None:
     app = web.Application()
     app.router.add_post("/voice/inbound", voice)
     app.router.add_get("/media", media)
-    web.run_app(app, host="127.0.0.1", port=port, print=lambda _: print(f"listening on {port}", flush=True),
-                access_log=None, loop=eventloop.new_loop())  # the bridge's default loop: a like-for-like floor
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        print=lambda _: print(f"listening on {port}", flush=True),
+        access_log=None,
+        loop=eventloop.new_loop(),
+    )  # the bridge's default loop: a like-for-like floor
 
 
 # -- the driver -----------------------------------------------------------------------------
+
 
 async def main_async(steps: list[int], seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": "floor", "upstream": "echo", "steps": []}

@@ -19,8 +19,9 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,7 +32,9 @@ from hypothesis import seed as seed_of  # noqa: E402
 from tests import fuzz_targets as ft  # noqa: E402
 
 
-def campaign(name: str, strategy: Any, check: Callable[..., None], examples: int, seed: int) -> tuple[int, int]:
+def campaign(
+    name: str, strategy: Any, check: Callable[..., None], examples: int, seed: int
+) -> tuple[int, int]:
     tried = 0
 
     def counted(value: Any) -> None:
@@ -39,13 +42,16 @@ def campaign(name: str, strategy: Any, check: Callable[..., None], examples: int
         tried += 1
         check(value)
 
-    run = seed_of(seed)(settings(max_examples=examples, deadline=None, database=None,
-                                 suppress_health_check=list(HealthCheck))(given(strategy)(counted)))
+    run = seed_of(seed)(
+        settings(
+            max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )(given(strategy)(counted))
+    )
     t = time.monotonic()
     crashes = 0
     try:
         run()
-    except Exception:  # noqa: BLE001 - a crash found: report it, carry on with the next target
+    except Exception:
         crashes = 1
         traceback.print_exc()
     print(f"{name:<34} {tried:>7} inputs  {crashes} crashes  {time.monotonic() - t:6.1f} s", flush=True)
@@ -76,8 +82,11 @@ def main() -> None:
             total_tried, total_crashes = total_tried + tried, total_crashes + crashes
         sent, echoed, worst = bystander.finish()
         health = gw.health()
-        print(f"bystander call: {sent} frames sent, {echoed} echoed, worst gap {worst * 1000:.0f} ms; "
-              f"gateway {health['status']}, {health['calls']} live calls, {health['tasks']} tasks", flush=True)
+        print(
+            f"bystander call: {sent} frames sent, {echoed} echoed, worst gap {worst * 1000:.0f} ms; "
+            f"gateway {health['status']}, {health['calls']} live calls, {health['tasks']} tasks",
+            flush=True,
+        )
         if echoed < sent - 5:
             total_crashes += 1
             print("the bystander call lost audio", flush=True)

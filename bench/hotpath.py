@@ -48,8 +48,12 @@ async def measure(n_calls: int, seconds: float) -> dict[str, float]:
         sent += 1
 
     calls = [
-        Call(settings, ms.Start(f"MZ{i:032d}", f"CA{i:032d}", "AC" + "0" * 32, ("inbound",), {}), send,
-             lambda reason: None)
+        Call(
+            settings,
+            ms.Start(f"MZ{i:032d}", f"CA{i:032d}", "AC" + "0" * 32, ("inbound",), {}),
+            send,
+            lambda reason: None,
+        )
         for i in range(n_calls)
     ]
     t0 = time.monotonic()
@@ -66,8 +70,13 @@ async def measure(n_calls: int, seconds: float) -> dict[str, float]:
     frames = (n - warm_n) * n_calls
     for c in calls:
         c.stop("done")
-    return {"calls": n_calls, "frames": frames, "us_per_frame": cpu / frames * 1e6,
-            "sent_per_frame": (sent - sent0) / frames, "cpu_pct": 100 * cpu / ((n - warm_n) * 0.020)}
+    return {
+        "calls": n_calls,
+        "frames": frames,
+        "us_per_frame": cpu / frames * 1e6,
+        "sent_per_frame": (sent - sent0) / frames,
+        "cpu_pct": 100 * cpu / ((n - warm_n) * 0.020),
+    }
 
 
 def main() -> None:
@@ -80,8 +89,10 @@ def main() -> None:
     if not 1 <= args.calls <= 2000 or not 2 <= args.seconds <= 60:
         p.error("--calls 1..2000, --seconds 2..60")
     r = eventloop.run(measure(args.calls, args.seconds), args.loop)
-    print(f"{r['calls']} calls, {eventloop.resolve(args.loop)}: {r['us_per_frame']:.1f} µs of CPU per frame in+out "
-          f"({r['frames']} frames; {r['sent_per_frame']:.2f} messages sent per frame; {r['cpu_pct']:.0f}% of a core)")
+    print(
+        f"{r['calls']} calls, {eventloop.resolve(args.loop)}: {r['us_per_frame']:.1f} µs of CPU per frame in+out "
+        f"({r['frames']} frames; {r['sent_per_frame']:.2f} messages sent per frame; {r['cpu_pct']:.0f}% of a core)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({**r, "loop": eventloop.resolve(args.loop)}, indent=2))
 

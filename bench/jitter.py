@@ -183,8 +183,9 @@ def recognised_audio(audio_ulaw: bytes, impairment: Impairment, params: JitterPa
     return b"".join(f.payload for f in simulate(audio_ulaw, impairment, params).frames if not f.filler)
 
 
-def recognised_call(lines: list[bytes], impairment: Impairment, params: JitterParams | None = None,
-                    lead_s: float = 5.0) -> list[bytes]:
+def recognised_call(
+    lines: list[bytes], impairment: Impairment, params: JitterParams | None = None, lead_s: float = 5.0
+) -> list[bytes]:
     """``lines`` (mu-law, whole frames each) spoken one after another in one call, after
     ``lead_s`` of silence (the agent's greeting: the buffer learns the line meanwhile), all
     through one buffer over ``impairment``: what the recogniser is fed of each line (the
@@ -254,8 +255,10 @@ def word_error_rates(seeds: range) -> dict[str, float]:
     pad = np.zeros(8000, np.int16)
     tts = EspeakTTS(voice="en-us", rate_wpm=150)
     spoken = [read_wav(p) for p in bundled_turns()] + [speech(tts, t) for t in WER_SENTENCES]
-    lines = [ulaw_encode(np.concatenate([pad[:4000], x, pad, pad[: (-len(x) - 12000) % FRAME_BYTES]]))
-             for x in spoken]  # whole frames
+    lines = [
+        ulaw_encode(np.concatenate([pad[:4000], x, pad, pad[: (-len(x) - 12000) % FRAME_BYTES]]))
+        for x in spoken
+    ]  # whole frames
     texts = [*DEMO_LINES, *WER_SENTENCES]
 
     async def transcribe(audio_ulaw: bytes) -> str:
@@ -281,8 +284,11 @@ def word_error_rates(seeds: range) -> dict[str, float]:
 
     async def all_profiles() -> dict[str, dict[str, float]]:
         await get_recognizer().prewarm()
-        return {f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
-                for in_call in (True, False) for name, kw in PROFILES.items()}
+        return {
+            f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
+            for in_call in (True, False)
+            for name, kw in PROFILES.items()
+        }
 
     return asyncio.run(all_profiles())
 
@@ -290,12 +296,16 @@ def word_error_rates(seeds: range) -> dict[str, float]:
 def run(quick: bool, json_path: str | None = None) -> None:
     seeds = range(2) if quick else range(5)
     seconds = 60.0 if quick else 120.0
-    print(f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
-          f"min depth {call_params().min_depth_ms:.0f} ms (JITTER_MIN_MS); python {sys.version.split()[0]}, "
-          f"numpy {np.__version__}")
-    hdr = (f"{'profile':<9} {'line p95':>8} {'added p50':>9} {'added p95':>9} {'ratio':>6} "
-           f"{'conc %':>6} {'gap %':>5} {'late %':>6} {'drop q %':>8} {'drop s %':>8} {'stale':>5} "
-           f"{'target':>6} {'us/frame':>8}")
+    print(
+        f"jitter buffer: {len(seeds)} seeds x {seconds:.0f} s of speech per profile; "
+        f"min depth {call_params().min_depth_ms:.0f} ms (JITTER_MIN_MS); python {sys.version.split()[0]}, "
+        f"numpy {np.__version__}"
+    )
+    hdr = (
+        f"{'profile':<9} {'line p95':>8} {'added p50':>9} {'added p95':>9} {'ratio':>6} "
+        f"{'conc %':>6} {'gap %':>5} {'late %':>6} {'drop q %':>8} {'drop s %':>8} {'stale':>5} "
+        f"{'target':>6} {'us/frame':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     figures: dict[str, dict] = {}
@@ -321,30 +331,43 @@ def run(quick: bool, json_path: str | None = None) -> None:
         lp95, ap50, ap95 = pct(line, 95), pct(added, 50), pct(added, 95)
         ratio = f"{ap95 / lp95:6.2f}" if "jitter" in kw and lp95 > 0 else f"{'n/a':>6}"
         n = tot["n"]
-        print(f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {100 * tot['conc'] / tot['out']:6.2f} "
-              f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
-              f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
-              f"{statistics.median(cpu):8.1f}")
-        figures[name] = {"line_p95_ms": lp95, "added_p50_ms": ap50, "added_p95_ms": ap95,
-                         "ratio": ap95 / lp95 if "jitter" in kw and lp95 > 0 else None,
-                         "concealed_pct": 100 * tot["conc"] / tot["out"], "stale": tot["stale"],
-                         "us_per_frame": statistics.median(cpu)}
+        print(
+            f"{name:<9} {lp95:8.0f} {ap50:9.0f} {ap95:9.0f} {ratio} {100 * tot['conc'] / tot['out']:6.2f} "
+            f"{100 * tot['lost'] / n:5.2f} {100 * tot['late'] / n:6.2f} {100 * tot['dq'] / n:8.2f} "
+            f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
+            f"{statistics.median(cpu):8.1f}"
+        )
+        figures[name] = {
+            "line_p95_ms": lp95,
+            "added_p50_ms": ap50,
+            "added_p95_ms": ap95,
+            "ratio": ap95 / lp95 if "jitter" in kw and lp95 > 0 else None,
+            "concealed_pct": 100 * tot["conc"] / tot["out"],
+            "stale": tot["stale"],
+            "us_per_frame": statistics.median(cpu),
+        }
     wer_seeds = range(3) if quick else range(10)
     rates = word_error_rates(wer_seeds)
     print(f"\nSTT word error rate, {len(wer_seeds)} seeds x 8 lines (560 words at 10 seeds):")
-    for how, what in (("in call", "one buffer per call, lines after a 5 s greeting (target)"),
-                      ("cold", "a fresh buffer per line (its first stall finds it at the minimum depth)")):
+    for how, what in (
+        ("in call", "one buffer per call, lines after a 5 s greeting (target)"),
+        ("cold", "a fresh buffer per line (its first stall finds it at the minimum depth)"),
+    ):
         r = {name: rates[f"{name} {how}"] for name in PROFILES}
         print(f"  {how:<7} " + ", ".join(f"{name} {rate:.1f}%" for name, rate in r.items()) + f"   [{what}]")
-        print(f"          loss3 - clean {r['loss3'] - r['clean']:+.1f} points (target <= +5), "
-              f"heavy - clean {r['heavy'] - r['clean']:+.1f} points")
+        print(
+            f"          loss3 - clean {r['loss3'] - r['clean']:+.1f} points (target <= +5), "
+            f"heavy - clean {r['heavy'] - r['clean']:+.1f} points"
+        )
     if json_path:
         import json
 
         for name in PROFILES:
             figures[name]["wer_pct"] = rates[f"{name} in call"]
             figures[name]["wer_cold_pct"] = rates[f"{name} cold"]
-        Path(json_path).write_text(json.dumps({"seeds": len(seeds), "seconds": seconds, "profiles": figures}, indent=2))
+        Path(json_path).write_text(
+            json.dumps({"seeds": len(seeds), "seconds": seconds, "profiles": figures}, indent=2)
+        )
 
 
 def main() -> None:

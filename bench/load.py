@@ -43,9 +43,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -71,12 +72,21 @@ ACCOUNT_SID = "AC" + "0" * 32
 
 # -- the server -----------------------------------------------------------------------------
 
+
 @contextmanager
 def server(mode: str, upstream: str, workers: int, log_dir: Path) -> Iterator[ProdNode]:
-    env = {"UPSTREAM": upstream, "LOG_LEVEL": "WARNING", "CHECK_MESSAGES": "0", "CALL_HISTORY": "50",
-           # The driver is one address opening hundreds of calls, each silent until all are open:
-           # lift the per-source and capacity limits and the vanished-stream timeout.
-           "WEBHOOK_RATE": "0", "MAX_SOCKETS_PER_SOURCE": "0", "MAX_CALLS": "0", "STREAM_IDLE_S": "600"}
+    env = {
+        "UPSTREAM": upstream,
+        "LOG_LEVEL": "WARNING",
+        "CHECK_MESSAGES": "0",
+        "CALL_HISTORY": "50",
+        # The driver is one address opening hundreds of calls, each silent until all are open:
+        # lift the per-source and capacity limits and the vanished-stream timeout.
+        "WEBHOOK_RATE": "0",
+        "MAX_SOCKETS_PER_SOURCE": "0",
+        "MAX_CALLS": "0",
+        "STREAM_IDLE_S": "600",
+    }
     if mode == "prod":
         node = ProdNode(log_dir, workers=workers, **env)
     else:
@@ -112,6 +122,7 @@ def tree_cpu(pids: list[int]) -> float:
 
 # -- the driver -----------------------------------------------------------------------------
 
+
 class LeanCall:
     """One call's Twilio side, as cheap as possible (hundreds run in one process)."""
 
@@ -124,13 +135,21 @@ class LeanCall:
         self.sent = 0
         self.speech = speech_frames
         self.reader: asyncio.Task[None] | None = None
-        self.head = (f'{{"event":"media","streamSid":"{self.stream_sid}","sequenceNumber":"')
+        self.head = f'{{"event":"media","streamSid":"{self.stream_sid}","sequenceNumber":"'
 
     async def open(self, http: aiohttp.ClientSession, url: str) -> None:
-        params = {"AccountSid": ACCOUNT_SID, "CallSid": self.call_sid, "From": "+15005550006",
-                  "To": "+15005550001", "Direction": "inbound", "CallStatus": "ringing"}
+        params = {
+            "AccountSid": ACCOUNT_SID,
+            "CallSid": self.call_sid,
+            "From": "+15005550006",
+            "To": "+15005550001",
+            "Direction": "inbound",
+            "CallStatus": "ringing",
+        }
         sig = SignatureChecker.sign(AUTH_TOKEN, PUBLIC_URL + "/voice/inbound", params)
-        async with http.post(url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": sig}) as resp:
+        async with http.post(
+            url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": sig}
+        ) as resp:
             stream_url, parameters = parse_stream_twiml(await resp.text())
         headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, stream_url, {})}
         ws_url = "ws://" + url.split("://", 1)[1] + "/media"
@@ -163,8 +182,10 @@ class LeanCall:
         else:
             payload = QUIET
         self.sent += 1
-        return (f'{self.head}{n + 2}","media":{{"track":"inbound","chunk":"{n + 1}",'
-                f'"timestamp":"{n * 20}","payload":"{payload}"}}}}')
+        return (
+            f'{self.head}{n + 2}","media":{{"track":"inbound","chunk":"{n + 1}",'
+            f'"timestamp":"{n * 20}","payload":"{payload}"}}}}'
+        )
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -185,13 +206,14 @@ def _loud(message: str) -> bool:
     return bool(np.any((raw & 0x7F) < 0x30))  # mu-law codes of large magnitude
 
 
-async def run_step(url: str, calls: int, seconds: float, node: ProdNode, speech_frames: list[str] | None,
-                   idle_pss: float) -> dict[str, Any]:
+async def run_step(
+    url: str, calls: int, seconds: float, node: ProdNode, speech_frames: list[str] | None, idle_pss: float
+) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         lean = [LeanCall(speech_frames) for _ in range(calls)]
         for i in range(0, calls, 20):  # open in batches: webhooks are answered at once
-            await asyncio.gather(*(c.open(http, url) for c in lean[i:i + 20]))
+            await asyncio.gather(*(c.open(http, url) for c in lean[i : i + 20]))
         pids = node.pids()
         t0 = time.monotonic()
         cpu0, me0 = tree_cpu(pids), time.process_time()
@@ -234,8 +256,14 @@ async def run_step(url: str, calls: int, seconds: float, node: ProdNode, speech_
 async def kill_recovery(node: ProdNode, kills: int) -> list[float]:
     silences = []
     for _ in range(kills):
-        call = SimulatedCall(node.url, audio=[], auth_token=AUTH_TOKEN, public_url=PUBLIC_URL, hold_s=6.0,
-                             console_token=CONSOLE_TOKEN)
+        call = SimulatedCall(
+            node.url,
+            audio=[],
+            auth_token=AUTH_TOKEN,
+            public_url=PUBLIC_URL,
+            hold_s=6.0,
+            console_token=CONSOLE_TOKEN,
+        )
         task = asyncio.create_task(call.run())
         await call.started.wait()
         await asyncio.sleep(2.0)
@@ -254,11 +282,17 @@ async def kill_recovery(node: ProdNode, kills: int) -> list[float]:
 
 
 def fmt(step: dict[str, Any]) -> str:
-    echo = "" if step["echo_p50_ms"] is None else f"  echo p50/p99 {step['echo_p50_ms']:.0f}/{step['echo_p99_ms']:.0f} ms"
+    echo = (
+        ""
+        if step["echo_p50_ms"] is None
+        else f"  echo p50/p99 {step['echo_p50_ms']:.0f}/{step['echo_p99_ms']:.0f} ms"
+    )
     ok = "ok " if step["gap_p99_ms"] <= GAP_LIMIT_MS and step["lost"] == 0 else "BAD"
-    return (f"{ok} {step['calls']:>4} calls  gap p50/p99/max {step['gap_p50_ms']:.1f}/{step['gap_p99_ms']:.1f}/"
-            f"{step['gap_max_ms']:.0f} ms  lost {step['lost']}{echo}  server CPU {step['server_cpu_pct']:.0f}% "
-            f"(driver {step['driver_cpu_pct']:.0f}%)  {step['mb_per_call']:.2f} MB/call")
+    return (
+        f"{ok} {step['calls']:>4} calls  gap p50/p99/max {step['gap_p50_ms']:.1f}/{step['gap_p99_ms']:.1f}/"
+        f"{step['gap_max_ms']:.0f} ms  lost {step['lost']}{echo}  server CPU {step['server_cpu_pct']:.0f}% "
+        f"(driver {step['driver_cpu_pct']:.0f}%)  {step['mb_per_call']:.2f} MB/call"
+    )
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,13 +302,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         tts = EspeakTTS(rate_wpm=150)
         said = ulaw_encode(speech(tts, "I would like to book an appointment on Monday at three pm."))
         pcm = said + bytes([0xFF]) * (8000 * 8 - len(said) % 160)
-        speech_frames = [base64.b64encode(pcm[i:i + 160]).decode() for i in range(0, len(pcm) - 159, 160)]
+        speech_frames = [base64.b64encode(pcm[i : i + 160]).decode() for i in range(0, len(pcm) - 159, 160)]
     out: dict[str, Any] = {"mode": args.mode, "upstream": args.upstream, "steps": [], "kill_silence_ms": []}
-    with tempfile.TemporaryDirectory() as tmp, server(args.mode, args.upstream, args.workers, Path(tmp)) as node:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server(args.mode, args.upstream, args.workers, Path(tmp)) as node,
+    ):
         await asyncio.sleep(1.0)
         idle = pss_mb(node.pids())
-        print(f"{args.mode} mode, upstream {args.upstream}: {len(node.pids())} server processes, "
-              f"idle PSS {idle:.0f} MB", flush=True)
+        print(
+            f"{args.mode} mode, upstream {args.upstream}: {len(node.pids())} server processes, "
+            f"idle PSS {idle:.0f} MB",
+            flush=True,
+        )
         for calls in steps:
             step = await run_step(node.url, calls, args.seconds, node, speech_frames, idle)
             out["steps"].append(step)
@@ -284,12 +324,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2.0)
         good = [s["calls"] for s in out["steps"] if s["gap_p99_ms"] <= GAP_LIMIT_MS and s["lost"] == 0]
         out["knee"] = max(good) if good else 0
-        print(f"knee: {out['knee']} concurrent calls (p99 gap <= {GAP_LIMIT_MS:.0f} ms, no frame lost)", flush=True)
+        print(
+            f"knee: {out['knee']} concurrent calls (p99 gap <= {GAP_LIMIT_MS:.0f} ms, no frame lost)",
+            flush=True,
+        )
         if args.mode == "prod" and args.kills and args.upstream == "echo":
             out["kill_silence_ms"] = await kill_recovery(node, args.kills)
             s = out["kill_silence_ms"]
-            print(f"shard kill -> agent audio again: median {statistics.median(s):.0f} ms, max {max(s):.0f} ms "
-                  f"over {len(s)} kills", flush=True)
+            print(
+                f"shard kill -> agent audio again: median {statistics.median(s):.0f} ms, max {max(s):.0f} ms "
+                f"over {len(s)} kills",
+                flush=True,
+            )
     return out
 
 
@@ -302,8 +348,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--driver-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                   help="the driver's own event loop (auto: uvloop where installed; it shares the 2 cores)")
+    p.add_argument(
+        "--driver-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the driver's own event loop (auto: uvloop where installed; it shares the 2 cores)",
+    )
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     if args.calls is None:

@@ -20,8 +20,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -106,8 +106,10 @@ def main() -> None:
         print(f"{name:<50} {ns:8.1f}")
     print(f"{'per scrape: Metrics.render(), 100 live calls':<50} {scrape_ns:8.0f}")
     added = rows[1][1] - rows[0][1]
-    print(f"added per frame by this change: {added:.1f} ns (budget 200 ns); "
-          f"a Counter.inc() per frame would add {rows[2][1]:.0f} ns")
+    print(
+        f"added per frame by this change: {added:.1f} ns (budget 200 ns); "
+        f"a Counter.inc() per frame would add {rows[2][1]:.0f} ns"
+    )
     if args.json:
         out = {"ns": dict(rows), "render_100_calls_ns": scrape_ns, "added_per_frame_ns": added}
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -39,8 +39,13 @@ def run(runs: int, workers: int, log_dir: Path) -> dict[str, Any]:
                 node.close()
                 node = new
                 samples.append(seconds)
-            results[how] = {key: {"median": round(statistics.median(s[key] for s in samples), 2),
-                                  "max": round(max(s[key] for s in samples), 2)} for key in samples[0]}
+            results[how] = {
+                key: {
+                    "median": round(statistics.median(s[key] for s in samples), 2),
+                    "max": round(max(s[key] for s in samples), 2),
+                }
+                for key in samples[0]
+            }
     finally:
         node.close()
     return results
@@ -57,7 +62,10 @@ def main() -> None:
     print(f"{args.runs} restarts of each kind, {args.workers} worker(s); seconds from the signal")
     print(f"{'kind':6} {'exited':>15} {'gone':>15} {'healthy':>15}   (median / max)")
     for how, r in results.items():
-        print(f"{how:6} " + " ".join(f"{r[k]['median']:>7.2f} /{r[k]['max']:>6.2f}" for k in ("exited", "gone", "healthy")))
+        print(
+            f"{how:6} "
+            + " ".join(f"{r[k]['median']:>7.2f} /{r[k]['max']:>6.2f}" for k in ("exited", "gone", "healthy"))
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

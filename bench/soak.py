@@ -84,7 +84,11 @@ async def short_call(http: aiohttp.ClientSession, url: str, ending: str) -> str:
         headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "wss://callbridge.test/media", {})}
         async with http.ws_connect(url.replace("http", "ws") + "/media", headers=headers) as ws:
             msg = await ws.receive(timeout=REAPER_S * 3)
-            return f"closed {ws.close_code}" if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) else "open"
+            return (
+                f"closed {ws.close_code}"
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                else "open"
+            )
     call = LeanCall(None)
     await call.open(http, url)
     ws = call.ws
@@ -118,7 +122,11 @@ async def _end(call: LeanCall, ws: aiohttp.ClientWebSocketResponse, ending: str)
 
 
 async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> None:
-    while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+    while (await ws.receive()).type not in (
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSMsgType.CLOSED,
+        aiohttp.WSMsgType.ERROR,
+    ):
         pass
 
 
@@ -149,7 +157,9 @@ class LongCall:
         await asyncio.sleep(0.5)  # the echo's tail
         await self.call.close()
         arrivals = np.array(self.call.arrivals)
-        gaps = np.diff(arrivals[arrivals > arrivals[0] + 1.0]) * 1000 if len(arrivals) > 60 else np.array([0.0])
+        gaps = (
+            np.diff(arrivals[arrivals > arrivals[0] + 1.0]) * 1000 if len(arrivals) > 60 else np.array([0.0])
+        )
         return {
             "seconds": float(arrivals[-1] - arrivals[0]) if len(arrivals) else 0.0,
             "sent": self.call.sent,
@@ -167,11 +177,12 @@ async def churn(url: str, calls: int, concurrency: int, endings: dict[str, int])
     connector = aiohttp.TCPConnector(limit=0)
     t = time.monotonic()
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+
         async def one(ending: str) -> None:
             async with gate:
                 try:
                     seen = await asyncio.wait_for(short_call(http, url, ending), 20)
-                except Exception as exc:  # noqa: BLE001 - counted and reported
+                except Exception as exc:
                     seen = f"error {type(exc).__name__}"
                 endings[seen] = endings.get(seen, 0) + 1
 
@@ -180,14 +191,23 @@ async def churn(url: str, calls: int, concurrency: int, endings: dict[str, int])
 
 
 def fmt(fig: dict[str, Any]) -> str:
-    return (f"fds {fig['fds']}  threads {fig['threads']}  tasks {fig['tasks']}  calls {fig['calls']}  "
-            f"sockets {fig['sockets']}  RSS {fig['rss_mb']:.1f} MB")
+    return (
+        f"fds {fig['fds']}  threads {fig['threads']}  tasks {fig['tasks']}  calls {fig['calls']}  "
+        f"sockets {fig['sockets']}  RSS {fig['rss_mb']:.1f} MB"
+    )
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"UPSTREAM": "echo", "LOG_LEVEL": "ERROR", "CHECK_MESSAGES": "0", "CALL_HISTORY": "50",
-           "STREAM_IDLE_S": str(REAPER_S), "START_TIMEOUT_S": str(REAPER_S), "WEBHOOK_RATE": "0",
-           "MAX_SOCKETS_PER_SOURCE": "0"}
+    env = {
+        "UPSTREAM": "echo",
+        "LOG_LEVEL": "ERROR",
+        "CHECK_MESSAGES": "0",
+        "CALL_HISTORY": "50",
+        "STREAM_IDLE_S": str(REAPER_S),
+        "START_TIMEOUT_S": str(REAPER_S),
+        "WEBHOOK_RATE": "0",
+        "MAX_SOCKETS_PER_SOURCE": "0",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         node = ProcessNode(Path(tmp), "dev", [sys.executable, "run.py", "serve"], **env)
         try:
@@ -209,16 +229,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 mid = proc_figures(pid, node.url)
                 seconds += await churn(node.url, args.calls - half, args.concurrency, endings)
                 during = proc_figures(pid, node.url)
-                print(f"churned {args.calls} calls in {seconds:.1f} s ({args.calls / seconds:.0f} calls/s, "
-                      f"at most {args.concurrency} at once): {json.dumps(endings, sort_keys=True)}", flush=True)
+                print(
+                    f"churned {args.calls} calls in {seconds:.1f} s ({args.calls / seconds:.0f} calls/s, "
+                    f"at most {args.concurrency} at once): {json.dumps(endings, sort_keys=True)}",
+                    flush=True,
+                )
                 print(f"right after the churn: {fmt(during)}", flush=True)
                 await asyncio.sleep(REAPER_S * 2 + 1)  # the reaper's timeouts pass
                 lc = await long.finish()
             await asyncio.sleep(1.0)
             after = proc_figures(pid, node.url)
             print(f"after: {fmt(after)}", flush=True)
-            print(f"long call: {lc['seconds']:.0f} s, {lc['sent']} frames sent, {lc['echoed']} echoed, lost {lc['lost']}, "
-                  f"gap p50/p99/max {lc['gap_p50_ms']:.1f}/{lc['gap_p99_ms']:.1f}/{lc['gap_max_ms']:.0f} ms", flush=True)
+            print(
+                f"long call: {lc['seconds']:.0f} s, {lc['sent']} frames sent, {lc['echoed']} echoed, lost {lc['lost']}, "
+                f"gap p50/p99/max {lc['gap_p50_ms']:.1f}/{lc['gap_p99_ms']:.1f}/{lc['gap_max_ms']:.0f} ms",
+                flush=True,
+            )
             growth = after["rss_mb"] - before["rss_mb"]
             first, second = mid["rss_mb"] - before["rss_mb"], after["rss_mb"] - mid["rss_mb"]
             if after["fds"] > before["fds"]:
@@ -229,13 +255,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "long call smooth": lc["gap_p99_ms"] <= 100.0 and lc["lost"] == 0,
                 "no driver errors": not any(k.startswith("error") for k in endings),
             }
-            print(f"RSS {growth:+.1f} MB over {args.calls} calls: {first:+.1f} MB in the first half, "
-                  f"{second:+.1f} MB in the second", flush=True)
+            print(
+                f"RSS {growth:+.1f} MB over {args.calls} calls: {first:+.1f} MB in the first half, "
+                f"{second:+.1f} MB in the second",
+                flush=True,
+            )
             verdict = all(checks.values())
-            print("verdict: " + ("OK, back to baseline" if verdict else
-                                 "FAILED: " + ", ".join(k for k, ok in checks.items() if not ok)), flush=True)
-            out.update(before=before, mid=mid, during=during, after=after, long_call=lc, endings=endings, checks=checks,
-                       ok=verdict, churn_s=seconds)
+            print(
+                "verdict: "
+                + (
+                    "OK, back to baseline"
+                    if verdict
+                    else "FAILED: " + ", ".join(k for k, ok in checks.items() if not ok)
+                ),
+                flush=True,
+            )
+            out.update(
+                before=before,
+                mid=mid,
+                during=during,
+                after=after,
+                long_call=lc,
+                endings=endings,
+                checks=checks,
+                ok=verdict,
+                churn_s=seconds,
+            )
             return out
         finally:
             node.close()

@@ -39,10 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,7 @@ Figures = dict[str, float]
 
 
 # -- what runs --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Bench:
@@ -70,42 +72,125 @@ LOAD_QUICK = ("--quick", "--calls", "1,50,150")
 LOAD_FULL = ("--calls", "1,50,100,150,200,300,350,400,500")
 
 BENCHES: tuple[Bench, ...] = (
-    Bench("codec", "bench/codec.py", ("--quick",), (), 3, 3, 120,
-          "µs of CPU per 20 ms frame, in (JSON + base64 + mu-law decode + 8→16 kHz) and out (reverse), "
-          "callbridge vs audioop + soxr HQ + orjson vs pipecat-ai's TwilioFrameSerializer; ×: time relative "
-          "to callbridge (higher is slower)"),
-    Bench("turns", "bench/turns.py", ("--quick",), (), 3, 3, 180,
-          "voice-to-voice latency of a turn with the embedded agent (caller stops speaking → first agent "
-          "frame sent), its parts, the recogniser's word error rate, gateway CPU per active call"),
-    Bench("barge-in", "bench/barge_in.py", ("--quick",), (), 1, 3, 300,
-          "caller speech onset → `clear` received while the agent talks; missed, stale frames after "
-          "`clear`, false barge-ins on noise/echo calls"),
-    Bench("jitter", "bench/jitter.py", ("--quick",), (), 3, 3, 180,
-          "jitter buffer on simulated mobile lines: added latency vs the line's own jitter (ratio, target "
-          "≤ 1.2), concealed frames, CPU per frame, STT word error rate per profile"),
-    Bench("hotpath", "bench/hotpath.py", ("--seconds", "4"), (), 3, 3, 60,
-          "µs of CPU per frame (one in, one out) of the call path in-process: 150 echo calls in one loop, "
-          "no sockets"),
-    Bench("floor", "bench/floor.py", LOAD_QUICK, LOAD_FULL, 1, 3, 240,
-          "the floor: a plain asyncio/aiohttp pass-through (parse JSON, echo the payload) driven by the "
-          "same load driver at the same call counts as the bridge"),
-    Bench("load-dev", "bench/load.py", ("--mode", "dev", *LOAD_QUICK), ("--mode", "dev", *LOAD_FULL), 1, 3, 300,
-          "dev mode (one process), echo upstream (the caller's audio straight back: the bridge's own cost)"),
-    Bench("load-prod", "bench/load.py", ("--mode", "prod", *LOAD_QUICK), ("--mode", "prod", *LOAD_FULL),
-          1, 3, 360,
-          "prod mode (2 shard processes + pool), echo upstream; then SIGKILL the shard carrying a call: "
-          "silence until the agent's audio resumes"),
-    Bench("load-embedded", "bench/load.py", (), ("--mode", "prod", "--upstream", "embedded"), 1, 1, 600,
-          "prod mode with the embedded voice agent (a request every 8 s per call); gaps within the agent's "
-          "speech", full_only=True),
+    Bench(
+        "codec",
+        "bench/codec.py",
+        ("--quick",),
+        (),
+        3,
+        3,
+        120,
+        "µs of CPU per 20 ms frame, in (JSON + base64 + mu-law decode + 8→16 kHz) and out (reverse), "
+        "callbridge vs audioop + soxr HQ + orjson vs pipecat-ai's TwilioFrameSerializer; ×: time relative "
+        "to callbridge (higher is slower)",
+    ),
+    Bench(
+        "turns",
+        "bench/turns.py",
+        ("--quick",),
+        (),
+        3,
+        3,
+        180,
+        "voice-to-voice latency of a turn with the embedded agent (caller stops speaking → first agent "
+        "frame sent), its parts, the recogniser's word error rate, gateway CPU per active call",
+    ),
+    Bench(
+        "barge-in",
+        "bench/barge_in.py",
+        ("--quick",),
+        (),
+        1,
+        3,
+        300,
+        "caller speech onset → `clear` received while the agent talks; missed, stale frames after "
+        "`clear`, false barge-ins on noise/echo calls",
+    ),
+    Bench(
+        "jitter",
+        "bench/jitter.py",
+        ("--quick",),
+        (),
+        3,
+        3,
+        180,
+        "jitter buffer on simulated mobile lines: added latency vs the line's own jitter (ratio, target "
+        "≤ 1.2), concealed frames, CPU per frame, STT word error rate per profile",
+    ),
+    Bench(
+        "hotpath",
+        "bench/hotpath.py",
+        ("--seconds", "4"),
+        (),
+        3,
+        3,
+        60,
+        "µs of CPU per frame (one in, one out) of the call path in-process: 150 echo calls in one loop, "
+        "no sockets",
+    ),
+    Bench(
+        "floor",
+        "bench/floor.py",
+        LOAD_QUICK,
+        LOAD_FULL,
+        1,
+        3,
+        240,
+        "the floor: a plain asyncio/aiohttp pass-through (parse JSON, echo the payload) driven by the "
+        "same load driver at the same call counts as the bridge",
+    ),
+    Bench(
+        "load-dev",
+        "bench/load.py",
+        ("--mode", "dev", *LOAD_QUICK),
+        ("--mode", "dev", *LOAD_FULL),
+        1,
+        3,
+        300,
+        "dev mode (one process), echo upstream (the caller's audio straight back: the bridge's own cost)",
+    ),
+    Bench(
+        "load-prod",
+        "bench/load.py",
+        ("--mode", "prod", *LOAD_QUICK),
+        ("--mode", "prod", *LOAD_FULL),
+        1,
+        3,
+        360,
+        "prod mode (2 shard processes + pool), echo upstream; then SIGKILL the shard carrying a call: "
+        "silence until the agent's audio resumes",
+    ),
+    Bench(
+        "load-embedded",
+        "bench/load.py",
+        (),
+        ("--mode", "prod", "--upstream", "embedded"),
+        1,
+        1,
+        600,
+        "prod mode with the embedded voice agent (a request every 8 s per call); gaps within the agent's "
+        "speech",
+        full_only=True,
+    ),
     Bench("soak", "bench/soak.py", ("--quick",), (), 1, 1, 300, "soak summary (bench/soak.py)"),
-    Bench("upstream", "bench/upstream.py", ("--quick",), (), 1, 1, 300, "remote back ends (bench/upstream.py)"),
-    Bench("metrics", "bench/metrics.py", ("--quick",), (), 3, 3, 60,
-          "ns per operation of the observability on the hot path, vs a prometheus Counter.inc() per frame"),
+    Bench(
+        "upstream", "bench/upstream.py", ("--quick",), (), 1, 1, 300, "remote back ends (bench/upstream.py)"
+    ),
+    Bench(
+        "metrics",
+        "bench/metrics.py",
+        ("--quick",),
+        (),
+        3,
+        3,
+        60,
+        "ns per operation of the observability on the hot path, vs a prometheus Counter.inc() per frame",
+    ),
 )
 
 
 # -- running one script ---------------------------------------------------------------------
+
 
 def run_once(bench: Bench, args: tuple[str, ...], timeout_s: float, root: Path = ROOT) -> dict[str, Any]:
     """One subprocess run: {"ok", "wall_s", "data" (its JSON) | "error", "output_tail"}."""
@@ -113,8 +198,15 @@ def run_once(bench: Bench, args: tuple[str, ...], timeout_s: float, root: Path =
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, str(root / bench.script), *args, "--json", str(out)]
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
         try:
             output, _ = proc.communicate(timeout=timeout_s)
             error = None if proc.returncode == 0 else f"exit status {proc.returncode}"
@@ -136,6 +228,12 @@ def run_once(bench: Bench, args: tuple[str, ...], timeout_s: float, root: Path =
         return result
 
 
+def _default_sigint() -> None:
+    """A shell's background job inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: the script gets the default action back so ``_interrupt`` works."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc: subprocess.Popen[str]) -> str:
     """SIGINT first so the script's ``finally`` blocks reap the servers it started."""
     os.killpg(proc.pid, signal.SIGINT)
@@ -148,6 +246,7 @@ def _interrupt(proc: subprocess.Popen[str]) -> str:
 
 
 # -- figures ----------------------------------------------------------------------------------
+
 
 def flatten(data: Any, prefix: str = "") -> Figures:
     """Numeric leaves as dotted keys; a list of dicts with ``calls`` is keyed by the call
@@ -197,7 +296,9 @@ def derive_load(data: dict[str, Any]) -> Figures:
 
 
 DERIVE: dict[str, Callable[[dict[str, Any]], Figures]] = {
-    "codec": derive_codec, "barge-in": derive_barge_in, "load-prod": derive_load,
+    "codec": derive_codec,
+    "barge-in": derive_barge_in,
+    "load-prod": derive_load,
 }
 
 
@@ -217,14 +318,24 @@ def aggregate(runs: list[Figures]) -> dict[str, dict[str, Any]]:
     for k in keys:
         vals = [r[k] for r in runs if k in r and r[k] == r[k]]  # NaN left out
         if vals:
-            out[k] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals),
-                      "q1": _pct(vals, 25), "q3": _pct(vals, 75), "n": len(vals), "values": vals}
+            out[k] = {
+                "median": statistics.median(vals),
+                "min": min(vals),
+                "max": max(vals),
+                "q1": _pct(vals, 25),
+                "q3": _pct(vals, 75),
+                "n": len(vals),
+                "values": vals,
+            }
     return out
 
 
 # -- the suite --------------------------------------------------------------------------------
 
-def run_bench(bench: Bench, quick: bool, root: Path = ROOT, log: Callable[[str], None] = print) -> dict[str, Any]:
+
+def run_bench(
+    bench: Bench, quick: bool, root: Path = ROOT, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"script": bench.script, "about": bench.about}
     if not (root / bench.script).is_file():
         entry["status"] = "not available"
@@ -257,31 +368,52 @@ def comparisons(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     echo latency over the floor's at each call count both were driven at."""
     rows = []
     codec = results.get("codec", {}).get("figures", {})
-    for other, label in (("soxr", "audioop + soxr HQ + orjson"), ("pipecat", "pipecat-ai TwilioFrameSerializer")):
+    for other, label in (
+        ("soxr", "audioop + soxr HQ + orjson"),
+        ("pipecat", "pipecat-ai TwilioFrameSerializer"),
+    ):
         fig = codec.get(f"x.{other}.total")
         if fig:
-            rows.append({"what": f"codec in+out: {label} ÷ callbridge", "ratio": fig["median"],
-                         "min": fig["min"], "max": fig["max"], "n": fig["n"]})
+            rows.append(
+                {
+                    "what": f"codec in+out: {label} ÷ callbridge",
+                    "ratio": fig["median"],
+                    "min": fig["min"],
+                    "max": fig["max"],
+                    "n": fig["n"],
+                }
+            )
     floor = results.get("floor", {}).get("figures", {})
     for mode in ("load-dev", "load-prod"):
         bridge = results.get(mode, {}).get("figures", {})
-        for calls in sorted({int(k.split(".")[1]) for k in bridge if re.fullmatch(r"steps\.\d+\.echo_p50_ms", k)}):
+        for calls in sorted(
+            {int(k.split(".")[1]) for k in bridge if re.fullmatch(r"steps\.\d+\.echo_p50_ms", k)}
+        ):
             row: dict[str, Any] = {"mode": mode[5:], "calls": calls}
             for q in ("p50", "p99"):
                 b, f = bridge.get(f"steps.{calls}.echo_{q}_ms"), floor.get(f"steps.{calls}.echo_{q}_ms")
                 if b and f and f["median"] > 0:
-                    row[q] = {"bridge_ms": b["median"], "floor_ms": f["median"], "added_ms": b["median"] - f["median"],
-                              "ratio": b["median"] / f["median"]}
+                    row[q] = {
+                        "bridge_ms": b["median"],
+                        "floor_ms": f["median"],
+                        "added_ms": b["median"] - f["median"],
+                        "ratio": b["median"] / f["median"],
+                    }
             if "p50" in row:
                 rows.append(row)
     return rows
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu_model": platform.processor() or "", "cores": os.cpu_count(),
-                            "cores_usable": len(os.sched_getaffinity(0)), "kernel": platform.release(),
-                            "platform": platform.platform(), "python": platform.python_version(),
-                            "load_avg_start": list(os.getloadavg())}
+    info: dict[str, Any] = {
+        "cpu_model": platform.processor() or "",
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_start": list(os.getloadavg()),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -314,20 +446,29 @@ def package_versions(root: Path = ROOT) -> dict[str, str | None]:
 def git_info(root: Path = ROOT) -> dict[str, Any]:
     def git(*a: str) -> str:
         try:
-            return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *a], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
-def run_suite(benches: list[Bench], quick: bool, root: Path = ROOT,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_suite(
+    benches: list[Bench], quick: bool, root: Path = ROOT, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     t0 = time.monotonic()
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "quick": quick, "machine": machine(), "git": git_info(root), "benchmarks": {},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": machine(),
+        "git": git_info(root),
+        "benchmarks": {},
     }
     for bench in benches:
         report["benchmarks"][bench.name] = run_bench(bench, quick, root, log)
@@ -338,6 +479,7 @@ def run_suite(benches: list[Bench], quick: bool, root: Path = ROOT,
 
 
 # -- the Markdown -----------------------------------------------------------------------------
+
 
 def cell(fig: dict[str, Any] | None, digits: int = 1) -> str:
     """``median`` or ``median (min–max)`` when the runs differ."""
@@ -350,31 +492,59 @@ def cell(fig: dict[str, Any] | None, digits: int = 1) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
 
 
 def md_codec(f: dict[str, Any]) -> list[str]:
     order = ["callbridge", "soxr", "pipecat"]
-    names = sorted({k.split(".")[1] for k in f if k.startswith("us_per_frame.")},
-                   key=lambda n: (order.index(n) if n in order else len(order), n))
-    labels = {"callbridge": "callbridge (numpy G.711 + polyphase FIR)", "soxr": "audioop + soxr HQ + orjson",
-              "pipecat": "pipecat-ai TwilioFrameSerializer"}
-    return table(["path", "in µs", "out µs", "in+out µs", "× in+out"],
-                 [[labels.get(n, n), cell(f.get(f"us_per_frame.{n}.in"), 2), cell(f.get(f"us_per_frame.{n}.out"), 2),
-                   cell(f.get(f"us_per_frame.{n}.total"), 2), cell(f.get(f"x.{n}.total"), 2)] for n in names])
+    names = sorted(
+        {k.split(".")[1] for k in f if k.startswith("us_per_frame.")},
+        key=lambda n: (order.index(n) if n in order else len(order), n),
+    )
+    labels = {
+        "callbridge": "callbridge (numpy G.711 + polyphase FIR)",
+        "soxr": "audioop + soxr HQ + orjson",
+        "pipecat": "pipecat-ai TwilioFrameSerializer",
+    }
+    return table(
+        ["path", "in µs", "out µs", "in+out µs", "× in+out"],
+        [
+            [
+                labels.get(n, n),
+                cell(f.get(f"us_per_frame.{n}.in"), 2),
+                cell(f.get(f"us_per_frame.{n}.out"), 2),
+                cell(f.get(f"us_per_frame.{n}.total"), 2),
+                cell(f.get(f"x.{n}.total"), 2),
+            ]
+            for n in names
+        ],
+    )
 
 
 def md_steps(f: dict[str, Any]) -> list[str]:
     calls = sorted({int(k.split(".")[1]) for k in f if k.startswith("steps.")})
-    cols = [("gap_p50_ms", "gap p50 ms", 1), ("gap_p99_ms", "gap p99 ms", 1), ("gap_max_ms", "gap max ms", 0),
-            ("lost", "lost", 0), ("echo_p50_ms", "echo p50 ms", 1), ("echo_p99_ms", "echo p99 ms", 1),
-            ("server_cpu_pct", "server CPU %", 0), ("mb_per_call", "MB/call", 2)]
-    lines = table(["calls"] + [c[1] for c in cols],
-                  [[str(n)] + [cell(f.get(f"steps.{n}.{k}"), d) for k, _, d in cols] for n in calls])
+    cols = [
+        ("gap_p50_ms", "gap p50 ms", 1),
+        ("gap_p99_ms", "gap p99 ms", 1),
+        ("gap_max_ms", "gap max ms", 0),
+        ("lost", "lost", 0),
+        ("echo_p50_ms", "echo p50 ms", 1),
+        ("echo_p99_ms", "echo p99 ms", 1),
+        ("server_cpu_pct", "server CPU %", 0),
+        ("mb_per_call", "MB/call", 2),
+    ]
+    lines = table(
+        ["calls"] + [c[1] for c in cols],
+        [[str(n)] + [cell(f.get(f"steps.{n}.{k}"), d) for k, _, d in cols] for n in calls],
+    )
     extra = [f"knee (largest step with p99 gap ≤ 40 ms, no loss): {cell(f.get('knee'), 0)} calls"]
     if "kill_silence_median_ms" in f:
-        extra.append(f"shard SIGKILL → agent audio again: median {cell(f['kill_silence_median_ms'], 0)} ms, "
-                     f"max {cell(f.get('kill_silence_max_ms'), 0)} ms")
+        extra.append(
+            f"shard SIGKILL → agent audio again: median {cell(f['kill_silence_median_ms'], 0)} ms, "
+            f"max {cell(f.get('kill_silence_max_ms'), 0)} ms"
+        )
     return lines + [""] + extra
 
 
@@ -383,28 +553,52 @@ def md_generic(f: dict[str, Any]) -> list[str]:
 
 
 def md_jitter(f: dict[str, Any]) -> list[str]:
-    profiles = sorted({k.split(".")[1] for k in f if k.startswith("profiles.")},
-                      key=lambda p: ["clean", "moderate", "heavy"].index(p) if p in ("clean", "moderate", "heavy") else 9)
-    cols = [("line_p95_ms", "line p95 ms", 0), ("added_p50_ms", "added p50 ms", 0),
-            ("added_p95_ms", "added p95 ms", 0), ("ratio", "ratio", 2), ("concealed_pct", "concealed %", 1),
-            ("us_per_frame", "µs/frame", 1), ("wer_pct", "STT WER %", 1)]
-    return table(["profile"] + [c[1] for c in cols],
-                 [[p] + [cell(f.get(f"profiles.{p}.{k}"), d) for k, _, d in cols] for p in profiles])
+    profiles = sorted(
+        {k.split(".")[1] for k in f if k.startswith("profiles.")},
+        key=lambda p: ["clean", "moderate", "heavy"].index(p) if p in ("clean", "moderate", "heavy") else 9,
+    )
+    cols = [
+        ("line_p95_ms", "line p95 ms", 0),
+        ("added_p50_ms", "added p50 ms", 0),
+        ("added_p95_ms", "added p95 ms", 0),
+        ("ratio", "ratio", 2),
+        ("concealed_pct", "concealed %", 1),
+        ("us_per_frame", "µs/frame", 1),
+        ("wer_pct", "STT WER %", 1),
+    ]
+    return table(
+        ["profile"] + [c[1] for c in cols],
+        [[p] + [cell(f.get(f"profiles.{p}.{k}"), d) for k, _, d in cols] for p in profiles],
+    )
 
 
 def md_turns(f: dict[str, Any]) -> list[str]:
     parts = ["voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms"]
-    lines = table(["ms", "p50", "p95"], [[p.removesuffix("_ms"), cell(f.get(f"p50.{p}")), cell(f.get(f"p95.{p}"))]
-                                        for p in parts])
-    return lines + ["", f"word error rate {cell(f.get('wer_pct'))}%, gateway CPU {cell(f.get('cpu_pct_per_call'))}% "
-                        f"of one core per active call, replies {cell(f.get('replies'), 0)}/{cell(f.get('calls'), 0)}"]
+    lines = table(
+        ["ms", "p50", "p95"],
+        [[p.removesuffix("_ms"), cell(f.get(f"p50.{p}")), cell(f.get(f"p95.{p}"))] for p in parts],
+    )
+    return lines + [
+        "",
+        f"word error rate {cell(f.get('wer_pct'))}%, gateway CPU {cell(f.get('cpu_pct_per_call'))}% "
+        f"of one core per active call, replies {cell(f.get('replies'), 0)}/{cell(f.get('calls'), 0)}",
+    ]
 
 
 def md_barge_in(f: dict[str, Any]) -> list[str]:
-    return table(["onset → clear p50 ms", "p95 ms", "max ms", "missed", "stale frames", "false barge-ins"],
-                 [[cell(f.get("latency_p50_ms"), 0), cell(f.get("latency_p95_ms"), 0), cell(f.get("latency_max_ms"), 0),
-                   f"{cell(f.get('missed'), 0)}/{cell(f.get('trials'), 0)}", cell(f.get("stale"), 0),
-                   f"{cell(f.get('false'), 0)}/{cell(f.get('noise_calls'), 0)}"]])
+    return table(
+        ["onset → clear p50 ms", "p95 ms", "max ms", "missed", "stale frames", "false barge-ins"],
+        [
+            [
+                cell(f.get("latency_p50_ms"), 0),
+                cell(f.get("latency_p95_ms"), 0),
+                cell(f.get("latency_max_ms"), 0),
+                f"{cell(f.get('missed'), 0)}/{cell(f.get('trials'), 0)}",
+                cell(f.get("stale"), 0),
+                f"{cell(f.get('false'), 0)}/{cell(f.get('noise_calls'), 0)}",
+            ]
+        ],
+    )
 
 
 def md_metrics(f: dict[str, Any]) -> list[str]:
@@ -414,8 +608,15 @@ def md_metrics(f: dict[str, Any]) -> list[str]:
 
 
 RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
-    "codec": md_codec, "turns": md_turns, "barge-in": md_barge_in, "jitter": md_jitter, "metrics": md_metrics,
-    "floor": md_steps, "load-dev": md_steps, "load-prod": md_steps, "load-embedded": md_steps,
+    "codec": md_codec,
+    "turns": md_turns,
+    "barge-in": md_barge_in,
+    "jitter": md_jitter,
+    "metrics": md_metrics,
+    "floor": md_steps,
+    "load-dev": md_steps,
+    "load-prod": md_steps,
+    "load-embedded": md_steps,
 }
 
 
@@ -430,23 +631,48 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
         ["barge-in onset → clear p95", "ms", cell(fig("barge-in", "latency_p95_ms"), 0)],
         ["jitter added p95 / line p95, heavy", "ratio", cell(fig("jitter", "profiles.heavy.ratio"), 2)],
         ["observability added per frame", "ns", cell(fig("metrics", "added_per_frame_ns"))],
-        ["call path in-process, in+out (150 calls, no sockets)", "µs/frame", cell(fig("hotpath", "us_per_frame"), 1)],
+        [
+            "call path in-process, in+out (150 calls, no sockets)",
+            "µs/frame",
+            cell(fig("hotpath", "us_per_frame"), 1),
+        ],
     ]
     for name in ("floor", "load-dev", "load-prod", "load-embedded"):
         if name in b and b[name].get("figures"):
             rows.append([f"{name} knee (of the steps run)", "calls", cell(fig(name, "knee"), 0)])
-    top = max((int(k.split(".")[1]) for k in b.get("load-prod", {}).get("figures", {}) if k.startswith("steps.")),
-              default=None)
+    top = max(
+        (int(k.split(".")[1]) for k in b.get("load-prod", {}).get("figures", {}) if k.startswith("steps.")),
+        default=None,
+    )
     if top:
-        rows.append([f"load-prod server CPU at {top} calls", "% of one core", cell(fig("load-prod", f"steps.{top}.server_cpu_pct"), 0)])
-        rows.append([f"load-prod memory per call at {top} calls", "MB", cell(fig("load-prod", f"steps.{top}.mb_per_call"), 2)])
-    rows.append(["shard kill → audio again (median)", "ms", cell(fig("load-prod", "kill_silence_median_ms"), 0)])
+        rows.append(
+            [
+                f"load-prod server CPU at {top} calls",
+                "% of one core",
+                cell(fig("load-prod", f"steps.{top}.server_cpu_pct"), 0),
+            ]
+        )
+        rows.append(
+            [
+                f"load-prod memory per call at {top} calls",
+                "MB",
+                cell(fig("load-prod", f"steps.{top}.mb_per_call"), 2),
+            ]
+        )
+    rows.append(
+        ["shard kill → audio again (median)", "ms", cell(fig("load-prod", "kill_silence_median_ms"), 0)]
+    )
     for c in comparisons(b):
         if c.get("mode") == "prod" and "p50" in c:
             e = c["p50"]
             n = c["calls"]
-            rows.append([f"echo latency p50, {n} call{'s' if n != 1 else ''}: prod vs the floor", "ms",
-                         f"{e['bridge_ms']:.1f} vs {e['floor_ms']:.1f} (×{e['ratio']:.1f})"])
+            rows.append(
+                [
+                    f"echo latency p50, {n} call{'s' if n != 1 else ''}: prod vs the floor",
+                    "ms",
+                    f"{e['bridge_ms']:.1f} vs {e['floor_ms']:.1f} (×{e['ratio']:.1f})",
+                ]
+            )
     return [r for r in rows if r[2] != "–"]
 
 
@@ -460,32 +686,73 @@ def markdown(report: dict[str, Any]) -> str:
     m, g, b = report["machine"], report["git"], report["benchmarks"]
     kind = "quick" if report["quick"] else "full"
     out = [
-        "# callbridge benchmark results", "",
+        "# callbridge benchmark results",
+        "",
         f"`python run.py bench{' --quick' if report['quick'] else ''}` ({kind} run) on {report['date']}, commit "
         f"`{g['commit'][:12]}`{' (with local changes)' if g['dirty'] else ''}, {report['wall_s']:.0f} s wall.",
         f"Machine: {m.get('cpu_model', '?')}, {m['cores']} cores, {m.get('ram_gb', '?')} GB RAM, Linux "
         f"{m['kernel']}, Python {m['python']}; load average {m['load_avg_start'][0]:.2f} at the start, "
         f"{m['load_avg_end'][0]:.2f} at the end (other work on the machine makes absolute figures noisy: "
         "the ratios, measured side by side in this run, are what to compare).",
-        "Cells: median over the runs, (min–max) when there were several and they differ.", "",
-        "## Summary", "",
-        *table(["figure", "unit", "value"], summary_rows(b)), "",
-        "## Side by side (same run)", "",
+        "Cells: median over the runs, (min–max) when there were several and they differ.",
+        "",
+        "## Summary",
+        "",
+        *table(["figure", "unit", "value"], summary_rows(b)),
+        "",
+        "## Side by side (same run)",
+        "",
     ]
     comp = report["comparisons"]
-    codec_rows = [[c["what"], f"{c['ratio']:.2f}", f"{c['min']:.2f}–{c['max']:.2f}", str(c["n"])]
-                  for c in comp if "what" in c]
-    echo_rows = [[c["mode"], str(c["calls"])] + [x for q in ("p50", "p99") for x in _echo_cells(c.get(q))]
-                 for c in comp if "mode" in c]
-    out += table(["codec", "ratio (median)", "min–max", "runs"], codec_rows) if codec_rows else ["(no codec run)"]
+    codec_rows = [
+        [c["what"], f"{c['ratio']:.2f}", f"{c['min']:.2f}–{c['max']:.2f}", str(c["n"])]
+        for c in comp
+        if "what" in c
+    ]
+    echo_rows = [
+        [c["mode"], str(c["calls"])] + [x for q in ("p50", "p99") for x in _echo_cells(c.get(q))]
+        for c in comp
+        if "mode" in c
+    ]
+    out += (
+        table(["codec", "ratio (median)", "min–max", "runs"], codec_rows)
+        if codec_rows
+        else ["(no codec run)"]
+    )
     out += [""]
-    out += (table(["echo latency: bridge", "calls", "p50 ms", "floor p50 ms", "added", "× floor",
-                   "p99 ms", "floor p99 ms", "added", "× floor"], echo_rows)
-            if echo_rows else ["(no floor / load run to compare)"])
+    out += (
+        table(
+            [
+                "echo latency: bridge",
+                "calls",
+                "p50 ms",
+                "floor p50 ms",
+                "added",
+                "× floor",
+                "p99 ms",
+                "floor p99 ms",
+                "added",
+                "× floor",
+            ],
+            echo_rows,
+        )
+        if echo_rows
+        else ["(no floor / load run to compare)"]
+    )
     out += ["", "## Benchmarks", ""]
-    out += table(["benchmark", "script", "status", "runs", "wall s (each)"],
-                 [[name, f"`{e['script']}`", e["status"], str(len(e.get("runs", []))),
-                   ", ".join(f"{w:.0f}" for w in e.get("wall_s", [])) or "–"] for name, e in b.items()])
+    out += table(
+        ["benchmark", "script", "status", "runs", "wall s (each)"],
+        [
+            [
+                name,
+                f"`{e['script']}`",
+                e["status"],
+                str(len(e.get("runs", []))),
+                ", ".join(f"{w:.0f}" for w in e.get("wall_s", [])) or "–",
+            ]
+            for name, e in b.items()
+        ],
+    )
     for name, e in b.items():
         out += ["", f"### {name}", "", e["about"] + ".", ""]
         if not e.get("figures"):
@@ -498,6 +765,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 # -- the command ------------------------------------------------------------------------------
+
 
 def select(only: str | None, quick: bool) -> list[Bench]:
     """The benchmarks to run; ``only``: comma-separated names (unknown names are an error)."""
@@ -513,9 +781,15 @@ def select(only: str | None, quick: bool) -> list[Bench]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats and shorter runs (< 10 min on 2 cores)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results.md"), help="Markdown results (default: %(default)s)")
-    p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="JSON results (default: %(default)s)")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repeats and shorter runs (< 10 min on 2 cores)"
+    )
+    p.add_argument(
+        "--out", default=str(ROOT / "bench" / "results.md"), help="Markdown results (default: %(default)s)"
+    )
+    p.add_argument(
+        "--json", default=str(ROOT / "bench" / "results.json"), help="JSON results (default: %(default)s)"
+    )
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(b.name for b in BENCHES)}")
     p.add_argument("--render", metavar="JSON", help="run nothing: rewrite --out from this results JSON")
     args = p.parse_args(argv)

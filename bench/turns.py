@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench._gateway import cpu_seconds, gateway, speech  # noqa: E402
-
 from callbridge.sim.caller import SimulatedCall  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
 
@@ -93,12 +92,18 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int, json_pa
     turns = [r["turn"] for r in results if r["turn"]]
     errors = sum(word_errors(words(r["text"]), words(r["heard"])) for r in results)
     ref_words = sum(len(words(r["text"])) for r in results)
-    print(f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {len(utterances)} calls, "
-          f"{concurrency} at a time | ENDPOINT_SILENCE_MS={endpoint_ms}")
+    print(
+        f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {len(utterances)} calls, "
+        f"{concurrency} at a time | ENDPOINT_SILENCE_MS={endpoint_ms}"
+    )
     print("\nper utterance (ms):  v2v = endpoint + stt + agent + tts")
     for r in results:
         t = r["turn"]
-        v2v = f"{t['voice_to_voice_ms']:6.0f} = {t['endpoint_ms']:4.0f} + {t['stt_ms']:4.0f} + {t['agent_ms']:4.0f} + {t['tts_ms']:4.0f}" if t else "   no reply"
+        v2v = (
+            f"{t['voice_to_voice_ms']:6.0f} = {t['endpoint_ms']:4.0f} + {t['stt_ms']:4.0f} + {t['agent_ms']:4.0f} + {t['tts_ms']:4.0f}"
+            if t
+            else "   no reply"
+        )
         print(f"  {v2v}   said: {r['text']!r}\n  {'':>38}heard: {r['heard']!r}")
     print("\nlatency (ms)        p50      p95")
     for key in ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms"):
@@ -107,20 +112,30 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int, json_pa
     p50 = pct([t["voice_to_voice_ms"] for t in turns], 50)
     print(f"\nreplies: {len(turns)}/{len(results)}")
     print(f"word error rate: {errors}/{ref_words} = {100 * errors / max(ref_words, 1):.1f}%")
-    print(f"gateway CPU: {cpu:.2f} s over {wall:.1f} s wall, {call_seconds:.1f} call-seconds "
-          f"-> {100 * cpu / max(call_seconds, 1e-9):.1f}% of one core per active call")
+    print(
+        f"gateway CPU: {cpu:.2f} s over {wall:.1f} s wall, {call_seconds:.1f} call-seconds "
+        f"-> {100 * cpu / max(call_seconds, 1e-9):.1f}% of one core per active call"
+    )
     target = endpoint_ms + 200
     print(f"target p50 voice-to-voice <= {target} ms: {'met' if p50 <= target else 'MISSED'} ({p50:.0f} ms)")
     if json_path:
         import json
 
         parts = ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms")
-        Path(json_path).write_text(json.dumps({
-            "calls": len(results), "replies": len(turns), "endpoint_ms_setting": endpoint_ms,
-            "p50": {k: pct([t[k] for t in turns], 50) for k in parts},
-            "p95": {k: pct([t[k] for t in turns], 95) for k in parts},
-            "wer_pct": 100 * errors / max(ref_words, 1),
-            "cpu_pct_per_call": 100 * cpu / max(call_seconds, 1e-9)}, indent=2))
+        Path(json_path).write_text(
+            json.dumps(
+                {
+                    "calls": len(results),
+                    "replies": len(turns),
+                    "endpoint_ms_setting": endpoint_ms,
+                    "p50": {k: pct([t[k] for t in turns], 50) for k in parts},
+                    "p95": {k: pct([t[k] for t in turns], 95) for k in parts},
+                    "wer_pct": 100 * errors / max(ref_words, 1),
+                    "cpu_pct_per_call": 100 * cpu / max(call_seconds, 1e-9),
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -113,9 +113,14 @@ class Fake:
                     items += 1
                     echo = (ECHO_TAG + struct.pack("<dd", time.monotonic(), sent_at)).ljust(160, b"\x80")
                     answer = base64.b64encode(echo + LOUD * 4).decode()
-                    await ws.send_str(orjson.dumps({"type": "response.output_audio.delta", "item_id": f"i{items}",
-                                                    "delta": answer}).decode())
-                    await ws.send_str(orjson.dumps({"type": "response.output_audio.done", "item_id": f"i{items}"}).decode())
+                    await ws.send_str(
+                        orjson.dumps(
+                            {"type": "response.output_audio.delta", "item_id": f"i{items}", "delta": answer}
+                        ).decode()
+                    )
+                    await ws.send_str(
+                        orjson.dumps({"type": "response.output_audio.done", "item_id": f"i{items}"}).decode()
+                    )
         return ws
 
     async def create(self, request: web.Request) -> web.Response:
@@ -123,7 +128,9 @@ class Fake:
         call_id = f"bench-{self.calls}"
         body = await request.json()
         self.mulaw[call_id] = body["transport"]["audioFormat"]["format"] == "mulaw"
-        return web.json_response({"id": call_id, "transport": {"websocketCallUrl": f"ws://{self.host}/ws/{call_id}"}})
+        return web.json_response(
+            {"id": call_id, "transport": {"websocketCallUrl": f"ws://{self.host}/ws/{call_id}"}}
+        )
 
     async def vapi(self, request: web.Request) -> web.WebSocketResponse:
         call_id = request.match_info["call_id"]
@@ -131,7 +138,11 @@ class Fake:
         await ws.prepare(request)
         quiet = True
         mulaw = self.mulaw.get(call_id, False)
-        answer = LOUD * 5 if mulaw else (8000 * np.sin(2 * np.pi * 500 * np.arange(1600) / 16000)).astype("<i2").tobytes()
+        answer = (
+            LOUD * 5
+            if mulaw
+            else (8000 * np.sin(2 * np.pi * 500 * np.arange(1600) / 16000)).astype("<i2").tobytes()
+        )
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue
@@ -239,7 +250,9 @@ async def one_call(url: str, provider: str, seconds: float, out: dict, sender: S
             await ws.send_str(ms.twilio_stop(n + 2, r.stream_sid, r.call_sid, call.account_sid))
             await asyncio.wait_for(receiver, 5)
         record = await call.fetch_record(http)
-    remote = next((e["remote_id"] for e in (record or {}).get("timeline", []) if e["event"] == "upstream.bound"), "")
+    remote = next(
+        (e["remote_id"] for e in (record or {}).get("timeline", []) if e["event"] == "upstream.bound"), ""
+    )
     out["calls"].append({"t0": t0, "sends": sends, "backs": backs, "outbound": outbound, "remote": remote})
 
 
@@ -273,9 +286,14 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
     proc.start()
     loop = asyncio.get_running_loop()
     host = await loop.run_in_executor(None, ours.recv)
-    env = {"UPSTREAM": provider.removesuffix("-mulaw"), "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
-           "VAPI_AUDIO": "mulaw" if provider.endswith("-mulaw") else "pcm_s16le",
-           "VAPI_API_URL": f"http://{host}", "VAPI_API_KEY": "bench", "VAPI_ASSISTANT_ID": "bench"}
+    env = {
+        "UPSTREAM": provider.removesuffix("-mulaw"),
+        "OPENAI_REALTIME_URL": f"ws://{host}/v1/realtime",
+        "VAPI_AUDIO": "mulaw" if provider.endswith("-mulaw") else "pcm_s16le",
+        "VAPI_API_URL": f"http://{host}",
+        "VAPI_API_KEY": "bench",
+        "VAPI_ASSISTANT_ID": "bench",
+    }
     env["OPENAI_API_KEY"] = "bench"  # required with UPSTREAM=openai-realtime
     out: dict = {"calls": []}
     try:
@@ -283,8 +301,12 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
             cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
             stagger = min(1.0, calls * 0.01)
             sender = Sender()
-            await asyncio.gather(*(_later(i * stagger / calls, one_call(url, provider, seconds, out, sender))
-                                   for i in range(calls)))
+            await asyncio.gather(
+                *(
+                    _later(i * stagger / calls, one_call(url, provider, seconds, out, sender))
+                    for i in range(calls)
+                )
+            )
             cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - wall0
     finally:
         ours.send("stop")
@@ -308,8 +330,15 @@ async def measure(provider: str, calls: int, seconds: float) -> dict:
         kept = {t for c in out["calls"] for t in c["sends"] if t - c["t0"] >= WARMUP_S}
         ins = [lat for sent_at, lat in inbound.items() if sent_at in kept]
         outs = [x for c in out["calls"] for t, x in c["outbound"].items() if t in kept]
-    return {"provider": provider, "calls": calls, "in": ins, "out": outs, "probes": probes,
-            "answered": len(outs), "cpu_pct_per_call": 100 * cpu / max(wall * calls, 1e-9)}
+    return {
+        "provider": provider,
+        "calls": calls,
+        "in": ins,
+        "out": outs,
+        "probes": probes,
+        "answered": len(outs),
+        "cpu_pct_per_call": 100 * cpu / max(wall * calls, 1e-9),
+    }
 
 
 async def _later(delay: float, coro) -> None:  # type: ignore[no-untyped-def]
@@ -318,21 +347,33 @@ async def _later(delay: float, coro) -> None:  # type: ignore[no-untyped-def]
 
 
 async def run(seconds: float, counts: list[int], providers: list[str], json_path: str | None = None) -> int:
-    print(f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {seconds:.0f} s per call, "
-          f"probe every {PROBE_EVERY * 20} ms, loopback")
-    print("\n| provider | calls | in p50 | in p99 | out p50 | out p99 | probes answered / sent | gateway CPU per call |")
+    print(
+        f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {seconds:.0f} s per call, "
+        f"probe every {PROBE_EVERY * 20} ms, loopback"
+    )
+    print(
+        "\n| provider | calls | in p50 | in p99 | out p50 | out p99 | probes answered / sent | gateway CPU per call |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     figures: dict[str, dict[str, float]] = {}
     for provider in providers:
         for calls in counts:
             r = await measure(provider, calls, seconds)
-            print(f"| {provider} | {calls} | {pct(r['in'], 50):.1f} ms | {pct(r['in'], 99):.1f} ms | "
-                  f"{pct(r['out'], 50):.1f} ms | {pct(r['out'], 99):.1f} ms | {r['answered']}/{r['probes']} | "
-                  f"{r['cpu_pct_per_call']:.1f}% |", flush=True)
+            print(
+                f"| {provider} | {calls} | {pct(r['in'], 50):.1f} ms | {pct(r['in'], 99):.1f} ms | "
+                f"{pct(r['out'], 50):.1f} ms | {pct(r['out'], 99):.1f} ms | {r['answered']}/{r['probes']} | "
+                f"{r['cpu_pct_per_call']:.1f}% |",
+                flush=True,
+            )
             figures[f"{provider} x{calls}"] = {
-                "in_p50_ms": pct(r["in"], 50), "in_p99_ms": pct(r["in"], 99), "out_p50_ms": pct(r["out"], 50),
-                "out_p99_ms": pct(r["out"], 99), "answered": r["answered"], "probes": r["probes"],
-                "cpu_pct_per_call": r["cpu_pct_per_call"]}
+                "in_p50_ms": pct(r["in"], 50),
+                "in_p99_ms": pct(r["in"], 99),
+                "out_p50_ms": pct(r["out"], 50),
+                "out_p99_ms": pct(r["out"], 99),
+                "answered": r["answered"],
+                "probes": r["probes"],
+                "cpu_pct_per_call": r["cpu_pct_per_call"],
+            }
     if json_path:
         import json
 

@@ -1,11 +1,11 @@
 """Command line: ``serve``, ``call``, ``demo``, ``config``.
 
-    python run.py serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P]
-    python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
-    python run.py demo  [--out-dir out]
-    python run.py config          # the configuration table (Markdown)
-    python run.py bench [--quick] [--out bench/results.md] [--json bench/results.json] [--only codec,...]
-                                  # the benchmark suite (a source checkout: bench/suite.py)
+python run.py serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P]
+python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
+python run.py demo  [--out-dir out]
+python run.py config          # the configuration table (Markdown)
+python run.py bench [--quick] [--out bench/results.md] [--json bench/results.json] [--only codec,...]
+                              # the benchmark suite (a source checkout: bench/suite.py)
 """
 
 from __future__ import annotations
@@ -72,7 +72,11 @@ class Server:
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
         await self.runner.setup()
         site = web.TCPSite(
-            self.runner, self.settings.host, self.settings.port, reuse_address=True, reuse_port=self.reuse_port or None
+            self.runner,
+            self.settings.host,
+            self.settings.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         await site.start()
         self.site = site
@@ -104,8 +108,10 @@ class Server:
 async def _serve(settings: Settings) -> None:
     server = Server(settings)
     url = await server.start()
-    print(f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)",
-          flush=True)
+    print(
+        f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)",
+        flush=True,
+    )
     print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
     print(f"  console:       {url}/console    metrics: {url}/metrics", flush=True)
     stop = asyncio.Event()
@@ -209,7 +215,9 @@ def _bench(argv: list[str]) -> int:
     checkout, so it is found relative to this file and imported from the repository root."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "bench" / "suite.py").is_file():
-        print(f"run.py bench needs a source checkout: {root / 'bench' / 'suite.py'} not found", file=sys.stderr)
+        print(
+            f"run.py bench needs a source checkout: {root / 'bench' / 'suite.py'} not found", file=sys.stderr
+        )
         return 2
     sys.path.insert(0, str(root))
     from bench.suite import main as suite_main
@@ -224,21 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--mode", choices=["dev", "prod"])
-    p_serve.add_argument("--workers", type=int, help="prod: shard processes on this node (default: one per core)")
+    p_serve.add_argument(
+        "--workers", type=int, help="prod: shard processes on this node (default: one per core)"
+    )
     p_serve.add_argument("--admin-port", type=int, help="prod: this node's thespian admin port")
     p_serve.add_argument("--leader", help="prod: host:admin_port of the leader (member nodes only)")
     p_serve.add_argument("--node", help="prod: this node's name")
-    p_serve.add_argument("--max-calls", type=int, help="live calls per process; past it callers hear \"busy\"")
+    p_serve.add_argument("--max-calls", type=int, help='live calls per process; past it callers hear "busy"')
     p_call = sub.add_parser("call", help="place a simulated Twilio call")
     p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
     p_call.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""))
     p_call.add_argument(
-        "--allow-ws", action="store_true",
+        "--allow-ws",
+        action="store_true",
         help="accept a ws:// Stream URL on any host (default: loopback only; Twilio itself needs wss://)",
     )
     p_call.add_argument(
-        "--wav", action="append", default=[],
+        "--wav",
+        action="append",
+        default=[],
         help="caller audio (PCM WAV, any rate); repeat for several turns; default: silence",
     )
     p_call.add_argument("--out", help="write the agent's audio, as heard, to this WAV")
@@ -246,24 +259,32 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument("--dtmf", default="", help="keys to press after the caller's audio")
     p_call.add_argument("--hold", type=float, default=2.0, help="seconds to stay on after the last action")
     p_call.add_argument(
-        "--no-wait", action="store_true",
+        "--no-wait",
+        action="store_true",
         help="speak at once, not after the agent has answered (greeting, then each reply)",
     )
     p_call.add_argument("--gap", type=float, default=0.3, help="with --no-wait: seconds before each turn")
     p_call.add_argument(
-        "--echo-db", type=float, help="mix the agent's voice back into the caller's audio at this level (e.g. -20)"
+        "--echo-db",
+        type=float,
+        help="mix the agent's voice back into the caller's audio at this level (e.g. -20)",
     )
     p_call.add_argument("--loss", help="drop this share of frames before Twilio, e.g. 3%%")
     p_call.add_argument("--jitter", help="stalls then bursts on the line, e.g. 200-800ms")
     p_call.add_argument(
-        "--gaps", nargs="?", const="", default=None,
+        "--gaps",
+        nargs="?",
+        const="",
+        default=None,
         help="timestamp gaps as Twilio shows upstream loss, e.g. 100-400ms (default range if no value)",
     )
     p_call.add_argument("--seed", type=int, default=0, help="seed of the impairments (repeatable)")
     p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
     p_demo.add_argument("--out-dir", default="out")
     sub.add_parser("config", help="print the configuration table")
-    sub.add_parser("bench", add_help=False, help="run the benchmark suite (bench/suite.py; --help for its options)")
+    sub.add_parser(
+        "bench", add_help=False, help="run the benchmark suite (bench/suite.py; --help for its options)"
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _bench(rest)
@@ -276,8 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = Settings.from_env(
-                host=args.host, port=args.port, mode=args.mode, workers=args.workers,
-                admin_port=args.admin_port, leader=args.leader, node_name=args.node, max_calls=args.max_calls,
+                host=args.host,
+                port=args.port,
+                mode=args.mode,
+                workers=args.workers,
+                admin_port=args.admin_port,
+                leader=args.leader,
+                node_name=args.node,
+                max_calls=args.max_calls,
             )
         else:
             settings = Settings.from_env()

@@ -28,8 +28,9 @@ Histograms are in seconds (Prometheus convention); timeline figures are ms.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -72,7 +73,7 @@ class FrameCollector(Collector):
     """Frames in/out and active calls, read at scrape time: ended calls' folded totals
     plus the live calls' own counters."""
 
-    def __init__(self, metrics: "Metrics") -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
@@ -99,7 +100,9 @@ class Metrics:
         for name in OUTCOMES:
             self.calls.labels(name)
         self.concealed = Counter(
-            "callbridge_frames_concealed", "Inbound frames concealed by the jitter buffer (loss, gaps).", registry=r
+            "callbridge_frames_concealed",
+            "Inbound frames concealed by the jitter buffer (loss, gaps).",
+            registry=r,
         )
         self.stale = Counter(
             "callbridge_frames_stale", "Inbound frames dropped as stale (> 2 s late).", registry=r
@@ -111,10 +114,15 @@ class Metrics:
         for child in children:
             self.child_restarts.labels(child)
         self.shard_restarts = Counter(
-            "callbridge_shard_restarts", "Shard processes restarted (production mode; 0 in dev mode).", registry=r
+            "callbridge_shard_restarts",
+            "Shard processes restarted (production mode; 0 in dev mode).",
+            registry=r,
         )
         self.ignored_input = Counter(
-            "callbridge_ignored_input", "Media Streams input ignored (gateway/ignored.py), by kind.", ["kind"], registry=r
+            "callbridge_ignored_input",
+            "Media Streams input ignored (gateway/ignored.py), by kind.",
+            ["kind"],
+            registry=r,
         )
         for kind in IGNORED_KINDS:
             self.ignored_input.labels(kind)
@@ -124,23 +132,32 @@ class Metrics:
         self.voice_to_voice = Histogram(
             "callbridge_voice_to_voice_seconds",
             "Caller's last speech frame -> agent's first frame sent, per answered turn.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.stt = Histogram(
-            "callbridge_stt_finalisation_seconds", "End of turn detected -> final transcript.",
-            buckets=FAST_BUCKETS, registry=r,
+            "callbridge_stt_finalisation_seconds",
+            "End of turn detected -> final transcript.",
+            buckets=FAST_BUCKETS,
+            registry=r,
         )
         self.agent_first_token = Histogram(
-            "callbridge_agent_first_token_seconds", "Final transcript -> the agent's first text.",
-            buckets=FAST_BUCKETS, registry=r,
+            "callbridge_agent_first_token_seconds",
+            "Final transcript -> the agent's first text.",
+            buckets=FAST_BUCKETS,
+            registry=r,
         )
         self.tts_first_audio = Histogram(
-            "callbridge_tts_first_audio_seconds", "The agent's first text -> its first audio frame sent.",
-            buckets=FAST_BUCKETS, registry=r,
+            "callbridge_tts_first_audio_seconds",
+            "The agent's first text -> its first audio frame sent.",
+            buckets=FAST_BUCKETS,
+            registry=r,
         )
         self.barge_in_detection = Histogram(
-            "callbridge_barge_in_detection_seconds", "Caller speech onset -> agent cut (barge-in detected).",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "callbridge_barge_in_detection_seconds",
+            "Caller speech onset -> agent cut (barge-in detected).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         r.register(FrameCollector(self))
 
@@ -154,7 +171,7 @@ class Metrics:
     def shard_restarts_seen(self, total: int) -> None:
         """Production mode: the pool's count of shard restarts, mirrored in every shard
         (whichever shard is scraped reports the deployment's count)."""
-        delta = total - self.shard_restarts._value.get()  # noqa: SLF001 - a counter only grows
+        delta = total - self.shard_restarts._value.get()
         if delta > 0:
             self.shard_restarts.inc(delta)
 

@@ -46,11 +46,14 @@ def bounded_data(data: dict[str, Any]) -> dict[str, Any]:
     if all(isinstance(v, _PLAIN) for v in data.values()) and len(data) <= MAX_ITEMS:
         return data
     budget = [MAX_EVENT_TEXT]
-    return {k[:64]: v if isinstance(v, _PLAIN) else bounded(v, budget, 1) for k, v in list(data.items())[:MAX_ITEMS]}
+    return {
+        k[:64]: v if isinstance(v, _PLAIN) else bounded(v, budget, 1)
+        for k, v in list(data.items())[:MAX_ITEMS]
+    }
 
 
 class Timeline:
-    __slots__ = ("t0", "events", "max_events", "dropped")
+    __slots__ = ("dropped", "events", "max_events", "t0")
 
     def __init__(self, t0: float, max_events: int = MAX_EVENTS) -> None:
         self.t0 = t0

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import aiohttp
 import orjson
@@ -106,6 +106,10 @@ async def run_abuse(http: aiohttp.ClientSession, url: str, abuse: Abuse) -> Outc
 async def _drain(ws: aiohttp.ClientWebSocketResponse) -> int | None:
     while True:
         msg = await ws.receive()
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
-                        aiohttp.WSMsgType.ERROR):
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.ERROR,
+        ):
             return ws.close_code

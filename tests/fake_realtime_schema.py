@@ -18,14 +18,39 @@ from __future__ import annotations
 
 from typing import Any
 
-SESSION_KEYS = {"type", "model", "output_modalities", "instructions", "audio", "tools", "tool_choice",
-                "max_output_tokens", "tracing", "truncation", "prompt", "include"}
+SESSION_KEYS = {
+    "type",
+    "model",
+    "output_modalities",
+    "instructions",
+    "audio",
+    "tools",
+    "tool_choice",
+    "max_output_tokens",
+    "tracing",
+    "truncation",
+    "prompt",
+    "include",
+}
 FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
-SERVER_VAD_KEYS = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
-                   "interrupt_response", "idle_timeout_ms"}
+SERVER_VAD_KEYS = {
+    "type",
+    "threshold",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+    "create_response",
+    "interrupt_response",
+    "idle_timeout_ms",
+}
 SEMANTIC_VAD_KEYS = {"type", "eagerness", "create_response", "interrupt_response"}
-DEFAULT_TURN_DETECTION = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                          "silence_duration_ms": 500, "create_response": True, "interrupt_response": True}
+DEFAULT_TURN_DETECTION = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "create_response": True,
+    "interrupt_response": True,
+}
 
 
 class Refused(Exception):
@@ -47,8 +72,11 @@ def check_session(session: Any) -> dict[str, Any] | None:
 
 def _object(value: Any, path: str, keys: set[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise Refused(path, f"Invalid type for '{path}': expected an object, but got {type(value).__name__} instead.",
-                      "invalid_type")
+        raise Refused(
+            path,
+            f"Invalid type for '{path}': expected an object, but got {type(value).__name__} instead.",
+            "invalid_type",
+        )
     for key in value:
         if key not in keys:
             raise Refused(f"{path}.{key}", f"Unknown parameter: '{path}.{key}'.", "unknown_parameter")
@@ -57,44 +85,67 @@ def _object(value: Any, path: str, keys: set[str]) -> dict[str, Any]:
 
 def _one_of(value: Any, path: str, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise Refused(path, f"Invalid value: '{value}'. Supported values are: "
-                      + ", ".join(f"'{a}'" for a in allowed) + ".", "invalid_value")
+        raise Refused(
+            path,
+            f"Invalid value: '{value}'. Supported values are: " + ", ".join(f"'{a}'" for a in allowed) + ".",
+            "invalid_value",
+        )
 
 
-def _typed(value: Any, path: str, kind: type | tuple[type, ...], low: float | None = None,
-           high: float | None = None) -> None:
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+def _typed(
+    value: Any, path: str, kind: type | tuple[type, ...], low: float | None = None, high: float | None = None
+) -> None:
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise Refused(path, f"Invalid type for '{path}'.", "invalid_type")
     if low is not None and value < low:
-        raise Refused(path, f"Invalid '{path}': expected a value >= {low}, but got {value} instead.",
-                      "integer_below_min_value" if isinstance(value, int) else "decimal_below_min_value")
+        raise Refused(
+            path,
+            f"Invalid '{path}': expected a value >= {low}, but got {value} instead.",
+            "integer_below_min_value" if isinstance(value, int) else "decimal_below_min_value",
+        )
     if high is not None and value > high:
-        raise Refused(path, f"Invalid '{path}': expected a value <= {high}, but got {value} instead.",
-                      "integer_above_max_value" if isinstance(value, int) else "decimal_above_max_value")
+        raise Refused(
+            path,
+            f"Invalid '{path}': expected a value <= {high}, but got {value} instead.",
+            "integer_above_max_value" if isinstance(value, int) else "decimal_above_max_value",
+        )
 
 
 def _session(session: Any) -> None:
     s = _object(session, "session", SESSION_KEYS)
     if "type" not in s:
-        raise Refused("session.type", "Missing required parameter: 'session.type'.", "missing_required_parameter")
+        raise Refused(
+            "session.type", "Missing required parameter: 'session.type'.", "missing_required_parameter"
+        )
     _one_of(s["type"], "session.type", ("realtime", "transcription"))
     if s["type"] != "realtime":
-        raise Refused("session.type", "Passing a transcription session update event to a realtime session is "
-                      "not allowed.", "invalid_value")
+        raise Refused(
+            "session.type",
+            "Passing a transcription session update event to a realtime session is not allowed.",
+            "invalid_value",
+        )
     for key in ("model", "instructions"):
         if key in s:
             _typed(s[key], f"session.{key}", str)
     if "output_modalities" in s:
         mods = s["output_modalities"]
         if not isinstance(mods, list) or len(mods) != 1:
-            raise Refused("session.output_modalities", "Invalid 'session.output_modalities': expected one of "
-                          "['audio'] or ['text'].", "invalid_value")
+            raise Refused(
+                "session.output_modalities",
+                "Invalid 'session.output_modalities': expected one of ['audio'] or ['text'].",
+                "invalid_value",
+            )
         _one_of(mods[0], "session.output_modalities[0]", ("audio", "text"))
     if "audio" in s:
         audio = _object(s["audio"], "session.audio", {"input", "output"})
         if "input" in audio:
-            _input(_object(audio["input"], "session.audio.input",
-                           {"format", "transcription", "noise_reduction", "turn_detection"}))
+            _input(
+                _object(
+                    audio["input"],
+                    "session.audio.input",
+                    {"format", "transcription", "noise_reduction", "turn_detection"},
+                )
+            )
         if "output" in audio:
             out = _object(audio["output"], "session.audio.output", {"format", "voice", "speed"})
             if "format" in out:
@@ -105,7 +156,9 @@ def _session(session: Any) -> None:
                 _typed(out["speed"], "session.audio.output.speed", (int, float), 0.25, 1.5)
     if "tools" in s:
         if not isinstance(s["tools"], list):
-            raise Refused("session.tools", "Invalid type for 'session.tools': expected an array.", "invalid_type")
+            raise Refused(
+                "session.tools", "Invalid type for 'session.tools': expected an array.", "invalid_type"
+            )
         for i, tool in enumerate(s["tools"]):
             t = _object(tool, f"session.tools[{i}]", {"type", "name", "description", "parameters"})
             _one_of(t.get("type"), f"session.tools[{i}].type", ("function",))
@@ -174,6 +227,9 @@ def turn_detection(session: dict[str, Any]) -> dict[str, Any] | None:
     td = session.get("audio", {}).get("input", {}).get("turn_detection", DEFAULT_TURN_DETECTION)
     if td is None:
         return None
-    defaults = DEFAULT_TURN_DETECTION if td.get("type") == "server_vad" else {"create_response": True,
-                                                                           "interrupt_response": True}
+    defaults = (
+        DEFAULT_TURN_DETECTION
+        if td.get("type") == "server_vad"
+        else {"create_response": True, "interrupt_response": True}
+    )
     return {**defaults, **td}

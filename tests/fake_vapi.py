@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import orjson
@@ -36,16 +37,37 @@ from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
 
 from .remote_fakes import CHUNK_MS, FakeModel, _RealtimeConn, serve, tone
 
-CREATE_FIELDS = frozenset({
-    "assistantVersion", "transport", "customers", "name", "schedulePlan", "assistantId", "assistant",
-    "assistantOverrides", "squadId", "squad", "squadOverrides", "workflowId", "workflow", "workflowOverrides",
-    "phoneNumberId", "phoneNumber", "customerId", "customer",
-})
+CREATE_FIELDS = frozenset(
+    {
+        "assistantVersion",
+        "transport",
+        "customers",
+        "name",
+        "schedulePlan",
+        "assistantId",
+        "assistant",
+        "assistantOverrides",
+        "squadId",
+        "squad",
+        "squadOverrides",
+        "workflowId",
+        "workflow",
+        "workflowOverrides",
+        "phoneNumberId",
+        "phoneNumber",
+        "customerId",
+        "customer",
+    }
+)
 TRANSPORT_FIELDS = frozenset({"provider", "audioFormat", "conversationType"})
 AUDIO_FIELDS = frozenset({"format", "container", "sampleRate"})
-FIRST_MESSAGE_MODES = frozenset({
-    "assistant-speaks-first", "assistant-speaks-first-with-model-generated-message", "assistant-waits-for-user",
-})
+FIRST_MESSAGE_MODES = frozenset(
+    {
+        "assistant-speaks-first",
+        "assistant-speaks-first-with-model-generated-message",
+        "assistant-waits-for-user",
+    }
+)
 WAITS = "assistant-waits-for-user"
 
 
@@ -64,12 +86,18 @@ def create_problems(body: Any) -> list[str]:
         problems.append("phoneNumber/phoneNumberId are not permitted with the vapi.websocket transport")
     for where in ("assistant", "assistantOverrides"):
         part = body.get(where)
-        if isinstance(part, dict) and "firstMessageMode" in part and part["firstMessageMode"] not in FIRST_MESSAGE_MODES:
+        if (
+            isinstance(part, dict)
+            and "firstMessageMode" in part
+            and part["firstMessageMode"] not in FIRST_MESSAGE_MODES
+        ):
             problems.append(f"{where}.firstMessageMode must be one of {sorted(FIRST_MESSAGE_MODES)}")
     transport = body.get("transport")
     if not isinstance(transport, dict):
         return problems + ["transport must be an object"]
-    problems += [f"property transport.{name} should not exist" for name in sorted(set(transport) - TRANSPORT_FIELDS)]
+    problems += [
+        f"property transport.{name} should not exist" for name in sorted(set(transport) - TRANSPORT_FIELDS)
+    ]
     if transport.get("provider") != "vapi.websocket":
         problems.append("transport.provider must be vapi.websocket")
     audio = transport.get("audioFormat")
@@ -77,7 +105,10 @@ def create_problems(body: Any) -> list[str]:
         return problems
     if not isinstance(audio, dict):
         return problems + ["transport.audioFormat must be an object"]
-    problems += [f"property transport.audioFormat.{name} should not exist" for name in sorted(set(audio) - AUDIO_FIELDS)]
+    problems += [
+        f"property transport.audioFormat.{name} should not exist"
+        for name in sorted(set(audio) - AUDIO_FIELDS)
+    ]
     if audio.get("format") not in ("pcm_s16le", "mulaw"):
         problems.append("transport.audioFormat.format must be pcm_s16le or mulaw")
     if "container" in audio and audio["container"] != "raw":
@@ -147,15 +178,19 @@ class FakeVapi(FakeModel):
     def _refusal(self, status: int, message: Any) -> web.Response:
         self.refusals.append((status, message))
         errors = {401: "Unauthorized", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}
-        return web.json_response({"message": message, "error": errors.get(status, ""), "statusCode": status},
-                                 status=status)
+        return web.json_response(
+            {"message": message, "error": errors.get(status, ""), "statusCode": status}, status=status
+        )
 
     def end(self, call_id: str) -> None:
         self.open_calls.discard(call_id)
 
     async def create(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._refusal(401, "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.")
+            return self._refusal(
+                401,
+                "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.",
+            )
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -172,7 +207,9 @@ class FakeVapi(FakeModel):
         if self.create_delay_s:
             await asyncio.sleep(self.create_delay_s)
         answer: dict[str, Any] = {
-            "id": call_id, "status": "queued", "type": "vapi.websocketCall",
+            "id": call_id,
+            "status": "queued",
+            "type": "vapi.websocketCall",
             "transport": {**body["transport"], "websocketCallUrl": f"ws://{self.host}/ws/{call_id}"},
         }
         if self.control_url:
@@ -278,8 +315,9 @@ class _VapiConn(_RealtimeConn):
                 await self.send({"type": "speech-update", "status": "started", "role": "user"})
         else:
             await self.send({"type": "speech-update", "status": "stopped", "role": "user"})
-            await self.send({"type": "transcript", "role": "user", "transcriptType": "final",
-                             "transcript": "caller turn"})
+            await self.send(
+                {"type": "transcript", "role": "user", "transcriptType": "final", "transcript": "caller turn"}
+            )
             self.start_reply(self.fake.reply_s, "Here is my answer.")
 
     async def _reply(self, seconds: float, text: str) -> None:
@@ -295,7 +333,9 @@ class _VapiConn(_RealtimeConn):
                 return
             await self.ws.send_bytes(audio[i : i + step])
             await asyncio.sleep(CHUNK_MS / 2000)
-        await self.send({"type": "transcript", "role": "assistant", "transcriptType": "final", "transcript": text})
+        await self.send(
+            {"type": "transcript", "role": "assistant", "transcriptType": "final", "transcript": text}
+        )
         await self.send({"type": "speech-update", "status": "stopped", "role": "assistant"})
         fake.replies += 1
         if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:

@@ -20,7 +20,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import orjson
@@ -40,7 +41,13 @@ SILENCE = b"\xff" * 160
 
 # --- strategies ----------------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64) | st.floats(allow_nan=False) | st.text(max_size=40)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
@@ -54,7 +61,11 @@ VALID_INBOUND = [
     ms.twilio_dtmf(4, "MZ1", "5"),
     ms.twilio_stop(5, "MZ1", "CA1", "AC1"),
 ]
-VALID_OUTBOUND = [ms.media_message("MZ1", SILENCE), ms.mark_message("MZ1", MarkName(1)), ms.clear_message("MZ1")]
+VALID_OUTBOUND = [
+    ms.media_message("MZ1", SILENCE),
+    ms.mark_message("MZ1", MarkName(1)),
+    ms.clear_message("MZ1"),
+]
 
 
 def _mutated(valid: list[str]) -> st.SearchStrategy[str]:
@@ -87,7 +98,7 @@ def _byte_edits(valid: list[str]) -> st.SearchStrategy[str]:
         text = list(draw(st.sampled_from(valid)))
         for _ in range(draw(st.integers(1, 4))):
             i = draw(st.integers(0, max(0, len(text) - 1)))
-            text[i:i + 1] = draw(st.text(max_size=3))
+            text[i : i + 1] = draw(st.text(max_size=3))
         if draw(st.booleans()):
             text = text[: draw(st.integers(0, len(text)))]
         return "".join(text)
@@ -98,8 +109,13 @@ def _byte_edits(valid: list[str]) -> st.SearchStrategy[str]:
 def messages_for(valid: list[str]) -> st.SearchStrategy[str]:
     noise = st.text(max_size=200) | json_values.map(lambda v: json.dumps(v))
     events = st.fixed_dictionaries(
-        {"event": st.sampled_from(["media", "start", "connected", "mark", "dtmf", "stop", "clear"]) | st.text(max_size=8)},
-        optional={k: json_values for k in ("media", "start", "mark", "dtmf", "stop", "streamSid", "sequenceNumber")},
+        {
+            "event": st.sampled_from(["media", "start", "connected", "mark", "dtmf", "stop", "clear"])
+            | st.text(max_size=8)
+        },
+        optional=dict.fromkeys(
+            ("media", "start", "mark", "dtmf", "stop", "streamSid", "sequenceNumber"), json_values
+        ),
     ).map(lambda d: json.dumps(d))
     return _mutated(valid) | _byte_edits(valid) | events | noise
 
@@ -109,8 +125,11 @@ outbound_messages = messages_for(VALID_OUTBOUND)
 
 TOKENS = StreamTokens(b"fuzz-secret", ttl_s=120)
 _GOOD_TOKEN = TOKENS.issue("CAfuzz", 1_000_000.0)
-tokens = st.text(max_size=300) | _byte_edits([_GOOD_TOKEN]) | st.sampled_from([_GOOD_TOKEN]) | st.builds(
-    lambda parts: ".".join(parts), st.lists(st.text(max_size=20), min_size=1, max_size=7)
+tokens = (
+    st.text(max_size=300)
+    | _byte_edits([_GOOD_TOKEN])
+    | st.sampled_from([_GOOD_TOKEN])
+    | st.builds(lambda parts: ".".join(parts), st.lists(st.text(max_size=20), min_size=1, max_size=7))
 )
 _VALID_FRAMES = [
     m.encode(m.CallerMedia(1, 20, SILENCE)),
@@ -118,8 +137,14 @@ _VALID_FRAMES = [
     m.encode(m.MarkPlayed(1, 10)),
     m.encode(m.DtmfReceived("5")),
 ]
-msgpack_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-                   | st.text(max_size=40) | st.binary(max_size=40))
+msgpack_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
 msgpack_values = st.recursive(
     msgpack_scalars,
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -128,19 +153,34 @@ msgpack_values = st.recursive(
 frames = (
     st.binary(max_size=300)
     | msgpack_values.map(lambda v: msgpack.packb(v, use_bin_type=True))
-    | st.builds(lambda code, rest: msgpack.packb([code, *rest], use_bin_type=True),
-                st.integers(-3, len(m.MESSAGE_TYPES) + 2) | st.booleans(), st.lists(msgpack_values, max_size=6))
-    | st.builds(lambda b, i, c: b[:i] + c + b[i + 1:], st.sampled_from(_VALID_FRAMES), st.integers(0, 60),
-                st.binary(max_size=3))
+    | st.builds(
+        lambda code, rest: msgpack.packb([code, *rest], use_bin_type=True),
+        st.integers(-3, len(m.MESSAGE_TYPES) + 2) | st.booleans(),
+        st.lists(msgpack_values, max_size=6),
+    )
+    | st.builds(
+        lambda b, i, c: b[:i] + c + b[i + 1 :],
+        st.sampled_from(_VALID_FRAMES),
+        st.integers(0, 60),
+        st.binary(max_size=3),
+    )
 )
 forms = st.dictionaries(
-    st.sampled_from(["CallSid", "From", "To", "AccountSid", "CallStatus", "Direction"]) | st.text(max_size=20),
+    st.sampled_from(["CallSid", "From", "To", "AccountSid", "CallStatus", "Direction"])
+    | st.text(max_size=20),
     st.text(max_size=80) | st.sampled_from(["CA" + "0" * 32, "CA1", ""]),
     max_size=8,
 )
 raw_bodies = st.tuples(
-    st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain",
-                     "application/json", ""]),
+    st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "application/json",
+            "",
+        ]
+    ),
     st.binary(max_size=400),
 )
 
@@ -188,8 +228,15 @@ class GatewayThread:
     """A real gateway on 127.0.0.1, its own event loop in a daemon thread."""
 
     def __init__(self, **settings: Any) -> None:
-        values = {"host": "127.0.0.1", "port": 0, "upstream": "echo", "webhook_rate": 0, "max_sockets_per_source": 0,
-                  "log_level": "ERROR", **settings}
+        values = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "upstream": "echo",
+            "webhook_rate": 0,
+            "max_sockets_per_source": 0,
+            "log_level": "ERROR",
+            **settings,
+        }
         self.server = Server(Settings(**values))  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="fuzz-gateway")
@@ -225,8 +272,11 @@ WEBHOOK_STATUSES = (200, 400, 403, 413, 415, 429)
 def check_webhook_form(gw: GatewayThread, form: dict[str, str]) -> None:
     from urllib.parse import urlencode
 
-    status = post(gw.url + "/voice/inbound", urlencode(form).encode("utf-8", "surrogatepass"),
-                  "application/x-www-form-urlencoded")
+    status = post(
+        gw.url + "/voice/inbound",
+        urlencode(form).encode("utf-8", "surrogatepass"),
+        "application/x-www-form-urlencoded",
+    )
     assert status in WEBHOOK_STATUSES, status
 
 
@@ -236,7 +286,9 @@ def check_webhook_raw(gw: GatewayThread, body: tuple[str, bytes]) -> None:
 
 
 def stream_token(gw: GatewayThread, call_sid: str) -> str:
-    request = urllib.request.Request(gw.url + "/voice/inbound", data=f"CallSid={call_sid}".encode(), method="POST")
+    request = urllib.request.Request(
+        gw.url + "/voice/inbound", data=f"CallSid={call_sid}".encode(), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return parse_stream_twiml(resp.read().decode())[1]["token"]
 
@@ -251,7 +303,9 @@ def check_media_socket(gw: GatewayThread, started: bool, texts: list[str]) -> No
     try:
         with connect(gw.ws_url, open_timeout=5, close_timeout=2, max_size=1 << 20) as ws:
             if started:
-                ws.send(ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": stream_token(gw, call_sid)}))
+                ws.send(
+                    ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": stream_token(gw, call_sid)})
+                )
             for text in texts:
                 ws.send(text)
             deadline = time.monotonic() + 0.3
@@ -287,7 +341,11 @@ class Bystander:
         call_sid, stream_sid = self.call_sid, new_sid("MZ")
         try:
             with connect(self.gw.ws_url, open_timeout=5, close_timeout=2) as ws:
-                ws.send(ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": stream_token(self.gw, call_sid)}))
+                ws.send(
+                    ms.twilio_start(
+                        1, stream_sid, call_sid, "AC1", {"token": stream_token(self.gw, call_sid)}
+                    )
+                )
                 t0 = time.monotonic()
                 n = 0
                 tail_end = None  # then 1 s more (the echo of the last frames), and hang up
@@ -310,7 +368,7 @@ class Bystander:
                             name = orjson.loads(msg)["mark"]["name"]
                             ws.send(ms.twilio_mark(n + 2, stream_sid, name))
                 ws.send(ms.twilio_stop(n + 2, stream_sid, call_sid, "AC1"))
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+        except BaseException as exc:
             self.error = exc
 
     def finish(self) -> tuple[int, int, float]:

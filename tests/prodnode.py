@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_TOKEN = "prod-test-auth-token"
@@ -34,12 +35,32 @@ class ProdNode:
     """One node: ``run.py serve --mode prod`` in its own session (so the whole tree of
     actor processes can be reaped), its log in ``log_path``."""
 
-    def __init__(self, log_dir: Path, workers: int = 2, leader: str = "", node: str = "", *,
-                 port: int = 0, admin_port: int = 0, **env: str) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        workers: int = 2,
+        leader: str = "",
+        node: str = "",
+        *,
+        port: int = 0,
+        admin_port: int = 0,
+        **env: str,
+    ) -> None:
         self.port = port or free_port()
         self.admin_port = admin_port or free_port()
-        args = [sys.executable, "run.py", "serve", "--mode", "prod", "--workers", str(workers),
-                "--port", str(self.port), "--admin-port", str(self.admin_port)]
+        args = [
+            sys.executable,
+            "run.py",
+            "serve",
+            "--mode",
+            "prod",
+            "--workers",
+            str(workers),
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(self.admin_port),
+        ]
         if leader:
             args += ["--leader", leader]
         if node:
@@ -54,12 +75,20 @@ class ProdNode:
                 break
             self.log_path = log_dir / f"{name}-{self.port}-{n}.log"
         self.instance = f"{os.getpid()}.{next(_instances)}"
-        environment = {**os.environ, INSTANCE_VAR: self.instance, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_URL": PUBLIC_URL,
-                       "CONSOLE_TOKEN": CONSOLE_TOKEN,
-                       "CHECK_MESSAGES": "1", "LOG_LEVEL": "INFO", **env}
+        environment = {
+            **os.environ,
+            INSTANCE_VAR: self.instance,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "PUBLIC_URL": PUBLIC_URL,
+            "CONSOLE_TOKEN": CONSOLE_TOKEN,
+            "CHECK_MESSAGES": "1",
+            "LOG_LEVEL": "INFO",
+            **env,
+        }
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True
+        )
         self.banner = ""
 
     def wait_ready(self, marker: str = "listening on", timeout_s: float = 90.0) -> str:
@@ -83,7 +112,9 @@ class ProdNode:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 return resp.status, json.loads(resp.read())
@@ -91,7 +122,9 @@ class ProdNode:
             return exc.code, json.loads(exc.read() or b"null")
 
     def text(self, path: str, timeout_s: float = 5.0) -> str:
-        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return resp.read().decode()
 
@@ -218,7 +251,11 @@ def tcp_sockets(state: str, ipv6: bool = True) -> Iterator[tuple[str, int, str]]
                 parts = line.split()
                 if parts[3] == state:
                     hexip, hexport = parts[1].rsplit(":", 1)
-                    ip = hexip if len(hexip) > 8 else ".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    ip = (
+                        hexip
+                        if len(hexip) > 8
+                        else ".".join(str(int(hexip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+                    )
                     yield ip, int(hexport, 16), parts[9]
 
 

@@ -18,8 +18,9 @@ import base64
 import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 import orjson
@@ -169,15 +170,37 @@ class FakeRealtime(FakeModel):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
         if auth != f"Bearer {self.api_key}":
-            message = "Incorrect API key provided." if auth.startswith("Bearer ") else (
-                "You didn't provide an API key. You need to provide your API key in an Authorization header "
-                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-            return web.json_response({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
-                                                "message": message, "param": None}}, status=401)
+            message = (
+                "Incorrect API key provided."
+                if auth.startswith("Bearer ")
+                else (
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                )
+            )
+            return web.json_response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                        "message": message,
+                        "param": None,
+                    }
+                },
+                status=401,
+            )
         if not request.query.get("model"):
-            return web.json_response({"error": {"type": "invalid_request_error", "code": "missing_model",
-                                                "message": "Missing required parameter: 'model'.",
-                                                "param": "model"}}, status=400)
+            return web.json_response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "missing_model",
+                        "message": "Missing required parameter: 'model'.",
+                        "param": "model",
+                    }
+                },
+                status=400,
+            )
         if self._refuse():
             return web.Response(status=503, text="overloaded")
         ws = web.WebSocketResponse(max_msg_size=1 << 22)
@@ -192,9 +215,18 @@ class FakeRealtime(FakeModel):
         return ws
 
 
-CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
-                 "input_audio_buffer.clear", "conversation.item.create", "conversation.item.retrieve",
-                 "conversation.item.truncate", "conversation.item.delete", "response.create", "response.cancel")
+CLIENT_EVENTS = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "response.create",
+    "response.cancel",
+)
 
 
 class _RealtimeConn:
@@ -205,10 +237,16 @@ class _RealtimeConn:
         self.ids = itertools.count(1)
         self.configured = False
         self.config: dict[str, Any] = {
-            "type": "realtime", "model": "", "output_modalities": ["audio"],
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
-                                "turn_detection": dict(schema.DEFAULT_TURN_DETECTION)},
-                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}},
+            "type": "realtime",
+            "model": "",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": 24000},
+                    "turn_detection": dict(schema.DEFAULT_TURN_DETECTION),
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"},
+            },
         }
         self.items: dict[str, float] = {}
         """Conversation items: id -> ms of audio (assistant audio; 0 for others)."""
@@ -220,8 +258,14 @@ class _RealtimeConn:
         if not self.ws.closed:
             await self.ws.send_str(orjson.dumps(event).decode())
 
-    async def error(self, client_event: dict[str, Any], message: str, code: str | None = None,
-                    param: str | None = None, error: dict[str, Any] | None = None) -> None:
+    async def error(
+        self,
+        client_event: dict[str, Any],
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         """An ``error`` event about ``client_event`` (the session goes on)."""
         body = error or {"type": "invalid_request_error", "code": code, "message": message, "param": param}
         body = {**body, "event_id": client_event.get("event_id")}
@@ -240,8 +284,13 @@ class _RealtimeConn:
         if fake.ready_delay_s:
             await asyncio.sleep(fake.ready_delay_s)
         self.config["model"] = self.ws._req.query.get("model", "") if self.ws._req is not None else ""  # type: ignore[attr-defined]
-        await self.send({"type": "session.created", "event_id": "ev0",
-                         "session": {**self.config, "id": f"sess_{session.number}"}})
+        await self.send(
+            {
+                "type": "session.created",
+                "event_id": "ev0",
+                "session": {**self.config, "id": f"sess_{session.number}"},
+            }
+        )
         dropper = None
         if session.number in fake.drop_after_s:
             dropper = asyncio.ensure_future(self._drop(fake.drop_after_s[session.number]))
@@ -277,8 +326,14 @@ class _RealtimeConn:
             return
         self.session.events.append(event)
         if kind not in CLIENT_EVENTS:
-            await self.error(event, f"Invalid value: '{kind}'. Supported values are: "
-                             + ", ".join(f"'{k}'" for k in CLIENT_EVENTS) + ".", "invalid_value", "type")
+            await self.error(
+                event,
+                f"Invalid value: '{kind}'. Supported values are: "
+                + ", ".join(f"'{k}'" for k in CLIENT_EVENTS)
+                + ".",
+                "invalid_value",
+                "type",
+            )
         elif kind == "session.update":
             refused = schema.check_session(event.get("session"))
             if refused is not None:
@@ -286,12 +341,17 @@ class _RealtimeConn:
                 return
             self.config = schema.merged(self.config, event["session"])
             self.configured = True
-            await self.send({"type": "session.updated", "event_id": f"event_{next(self.ids)}", "session": self.config})
+            await self.send(
+                {"type": "session.updated", "event_id": f"event_{next(self.ids)}", "session": self.config}
+            )
         elif kind == "response.create":
             if self.responding is not None:
-                await self.error(event, f"Conversation already has an active response in progress: "
-                                 f"{self.responding}. Wait until the response is finished before creating a new one.",
-                                 "conversation_already_has_active_response")
+                await self.error(
+                    event,
+                    f"Conversation already has an active response in progress: "
+                    f"{self.responding}. Wait until the response is finished before creating a new one.",
+                    "conversation_already_has_active_response",
+                )
                 return
             if "Greet" in str((event.get("response") or {}).get("instructions", "")):
                 await self.respond(self.fake.greeting_s, "Hello from the fake model.")
@@ -299,7 +359,9 @@ class _RealtimeConn:
                 await self.respond(self.fake.reply_s, "Here is my answer.")
         elif kind == "response.cancel":
             if self.responding is None or self.reply is None:
-                await self.error(event, "Cancellation failed: no active response found", "response_cancel_not_active")
+                await self.error(
+                    event, "Cancellation failed: no active response found", "response_cancel_not_active"
+                )
                 return
             self.cancel_reply("client")
         elif kind == "conversation.item.truncate":
@@ -307,14 +369,18 @@ class _RealtimeConn:
         elif kind == "conversation.item.delete":
             item = event.get("item_id")
             if item not in self.items:
-                await self.error(event, f"Item with item_id not found: {item}", "item_delete_invalid_item_id", "item_id")
+                await self.error(
+                    event, f"Item with item_id not found: {item}", "item_delete_invalid_item_id", "item_id"
+                )
                 return
             del self.items[item]
             await self.send({"type": "conversation.item.deleted", "item_id": item})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
             if item.get("type") != "message" or item.get("role") not in ("user", "assistant", "system"):
-                await self.error(event, "Invalid 'item': expected a message with a role.", "invalid_value", "item")
+                await self.error(
+                    event, "Invalid 'item': expected a message with a role.", "invalid_value", "item"
+                )
                 return
             item.setdefault("id", f"item_{next(self.ids)}")
             self.items[item["id"]] = 0.0
@@ -323,19 +389,35 @@ class _RealtimeConn:
     async def truncate(self, event: dict[str, Any]) -> None:
         item, end = event.get("item_id"), event.get("audio_end_ms")
         if item not in self.items:
-            await self.error(event, f"Item with item_id not found: {item}", "item_truncate_invalid_item_id", "item_id")
+            await self.error(
+                event, f"Item with item_id not found: {item}", "item_truncate_invalid_item_id", "item_id"
+            )
         elif event.get("content_index") != 0:
             await self.error(event, "Invalid 'content_index'.", "invalid_value", "content_index")
         elif not isinstance(end, int) or isinstance(end, bool) or end < 0:
-            await self.error(event, f"Invalid 'audio_end_ms': expected an integer >= 0, but got {end!r} instead.",
-                             "integer_below_min_value", "audio_end_ms")
+            await self.error(
+                event,
+                f"Invalid 'audio_end_ms': expected an integer >= 0, but got {end!r} instead.",
+                "integer_below_min_value",
+                "audio_end_ms",
+            )
         elif end > self.items[item]:
-            await self.error(event, f"Audio content of {self.items[item]:.0f}ms is already shorter than {end}ms",
-                             "invalid_value", "audio_end_ms")
+            await self.error(
+                event,
+                f"Audio content of {self.items[item]:.0f}ms is already shorter than {end}ms",
+                "invalid_value",
+                "audio_end_ms",
+            )
         else:
             self.items[item] = float(end)
-            await self.send({"type": "conversation.item.truncated", "item_id": item, "content_index": 0,
-                             "audio_end_ms": end})
+            await self.send(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": item,
+                    "content_index": 0,
+                    "audio_end_ms": end,
+                }
+            )
 
     async def on_vad(self, change: str) -> None:
         td = self.turn_detection() or {}
@@ -344,17 +426,35 @@ class _RealtimeConn:
                 self.cancel_reply("vad")
             padding = int(td.get("prefix_padding_ms", 0))
             self.speech_item = f"in_{next(self.ids)}"  # the item that speech_stopped commits
-            await self.send({"type": "input_audio_buffer.speech_started",
-                             "audio_start_ms": max(0, self.vad.start_ms - padding), "item_id": self.speech_item})
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": max(0, self.vad.start_ms - padding),
+                    "item_id": self.speech_item,
+                }
+            )
         else:
             item = self.speech_item
             self.items[item] = 0.0
-            await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.vad.pos_ms, "item_id": item})
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": self.vad.pos_ms,
+                    "item_id": item,
+                }
+            )
             await self.send({"type": "input_audio_buffer.committed", "item_id": item})
-            await self.send({"type": "conversation.item.added",
-                             "item": {"id": item, "type": "message", "role": "user"}})
-            await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
-                             "content_index": 0, "transcript": f"caller turn {item}"})
+            await self.send(
+                {"type": "conversation.item.added", "item": {"id": item, "type": "message", "role": "user"}}
+            )
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item,
+                    "content_index": 0,
+                    "transcript": f"caller turn {item}",
+                }
+            )
             if td.get("create_response") and self.responding is None:
                 await self.respond(self.fake.reply_s, "Here is my answer.")
 
@@ -369,8 +469,13 @@ class _RealtimeConn:
         self.responding = response
         self.items[item] = 0.0
         await self.send({"type": "response.created", "response": {"id": response, "status": "in_progress"}})
-        await self.send({"type": "response.output_item.added", "response_id": response,
-                         "item": {"id": item, "type": "message", "role": "assistant"}})
+        await self.send(
+            {
+                "type": "response.output_item.added",
+                "response_id": response,
+                "item": {"id": item, "type": "message", "role": "assistant"},
+            }
+        )
         self.reply = asyncio.ensure_future(self._stream_reply(response, item, seconds, text))
         self.reply.add_done_callback(lambda task: self._done(response, task))
 
@@ -383,19 +488,43 @@ class _RealtimeConn:
             audio, step = tone(seconds, 24000, fake.amplitude).tobytes(), 48 * CHUNK_MS
         for i in range(0, len(audio), step):
             chunk = audio[i : i + step]
-            await self.send({"type": "response.output_audio.delta", "response_id": response, "item_id": item,
-                             "output_index": 0, "content_index": 0, "delta": base64.b64encode(chunk).decode()})
+            await self.send(
+                {
+                    "type": "response.output_audio.delta",
+                    "response_id": response,
+                    "item_id": item,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": base64.b64encode(chunk).decode(),
+                }
+            )
             if item in self.items:
                 self.items[item] += len(chunk) / (step / CHUNK_MS)
             await asyncio.sleep(CHUNK_MS / 2000)
         await self.send({"type": "response.output_audio.done", "response_id": response, "item_id": item})
-        await self.send({"type": "response.output_audio_transcript.done", "response_id": response,
-                         "item_id": item, "transcript": text})
+        await self.send(
+            {
+                "type": "response.output_audio_transcript.done",
+                "response_id": response,
+                "item_id": item,
+                "transcript": text,
+            }
+        )
         fake.replies += 1
         if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
-            await self.send({"type": "response.output_item.done", "response_id": response,
-                             "item": {"id": f"call_{next(self.ids)}", "type": "function_call",
-                                      "name": "end_call", "call_id": "c1", "arguments": "{}"}})
+            await self.send(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": response,
+                    "item": {
+                        "id": f"call_{next(self.ids)}",
+                        "type": "function_call",
+                        "name": "end_call",
+                        "call_id": "c1",
+                        "arguments": "{}",
+                    },
+                }
+            )
 
     def cancel_reply(self, by: str) -> None:
         """The response in progress ends now (``response.done`` follows)."""
@@ -411,5 +540,6 @@ class _RealtimeConn:
             self.responding = None
         status = "cancelled" if task.cancelled() else "completed"
         if not self.ws.closed:
-            asyncio.ensure_future(self.send({"type": "response.done", "response": {"id": response, "status": status}}))
-
+            asyncio.ensure_future(
+                self.send({"type": "response.done", "response": {"id": response, "status": status}})
+            )

@@ -12,7 +12,14 @@ import aiohttp
 from aiohttp import web
 
 REQUEST_HEADERS = ("Accept", "Authorization", "Content-Type", "Cookie", "Origin", "X-Twilio-Signature")
-RESPONSE_HEADERS = ("Cache-Control", "Content-Type", "Location", "Retry-After", "Set-Cookie", "WWW-Authenticate")
+RESPONSE_HEADERS = (
+    "Cache-Control",
+    "Content-Type",
+    "Location",
+    "Retry-After",
+    "Set-Cookie",
+    "WWW-Authenticate",
+)
 
 
 class StripProxy:
@@ -44,13 +51,14 @@ class StripProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if not request.path.startswith(self.prefix + "/"):
             raise web.HTTPNotFound(text="not under the prefix\n")
-        target = self.backend + request.raw_path[len(self.prefix):]
+        target = self.backend + request.raw_path[len(self.prefix) :]
         headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
         assert self._http is not None
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, target, headers)
-        async with self._http.request(request.method, target, headers=headers, data=await request.read(),
-                                      allow_redirects=False) as upstream:
+        async with self._http.request(
+            request.method, target, headers=headers, data=await request.read(), allow_redirects=False
+        ) as upstream:
             out = web.StreamResponse(status=upstream.status)
             for h in RESPONSE_HEADERS:
                 for value in upstream.headers.getall(h, []):
@@ -61,11 +69,14 @@ class StripProxy:
                     await out.write(chunk)
             return out
 
-    async def _websocket(self, request: web.Request, target: str, headers: dict[str, str]) -> web.StreamResponse:
+    async def _websocket(
+        self, request: web.Request, target: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
         assert self._http is not None
         outside = web.WebSocketResponse()
         await outside.prepare(request)
         async with self._http.ws_connect(target.replace("http", "ws", 1), headers=headers) as inside:
+
             async def pump(src, dst) -> None:  # type: ignore[no-untyped-def]
                 async for msg in src:
                     if msg.type == aiohttp.WSMsgType.TEXT:

@@ -16,7 +16,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -93,7 +94,9 @@ def _ignored_total(gw: ft.GatewayThread) -> float:
     """``callbridge_ignored_input_total``, all kinds, from ``/metrics``."""
     with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as resp:
         lines = resp.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("callbridge_ignored_input_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("callbridge_ignored_input_total{")
+    )
 
 
 async def _abuse(url: str, abuse: Abuse) -> Outcome:

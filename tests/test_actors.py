@@ -87,19 +87,19 @@ class Recorder(Actor):
         super().__init__(ctx)
         self.log = log
 
-    def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+    def receiveMsg_DtmfReceived(self, msg):
         self.log.append(("dtmf", msg.digit))
         if msg.digit == "1":  # a send from inside a handler is queued, not nested
             self.ctx.tell("recorder", m.MarkPlayed(1))
             self.log.append(("after-tell", msg.digit))
 
-    def receiveMsg_MarkPlayed(self, msg):  # noqa: N802
+    def receiveMsg_MarkPlayed(self, msg):
         self.log.append(("mark", msg.utterance))
 
-    def receiveMsg_OutboundFrame(self, msg):  # noqa: N802
+    def receiveMsg_OutboundFrame(self, msg):
         self.log.append(("frame", msg.payload))
 
-    def receiveMsg_ChildFailed(self, msg):  # noqa: N802
+    def receiveMsg_ChildFailed(self, msg):
         self.log.append(("failed", msg.role))
 
 
@@ -111,13 +111,13 @@ class Fragile(Actor):
         self.log = log
         self.count = 0
 
-    def receiveMsg_OutboundFrame(self, msg):  # noqa: N802
+    def receiveMsg_OutboundFrame(self, msg):
         self.count += 1
         if msg.payload == b"boom":
             raise ValueError("boom")
         self.log.append(("fragile", self.count))
 
-    def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+    def receiveMsg_DtmfReceived(self, msg):
         async def fail_later():
             await asyncio.sleep(0)
             raise RuntimeError("task failed")
@@ -146,7 +146,7 @@ def test_system_messages_jump_the_queue():
     class Burst(Actor):
         role = "burst"
 
-        def receiveMsg_DtmfReceived(self, msg):  # noqa: N802
+        def receiveMsg_DtmfReceived(self, msg):
             for i in range(3):
                 self.ctx.tell("recorder", m.OutboundFrame(bytes([i])))
             self.ctx.tell("recorder", m.MarkPlayed(2))
@@ -308,7 +308,7 @@ class CodecInbox(Actor):
         super().__init__(ctx)
         self.got = got
 
-    def receiveMsg_CallerMedia(self, msg):  # noqa: N802
+    def receiveMsg_CallerMedia(self, msg):
         self.got.append(msg)
 
 
@@ -320,7 +320,7 @@ async def test_jitter_marks_the_frames_it_inserts_during_a_stall_as_filler():
     d.add(Recorder, None, [])
     d.add(JitterBuffer, "recorder", Settings())
     d.add(CodecInbox, "recorder", got)
-    loud = bytes(range(0, 160))
+    loud = bytes(range(160))
     for i in range(60):  # 1.2 s of a clean line, then 300 ms of nothing, then a burst
         clock.t = i * 0.02 if i < 50 else 1.3
         d.tell("jitter", m.CallerMedia(i + 1, i * 20, loud))
@@ -344,7 +344,10 @@ async def test_supervisor_restarts_with_fresh_state_and_replays_call_start():
     d.tell("jitter", m.InjectFault())
     new_jitter = d.actors["jitter"]
     assert new_jitter is not old_jitter and new_jitter.buffer.stats().received == 0
-    assert ("child_restarted", {"child": "jitter", "error": "InjectedFault: fault injected into jitter: ", "generation": 1}) in io.notes
+    assert (
+        "child_restarted",
+        {"child": "jitter", "error": "InjectedFault: fault injected into jitter: ", "generation": 1},
+    ) in io.notes
     assert sup.generation["jitter"] == 1
     d.tell("jitter", m.CallerMedia(2, 20, b"\xff" * 160))  # audio flows through the new child
     assert new_jitter.buffer.stats().received == 1

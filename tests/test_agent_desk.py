@@ -44,6 +44,7 @@ class Script:
 
 # -- parser ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "text, kind, day, time",
     [
@@ -122,9 +123,18 @@ def test_parse_kinds(text, kind):
 
 @pytest.mark.parametrize(
     "text, answer",
-    [("yes", "yes"), ("yeah sure", "yes"), ("that's right", "yes"), ("sounds good", "yes"),
-     ("ok", "yes"), ("no", "no"), ("nope", "no"), ("no, make it four", "no"), ("no problem", "yes"),
-     ("hmm", None)],
+    [
+        ("yes", "yes"),
+        ("yeah sure", "yes"),
+        ("that's right", "yes"),
+        ("sounds good", "yes"),
+        ("ok", "yes"),
+        ("no", "no"),
+        ("nope", "no"),
+        ("no, make it four", "no"),
+        ("no problem", "yes"),
+        ("hmm", None),
+    ],
 )
 def test_parse_yes_no(text, answer):
     assert parse(text).answer == answer
@@ -182,15 +192,76 @@ def test_time_resolution_business_hours():
 @settings(max_examples=300, deadline=None)
 def test_parse_never_raises(text):
     intent = parse(text)
-    assert intent.kind in ("book", "move", "cancel", "query", "hours", "availability", "repeat",
-                           "help", "abort", "none")
+    assert intent.kind in (
+        "book",
+        "move",
+        "cancel",
+        "query",
+        "hours",
+        "availability",
+        "repeat",
+        "help",
+        "abort",
+        "none",
+    )
 
 
-VOCAB = ["book", "move", "cancel", "my", "appointment", "to", "for", "at", "on", "the", "one",
-         "two", "three", "four", "ten", "thirty", "half", "past", "quarter", "pm", "am", "oclock",
-         "tuesday", "thursday", "saturday", "next", "week", "tomorrow", "today", "in", "days",
-         "morning", "afternoon", "yes", "no", "thats", "all", "bye", "what", "do", "i", "have",
-         "first", "last", "never", "mind", "15:30", "9", "1230", "instead", "from", "a", "p", "m"]
+VOCAB = [
+    "book",
+    "move",
+    "cancel",
+    "my",
+    "appointment",
+    "to",
+    "for",
+    "at",
+    "on",
+    "the",
+    "one",
+    "two",
+    "three",
+    "four",
+    "ten",
+    "thirty",
+    "half",
+    "past",
+    "quarter",
+    "pm",
+    "am",
+    "oclock",
+    "tuesday",
+    "thursday",
+    "saturday",
+    "next",
+    "week",
+    "tomorrow",
+    "today",
+    "in",
+    "days",
+    "morning",
+    "afternoon",
+    "yes",
+    "no",
+    "thats",
+    "all",
+    "bye",
+    "what",
+    "do",
+    "i",
+    "have",
+    "first",
+    "last",
+    "never",
+    "mind",
+    "15:30",
+    "9",
+    "1230",
+    "instead",
+    "from",
+    "a",
+    "p",
+    "m",
+]
 
 
 @given(st.lists(st.lists(st.sampled_from(VOCAB), max_size=8).map(" ".join), min_size=1, max_size=12))
@@ -213,6 +284,7 @@ def test_desk_never_raises_and_always_answers(turns):
 
 # -- conversations ---------------------------------------------------------------------------
 
+
 async def test_scripted_book_query_move_cancel_goodbye():
     agent = create_agent("desk", today=MONDAY)
     assert isinstance(agent, DeskAgent) and agent.name == "desk" and agent.greeting() is None
@@ -222,22 +294,43 @@ async def test_scripted_book_query_move_cancel_goodbye():
     assert await s.say("three pm") == "Thursday at 3 PM. Shall I book it?"
     assert agent.state()["bookings"] == []  # nothing committed before the yes
     assert await s.say("yes") == "Done, you're booked for Thursday at 3 PM. Is there anything else?"
-    assert agent.state()["bookings"] == [{"date": "2025-03-13", "time": "15:00", "spoken": "Thursday at 3 PM"}]
-    assert await s.say("what do i have") == "You have an appointment on Thursday at 3 PM. Is there anything else?"
-    assert await s.say("when is my appointment") == "You have an appointment on Thursday at 3 PM. Is there anything else?"
+    assert agent.state()["bookings"] == [
+        {"date": "2025-03-13", "time": "15:00", "spoken": "Thursday at 3 PM"}
+    ]
+    assert (
+        await s.say("what do i have")
+        == "You have an appointment on Thursday at 3 PM. Is there anything else?"
+    )
+    assert (
+        await s.say("when is my appointment")
+        == "You have an appointment on Thursday at 3 PM. Is there anything else?"
+    )
     assert await s.say("can you move it to friday at ten thirty") == (
-        "So, Friday at 10:30 AM instead of Thursday at 3 PM. Shall I move it?")
-    assert await s.say("that's right") == "Done, your appointment is now Friday at 10:30 AM. Is there anything else?"
+        "So, Friday at 10:30 AM instead of Thursday at 3 PM. Shall I move it?"
+    )
+    assert (
+        await s.say("that's right")
+        == "Done, your appointment is now Friday at 10:30 AM. Is there anything else?"
+    )
     assert [b["time"] for b in agent.state()["bookings"]] == ["10:30"]
-    assert await s.say("actually cancel my appointment") == "Shall I cancel your appointment on Friday at 10:30 AM?"
-    assert await s.say("sure") == "Done, your appointment on Friday at 10:30 AM is cancelled. Is there anything else?"
+    assert (
+        await s.say("actually cancel my appointment")
+        == "Shall I cancel your appointment on Friday at 10:30 AM?"
+    )
+    assert (
+        await s.say("sure")
+        == "Done, your appointment on Friday at 10:30 AM is cancelled. Is there anything else?"
+    )
     assert agent.state()["bookings"] == []
     assert not agent.ended
     assert await s.say("thanks bye") == "Thanks for calling. Goodbye!"
     assert agent.ended
     assert agent.state()["state"] == "ended"
-    assert agent.state()["log"] == ["booked 2025-03-13T15:00", "moved 2025-03-13T15:00 to 2025-03-14T10:30",
-                                    "cancelled 2025-03-14T10:30"]
+    assert agent.state()["log"] == [
+        "booked 2025-03-13T15:00",
+        "moved 2025-03-13T15:00 to 2025-03-14T10:30",
+        "cancelled 2025-03-14T10:30",
+    ]
 
 
 async def test_reply_streams_sentence_pieces():
@@ -272,7 +365,9 @@ async def test_misrecognised_words():
     assert await s.say("no make it for") == "Tomorrow at 4 PM. Shall I book it?"
     assert await s.say("yeah") == "Done, you're booked for tomorrow at 4 PM. Is there anything else?"
     assert await s.say("can sell my appointment") == "Shall I cancel your appointment tomorrow at 4 PM?"
-    assert await s.say("yes") == "Done, your appointment tomorrow at 4 PM is cancelled. Is there anything else?"
+    assert (
+        await s.say("yes") == "Done, your appointment tomorrow at 4 PM is cancelled. Is there anything else?"
+    )
     assert await s.say("i want to book on wensday at ten o clock") == "Wednesday at 10 AM. Shall I book it?"
     assert await s.say("uh huh") == "Done, you're booked for Wednesday at 10 AM. Is there anything else?"
     assert [b["date"] for b in agent.state()["bookings"]] == ["2025-03-12"]
@@ -293,13 +388,16 @@ async def test_confirmation_corrections():
 async def test_out_of_hours_and_closed_days_refused():
     s = Script(agent := desk())
     answer = await s.say("book thursday at eight pm")
-    assert answer == ("Sorry, we're open from 9 AM to 5 PM, and the last appointment is at 4:30 PM. "
-                      "What time on Thursday would suit you?")
+    assert answer == (
+        "Sorry, we're open from 9 AM to 5 PM, and the last appointment is at 4:30 PM. "
+        "What time on Thursday would suit you?"
+    )
     assert await s.say("five") == answer  # 5 PM: the end of the day, not a start
     assert await s.say("seven in the morning") == answer
     assert await s.say("four thirty") == "Thursday at 4:30 PM. Shall I book it?"
     assert await s.say("no saturday") == (
-        "Sorry, we're closed on Saturdays. We're open Monday to Friday. Which other day would suit you?")
+        "Sorry, we're closed on Saturdays. We're open Monday to Friday. Which other day would suit you?"
+    )
     assert await s.say("monday") == "Monday, March 17th at 4:30 PM. Shall I book it?"
     assert agent.state()["bookings"] == []
 
@@ -310,17 +408,22 @@ async def test_configurable_hours():
     assert await s.say("book saturday at eight") == "Saturday at 8 AM. Shall I book it?"
     assert (await s.say("make it eleven thirty")).startswith("Sorry, we're open from 8 AM to noon")
     assert await s.say("what are your hours") == (
-        "We're open Saturday and Sunday, from 8 AM to noon. What time on Saturday?")
-    assert (await s.say("monday at ten")).startswith("Sorry, we're closed on Mondays. We're open Saturday and Sunday.")
+        "We're open Saturday and Sunday, from 8 AM to noon. What time on Saturday?"
+    )
+    assert (await s.say("monday at ten")).startswith(
+        "Sorry, we're closed on Mondays. We're open Saturday and Sunday."
+    )
 
 
 async def test_taken_slot_offers_nearest():
     s = Script(agent := desk(busy=[at(THU, 15)]))
     assert await s.say("book thursday at 3 pm") == (
-        "Sorry, Thursday at 3 PM is taken. The nearest free time is 3:30 PM. Shall I book that?")
+        "Sorry, Thursday at 3 PM is taken. The nearest free time is 3:30 PM. Shall I book that?"
+    )
     assert await s.say("ok") == "Done, you're booked for Thursday at 3:30 PM. Is there anything else?"
     assert await s.say("and another one thursday at half past three") == (
-        "You already have Thursday at 3:30 PM. The nearest free time is 4 PM. Shall I book that?")
+        "You already have Thursday at 3:30 PM. The nearest free time is 4 PM. Shall I book that?"
+    )
     assert await s.say("no") == "Okay. What day and time would suit you better?"
     assert len(agent.state()["bookings"]) == 1
 
@@ -332,19 +435,24 @@ async def test_shared_calendar_between_calls():
     await Script(first).say("book friday at 11")
     assert first.respond("yes").startswith("Done")
     assert second.respond("can i get friday at eleven") == (
-        "Sorry, Friday at 11 AM is taken. The nearest free time is 11:30 AM. Shall I book that?")
+        "Sorry, Friday at 11 AM is taken. The nearest free time is 11:30 AM. Shall I book that?"
+    )
     # the first caller takes 11:30 too before the second one says yes: the second is re-offered
     first.respond("book friday 11:30")
     first.respond("yes")
     assert second.respond("yes") == (
-        "Sorry, Friday at 11:30 AM is taken. The nearest free time is noon. Shall I book that?")
+        "Sorry, Friday at 11:30 AM is taken. The nearest free time is noon. Shall I book that?"
+    )
     assert second.state()["bookings"] == []
 
 
 async def test_day_fully_booked():
     busy = [at(THU, 9) + dt.timedelta(minutes=30 * k) for k in range(16)]
     s = Script(desk(busy=busy))
-    assert await s.say("book thursday at ten") == "Sorry, Thursday is fully booked. Which other day would suit you?"
+    assert (
+        await s.say("book thursday at ten")
+        == "Sorry, Thursday is fully booked. Which other day would suit you?"
+    )
     assert await s.say("friday") == "Friday at 10 AM. Shall I book it?"
 
 
@@ -357,15 +465,18 @@ async def test_several_bookings_choose_which():
     assert await s.say("the friday one") == "Shall I cancel your appointment on Friday at 2 PM?"
     assert await s.say("no") == "Okay, I'll keep it. Is there anything else?"
     assert await s.say("move my thursday appointment to wednesday") == (
-        "So, Wednesday at 10 AM instead of Thursday at 10 AM. Shall I move it?")
+        "So, Wednesday at 10 AM instead of Thursday at 10 AM. Shall I move it?"
+    )
     assert await s.say("yes") == "Done, your appointment is now Wednesday at 10 AM. Is there anything else?"
     assert await s.say("reschedule") == "Which one: Wednesday at 10 AM or Friday at 2 PM?"
     assert await s.say("the second one") == (
-        "Your appointment is on Friday at 2 PM. What day and time would you like instead?")
+        "Your appointment is on Friday at 2 PM. What day and time would you like instead?"
+    )
     assert await s.say("three") == "So, Friday at 3 PM instead of Friday at 2 PM. Shall I move it?"
     assert await s.say("correct") == "Done, your appointment is now Friday at 3 PM. Is there anything else?"
     assert await s.say("what do i have") == (
-        "You have 2 appointments: Wednesday at 10 AM and Friday at 3 PM. Is there anything else?")
+        "You have 2 appointments: Wednesday at 10 AM and Friday at 3 PM. Is there anything else?"
+    )
 
 
 async def test_max_bookings_per_caller():
@@ -373,36 +484,52 @@ async def test_max_bookings_per_caller():
     await s.say("book thursday at ten")
     await s.say("yes")
     assert await s.say("book friday at ten") == (
-        "You already have an appointment, which is the most I can book. I can move or cancel it.")
-    assert await s.say("move it to friday") == "So, Friday at 10 AM instead of Thursday at 10 AM. Shall I move it?"
+        "You already have an appointment, which is the most I can book. I can move or cancel it."
+    )
+    assert (
+        await s.say("move it to friday")
+        == "So, Friday at 10 AM instead of Thursday at 10 AM. Shall I move it?"
+    )
 
 
 async def test_nothing_to_move_or_cancel():
     s = Script(desk())
     assert await s.say("what do i have") == "You don't have any appointments booked. Is there anything else?"
-    assert await s.say("move my appointment") == "You don't have an appointment to move. Would you like to book one?"
+    assert (
+        await s.say("move my appointment")
+        == "You don't have an appointment to move. Would you like to book one?"
+    )
     assert await s.say("yes") == "What day and time would you like?"
     assert await s.say("forget it") == "Okay, I won't book anything. Is there anything else?"
     assert await s.say("cancel my appointment") == (
-        "You don't have any appointments to cancel. Is there anything else?")
+        "You don't have any appointments to cancel. Is there anything else?"
+    )
 
 
 async def test_availability_and_hours():
     s = Script(desk(busy=[at(THU, 9)]))
     assert await s.say("what times do you have on thursday") == (
-        "On Thursday, the earliest free times are 9:30 AM, 10 AM and 10:30 AM. Which would you like?")
+        "On Thursday, the earliest free times are 9:30 AM, 10 AM and 10:30 AM. Which would you like?"
+    )
     assert await s.say("ten") == "Thursday at 10 AM. Shall I book it?"
     s = Script(desk())
     assert await s.say("anything free tomorrow afternoon") == (
-        "Tomorrow, the earliest free times are noon, 12:30 PM and 1 PM. Which would you like?")
+        "Tomorrow, the earliest free times are noon, 12:30 PM and 1 PM. Which would you like?"
+    )
     assert await s.say("when are you open") == (
-        "We're open Monday to Friday, from 9 AM to 5 PM. What time tomorrow afternoon?")
+        "We're open Monday to Friday, from 9 AM to 5 PM. What time tomorrow afternoon?"
+    )
 
 
 async def test_goodbye_phrasings_end_the_call():
-    for first, bye in [("book thursday at ten", "goodbye"), ("hello", "thanks bye"),
-                       ("what do i have", "that's all"), ("what do i have", "no thanks"),
-                       ("what do i have", "thank you"), ("book thursday at ten", "bye bye")]:
+    for first, bye in [
+        ("book thursday at ten", "goodbye"),
+        ("hello", "thanks bye"),
+        ("what do i have", "that's all"),
+        ("what do i have", "no thanks"),
+        ("what do i have", "thank you"),
+        ("book thursday at ten", "bye bye"),
+    ]:
         agent = desk()
         agent.respond(first)
         answer = agent.respond(bye)
@@ -411,7 +538,8 @@ async def test_goodbye_phrasings_end_the_call():
     agent = desk()
     agent.respond("book thursday at ten")
     assert agent.respond("yes thanks bye") == (
-        "Done, you're booked for Thursday at 10 AM. Thanks for calling, see you Thursday at 10 AM. Goodbye!")
+        "Done, you're booked for Thursday at 10 AM. Thanks for calling, see you Thursday at 10 AM. Goodbye!"
+    )
     assert agent.ended and len(agent.state()["bookings"]) == 1
     agent = desk()
     agent.respond("book thursday at ten")
@@ -470,7 +598,8 @@ def test_create_agent_errors():
     assert isinstance(create_agent(""), DeskAgent)
     assert isinstance(create_agent("DESK", today=MONDAY, greeting=None), DeskAgent)
     assert create_agent("desk", greeting="Appointment desk, how can I help?").greeting() == (
-        "Appointment desk, how can I help?")
+        "Appointment desk, how can I help?"
+    )
     with pytest.raises(ValueError, match="unknown agent kind 'gpt'"):
         create_agent("gpt")
     with pytest.raises(ValueError, match="needs base_url, model"):
@@ -487,4 +616,5 @@ def test_create_agent_errors():
 
 async def test_reply_text_helper():
     assert await reply_text(desk(), "what are your hours") == (
-        "We're open Monday to Friday, from 9 AM to 5 PM. Is there anything else?")
+        "We're open Monday to Friday, from 9 AM to 5 PM. Is there anything else?"
+    )

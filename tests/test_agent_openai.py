@@ -23,8 +23,12 @@ def chunk(content: str | None = None, finish: str | None = None, **delta: Any) -
     d = dict(delta)
     if content is not None:
         d["content"] = content
-    return {"id": "c1", "object": "chat.completion.chunk", "model": "m",
-            "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+    }
 
 
 def sse(obj: Any) -> bytes:
@@ -74,25 +78,47 @@ class FakeLLM:
         if self.api_key is not None:
             auth = headers.get("Authorization", "")
             if not auth.startswith("Bearer "):
-                return web.json_response(openai_error(
-                    "You didn't provide an API key. You need to provide your API key in an Authorization "
-                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", None, None), status=401)
+                return web.json_response(
+                    openai_error(
+                        "You didn't provide an API key. You need to provide your API key in an Authorization "
+                        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                        None,
+                        None,
+                    ),
+                    status=401,
+                )
             if auth != f"Bearer {self.api_key}":
-                return web.json_response(openai_error(
-                    f"Incorrect API key provided: {auth[7:11]}****.", None, "invalid_api_key"), status=401)
+                return web.json_response(
+                    openai_error(f"Incorrect API key provided: {auth[7:11]}****.", None, "invalid_api_key"),
+                    status=401,
+                )
         model = str(body.get("model", ""))
         if REASONING_MODEL.match(model):
             if "max_tokens" in body:
-                return web.json_response(openai_error(
-                    "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                    "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter"), status=400)
+                return web.json_response(
+                    openai_error(
+                        "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                        "Use 'max_completion_tokens' instead.",
+                        "max_tokens",
+                        "unsupported_parameter",
+                    ),
+                    status=400,
+                )
             if "temperature" in body and body["temperature"] != 1:
-                return web.json_response(openai_error(
-                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
-                    "Only the default (1) value is supported.", "temperature", "unsupported_value"), status=400)
+                return web.json_response(
+                    openai_error(
+                        f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                        "Only the default (1) value is supported.",
+                        "temperature",
+                        "unsupported_value",
+                    ),
+                    status=400,
+                )
         if self.legacy and "max_completion_tokens" in body:
-            return web.json_response(openai_error(
-                "Unrecognized request argument supplied: max_completion_tokens", None, None), status=400)
+            return web.json_response(
+                openai_error("Unrecognized request argument supplied: max_completion_tokens", None, None),
+                status=400,
+            )
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -148,8 +174,15 @@ HISTORY = [Turn("caller", "hi"), Turn("agent", "Hello! How can I help?"), Turn("
 
 
 async def test_streams_pieces_incrementally_and_sends_the_conversation(llm):
-    llm.script = [sse(chunk(role="assistant")), sse(chunk("Sure")), sse(chunk(", Tuesday")), "WAIT",
-                  sse(chunk(" at 3 PM works.")), sse(chunk(finish="stop")), sse("[DONE]")]
+    llm.script = [
+        sse(chunk(role="assistant")),
+        sse(chunk("Sure")),
+        sse(chunk(", Tuesday")),
+        "WAIT",
+        sse(chunk(" at 3 PM works.")),
+        sse(chunk(finish="stop")),
+        sse("[DONE]"),
+    ]
     agent = agent_for(llm, api_key="sk-test", max_history_turns=2, temperature=0.2)
     got: list[str] = []
     async with contextlib.aclosing(agent.reply("tuesday at three", HISTORY)) as gen:
@@ -190,16 +223,25 @@ async def test_custom_prompt_no_key_no_history_duplication(llm):
 
 
 async def test_sse_split_across_writes_crlf_comments_and_usage_chunk(llm):
-    raw = (b": keep-alive\r\n\r\nevent: message\r\ndata: " + orjson.dumps(chunk("Hel"))
-           + b"\r\n\r\ndata:" + orjson.dumps(chunk("lo.")) + b"\r\n\r\n"
-           + b'data: {"choices": [], "usage": {"total_tokens": 5}}\r\n\r\ndata: [DONE]\r\n\r\n')
-    llm.script = [raw[i:i + 7] for i in range(0, len(raw), 7)]
+    raw = (
+        b": keep-alive\r\n\r\nevent: message\r\ndata: "
+        + orjson.dumps(chunk("Hel"))
+        + b"\r\n\r\ndata:"
+        + orjson.dumps(chunk("lo."))
+        + b"\r\n\r\n"
+        + b'data: {"choices": [], "usage": {"total_tokens": 5}}\r\n\r\ndata: [DONE]\r\n\r\n'
+    )
+    llm.script = [raw[i : i + 7] for i in range(0, len(raw), 7)]
     assert await reply_text(agent_for(llm), "hi") == "Hello."
 
 
 async def test_goodbye_heuristic_sets_ended(llm):
-    llm.script = [sse(chunk("You're all set for Tuesday. ")), sse(chunk("Thanks for calling, goodbye!")),
-                  sse(chunk(finish="stop")), sse("[DONE]")]
+    llm.script = [
+        sse(chunk("You're all set for Tuesday. ")),
+        sse(chunk("Thanks for calling, goodbye!")),
+        sse(chunk(finish="stop")),
+        sse("[DONE]"),
+    ]
     agent = agent_for(llm)
     await reply_text(agent, "that's all, thanks")
     assert agent.ended
@@ -216,8 +258,19 @@ async def test_end_call_tool_call(llm):
 
 async def test_non_streaming_json_answer_accepted(llm):
     llm.content_type = "application/json"
-    llm.script = [orjson.dumps({"choices": [{"index": 0, "finish_reason": "stop",
-                                             "message": {"role": "assistant", "content": "Hi there. Bye!"}}]})]
+    llm.script = [
+        orjson.dumps(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "Hi there. Bye!"},
+                    }
+                ]
+            }
+        )
+    ]
     agent = agent_for(llm)
     assert await reply_text(agent, "hello") == "Hi there. Bye!"
     assert agent.ended
@@ -312,9 +365,16 @@ def test_sse_decoder_units():
 
 @pytest.mark.parametrize(
     "text, ended",
-    [("Goodbye!", True), ("Thanks, bye.", True), ("All booked. Have a great day!", True),
-     ("Should I say goodbye?", False), ("Goodbye for now, see you. What else?", False),
-     ("Bye. Actually, one more thing: what time suits you", False), ("Hello.", False), ("", False)],
+    [
+        ("Goodbye!", True),
+        ("Thanks, bye.", True),
+        ("All booked. Have a great day!", True),
+        ("Should I say goodbye?", False),
+        ("Goodbye for now, see you. What else?", False),
+        ("Bye. Actually, one more thing: what time suits you", False),
+        ("Hello.", False),
+        ("", False),
+    ],
 )
 def test_goodbye_heuristic(text, ended):
     assert says_goodbye(text) is ended
@@ -341,10 +401,15 @@ async def test_fake_refuses_max_tokens_for_reasoning_models_as_openai_does(llm, 
     llm.script = DONE
     status, body = await post(llm, {"model": model, "messages": MESSAGES, "max_tokens": 300})
     assert status == 400
-    assert body == {"error": {
-        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                   "Use 'max_completion_tokens' instead.",
-        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+    assert body == {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
     status, _ = await post(llm, {"model": model, "messages": MESSAGES, "max_completion_tokens": 300})
     assert status == 200
     status, _ = await post(llm, {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 300})
@@ -387,19 +452,30 @@ async def test_the_limit_goes_as_max_completion_tokens_so_openai_models_answer(l
 
 async def test_the_limit_from_settings_zero_sends_none(llm):
     llm.script = DONE
-    settings = Settings(agent="openai", openai_base_url=llm.base_url, openai_model="gpt-5",  # type: ignore[attr-defined]
-                        openai_max_tokens=0)
+    settings = Settings(
+        agent="openai",
+        openai_base_url=llm.base_url,
+        openai_model="gpt-5",  # type: ignore[attr-defined]
+        openai_max_tokens=0,
+    )
     assert await reply_text(settings_agent(settings, "CA1"), "hi") == "Sure."
-    settings = Settings(agent="openai", openai_base_url=llm.base_url, openai_model="local",  # type: ignore[attr-defined]
-                        openai_max_tokens=120, openai_max_tokens_param="max_tokens")
+    settings = Settings(
+        agent="openai",
+        openai_base_url=llm.base_url,
+        openai_model="local",  # type: ignore[attr-defined]
+        openai_max_tokens=120,
+        openai_max_tokens_param="max_tokens",
+    )
     assert await reply_text(settings_agent(settings, "CA2"), "hi") == "Sure."
     first, second = (r["json"] for r in llm.requests)
     assert "max_tokens" not in first and "max_completion_tokens" not in first
     assert second["max_tokens"] == 120 and "max_completion_tokens" not in second
 
 
-@pytest.mark.parametrize("legacy, sent, then", [(False, "max_tokens", "max_completion_tokens"),
-                                                 (True, "max_completion_tokens", "max_tokens")])
+@pytest.mark.parametrize(
+    "legacy, sent, then",
+    [(False, "max_tokens", "max_completion_tokens"), (True, "max_completion_tokens", "max_tokens")],
+)
 async def test_a_refused_limit_name_is_retried_once_with_the_other_and_kept(llm, legacy, sent, then):
     """OpenAI's gpt-5 refusing ``max_tokens``, or an old server refusing
     ``max_completion_tokens``: one more request with the other name, kept for the call."""

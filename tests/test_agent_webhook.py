@@ -42,8 +42,13 @@ class Endpoint:
         raw = await request.read()
         self.requests.append({"headers": dict(request.headers), "raw": raw, "json": orjson.loads(raw)})
         if self.secret is not None:
-            ok = verify(self.secret, request.headers.get(TIMESTAMP_HEADER), raw,
-                        request.headers.get(SIGNATURE_HEADER), now=time.time())
+            ok = verify(
+                self.secret,
+                request.headers.get(TIMESTAMP_HEADER),
+                raw,
+                request.headers.get(SIGNATURE_HEADER),
+                now=time.time(),
+            )
             self.verified.append(ok)
             if not ok:
                 return web.Response(status=401, text="bad signature")
@@ -104,9 +109,12 @@ async def test_json_answer_state_round_trip_and_request_shape(hook):
     assert await reply_text(agent, "again", []) == "Turn 2. What else?"
     assert agent.state() == {"n": 2}
     first = hook.requests[0]
-    assert first["json"] == {"callSid": "CA123", "transcript": "book tuesday",
-                             "history": [{"role": "agent", "text": "Hello!"}, {"role": "caller", "text": "hi"}],
-                             "state": {}}
+    assert first["json"] == {
+        "callSid": "CA123",
+        "transcript": "book tuesday",
+        "history": [{"role": "agent", "text": "Hello!"}, {"role": "caller", "text": "hi"}],
+        "state": {},
+    }
     assert first["headers"]["Content-Type"] == "application/json"
     assert TIMESTAMP_HEADER not in first["headers"]  # no secret: unsigned
     assert hook.requests[1]["json"]["state"] == {"n": 1}
@@ -138,7 +146,9 @@ async def test_signature_verified_by_the_endpoint(hook):
     assert hook.verified == [True]
     headers = hook.requests[0]["headers"]
     ts = headers[TIMESTAMP_HEADER]
-    expected = hmac.new(SECRET.encode(), ts.encode() + b"." + hook.requests[0]["raw"], hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        SECRET.encode(), ts.encode() + b"." + hook.requests[0]["raw"], hashlib.sha256
+    ).hexdigest()
     assert headers[SIGNATURE_HEADER] == f"v1={expected}"
 
 
@@ -175,7 +185,10 @@ async def test_long_text_truncated_at_a_sentence(hook):
 @pytest.mark.parametrize(
     "response, message",
     [
-        (lambda: web.Response(status=500, text="Traceback: KeyError 'x'"), "HTTP 500: Traceback: KeyError 'x'"),
+        (
+            lambda: web.Response(status=500, text="Traceback: KeyError 'x'"),
+            "HTTP 500: Traceback: KeyError 'x'",
+        ),
         (lambda: web.Response(status=302, headers={"Location": "http://example.com/"}), "HTTP 302"),
         (lambda: web.Response(body=b"{oops", content_type="application/json"), "invalid JSON"),
         (lambda: web.json_response(["a"]), "expected an object"),
@@ -224,6 +237,7 @@ async def test_unreachable_webhook():
 
 # -- signing and text cap --------------------------------------------------------------------
 
+
 def test_sign_and_verify():
     body = b'{"transcript": "hi"}'
     sig = sign(SECRET, 1_700_000_000, body)
@@ -233,12 +247,12 @@ def test_sign_and_verify():
     now = 1_700_000_100
     assert verify(SECRET, "1700000000", body, sig, now)
     assert verify(SECRET, 1_700_000_000, body, f"v1=deadbeef, {sig}", now)  # rotation: any match
-    assert not verify(SECRET, "1700000000", body + b" ", sig, now)        # tampered body
-    assert not verify("other", "1700000000", body, sig, now)              # wrong secret
-    assert not verify(SECRET, "1700000001", body, sig, now)               # timestamp not signed
-    assert not verify(SECRET, "1700000000", body, sig, now + 301)         # outside the window
+    assert not verify(SECRET, "1700000000", body + b" ", sig, now)  # tampered body
+    assert not verify("other", "1700000000", body, sig, now)  # wrong secret
+    assert not verify(SECRET, "1700000001", body, sig, now)  # timestamp not signed
+    assert not verify(SECRET, "1700000000", body, sig, now + 301)  # outside the window
     assert verify(SECRET, "1700000000", body, sig, now + 301, window_s=600)
-    assert not verify(SECRET, "1700000000", body, sig, 1_699_999_000)     # from the future
+    assert not verify(SECRET, "1700000000", body, sig, 1_699_999_000)  # from the future
     for bad_ts in (None, "", "abc", "-5", "1.5e9", "17000000000000000000"):
         assert not verify(SECRET, bad_ts, body, sig, now)
     for bad_sig in (None, "", expected, "v1=", "v0=" + expected, "v1=" + expected.upper(), "v1=\u00e9"):

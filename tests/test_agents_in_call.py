@@ -36,8 +36,13 @@ async def test_webhook_agent_and_signed_events(start_server):
     async def on_turn(request: web.Request) -> web.Response:
         nonlocal failures_left, bad_signatures
         body = await request.read()
-        if not verify(AGENT_SECRET, request.headers.get("X-Callbridge-Timestamp"), body,
-                      request.headers.get("X-Callbridge-Signature"), time.time()):
+        if not verify(
+            AGENT_SECRET,
+            request.headers.get("X-Callbridge-Timestamp"),
+            body,
+            request.headers.get("X-Callbridge-Signature"),
+            time.time(),
+        ):
             bad_signatures += 1
             return web.Response(status=401)
         if failures_left:  # the first try fails: the caller hears the fallback, then the retry
@@ -50,8 +55,13 @@ async def test_webhook_agent_and_signed_events(start_server):
     async def on_event(request: web.Request) -> web.Response:
         nonlocal bad_signatures
         body = await request.read()
-        if not verify(SECRET, request.headers.get("X-Callbridge-Timestamp"), body,
-                      request.headers.get("X-Callbridge-Signature"), time.time()):
+        if not verify(
+            SECRET,
+            request.headers.get("X-Callbridge-Timestamp"),
+            body,
+            request.headers.get("X-Callbridge-Signature"),
+            time.time(),
+        ):
             bad_signatures += 1
             return web.Response(status=401)
         events.append(orjson.loads(body))
@@ -62,8 +72,12 @@ async def test_webhook_agent_and_signed_events(start_server):
     runner, user = await _serve(app)
     try:
         url = await start_server(
-            greeting="Hi.", agent="webhook", agent_webhook_url=user + "/turn",
-            agent_webhook_secret=AGENT_SECRET, events_url=user + "/events", events_secret=SECRET,
+            greeting="Hi.",
+            agent="webhook",
+            agent_webhook_url=user + "/turn",
+            agent_webhook_secret=AGENT_SECRET,
+            events_url=user + "/events",
+            events_secret=SECRET,
         )
         result = await SimulatedCall(url, audio=[read_wav(bundled_turns()[0])], polite=True, hold_s=8).run()
         for _ in range(100):  # events are posted in the background

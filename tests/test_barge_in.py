@@ -17,8 +17,14 @@ LONG_GREETING = (
 SR = 8000
 
 
-def _burst(out: np.ndarray, rng: np.random.Generator, at_s: float, dur_s: float, level: float,
-           shape: np.ndarray | None = None) -> None:
+def _burst(
+    out: np.ndarray,
+    rng: np.random.Generator,
+    at_s: float,
+    dur_s: float,
+    level: float,
+    shape: np.ndarray | None = None,
+) -> None:
     """Add a decaying noise burst (optionally filtered by ``shape``) to ``out`` at ``at_s``."""
     n = int(dur_s * SR)
     x = rng.normal(0, level, n) * np.exp(-np.arange(n) / (0.3 * n))

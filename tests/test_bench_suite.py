@@ -31,8 +31,22 @@ json.dump({"knee": 50, "steps": steps, "note": "text is left out", "raw": [1, 2]
 def test_bench_command_runs_a_benchmark_and_writes_the_results(tmp_path):
     md, js = tmp_path / "results.md", tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "run.py", "bench", "--quick", "--only", "metrics", "--out", str(md), "--json", str(js)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "run.py",
+            "bench",
+            "--quick",
+            "--only",
+            "metrics",
+            "--out",
+            str(md),
+            "--json",
+            str(js),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(js.read_text())
@@ -48,20 +62,35 @@ def test_bench_command_runs_a_benchmark_and_writes_the_results(tmp_path):
     assert fig["n"] == 3 and fig["min"] <= fig["q1"] <= fig["median"] <= fig["q3"] <= fig["max"]
     assert list(report["benchmarks"]) == ["metrics"]
     text = md.read_text()
-    for heading in ("# callbridge benchmark results", "## Summary", "## Side by side", "### metrics",
-                    "## Machine and versions"):
+    for heading in (
+        "# callbridge benchmark results",
+        "## Summary",
+        "## Side by side",
+        "### metrics",
+        "## Machine and versions",
+    ):
         assert heading in text, heading
     assert "| observability added per frame | ns |" in text
     assert text.strip() in proc.stdout  # the table is printed at the end
     again = tmp_path / "again.md"
-    subprocess.run([sys.executable, "run.py", "bench", "--render", str(js), "--out", str(again)], cwd=ROOT,
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "run.py", "bench", "--render", str(js), "--out", str(again)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     assert again.read_text() == text
 
 
 def test_bench_command_refuses_unknown_names(tmp_path):
-    proc = subprocess.run([sys.executable, "run.py", "bench", "--only", "codec,nope"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "bench", "--only", "codec,nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "unknown benchmark(s) nope" in proc.stderr
 

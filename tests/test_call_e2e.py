@@ -34,8 +34,18 @@ async def test_conversation_books_an_appointment_both_sides_recorded(start_serve
     assert record is not None and record["state"] == "ended"
     timeline = record["timeline"]
     events = result.timeline_events()
-    for expected in ("started", "greeting_audio", "first_audio_sent", "mark_played", "speech_started",
-                     "transcript.partial", "transcript.final", "agent.reply", "turn", "stopped"):
+    for expected in (
+        "started",
+        "greeting_audio",
+        "first_audio_sent",
+        "mark_played",
+        "speech_started",
+        "transcript.partial",
+        "transcript.final",
+        "agent.reply",
+        "turn",
+        "stopped",
+    ):
         assert expected in events, f"{expected} missing from {events}"
     assert events.index("mark_played") < events.index("speech_started")  # polite caller
     finals = [e["text"] for e in timeline if e["event"] == "transcript.final"]
@@ -156,7 +166,11 @@ async def test_health_and_call_listing(start_server):
         async with http.get(f"{url}/healthz") as resp:
             health = await resp.json()
             assert {k: health[k] for k in ("status", "calls", "sockets", "pid")} == {
-                "status": "ok", "calls": 1, "sockets": 1, "pid": os.getpid()}
+                "status": "ok",
+                "calls": 1,
+                "sockets": 1,
+                "pid": os.getpid(),
+            }
             assert health["tasks"] > 0
         async with http.get(f"{url}/calls") as resp:
             listing = await resp.json()

@@ -23,7 +23,9 @@ def test_readme_configuration_table_is_current():
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
+    command = (
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
+    )
     assert command in readme
     assert command.replace("pip install -e", "pip install -q -e") in ci
     # The browser test needs Debian's chromium: CI installs it first, the README says so.
@@ -31,14 +33,22 @@ def test_readme_test_command_is_what_ci_runs():
     assert ci.index(chromium) < ci.index("python3 -m venv")
     assert "apt-get install chromium" in readme
     # The wss test makes its certificate with the openssl command: CI installs it if missing.
-    assert ci.index("command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)") < ci.index("python3 -m venv")
+    assert ci.index(
+        "command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)"
+    ) < ci.index("python3 -m venv")
 
 
 def test_settings_from_env_and_errors():
     s = Settings.from_env({"PORT": "9000", "TRUST_PROXY": "yes", "OUTBOUND_LEAD_MS": "100"}, port=9001)
     assert (s.port, s.trust_proxy, s.outbound_lead_ms) == (9001, True, 100)
-    for env in ({"PORT": "x"}, {"TRUST_PROXY": "maybe"}, {"OUTBOUND_LEAD_MS": "5"}, {"MODE": "fast"},
-                {"PUBLIC_URL": "voice.example.com"}, {"MODE": "prod"}):
+    for env in (
+        {"PORT": "x"},
+        {"TRUST_PROXY": "maybe"},
+        {"OUTBOUND_LEAD_MS": "5"},
+        {"MODE": "fast"},
+        {"PUBLIC_URL": "voice.example.com"},
+        {"MODE": "prod"},
+    ):
         try:
             Settings.from_env(env)
         except ConfigError:
@@ -49,7 +59,10 @@ def test_settings_from_env_and_errors():
 def test_demo_command_writes_greeting_and_timeline(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "demo", "--out-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for event in ("greeting_audio", "transcript.final", "agent.reply", "call_ending"):
@@ -68,7 +81,10 @@ def test_demo_command_writes_greeting_and_timeline(tmp_path):
 def test_call_command_reports_refusal(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "call", "--url", "http://127.0.0.1:9"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in proc.stderr
@@ -78,8 +94,9 @@ def test_serve_refuses_openai_realtime_without_a_key():
     """Refused at start with a clear message, not discovered by the first caller."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "UPSTREAM")}
     env.update(UPSTREAM="openai-realtime", PORT="0")
-    proc = subprocess.run([sys.executable, "run.py", "serve"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 2, (proc.stdout[-500:], proc.stderr[-500:])
     assert "configuration error: UPSTREAM=openai-realtime: needs OPENAI_API_KEY" in proc.stderr
     assert "listening" not in proc.stdout

@@ -77,11 +77,13 @@ async def test_live_feed_follows_a_call(start_server):
             call = SimulatedCall(url, dtmf="5", hold_s=1.5)
             running = asyncio.ensure_future(call.run())
             seen: dict[str, list] = {"call": [], "note": [], "tick": []}
+
             async def follow() -> None:
                 async for kind, data in events:
                     seen[kind].append(data)
                     if kind == "call" and data["state"] == "ended":
                         return
+
             await asyncio.wait_for(follow(), 30)
             result = await running
         async with http.get(f"{url}/calls") as resp:
@@ -123,7 +125,9 @@ async def test_token_protects_console_calls_and_metrics(start_server):
             assert resp.status == 200
         async with http.post(url + "/console/call", data="{}") as resp:  # not JSON: a form could send it
             assert resp.status == 415
-        async with http.post(url + "/console/call", json={}, headers={"Origin": "http://evil.example"}) as resp:
+        async with http.post(
+            url + "/console/call", json={}, headers={"Origin": "http://evil.example"}
+        ) as resp:
             assert resp.status == 403
         async with http.post(url + "/console/call", json={}) as resp:
             assert resp.status == 200
@@ -148,8 +152,9 @@ async def test_softphone_stream_uses_the_console_socket_and_its_own_tokens(start
     async with aiohttp.ClientSession() as http:
         async with http.post(url + "/console/call", json={}) as resp:
             minted = await resp.json()
-        start = ms.twilio_start(1, minted["streamSid"], minted["callSid"], minted["accountSid"],
-                                minted["customParameters"])
+        start = ms.twilio_start(
+            1, minted["streamSid"], minted["callSid"], minted["accountSid"], minted["customParameters"]
+        )
         # The console's token is no good on Twilio's socket (nor is the handshake).
         ws = await http.ws_connect(url + "/media")
         await ws.send_str(start)
@@ -157,7 +162,9 @@ async def test_softphone_stream_uses_the_console_socket_and_its_own_tokens(start
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
         # A webhook-style token is no good on the console's socket.
         ws = await http.ws_connect(url + minted["path"])
-        forged = dict(minted["customParameters"], token=minted["customParameters"]["token"].replace("v1.", "v1.x"))
+        forged = dict(
+            minted["customParameters"], token=minted["customParameters"]["token"].replace("v1.", "v1.x")
+        )
         await ws.send_str(ms.twilio_start(1, minted["streamSid"], minted["callSid"], "AC1", forged))
         msg = await ws.receive()
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
@@ -190,8 +197,9 @@ async def test_softphone_calls_are_bounded(start_server):
             async with http.post(url + "/console/call", json={}) as resp:
                 minted = await resp.json()
             ws = await http.ws_connect(url + minted["path"])
-            await ws.send_str(ms.twilio_start(1, minted["streamSid"], minted["callSid"], "AC1",
-                                              minted["customParameters"]))
+            await ws.send_str(
+                ms.twilio_start(1, minted["streamSid"], minted["callSid"], "AC1", minted["customParameters"])
+            )
             sockets.append(ws)
         for _ in range(50):
             async with http.get(url + "/calls") as resp:

@@ -39,15 +39,26 @@ def caller_wav(path: Path) -> Path:
         return StreamingResampler(tts.sample_rate, RATE).process(np.concatenate(chunks))
 
     silence = lambda s: np.zeros(int(RATE * s), np.int16)
-    write_wav(path, np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]), RATE)
+    write_wav(
+        path,
+        np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]),
+        RATE,
+    )
     return path
 
 
 def launch_args(wav: Path) -> list[str]:
     return [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
     ]
 
@@ -55,12 +66,17 @@ def launch_args(wav: Path) -> list[str]:
 @pytest.fixture
 async def browser(tmp_path):
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the console's browser test needs it)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: apt-get install -y chromium (the console's browser test needs it)"
+        )
     wav = caller_wav(tmp_path / "caller.wav")
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=launch_args(wav),
-            viewport={"width": 1400, "height": 820}, headless=True,
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=launch_args(wav),
+            viewport={"width": 1400, "height": 820},
+            headless=True,
         )
         yield context
         await context.close()
@@ -76,10 +92,14 @@ async def test_softphone_call_fills_the_console(start_server, browser, tmp_path)
     await page.click("#call-button")
     await expect(page.locator("#phone-state")).to_have_text("live", timeout=10_000)
     conversation = page.locator("#conversation")
-    await expect(conversation.locator(".bubble.agent").first).to_contain_text("thanks for calling", timeout=10_000)
+    await expect(conversation.locator(".bubble.agent").first).to_contain_text(
+        "thanks for calling", timeout=10_000
+    )
     caller = conversation.locator(".bubble.caller:not(.partial)").first
     await expect(caller).to_contain_text("appointment", timeout=20_000)
-    await expect(conversation.locator(".bubble.agent").nth(1)).to_contain_text("Shall I book it", timeout=10_000)
+    await expect(conversation.locator(".bubble.agent").nth(1)).to_contain_text(
+        "Shall I book it", timeout=10_000
+    )
     await expect(page.locator("#turns .turn").first).to_be_visible()
     await expect(conversation.locator(".bubble.agent").nth(2)).to_contain_text("booked", timeout=20_000)
     await expect(page.locator("tr.call td").nth(3)).to_have_text("2")  # the list: 2 answered turns
@@ -118,7 +138,9 @@ async def test_browser_g711_is_bit_exact(start_server, browser):
     assert decoded == ulaw_decode(bytes(range(256))).tolist()
 
 
-async def test_console_behind_a_path_stripping_proxy(browser, start_server):  # the WAV first: off the watched loop
+async def test_console_behind_a_path_stripping_proxy(
+    browser, start_server
+):  # the WAV first: off the watched loop
     """``PUBLIC_URL=http://proxy/voice-bridge``, the proxy stripping ``/voice-bridge``: the
     page, its scripts, the live feed and the softphone's socket all go through it."""
     proxy = StripProxy("/voice-bridge")
@@ -135,7 +157,9 @@ async def test_console_behind_a_path_stripping_proxy(browser, start_server):  # 
         await page.click("#call-button")
         await expect(page.locator("#phone-state")).to_have_text("live", timeout=10_000)
         conversation = page.locator("#conversation")
-        await expect(conversation.locator(".bubble.agent").first).to_contain_text("thanks for calling", timeout=10_000)
+        await expect(conversation.locator(".bubble.agent").first).to_contain_text(
+            "thanks for calling", timeout=10_000
+        )
         await page.click("#hangup-button")
         await expect(page.locator("tr.call td").nth(1)).to_have_text("ended", timeout=5_000)
         assert errors == []

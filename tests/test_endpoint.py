@@ -254,13 +254,16 @@ def test_a_backdated_run_counts_min_speech_from_the_sound_onset():
     for i, p in enumerate([0.1, 0.2, 0.9] + [0.95] * 10):
         now = 100.032 + i * W
         ev += [(now, e) for e in ep.update(p, now, sound_from=100.0)]
-    (now, start), = ev
+    ((now, start),) = ev
     assert start.at == pytest.approx(100.0)
     assert now == pytest.approx(100.032 + 6 * W)  # 100.224: the first window end >= 100.2
     # Without the sound's onset the same windows start the turn 64 ms later.
     plain = Endpointer(min_speech_ms=200, window_ms=32)
-    ev = [(100.032 + i * W, e) for i, p in enumerate([0.1, 0.2, 0.9] + [0.95] * 10)
-          for e in plain.update(p, 100.032 + i * W)]
+    ev = [
+        (100.032 + i * W, e)
+        for i, p in enumerate([0.1, 0.2, 0.9] + [0.95] * 10)
+        for e in plain.update(p, 100.032 + i * W)
+    ]
     assert ev[0][0] == pytest.approx(100.032 + 8 * W)
 
 
@@ -286,10 +289,11 @@ def test_advance_starts_between_windows_only_while_sounding():
                 t = k * W + f * 0.011
                 out += [(t, e) for e in ep.advance(t, sounding)]
         return out
-    (t, start), = run(True)
+
+    ((t, start),) = run(True)
     assert start.at == pytest.approx(0.0)  # the first window began at 0
     assert t == pytest.approx(6 * W + 0.011)  # the first frame at or after 200 ms
-    (t, _), = run(False)  # silence since the last window: wait for the VAD
+    ((t, _),) = run(False)  # silence since the last window: wait for the VAD
     assert t == pytest.approx(7 * W)
     ep = Endpointer()
     assert ep.advance(1.0, True) == []  # no run: nothing
@@ -313,8 +317,11 @@ def test_vad_confirms_at_least_min_speech_minus_backdate(seq, backdate_ms):
         events = ep.update(p, now, sound_from=now - back) + ep.advance(now, sounding)
         for e in events:
             if isinstance(e, SpeechStart):
-                j = max(i for i, (_, q) in enumerate(hist) if q < ep.neg_threshold) + 1 if any(
-                    q < ep.neg_threshold for _, q in hist) else 0
+                j = (
+                    max(i for i, (_, q) in enumerate(hist) if q < ep.neg_threshold) + 1
+                    if any(q < ep.neg_threshold for _, q in hist)
+                    else 0
+                )
                 first = next(t for t, q in hist[j:] if q >= ep.threshold)
                 assert now - (first - 0.032) >= 0.2 - backdate_ms / 1000 - 1e-9
                 assert e.at >= first - 0.032 - backdate_ms / 1000 - 1e-9

@@ -20,8 +20,11 @@ async def create(http: aiohttp.ClientSession, base: str, body, key: str | None =
         return r.status, await r.json()
 
 
-@pytest.mark.parametrize(("key", "status"), [(None, 401), ("wrong", 401), ("vapi-test-key", 201)],
-                         ids=["missing", "invalid", "good"])
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [(None, 401), ("wrong", 401), ("vapi-test-key", 201)],
+    ids=["missing", "invalid", "good"],
+)
 async def test_bearer_key_is_required(key, status):
     fake = FakeVapi()
     async with fake.running() as base, aiohttp.ClientSession() as http:
@@ -29,21 +32,49 @@ async def test_bearer_key_is_required(key, status):
     assert len(fake.created) == (status == 201)
 
 
-@pytest.mark.parametrize(("change", "complaint"), [
-    ({"firstMessageMode": "assistant-waits-for-user"}, "property firstMessageMode should not exist"),
-    ({"assistant": {"firstMessage": "Hi"}}, "exactly one of assistantId or assistant"),
-    ({"assistantId": None}, "exactly one of assistantId or assistant"),
-    ({"phoneNumberId": "pn_1"}, "not permitted with the vapi.websocket transport"),
-    ({"transport": {"provider": "twilio", "audioFormat": AUDIO}}, "transport.provider must be vapi.websocket"),
-    ({"transport": None}, "transport must be an object"),
-    ({"transport": {"provider": "vapi.websocket", "websocketCallUrl": "x"}}, "transport.websocketCallUrl should not"),
-    ({"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "format": "opus"}}}, "format must be"),
-    ({"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "container": "wav"}}}, "container must be"),
-    ({"transport": {"provider": "vapi.websocket", "audioFormat": {"format": "mulaw"}}}, "sampleRate must be"),
-    ({"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "sampleRate": 500000}}}, "sampleRate"),
-    ({"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "channels": 1}}}, "channels should not"),
-    ({"assistantOverrides": {"firstMessageMode": "wait"}}, "assistantOverrides.firstMessageMode must be one of"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"firstMessageMode": "assistant-waits-for-user"}, "property firstMessageMode should not exist"),
+        ({"assistant": {"firstMessage": "Hi"}}, "exactly one of assistantId or assistant"),
+        ({"assistantId": None}, "exactly one of assistantId or assistant"),
+        ({"phoneNumberId": "pn_1"}, "not permitted with the vapi.websocket transport"),
+        (
+            {"transport": {"provider": "twilio", "audioFormat": AUDIO}},
+            "transport.provider must be vapi.websocket",
+        ),
+        ({"transport": None}, "transport must be an object"),
+        (
+            {"transport": {"provider": "vapi.websocket", "websocketCallUrl": "x"}},
+            "transport.websocketCallUrl should not",
+        ),
+        (
+            {"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "format": "opus"}}},
+            "format must be",
+        ),
+        (
+            {"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "container": "wav"}}},
+            "container must be",
+        ),
+        (
+            {"transport": {"provider": "vapi.websocket", "audioFormat": {"format": "mulaw"}}},
+            "sampleRate must be",
+        ),
+        (
+            {"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "sampleRate": 500000}}},
+            "sampleRate",
+        ),
+        (
+            {"transport": {"provider": "vapi.websocket", "audioFormat": {**AUDIO, "channels": 1}}},
+            "channels should not",
+        ),
+        (
+            {"assistantOverrides": {"firstMessageMode": "wait"}},
+            "assistantOverrides.firstMessageMode must be one of",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 async def test_create_call_refuses_what_vapi_refuses(change, complaint):
     body = {**GOOD, **change}
     body = {k: v for k, v in body.items() if v is not None or k == "transport"}
@@ -59,7 +90,9 @@ async def test_body_must_be_a_json_object():
     fake = FakeVapi()
     async with fake.running() as base, aiohttp.ClientSession() as http:
         assert (await create(http, base, ["not", "an", "object"]))[0] == 400
-        async with http.post(f"{base}/call", data=b"{nope", headers={"Authorization": "Bearer vapi-test-key"}) as r:
+        async with http.post(
+            f"{base}/call", data=b"{nope", headers={"Authorization": "Bearer vapi-test-key"}
+        ) as r:
             assert r.status == 400
 
 
@@ -71,16 +104,26 @@ async def first_audio(ws: aiohttp.ClientWebSocketResponse, within_s: float) -> b
                 return True
             if msg.type != aiohttp.WSMsgType.TEXT:
                 return False
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 
-@pytest.mark.parametrize(("overrides", "greets"), [
-    ({}, True),
-    ({"assistantOverrides": {"firstMessageMode": "assistant-speaks-first"}}, True),
-    ({"assistantOverrides": {"firstMessageMode": "assistant-waits-for-user"}}, False),
-    ({"assistantId": None, "assistant": {"firstMessage": "Hi", "firstMessageMode": "assistant-waits-for-user"}}, False),
-], ids=["default", "speaks-first", "waits-override", "waits-inline"])
+@pytest.mark.parametrize(
+    ("overrides", "greets"),
+    [
+        ({}, True),
+        ({"assistantOverrides": {"firstMessageMode": "assistant-speaks-first"}}, True),
+        ({"assistantOverrides": {"firstMessageMode": "assistant-waits-for-user"}}, False),
+        (
+            {
+                "assistantId": None,
+                "assistant": {"firstMessage": "Hi", "firstMessageMode": "assistant-waits-for-user"},
+            },
+            False,
+        ),
+    ],
+    ids=["default", "speaks-first", "waits-override", "waits-inline"],
+)
 async def test_greets_only_unless_told_to_wait(overrides, greets):
     body = {k: v for k, v in {**GOOD, **overrides}.items() if v is not None}
     fake = FakeVapi()

@@ -10,8 +10,13 @@ from hypothesis import HealthCheck, given, settings
 
 from . import fuzz_targets as ft
 
-CI = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+CI = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 SOCKETS = settings(CI, max_examples=120)
 
 

@@ -41,23 +41,41 @@ def test_public_base_honours_proxy_headers_only_when_trusted():
     assert public_base(fwd, "http", "10.0.0.5:8080", "", trust_proxy=False) == "http://10.0.0.5:8080"
     assert public_base(fwd, "http", "10.0.0.5:8080", "", trust_proxy=True) == "https://voice.example.com"
     # PUBLIC_URL wins, path prefix and all (a proxy strips it before us).
-    assert public_base(fwd, "http", "x", "https://pub.example.com/voice-bridge/", True) == "https://pub.example.com/voice-bridge"
+    assert (
+        public_base(fwd, "http", "x", "https://pub.example.com/voice-bridge/", True)
+        == "https://pub.example.com/voice-bridge"
+    )
     # WebSocket upgrades through Traefik say wss: the base is still https (and ws: http).
-    for proto, base in (("wss", "https"), ("https", "https"), ("ws", "http"), ("http", "http"), ("WSS", "https")):
+    for proto, base in (
+        ("wss", "https"),
+        ("https", "https"),
+        ("ws", "http"),
+        ("http", "http"),
+        ("WSS", "https"),
+    ):
         assert public_base({"X-Forwarded-Proto": proto}, "http", "h", "", True) == f"{base}://h", proto
         assert stream_url(public_base({"X-Forwarded-Proto": proto}, "http", "h", "", True)).startswith(
-            "wss://" if base == "https" else "ws://")
+            "wss://" if base == "https" else "ws://"
+        )
     assert public_base({"X-Forwarded-Proto": "gopher"}, "http", "h", "", True) == "http://h"  # unknown: ours
 
 
 def test_signature_matches_twilio_reference_vector():
     # The known-answer vector of Twilio's own SDK test suites.
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
-    params = {"Digits": "1234", "CallSid": "CA1234567890ABCDE", "To": "+18005551212", "Caller": "+14158675309", "From": "+14158675309"}
+    params = {
+        "Digits": "1234",
+        "CallSid": "CA1234567890ABCDE",
+        "To": "+18005551212",
+        "Caller": "+14158675309",
+        "From": "+14158675309",
+    }
     checker = SignatureChecker("12345")
     assert SignatureChecker.sign("12345", url, params) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
     assert checker.valid(url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
-    assert checker.valid(url.replace("mycompany.com", "mycompany.com:443"), params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+    assert checker.valid(
+        url.replace("mycompany.com", "mycompany.com:443"), params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    )
     assert not checker.valid(url, {**params, "Digits": "4321"}, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
     assert not checker.valid(url, params, None)
     assert SignatureChecker("").valid(url, params, None)  # checks off without a token
@@ -94,14 +112,20 @@ async def test_webhook_behind_tls_proxy(start_server):
     call = SimulatedCall(url, auth_token=AUTH, public_url="https://voice.example.com")
     params = call.webhook_params()
     sig = SignatureChecker.sign(AUTH, "https://voice.example.com/voice/inbound", params)
-    headers = {"X-Twilio-Signature": sig, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "voice.example.com"}
+    headers = {
+        "X-Twilio-Signature": sig,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "voice.example.com",
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(url + "/voice/inbound", data=params, headers=headers) as resp:
             assert resp.status == 200
             stream_url, _ = parse_stream_twiml(await resp.text())
         assert stream_url == "wss://voice.example.com/media"
         # The same request without the forwarded headers is signed for another URL.
-        async with http.post(url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": sig}) as resp:
+        async with http.post(
+            url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": sig}
+        ) as resp:
             assert resp.status == 403
 
 

@@ -135,35 +135,69 @@ def test_schedule_invariants(loss, jitter, gap, noise, seed, n):
 # --------------------------------------------------------------------------- parsers
 
 
-@pytest.mark.parametrize("text, want", [
-    ("3%", 0.03), ("0.5%", 0.005), (" 10 % ", 0.10), ("0%", 0.0), ("0.03", 0.03), ("0", 0.0), (".2", 0.2),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("3%", 0.03),
+        ("0.5%", 0.005),
+        (" 10 % ", 0.10),
+        ("0%", 0.0),
+        ("0.03", 0.03),
+        ("0", 0.0),
+        (".2", 0.2),
+    ],
+)
 def test_parse_loss(text, want):
     assert parse_loss(text) == pytest.approx(want)
 
 
-@pytest.mark.parametrize("text, msg", [
-    ("", "bad loss"), ("abc", "bad loss"), ("-1%", "bad loss"), ("100%", "below 100%"),
-    ("3", "did you mean '3%'"), ("1.0", "below 1"), ("3%%", "bad loss"), ("nan", "bad loss"),
-])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("", "bad loss"),
+        ("abc", "bad loss"),
+        ("-1%", "bad loss"),
+        ("100%", "below 100%"),
+        ("3", "did you mean '3%'"),
+        ("1.0", "below 1"),
+        ("3%%", "bad loss"),
+        ("nan", "bad loss"),
+    ],
+)
 def test_parse_loss_errors(text, msg):
     with pytest.raises(ValueError, match=msg):
         parse_loss(text)
 
 
-@pytest.mark.parametrize("text, want", [
-    ("200-800ms", (200, 800)), ("200-800", (200, 800)), ("200ms-800ms", (200, 800)),
-    (" 50 - 200 ms ", (50, 200)), ("0.2-0.8s", (200, 800)), ("300ms", (300, 300)), ("0-0", (0, 0)),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("200-800ms", (200, 800)),
+        ("200-800", (200, 800)),
+        ("200ms-800ms", (200, 800)),
+        (" 50 - 200 ms ", (50, 200)),
+        ("0.2-0.8s", (200, 800)),
+        ("300ms", (300, 300)),
+        ("0-0", (0, 0)),
+    ],
+)
 def test_parse_jitter(text, want):
     assert parse_jitter(text) == want
 
 
-@pytest.mark.parametrize("text, msg", [
-    ("", "bad jitter"), ("800-200ms", "low bound above high"), ("200-800kb", "bad jitter"),
-    ("1.5-2ms", "whole milliseconds"), ("-200-800ms", "bad jitter"), ("200ms-0.8s", "mixed units"),
-    ("1-90000ms", "above 60000"), ("200-800-900", "bad jitter"),
-])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("", "bad jitter"),
+        ("800-200ms", "low bound above high"),
+        ("200-800kb", "bad jitter"),
+        ("1.5-2ms", "whole milliseconds"),
+        ("-200-800ms", "bad jitter"),
+        ("200ms-0.8s", "mixed units"),
+        ("1-90000ms", "above 60000"),
+        ("200-800-900", "bad jitter"),
+    ],
+)
 def test_parse_jitter_errors(text, msg):
     with pytest.raises(ValueError, match=msg):
         parse_jitter(text)
@@ -182,13 +216,20 @@ def test_parse_gap_and_from_cli():
         parse_loss(0.03)
 
 
-@pytest.mark.parametrize("kw, exc, msg", [
-    (dict(loss=1.0), ValueError, "loss"), (dict(loss=-0.1), ValueError, "loss"),
-    (dict(jitter=(800, 200)), ValueError, "jitter"), (dict(jitter=(1, 2, 3)), TypeError, "jitter"),
-    (dict(gap=(0, 70_000)), ValueError, "gap"), (dict(stall_every_s=(0, 1)), ValueError, "stall_every_s"),
-    (dict(seed=1.5), TypeError, "seed"), (dict(noise_ms=-1), ValueError, "noise_ms"),
-    (dict(frame_ms=0), ValueError, "frame_ms"),
-])
+@pytest.mark.parametrize(
+    "kw, exc, msg",
+    [
+        (dict(loss=1.0), ValueError, "loss"),
+        (dict(loss=-0.1), ValueError, "loss"),
+        (dict(jitter=(800, 200)), ValueError, "jitter"),
+        (dict(jitter=(1, 2, 3)), TypeError, "jitter"),
+        (dict(gap=(0, 70_000)), ValueError, "gap"),
+        (dict(stall_every_s=(0, 1)), ValueError, "stall_every_s"),
+        (dict(seed=1.5), TypeError, "seed"),
+        (dict(noise_ms=-1), ValueError, "noise_ms"),
+        (dict(frame_ms=0), ValueError, "frame_ms"),
+    ],
+)
 def test_impairment_validation(kw, exc, msg):
     with pytest.raises(exc, match=msg):
         Impairment(**kw)

@@ -47,8 +47,9 @@ def drive(jb: JitterBuffer, arrivals, end_s: float, tick_s: float = 0.02, phase_
 
 def line(imp: Impairment, n: int, loud=lambda i: True):
     """Arrivals of n frames over an impaired line."""
-    return [(d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame, loud=loud(d.frame)))
-            for d in imp.schedule(n)]
+    return [
+        (d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame, loud=loud(d.frame))) for d in imp.schedule(n)
+    ]
 
 
 def flat(pops) -> list[Frame]:
@@ -86,12 +87,24 @@ def schedules(draw):
             arrivals.append((t, chunk, ts0 + i * FMS, frame_payload(i, j + 1, loud[i])))
     tick_ms = draw(st.sampled_from([20, 20, 10, 7, 50, 100]))
     phase = draw(st.integers(0, 19)) / 1000
-    params = draw(st.sampled_from([
-        JitterParams(),
-        JitterParams(initial_depth_ms=0, min_depth_ms=0, max_depth_ms=200, hold_ms=0, stale_ms=300,
-                     window_s=1.0, update_every=1, comfort_noise=False),
-        JitterParams(max_frames=8, hold_ms=100, margin_ms=0, accelerate_ms=0, lookahead_ms=0),
-    ]))
+    params = draw(
+        st.sampled_from(
+            [
+                JitterParams(),
+                JitterParams(
+                    initial_depth_ms=0,
+                    min_depth_ms=0,
+                    max_depth_ms=200,
+                    hold_ms=0,
+                    stale_ms=300,
+                    window_s=1.0,
+                    update_every=1,
+                    comfort_noise=False,
+                ),
+                JitterParams(max_frames=8, hold_ms=100, margin_ms=0, accelerate_ms=0, lookahead_ms=0),
+            ]
+        )
+    )
     return arrivals, tick_ms / 1000, phase, params
 
 
@@ -148,16 +161,19 @@ def test_output_continuous_monotone_bounded_and_only_pushed_audio(case):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 60), st.integers(-3000, 3000)), min_size=1, max_size=60),
-       st.sampled_from([20, 50]))
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(-3000, 3000)), min_size=1, max_size=60),
+    st.sampled_from([20, 50]),
+)
 def test_any_arrival_order_never_replays_and_bounds_latency_by_stale(frames, tick_ms):
     """Arbitrary timestamps and arrival times (reordering, dups, far-late frames): each
     media timestamp is output at most once, in order, within target + stale_ms."""
     p = JitterParams()
     jb = JitterBuffer(p)
     arr = sorted(((i * 0.02 + max(0, d) / 1000, i * FMS, c) for c, (i, d) in enumerate(frames)))
-    pops, pushed = drive(jb, [(t, c, ts, frame_payload(ts // FMS, c)) for t, ts, c in arr],
-                         arr[-1][0] + 3, tick_ms / 1000)
+    pops, pushed = drive(
+        jb, [(t, c, ts, frame_payload(ts // FMS, c)) for t, ts, c in arr], arr[-1][0] + 3, tick_ms / 1000
+    )
     out = flat(pops)
     src = [f.source_ts_ms for f in out if f.source_ts_ms is not None]
     assert src == sorted(set(src))
@@ -288,8 +304,9 @@ def test_stalls_grow_the_depth_then_a_calm_line_shrinks_it():
     bad = Impairment(jitter=(200, 800), seed=3).schedule(n_bad)
     arrivals = [(d.at_s, d.chunk, d.timestamp_ms, frame_payload(d.frame)) for d in bad]
     last = arrivals[-1][0]
-    arrivals += [(max(last, i * 0.02), i + 1, i * FMS, frame_payload(i))
-                 for i in range(n_bad, n_bad + n_calm)]
+    arrivals += [
+        (max(last, i * 0.02), i + 1, i * FMS, frame_payload(i)) for i in range(n_bad, n_bad + n_calm)
+    ]
     jb = JitterBuffer()
     targets = {}
     i, k = 0, 0
@@ -331,8 +348,9 @@ def test_catch_up_drops_quiet_frames_before_speech():
     # holds through the stall, then catches up on the quiet frames, not on speech
     n0 = 3000
     arrivals = [(i * 0.02, i + 1, i * FMS, frame_payload(i)) for i in range(n0)]
-    arrivals += [(max(61.0, i * 0.02), i + 1, i * FMS, frame_payload(i, loud=bool(i % 2)))
-                 for i in range(n0, n0 + 300)]
+    arrivals += [
+        (max(61.0, i * 0.02), i + 1, i * FMS, frame_payload(i, loud=bool(i % 2))) for i in range(n0, n0 + 300)
+    ]
     jb = JitterBuffer()
     pops, _ = drive(jb, arrivals, 66.0)
     s = jb.stats()
@@ -434,6 +452,7 @@ def test_speech_dropped_to_catch_up_is_the_quietest_just_ahead():
     # After a stall, nothing quiet to drop: the buffer must drop speech, and it picks,
     # among the frames buffered in the next drop_choice_ms, the quietest.
     n0 = 3000
+
     def level(i: int) -> int:
         if i < n0:  # a pause every 10 frames keeps the noise floor down
             return 20 if i % 10 == 0 else 8000
@@ -457,8 +476,11 @@ def test_speech_dropped_to_catch_up_is_the_quietest_just_ahead():
     assert all(level(i) == 5000 for i in gone)
 
 
-@given(st.lists(st.floats(-50, 2000, allow_nan=False), min_size=1, max_size=400),
-       st.floats(0.01, 1.0), st.floats(-50, 2000, allow_nan=False))
+@given(
+    st.lists(st.floats(-50, 2000, allow_nan=False), min_size=1, max_size=400),
+    st.floats(0.01, 1.0),
+    st.floats(-50, 2000, allow_nan=False),
+)
 def test_target_quantile_matches_numpy_and_is_skipped_only_when_it_cannot_rise(devs, q, target):
     from callbridge.codecs.jitterbuffer import quantile
 

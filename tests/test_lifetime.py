@@ -40,8 +40,9 @@ def _wait_exit(pid: int, timeout_s: float = 5.0) -> bool:
 
 
 def test_a_grandchild_outlives_its_parent_and_exits_with_the_owner():
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], cwd=ROOT, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER], cwd=ROOT, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 10
         while len(family := _descendants(owner.pid)) < 2:

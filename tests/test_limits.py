@@ -25,13 +25,13 @@ from callbridge.gateway.limits import (
 )
 from callbridge.gateway.reaper import Limits, Liveness
 from callbridge.gateway.store import StoreBook
-from callbridge.timeline import MAX_EVENT_TEXT, MAX_ITEMS, Timeline
 from callbridge.sim.caller import (
     SimulatedCall,
     new_sid,
     parse_stream_twiml,
     parse_twiml,
 )
+from callbridge.timeline import MAX_EVENT_TEXT, MAX_ITEMS, Timeline
 
 from .test_gateway_security import _close_code, _started_socket, _stream_token
 
@@ -132,8 +132,15 @@ def test_store_claims_each_token_once_and_forgets_it_after_expiry():
 
 def test_timeline_events_are_bounded_whatever_their_data():
     timeline = Timeline(0.0, max_events=3)
-    entry = timeline.add(1.0, "started", streamSid="MZ1", parameters={f"k{i}": "v" * 10_000 for i in range(100)},
-                         nested=[[[[[[["deep"]]]]]]], blob=b"x" * 10_000, n=7)
+    entry = timeline.add(
+        1.0,
+        "started",
+        streamSid="MZ1",
+        parameters={f"k{i}": "v" * 10_000 for i in range(100)},
+        nested=[[[[[[["deep"]]]]]]],
+        blob=b"x" * 10_000,
+        n=7,
+    )
     assert len(orjson.dumps(entry)) < MAX_EVENT_TEXT + 2_000
     assert entry["n"] == 7 and entry["streamSid"] == "MZ1" and len(entry["parameters"]) <= MAX_ITEMS
     small = {"t_ms": 2000.0, "event": "dtmf", "digit": "5"}
@@ -173,8 +180,11 @@ async def test_webhook_rate_limit_per_source(start_server, caplog):
         assert retry is not None and int(retry) >= 1
         assert "requests/s" in caplog.text
         # Without TRUST_PROXY a forwarded address is a client's claim: same bucket.
-        async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")},
-                             headers={"X-Forwarded-For": "198.51.100.7"}) as resp:
+        async with http.post(
+            url + "/voice/inbound",
+            data={"CallSid": new_sid("CA")},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        ) as resp:
             assert resp.status == 429
         await asyncio.sleep(0.6)  # one request's worth refills
         async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")}) as resp:
@@ -184,10 +194,14 @@ async def test_webhook_rate_limit_per_source(start_server, caplog):
 async def test_webhook_rate_limit_behind_a_trusted_proxy_keys_by_forwarded_address(start_server):
     url = await start_server(webhook_rate=1, webhook_burst=2, trust_proxy=True)
     async with aiohttp.ClientSession() as http:
+
         async def post(client: str) -> int:
             headers = {"X-Forwarded-For": f"6.6.6.6, {client}"}
-            async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")}, headers=headers) as resp:
+            async with http.post(
+                url + "/voice/inbound", data={"CallSid": new_sid("CA")}, headers=headers
+            ) as resp:
                 return resp.status
+
         assert [await post("203.0.113.1") for _ in range(3)] == [200, 200, 429]
         assert await post("203.0.113.2") == 200  # another caller's proxy-seen address
 
@@ -367,18 +381,26 @@ async def test_a_peer_that_stops_reading_is_dropped_and_others_carry_on(start_se
         sock.setblocking(False)  # the server runs on this loop: never block it
         await loop.sock_connect(sock, (host, int(port)))
         key = base64.b64encode(os.urandom(16)).decode()
-        await loop.sock_sendall(sock, (
-            f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        )
         assert b"101" in await asyncio.wait_for(loop.sock_recv(sock, 12), 5)
         stream_sid = new_sid("MZ")
-        await loop.sock_sendall(sock, _ws_frame(ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": token})))
+        await loop.sock_sendall(
+            sock, _ws_frame(ms.twilio_start(1, stream_sid, call_sid, "AC1", {"token": token}))
+        )
         good = _good_call(url)
         t0 = time.monotonic()
         dropped_at = None
         for n in range(50 * 30):
             try:
-                await loop.sock_sendall(sock, _ws_frame(ms.twilio_media(n + 2, stream_sid, n + 1, n * 20, SILENCE)))
+                await loop.sock_sendall(
+                    sock, _ws_frame(ms.twilio_media(n + 2, stream_sid, n + 1, n * 20, SILENCE))
+                )
             except (ConnectionError, OSError):
                 dropped_at = time.monotonic() - t0
                 break

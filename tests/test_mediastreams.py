@@ -47,7 +47,10 @@ def test_counters_arrive_as_strings_and_are_checked():
         ('{"event":"media","media":{"chunk":"1","timestamp":"0","payload":"' + "A" * 30000 + '"}}', 1009),
         ('{"event":"mark","mark":{}}', 1007),
         ('{"event":"dtmf","dtmf":{"digit":"12"}}', 1007),
-        ('{"event":"start","streamSid":"MZ1","start":{"callSid":"CA1","mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1}}}', 1007),
+        (
+            '{"event":"start","streamSid":"MZ1","start":{"callSid":"CA1","mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1}}}',
+            1007,
+        ),
         ('{"event":"start","streamSid":"bad sid!","start":{"callSid":"CA1"}}', 1007),
         ('{"event":"start","streamSid":"MZ1","start":{"callSid":"CA1","customParameters":{"a":1}}}', 1007),
         ("x" * (ms.MAX_MESSAGE_BYTES + 1), 1009),
@@ -61,9 +64,17 @@ def test_malformed_messages_raise_with_close_code(text, code):
 
 def test_outbound_messages_are_what_twilio_expects():
     media = orjson.loads(ms.media_message("MZ1", b"\xff" * 160))
-    assert media == {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
+    assert media == {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
+    }
     assert ms.parse_outbound(ms.media_message("MZ1", b"\x01\x02"))["media"]["payload"] == b"\x01\x02"
-    assert orjson.loads(ms.mark_message("MZ1", MarkName(1))) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "u1"}}
+    assert orjson.loads(ms.mark_message("MZ1", MarkName(1))) == {
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "u1"},
+    }
     assert orjson.loads(ms.mark_message("MZ1", MarkName(1, 20)))["mark"] == {"name": "u1.20"}
     assert orjson.loads(ms.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
     with pytest.raises(TypeError):  # only a MarkName: no string reaches the JSON unchecked
@@ -71,12 +82,43 @@ def test_outbound_messages_are_what_twilio_expects():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.binary(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(
-        ["event", "media", "start", "mark", "dtmf", "stop", "payload", "chunk", "timestamp", "name",
-         "digit", "callSid", "streamSid", "customParameters", "mediaFormat", "track"]), kids, max_size=6),
-    max_leaves=20).map(json.dumps)))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda kids: (
+                st.lists(kids, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "event",
+                            "media",
+                            "start",
+                            "mark",
+                            "dtmf",
+                            "stop",
+                            "payload",
+                            "chunk",
+                            "timestamp",
+                            "name",
+                            "digit",
+                            "callSid",
+                            "streamSid",
+                            "customParameters",
+                            "mediaFormat",
+                            "track",
+                        ]
+                    ),
+                    kids,
+                    max_size=6,
+                )
+            ),
+            max_leaves=20,
+        ).map(json.dumps),
+    )
+)
 def test_fuzz_parser_only_raises_protocol_error(data):
     try:
         ms.parse_inbound(data)
@@ -110,9 +152,34 @@ def test_mark_names_round_trip_and_parse_strictly():
     assert str(MarkName(3)) == "u3" and MarkName(3).is_end
     assert str(MarkName(3, 40)) == "u3.40" and not MarkName(3, 40).is_end
     not_ours = [
-        "u²", "u١", "u³.10", "u1.²", "u" + "7" * 5000, "u1." + "9" * 5000, "u1234567890",  # digits Python's isdigit takes
-        "", "u", "u.", "u1.", "u.1", "1", "U1", "u01", "u1.01", "u1.0", "u-1", "u+1", "u 1", "u1 ", " u1",
-        "u1.2.3", "u1\n", "x" * 60_000, None, 1, b"u1",
+        "u²",
+        "u١",
+        "u³.10",
+        "u1.²",
+        "u" + "7" * 5000,
+        "u1." + "9" * 5000,
+        "u1234567890",  # digits Python's isdigit takes
+        "",
+        "u",
+        "u.",
+        "u1.",
+        "u.1",
+        "1",
+        "U1",
+        "u01",
+        "u1.01",
+        "u1.0",
+        "u-1",
+        "u+1",
+        "u 1",
+        "u1 ",
+        " u1",
+        "u1.2.3",
+        "u1\n",
+        "x" * 60_000,
+        None,
+        1,
+        b"u1",
     ]
     for name in not_ours:
         assert MarkName.parse(name) is None, name

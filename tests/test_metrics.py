@@ -51,8 +51,10 @@ async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
             for name in OUTCOMES:
                 assert before[("callbridge_calls_total", (("outcome", name),))] == 0
             call = SimulatedCall(
-                url, audio=[speech_8k("I would like to book an appointment on Monday at three pm.")],
-                polite=True, hold_s=1.0,
+                url,
+                audio=[speech_8k("I would like to book an appointment on Monday at three pm.")],
+                polite=True,
+                hold_s=1.0,
             )
             running = asyncio.ensure_future(call.run())
             during = None
@@ -77,7 +79,9 @@ async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
     for hist in ("voice_to_voice", "stt_finalisation", "agent_first_token", "tts_first_audio"):
         assert after[(f"callbridge_{hist}_seconds_count", ())] >= 1, hist
     turn = next(e for e in result.record["timeline"] if e["event"] == "turn")
-    assert 0.3 < after[("callbridge_voice_to_voice_seconds_sum", ())] <= turn["voice_to_voice_ms"] / 1000 + 1e-6
+    assert (
+        0.3 < after[("callbridge_voice_to_voice_seconds_sum", ())] <= turn["voice_to_voice_ms"] / 1000 + 1e-6
+    )
     assert after[("callbridge_child_restarts_total", (("child", "codec"),))] == 0
     assert result.record["figures"]["turns"] >= 1
 
@@ -112,8 +116,13 @@ def test_call_figures_fold_timeline_events_into_metrics():
     assert got[("callbridge_calls_total", (("outcome", "agent_hangup"),))] == 1
     assert (got[("callbridge_frames_in_total", ())], got[("callbridge_frames_out_total", ())]) == (100, 80)
     assert fig.to_json() == {
-        "turns": 1, "barge_ins": 1, "restarts": 1, "voice_to_voice_ms": 510.0,
-        "jitter_ms": 35.0, "loss_pct": 1.5, "concealed": 8,
+        "turns": 1,
+        "barge_ins": 1,
+        "restarts": 1,
+        "voice_to_voice_ms": 510.0,
+        "jitter_ms": 35.0,
+        "loss_pct": 1.5,
+        "concealed": 8,
     }
 
 

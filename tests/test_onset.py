@@ -84,8 +84,14 @@ def test_pending_samples_and_odd_chunks_give_the_same_onset():
 
 
 def test_validation():
-    for kwargs in ({"rate": 4000}, {"block_ms": 0.5}, {"block_ms": 2.03}, {"audible_peak": 0},
-                   {"sound_peak": 2000}, {"max_gap_ms": 500}):
+    for kwargs in (
+        {"rate": 4000},
+        {"block_ms": 0.5},
+        {"block_ms": 2.03},
+        {"audible_peak": 0},
+        {"sound_peak": 2000},
+        {"max_gap_ms": 500},
+    ):
         with pytest.raises(ValueError):
             SoundOnset(**kwargs)
     so = SoundOnset()

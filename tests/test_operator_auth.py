@@ -34,8 +34,10 @@ def _get(path: str, *headers: bytes) -> bytes:
 
 
 def _login(body: bytes) -> bytes:
-    return (b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    return (
+        b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
 
 
 def _port(url: str) -> int:
@@ -44,7 +46,11 @@ def _port(url: str) -> int:
 
 def _server_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """What the server logged at WARNING or above (tracebacks included)."""
-    return [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("callbridge", "aiohttp"))]
+    return [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("callbridge", "aiohttp"))
+    ]
 
 
 # --- pure -----------------------------------------------------------------------------------
@@ -56,7 +62,9 @@ def test_credentials_of_any_text_compare_without_raising():
         assert not same_secret(odd, TOKEN)
         assert access.refusal("10.0.0.5", {"Authorization": f"Bearer {odd}"}, odd) == "console token required"
         assert not access.sign_in(odd)
-    assert same_secret("é", "é") and ConsoleAccess("tökén-0123456789abc", "dev").sign_in("tökén-0123456789abc")
+    assert same_secret("é", "é") and ConsoleAccess("tökén-0123456789abc", "dev").sign_in(
+        "tökén-0123456789abc"
+    )
 
 
 def test_failed_auth_budget_is_charged_only_on_failure():
@@ -80,7 +88,9 @@ async def test_non_ascii_credentials_get_401_not_500(start_server, caplog):
     odd = ["é".encode(), b"\xff\xfe\x80", "токен-0123456789".encode()]
     for value in odd:
         assert (await _raw(port, _get("/metrics", b"Authorization: Bearer " + value)))[0] == 401
-        assert (await _raw(port, _get("/calls", b"Cookie: callbridge_console=" + value), "127.0.0.2"))[0] == 401
+        assert (await _raw(port, _get("/calls", b"Cookie: callbridge_console=" + value), "127.0.0.2"))[
+            0
+        ] == 401
     status, body = await _raw(port, _login(b"token=%C3%A9%E2%82%AC"), "127.0.0.3")
     assert status == 401 and b'name="token"' in body  # the sign-in form again
     status, _ = await _raw(port, _login(b"token=%FF%FE"), "127.0.0.3")  # not UTF-8 at all
@@ -88,7 +98,9 @@ async def test_non_ascii_credentials_get_401_not_500(start_server, caplog):
     lines = _server_lines(caplog)
     assert not [r for r in lines if r.exc_info or "Error handling request" in r.getMessage()]
     assert len(lines) <= 3  # one "failed" line per source at most (one per 100 failures)
-    assert (await _raw(port, _get("/metrics", b"Authorization: Bearer " + TOKEN.encode()), "127.0.0.4"))[0] == 200
+    assert (await _raw(port, _get("/metrics", b"Authorization: Bearer " + TOKEN.encode()), "127.0.0.4"))[
+        0
+    ] == 200
 
 
 async def test_failed_authentication_is_rate_limited_per_source(start_server, caplog):
@@ -132,8 +144,14 @@ async def test_console_static_files_need_the_token_except_the_sign_in_stylesheet
         for name in sorted(STATIC_FILES - PUBLIC_STATIC):
             async with http.get(f"{url}/console/static/{name}") as resp:
                 assert resp.status == 401, name
-            async with http.get(f"{url}/console/static/{name}", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            async with http.get(
+                f"{url}/console/static/{name}", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as resp:
                 assert resp.status == 200, name
-        for path in ("/console/static/index.html", "/console/static/../../config.py", "/console/static/nope.js"):
+        for path in (
+            "/console/static/index.html",
+            "/console/static/../../config.py",
+            "/console/static/nope.js",
+        ):
             async with http.get(url + path, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
                 assert resp.status == 404, path

@@ -19,7 +19,7 @@ def test_framer_cuts_exact_frames_and_loses_nothing(pieces):
     total = b"".join(pieces)
     assert joined == total[: len(joined)]
     if last is not None:
-        assert len(last) == 160 and last == total[len(joined):].ljust(160, b"\xff")
+        assert len(last) == 160 and last == total[len(joined) :].ljust(160, b"\xff")
     else:
         assert joined == total
     assert framer.pending == 0
@@ -77,7 +77,9 @@ class Peer:
             raise ConnectionResetError("gone")
         msg = json.loads(text)
         kind = msg["event"]
-        self.sent.append((kind, msg.get("media", msg.get("mark", {})).get("payload", msg.get("mark", {}).get("name", ""))))
+        self.sent.append(
+            (kind, msg.get("media", msg.get("mark", {})).get("payload", msg.get("mark", {}).get("name", "")))
+        )
         if self.gate is not None:
             await self.gate
 

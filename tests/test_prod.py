@@ -38,8 +38,16 @@ def nodes(tmp_path):
 
 
 def new_call(url: str, **kwargs) -> SimulatedCall:
-    return SimulatedCall(url, audio=TURNS, polite=True, hold_s=4.0, auth_token=AUTH_TOKEN,
-                         public_url=PUBLIC_URL, console_token=CONSOLE_TOKEN, **kwargs)
+    return SimulatedCall(
+        url,
+        audio=TURNS,
+        polite=True,
+        hold_s=4.0,
+        auth_token=AUTH_TOKEN,
+        public_url=PUBLIC_URL,
+        console_token=CONSOLE_TOKEN,
+        **kwargs,
+    )
 
 
 async def call_record(url: str, call_sid: str, until: str, limit_s: float = 30.0) -> dict:
@@ -79,13 +87,18 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
 
     assert len(result.streams) == 2 and result.ended_by == "hangup", (result.streams, result.ended_by)
     final = result.record
-    assert final["pid"] != victim and final["pid"] in pids | {s["pid"] for s in node.health()["pool"]["shards"]}
+    assert final["pid"] != victim and final["pid"] in pids | {
+        s["pid"] for s in node.health()["pool"]["shards"]
+    }
     assert [e for e in final["timeline"] if e["event"] == "resumed"][0]["from_pid"] == victim
     assert booked(final), "the agent's state (the pending booking) survived the crash"
     # The pool replaced the dead shard; two shards serve again.
     health = node.wait_for(
-        lambda h: h["pool"]["shard_restarts"] >= 1 and sum(s["up"] for s in h["pool"]["shards"]) == 2
-        and victim not in {s["pid"] for s in h["pool"]["shards"]}
+        lambda h: (
+            h["pool"]["shard_restarts"] >= 1
+            and sum(s["up"] for s in h["pool"]["shards"]) == 2
+            and victim not in {s["pid"] for s in h["pool"]["shards"]}
+        )
     )
     # Whichever shard is scraped reports the deployment's shard restarts.
     for _ in range(50):
@@ -153,8 +166,11 @@ async def test_a_hung_shard_is_noticed_by_heartbeat_and_replaced(nodes):
     os.kill(victim, signal.SIGSTOP)  # alive to the kernel and to thespian, but silent
     try:
         health = node.wait_for(
-            lambda h: h["pool"]["shard_restarts"] >= 1 and victim not in {s["pid"] for s in h["pool"]["shards"]}
-            and all(s["up"] for s in h["pool"]["shards"]),
+            lambda h: (
+                h["pool"]["shard_restarts"] >= 1
+                and victim not in {s["pid"] for s in h["pool"]["shards"]}
+                and all(s["up"] for s in h["pool"]["shards"])
+            ),
             timeout_s=30,
         )
     finally:
@@ -213,8 +229,13 @@ async def test_the_pool_supervisor_dies_a_new_one_adopts_the_shards_and_calls_go
     result = await asyncio.wait_for(running, 90)
     assert len(result.streams) == 2 and result.ended_by == "hangup"
     assert booked(result.record)
-    node.wait_for(lambda h: h["pool"]["shard_restarts"] >= 1 and all(s["up"] for s in h["pool"]["shards"])
-                  and len(h["pool"]["shards"]) == 2)
+    node.wait_for(
+        lambda h: (
+            h["pool"]["shard_restarts"] >= 1
+            and all(s["up"] for s in h["pool"]["shards"])
+            and len(h["pool"]["shards"]) == 2
+        )
+    )
     assert node.terminate() == 0
 
 
@@ -234,11 +255,16 @@ async def test_a_stream_token_starts_one_stream_whichever_shard_it_reaches(nodes
     ws_url = node.url.replace("http://", "ws://") + "/media"
     handshake = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "wss://callbridge.test/media", {})}
     async with aiohttp.ClientSession() as http:
-        async with http.post(node.url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": webhook_sig}) as resp:
+        async with http.post(
+            node.url + "/voice/inbound", data=params, headers={"X-Twilio-Signature": webhook_sig}
+        ) as resp:
             _, parameters = parse_stream_twiml(await resp.text())
 
         async def closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-            while (await ws.receive(timeout=10)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            while (await ws.receive(timeout=10)).type not in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+            ):
                 pass  # the greeting's audio, before the close
             return ws.close_code
 

@@ -53,8 +53,11 @@ def _connection_to(node: ProdNode, pid: int | None, tries: int = 200) -> socket.
         while b"\r\n\r\n" not in data:
             data += sock.recv(65536)
         head, _, body = data.partition(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length"))
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
         while len(body) < length:
             body += sock.recv(65536)
         if pid is None or json.loads(body)["pid"] == pid:
@@ -67,13 +70,20 @@ def _connection_to(node: ProdNode, pid: int | None, tries: int = 200) -> socket.
 async def stream_on(node: ProdNode, pid: int | None) -> ClientConnection:
     """A Media Streams socket (Twilio's handshake signature) on the shard ``pid``."""
     sock = await asyncio.to_thread(_connection_to, node, pid)
-    return await connect(node.url.replace("http://", "ws://") + "/media", sock=sock, additional_headers=HANDSHAKE,
-                         proxy=None, compression=None, open_timeout=10)
+    return await connect(
+        node.url.replace("http://", "ws://") + "/media",
+        sock=sock,
+        additional_headers=HANDSHAKE,
+        proxy=None,
+        compression=None,
+        open_timeout=10,
+    )
 
 
 async def close_code(ws: ClientConnection, limit_s: float = 10.0) -> int | None:
     """Read until the server closes; its close code (the greeting's audio may come
     first), None if it is still open after ``limit_s``."""
+
     async def drain() -> None:
         try:
             while True:
@@ -83,7 +93,7 @@ async def close_code(ws: ClientConnection, limit_s: float = 10.0) -> int | None:
 
     try:
         await asyncio.wait_for(drain(), limit_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     return ws.close_code
 
@@ -139,7 +149,8 @@ async def test_used_tokens_and_ended_calls_survive_a_pool_restart(nodes):
     await asyncio.sleep(2.5)  # run.py serve learns the shards to hand over from its 1 s health checks
     os.kill(pool_pid, signal.SIGKILL)
     health = await asyncio.to_thread(
-        node.wait_for, lambda h: bool(h.get("pool")) and {s["pid"] for s in h["pool"]["shards"]} == shards, 20)
+        node.wait_for, lambda h: bool(h.get("pool")) and {s["pid"] for s in h["pool"]["shards"]} == shards, 20
+    )
     assert "pool supervisor lost" in node.proc.stdout.read().decode()
     assert await redirect_verbs(node, call_sid) == ["hangup"]
     for shard in sorted(shards) * 2:

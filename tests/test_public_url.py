@@ -29,8 +29,15 @@ def _params(call_sid: str) -> dict[str, str]:
     return {"AccountSid": "AC" + "0" * 32, "CallSid": call_sid, "From": "+15005550006", "To": "+15005550001"}
 
 
-async def _webhook(http: aiohttp.ClientSession, url: str, signed_url: str, params: dict[str, str],
-                   headers: dict[str, str], secret: str = AUTH, algorithm: str = "HMAC_SHA1") -> tuple[int, str]:
+async def _webhook(
+    http: aiohttp.ClientSession,
+    url: str,
+    signed_url: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    secret: str = AUTH,
+    algorithm: str = "HMAC_SHA1",
+) -> tuple[int, str]:
     """POST the voice webhook to ``url`` as Twilio would, signed over ``signed_url``."""
     headers = {"X-Twilio-Signature": SignatureChecker.sign(secret, signed_url, params, algorithm), **headers}
     async with http.post(url + "/voice/inbound", data=params, headers=headers) as resp:
@@ -66,13 +73,21 @@ async def test_stream_behind_a_proxy_that_forwards_wss(start_server, upgrade_pro
     call_sid = new_sid("CA")
     params = _params(call_sid)
     async with aiohttp.ClientSession() as http:
-        status, twiml = await _webhook(http, url, f"https://{HOST}/voice/inbound", params,
-                                       {"X-Forwarded-Proto": "https", "X-Forwarded-Host": HOST})
+        status, twiml = await _webhook(
+            http,
+            url,
+            f"https://{HOST}/voice/inbound",
+            params,
+            {"X-Forwarded-Proto": "https", "X-Forwarded-Host": HOST},
+        )
         assert status == 200
         stream_url, parameters = parse_stream_twiml(twiml)
         assert stream_url == f"wss://{HOST}/media"
-        headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH, stream_url, {}),
-                   "X-Forwarded-Proto": upgrade_proto, "X-Forwarded-Host": HOST}
+        headers = {
+            "X-Twilio-Signature": SignatureChecker.sign(AUTH, stream_url, {}),
+            "X-Forwarded-Proto": upgrade_proto,
+            "X-Forwarded-Host": HOST,
+        }
         async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers=headers) as ws:
             assert await _greeted(ws, call_sid, parameters["token"]) == 1000
 
@@ -95,10 +110,14 @@ async def test_forwarded_host_that_makes_no_url_is_refused_not_500(start_server,
     async with aiohttp.ClientSession() as http:
         for host in ("[h", "h:99999"):
             forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": host}
-            status, _ = await _webhook(http, url, f"https://{host}/voice/inbound", _params(new_sid("CA")), forwarded)
+            status, _ = await _webhook(
+                http, url, f"https://{host}/voice/inbound", _params(new_sid("CA")), forwarded
+            )
             assert status == 403, host
-            async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers={
-                    "X-Twilio-Signature": "x" * 28, **forwarded}) as ws:
+            async with http.ws_connect(
+                url.replace("http://", "ws://") + "/media",
+                headers={"X-Twilio-Signature": "x" * 28, **forwarded},
+            ) as ws:
                 msg = await asyncio.wait_for(ws.receive(), 10)
                 assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
     assert "Error handling request" not in caplog.text
@@ -118,14 +137,18 @@ async def test_public_url_path_prefix_is_kept_in_every_url(start_server):
     result = await call.run()
     assert result.close_code == 1000 and "greeting_audio" in result.timeline_events()
     urls = re.findall(r"(?:https?|wss?)://[^\s\"<]+", result.twiml)
-    assert f"wss://example.com/voice-bridge/media" in urls
-    assert len(urls) >= 2 and all(u.split("://", 1)[1].startswith("example.com/voice-bridge/") for u in urls), urls
+    assert "wss://example.com/voice-bridge/media" in urls
+    assert len(urls) >= 2 and all(
+        u.split("://", 1)[1].startswith("example.com/voice-bridge/") for u in urls
+    ), urls
     # Signed over the URL without the prefix (what the old code checked): refused.
     async with aiohttp.ClientSession() as http:
         status, _ = await _webhook(http, url, "https://example.com/voice/inbound", _params(new_sid("CA")), {})
         assert status == 403
-        async with http.ws_connect(url.replace("http://", "ws://") + "/media", headers={
-            "X-Twilio-Signature": SignatureChecker.sign(AUTH, "wss://example.com/media", {})}) as ws:
+        async with http.ws_connect(
+            url.replace("http://", "ws://") + "/media",
+            headers={"X-Twilio-Signature": SignatureChecker.sign(AUTH, "wss://example.com/media", {})},
+        ) as ws:
             msg = await asyncio.wait_for(ws.receive(), 10)
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
 
@@ -160,7 +183,10 @@ async def test_shared_key_signatures(start_server, caplog):
         assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 20
         assert not [r for r in caplog.records if r.name.startswith("twilio")]
         # The stream handshake signed the same way is accepted.
-        headers = {"X-Twilio-Signature": SignatureChecker.sign(SHARED, stream_url, {}, "HMAC_SHA256"), **sha256}
+        headers = {
+            "X-Twilio-Signature": SignatureChecker.sign(SHARED, stream_url, {}, "HMAC_SHA256"),
+            **sha256,
+        }
         async with http.ws_connect(stream_url, headers=headers) as ws:
             assert await _greeted(ws, call_sid, parameters["token"]) == 1000
 
@@ -169,7 +195,9 @@ async def test_shared_key_header_without_a_configured_key_is_refused(start_serve
     url = await start_server(twilio_auth_token=AUTH)
     sha256 = {SIGNATURE_SETTINGS: "key=webhooks_sharedkey_0123,algorithm=HMAC_SHA256"}
     async with aiohttp.ClientSession() as http:
-        status, _ = await _webhook(http, url, url + "/voice/inbound", _params(new_sid("CA")), sha256, SHARED, "HMAC_SHA256")
+        status, _ = await _webhook(
+            http, url, url + "/voice/inbound", _params(new_sid("CA")), sha256, SHARED, "HMAC_SHA256"
+        )
     assert status == 403 and "TWILIO_SHARED_KEY is not set" in caplog.text
 
 
@@ -179,9 +207,15 @@ def test_shared_key_rotation_accepts_either_secret():
     settings = "key=k,algorithm=HMAC_SHA256"
     for secret in ("old-secret", "new-secret"):
         assert checker.valid(url, params, SignatureChecker.sign(secret, url, params, "HMAC_SHA256"), settings)
-    assert not checker.valid(url, params, SignatureChecker.sign("other", url, params, "HMAC_SHA256"), settings)
+    assert not checker.valid(
+        url, params, SignatureChecker.sign("other", url, params, "HMAC_SHA256"), settings
+    )
     assert checker.valid(url, params, SignatureChecker.sign(AUTH, url, params), "")  # empty header: legacy
-    for url in ("https://h/\udcff", "https://h:99999/", "https://[h/"):  # from a forwarded Host: refused, no raise
+    for url in (
+        "https://h/\udcff",
+        "https://h:99999/",
+        "https://[h/",
+    ):  # from a forwarded Host: refused, no raise
         assert not checker.valid(url, params, "x" * 28, None)
 
 
@@ -223,7 +257,11 @@ async def test_console_links_keep_the_path_prefix(start_server):
         for name in sorted(STATIC_FILES):
             async with http.get(f"{url}/console/static/{name}", headers=bearer) as resp:
                 scripts.append(await resp.text())
-    for text in (login.replace('<base href="/voice-bridge/">', ""), page.replace('<base href="/voice-bridge/">', ""), *scripts):
+    for text in (
+        login.replace('<base href="/voice-bridge/">', ""),
+        page.replace('<base href="/voice-bridge/">', ""),
+        *scripts,
+    ):
         assert not absolute.search(text), absolute.search(text)
 
 
@@ -231,7 +269,12 @@ def test_public_url_setting_is_normalised_and_checked():
     settings = Settings(public_url="https://example.com/voice-bridge/")
     assert settings.public_url == "https://example.com/voice-bridge"  # what every route is appended to
     assert Settings.from_env(settings.to_env()) == settings
-    for bad in ("https://example.com/?a=1", "https://example.com/#x", "https://exämple.com", "ftp://example.com"):
+    for bad in (
+        "https://example.com/?a=1",
+        "https://example.com/#x",
+        "https://exämple.com",
+        "ftp://example.com",
+    ):
         with pytest.raises(ConfigError):
             Settings(public_url=bad)
     assert Settings(twilio_shared_key=" a , b ").twilio_shared_keys == ("a", "b")

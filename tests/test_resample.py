@@ -49,9 +49,15 @@ def rms(x):
 
 @pytest.mark.parametrize(
     "rates,n_in,n_out",
-    [((8000, 16000), 160, 320), ((16000, 8000), 320, 160), ((22050, 8000), 441, 160),
-     ((24000, 8000), 480, 160), ((16000, 24000), 320, 480), ((8000, 8000), 160, 160),
-     ((16000, 16000), 320, 320)],
+    [
+        ((8000, 16000), 160, 320),
+        ((16000, 8000), 320, 160),
+        ((22050, 8000), 441, 160),
+        ((24000, 8000), 480, 160),
+        ((16000, 24000), 320, 480),
+        ((8000, 8000), 160, 160),
+        ((16000, 16000), 320, 320),
+    ],
 )
 def test_every_20ms_frame_gives_exactly_20ms(rates, n_in, n_out):
     r = StreamingResampler(*rates)
@@ -167,9 +173,11 @@ def test_in_band_snr_at_least_70db(rates, f):
 
 @pytest.mark.parametrize(
     "rate_in,freqs",
-    [(16000, [4100, 4500, 5000, 6000, 7000, 7900]),
-     (22050, [4500, 5000, 7000, 9000, 11000]),
-     (24000, [4500, 5000, 7000, 9000, 11900])],
+    [
+        (16000, [4100, 4500, 5000, 6000, 7000, 7900]),
+        (22050, [4500, 5000, 7000, 9000, 11000]),
+        (24000, [4500, 5000, 7000, 9000, 11900]),
+    ],
 )
 def test_tones_above_4khz_do_not_alias_into_8khz(rate_in, freqs):
     for f in freqs:
@@ -275,9 +283,13 @@ def test_silence_gives_exact_zeros(rates):
 
 @pytest.mark.parametrize(
     "bad,exc",
-    [([1, 2, 3], TypeError), (np.zeros(4, np.float32), TypeError),
-     (np.zeros(4, np.int32), TypeError), (np.zeros(4, ">i2"), TypeError),
-     (np.zeros((2, 160), np.int16), ValueError)],
+    [
+        ([1, 2, 3], TypeError),
+        (np.zeros(4, np.float32), TypeError),
+        (np.zeros(4, np.int32), TypeError),
+        (np.zeros(4, ">i2"), TypeError),
+        (np.zeros((2, 160), np.int16), ValueError),
+    ],
 )
 @pytest.mark.parametrize("rates", [(8000, 16000), (8000, 8000)])
 def test_process_rejects_bad_input(rates, bad, exc):
@@ -287,8 +299,13 @@ def test_process_rejects_bad_input(rates, bad, exc):
 
 @pytest.mark.parametrize(
     "rates,exc",
-    [((0, 8000), ValueError), ((8000, -1), ValueError), ((8000.0, 16000), TypeError),
-     ((True, 8000), TypeError), ((1, 10**7 + 19), ValueError)],
+    [
+        ((0, 8000), ValueError),
+        ((8000, -1), ValueError),
+        ((8000.0, 16000), TypeError),
+        ((True, 8000), TypeError),
+        ((1, 10**7 + 19), ValueError),
+    ],
 )
 def test_constructor_rejects_bad_rates(rates, exc):
     with pytest.raises(exc):

@@ -75,7 +75,7 @@ async def test_hangup_then_connect_action_answers_hangup(start_server):
     # <Connect action> (Twilio requests it when the stream ends), no <Redirect> after it.
     assert [v for v, _, _ in parse_twiml(twiml_first)] == ["stream", "action"]
     assert "<Redirect" not in twiml_first
-    (_, action, extra), = [v for v in parse_twiml(twiml_first) if v[0] == "action"]
+    ((_, action, extra),) = [v for v in parse_twiml(twiml_first) if v[0] == "action"]
     assert action == f"{url}/voice/inbound?attempt=1&upstream=embedded" and extra == {"method": "POST"}
     result = await asyncio.wait_for(SimulatedCall(url, audio=[turns[2]], polite=True, hold_s=5.0).run(), 60)
     assert result.ended_by == "hangup" and len(result.streams) == 1 and result.actions == 1
@@ -98,12 +98,16 @@ async def test_connect_action_for_a_call_twilio_reports_over_hangs_up_and_forget
                 if (await resp.json())["state"] != "live":
                     break
             await asyncio.sleep(0.05)
-        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+        async with http.post(
+            f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")
+        ) as resp:
             assert "resume" in await resp.text()  # what a live call would get: a resumed stream
         form = call.webhook_params("completed")
         async with http.post(f"{url}/voice/inbound?attempt=1", data=form) as resp:
             assert [v for v, _, _ in parse_twiml(await resp.text())] == ["hangup"]
-        async with http.post(f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")) as resp:
+        async with http.post(
+            f"{url}/voice/inbound?attempt=1", data=call.webhook_params("in-progress")
+        ) as resp:
             twiml = await resp.text()
     assert [v for v, _, _ in parse_twiml(twiml)] == ["hangup"]  # the checkpoint was let go
 
@@ -129,13 +133,19 @@ def test_store_book_bounds_and_expiry():
 def test_store_book_appends_what_each_checkpoint_adds_to_the_timeline():
     book = StoreBook(history=10)
     events = [{"t_ms": float(i), "event": "dtmf", "digit": "5"} for i in range(CHECKPOINT_TIMELINE + 20)]
-    book.checkpoint("CA1", {"view": {"state": "live"}, "timeline_add": events[:3], "timeline_reset": True}, 0.0)
-    book.checkpoint("CA1", {"view": {"state": "live"}, "timeline_add": events[3:5], "timeline_reset": False}, 0.1)
+    book.checkpoint(
+        "CA1", {"view": {"state": "live"}, "timeline_add": events[:3], "timeline_reset": True}, 0.0
+    )
+    book.checkpoint(
+        "CA1", {"view": {"state": "live"}, "timeline_add": events[3:5], "timeline_reset": False}, 0.1
+    )
     assert book.record("CA1", 0.2)["timeline"] == events[:5]
     book.checkpoint("CA1", {"view": {}, "timeline_add": events[5:], "timeline_reset": False}, 0.3)
     assert book.record("CA1", 0.4)["timeline"] == events[-CHECKPOINT_TIMELINE:]  # the latest kept
     assert "timeline_add" not in book.live["CA1"][1]
-    book.checkpoint("CA1", {"view": {}, "timeline_add": events[:2], "timeline_reset": True}, 0.5)  # a full one
+    book.checkpoint(
+        "CA1", {"view": {}, "timeline_add": events[:2], "timeline_reset": True}, 0.5
+    )  # a full one
     assert book.record("CA1", 0.6)["timeline"] == events[:2]
 
 

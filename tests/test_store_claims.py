@@ -68,11 +68,17 @@ def test_a_new_book_learns_a_shard_s_journal():
     assert not journal.claim_token("k1", 100.0, now=1.0)  # seen on this shard
     assert journal.claim_stream("CA1") and not journal.claim_stream("CA1")
     assert journal.claim_stream("CA2")
-    journal.finish("CA2", {"callSid": "CA2", "state": "live", "timeline": [{"event": "x"}] * 50}, True, now=2.0)
+    journal.finish(
+        "CA2", {"callSid": "CA2", "state": "live", "timeline": [{"event": "x"}] * 50}, True, now=2.0
+    )
     assert journal.claim_stream("CA2")  # dropped: the resume may start here
     for sid in ("CA2", "CA3", "CA4"):
-        journal.finish(sid, {"callSid": sid, "stop_reason": "hangup", "timeline": [{"event": "x"}] * 50},
-                       resumable=False, now=3.0)
+        journal.finish(
+            sid,
+            {"callSid": sid, "stop_reason": "hangup", "timeline": [{"event": "x"}] * 50},
+            resumable=False,
+            now=3.0,
+        )
     replay = journal.replay(index=0, now=10.0)
     assert replay.pid == 100 and replay.streams == ["CA1"]
     assert [sid for sid, _ in replay.ended] == ["CA3", "CA4"]  # the last ``history`` ones
@@ -92,7 +98,9 @@ def test_a_new_book_learns_a_shard_s_journal():
 
 def test_a_replay_never_revives_a_call_the_new_book_saw_end():
     book = StoreBook(history=10)
-    book.finish_stream("CA1", {"state": "ended", "stop_reason": "hangup", "timeline": [1, 2]}, False, 100, 0.0)
+    book.finish_stream(
+        "CA1", {"state": "ended", "stop_reason": "hangup", "timeline": [1, 2]}, False, 100, 0.0
+    )
     book.replay(100, [], ["CA1"], [("CA1", {"state": "ended", "timeline": []})], now=1.0)
     assert "CA1" not in book.streams and book.ended["CA1"]["timeline"] == [1, 2]
 
@@ -100,7 +108,7 @@ def test_a_replay_never_revives_a_call_the_new_book_saw_end():
 class _Shard(Actor):
     """Stands for an adopted shard: takes ``NewPool`` and says nothing."""
 
-    def receiveMessage(self, msg, sender):  # noqa: N802
+    def receiveMessage(self, msg, sender):
         pass
 
 

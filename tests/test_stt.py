@@ -218,7 +218,17 @@ def test_validation_and_singleton():
         get_recognizer(decoders=0)
     corpus = domain_corpus()
     vocab = {w for s in corpus for w in s.split()}
-    for w in ("book", "reschedule", "cancel", "appointment", "noon", "sunday", "tomorrow", "confirm", "goodbye"):
+    for w in (
+        "book",
+        "reschedule",
+        "cancel",
+        "appointment",
+        "noon",
+        "sunday",
+        "tomorrow",
+        "confirm",
+        "goodbye",
+    ):
         assert w in vocab
     assert domain_corpus() == corpus  # deterministic
     assert issubclass(SttError, RuntimeError) and Utterance

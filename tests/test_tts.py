@@ -301,9 +301,7 @@ async def test_stream_cancel_while_waiting_for_engine(tts):
         holding.set()
         release.wait(5)
 
-    holder = threading.Thread(
-        target=lambda: tts.synthesize(HELLO, holder_chunk, should_stop=release.is_set)
-    )
+    holder = threading.Thread(target=lambda: tts.synthesize(HELLO, holder_chunk, should_stop=release.is_set))
     holder.start()
     await asyncio.get_running_loop().run_in_executor(None, holding.wait, 5)
     got = []

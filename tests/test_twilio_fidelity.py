@@ -85,8 +85,10 @@ async def _call(app: VoiceApp, **kwargs: object):
         return await asyncio.wait_for(call.run(), 20)
 
 
-CONNECT = '<Response><Connect{attrs}><Stream url="ws://{{base}}/media"/></Connect>' \
-          '<Redirect method="POST">http://{{base}}/after</Redirect></Response>'
+CONNECT = (
+    '<Response><Connect{attrs}><Stream url="ws://{{base}}/media"/></Connect>'
+    '<Redirect method="POST">http://{{base}}/after</Redirect></Response>'
+)
 
 
 @pytest.mark.parametrize("end", ["close", "abort"])
@@ -142,11 +144,14 @@ async def test_strict_simulator_refuses_a_ws_stream_url_and_never_connects(start
         await SimulatedCall(url, allow_ws=False, hold_s=0.5).run()
 
 
-@pytest.mark.parametrize("stream_url, why", [
-    ("ws://voice.example.com/media", "wss"),  # what a server behind a TLS proxy must never emit
-    ("ws://{base}/media?token=abc", "query string"),
-    ("wss://{base}/media?token=abc", "query string"),
-])
+@pytest.mark.parametrize(
+    "stream_url, why",
+    [
+        ("ws://voice.example.com/media", "wss"),  # what a server behind a TLS proxy must never emit
+        ("ws://{base}/media?token=abc", "query string"),
+        ("wss://{base}/media?token=abc", "query string"),
+    ],
+)
 async def test_simulator_refuses_stream_urls_twilio_refuses(stream_url, why):
     app = VoiceApp(f'<Response><Connect><Stream url="{stream_url}"/></Connect></Response>')
     with pytest.raises(StreamUrlRefused, match=why):
@@ -155,11 +160,17 @@ async def test_simulator_refuses_stream_urls_twilio_refuses(stream_url, why):
 
 
 def test_parse_twiml_connect_action_and_methods():
-    twiml = ('<Response><Connect action="https://a/next" method="get"><Stream url="wss://a/m"/></Connect>'
-             "<Say>never</Say><Hangup/></Response>")
-    assert parse_twiml(twiml) == [("stream", "wss://a/m", {}), ("action", "https://a/next", {"method": "GET"})]
-    assert parse_twiml('<Response><Redirect>https://a/r</Redirect></Response>') == [
-        ("redirect", "https://a/r", {"method": "POST"})]
+    twiml = (
+        '<Response><Connect action="https://a/next" method="get"><Stream url="wss://a/m"/></Connect>'
+        "<Say>never</Say><Hangup/></Response>"
+    )
+    assert parse_twiml(twiml) == [
+        ("stream", "wss://a/m", {}),
+        ("action", "https://a/next", {"method": "GET"}),
+    ]
+    assert parse_twiml("<Response><Redirect>https://a/r</Redirect></Response>") == [
+        ("redirect", "https://a/r", {"method": "POST"})
+    ]
     with pytest.raises(ValueError, match="GET or POST"):
         parse_twiml('<Response><Redirect method="PUT">https://a/r</Redirect></Response>')
 
@@ -175,10 +186,29 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         pytest.skip("the openssl command is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
@@ -194,8 +224,15 @@ async def test_a_call_over_https_and_wss_end_to_end(tls):
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        call = SimulatedCall(f"https://127.0.0.1:{port}", audio=[speech_8k("Hello there.")], auth_token=TOKEN,
-                             allow_ws=False, ssl_context=client_ctx, polite=True, hold_s=0.5)
+        call = SimulatedCall(
+            f"https://127.0.0.1:{port}",
+            audio=[speech_8k("Hello there.")],
+            auth_token=TOKEN,
+            allow_ws=False,
+            ssl_context=client_ctx,
+            polite=True,
+            hold_s=0.5,
+        )
         result = await asyncio.wait_for(call.run(), 60)
     finally:
         await runner.cleanup()

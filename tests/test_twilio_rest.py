@@ -44,8 +44,12 @@ class FakeTwilioApi:
 
     @staticmethod
     def _error(status: int, message: str, code: int | None = None) -> web.Response:
-        body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                "status": status}
+        body = {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
         return web.json_response(body, status=status)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -69,21 +73,32 @@ class FakeTwilioApi:
         if rest == "IncomingPhoneNumbers.json" and request.method == "GET":
             return self._numbers(request)
         if rest.startswith("IncomingPhoneNumbers/") and rest.endswith(".json") and request.method == "POST":
-            return self._point(request, rest[len("IncomingPhoneNumbers/"):-5], form)
+            return self._point(request, rest[len("IncomingPhoneNumbers/") : -5], form)
         if rest.startswith("Calls/") and rest.endswith(".json") and request.method == "POST":
-            return self._update_call(request, rest[len("Calls/"):-5], form)
+            return self._update_call(request, rest[len("Calls/") : -5], form)
         return self._error(404, f"The requested resource {request.path} was not found", 20404)
 
     def _numbers(self, request: web.Request) -> web.Response:
         wanted = request.query.get("PhoneNumber")
-        found = [{"sid": sid, "phone_number": number, "voice_url": self.voice_urls.get(sid)}
-                 for number, sid in self.numbers.items() if wanted in (None, number)]
+        found = [
+            {"sid": sid, "phone_number": number, "voice_url": self.voice_urls.get(sid)}
+            for number, sid in self.numbers.items()
+            if wanted in (None, number)
+        ]
         size = int(request.query.get("PageSize", "50"))
-        return web.json_response({
-            "incoming_phone_numbers": found[:size], "end": max(0, min(size, len(found)) - 1),
-            "first_page_uri": request.path_qs, "next_page_uri": None, "page": 0, "page_size": size,
-            "previous_page_uri": None, "start": 0, "uri": request.path_qs,
-        })
+        return web.json_response(
+            {
+                "incoming_phone_numbers": found[:size],
+                "end": max(0, min(size, len(found)) - 1),
+                "first_page_uri": request.path_qs,
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": request.path_qs,
+            }
+        )
 
     def _point(self, request: web.Request, sid: str, form: dict[str, str]) -> web.Response:
         if sid not in self.numbers.values():
@@ -112,21 +127,36 @@ async def test_fake_api_refuses_what_twilio_refuses():
     calls = f"/2010-04-01/Accounts/{ACCOUNT}/Calls"
     good = aiohttp.BasicAuth(ACCOUNT, TOKEN)
     async with serve(api.app()) as host, aiohttp.ClientSession(f"http://{host}") as http:
+
         async def status(method: str, path: str, **kwargs) -> int:
             async with http.request(method, path, **kwargs) as resp:
                 return resp.status
+
         known = f"{calls}/CA{'1' * 32}.json"
         assert await status("POST", known, data={"Status": "completed"}) == 401  # no credentials
-        assert await status("POST", known, data={"Status": "completed"}, auth=aiohttp.BasicAuth(ACCOUNT, "x")) == 401
+        assert (
+            await status("POST", known, data={"Status": "completed"}, auth=aiohttp.BasicAuth(ACCOUNT, "x"))
+            == 401
+        )
         other = "AC" + "9" * 32  # right credentials, another account's path
-        assert await status("POST", known.replace(ACCOUNT, other), data={"Status": "completed"}, auth=good) == 401
+        assert (
+            await status("POST", known.replace(ACCOUNT, other), data={"Status": "completed"}, auth=good)
+            == 401
+        )
         assert await status("POST", known, json={"Status": "completed"}, auth=good) == 400  # not a form
         assert await status("POST", known, data={"Status": "hungup"}, auth=good) == 400
-        assert await status("POST", f"{calls}/CA{'2' * 32}.json", data={"Status": "completed"}, auth=good) == 404
+        assert (
+            await status("POST", f"{calls}/CA{'2' * 32}.json", data={"Status": "completed"}, auth=good) == 404
+        )
         numbers = f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers"
-        assert await status("POST", f"{numbers}/PN{'b' * 32}.json", data={"VoiceUrl": "https://x/"}, auth=good) == 404
+        assert (
+            await status("POST", f"{numbers}/PN{'b' * 32}.json", data={"VoiceUrl": "https://x/"}, auth=good)
+            == 404
+        )
         pn = f"{numbers}/PN{'a' * 32}.json"
-        assert await status("POST", pn, data={"VoiceUrl": "https://x/", "VoiceMethod": "PUT"}, auth=good) == 400
+        assert (
+            await status("POST", pn, data={"VoiceUrl": "https://x/", "VoiceMethod": "PUT"}, auth=good) == 400
+        )
         assert await status("POST", pn, data={"VoiceUrl": "x.example.com"}, auth=good) == 400
         assert await status("POST", known, data={"Status": "completed"}, auth=good) == 200
     assert api.calls["CA" + "1" * 32] == "completed"
@@ -140,7 +170,10 @@ async def test_client_completes_and_points_and_reports_errors():
         rest = TwilioRest(ACCOUNT, TOKEN, f"http://{host}")
         try:
             assert await rest.complete("CA" + "1" * 32) == "completed"
-            assert await rest.point_number("+15550001111", "https://v.example.com/voice/inbound") == "PN" + "a" * 32
+            assert (
+                await rest.point_number("+15550001111", "https://v.example.com/voice/inbound")
+                == "PN" + "a" * 32
+            )
             with pytest.raises(TwilioError, match="404"):  # a call Twilio does not know: not retried
                 await rest.complete("CA" + "4" * 32)
             with pytest.raises(TwilioError, match="is not a number of account"):
@@ -180,8 +213,12 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
     fake.end_call_after_replies = 2
     async with serve(api.app()) as host, fake.running():
         url = await start_server(
-            upstream="openai-realtime", openai_realtime_url=fake.url, openai_api_key="sk-test", twilio_auth_token=TOKEN,
-            twilio_account_sid=ACCOUNT, twilio_api_url=f"http://{host}",
+            upstream="openai-realtime",
+            openai_realtime_url=fake.url,
+            openai_api_key="sk-test",
+            twilio_auth_token=TOKEN,
+            twilio_account_sid=ACCOUNT,
+            twilio_api_url=f"http://{host}",
         )
         call = SimulatedCall(url, audio=[speech_8k("Goodbye.")], polite=True, hold_s=6.0, auth_token=TOKEN)
         api.calls[call.call_sid] = "in-progress"
@@ -194,8 +231,11 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
         record = await _record(url, call)
     assert "call_ending" in result.timeline_events()
     ((method, path, form, _),) = api.requests
-    assert (method, path, form) == ("POST", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{call.call_sid}.json",
-                                    {"Status": "completed"})
+    assert (method, path, form) == (
+        "POST",
+        f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{call.call_sid}.json",
+        {"Status": "completed"},
+    )
     assert [e.get("status") for e in record["timeline"] if e["event"] == "twilio.completed"] == ["completed"]
     assert api.calls[call.call_sid] == "completed"
 
@@ -203,10 +243,18 @@ async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
 async def test_number_pointed_at_public_url_on_start(start_server):
     api = FakeTwilioApi()
     async with serve(api.app()) as host:
-        await start_server(twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT, twilio_api_url=f"http://{host}",
-                           twilio_number="+15550001111", public_url="https://voice.example.com")
+        await start_server(
+            twilio_auth_token=TOKEN,
+            twilio_account_sid=ACCOUNT,
+            twilio_api_url=f"http://{host}",
+            twilio_number="+15550001111",
+            public_url="https://voice.example.com",
+        )
     assert api.requests[0][2]["PhoneNumber"] == "+15550001111"
-    assert api.requests[1][2] == {"VoiceUrl": "https://voice.example.com/voice/inbound", "VoiceMethod": "POST"}
+    assert api.requests[1][2] == {
+        "VoiceUrl": "https://voice.example.com/voice/inbound",
+        "VoiceMethod": "POST",
+    }
     assert api.voice_urls == {"PN" + "a" * 32: "https://voice.example.com/voice/inbound"}
 
 

@@ -16,7 +16,13 @@ import pytest
 from callbridge.codecs.g711 import ulaw_encode
 from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.openai_realtime import (
-    append_audio, greet, padding_in_force, realtime_url, session_update, speech_onset_ms, truncate,
+    append_audio,
+    greet,
+    padding_in_force,
+    realtime_url,
+    session_update,
+    speech_onset_ms,
+    truncate,
 )
 
 from .conftest import events, inject_fault, rms, speech_8k, until
@@ -27,8 +33,12 @@ FAST_RETRIES = "0.05,0.1,0.2"
 
 async def realtime_server(start_server, fake: FakeRealtime, **settings):
     return await start_server(
-        upstream="openai-realtime", openai_realtime_url=fake.url, openai_api_key="sk-test",
-        upstream_retries_s=FAST_RETRIES, upstream_timeout_s=3.0, **settings,
+        upstream="openai-realtime",
+        openai_realtime_url=fake.url,
+        openai_api_key="sk-test",
+        upstream_retries_s=FAST_RETRIES,
+        upstream_timeout_s=3.0,
+        **settings,
     )
 
 
@@ -52,7 +62,10 @@ def test_protocol_messages():
     event = orjson.loads(append_audio(frame))
     assert event == {"type": "input_audio_buffer.append", "audio": base64.b64encode(frame).decode()}
     assert truncate("item_1", 1234) == {
-        "type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0, "audio_end_ms": 1234,
+        "type": "conversation.item.truncate",
+        "item_id": "item_1",
+        "content_index": 0,
+        "audio_end_ms": 1234,
     }
 
 
@@ -229,13 +242,14 @@ async def test_upstream_actor_restart_resumes_the_conversation(start_server):
 
 
 @contextlib.asynccontextmanager
-async def realtime_socket(fake: FakeRealtime, key: str | None = "sk-test", query: str = "?model=gpt-realtime"):
+async def realtime_socket(
+    fake: FakeRealtime, key: str | None = "sk-test", query: str = "?model=gpt-realtime"
+):
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(fake.url + query, headers=headers) as ws:
-            created = await ws.receive_json(timeout=3)
-            assert created["type"] == "session.created"
-            yield ws
+    async with aiohttp.ClientSession() as http, http.ws_connect(fake.url + query, headers=headers) as ws:
+        created = await ws.receive_json(timeout=3)
+        assert created["type"] == "session.created"
+        yield ws
 
 
 async def answer(ws, event: dict, until: str = "") -> dict:
@@ -250,9 +264,10 @@ async def answer(ws, event: dict, until: str = "") -> dict:
 GOOD_UPDATE = session_update("gpt-realtime", "marin", 500)
 
 
-@pytest.mark.parametrize("key, query, status", [(None, "?model=gpt-realtime", 401),
-                                                ("sk-wrong", "?model=gpt-realtime", 401),
-                                                ("sk-test", "", 400)])
+@pytest.mark.parametrize(
+    "key, query, status",
+    [(None, "?model=gpt-realtime", 401), ("sk-wrong", "?model=gpt-realtime", 401), ("sk-test", "", 400)],
+)
 async def test_fake_refuses_the_handshake_without_the_key_or_model(key, query, status):
     fake = FakeRealtime()
     async with fake.running():
@@ -273,20 +288,31 @@ def _update_with(path: str, value) -> dict:
     return update
 
 
-@pytest.mark.parametrize("path, value, param", [
-    ("colour", "blue", "session.colour"),
-    ("type", "transcription", "session.type"),
-    ("audio.input.format", {"type": "g711_ulaw"}, "session.audio.input.format.type"),
-    ("audio.input.format", "g711_ulaw", "session.audio.input.format"),
-    ("audio.output.format", {"type": "audio/pcm", "rate": 16000}, "session.audio.output.format.rate"),
-    ("audio.input.turn_detection.silence", 500, "session.audio.input.turn_detection.silence"),
-    ("audio.input.turn_detection.type", "vad", "session.audio.input.turn_detection.type"),
-    ("audio.input.turn_detection.threshold", 2, "session.audio.input.turn_detection.threshold"),
-    ("audio.input.turn_detection.interrupt_response", "no", "session.audio.input.turn_detection.interrupt_response"),
-    ("audio.input.turn_detection.prefix_padding_ms", -1, "session.audio.input.turn_detection.prefix_padding_ms"),
-    ("audio.input.transcription.engine", "x", "session.audio.input.transcription.engine"),
-    ("output_modalities", ["audio", "text"], "session.output_modalities"),
-])
+@pytest.mark.parametrize(
+    "path, value, param",
+    [
+        ("colour", "blue", "session.colour"),
+        ("type", "transcription", "session.type"),
+        ("audio.input.format", {"type": "g711_ulaw"}, "session.audio.input.format.type"),
+        ("audio.input.format", "g711_ulaw", "session.audio.input.format"),
+        ("audio.output.format", {"type": "audio/pcm", "rate": 16000}, "session.audio.output.format.rate"),
+        ("audio.input.turn_detection.silence", 500, "session.audio.input.turn_detection.silence"),
+        ("audio.input.turn_detection.type", "vad", "session.audio.input.turn_detection.type"),
+        ("audio.input.turn_detection.threshold", 2, "session.audio.input.turn_detection.threshold"),
+        (
+            "audio.input.turn_detection.interrupt_response",
+            "no",
+            "session.audio.input.turn_detection.interrupt_response",
+        ),
+        (
+            "audio.input.turn_detection.prefix_padding_ms",
+            -1,
+            "session.audio.input.turn_detection.prefix_padding_ms",
+        ),
+        ("audio.input.transcription.engine", "x", "session.audio.input.transcription.engine"),
+        ("output_modalities", ["audio", "text"], "session.output_modalities"),
+    ],
+)
 async def test_fake_refuses_a_bad_session_update(path, value, param):
     fake = FakeRealtime()
     async with fake.running(), realtime_socket(fake) as ws:
@@ -301,10 +327,20 @@ async def test_fake_refuses_truncate_delete_cancel_and_create_it_cannot_do():
     fake.greeting_s = 0.6
     async with fake.running(), realtime_socket(fake) as ws:
         assert (await answer(ws, GOOD_UPDATE, "session.updated"))["type"] == "session.updated"
-        got = await answer(ws, {"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0,
-                                "audio_end_ms": 10}, "conversation.item.truncated")
+        got = await answer(
+            ws,
+            {
+                "type": "conversation.item.truncate",
+                "item_id": "item_nope",
+                "content_index": 0,
+                "audio_end_ms": 10,
+            },
+            "conversation.item.truncated",
+        )
         assert got["type"] == "error" and "not found" in got["error"]["message"]
-        got = await answer(ws, {"type": "conversation.item.delete", "item_id": "item_nope"}, "conversation.item.deleted")
+        got = await answer(
+            ws, {"type": "conversation.item.delete", "item_id": "item_nope"}, "conversation.item.deleted"
+        )
         assert got["type"] == "error" and "not found" in got["error"]["message"]
         got = await answer(ws, {"type": "response.cancel"}, "response.done")
         assert got["type"] == "error" and got["error"]["code"] == "response_cancel_not_active"
@@ -328,11 +364,12 @@ async def test_fake_refuses_truncate_delete_cancel_and_create_it_cannot_do():
 
 async def _speak_to(ws, silence_s: float, loud_s: float) -> list[dict]:
     """Caller audio straight to the fake: silence, a loud tone, silence; what it said."""
-    audio = np.concatenate([np.zeros(int(silence_s * 8000), np.int16), tone(loud_s, 8000, 8000.0),
-                            np.zeros(8000, np.int16)])
+    audio = np.concatenate(
+        [np.zeros(int(silence_s * 8000), np.int16), tone(loud_s, 8000, 8000.0), np.zeros(8000, np.int16)]
+    )
     ulaw = ulaw_encode(audio)
     for i in range(0, len(ulaw), 160):
-        await ws.send_str(append_audio(ulaw[i:i + 160]))
+        await ws.send_str(append_audio(ulaw[i : i + 160]))
     got: list[dict] = []
     with contextlib.suppress(asyncio.TimeoutError):
         while True:
@@ -375,7 +412,9 @@ async def test_bridge_owns_turn_taking_and_the_fake_finds_nothing_to_refuse(star
     fake = FakeRealtime()
     async with fake.running():
         url = await realtime_server(start_server, fake)
-        result = await SimulatedCall(url, audio=[speech_8k("Book me in on Monday.")], polite=True, hold_s=2.5).run()
+        result = await SimulatedCall(
+            url, audio=[speech_8k("Book me in on Monday.")], polite=True, hold_s=2.5
+        ).run()
     (session,) = fake.sessions
     update = next(e for e in session.events if e["type"] == "session.update")["session"]
     td = update["audio"]["input"]["turn_detection"]
@@ -432,7 +471,10 @@ async def test_a_real_barge_in_cancels_the_reply_and_detection_counts_from_the_s
 
 
 def test_padding_and_onset_from_the_protocol():
-    updated = {"type": "session.updated", "session": {"audio": {"input": {"turn_detection": {"prefix_padding_ms": 120}}}}}
+    updated = {
+        "type": "session.updated",
+        "session": {"audio": {"input": {"turn_detection": {"prefix_padding_ms": 120}}}},
+    }
     assert padding_in_force(updated) == 120
     assert padding_in_force({"type": "session.updated", "session": {}}) == 300
     assert padding_in_force({"session": {"audio": {"input": {"turn_detection": None}}}}, 250) == 250

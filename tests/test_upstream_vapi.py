@@ -29,8 +29,13 @@ FAST_RETRIES = "0.05,0.1,0.2"
 
 async def vapi_server(start_server, fake: FakeVapi, base: str, **settings):
     return await start_server(
-        upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key, vapi_assistant_id="asst_test",
-        upstream_retries_s=FAST_RETRIES, upstream_timeout_s=3.0, **settings,
+        upstream="vapi",
+        vapi_api_url=base,
+        vapi_api_key=fake.api_key,
+        vapi_assistant_id="asst_test",
+        upstream_retries_s=FAST_RETRIES,
+        upstream_timeout_s=3.0,
+        **settings,
     )
 
 
@@ -54,17 +59,33 @@ def test_create_call_body_and_answer():
     body = create_call_body(s)
     assert body == {
         "assistantId": "asst_1",
-        "transport": {"provider": "vapi.websocket",
-                      "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}},
+        "transport": {
+            "provider": "vapi.websocket",
+            "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+        },
     }
-    assert create_call_body(s, reconnect=True)["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
+    assert create_call_body(s, reconnect=True)["assistantOverrides"] == {
+        "firstMessageMode": "assistant-waits-for-user"
+    }
     inline = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant='{"firstMessage": "Hi"}')
     assert create_call_body(inline)["assistant"] == {"firstMessage": "Hi"}
-    assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == ("c1", "wss://x/y", "")
-    answer = {"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}, "monitor": {"controlUrl": "https://x/c"}}
+    assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == (
+        "c1",
+        "wss://x/y",
+        "",
+    )
+    answer = {
+        "id": "c1",
+        "transport": {"websocketCallUrl": "wss://x/y"},
+        "monitor": {"controlUrl": "https://x/c"},
+    }
     assert parse_created(answer) == ("c1", "wss://x/y", "https://x/c")
-    for bad in ([], {"id": "c1"}, {"id": "", "transport": {"websocketCallUrl": "wss://x"}},
-                {"id": "c1", "transport": {"websocketCallUrl": "https://x"}}):
+    for bad in (
+        [],
+        {"id": "c1"},
+        {"id": "", "transport": {"websocketCallUrl": "wss://x"}},
+        {"id": "c1", "transport": {"websocketCallUrl": "https://x"}},
+    ):
         with pytest.raises(RemoteFailure):
             parse_created(bad)
     assert ends_call({"type": "hangup"}) and ends_call({"type": "status-update", "status": "ended"})
@@ -112,7 +133,11 @@ async def test_conversation_over_the_websocket_transport(start_server):
 
     assert result.close_code == 1000 and result.outbound_errors == []
     (created,) = fake.created
-    assert created["transport"]["audioFormat"] == {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}
+    assert created["transport"]["audioFormat"] == {
+        "format": "pcm_s16le",
+        "container": "raw",
+        "sampleRate": 16000,
+    }
     assert created["assistantId"] == "asst_test"
     (bound,) = events(result, "upstream.bound")
     assert bound["remote_id"] == "vapi-call-1"
@@ -149,7 +174,8 @@ async def test_slow_call_creation_loses_nothing(start_server):
 
 
 @pytest.mark.parametrize(
-    ("vapi_says", "audio"), [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
+    ("vapi_says", "audio"),
+    [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
     ids=["vapi-says", "our-vad", "our-vad-mulaw"],
 )
 async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server, vapi_says, audio):
@@ -212,8 +238,12 @@ async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_serve
     fake.drop_after_s = {1: 0.8}
     async with fake.running() as base:
         url = await start_server(
-            upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key, vapi_assistant_id="asst_test",
-            upstream_retries_s="5", upstream_timeout_s=3.0,
+            upstream="vapi",
+            vapi_api_url=base,
+            vapi_api_key=fake.api_key,
+            vapi_assistant_id="asst_test",
+            upstream_retries_s="5",
+            upstream_timeout_s=3.0,
         )
         await SimulatedCall(url, hold_s=2.0).run()
         for _ in range(100):
@@ -294,13 +324,27 @@ async def test_sigkill_of_the_shard_ends_its_vapi_call_before_the_resumed_call_m
     checkpoint, which names that Vapi call: it is ended before a new one is created."""
     fake = FakeVapi()
     async with fake.running() as base:
-        node = ProdNode(tmp_path, workers=2, UPSTREAM="vapi", VAPI_API_URL=base, VAPI_API_KEY=fake.api_key,
-                        VAPI_ASSISTANT_ID="asst_test", UPSTREAM_RETRIES_S=FAST_RETRIES)
+        node = ProdNode(
+            tmp_path,
+            workers=2,
+            UPSTREAM="vapi",
+            VAPI_API_URL=base,
+            VAPI_API_KEY=fake.api_key,
+            VAPI_ASSISTANT_ID="asst_test",
+            UPSTREAM_RETRIES_S=FAST_RETRIES,
+        )
         try:
             await asyncio.to_thread(node.wait_ready)
             await asyncio.to_thread(node.wait_for, lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
-            call = SimulatedCall(node.url, audio=[speech_8k("Book Monday.")], gap_s=3.0, hold_s=3.0,
-                                 auth_token=AUTH_TOKEN, public_url=PUBLIC_URL, console_token=CONSOLE_TOKEN)
+            call = SimulatedCall(
+                node.url,
+                audio=[speech_8k("Book Monday.")],
+                gap_s=3.0,
+                hold_s=3.0,
+                auth_token=AUTH_TOKEN,
+                public_url=PUBLIC_URL,
+                console_token=CONSOLE_TOKEN,
+            )
             running = asyncio.ensure_future(call.run())
             for _ in range(600):
                 if fake.replies >= 1:

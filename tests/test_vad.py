@@ -151,7 +151,9 @@ def test_reset_and_independent_streams(backend):
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="onnxruntime not installed")
 def test_backends_agree():
-    x = np.concatenate([speech16k("Please reschedule it to tomorrow at ten thirty"), np.zeros(4000, np.int16)])
+    x = np.concatenate(
+        [speech16k("Please reschedule it to tomorrow at ten thirty"), np.zeros(4000, np.int16)]
+    )
     a = Vad(backend="onnxruntime").process(x)
     b = Vad(backend="native").process(x)
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -201,8 +203,17 @@ def test_vad_and_endpointer_find_one_turn_and_ignore_a_cough():
     rng = np.random.default_rng(3)
     speech = speech16k("Can I move my appointment to Friday morning")
     floor = lambda s: white(rng, s, 30)  # noqa: E731 - a quiet line
-    pcm = i16(np.concatenate([floor(0.5), cough(rng, 0.25) + floor(0.25), floor(0.5),
-                              speech + floor(len(speech) / SR), floor(1.5)]))
+    pcm = i16(
+        np.concatenate(
+            [
+                floor(0.5),
+                cough(rng, 0.25) + floor(0.25),
+                floor(0.5),
+                speech + floor(len(speech) / SR),
+                floor(1.5),
+            ]
+        )
+    )
     speech_at = 0.5 + 0.25 + 0.5
     v, ep, events = Vad(), Endpointer(end_silence_ms=500), []
     k = 0  # windows so far: window k ends at stream time k * 32 ms

@@ -42,7 +42,12 @@ def test_bearer_is_the_default_and_checks_header_and_prefix():
     assert check(BEARER, {"Authorization": f"Bearer {SECRET}"}, body, NOW, guard) == ""
     assert check(BEARER, {"Authorization": f"Bearer {SECRET}"}, body, NOW + 1, guard) == "replayed"
     other = body_of(status="ended")
-    for headers in ({}, {"Authorization": SECRET}, {"Authorization": "Bearer wrong"}, {"X-Vapi-Secret": SECRET}):
+    for headers in (
+        {},
+        {"Authorization": SECRET},
+        {"Authorization": "Bearer wrong"},
+        {"X-Vapi-Secret": SECRET},
+    ):
         assert "Authorization" in check(BEARER, headers, other, NOW, guard)
     custom = WebhookAuth("bearer", SECRET, bearer_header="X-Api-Key", bearer_prefix=False)
     assert check(custom, {"X-Api-Key": SECRET}, other, NOW, guard) == ""
@@ -77,24 +82,31 @@ def test_hmac_default_plan_good_bad_replayed_stale():
     body = body_of()
     stamp = str(int(NOW))
     good = {"x-timestamp": stamp, "x-signature": HMAC.sign(body, stamp)}
-    assert good["x-signature"] == __import__("hmac").new(SECRET.encode(), f"{stamp}.".encode() + body,
-                                                          "sha256").hexdigest()  # Vapi's default payload
+    assert (
+        good["x-signature"]
+        == __import__("hmac").new(SECRET.encode(), f"{stamp}.".encode() + body, "sha256").hexdigest()
+    )  # Vapi's default payload
     assert check(HMAC, good, body, NOW + 10, guard) == ""
     assert check(HMAC, good, body, NOW + 11, guard) == "replayed"
     tampered = body_of(status="tampered")
     assert check(HMAC, good, tampered, NOW, guard) == "bad signature"
     other = WebhookAuth("hmac", "other")
-    assert check(HMAC, {"x-timestamp": stamp, "x-signature": other.sign(tampered, stamp)}, tampered, NOW, guard) == (
-        "bad signature"
-    )
+    assert check(
+        HMAC, {"x-timestamp": stamp, "x-signature": other.sign(tampered, stamp)}, tampered, NOW, guard
+    ) == ("bad signature")
     old = str(int(NOW - 400))
-    assert check(HMAC, {"x-timestamp": old, "x-signature": HMAC.sign(tampered, old)}, tampered, NOW, guard) == (
-        "stale timestamp"
-    )
+    assert check(
+        HMAC, {"x-timestamp": old, "x-signature": HMAC.sign(tampered, old)}, tampered, NOW, guard
+    ) == ("stale timestamp")
     ms = str(int(NOW * 1000))  # milliseconds are understood too
-    assert check(HMAC, {"x-timestamp": ms, "x-signature": HMAC.sign(tampered, ms)}, tampered, NOW, guard) == ""
+    assert (
+        check(HMAC, {"x-timestamp": ms, "x-signature": HMAC.sign(tampered, ms)}, tampered, NOW, guard) == ""
+    )
     upper = body_of(status="upper")
-    assert check(HMAC, {"x-timestamp": stamp, "x-signature": HMAC.sign(upper, stamp).upper()}, upper, NOW, guard) == ""
+    assert (
+        check(HMAC, {"x-timestamp": stamp, "x-signature": HMAC.sign(upper, stamp).upper()}, upper, NOW, guard)
+        == ""
+    )
     for headers in ({}, {"x-timestamp": "soon", "x-signature": "ab"}, {"x-timestamp": stamp}):
         assert "malformed" in check(HMAC, headers, body, NOW, guard)
 
@@ -102,8 +114,15 @@ def test_hmac_default_plan_good_bad_replayed_stale():
 @pytest.mark.parametrize("algorithm", ["sha256", "sha512", "sha1"])
 @pytest.mark.parametrize("encoding", ["hex", "base64"])
 def test_hmac_algorithms_and_encodings(algorithm, encoding):
-    auth = WebhookAuth("hmac", SECRET, algorithm=algorithm, encoding=encoding, signature_prefix="sha=",
-                       signature_header="X-Hub-Signature", timestamp_header="X-Hub-Time")
+    auth = WebhookAuth(
+        "hmac",
+        SECRET,
+        algorithm=algorithm,
+        encoding=encoding,
+        signature_prefix="sha=",
+        signature_header="X-Hub-Signature",
+        timestamp_header="X-Hub-Time",
+    )
     body, stamp = body_of(), str(int(NOW))
     signature = auth.sign(body, stamp)
     assert signature.startswith("sha=")
@@ -111,14 +130,23 @@ def test_hmac_algorithms_and_encodings(algorithm, encoding):
     assert len(raw) == {"sha256": 32, "sha512": 64, "sha1": 20}[algorithm]
     guard = ReplayGuard()
     assert check(auth, {"X-Hub-Time": stamp, "X-Hub-Signature": signature}, body, NOW, guard) == ""
-    assert "malformed" in check(auth, {"X-Hub-Time": stamp, "X-Hub-Signature": signature[4:]}, body, NOW, guard)
-    assert "malformed" in check(auth, {"x-timestamp": stamp, "x-signature": signature}, body, NOW, guard)
-    wrong = WebhookAuth("hmac", SECRET, algorithm="sha1" if algorithm != "sha1" else "sha256", encoding=encoding,
-                        signature_prefix="sha=", signature_header="X-Hub-Signature", timestamp_header="X-Hub-Time")
-    body2 = body_of(status="x")
-    assert check(auth, {"X-Hub-Time": stamp, "X-Hub-Signature": wrong.sign(body2, stamp)}, body2, NOW, guard) == (
-        "bad signature"
+    assert "malformed" in check(
+        auth, {"X-Hub-Time": stamp, "X-Hub-Signature": signature[4:]}, body, NOW, guard
     )
+    assert "malformed" in check(auth, {"x-timestamp": stamp, "x-signature": signature}, body, NOW, guard)
+    wrong = WebhookAuth(
+        "hmac",
+        SECRET,
+        algorithm="sha1" if algorithm != "sha1" else "sha256",
+        encoding=encoding,
+        signature_prefix="sha=",
+        signature_header="X-Hub-Signature",
+        timestamp_header="X-Hub-Time",
+    )
+    body2 = body_of(status="x")
+    assert check(
+        auth, {"X-Hub-Time": stamp, "X-Hub-Signature": wrong.sign(body2, stamp)}, body2, NOW, guard
+    ) == ("bad signature")
 
 
 def test_hmac_without_timestamp_custom_payload_and_base64_secret():
@@ -129,30 +157,58 @@ def test_hmac_without_timestamp_custom_payload_and_base64_secret():
     assert check(bare, {"x-signature": bare.sign(body)}, body, NOW, guard) == ""
     assert check(bare, {"x-signature": bare.sign(body)}, body, NOW, guard) == "replayed"
     key = base64.b64encode(b"\x00\xffraw key").decode()
-    svix = WebhookAuth("hmac", key, encoding="base64", payload_format="{svix-id}.{timestamp}.{method} {url}.{body}",
-                       message_id_header="svix-id", secret_is_base64=True)
+    svix = WebhookAuth(
+        "hmac",
+        key,
+        encoding="base64",
+        payload_format="{svix-id}.{timestamp}.{method} {url}.{body}",
+        message_id_header="svix-id",
+        secret_is_base64=True,
+    )
     url = "https://bridge.example.com/webhook/vapi"
     stamp = str(int(NOW))
-    headers = {"svix-id": "msg_1", "x-timestamp": stamp, "x-signature": svix.sign(body, stamp, "POST", url, "msg_1")}
+    headers = {
+        "svix-id": "msg_1",
+        "x-timestamp": stamp,
+        "x-signature": svix.sign(body, stamp, "POST", url, "msg_1"),
+    }
     assert check(svix, headers, body, NOW, guard, method="POST", url=url) == ""
-    assert check(svix, {**headers, "svix-id": "msg_2"}, body, NOW, guard, method="POST", url=url) == "bad signature"
+    assert (
+        check(svix, {**headers, "svix-id": "msg_2"}, body, NOW, guard, method="POST", url=url)
+        == "bad signature"
+    )
     assert check(svix, headers, body, NOW, guard, method="POST", url=url + "x") == "bad signature"
     assert "svix-id" in check(svix, {k: v for k, v in headers.items() if k != "svix-id"}, body, NOW, guard)
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"vapi_webhook_auth": "oauth2"}, "VAPI_WEBHOOK_AUTH must be one of bearer, secret, hmac"),
-    ({"vapi_webhook_bearer_header": "Bad Header:"}, "VAPI_WEBHOOK_BEARER_HEADER is not a header name"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_algorithm": "md5"}, "VAPI_WEBHOOK_HMAC_ALGORITHM"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_encoding": "base32"}, "VAPI_WEBHOOK_HMAC_ENCODING"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_signature_header": ""}, "SIGNATURE_HEADER is not a header"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{timestamp}.{bdy}"}, "unknown placeholders"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{timestamp}"}, "must contain {body}"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_include_timestamp": False,
-      "vapi_webhook_hmac_payload": "{timestamp}.{body}"}, "INCLUDE_TIMESTAMP is off"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{svix-id}.{body}"}, "MESSAGE_ID_HEADER"),
-    ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_secret_base64": True}, "not base64"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"vapi_webhook_auth": "oauth2"}, "VAPI_WEBHOOK_AUTH must be one of bearer, secret, hmac"),
+        ({"vapi_webhook_bearer_header": "Bad Header:"}, "VAPI_WEBHOOK_BEARER_HEADER is not a header name"),
+        ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_algorithm": "md5"}, "VAPI_WEBHOOK_HMAC_ALGORITHM"),
+        ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_encoding": "base32"}, "VAPI_WEBHOOK_HMAC_ENCODING"),
+        (
+            {"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_signature_header": ""},
+            "SIGNATURE_HEADER is not a header",
+        ),
+        (
+            {"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{timestamp}.{bdy}"},
+            "unknown placeholders",
+        ),
+        ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{timestamp}"}, "must contain {body}"),
+        (
+            {
+                "vapi_webhook_auth": "hmac",
+                "vapi_webhook_hmac_include_timestamp": False,
+                "vapi_webhook_hmac_payload": "{timestamp}.{body}",
+            },
+            "INCLUDE_TIMESTAMP is off",
+        ),
+        ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_payload": "{svix-id}.{body}"}, "MESSAGE_ID_HEADER"),
+        ({"vapi_webhook_auth": "hmac", "vapi_webhook_hmac_secret_base64": True}, "not base64"),
+    ],
+)
 def test_webhook_auth_settings_are_checked_at_start(settings, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
         Settings(vapi_webhook_secret="not base64!", **settings)
@@ -179,11 +235,15 @@ def test_log_tally_logs_powers_of_two_of_a_bounded_set_of_kinds():
 
 
 def test_tool_call_results_carry_name_and_tool_call_id():
-    message = {"type": "tool-calls",
-               "toolWithToolCallList": [{"name": "sendEmail", "toolCall": {"id": "abc123"}}],
-               "toolCallList": [{"id": "abc123", "name": "sendEmail", "parameters": {}},
-                                {"id": "t2", "type": "function", "function": {"name": "book", "arguments": "{}"}},
-                                {"id": "t3"}]}
+    message = {
+        "type": "tool-calls",
+        "toolWithToolCallList": [{"name": "sendEmail", "toolCall": {"id": "abc123"}}],
+        "toolCallList": [
+            {"id": "abc123", "name": "sendEmail", "parameters": {}},
+            {"id": "t2", "type": "function", "function": {"name": "book", "arguments": "{}"}},
+            {"id": "t3"},
+        ],
+    }
     assert tool_calls(message) == [("abc123", "sendEmail"), ("t2", "book"), ("t3", "")]
     (first, second, third) = reply(message)["results"]
     assert first["name"] == "sendEmail" and first["toolCallId"] == "abc123" and first["error"]
@@ -197,7 +257,9 @@ def test_tool_call_results_carry_name_and_tool_call_id():
 
 
 async def post(session, url, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-    async with session.post(url + "/webhook/vapi", data=body, headers={"Content-Type": "application/json", **headers}) as r:
+    async with session.post(
+        url + "/webhook/vapi", data=body, headers={"Content-Type": "application/json", **headers}
+    ) as r:
         return r.status, await r.text()
 
 
@@ -216,8 +278,12 @@ async def test_webhooks_land_in_the_call_timeline(start_server, mode):
     auth_plan = WebhookAuth(mode, SECRET)
     async with fake.running() as base:
         url = await start_server(
-            upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key, vapi_assistant_id="asst",
-            vapi_webhook_secret=SECRET, vapi_webhook_auth=mode,
+            upstream="vapi",
+            vapi_api_url=base,
+            vapi_api_key=fake.api_key,
+            vapi_assistant_id="asst",
+            vapi_webhook_secret=SECRET,
+            vapi_webhook_auth=mode,
         )
 
         def auth(body: bytes, stamp: float | None = None, plan: WebhookAuth = auth_plan) -> dict[str, str]:
@@ -233,8 +299,9 @@ async def test_webhooks_land_in_the_call_timeline(start_server, mode):
         async with aiohttp.ClientSession() as http:
             await wait_bound(http, url, call.call_sid)
             now_ms = time.time() * 1000
-            good = body_of("transcript", role="user", transcriptType="final", transcript="hello there",
-                           timestamp=now_ms)
+            good = body_of(
+                "transcript", role="user", transcriptType="final", transcript="hello there", timestamp=now_ms
+            )
             assert (await post(http, url, good, auth(good)))[0] == 200
             assert (await post(http, url, good, auth(good)))[0] == 401  # replayed
             bad = body_of("status-update", status="in-progress", timestamp=now_ms)
@@ -246,9 +313,16 @@ async def test_webhooks_land_in_the_call_timeline(start_server, mode):
             tools = body_of("tool-calls", toolCallList=[{"id": "t1", "function": {"name": "book"}}])
             status, text = await post(http, url, tools, auth(tools))
             assert status == 200 and orjson.loads(text)["results"][0] == {
-                "name": "book", "toolCallId": "t1", "error": "callbridge runs no tools; give this tool its own server URL"}
-            final_only = body_of('transcript[transcriptType="final"]', role="assistant", transcriptType="final",
-                                 transcript="Booked for Monday.")
+                "name": "book",
+                "toolCallId": "t1",
+                "error": "callbridge runs no tools; give this tool its own server URL",
+            }
+            final_only = body_of(
+                'transcript[transcriptType="final"]',
+                role="assistant",
+                transcriptType="final",
+                transcript="Booked for Monday.",
+            )
             assert (await post(http, url, final_only, auth(final_only)))[0] == 200
             result = await running
             # After the call ended: the end-of-call report still finds it.
@@ -259,7 +333,10 @@ async def test_webhooks_land_in_the_call_timeline(start_server, mode):
             assert (await post(http, url, garbage, auth(garbage)))[0] == 400
 
     heard = [e for e in record["timeline"] if e["event"] == "vapi.transcript"]
-    assert [(e["role"], e["transcript"]) for e in heard] == [("user", "hello there"), ("assistant", "Booked for Monday.")]
+    assert [(e["role"], e["transcript"]) for e in heard] == [
+        ("user", "hello there"),
+        ("assistant", "Booked for Monday."),
+    ]
     assert [e["tools"] for e in result.record["timeline"] if e["event"] == "vapi.tool-calls"] == [["book"]]
     assert not [e for e in result.record["timeline"] if e["event"] == "vapi.status-update"]
     (ended,) = [e for e in record["timeline"] if e["event"] == "vapi.end-of-call-report"]
@@ -270,8 +347,13 @@ async def test_every_documented_type_is_accepted_and_future_ones_acknowledged(st
     fake = FakeVapi()
     headers = {"Authorization": f"Bearer {SECRET}"}
     async with fake.running() as base:
-        url = await start_server(upstream="vapi", vapi_api_url=base, vapi_api_key=fake.api_key,
-                                 vapi_assistant_id="asst", vapi_webhook_secret=SECRET)
+        url = await start_server(
+            upstream="vapi",
+            vapi_api_url=base,
+            vapi_api_key=fake.api_key,
+            vapi_assistant_id="asst",
+            vapi_webhook_secret=SECRET,
+        )
         call = SimulatedCall(url, hold_s=3.0)
         running = asyncio.ensure_future(call.run())
         async with aiohttp.ClientSession() as http:
@@ -306,8 +388,10 @@ async def test_bad_credentials_give_401_and_bounded_log_lines(start_server, capl
                 value = ["Bearer wh\u00e9c", "Bearer \u00b2" * 50, "Bearer nope", "x" * 3000][i % 4]
                 status, _ = await post(http, url, body_of(i=i), {"Authorization": value})
                 assert status == 401
-            raw = b"POST /webhook/vapi HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xc3\xa9\xff\r\n" \
-                  b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+            raw = (
+                b"POST /webhook/vapi HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xc3\xa9\xff\r\n"
+                b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+            )
             host, port = url.removeprefix("http://").split(":")
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(raw)

@@ -19,7 +19,7 @@ while the agent is audible, or within ``GRACE_S`` after it stopped (mobile jitte
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -128,7 +128,7 @@ class BargeIn(Actor):
 
     # -- what the agent is doing ----------------------------------------------------------
 
-    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:  # noqa: N802
+    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:
         if msg.utterance > self.cut_upto:
             self.playing = msg.utterance
             self.last_started = msg.utterance
@@ -136,11 +136,11 @@ class BargeIn(Actor):
             self.agent_levels = Levels(ulaw_levels)
             self.echoes = 0
 
-    def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:  # noqa: N802
+    def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:
         if msg.payload:
             self.agent_levels.add(msg.payload)
 
-    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
+    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         if msg.utterance != self.playing:
             return
         if msg.frames:
@@ -150,13 +150,13 @@ class BargeIn(Actor):
 
     # -- what the caller is doing -----------------------------------------------------------
 
-    def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:  # noqa: N802
+    def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:
         self.caller_levels.add(msg.pcm, self.ctx.now())
         if not self.heard_caller and _rms(np.frombuffer(msg.pcm, dtype="<i2")) >= SPEECH_RMS:
             self.heard_caller = True
             self.ctx.note("caller_sound", chunk=msg.chunk)
 
-    def receiveMsg_CallerSpeech(self, msg: m.CallerSpeech) -> None:  # noqa: N802
+    def receiveMsg_CallerSpeech(self, msg: m.CallerSpeech) -> None:
         now = self.ctx.now()
         utterance = self.playing if self.playing is not None else self.last_started
         audible = self.playing is not None or now - self.stopped_at <= GRACE_S
@@ -181,4 +181,3 @@ class BargeIn(Actor):
         self.cut_upto = utterance
         self.playing = None
         self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, msg.onset))
-

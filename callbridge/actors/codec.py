@@ -57,11 +57,11 @@ class Codec(Actor):
         self.cut = 0
         """Utterances up to this number were interrupted: their audio is dropped."""
 
-    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
+    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
         name, _ = choose_upstream(self.settings, msg.parameters)
         self.passthrough = caller_format(name, self.settings) == "ulaw"
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
         if self.passthrough:
             self.ctx.tell("upstream", msg)
             pcm8k = ulaw_decode(msg.payload).tobytes()
@@ -72,7 +72,7 @@ class Codec(Actor):
         for role in CALLER_AUDIO_TO:
             self.ctx.tell(role, audio)
 
-    def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:  # noqa: N802
+    def receiveMsg_AgentAudio(self, msg: m.AgentAudio) -> None:
         if not self._open(msg.utterance):
             return
         resampler = self.outbound.get(msg.rate)
@@ -81,7 +81,7 @@ class Codec(Actor):
         self.fed.add(msg.rate)
         self._emit(resampler.process(np.frombuffer(msg.pcm, dtype="<i2")))
 
-    def receiveMsg_AgentUlaw(self, msg: m.AgentUlaw) -> None:  # noqa: N802
+    def receiveMsg_AgentUlaw(self, msg: m.AgentUlaw) -> None:
         if self._open(msg.utterance):
             self._frame(msg.payload)
 
@@ -95,7 +95,7 @@ class Codec(Actor):
             self.ctx.tell_parent(m.UtteranceStarting(utterance))
         return True
 
-    def receiveMsg_AgentUtteranceEnd(self, msg: m.AgentUtteranceEnd) -> None:  # noqa: N802
+    def receiveMsg_AgentUtteranceEnd(self, msg: m.AgentUtteranceEnd) -> None:
         if msg.utterance <= self.cut:
             return
         for rate in self.fed:
@@ -110,7 +110,7 @@ class Codec(Actor):
             self.ctx.tell_parent(m.OutboundFrame(last))
         self.ctx.tell_parent(m.OutboundMark(msg.utterance))
 
-    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:  # noqa: N802
+    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:
         self.cut = max(self.cut, msg.utterance)
         self.framer.reset()
         for resampler in self.outbound.values():

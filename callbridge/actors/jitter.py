@@ -41,7 +41,7 @@ class JitterBuffer(Actor):
         self.bad_size = 0
         self.next_stats = 0.0
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
         now = self.ctx.now()
         if len(msg.payload) != self.buffer.params.frame_bytes:
             self.bad_size += 1
@@ -54,14 +54,16 @@ class JitterBuffer(Actor):
             self.next_stats = now + STATS_EVERY_S
         self._play(now)
 
-    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         if self.buffer.started:
             self.ctx.note("jitter_stats", **self.summary())
 
     def _play(self, now: float) -> None:
         for frame in self.buffer.pop(now):
             self.out_chunk += 1
-            self.ctx.tell("codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler))
+            self.ctx.tell(
+                "codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler)
+            )
         if now >= self.next_stats:
             self.next_stats = now + STATS_EVERY_S
             stats = self.summary()

@@ -305,7 +305,11 @@ def decode(data: bytes) -> Message:
 
 
 _TYPE_CHECK: dict[str, type | tuple[type, ...]] = {
-    "int": int, "str": str, "bytes": bytes, "bool": bool, "float": (int, float),
+    "int": int,
+    "str": str,
+    "bytes": bytes,
+    "bool": bool,
+    "float": (int, float),
 }
 
 

@@ -93,7 +93,7 @@ class CallSupervisor(Actor):
 
     # -- from the gateway ----------------------------------------------------------
 
-    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
+    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         # Only marks we sent and Twilio played get here (the gateway drops the rest and
         # the ones a clear cut). Progress marks are for BargeIn only.
         if msg.frames == 0:
@@ -102,24 +102,24 @@ class CallSupervisor(Actor):
             self.ctx.tell("upstream", msg)
         self.ctx.tell("bargein", msg)
 
-    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
+    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:
         self.io.note("dtmf", digit=msg.digit)
         self.ctx.tell("upstream", msg)
 
-    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         for cls in CHILDREN:
             self.ctx.tell(cls.role, msg)
 
     # -- from the children ---------------------------------------------------------
 
-    def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:  # noqa: N802
+    def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:
         self.io.send_frame(msg.payload)
         self.ctx.tell("bargein", msg)  # its level: echo reference
 
-    def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:  # noqa: N802
+    def receiveMsg_OutboundMark(self, msg: m.OutboundMark) -> None:
         self.io.send_mark(msg.mark)
 
-    def receiveMsg_BargeInDetected(self, msg: m.BargeInDetected) -> None:  # noqa: N802
+    def receiveMsg_BargeInDetected(self, msg: m.BargeInDetected) -> None:
         """Cut the agent now: ``clear`` at Twilio, drop our queue, stop TTS and the turn."""
         dropped_s = self.io.clear()
         cut = m.Interrupted(msg.utterance, msg.played_ms)
@@ -133,25 +133,25 @@ class CallSupervisor(Actor):
             dropped_s=round(dropped_s, 2),
         )
 
-    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:  # noqa: N802
+    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:
         self.io.notify_when_sent(msg.utterance)
         self.ctx.tell("bargein", msg)
 
-    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
+    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:
         self.ctx.tell("upstream", msg)
 
-    def receiveMsg_EndCall(self, msg: m.EndCall) -> None:  # noqa: N802
+    def receiveMsg_EndCall(self, msg: m.EndCall) -> None:
         self.io.note("call_ending", reason=msg.reason)
         self.io.end(msg.reason)
 
-    def receiveMsg_UpstreamBound(self, msg: m.UpstreamBound) -> None:  # noqa: N802
+    def receiveMsg_UpstreamBound(self, msg: m.UpstreamBound) -> None:
         self.io.bind_upstream(msg.provider, msg.remote_id)
         self.io.note("upstream.bound", provider=msg.provider, remote_id=msg.remote_id)
 
-    def receiveMsg_TimelineNote(self, msg: m.TimelineNote) -> None:  # noqa: N802
+    def receiveMsg_TimelineNote(self, msg: m.TimelineNote) -> None:
         self.io.note(msg.event, **msg.data)
 
-    def receiveMsg_ChildFailed(self, msg: m.ChildFailed) -> None:  # noqa: N802
+    def receiveMsg_ChildFailed(self, msg: m.ChildFailed) -> None:
         role = msg.role
         policy = POLICIES[role]
         now = self.ctx.now()

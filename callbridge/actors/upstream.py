@@ -17,7 +17,8 @@ spoken or recognised at the crash is lost.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from ..config import Settings, choose_upstream
 from ..upstreams import backend_class
@@ -40,35 +41,35 @@ class Upstream(Actor):
 
     # -- messages in ---------------------------------------------------------------------
 
-    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:  # noqa: N802
+    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
         name, refused = choose_upstream(self.settings, msg.parameters)
         if refused and msg.generation == 0:
             self.note("upstream.error", error=refused)
         self.backend = backend_class(name)(self, self.conversation, self.settings)
         self.backend.start(msg)
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:  # noqa: N802
+    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
         self.backend.caller_ulaw(msg)
 
-    def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:  # noqa: N802
+    def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:
         self.backend.caller_audio(msg)
 
-    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:  # noqa: N802
+    def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:
         self.backend.dtmf(msg.digit)
 
-    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:  # noqa: N802
+    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         self.backend.mark_played(msg.mark)
 
-    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:  # noqa: N802
+    def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:
         self.backend.audio_sent(msg.utterance)
 
-    def receiveMsg_SpeechRejected(self, msg: m.SpeechRejected) -> None:  # noqa: N802
+    def receiveMsg_SpeechRejected(self, msg: m.SpeechRejected) -> None:
         self.backend.speech_rejected()
 
-    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:  # noqa: N802
+    def receiveMsg_Interrupted(self, msg: m.Interrupted) -> None:
         self.backend.interrupted(msg.utterance, msg.played_ms)
 
-    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:  # noqa: N802
+    def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         self.backend.stop()
 
     # -- the back end's Port -------------------------------------------------------------

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Sequence
+from typing import Any, Literal
 
 AGENT_KINDS = ("desk", "openai", "webhook")
 
@@ -79,7 +80,7 @@ def split_pieces(text: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for m in _PIECE_END.finditer(text):
-        pieces.append(text[start:m.end()])
+        pieces.append(text[start : m.end()])
         start = m.end()
     if start < len(text):
         pieces.append(text[start:])
@@ -110,12 +111,15 @@ def create_agent(kind: str = "desk", **config: Any) -> Agent:
     config = {k: v for k, v in config.items() if v is not None}
     if kind == "desk":
         from .desk import DeskAgent as cls
+
         required: tuple[str, ...] = ()
     elif kind == "openai":
         from .openai_chat import OpenAIChatAgent as cls  # type: ignore[assignment]
+
         required = ("base_url", "model")
     elif kind == "webhook":
         from .webhook import WebhookAgent as cls  # type: ignore[assignment]
+
         required = ("url",)
     else:
         raise ValueError(f"unknown agent kind {kind!r}; expected one of: {', '.join(AGENT_KINDS)}")

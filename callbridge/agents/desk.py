@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from .base import Agent, Turn, split_pieces
 from .desk_parse import WEEKDAYS, DayRef, Intent, PartOfDay, TimeRef, parse, resolve_time
 
 FALLBACK = "Sorry, I can book, move or cancel an appointment. What would you like to do?"
-HELP = "I can book, move or cancel an appointment, or tell you what you have booked. What would you like to do?"
+HELP = (
+    "I can book, move or cancel an appointment, or tell you what you have booked. What would you like to do?"
+)
 OFFER_END = "Sorry, I'm having trouble understanding. Would you like to end the call?"
 MAX_MISSES_BEFORE_OFFER = 3
 MAX_MISSES_BEFORE_END = 5
@@ -49,6 +52,7 @@ Action = Literal["book", "move", "cancel"]
 
 
 # -- calendar --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Hours:
@@ -87,7 +91,7 @@ class Calendar:
 
     def __init__(self, slot_minutes: int = 30, busy: Iterable[dt.datetime] = ()) -> None:
         self.slot = dt.timedelta(minutes=slot_minutes)
-        self._owners: dict[dt.datetime, str] = {b: self.OTHER for b in busy}
+        self._owners: dict[dt.datetime, str] = dict.fromkeys(busy, self.OTHER)
 
     def is_free(self, when: dt.datetime, ignore: dt.datetime | None = None) -> bool:
         return all(abs(s - when) >= self.slot for s in self._owners if s != ignore)
@@ -109,6 +113,7 @@ class Calendar:
 
 
 # -- speaking --------------------------------------------------------------------------------
+
 
 def say_time(t: dt.time) -> str:
     if t.hour == 12 and t.minute == 0:
@@ -140,7 +145,7 @@ def say_when(when: dt.datetime, today: dt.date) -> str:
 
 
 def on_when(when: dt.datetime, today: dt.date) -> str:
-    """"on Tuesday at 3 PM", "today at 3 PM", "tomorrow at 3 PM"."""
+    """ "on Tuesday at 3 PM", "today at 3 PM", "tomorrow at 3 PM"."""
     spoken = say_when(when, today)
     return spoken if spoken.startswith(("today", "tomorrow")) else f"on {spoken}"
 
@@ -165,6 +170,7 @@ def say_days(days: frozenset[int]) -> str:
 
 
 # -- states ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Draft:
@@ -228,12 +234,25 @@ def _as_days(value: Iterable[int | str]) -> frozenset[int]:
 
 # -- the agent -------------------------------------------------------------------------------
 
+
 class DeskAgent(Agent):
     """One caller's conversation with the appointment desk."""
 
     name = "desk"
-    CONFIG_KEYS = ("today", "now", "calendar", "busy", "opens", "closes", "open_days", "slot_minutes",
-                   "max_bookings", "caller", "call_sid", "greeting")
+    CONFIG_KEYS = (
+        "today",
+        "now",
+        "calendar",
+        "busy",
+        "opens",
+        "closes",
+        "open_days",
+        "slot_minutes",
+        "max_bookings",
+        "caller",
+        "call_sid",
+        "greeting",
+    )
 
     def __init__(
         self,
@@ -341,8 +360,12 @@ class DeskAgent(Agent):
         if self._misses >= MAX_MISSES_BEFORE_END:
             return self._set(Ended(), "Sorry I couldn't help this time. Please call again. Goodbye!")
         if self._misses >= MAX_MISSES_BEFORE_OFFER:
-            return self._set(Idle("end"), OFFER_END if self._misses == MAX_MISSES_BEFORE_OFFER
-                             else "Would you like to end the call? Please say yes or no.")
+            return self._set(
+                Idle("end"),
+                OFFER_END
+                if self._misses == MAX_MISSES_BEFORE_OFFER
+                else "Would you like to end the call? Please say yes or no.",
+            )
         if isinstance(st, Idle) and st.offer in ("", "anything_else"):
             return FALLBACK
         return f"{prefix} {self._prompt(st)}"
@@ -350,8 +373,12 @@ class DeskAgent(Agent):
     def _prompt(self, st: State) -> str:
         """The question pending in ``st`` (re-asked after an aside or a misunderstanding)."""
         if isinstance(st, Idle):
-            return {"": "What would you like to do?", "anything_else": "Is there anything else?",
-                    "book": "Would you like to book one?", "end": "Would you like to end the call?"}[st.offer]
+            return {
+                "": "What would you like to do?",
+                "anything_else": "Is there anything else?",
+                "book": "Would you like to book one?",
+                "end": "Would you like to end the call?",
+            }[st.offer]
         if isinstance(st, Collecting):
             return self._ask(st.action, st.draft)
         if isinstance(st, Confirming):
@@ -369,7 +396,9 @@ class DeskAgent(Agent):
                 return self._goodbye(intent)
             if intent.answer == "no" and bare:
                 self._misses = 0
-                return self._set(Idle(), "Okay, let's try again. You can say, for example: book Tuesday at 3 PM.")
+                return self._set(
+                    Idle(), "Okay, let's try again. You can say, for example: book Tuesday at 3 PM."
+                )
             return None
         if st.offer == "anything_else" and bare:
             if intent.answer == "no" or intent.done or (intent.thanks and intent.answer != "yes"):
@@ -405,10 +434,14 @@ class DeskAgent(Agent):
         return None
 
     def _on_confirming(self, st: Confirming, intent: Intent) -> str | None:
-        if intent.kind == "abort" or (intent.kind == "cancel" and st.action != "cancel" and not intent.has_when):
+        if intent.kind == "abort" or (
+            intent.kind == "cancel" and st.action != "cancel" and not intent.has_when
+        ):
             return self._abort(st.action)
-        correction = intent.day is not None or intent.time is not None or (
-            intent.part is not None and intent.answer == "no"
+        correction = (
+            intent.day is not None
+            or intent.time is not None
+            or (intent.part is not None and intent.answer == "no")
         )
         if correction and st.action == "cancel":
             return self._start_cancel(intent)
@@ -422,8 +455,10 @@ class DeskAgent(Agent):
         if intent.answer == "no":
             if st.action == "cancel":
                 return self._set(Idle("anything_else"), "Okay, I'll keep it. Is there anything else?")
-            return self._set(Collecting(st.action, Draft(), st.target),  # type: ignore[arg-type]
-                             "Okay. What day and time would suit you better?")
+            return self._set(
+                Collecting(st.action, Draft(), st.target),  # type: ignore[arg-type]
+                "Okay. What day and time would suit you better?",
+            )
         if intent.kind in ("query", "hours", "help", "availability"):
             return None
         if intent.kind == st.action and intent.answer != "no":  # "book it", "cancel it"
@@ -433,7 +468,9 @@ class DeskAgent(Agent):
         return None
 
     def _on_choosing(self, st: Choosing, intent: Intent) -> str | None:
-        if intent.kind == "abort" or (intent.answer == "no" and not intent.has_when and intent.ordinal is None):
+        if intent.kind == "abort" or (
+            intent.answer == "no" and not intent.has_when and intent.ordinal is None
+        ):
             return self._abort(st.action)
         day = intent.day or intent.from_day
         time = intent.time or intent.from_time
@@ -494,7 +531,9 @@ class DeskAgent(Agent):
     def _start_move(self, intent: Intent) -> str:
         bookings = self.bookings
         if not bookings:
-            return self._set(Idle("book"), "You don't have an appointment to move. Would you like to book one?")
+            return self._set(
+                Idle("book"), "You don't have an appointment to move. Would you like to book one?"
+            )
         draft = self._merge(Draft(), intent)
         if len(bookings) == 1:
             return self._with_target("move", bookings[0], draft)
@@ -502,20 +541,29 @@ class DeskAgent(Agent):
         if len(matches) == 1:
             return self._with_target("move", matches[0], draft)
         among = tuple(matches or bookings)
-        lost = "I can't find an appointment then. " if (intent.from_day or intent.from_time) and not matches else ""
+        lost = (
+            "I can't find an appointment then. "
+            if (intent.from_day or intent.from_time) and not matches
+            else ""
+        )
         return self._set(Choosing("move", draft, among), lost + self._which(among))
 
     def _start_cancel(self, intent: Intent) -> str:
         bookings = self.bookings
         if not bookings:
-            return self._set(Idle("anything_else"), "You don't have any appointments to cancel. Is there anything else?")
+            return self._set(
+                Idle("anything_else"), "You don't have any appointments to cancel. Is there anything else?"
+            )
         day, time = intent.day or intent.from_day, intent.time or intent.from_time
         matches = self._match(bookings, day, time, intent.part, intent.ordinal)
         if len(bookings) == 1:
             if (day is not None or time is not None) and not matches:
                 st = Confirming("cancel", None, bookings[0])
-                return self._set(st, f"I can't find an appointment then, but you have one "
-                                     f"{on_when(bookings[0], self.today)}. Shall I cancel that one?")
+                return self._set(
+                    st,
+                    f"I can't find an appointment then, but you have one "
+                    f"{on_when(bookings[0], self.today)}. Shall I cancel that one?",
+                )
             return self._with_target("cancel", bookings[0], Draft())
         if len(matches) == 1:
             return self._with_target("cancel", matches[0], Draft())
@@ -528,8 +576,10 @@ class DeskAgent(Agent):
             st = Confirming("cancel", None, target)
             return self._set(st, self._confirm_question(st))
         if draft == Draft():
-            return self._set(Collecting("move", draft, target),
-                             f"Your appointment is {on_when(target, self.today)}. What day and time would you like instead?")
+            return self._set(
+                Collecting("move", draft, target),
+                f"Your appointment is {on_when(target, self.today)}. What day and time would you like instead?",
+            )
         return self._advance("move", draft, target)
 
     def _advance(self, action: Literal["book", "move"], draft: Draft, target: dt.datetime | None) -> str:
@@ -544,42 +594,57 @@ class DeskAgent(Agent):
         t = resolve_time(draft.time, draft.part, self.hours.opens.hour, self.hours.closes.hour)
         return self._check(action, dt.datetime.combine(draft.day, t), target, draft)
 
-    def _check(self, action: Literal["book", "move"], when: dt.datetime, target: dt.datetime | None,
-               draft: Draft) -> str:
+    def _check(
+        self, action: Literal["book", "move"], when: dt.datetime, target: dt.datetime | None, draft: Draft
+    ) -> str:
         day = when.date()
         if action == "book" and len(self.bookings) >= self.max_bookings:
             return self._set(Idle("anything_else"), self._too_many())
         if day.weekday() not in self.hours.days:
             nd = replace(draft, day=None)
-            return self._set(Collecting(action, nd, target),
-                             f"Sorry, we're closed on {WEEKDAYS[day.weekday()].title()}s. "
-                             f"We're open {say_days(self.hours.days)}. Which other day would suit you?")
+            return self._set(
+                Collecting(action, nd, target),
+                f"Sorry, we're closed on {WEEKDAYS[day.weekday()].title()}s. "
+                f"We're open {say_days(self.hours.days)}. Which other day would suit you?",
+            )
         if day < self.today or (self.now is not None and when <= self.now):
             nd = replace(draft, day=None if day < self.today else day, time=None, part=None)
-            return self._set(Collecting(action, nd, target), f"Sorry, that time has passed. {self._ask(action, nd)}")
+            return self._set(
+                Collecting(action, nd, target), f"Sorry, that time has passed. {self._ask(action, nd)}"
+            )
         if not self.hours.within(when):
             nd = replace(draft, time=None, part=None)
-            return self._set(Collecting(action, nd, target),
-                             f"Sorry, we're open from {say_time(self.hours.opens)} to {say_time(self.hours.closes)}, "
-                             f"and the last appointment is at {say_time(self.hours.last_start(day).time())}. "
-                             f"What time on {say_day(day, self.today)} would suit you?")
+            return self._set(
+                Collecting(action, nd, target),
+                f"Sorry, we're open from {say_time(self.hours.opens)} to {say_time(self.hours.closes)}, "
+                f"and the last appointment is at {say_time(self.hours.last_start(day).time())}. "
+                f"What time on {say_day(day, self.today)} would suit you?",
+            )
         if target is not None and when == target:
             nd = Draft()
-            return self._set(Collecting(action, nd, target),
-                             "That's already when your appointment is. What other day or time would suit you?")
+            return self._set(
+                Collecting(action, nd, target),
+                "That's already when your appointment is. What other day or time would suit you?",
+            )
         if not self.calendar.is_free(when, ignore=target):
             mine = when in self.bookings and target is None
             nearest = self._nearest_free(when, target)
-            taken = (f"You already have {say_when(when, self.today)}." if mine
-                     else f"Sorry, {say_when(when, self.today)} is taken.")
+            taken = (
+                f"You already have {say_when(when, self.today)}."
+                if mine
+                else f"Sorry, {say_when(when, self.today)} is taken."
+            )
             if nearest is None:
                 nd = replace(draft, day=None)
-                return self._set(Collecting(action, nd, target),
-                                 f"Sorry, {say_day(day, self.today)} is fully booked. Which other day would suit you?")
+                return self._set(
+                    Collecting(action, nd, target),
+                    f"Sorry, {say_day(day, self.today)} is fully booked. Which other day would suit you?",
+                )
             st = Confirming(action, nearest, target)
             what = "book" if action == "book" else "move it to"
-            return self._set(st, f"{_cap(taken)} The nearest free time is "
-                                 f"{say_time(nearest.time())}. Shall I {what} that?")
+            return self._set(
+                st, f"{_cap(taken)} The nearest free time is {say_time(nearest.time())}. Shall I {what} that?"
+            )
         st = Confirming(action, when, target)
         return self._set(st, self._confirm_question(st))
 
@@ -595,8 +660,10 @@ class DeskAgent(Agent):
             assert st.target is not None
             self.calendar.release(st.target, self.owner)
             self._log.append(f"cancelled {st.target.isoformat(timespec='minutes')}")
-            return self._set(Idle("anything_else"),
-                             f"Done, your appointment {on_when(st.target, self.today)} is cancelled. Is there anything else?")
+            return self._set(
+                Idle("anything_else"),
+                f"Done, your appointment {on_when(st.target, self.today)} is cancelled. Is there anything else?",
+            )
         assert st.when is not None
         if not self.calendar.is_free(st.when, ignore=st.target):  # taken meanwhile (shared calendar)
             return self._check(st.action, st.when, st.target, Draft(day=st.when.date()))  # type: ignore[arg-type]
@@ -604,17 +671,26 @@ class DeskAgent(Agent):
             assert st.target is not None
             self.calendar.release(st.target, self.owner)
             self.calendar.book(st.when, self.owner)
-            self._log.append(f"moved {st.target.isoformat(timespec='minutes')} to {st.when.isoformat(timespec='minutes')}")
-            return self._set(Idle("anything_else"),
-                             f"Done, your appointment is now {say_when(st.when, self.today)}. Is there anything else?")
+            self._log.append(
+                f"moved {st.target.isoformat(timespec='minutes')} to {st.when.isoformat(timespec='minutes')}"
+            )
+            return self._set(
+                Idle("anything_else"),
+                f"Done, your appointment is now {say_when(st.when, self.today)}. Is there anything else?",
+            )
         self.calendar.book(st.when, self.owner)
         self._log.append(f"booked {st.when.isoformat(timespec='minutes')}")
-        return self._set(Idle("anything_else"),
-                         f"Done, you're booked for {say_when(st.when, self.today)}. Is there anything else?")
+        return self._set(
+            Idle("anything_else"),
+            f"Done, you're booked for {say_when(st.when, self.today)}. Is there anything else?",
+        )
 
     def _abort(self, action: str) -> str:
-        what = {"book": "I won't book anything", "move": "I'll leave it as it is",
-                "cancel": "I'll keep it"}.get(action, "never mind")
+        what = {
+            "book": "I won't book anything",
+            "move": "I'll leave it as it is",
+            "cancel": "I'll keep it",
+        }.get(action, "never mind")
         return self._set(Idle("anything_else"), f"Okay, {what}. Is there anything else?")
 
     def _goodbye(self, intent: Intent) -> str:
@@ -624,8 +700,11 @@ class DeskAgent(Agent):
             done = self._commit(st)
             prefix = done.removesuffix(" Is there anything else?") + " "
         elif isinstance(st, (Confirming, Collecting, Choosing)):
-            prefix = {"book": "Okay, I haven't booked anything. ", "move": "Okay, I haven't changed anything. ",
-                      "cancel": "Okay, I haven't cancelled anything. "}[st.action]
+            prefix = {
+                "book": "Okay, I haven't booked anything. ",
+                "move": "Okay, I haven't changed anything. ",
+                "cancel": "Okay, I haven't cancelled anything. ",
+            }[st.action]
         upcoming = self.bookings
         see_you = f", see you {say_when(upcoming[0], self.today)}" if len(upcoming) == 1 else ""
         return self._set(Ended(), f"{prefix}Thanks for calling{see_you}. Goodbye!")
@@ -652,7 +731,11 @@ class DeskAgent(Agent):
         if draft.day is None and draft.time is None:
             if draft.part:
                 return f"What day would you like, in the {draft.part}?"
-            return "What day and time would you like?" if action == "book" else "What day and time would you like instead?"
+            return (
+                "What day and time would you like?"
+                if action == "book"
+                else "What day and time would you like instead?"
+            )
         if draft.day is None:
             assert draft.time is not None
             t = resolve_time(draft.time, draft.part, self.hours.opens.hour, self.hours.closes.hour)
@@ -672,27 +755,37 @@ class DeskAgent(Agent):
         assert st.when is not None
         if st.action == "move":
             assert st.target is not None
-            return (f"So, {say_when(st.when, self.today)} instead of {say_when(st.target, self.today)}. "
-                    "Shall I move it?")
+            return (
+                f"So, {say_when(st.when, self.today)} instead of {say_when(st.target, self.today)}. "
+                "Shall I move it?"
+            )
         return f"{_cap(say_when(st.when, self.today))}. Shall I book it?"
 
     def _which(self, among: Sequence[dt.datetime]) -> str:
         return f"Which one: {_join_or([say_when(b, self.today) for b in among])}?"
 
-    def _match(self, bookings: list[dt.datetime], day: DayRef | None, time: TimeRef | None,
-               part: PartOfDay | None, ordinal: int | None) -> list[dt.datetime]:
+    def _match(
+        self,
+        bookings: list[dt.datetime],
+        day: DayRef | None,
+        time: TimeRef | None,
+        part: PartOfDay | None,
+        ordinal: int | None,
+    ) -> list[dt.datetime]:
         out = sorted(bookings)
         if day is not None:
             d = day.resolve(self.today)
             if d is not None:
                 out = [b for b in out if b.date() == d]
         if time is not None:
+
             def same(b: dt.datetime) -> bool:
                 if time.minute != b.minute:
                     return False
                 if time.meridiem is None and 1 <= time.hour <= 12 and part is None:
                     return b.hour % 12 == time.hour % 12
                 return b.time().replace(second=0) == resolve_time(time, part)
+
             out = [b for b in out if same(b)]
         if ordinal is not None and day is None and time is None and out:
             if -len(out) <= ordinal < len(out):
@@ -708,8 +801,10 @@ class DeskAgent(Agent):
         return f"You have {len(b)} appointments: {_join_or([say_when(x, self.today) for x in b], 'and')}."
 
     def _say_hours(self, intent: Intent) -> str:
-        hours = (f"We're open {say_days(self.hours.days)}, from {say_time(self.hours.opens)} "
-                 f"to {say_time(self.hours.closes)}.")
+        hours = (
+            f"We're open {say_days(self.hours.days)}, from {say_time(self.hours.opens)} "
+            f"to {say_time(self.hours.closes)}."
+        )
         if intent.day is not None:
             d = intent.day.resolve(self.today)
             if d is not None and d.weekday() not in self.hours.days:
@@ -722,23 +817,30 @@ class DeskAgent(Agent):
         if day is None:
             day = self.today + dt.timedelta(days=1)
             for _ in range(14):
-                if day.weekday() in self.hours.days and self.calendar.free_slots(day, self.hours, after=self.now):
+                if day.weekday() in self.hours.days and self.calendar.free_slots(
+                    day, self.hours, after=self.now
+                ):
                     break
                 day += dt.timedelta(days=1)
         spoken = say_day(day, self.today)
         if day.weekday() not in self.hours.days:
-            return self._set(Collecting("book", replace(draft, day=None)),
-                             f"Sorry, we're closed on {WEEKDAYS[day.weekday()].title()}s. Which other day would suit you?")
+            return self._set(
+                Collecting("book", replace(draft, day=None)),
+                f"Sorry, we're closed on {WEEKDAYS[day.weekday()].title()}s. Which other day would suit you?",
+            )
         free = self.calendar.free_slots(day, self.hours, after=self.now)
         if draft.part == "morning":
             free = [s for s in free if s.hour < 12]
         elif draft.part in ("afternoon", "evening"):
             free = [s for s in free if s.hour >= 12]
         if not free:
-            return self._set(Collecting("book", replace(draft, day=None, part=None)),
-                             f"Sorry, {spoken} is fully booked. Which other day would suit you?")
+            return self._set(
+                Collecting("book", replace(draft, day=None, part=None)),
+                f"Sorry, {spoken} is fully booked. Which other day would suit you?",
+            )
         times = _join_or([say_time(s.time()) for s in free[:3]], "and")
         lead = "the earliest free times are" if len(free) > 1 else "the only free time is"
         on = spoken if spoken in ("today", "tomorrow") else f"on {spoken}"
-        return self._set(Collecting("book", replace(draft, day=day)),
-                         f"{_cap(on)}, {lead} {times}. Which would you like?")
+        return self._set(
+            Collecting("book", replace(draft, day=day)), f"{_cap(on)}, {lead} {times}. Which would you like?"
+        )

@@ -27,61 +27,232 @@ from typing import Literal
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 _DAY_ALIASES = {
-    "mon": "monday", "mondays": "monday",
-    "tue": "tuesday", "tues": "tuesday", "tuesdays": "tuesday", "chewsday": "tuesday",
-    "wed": "wednesday", "weds": "wednesday", "wednesdays": "wednesday", "wensday": "wednesday",
-    "wendsday": "wednesday", "wednsday": "wednesday",
-    "thu": "thursday", "thur": "thursday", "thurs": "thursday", "thursdays": "thursday",
+    "mon": "monday",
+    "mondays": "monday",
+    "tue": "tuesday",
+    "tues": "tuesday",
+    "tuesdays": "tuesday",
+    "chewsday": "tuesday",
+    "wed": "wednesday",
+    "weds": "wednesday",
+    "wednesdays": "wednesday",
+    "wensday": "wednesday",
+    "wendsday": "wednesday",
+    "wednsday": "wednesday",
+    "thu": "thursday",
+    "thur": "thursday",
+    "thurs": "thursday",
+    "thursdays": "thursday",
     "thirsday": "thursday",
-    "fri": "friday", "fridays": "friday", "fryday": "friday",
-    "saturdays": "saturday", "sundays": "sunday",
-    "tomorow": "tomorrow", "tommorow": "tomorrow", "tommorrow": "tomorrow", "tomorrows": "tomorrow",
-    "2morrow": "tomorrow", "todays": "today",
-    "tree": "three", "fourty": "forty", "passed": "past", "midday": "noon", "okay": "ok",
+    "fri": "friday",
+    "fridays": "friday",
+    "fryday": "friday",
+    "saturdays": "saturday",
+    "sundays": "sunday",
+    "tomorow": "tomorrow",
+    "tommorow": "tomorrow",
+    "tommorrow": "tomorrow",
+    "tomorrows": "tomorrow",
+    "2morrow": "tomorrow",
+    "todays": "today",
+    "tree": "three",
+    "fourty": "forty",
+    "passed": "past",
+    "midday": "noon",
+    "okay": "ok",
 }
 # Two tokens that a recogniser splits: "tues day", "to morrow", "good bye", "o clock".
 _JOIN = {
-    ("mon", "day"): "monday", ("tues", "day"): "tuesday", ("tue", "day"): "tuesday",
-    ("wednes", "day"): "wednesday", ("wens", "day"): "wednesday", ("thurs", "day"): "thursday",
-    ("thur", "day"): "thursday", ("fri", "day"): "friday", ("satur", "day"): "saturday",
-    ("sun", "day"): "sunday", ("to", "morrow"): "tomorrow", ("to", "day"): "today",
-    ("good", "bye"): "goodbye", ("o", "clock"): "oclock", ("mid", "day"): "noon",
-    ("after", "noon"): "afternoon", ("p", "m"): "pm",
+    ("mon", "day"): "monday",
+    ("tues", "day"): "tuesday",
+    ("tue", "day"): "tuesday",
+    ("wednes", "day"): "wednesday",
+    ("wens", "day"): "wednesday",
+    ("thurs", "day"): "thursday",
+    ("thur", "day"): "thursday",
+    ("fri", "day"): "friday",
+    ("satur", "day"): "saturday",
+    ("sun", "day"): "sunday",
+    ("to", "morrow"): "tomorrow",
+    ("to", "day"): "today",
+    ("good", "bye"): "goodbye",
+    ("o", "clock"): "oclock",
+    ("mid", "day"): "noon",
+    ("after", "noon"): "afternoon",
+    ("p", "m"): "pm",
 }
 
 HOUR_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
 }
 MISHEARD_HOURS = {"to": 2, "too": 2, "for": 4, "fore": 4, "won": 1, "ate": 8}
 _UNITS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
 _TEENS = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50}
-_COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-                "seven": 7, "couple": 2, "few": 3}
-
-_TIME_PREPS = {"at", "around", "about", "by", "until", "till", "til", "after", "before", "from",
-               "say", "maybe", "try", "approximately", "roughly"}
-_NOT_A_TIME_AFTER = {"day", "days", "week", "weeks", "month", "months", "year", "years", "people",
-                     "persons", "of", "minute", "minutes", "mins", "hour", "hours", "times",
-                     "appointments", "appointment", "bookings", "slots", "kids", "children",
-                     "more", "other", "others", "things", "dollars", "percent", "thousand",
-                     "hundred", "point", "them"}
-_NOT_A_TIME_BEFORE = {"the", "that", "this", "which", "another", "a", "an", "first", "new", "other",
-                      "any", "no", "every", "each", "those", "these", "number", "option", "press"}
-_MERIDIEM = {"am": "am", "pm": "pm"}
-FILLERS = {
-    "um", "uh", "er", "erm", "ah", "hmm", "mm", "at", "around", "about", "say", "lets", "let", "us",
-    "make", "it", "how", "maybe", "please", "ok", "yes", "yeah", "no", "then", "the", "well",
-    "so", "oh", "i", "guess", "think", "would", "be", "fine", "try", "actually", "instead", "and",
-    "sure", "is", "that", "good", "can", "you", "do", "on", "for", "just", "like", "thanks",
+_COUNT_WORDS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "couple": 2,
+    "few": 3,
 }
 
-Kind = Literal["book", "move", "cancel", "query", "hours", "availability", "repeat", "help",
-               "abort", "none"]
+_TIME_PREPS = {
+    "at",
+    "around",
+    "about",
+    "by",
+    "until",
+    "till",
+    "til",
+    "after",
+    "before",
+    "from",
+    "say",
+    "maybe",
+    "try",
+    "approximately",
+    "roughly",
+}
+_NOT_A_TIME_AFTER = {
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "people",
+    "persons",
+    "of",
+    "minute",
+    "minutes",
+    "mins",
+    "hour",
+    "hours",
+    "times",
+    "appointments",
+    "appointment",
+    "bookings",
+    "slots",
+    "kids",
+    "children",
+    "more",
+    "other",
+    "others",
+    "things",
+    "dollars",
+    "percent",
+    "thousand",
+    "hundred",
+    "point",
+    "them",
+}
+_NOT_A_TIME_BEFORE = {
+    "the",
+    "that",
+    "this",
+    "which",
+    "another",
+    "a",
+    "an",
+    "first",
+    "new",
+    "other",
+    "any",
+    "no",
+    "every",
+    "each",
+    "those",
+    "these",
+    "number",
+    "option",
+    "press",
+}
+_MERIDIEM = {"am": "am", "pm": "pm"}
+FILLERS = {
+    "um",
+    "uh",
+    "er",
+    "erm",
+    "ah",
+    "hmm",
+    "mm",
+    "at",
+    "around",
+    "about",
+    "say",
+    "lets",
+    "let",
+    "us",
+    "make",
+    "it",
+    "how",
+    "maybe",
+    "please",
+    "ok",
+    "yes",
+    "yeah",
+    "no",
+    "then",
+    "the",
+    "well",
+    "so",
+    "oh",
+    "i",
+    "guess",
+    "think",
+    "would",
+    "be",
+    "fine",
+    "try",
+    "actually",
+    "instead",
+    "and",
+    "sure",
+    "is",
+    "that",
+    "good",
+    "can",
+    "you",
+    "do",
+    "on",
+    "for",
+    "just",
+    "like",
+    "thanks",
+}
+
+Kind = Literal["book", "move", "cancel", "query", "hours", "availability", "repeat", "help", "abort", "none"]
 PartOfDay = Literal["morning", "afternoon", "evening"]
 
 
@@ -122,17 +293,17 @@ class TimeRef:
 @dataclass(frozen=True)
 class Intent:
     kind: Kind = "none"
-    day: DayRef | None = None             # the day mentioned (for "move": the new day)
-    time: TimeRef | None = None           # the time mentioned (for "move": the new time)
-    part: PartOfDay | None = None         # morning / afternoon / evening
-    from_day: DayRef | None = None        # "move": the appointment being moved
+    day: DayRef | None = None  # the day mentioned (for "move": the new day)
+    time: TimeRef | None = None  # the time mentioned (for "move": the new time)
+    part: PartOfDay | None = None  # morning / afternoon / evening
+    from_day: DayRef | None = None  # "move": the appointment being moved
     from_time: TimeRef | None = None
     answer: Literal["yes", "no"] | None = None
-    goodbye: bool = False                 # bye, goodbye, hang up, have a nice day
-    done: bool = False                    # that's all, that's it, nothing else, all set
+    goodbye: bool = False  # bye, goodbye, hang up, have a nice day
+    done: bool = False  # that's all, that's it, nothing else, all set
     thanks: bool = False
-    ordinal: int | None = None            # "the first one" 0, "second" 1, "last" -1
-    text: str = ""                        # the normalised words
+    ordinal: int | None = None  # "the first one" 0, "second" 1, "last" -1
+    text: str = ""  # the normalised words
 
     @property
     def has_when(self) -> bool:
@@ -145,17 +316,18 @@ class Intent:
 
 # -- tokenising ------------------------------------------------------------------------------
 
+
 def tokenize(text: str) -> list[str]:
     """Lowercase words and digits (``h:mm`` kept whole); misheard splits and spellings joined."""
     t = str(text).lower().replace("\u2019", "'")
-    t = re.sub(r"(\d)\s*([ap])\.?\s*m\b\.?", r"\1 \2m", t)      # 3pm, 3 p.m. -> 3 pm
-    t = re.sub(r"\b([ap])\.\s*m\.", r"\1m", t)                  # p.m. -> pm
-    t = t.replace("'", "")                                      # o'clock -> oclock, that's -> thats
-    t = re.sub(r"(\d{1,2})\.(\d{2})\b", r"\1:\2", t)             # 3.30 -> 3:30
+    t = re.sub(r"(\d)\s*([ap])\.?\s*m\b\.?", r"\1 \2m", t)  # 3pm, 3 p.m. -> 3 pm
+    t = re.sub(r"\b([ap])\.\s*m\.", r"\1m", t)  # p.m. -> pm
+    t = t.replace("'", "")  # o'clock -> oclock, that's -> thats
+    t = re.sub(r"(\d{1,2})\.(\d{2})\b", r"\1:\2", t)  # 3.30 -> 3:30
     t = re.sub(r"[^a-z0-9:]+", " ", t)
     t = re.sub(r"(?<!\d):|:(?!\d)", " ", t)
-    t = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"dom\1", t)           # "the 14th": inert (no dates)
-    t = re.sub(r"(\d)([a-z])", r"\1 \2", t)                      # 3ish -> 3 ish
+    t = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"dom\1", t)  # "the 14th": inert (no dates)
+    t = re.sub(r"(\d)([a-z])", r"\1 \2", t)  # 3ish -> 3 ish
     raw = t.split()
     out: list[str] = []
     i = 0
@@ -198,7 +370,7 @@ def find_days(tokens: list[str]) -> list[tuple[Span, DayRef]]:
             i += 1
         elif w == "tomorrow":
             start = i
-            if i >= 2 and tokens[i - 2:i] == ["day", "after"]:
+            if i >= 2 and tokens[i - 2 : i] == ["day", "after"]:
                 start = i - 2
                 if found and found[-1][0][1] > start:
                     found.pop()
@@ -206,16 +378,23 @@ def find_days(tokens: list[str]) -> list[tuple[Span, DayRef]]:
             else:
                 found.append(((i, i + 1), DayRef(offset=1)))
             i += 1
-        elif w == "in" and i + 2 < n and _count(tokens[i + 1]) is not None and tokens[i + 2] in (
-            "day", "days", "week", "weeks"
+        elif (
+            w == "in"
+            and i + 2 < n
+            and _count(tokens[i + 1]) is not None
+            and tokens[i + 2] in ("day", "days", "week", "weeks")
         ):
             k = _count(tokens[i + 1]) or 0
             days = k * 7 if tokens[i + 2].startswith("week") else k
             found.append(((i, i + 3), DayRef(offset=min(days, 366))))
             i += 3
-        elif w == "in" and i + 3 < n and tokens[i + 1] == "a" and tokens[i + 2] == "couple" and tokens[
-            i + 3
-        ] in ("days", "weeks"):
+        elif (
+            w == "in"
+            and i + 3 < n
+            and tokens[i + 1] == "a"
+            and tokens[i + 2] == "couple"
+            and tokens[i + 3] in ("days", "weeks")
+        ):
             found.append(((i, i + 4), DayRef(offset=2 if tokens[i + 3] == "days" else 14)))
             i += 4
         elif w in WEEKDAYS:
@@ -225,11 +404,11 @@ def find_days(tokens: list[str]) -> list[tuple[Span, DayRef]]:
                 relation = "next" if tokens[i - 1] == "next" else "this"
                 start = i - 1
             end = i + 1
-            if tokens[i + 1:i + 3] == ["next", "week"]:
+            if tokens[i + 1 : i + 3] == ["next", "week"]:
                 relation, end = "next", i + 3
-            elif tokens[i + 1:i + 3] == ["this", "week"]:
+            elif tokens[i + 1 : i + 3] == ["this", "week"]:
                 relation, end = "this", i + 3
-            elif i >= 2 and tokens[i - 2:i] == ["next", "week"] and (found and found[-1][0] == (i - 2, i)):
+            elif i >= 2 and tokens[i - 2 : i] == ["next", "week"] and (found and found[-1][0] == (i - 2, i)):
                 found.pop()
                 relation, start = "next", i - 2
             found.append(((start, end), DayRef(weekday=WEEKDAYS.index(w), relation=relation)))
@@ -249,6 +428,7 @@ def _count(w: str) -> int | None:
 
 
 # -- times -----------------------------------------------------------------------------------
+
 
 def _minutes_at(tokens: list[str], j: int) -> tuple[int, int] | None:
     """Minutes after an hour at ``j``: "thirty", "forty five", "oh five", "30"; (minute, end)."""
@@ -312,7 +492,9 @@ def _time_at(tokens: list[str], i: int, consumed: set[int]) -> tuple[int, TimeRe
             mer = _MERIDIEM.get(tokens[j + 2]) if j + 2 < n else None
             if rel in ("past", "after"):
                 return end, TimeRef(target, before, mer)  # type: ignore[arg-type]
-            if rel in ("to", "till", "til", "of") and (before in (15, 20, 25) or tokens[i:j][-1:] == ["minutes"]):
+            if rel in ("to", "till", "til", "of") and (
+                before in (15, 20, 25) or tokens[i:j][-1:] == ["minutes"]
+            ):
                 hour = target - 1 if target > 1 else 12
                 if target == 12 and mer is None:
                     hour = 11
@@ -418,9 +600,7 @@ def find_part(tokens: list[str]) -> PartOfDay | None:
     return part
 
 
-def resolve_time(
-    ref: TimeRef, part: PartOfDay | None = None, opens: int = 9, closes: int = 17
-) -> dt.time:
+def resolve_time(ref: TimeRef, part: PartOfDay | None = None, opens: int = 9, closes: int = 17) -> dt.time:
     """The clock time meant. Without am/pm or a part of the day, an hour 1..12 is read as the
     one inside business hours [opens, closes) ("two" -> 14:00, "ten" -> 10:00); if both or
     neither are, 1..6 are PM and 7..12 AM/noon (12 is always noon)."""
@@ -442,56 +622,226 @@ def resolve_time(
 
 # -- phrases ---------------------------------------------------------------------------------
 
+
 def _rx(*alternatives: str) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
 
 
-_CANCEL = _rx(r"cancel\w*", r"can sell", r"council", r"call (?:it |that )?off", r"delete", r"remove",
-              r"scrap", r"(?:cant|cannot|can not|wont|will not|wont be able to) (?:make|come|attend)")
-_MOVE = _rx(r"move", r"moving", r"reschedul\w*", r"re schedule", r"change", r"changing", r"push",
-            r"postpone", r"bring (?:it |that )?forward", r"switch", r"rebook",
-            r"(?:different|another|other) (?:time|day)", r"instead")
-_QUERY = _rx(r"what do i have", r"what have i got", r"whats booked", r"what is booked",
-             r"what did i book", r"what have i booked", r"when is my", r"whens my", r"when s my",
-             r"what time is my", r"what day is my", r"which day is my", r"whats my", r"what is my",
-             r"do i have", r"my (?:appointments|bookings)", r"remind me", r"check my",
-             r"what are my", r"is my appointment", r"am i booked", r"read (?:it|them) back",
-             r"when am i (?:booked|coming|in)")
-_HOURS = _rx(r"opening hours", r"your hours", r"what hours", r"when are you open",
-             r"when do you (?:open|close)", r"what time do you (?:open|close)", r"are you open",
-             r"business hours", r"office hours")
-_AVAIL = _rx(r"what times?", r"which times?", r"what (?:do|have) you (?:got|have)",
-             r"(?:are|is) (?:you|there|it|that|this) (?:free|available)",
-             r"any (?:openings|availability|slots|times|free)", r"availability", r"available",
-             r"free slots?", r"openings", r"when can i come", r"earliest", r"first available",
-             r"anything (?:free|open)", r"(?:is|are) there any(?:thing)?", r"do you have any(?:thing)?")
-_BOOK = _rx(r"book", r"booking", r"appointment", r"appointments", r"a point meant", r"schedule",
-            r"reserve", r"set up", r"come in", r"get in", r"see (?:the )?(?:doctor|dentist)",
-            r"an? (?:slot|visit)", r"i need", r"id like", r"i would like", r"i want",
-            r"can i (?:get|have)", r"make an?")
-_REPEAT = _rx(r"repeat", r"say (?:that|it) again", r"come again", r"pardon",
-              r"didnt (?:catch|hear|get|understand) (?:that|it|you)", r"what did you say",
-              r"sorry what")
-_HELP = _rx(r"help", r"what can you do", r"options", r"menu", r"who are you", r"what is this",
-            r"human", r"real person", r"a person", r"operator", r"receptionist")
-_ABORT = _rx(r"never ?mind", r"forget (?:it|that|about it)", r"scratch that", r"dont bother",
-             r"stop")
-_YES = _rx(r"yes", r"yeah", r"yea", r"yep", r"yup", r"ya", r"yah", r"yeh", r"sure", r"ok",
-           r"correct", r"right", r"sounds good", r"perfect", r"great", r"please do", r"go ahead",
-           r"do it", r"absolutely", r"definitely", r"fine", r"that works", r"works for me",
-           r"alright", r"all right", r"affirmative", r"uh huh", r"mhm", r"mm hmm", r"confirm",
-           r"exactly", r"of course", r"lovely", r"excellent", r"brilliant", r"thats it",
-           r"that is it", r"please")
-_NO = _rx(r"no", r"nope", r"nah", r"not", r"thats not", r"wrong", r"incorrect", r"negative",
-          r"dont", r"do not", r"rather not", r"hold on", r"wait")
-_GOODBYE = _rx(r"bye", r"goodbye", r"bye bye", r"hang up", r"see you", r"see ya", r"take care",
-               r"have a (?:good|nice|great|lovely) (?:day|one|evening|weekend|afternoon)")
-_DONE = _rx(r"thats all", r"that is all", r"thats everything", r"nothing else", r"thats it",
-            r"that is it", r"im done", r"i am done", r"were done", r"all done", r"all set",
-            r"im good", r"no more", r"nothing more")
+_CANCEL = _rx(
+    r"cancel\w*",
+    r"can sell",
+    r"council",
+    r"call (?:it |that )?off",
+    r"delete",
+    r"remove",
+    r"scrap",
+    r"(?:cant|cannot|can not|wont|will not|wont be able to) (?:make|come|attend)",
+)
+_MOVE = _rx(
+    r"move",
+    r"moving",
+    r"reschedul\w*",
+    r"re schedule",
+    r"change",
+    r"changing",
+    r"push",
+    r"postpone",
+    r"bring (?:it |that )?forward",
+    r"switch",
+    r"rebook",
+    r"(?:different|another|other) (?:time|day)",
+    r"instead",
+)
+_QUERY = _rx(
+    r"what do i have",
+    r"what have i got",
+    r"whats booked",
+    r"what is booked",
+    r"what did i book",
+    r"what have i booked",
+    r"when is my",
+    r"whens my",
+    r"when s my",
+    r"what time is my",
+    r"what day is my",
+    r"which day is my",
+    r"whats my",
+    r"what is my",
+    r"do i have",
+    r"my (?:appointments|bookings)",
+    r"remind me",
+    r"check my",
+    r"what are my",
+    r"is my appointment",
+    r"am i booked",
+    r"read (?:it|them) back",
+    r"when am i (?:booked|coming|in)",
+)
+_HOURS = _rx(
+    r"opening hours",
+    r"your hours",
+    r"what hours",
+    r"when are you open",
+    r"when do you (?:open|close)",
+    r"what time do you (?:open|close)",
+    r"are you open",
+    r"business hours",
+    r"office hours",
+)
+_AVAIL = _rx(
+    r"what times?",
+    r"which times?",
+    r"what (?:do|have) you (?:got|have)",
+    r"(?:are|is) (?:you|there|it|that|this) (?:free|available)",
+    r"any (?:openings|availability|slots|times|free)",
+    r"availability",
+    r"available",
+    r"free slots?",
+    r"openings",
+    r"when can i come",
+    r"earliest",
+    r"first available",
+    r"anything (?:free|open)",
+    r"(?:is|are) there any(?:thing)?",
+    r"do you have any(?:thing)?",
+)
+_BOOK = _rx(
+    r"book",
+    r"booking",
+    r"appointment",
+    r"appointments",
+    r"a point meant",
+    r"schedule",
+    r"reserve",
+    r"set up",
+    r"come in",
+    r"get in",
+    r"see (?:the )?(?:doctor|dentist)",
+    r"an? (?:slot|visit)",
+    r"i need",
+    r"id like",
+    r"i would like",
+    r"i want",
+    r"can i (?:get|have)",
+    r"make an?",
+)
+_REPEAT = _rx(
+    r"repeat",
+    r"say (?:that|it) again",
+    r"come again",
+    r"pardon",
+    r"didnt (?:catch|hear|get|understand) (?:that|it|you)",
+    r"what did you say",
+    r"sorry what",
+)
+_HELP = _rx(
+    r"help",
+    r"what can you do",
+    r"options",
+    r"menu",
+    r"who are you",
+    r"what is this",
+    r"human",
+    r"real person",
+    r"a person",
+    r"operator",
+    r"receptionist",
+)
+_ABORT = _rx(r"never ?mind", r"forget (?:it|that|about it)", r"scratch that", r"dont bother", r"stop")
+_YES = _rx(
+    r"yes",
+    r"yeah",
+    r"yea",
+    r"yep",
+    r"yup",
+    r"ya",
+    r"yah",
+    r"yeh",
+    r"sure",
+    r"ok",
+    r"correct",
+    r"right",
+    r"sounds good",
+    r"perfect",
+    r"great",
+    r"please do",
+    r"go ahead",
+    r"do it",
+    r"absolutely",
+    r"definitely",
+    r"fine",
+    r"that works",
+    r"works for me",
+    r"alright",
+    r"all right",
+    r"affirmative",
+    r"uh huh",
+    r"mhm",
+    r"mm hmm",
+    r"confirm",
+    r"exactly",
+    r"of course",
+    r"lovely",
+    r"excellent",
+    r"brilliant",
+    r"thats it",
+    r"that is it",
+    r"please",
+)
+_NO = _rx(
+    r"no",
+    r"nope",
+    r"nah",
+    r"not",
+    r"thats not",
+    r"wrong",
+    r"incorrect",
+    r"negative",
+    r"dont",
+    r"do not",
+    r"rather not",
+    r"hold on",
+    r"wait",
+)
+_GOODBYE = _rx(
+    r"bye",
+    r"goodbye",
+    r"bye bye",
+    r"hang up",
+    r"see you",
+    r"see ya",
+    r"take care",
+    r"have a (?:good|nice|great|lovely) (?:day|one|evening|weekend|afternoon)",
+)
+_DONE = _rx(
+    r"thats all",
+    r"that is all",
+    r"thats everything",
+    r"nothing else",
+    r"thats it",
+    r"that is it",
+    r"im done",
+    r"i am done",
+    r"were done",
+    r"all done",
+    r"all set",
+    r"im good",
+    r"no more",
+    r"nothing more",
+)
 _THANKS = _rx(r"thanks", r"thank you", r"thank u", r"cheers", r"appreciate it", r"much appreciated")
-_ORDINALS = {"first": 0, "former": 0, "earlier": 0, "earliest": 0, "second": 1, "third": 2,
-             "last": -1, "latter": -1, "later": -1, "latest": -1}
+_ORDINALS = {
+    "first": 0,
+    "former": 0,
+    "earlier": 0,
+    "earliest": 0,
+    "second": 1,
+    "third": 2,
+    "last": -1,
+    "latter": -1,
+    "later": -1,
+    "latest": -1,
+}
 _MOVE_MARKERS = ("to", "till", "until", "into")
 _SOURCE_NOUNS = ("appointment", "booking", "one", "slot", "appt", "a point meant")
 _SKIP_BEFORE_WHEN = {"the", "on", "at", "around", "about", "a", "for"}
@@ -505,8 +855,14 @@ def parse(text: str) -> Intent:
         return Intent()
     days = find_days(tokens)
     if any(r.weekday is None and r.offset is None for _, r in days):  # "next week, on tuesday"
-        days = [(sp, DayRef(weekday=r.weekday, relation="next") if r.weekday is not None and not r.relation else r)
-                for sp, r in days if r.weekday is not None or r.offset is not None] or days
+        days = [
+            (
+                sp,
+                DayRef(weekday=r.weekday, relation="next") if r.weekday is not None and not r.relation else r,
+            )
+            for sp, r in days
+            if r.weekday is not None or r.offset is not None
+        ] or days
     consumed = {k for (a, b), _ in days for k in range(a, b)}
     times = find_times(tokens, consumed)
 
@@ -596,7 +952,7 @@ def _split_move(
         if marker is not None:
             (src if b <= marker else dst).append((span, ref))
             continue
-        after = " ".join(tokens[b:b + 3])
+        after = " ".join(tokens[b : b + 3])
         before = tokens[a - 1] if a > 0 else ""
         is_src = any(after.startswith(nn) for nn in _SOURCE_NOUNS) or before in ("my", "from", "the")
         (src if is_src else dst).append((span, ref))

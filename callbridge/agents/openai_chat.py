@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
@@ -46,9 +47,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "cancel appointments (Monday to Friday, 9 AM to 5 PM) and answer questions about them. "
     "Your words are spoken aloud by a text-to-speech voice: reply in one or two short, "
     "friendly sentences, with no lists, markdown, emoji or URLs, and say times as people do "
-    "(\"Tuesday at 3 PM\"). The caller's words come from speech recognition and may contain "
+    '("Tuesday at 3 PM"). The caller\'s words come from speech recognition and may contain '
     "mistakes: if something is unclear, ask. Confirm a day and time before booking it. When "
-    "the caller has nothing more, say a short farewell ending with \"Goodbye.\"; never say "
+    'the caller has nothing more, say a short farewell ending with "Goodbye."; never say '
     "goodbye otherwise."
 )
 END_CALL_TOOL = {
@@ -96,7 +97,7 @@ class SSEDecoder:
                 break
             if m.group() == b"\r" and m.end() == len(self._buf):
                 break  # maybe the first half of \r\n
-            line, self._buf = self._buf[:m.start()], self._buf[m.end():]
+            line, self._buf = self._buf[: m.start()], self._buf[m.end() :]
             self._line(line, events)
         if len(self._buf) + self._size > self.max_event_bytes:
             raise AgentError(f"SSE event larger than {self.max_event_bytes} bytes")
@@ -130,9 +131,21 @@ class SSEDecoder:
 
 class OpenAIChatAgent(Agent):
     name = "openai"
-    CONFIG_KEYS = ("base_url", "model", "api_key", "system_prompt", "max_history_turns", "timeout_s",
-                   "temperature", "max_tokens", "max_tokens_param", "end_call_tool", "session", "call_sid",
-                   "greeting")
+    CONFIG_KEYS = (
+        "base_url",
+        "model",
+        "api_key",
+        "system_prompt",
+        "max_history_turns",
+        "timeout_s",
+        "temperature",
+        "max_tokens",
+        "max_tokens_param",
+        "end_call_tool",
+        "session",
+        "call_sid",
+        "greeting",
+    )
 
     def __init__(
         self,
@@ -160,7 +173,9 @@ class OpenAIChatAgent(Agent):
         self.temperature = temperature
         self.max_tokens = max_tokens
         if max_tokens_param not in MAX_TOKENS_PARAMS:
-            raise ValueError(f"max_tokens_param must be one of {', '.join(MAX_TOKENS_PARAMS)}, not {max_tokens_param!r}")
+            raise ValueError(
+                f"max_tokens_param must be one of {', '.join(MAX_TOKENS_PARAMS)}, not {max_tokens_param!r}"
+            )
         self.max_tokens_param = max_tokens_param
         self._param_switched = False
         self.end_call_tool = bool(end_call_tool)
@@ -182,7 +197,7 @@ class OpenAIChatAgent(Agent):
         if turns and turns[-1].role == "caller" and turns[-1].text.strip() == transcript.strip():
             turns = turns[:-1]  # the caller already put the current turn in the history
         if self.max_history_turns:
-            for t in turns[-self.max_history_turns:]:
+            for t in turns[-self.max_history_turns :]:
                 msgs.append({"role": "user" if t.role == "caller" else "assistant", "content": t.text})
         msgs.append({"role": "user", "content": transcript})
         return msgs
@@ -239,8 +254,14 @@ class OpenAIChatAgent(Agent):
                 if resp is not None and not resp.closed and not state.complete:
                     resp.close()  # abandoned, cancelled or failed: drop the connection
 
-    async def _post(self, session: aiohttp.ClientSession, headers: dict[str, str], transcript: str,
-                    history: Sequence[Turn], where: str) -> aiohttp.ClientResponse:
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        transcript: str,
+        history: Sequence[Turn],
+        where: str,
+    ) -> aiohttp.ClientResponse:
         data = orjson.dumps(self.request_body(transcript, history))
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -255,10 +276,17 @@ class OpenAIChatAgent(Agent):
         old = self.max_tokens_param
         self.max_tokens_param = next(p for p in MAX_TOKENS_PARAMS if p != old)
         self._param_switched = True
-        log.warning("%s refuses %r; sending %r instead (set OPENAI_MAX_TOKENS_PARAM=%s)",
-                    where, old, self.max_tokens_param, self.max_tokens_param)
+        log.warning(
+            "%s refuses %r; sending %r instead (set OPENAI_MAX_TOKENS_PARAM=%s)",
+            where,
+            old,
+            self.max_tokens_param,
+            self.max_tokens_param,
+        )
 
-    async def _stream(self, resp: aiohttp.ClientResponse, state: "_ReplyState", where: str) -> AsyncIterator[str]:
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, state: _ReplyState, where: str
+    ) -> AsyncIterator[str]:
         decoder = SSEDecoder()
         try:
             async for chunk in resp.content.iter_any():
@@ -279,7 +307,9 @@ class OpenAIChatAgent(Agent):
             raise AgentError(f"stream from {where} ended before [DONE]")
         state.complete = True
 
-    async def _whole(self, resp: aiohttp.ClientResponse, state: "_ReplyState", where: str) -> AsyncIterator[str]:
+    async def _whole(
+        self, resp: aiohttp.ClientResponse, state: _ReplyState, where: str
+    ) -> AsyncIterator[str]:
         try:
             raw = await resp.content.read(MAX_EVENT_BYTES + 1)
         except (aiohttp.ClientError, OSError) as exc:
@@ -311,7 +341,7 @@ def _json(data: str) -> dict[str, Any]:
         raise AgentError(f"malformed SSE/JSON data: {short!r}") from None
     if not isinstance(obj, dict):
         raise AgentError(f"malformed data: expected a JSON object, got {type(obj).__name__}")
-    if "error" in obj and obj["error"]:
+    if obj.get("error"):
         err = obj["error"]
         msg = err.get("message") if isinstance(err, dict) else err
         raise AgentError(f"the model server reported an error: {str(msg)[:300]}")
@@ -327,8 +357,13 @@ def _refuses_param(body: str, param: str) -> bool:
         error = None  # not JSON, or cut short by the excerpt
     if isinstance(error, dict) and error.get("param") == param:
         return True
-    return bool(re.search(rf"(?i)(?:unsupported parameter|unrecognized request argument supplied|unknown parameter)"
-                          rf"\W*{re.escape(param)}\b", body))
+    return bool(
+        re.search(
+            rf"(?i)(?:unsupported parameter|unrecognized request argument supplied|unknown parameter)"
+            rf"\W*{re.escape(param)}\b",
+            body,
+        )
+    )
 
 
 def _first_choice(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -345,8 +380,8 @@ class _ReplyState:
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.done = False        # [DONE] seen
-        self.complete = False    # the response was read to its end
+        self.done = False  # [DONE] seen
+        self.complete = False  # the response was read to its end
         self.finish: str | None = None
         self.end_call = False
         self._tool_names: dict[int, str] = {}

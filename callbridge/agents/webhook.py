@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
@@ -48,18 +49,28 @@ def cap_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     text = text.strip()
     if len(text) <= limit:
         return text
-    head = text[:limit + 1]
+    head = text[: limit + 1]
     ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*(?=\s)", head) if m.end() <= limit]
     if ends and ends[-1] >= limit // 2:
-        return head[:ends[-1]]
+        return head[: ends[-1]]
     space = head.rfind(" ", 0, limit)
     return (head[:space] if space > limit // 2 else head[:limit]).rstrip(" ,;:-")
 
 
 class WebhookAgent(Agent):
     name = "webhook"
-    CONFIG_KEYS = ("url", "secret", "call_sid", "timeout_s", "max_body_bytes", "max_text_chars",
-                   "headers", "session", "clock", "greeting")
+    CONFIG_KEYS = (
+        "url",
+        "secret",
+        "call_sid",
+        "timeout_s",
+        "max_body_bytes",
+        "max_text_chars",
+        "headers",
+        "session",
+        "clock",
+        "greeting",
+    )
 
     def __init__(
         self,
@@ -93,25 +104,32 @@ class WebhookAgent(Agent):
         return dict(self._remote_state)
 
     def request_body(self, transcript: str, history: Sequence[Turn]) -> bytes:
-        return orjson.dumps({
-            "callSid": self.call_sid,
-            "transcript": transcript,
-            "history": [t.to_json() for t in history],
-            "state": self._remote_state,
-        })
+        return orjson.dumps(
+            {
+                "callSid": self.call_sid,
+                "transcript": transcript,
+                "history": [t.to_json() for t in history],
+                "state": self._remote_state,
+            }
+        )
 
     async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncIterator[str]:
         self._turns += 1
         body = self.request_body(transcript, history)
-        headers = {**self.headers, "Content-Type": "application/json",
-                   "Accept": "application/json, text/plain"}
+        headers = {
+            **self.headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/plain",
+        }
         if self.secret:
             headers.update(signed_headers(self.secret, body, self.clock()))
         try:
             async with asyncio.timeout(self.timeout_s):
                 status, ctype, charset, raw = await self._exchange(body, headers)
         except TimeoutError:
-            raise AgentError(f"no answer from webhook {redact(self.url)} within {self.timeout_s:g} s") from None
+            raise AgentError(
+                f"no answer from webhook {redact(self.url)} within {self.timeout_s:g} s"
+            ) from None
         text, end_call, state = self._interpret(status, ctype, charset, raw)
         if state is not None:
             self._remote_state = state
@@ -125,28 +143,37 @@ class WebhookAgent(Agent):
             try:
                 async with session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
                     if not 200 <= resp.status < 300:
-                        raise AgentError(f"webhook {where} answered HTTP {resp.status}: {await excerpt(resp)}")
+                        raise AgentError(
+                            f"webhook {where} answered HTTP {resp.status}: {await excerpt(resp)}"
+                        )
                     if resp.content_length is not None and resp.content_length > self.max_body_bytes:
                         resp.close()
-                        raise AgentError(f"webhook {where} response is {resp.content_length} bytes, "
-                                         f"over the {self.max_body_bytes}-byte limit")
+                        raise AgentError(
+                            f"webhook {where} response is {resp.content_length} bytes, "
+                            f"over the {self.max_body_bytes}-byte limit"
+                        )
                     raw = bytearray()
                     async for chunk in resp.content.iter_any():
                         raw += chunk
                         if len(raw) > self.max_body_bytes:
                             resp.close()
-                            raise AgentError(f"webhook {where} response is over the {self.max_body_bytes}-byte limit")
+                            raise AgentError(
+                                f"webhook {where} response is over the {self.max_body_bytes}-byte limit"
+                            )
                     return resp.status, resp.content_type, resp.charset, bytes(raw)
             except aiohttp.ClientError as exc:
                 raise AgentError(f"cannot reach webhook {where}: {exc.__class__.__name__}: {exc}") from None
 
-    def _interpret(self, status: int, ctype: str, charset: str | None,
-                   raw: bytes) -> tuple[str, bool, dict[str, Any] | None]:
+    def _interpret(
+        self, status: int, ctype: str, charset: str | None, raw: bytes
+    ) -> tuple[str, bool, dict[str, Any] | None]:
         where = redact(self.url)
         if status == 204 or not raw.strip():
             return "", False, None
-        is_json = ctype == "application/json" or ctype.endswith("+json") or (
-            ctype == "application/octet-stream" and raw.lstrip()[:1] == b"{"
+        is_json = (
+            ctype == "application/json"
+            or ctype.endswith("+json")
+            or (ctype == "application/octet-stream" and raw.lstrip()[:1] == b"{")
         )
         if not is_json:
             if ctype in ("text/plain", "application/octet-stream"):

@@ -11,7 +11,7 @@ ULAW_SILENCE_BYTE = 0xFF
 
 
 class Framer:
-    __slots__ = ("size", "_rest")
+    __slots__ = ("_rest", "size")
 
     def __init__(self, size: int = FRAME_BYTES) -> None:
         if size <= 0:

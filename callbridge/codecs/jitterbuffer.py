@@ -207,8 +207,14 @@ class JitterStats:
     @property
     def expected(self) -> int:
         """Media slots the playout point has passed."""
-        return (self.played + self.lost + self.lost_late + self.dropped_quiet + self.dropped_speech
-                + self.stale_head)
+        return (
+            self.played
+            + self.lost
+            + self.lost_late
+            + self.dropped_quiet
+            + self.dropped_speech
+            + self.stale_head
+        )
 
     @property
     def loss_pct(self) -> float:
@@ -274,9 +280,7 @@ class JitterBuffer:
         nx = max(1, spf // 4)  # splice cross-fade: a quarter frame (5 ms)
         self._xfade = ((np.arange(nx) + 1) / (nx + 1)).astype(np.float32)
         nfade = p.conceal_ms // p.frame_ms
-        self._ramps = [
-            (1.0 - (i + np.arange(spf) / spf) / nfade).astype(np.float32) for i in range(nfade)
-        ]
+        self._ramps = [(1.0 - (i + np.arange(spf) / spf) / nfade).astype(np.float32) for i in range(nfade)]
         if p.comfort_noise:
             rms = 32768.0 * 10 ** (p.comfort_dbfs / 20)
             noise = np.random.default_rng(p.seed).normal(0.0, rms, (8, spf))
@@ -287,8 +291,25 @@ class JitterBuffer:
         self._comfort_i = 0
         # counters
         self._c = dict.fromkeys(
-            ("received", "duplicates", "late", "stale", "overflow", "played", "concealed", "comfort",
-             "lost", "lost_late", "held", "skipped", "dropped_quiet", "dropped_speech", "stale_head"), 0)
+            (
+                "received",
+                "duplicates",
+                "late",
+                "stale",
+                "overflow",
+                "played",
+                "concealed",
+                "comfort",
+                "lost",
+                "lost_late",
+                "held",
+                "skipped",
+                "dropped_quiet",
+                "dropped_speech",
+                "stale_head",
+            ),
+            0,
+        )
         self._hist = [0] * _HIST_BINS
         self._hist_n = 0
         self._last_latency: float | None = None
@@ -310,8 +331,14 @@ class JitterBuffer:
         """Take one arriving frame.  Returns what became of it: ``"queued"``,
         ``"duplicate"``, ``"late"``, ``"stale"`` (the last three: dropped and counted)."""
         p = self.params
-        if not (type(chunk) is int and type(timestamp_ms) is int and chunk >= 0 and timestamp_ms >= 0
-                and type(payload) is bytes and len(payload) == p.frame_bytes):  # the usual case, quickly
+        if not (
+            type(chunk) is int
+            and type(timestamp_ms) is int
+            and chunk >= 0
+            and timestamp_ms >= 0
+            and type(payload) is bytes
+            and len(payload) == p.frame_bytes
+        ):  # the usual case, quickly
             payload = self._check_frame(chunk, timestamp_ms, payload)
         now = self._check_now(now)
         c = self._c
@@ -329,8 +356,9 @@ class JitterBuffer:
             if (old.ts, old.chunk) <= (timestamp_ms, chunk):
                 return "duplicate"
             # same slot, smaller (timestamp, chunk): it replaces the one buffered
-            self._buf[slot] = old._replace(ts=timestamp_ms, chunk=chunk, payload=payload,
-                                           level=_level(payload))
+            self._buf[slot] = old._replace(
+                ts=timestamp_ms, chunk=chunk, payload=payload, level=_level(payload)
+            )
             return "queued"
         # a new media slot: its timing counts even if it is too late to play
         self._observe(timestamp_ms, now)
@@ -478,8 +506,11 @@ class JitterBuffer:
                         continue
                     if self._doomed == s:
                         splice = True
-                    elif (excess > p.accelerate_ms and self._since_accel >= p.accelerate_every
-                          and self._quiet_ahead(s, quiet) * fms < excess - p.margin_ms):
+                    elif (
+                        excess > p.accelerate_ms
+                        and self._since_accel >= p.accelerate_every
+                        and self._quiet_ahead(s, quiet) * fms < excess - p.margin_ms
+                    ):
                         self._since_accel = 0
                         levels = []  # frames that can be dropped: buffered, with a successor
                         for k in range(s, s + self._choose):
@@ -609,14 +640,28 @@ class JitterBuffer:
         # have stopped): they count as lost only once a later frame shows they did
         unproven = max(0, self._cursor - 1 - self._newest) if self._started else 0
         return JitterStats(
-            received=c["received"], duplicates=c["duplicates"], late=c["late"], stale=c["stale"],
-            overflow=c["overflow"], output=self._k, played=c["played"], concealed=c["concealed"],
-            comfort=c["comfort"], lost=c["lost"], lost_late=c["lost_late"] - unproven,
+            received=c["received"],
+            duplicates=c["duplicates"],
+            late=c["late"],
+            stale=c["stale"],
+            overflow=c["overflow"],
+            output=self._k,
+            played=c["played"],
+            concealed=c["concealed"],
+            comfort=c["comfort"],
+            lost=c["lost"],
+            lost_late=c["lost_late"] - unproven,
             held=c["held"] + unproven,
-            skipped=c["skipped"], dropped_quiet=c["dropped_quiet"], dropped_speech=c["dropped_speech"],
-            jitter_ms=self._jitter, depth_ms=depth, target_ms=self._target,
-            latency_ms=self._last_latency, latency_p50_ms=self.latency_percentile(50),
-            latency_p95_ms=self.latency_percentile(95), stale_head=c["stale_head"],
+            skipped=c["skipped"],
+            dropped_quiet=c["dropped_quiet"],
+            dropped_speech=c["dropped_speech"],
+            jitter_ms=self._jitter,
+            depth_ms=depth,
+            target_ms=self._target,
+            latency_ms=self._last_latency,
+            latency_p50_ms=self.latency_percentile(50),
+            latency_p95_ms=self.latency_percentile(95),
+            stale_head=c["stale_head"],
         )
 
 

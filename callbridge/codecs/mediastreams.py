@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -164,9 +165,17 @@ def _fast_media(msg: Mapping[str, Any]) -> Media | None:
     chunk, timestamp, b64 = media.get("chunk"), media.get("timestamp"), media.get("payload")
     track = media.get("track", "inbound")
     if not (
-        type(chunk) is str and type(timestamp) is str and type(b64) is str and type(track) is str
-        and len(chunk) <= 15 and len(timestamp) <= 15 and len(b64) <= _MAX_PAYLOAD_B64
-        and chunk.isascii() and chunk.isdigit() and timestamp.isascii() and timestamp.isdigit()
+        type(chunk) is str
+        and type(timestamp) is str
+        and type(b64) is str
+        and type(track) is str
+        and len(chunk) <= 15
+        and len(timestamp) <= 15
+        and len(b64) <= _MAX_PAYLOAD_B64
+        and chunk.isascii()
+        and chunk.isdigit()
+        and timestamp.isascii()
+        and timestamp.isdigit()
     ):
         return None
     try:
@@ -186,8 +195,7 @@ def _parse_start(msg: Mapping[str, Any]) -> Start:
     channels = fmt.get("channels", 1)
     if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
         raise ProtocolError(
-            f"unsupported media format {encoding}/{rate}/{channels}; "
-            "only audio/x-mulaw 8000 Hz mono"
+            f"unsupported media format {encoding}/{rate}/{channels}; only audio/x-mulaw 8000 Hz mono"
         )
     params = start.get("customParameters") or {}
     if not isinstance(params, dict) or not all(

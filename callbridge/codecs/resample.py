@@ -375,9 +375,7 @@ class StreamingResampler:
             if len(self._views) >= 16:
                 self._views.clear()
             p, buf = self._p, self._buf
-            view = as_strided(
-                buf[start:], shape=(nb, p.w), strides=(p.s * buf.itemsize, buf.itemsize)
-            )
+            view = as_strided(buf[start:], shape=(nb, p.w), strides=(p.s * buf.itemsize, buf.itemsize))
             v = (view, np.empty((nb, p.w), dtype=_DTYPE), np.empty((nb, p.po), dtype=_DTYPE))
             self._views[key] = v
         return v

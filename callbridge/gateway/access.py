@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 COOKIE = "callbridge_console"
@@ -37,7 +37,9 @@ def same_secret(offered: str, secret: str) -> bool:
     """Constant-time equality of two texts of any content (``hmac.compare_digest`` on
     ``str`` raises for non-ASCII; lone surrogates from undecodable header bytes encode
     too)."""
-    return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        offered.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+    )
 
 
 def is_loopback(peer: str | None) -> bool:
@@ -52,7 +54,9 @@ class ConsoleAccess:
         self.token = token
         self.mode = mode
         self.cookie_value = (
-            hmac.new(token.encode(), b"callbridge console cookie v1", hashlib.sha256).hexdigest() if token else ""
+            hmac.new(token.encode(), b"callbridge console cookie v1", hashlib.sha256).hexdigest()
+            if token
+            else ""
         )
 
     def refusal(self, peer: str | None, headers: Mapping[str, str], cookie: str | None) -> str | None:

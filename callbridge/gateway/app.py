@@ -50,10 +50,16 @@ async def healthz(request: web.Request) -> web.Response:
     if gw.shard is not None:
         body["shard"] = {k: v for k, v in gw.shard.items() if k != "store"}
         status = await gw.shard["store"].health()
-        body["pool"] = None if status is None else {
-            "shards": status.shards, "shard_restarts": status.shard_restarts,
-            "calls_live": status.calls_live, "calls_orphaned": status.calls_orphaned,
-        }
+        body["pool"] = (
+            None
+            if status is None
+            else {
+                "shards": status.shards,
+                "shard_restarts": status.shard_restarts,
+                "calls_live": status.calls_live,
+                "calls_orphaned": status.calls_orphaned,
+            }
+        )
         if status is None:
             body["status"] = "degraded: control plane not answering"
     return web.json_response(body, status=200 if gw.accepting else 503)
@@ -66,7 +72,9 @@ async def list_calls(request: web.Request) -> web.Response:
     everywhere = await gw.store.listing()  # production mode: every shard's calls
     if everywhere is not None:
         return web.json_response({**everywhere, "total": len(everywhere["calls"]) + len(everywhere["ended"])})
-    return web.json_response({"calls": registry.listing(), "ended": registry.ended_listing(), "total": registry.total})
+    return web.json_response(
+        {"calls": registry.listing(), "ended": registry.ended_listing(), "total": registry.total}
+    )
 
 
 @operator_only

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import math
+import os
 import time
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,20 @@ log = logging.getLogger("callbridge.gateway")
 
 HIDDEN_PARAMETERS = ("token",)
 CHECKPOINT_EVENTS = frozenset(
-    {"started", "resumed", "transcript.final", "agent.reply", "agent.truncated", "mark_played",
-     "barge_in", "dtmf", "call_ending", "child_restarted", "upstream.bound", "upstream.released"}
+    {
+        "started",
+        "resumed",
+        "transcript.final",
+        "agent.reply",
+        "agent.truncated",
+        "mark_played",
+        "barge_in",
+        "dtmf",
+        "call_ending",
+        "child_restarted",
+        "upstream.bound",
+        "upstream.released",
+    }
 )
 """Timeline events after which the call's state is checkpointed to the store."""
 CHECKPOINTS_PER_S = 4.0
@@ -118,10 +131,16 @@ class Call:
             on_first_frame=self._first_frame_sent,
             on_utterance_sent=self._utterance_sent,
         )
-        self.writer_task = asyncio.get_running_loop().create_task(self.writer.run(), name=f"{self.call_sid}/writer")
+        self.writer_task = asyncio.get_running_loop().create_task(
+            self.writer.run(), name=f"{self.call_sid}/writer"
+        )
         self.dispatcher = Dispatcher(clock, settings.check_messages, name=self.call_sid)
         self.supervisor = self.dispatcher.add(
-            CallSupervisor, None, settings, self, m.CallStarted(start.call_sid, start.stream_sid, params),
+            CallSupervisor,
+            None,
+            settings,
+            self,
+            m.CallStarted(start.call_sid, start.stream_sid, params),
             conversation,
         )
 
@@ -255,7 +274,7 @@ class Call:
                 "conversation": sup.conversation.snapshot(),  # type: ignore[attr-defined]
                 "played_upto": sup.played_upto,  # type: ignore[attr-defined]
                 "view": view,
-                "timeline_add": events[max(since, len(events) - CHECKPOINT_TIMELINE):],
+                "timeline_add": events[max(since, len(events) - CHECKPOINT_TIMELINE) :],
                 "timeline_reset": since == 0,
             },
         )
@@ -403,4 +422,3 @@ class CallRegistry:
 
     def live_frames(self) -> list[tuple[int, int]]:
         return [(c.frames_in, c.writer.frames_sent) for c in self.live.values() if c.state != "ended"]
-

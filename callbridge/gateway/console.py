@@ -34,9 +34,9 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from html import escape
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -62,6 +62,7 @@ PUBLIC_STATIC = frozenset({"console.css"})
 """What the sign-in page loads; every other console file needs operator access."""
 PAGES = {name: (STATIC / name).read_text() for name in ("index.html", "login.html")}
 
+
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -79,10 +80,16 @@ def refusal(request: web.Request, sign_in: str | None = None) -> str | None:
     failures = gw.auth_failures
     if gw.access.token and failures.exhausted(source, now):
         if failures.refused % LOG_EVERY == 1:
-            log.warning("operator request from %s refused: over %d failed authentications (%d refused so far)",
-                        source, FAILED_AUTH_BURST, failures.refused)
+            log.warning(
+                "operator request from %s refused: over %d failed authentications (%d refused so far)",
+                source,
+                FAILED_AUTH_BURST,
+                failures.refused,
+            )
         retry = str(max(1, math.ceil(failures.retry_after(source))))
-        raise web.HTTPTooManyRequests(text="too many failed authentications\n", headers={"Retry-After": retry})
+        raise web.HTTPTooManyRequests(
+            text="too many failed authentications\n", headers={"Retry-After": retry}
+        )
     if sign_in is None:
         reason = gw.access.refusal(request.remote, request.headers, request.cookies.get(COOKIE))
     else:
@@ -123,7 +130,9 @@ def _page(request: web.Request, name: str, status: int = 200) -> web.Response:
     (``PUBLIC_URL``'s path, behind a proxy that strips it), else ``/``."""
     prefix = split_base(request.app[GATEWAY].public_base(request))[1]
     html = PAGES[name].replace('<base href="/">', f'<base href="{escape(prefix)}/">', 1)
-    return web.Response(text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
+    return web.Response(
+        text=html, status=status, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )
 
 
 async def console_page(request: web.Request) -> web.StreamResponse:
@@ -147,8 +156,14 @@ async def console_login(request: web.Request) -> web.StreamResponse:
         return _page(request, "login.html", 401)
     base = gw.public_base(request)
     response = web.HTTPSeeOther(split_base(base)[1] + "/console")
-    response.set_cookie(COOKIE, gw.access.cookie_value, httponly=True, samesite="Strict",
-                        secure=base.startswith("https://"), path="/")
+    response.set_cookie(
+        COOKIE,
+        gw.access.cookie_value,
+        httponly=True,
+        samesite="Strict",
+        secure=base.startswith("https://"),
+        path="/",
+    )
     raise response
 
 
@@ -168,7 +183,7 @@ async def console_events(request: web.Request) -> web.StreamResponse:
         while not sub.overflowed:
             try:
                 await asyncio.wait_for(sub.ready.wait(), KEEPALIVE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
             batch = sub.take()
@@ -198,7 +213,10 @@ async def console_call(request: web.Request) -> web.Response:
             "streamSid": new_sid("MZ"),
             "accountSid": "AC" + "0" * 32,
             "path": split_base(gw.public_base(request))[1] + "/console/media",
-            "customParameters": {"token": gw.console_tokens.issue(call_sid, time.time()), "source": "console"},
+            "customParameters": {
+                "token": gw.console_tokens.issue(call_sid, time.time()),
+                "source": "console",
+            },
         }
     )
 

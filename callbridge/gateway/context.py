@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ class Gateway:
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: CallStore | None = None) -> "Gateway":
+    def from_settings(cls, settings: Settings, store: CallStore | None = None) -> Gateway:
         hub = Hub()
         registry = CallRegistry(settings.call_history, on_change=lambda summary: hub.publish("call", summary))
         return cls(
@@ -80,7 +80,8 @@ class Gateway:
             events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
             twilio=(
                 TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_url)
-                if settings.twilio_account_sid and settings.twilio_auth_token else None
+                if settings.twilio_account_sid and settings.twilio_auth_token
+                else None
             ),
         )
 

@@ -20,7 +20,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -95,7 +96,7 @@ class EventPoster:
                         self.sent += 1
                         return
                     problem = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if attempt < ATTEMPTS:
                 await asyncio.sleep(0.5 * attempt)

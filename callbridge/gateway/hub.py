@@ -25,7 +25,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 def sse(kind: str, data: Any) -> bytes:
     body = orjson.dumps(data, default=str)
     if len(body) > MAX_MESSAGE_BYTES:
-        body = orjson.dumps({"truncated": True, "callSid": data.get("callSid") if isinstance(data, dict) else None})
+        body = orjson.dumps(
+            {"truncated": True, "callSid": data.get("callSid") if isinstance(data, dict) else None}
+        )
     return b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
 
 

@@ -24,7 +24,7 @@ KINDS = {
 
 
 class IgnoredInput:
-    __slots__ = ("counts", "_metrics")
+    __slots__ = ("_metrics", "counts")
 
     def __init__(self, metrics: Any = None) -> None:
         self.counts = dict.fromkeys(KINDS, 0)
@@ -37,8 +37,12 @@ class IgnoredInput:
         if self._metrics is not None:
             self._metrics.ignored_input.labels(kind).inc()
         if n == 1:
-            log.info("media socket %s: ignoring %s (%s); more are counted, not logged",
-                     who, KINDS[kind], ascii(value[:64]))
+            log.info(
+                "media socket %s: ignoring %s (%s); more are counted, not logged",
+                who,
+                KINDS[kind],
+                ascii(value[:64]),
+            )
 
     def to_json(self) -> dict[str, int]:
         return {kind: n for kind, n in self.counts.items() if n}
@@ -46,5 +50,8 @@ class IgnoredInput:
     def log_totals(self, who: str) -> None:
         """Once, when the socket closes: the totals, if anything went unlogged."""
         if any(n > 1 for n in self.counts.values()):
-            log.info("media socket %s ignored %s", who,
-                     ", ".join(f"{n} x {kind}" for kind, n in self.counts.items() if n))
+            log.info(
+                "media socket %s ignored %s",
+                who,
+                ", ".join(f"{n} x {kind}" for kind, n in self.counts.items() if n),
+            )

@@ -23,14 +23,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 FRAME_S = 0.020
 ULAW_BYTES_PER_S = 8000
 
 
 class TokenBucket:
-    __slots__ = ("rate", "burst", "tokens", "at")
+    __slots__ = ("at", "burst", "rate", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate

@@ -84,8 +84,9 @@ class Refused(Exception):
 async def media_socket(request: web.Request) -> web.WebSocketResponse:
     gw = request.app[GATEWAY]
     signed_url = stream_url(gw.public_base(request))
-    refusal = gw.signatures.refusal(signed_url, {}, request.headers.get("X-Twilio-Signature"),
-                                    request.headers.get(SIGNATURE_SETTINGS))
+    refusal = gw.signatures.refusal(
+        signed_url, {}, request.headers.get("X-Twilio-Signature"), request.headers.get(SIGNATURE_SETTINGS)
+    )
     if refusal is not None:
         refusal = f"{refusal} for {signed_url[:300]}"
     return await serve_stream(request, gw.tokens, refusal, "twilio")
@@ -99,8 +100,11 @@ async def serve_stream(
     gw = request.app[GATEWAY]
     peer = gw.source(request)
     if not gw.socket_slots.acquire(peer):
-        log.warning("media socket from %s refused: %d open from that address (MAX_SOCKETS_PER_SOURCE)",
-                    peer, gw.socket_slots.open.get(peer, 0))
+        log.warning(
+            "media socket from %s refused: %d open from that address (MAX_SOCKETS_PER_SOURCE)",
+            peer,
+            gw.socket_slots.open.get(peer, 0),
+        )
         raise web.HTTPTooManyRequests(text="too many connections from your address\n")
     try:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, timeout=CLOSE_TIMEOUT_S)
@@ -183,7 +187,8 @@ class StreamSession:
                 inbound = self.inbound
                 kind = type(event)
                 if kind is not Start and not inbound.allow(
-                    len(event.payload) if kind is Media else 0, time.monotonic()  # type: ignore[union-attr]
+                    len(event.payload) if kind is Media else 0,
+                    time.monotonic(),  # type: ignore[union-attr]
                 ):
                     raise Refused(
                         CLOSE_POLICY, f"inbound faster than {inbound.factor:g}x real time (INBOUND_RATE)"
@@ -223,7 +228,9 @@ class StreamSession:
     async def start_call(self, start: Start) -> Call:
         gw = self.gw
         try:
-            key, left_s = self.tokens.verify(start.custom_parameters.get("token"), start.call_sid, time.time())
+            key, left_s = self.tokens.verify(
+                start.custom_parameters.get("token"), start.call_sid, time.time()
+            )
         except TokenError as exc:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: {exc}") from None
         if not await gw.store.claim_token(key, left_s):
@@ -242,22 +249,42 @@ class StreamSession:
             if stored is not None and stored.state == "live":
                 resume = stored.data
             else:
-                log.warning("call %s: nothing to resume (%s); starting afresh", start.call_sid,
-                            stored.state if stored else "unknown")
+                log.warning(
+                    "call %s: nothing to resume (%s); starting afresh",
+                    start.call_sid,
+                    stored.state if stored else "unknown",
+                )
         if resume is None and gw.at_capacity():
             # Recorded as ended: Twilio's redirect then hangs up instead of trying again.
-            record = {"callSid": start.call_sid, "state": "ended", "stop_reason": "busy: MAX_CALLS", "timeline": []}
+            record = {
+                "callSid": start.call_sid,
+                "state": "ended",
+                "stop_reason": "busy: MAX_CALLS",
+                "timeline": [],
+            }
             self.claimed = None  # released by the finish
             await gw.store.finish(start.call_sid, record, resumable=False)
-            raise Refused(CLOSE_TRY_AGAIN, f"call {start.call_sid}: busy ({len(gw.registry.live)} live calls, MAX_CALLS)")
+            raise Refused(
+                CLOSE_TRY_AGAIN,
+                f"call {start.call_sid}: busy ({len(gw.registry.live)} live calls, MAX_CALLS)",
+            )
         publish = gw.events.publish if gw.events is not None else None
         # Before the call's tasks exist, so they inherit the tags for their log lines.
         self.log_binding = bind_call(start.call_sid, start.stream_sid)
         registry, sid = gw.registry, start.call_sid
         call = Call(
-            gw.settings, start, self.ws.send_str, self.hang_up, publish=publish,
-            metrics=gw.metrics, watch=gw.watch, source=self.source, store=gw.store, resume=resume,
-            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid), ignored=self.ignored,
+            gw.settings,
+            start,
+            self.ws.send_str,
+            self.hang_up,
+            publish=publish,
+            metrics=gw.metrics,
+            watch=gw.watch,
+            source=self.source,
+            store=gw.store,
+            resume=resume,
+            bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
+            ignored=self.ignored,
         )
         call.transport = self.transport
         gw.registry.add(call)
@@ -288,7 +315,9 @@ class StreamSession:
         if self.expelled:
             return
         self.expelled = True
-        log.warning("media socket %s %s: %s", self.who, "closed with 1008" if how == "close" else "dropped", reason)
+        log.warning(
+            "media socket %s %s: %s", self.who, "closed with 1008" if how == "close" else "dropped", reason
+        )
         if self.call is not None:
             self.call.stop_reason = f"dropped: {reason}"
         if how == "abort" and self.transport is not None:
@@ -300,7 +329,7 @@ class StreamSession:
         """Close with ``code``; a peer that does not take the close frame in time is dropped."""
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason[:120].encode()), CLOSE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self.transport is not None:
                 self.transport.abort()
 
@@ -318,8 +347,12 @@ class StreamSession:
             self.gw.registry.finish(call)
             resumable = not call.hung_up
             await self.gw.store.finish(call.call_sid, call.to_json(), resumable)
-            log.info("call %s: %s (%s)", call.call_sid, "stream dropped; resumable" if resumable else "ended",
-                     call.stop_reason)
+            log.info(
+                "call %s: %s (%s)",
+                call.call_sid,
+                "stream dropped; resumable" if resumable else "ended",
+                call.stop_reason,
+            )
         elif self.claimed is not None:  # refused after its claim: the call's stream is free again
             self.gw.store.release_stream(self.claimed)
         if self.log_binding is not None:

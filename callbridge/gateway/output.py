@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from ..codecs.marks import MarkName, MarksInFlight
 from ..codecs.mediastreams import clear_message, mark_message, media_message
@@ -35,7 +35,7 @@ MAX_QUEUED_FRAMES = 30_000
 
 
 class Pacer:
-    __slots__ = ("lead_s", "frame_s", "play_end")
+    __slots__ = ("frame_s", "lead_s", "play_end")
 
     def __init__(self, lead_s: float, frame_s: float = FRAME_S) -> None:
         self.lead_s = lead_s
@@ -137,7 +137,9 @@ class OutboundWriter:
                 self._frames_queued -= 1
                 self.frames_dropped += 1
                 if self.frames_dropped == 1 or self.frames_dropped % 1000 == 0:
-                    log.warning("%s: outbound queue full, %d frames dropped", self.stream_sid, self.frames_dropped)
+                    log.warning(
+                        "%s: outbound queue full, %d frames dropped", self.stream_sid, self.frames_dropped
+                    )
                 return
 
     # -- the sending task ---------------------------------------------------------------

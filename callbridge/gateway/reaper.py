@@ -37,7 +37,7 @@ class Limits:
 class Liveness:
     """One socket's activity as seen at each sweep."""
 
-    __slots__ = ("opened_at", "seen", "quiet_since", "backlog_since")
+    __slots__ = ("backlog_since", "opened_at", "quiet_since", "seen")
 
     def __init__(self, now: float) -> None:
         self.opened_at = now
@@ -46,7 +46,12 @@ class Liveness:
         self.backlog_since: float | None = None
 
     def verdict(
-        self, now: float, messages: int, started: bool, send_blocked_since: float | None, limits: Limits,
+        self,
+        now: float,
+        messages: int,
+        started: bool,
+        send_blocked_since: float | None,
+        limits: Limits,
         backlog: int = 0,
     ) -> tuple[str, str] | None:
         """``("close" | "abort", reason)`` when the socket must go, else None.
@@ -57,7 +62,9 @@ class Liveness:
             self.backlog_since = None
         elif self.backlog_since is None:
             self.backlog_since = now
-        if self.backlog_since is not None and (send_blocked_since is None or self.backlog_since < send_blocked_since):
+        if self.backlog_since is not None and (
+            send_blocked_since is None or self.backlog_since < send_blocked_since
+        ):
             send_blocked_since = self.backlog_since
         if not started:
             if now - self.opened_at > limits.start_timeout_s:
@@ -80,7 +87,7 @@ async def run(gw: Any) -> None:
         for session in list(gw.sessions):
             try:
                 sweep_one(session, now, limits)
-            except Exception:  # noqa: BLE001 - one odd socket must not stop the reaper
+            except Exception:
                 log.exception("reaper: sweeping %s failed", session.who)
 
 

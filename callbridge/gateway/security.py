@@ -26,16 +26,19 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from twilio.request_validator import (
     HMAC_SHA1,
     HMAC_SHA256,
-    SIGNATURE_SETTINGS_HEADER as SIGNATURE_SETTINGS,
+    SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
     get_signature_algorithm,
 )
+
+SIGNATURE_SETTINGS = SIGNATURE_SETTINGS_HEADER
+"""The header that names the SharedKey a request was signed with."""
 
 MAX_TOKEN_CHARS = 256
 ALGORITHMS = (HMAC_SHA1, HMAC_SHA256)
@@ -115,7 +118,9 @@ class SignatureChecker:
             pass
         return BAD_SIGNATURE
 
-    def valid(self, url: str, params: Mapping[str, str], signature: str | None, settings: str | None = None) -> bool:
+    def valid(
+        self, url: str, params: Mapping[str, str], signature: str | None, settings: str | None = None
+    ) -> bool:
         return self.refusal(url, params, signature, settings) is None
 
     @staticmethod

@@ -41,7 +41,16 @@ State = Literal["live", "ended"]
 CHECKPOINT_TIMELINE = 500
 """At most this many (latest) timeline events are kept with a checkpoint."""
 SUMMARY_KEYS = (
-    "callSid", "streamSid", "source", "state", "pid", "resumes", "started_at", "duration_ms", "stop_reason", "figures",
+    "callSid",
+    "streamSid",
+    "source",
+    "state",
+    "pid",
+    "resumes",
+    "started_at",
+    "duration_ms",
+    "stop_reason",
+    "figures",
 )
 
 
@@ -74,6 +83,7 @@ class CallStore(Protocol):
         """True: this process now carries the call's one live stream; False: another
         stream has it; None: nobody answered (production mode's control plane)."""
         ...
+
     def release_stream(self, call_sid: str) -> None: ...
     async def streaming(self, call_sid: str) -> bool | None:
         """Whether a stream holds the call's claim (None: nobody answered)."""
@@ -125,7 +135,9 @@ class UsedTokens:
 class StoreBook:
     """The bounded bookkeeping shared by every store; pure, ``now`` passed in."""
 
-    def __init__(self, history: int, max_calls: int = 10_000, ttl_s: float = 600.0, max_tokens: int = 100_000) -> None:
+    def __init__(
+        self, history: int, max_calls: int = 10_000, ttl_s: float = 600.0, max_tokens: int = 100_000
+    ) -> None:
         self.live: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self.used_tokens = UsedTokens(max_tokens)
         self.streams: OrderedDict[str, int] = OrderedDict()

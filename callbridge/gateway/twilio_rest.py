@@ -49,7 +49,7 @@ class _ApiAt(AsyncTwilioHttpClient):
 
     async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         if url.startswith(TWILIO_API):
-            url = self.base_url + url[len(TWILIO_API):]
+            url = self.base_url + url[len(TWILIO_API) :]
         return await super().request(method, url, *args, **kwargs)
 
 
@@ -65,7 +65,9 @@ class TwilioRest:
         if self._client is None:
             options: dict[str, Any] = {"timeout": TIMEOUT_S, "logger": _quiet}
             self._http = (
-                AsyncTwilioHttpClient(**options) if self._base_url == TWILIO_API else _ApiAt(self._base_url, **options)
+                AsyncTwilioHttpClient(**options)
+                if self._base_url == TWILIO_API
+                else _ApiAt(self._base_url, **options)
             )
             self._client = Client(*self._auth, http_client=self._http)
         return self._client
@@ -87,20 +89,24 @@ class TwilioRest:
                 problem = f"{what} answered {exc.status}: {str(exc.msg)[:200]}"
                 if exc.status < 500:
                     break
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, TwilioException) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TwilioException) as exc:
                 problem = f"{what}: {type(exc).__name__}: {str(exc)[:200]}"
         raise TwilioError(problem)
 
     async def complete(self, call_sid: str) -> str:
         """Hang up ``call_sid``; returns the call's status as Twilio reports it."""
         calls = self._twilio().calls
-        call = await self._call(f"completing {call_sid}", lambda: calls(call_sid).update_async(status="completed"))
+        call = await self._call(
+            f"completing {call_sid}", lambda: calls(call_sid).update_async(status="completed")
+        )
         return str(call.status or "")
 
     async def point_number(self, number: str, voice_url: str) -> str:
         """Set the Voice URL of ``number`` (E.164); returns the number's Sid."""
         numbers = self._twilio().incoming_phone_numbers
-        found = await self._call(f"finding {number}", lambda: numbers.list_async(phone_number=number, limit=1))
+        found = await self._call(
+            f"finding {number}", lambda: numbers.list_async(phone_number=number, limit=1)
+        )
         if not found:
             raise TwilioError(f"{number} is not a number of account {self.account_sid}")
         sid = str(found[0].sid)

@@ -79,10 +79,15 @@ class WebhookAuth:
         if self.mode != "hmac":
             return ""
         if self.algorithm not in ALGORITHMS:
-            return f"VAPI_WEBHOOK_HMAC_ALGORITHM must be one of {', '.join(ALGORITHMS)}, not {self.algorithm!r}"
+            return (
+                f"VAPI_WEBHOOK_HMAC_ALGORITHM must be one of {', '.join(ALGORITHMS)}, not {self.algorithm!r}"
+            )
         if self.encoding not in ENCODINGS:
             return f"VAPI_WEBHOOK_HMAC_ENCODING must be hex or base64, not {self.encoding!r}"
-        for name, value in (("SIGNATURE_HEADER", self.signature_header), ("TIMESTAMP_HEADER", self.timestamp_header)):
+        for name, value in (
+            ("SIGNATURE_HEADER", self.signature_header),
+            ("TIMESTAMP_HEADER", self.timestamp_header),
+        ):
             if not _HEADER_NAME.fullmatch(value):
                 return f"VAPI_WEBHOOK_HMAC_{name} is not a header name: {value!r}"
         if self.message_id_header and not _HEADER_NAME.fullmatch(self.message_id_header):
@@ -94,7 +99,9 @@ class WebhookAuth:
         if "{body}" not in fmt:
             return "VAPI_WEBHOOK_HMAC_PAYLOAD must contain {body}"
         if "{timestamp}" in fmt and not self.include_timestamp:
-            return "VAPI_WEBHOOK_HMAC_PAYLOAD signs {timestamp} but VAPI_WEBHOOK_HMAC_INCLUDE_TIMESTAMP is off"
+            return (
+                "VAPI_WEBHOOK_HMAC_PAYLOAD signs {timestamp} but VAPI_WEBHOOK_HMAC_INCLUDE_TIMESTAMP is off"
+            )
         if "{svix-id}" in fmt and not self.message_id_header:
             return "VAPI_WEBHOOK_HMAC_PAYLOAD signs {svix-id}: set VAPI_WEBHOOK_HMAC_MESSAGE_ID_HEADER"
         if self.secret_is_base64:
@@ -114,7 +121,9 @@ class WebhookAuth:
     def key(self) -> bytes:
         return base64.b64decode(self.secret) if self.secret_is_base64 else self.secret.encode()
 
-    def sign(self, body: bytes, timestamp: str = "", method: str = "POST", url: str = "", message_id: str = "") -> str:
+    def sign(
+        self, body: bytes, timestamp: str = "", method: str = "POST", url: str = "", message_id: str = ""
+    ) -> str:
         """The signature header's value for this request (the sender's side; tests)."""
         values = {"body": body, "timestamp": timestamp, "method": method, "url": url, "svix-id": message_id}
         mac = hmac.new(self.key, _fill(self.payload, values), getattr(hashlib, self.algorithm)).digest()

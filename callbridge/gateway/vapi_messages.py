@@ -18,15 +18,40 @@ from typing import Any
 TEXT_CHARS = 1000
 MAX_TOOL_CALLS = 20
 NO_TOOLS = "callbridge runs no tools; give this tool its own server URL"
-SERVER_MESSAGE_TYPES = frozenset({
-    "assistant-request", "conversation-update", "end-of-call-report", "handoff-destination-request", "hang",
-    "knowledge-base-request", "model-output", "phone-call-control", "speech-update", "status-update",
-    "tool-calls", "transfer-destination-request", "transfer-update", "transcript",
-    'transcript[transcriptType="final"]', "user-interrupted", "language-change-detected", "voice-input",
-    "assistant.speechStarted", "voice-request", "call.endpointing.request", "chat.created", "chat.deleted",
-    "session.created", "session.updated", "session.deleted", "call.deleted", "call.delete.failed",
-    "call.artifact.upload", "campaign.predial",
-})
+SERVER_MESSAGE_TYPES = frozenset(
+    {
+        "assistant-request",
+        "conversation-update",
+        "end-of-call-report",
+        "handoff-destination-request",
+        "hang",
+        "knowledge-base-request",
+        "model-output",
+        "phone-call-control",
+        "speech-update",
+        "status-update",
+        "tool-calls",
+        "transfer-destination-request",
+        "transfer-update",
+        "transcript",
+        'transcript[transcriptType="final"]',
+        "user-interrupted",
+        "language-change-detected",
+        "voice-input",
+        "assistant.speechStarted",
+        "voice-request",
+        "call.endpointing.request",
+        "chat.created",
+        "chat.deleted",
+        "session.created",
+        "session.updated",
+        "session.deleted",
+        "call.deleted",
+        "call.delete.failed",
+        "call.artifact.upload",
+        "campaign.predial",
+    }
+)
 TYPE = re.compile(r'[A-Za-z][A-Za-z0-9.\-\[\]="_]{0,63}')
 """What a message type may look like (documented or future): short, printable ASCII."""
 _FIELDS: dict[str, tuple[str, ...]] = {
@@ -100,7 +125,12 @@ def reply(message: dict[str, Any]) -> dict[str, Any]:
     """The JSON body Vapi expects in answer to ``message`` (``{}`` when none is)."""
     kind = message.get("type")
     if kind == "tool-calls":
-        return {"results": [{"name": name, "toolCallId": call_id, "error": NO_TOOLS} for call_id, name in tool_calls(message)]}
+        return {
+            "results": [
+                {"name": name, "toolCallId": call_id, "error": NO_TOOLS}
+                for call_id, name in tool_calls(message)
+            ]
+        }
     if kind == "knowledge-base-request":
         return {"documents": []}
     if kind in ("assistant-request", "transfer-destination-request", "handoff-destination-request"):

@@ -57,8 +57,16 @@ async def vapi_webhook(request: web.Request) -> web.Response:
         payload = None
     message = payload.get("message") if isinstance(payload, dict) else None
     url = gw.public_base(request) + request.rel_url.path_qs
-    refused = check(gw.vapi_auth, request.headers, body, time.time(), gw.vapi_replays, _timestamp_ms(message),
-                    request.method, url)
+    refused = check(
+        gw.vapi_auth,
+        request.headers,
+        body,
+        time.time(),
+        gw.vapi_replays,
+        _timestamp_ms(message),
+        request.method,
+        url,
+    )
     if refused:
         if n := tally.count(f"refused: {refused}"):
             log.warning("vapi webhook from %s refused: %s (%d so far)", request.remote, refused, n)

@@ -88,8 +88,12 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if not gw.webhook_rates.allow(source, time.monotonic()):
         retry = max(1, round(gw.webhook_rates.retry_after(source)))
         if gw.webhook_rates.refused % 100 == 1:  # one line per 100 refusals: a flood must not flood the log
-            log.warning("webhook from %s refused: over %g requests/s (%d refused so far)",
-                        source, gw.settings.webhook_rate, gw.webhook_rates.refused)
+            log.warning(
+                "webhook from %s refused: over %g requests/s (%d refused so far)",
+                source,
+                gw.settings.webhook_rate,
+                gw.webhook_rates.refused,
+            )
         raise web.HTTPTooManyRequests(text="too many requests\n", headers={"Retry-After": str(retry)})
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         log.warning("webhook from %s refused: body of %d bytes", request.remote, request.content_length)
@@ -104,8 +108,12 @@ async def voice_inbound(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="malformed form\n") from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     base = gw.public_base(request)
-    why = gw.signatures.refusal(base + request.path_qs, params, request.headers.get("X-Twilio-Signature"),
-                                request.headers.get(SIGNATURE_SETTINGS))
+    why = gw.signatures.refusal(
+        base + request.path_qs,
+        params,
+        request.headers.get("X-Twilio-Signature"),
+        request.headers.get(SIGNATURE_SETTINGS),
+    )
     if why is not None:
         log.warning("webhook from %s refused: %s for %s", request.remote, why, (base + request.path_qs)[:300])
         raise web.HTTPForbidden(text="invalid signature\n")
@@ -144,7 +152,9 @@ async def voice_inbound(request: web.Request) -> web.Response:
             log.warning("call %s: turned away: draining", call_sid)
             return _say_and_hang_up(DRAINING)
         if gw.at_capacity():
-            log.warning("call %s: turned away: busy (%d live calls, MAX_CALLS)", call_sid, len(gw.registry.live))
+            log.warning(
+                "call %s: turned away: busy (%d live calls, MAX_CALLS)", call_sid, len(gw.registry.live)
+            )
             return _say_and_hang_up(BUSY)
         if attempt >= MAX_ATTEMPTS:
             log.warning("call %s: turned away: its stream failed to start %d times", call_sid, attempt)
@@ -160,5 +170,10 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if upstream is not None:
         stream.parameter(name="upstream", value=upstream)
     response.append(connect)
-    log.info("call %s: webhook answered from %s%s", call_sid, params.get("From", "?"), " (resume)" if resume else "")
+    log.info(
+        "call %s: webhook answered from %s%s",
+        call_sid,
+        params.get("From", "?"),
+        " (resume)" if resume else "",
+    )
     return web.Response(text=str(response), content_type="text/xml")

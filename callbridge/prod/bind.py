@@ -24,7 +24,7 @@ def restrict_binding() -> None:
 
     original = IPActorAddress.__init__
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         base = os.environ.get("THESPIAN_BASE_IPADDR")
         if base and self.bindname[0] in ("", "0.0.0.0"):

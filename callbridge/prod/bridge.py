@@ -17,7 +17,8 @@ import logging
 import os
 import queue
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..gateway.store import Stored
 from . import control as c
@@ -103,7 +104,7 @@ class ControlStore:
     async def lookup(self, call_sid: str) -> Stored | None:
         try:
             return await self.bridge.ask(lambda req: c.Lookup(req, call_sid))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("call %s: control plane did not answer a lookup; treating as new", call_sid)
             return None
 
@@ -114,19 +115,19 @@ class ControlStore:
         self.journal.finish(call_sid, record, resumable, time.monotonic())
         try:
             await self.bridge.ask(lambda req: c.Finish(req, call_sid, record, resumable, self.pid))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("call %s: control plane did not acknowledge the end of the call", call_sid)
 
     async def record(self, call_sid: str) -> dict[str, Any] | None:
         try:
             return await self.bridge.ask(lambda req: c.Record(req, call_sid))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def listing(self) -> dict[str, list[dict[str, Any]]] | None:
         try:
             return await self.bridge.ask(lambda req: c.Listing(req))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def claim_token(self, key: str, keep_s: float) -> bool:
@@ -134,8 +135,10 @@ class ControlStore:
             return False  # used on this shard
         try:
             return bool(await self.bridge.ask(lambda req: c.ClaimToken(req, key, keep_s)))
-        except asyncio.TimeoutError:
-            log.error("control plane did not answer a token claim; allowing the stream (unused on this shard)")
+        except TimeoutError:
+            log.error(
+                "control plane did not answer a token claim; allowing the stream (unused on this shard)"
+            )
             return True
 
     async def claim_stream(self, call_sid: str) -> bool | None:
@@ -143,7 +146,7 @@ class ControlStore:
             return False  # carried on this shard
         try:
             granted = bool(await self.bridge.ask(lambda req: c.ClaimStream(req, call_sid, self.pid)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("call %s: control plane did not answer the stream claim; taken as a new call", call_sid)
             return None
         if not granted:
@@ -153,7 +156,7 @@ class ControlStore:
     async def streaming(self, call_sid: str) -> bool | None:
         try:
             return bool(await self.bridge.ask(lambda req: c.Streaming(req, call_sid)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     def release_stream(self, call_sid: str) -> None:
@@ -167,5 +170,5 @@ class ControlStore:
     async def health(self) -> c.PoolStatus | None:
         try:
             return await self.bridge.ask(lambda req: c.Health(req))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None

@@ -15,7 +15,7 @@ from typing import Any
 class StartPool:
     workers: int
     """Shards on the leader's own node (members bring their own count)."""
-    adopt: list["Adoptee"] = field(default_factory=list)
+    adopt: list[Adoptee] = field(default_factory=list)
     """Shards of a pool that died, still serving: the new pool takes them over."""
 
 

@@ -46,4 +46,6 @@ class StoreJournal:
     def replay(self, index: int, now: float) -> c.Replay:
         """Everything a new pool must learn from this shard (``StoreBook.replay``)."""
         book = self.book
-        return c.Replay(index, self.pid, book.used_tokens.left(now), list(book.streams), list(book.ended.items()))
+        return c.Replay(
+            index, self.pid, book.used_tokens.left(now), list(book.streams), list(book.ended.items())
+        )

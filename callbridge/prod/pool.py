@@ -95,7 +95,7 @@ class PoolState:
 
 class PoolSupervisor(ActorTypeDispatcher):
     @staticmethod
-    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
         return bool(capabilities.get("callbridge.leader"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -127,7 +127,11 @@ class PoolSupervisor(ActorTypeDispatcher):
         self.state.restarts += 1
         log.warning(
             "shard %d (pid %s, node %s) %s; %d call(s) await their redirect; replacing",
-            shard.index, shard.pid, shard.node, why, len(orphans),
+            shard.index,
+            shard.pid,
+            shard.node,
+            why,
+            len(orphans),
         )
         if self.state.draining:
             self.state.shards.remove(shard)
@@ -138,7 +142,7 @@ class PoolSupervisor(ActorTypeDispatcher):
             return
         self._spawn(shard.index, shard.node, shard.restarts + 1)
 
-    def receiveMsg_StartPool(self, msg: c.StartPool, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_StartPool(self, msg: c.StartPool, sender: Any) -> None:
         if self.state.shards:
             self.send(sender, c.Answer(0, self._status()))
             return
@@ -153,12 +157,14 @@ class PoolSupervisor(ActorTypeDispatcher):
             if a.node != self.node:
                 self.nodes[a.node] = self.nodes.get(a.node, 0) + 1
         taken = {s.index for s in self.state.shards if s.node == self.node}
-        for i in [i for i in range(msg.workers + len(msg.adopt)) if i not in taken][: msg.workers - len(taken)]:
+        for i in [i for i in range(msg.workers + len(msg.adopt)) if i not in taken][
+            : msg.workers - len(taken)
+        ]:
             self._spawn(i, self.node)
         self.wakeupAfter(TICK_S)
         self.send(sender, c.Answer(0, self._status()))
 
-    def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate, sender: Any) -> None:
         caps = msg.remoteCapabilities or {}
         node = caps.get("callbridge.node")
         if not node or not caps.get("callbridge.gateway"):
@@ -175,13 +181,13 @@ class PoolSupervisor(ActorTypeDispatcher):
             for shard in [s for s in self.state.shards if s.node == node]:
                 self._replace(shard, "lost with its node")
 
-    def receiveMsg_ShardUp(self, msg: c.ShardUp, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ShardUp(self, msg: c.ShardUp, sender: Any) -> None:
         shard = self._find(sender)
         if shard is not None:
             shard.pid, shard.url, shard.last_beat = msg.pid, msg.url, time.monotonic()
             log.info("shard %d up: pid %d on %s (%s)", msg.index, msg.pid, msg.node, msg.url)
 
-    def receiveMsg_Heartbeat(self, msg: c.Heartbeat, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Heartbeat(self, msg: c.Heartbeat, sender: Any) -> None:
         shard = self._find(sender)
         if shard is not None:
             shard.pid = msg.pid
@@ -189,12 +195,12 @@ class PoolSupervisor(ActorTypeDispatcher):
             shard.calls, shard.accepting, shard.loop_lag_ms = msg.calls, msg.accepting, msg.loop_lag_ms
             self.send(sender, c.HeartbeatAck(self.state.restarts))
 
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
         shard = self._find(msg.childAddress)
         if shard is not None and not shard.drained:
             self._replace(shard, "exited")
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         now = time.monotonic()
         for shard in list(self.state.shards):
             if shard.drained:
@@ -207,8 +213,11 @@ class PoolSupervisor(ActorTypeDispatcher):
                     self.nodes.pop(shard.node, None)
                 self._replace(shard, f"silent for {silent:.1f} s")
         if self.replays_due and now > self.replay_deadline:
-            log.warning("no store replay from adopted shard(s) %s in %.1f s; answering without",
-                        sorted(self.replays_due), REPLAY_WAIT_S)
+            log.warning(
+                "no store replay from adopted shard(s) %s in %.1f s; answering without",
+                sorted(self.replays_due),
+                REPLAY_WAIT_S,
+            )
             self._replayed()
         self.book.expire(now)
         self.wakeupAfter(TICK_S)
@@ -240,53 +249,59 @@ class PoolSupervisor(ActorTypeDispatcher):
         for msg, sender in held:
             self.receiveMessage(msg, sender)
 
-    def receiveMsg_Replay(self, msg: c.Replay, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Replay(self, msg: c.Replay, sender: Any) -> None:
         self.book.replay(msg.pid, msg.tokens, msg.streams, msg.ended, time.monotonic())
-        log.info("shard %d (pid %d) replayed %d token(s), %d stream(s), %d ended call(s)",
-                 msg.index, msg.pid, len(msg.tokens), len(msg.streams), len(msg.ended))
+        log.info(
+            "shard %d (pid %d) replayed %d token(s), %d stream(s), %d ended call(s)",
+            msg.index,
+            msg.pid,
+            len(msg.tokens),
+            len(msg.streams),
+            len(msg.ended),
+        )
         if msg.index in self.replays_due:
             self.replays_due.discard(msg.index)
             if not self.replays_due:
                 self._replayed()
 
-    def receiveMsg_Checkpoint(self, msg: c.Checkpoint, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Checkpoint(self, msg: c.Checkpoint, sender: Any) -> None:
         if not self._held(msg, sender):
             self.book.checkpoint(msg.call_sid, msg.snapshot, time.monotonic())
 
-    def receiveMsg_Lookup(self, msg: c.Lookup, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Lookup(self, msg: c.Lookup, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.lookup(msg.call_sid, time.monotonic())))
 
-    def receiveMsg_Finish(self, msg: c.Finish, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Finish(self, msg: c.Finish, sender: Any) -> None:
         if not self._held(msg, sender):
             self.book.finish_stream(msg.call_sid, msg.record, msg.resumable, msg.owner, time.monotonic())
             self.send(sender, c.Answer(msg.req, True))
 
-    def receiveMsg_Record(self, msg: c.Record, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Record(self, msg: c.Record, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.record(msg.call_sid, time.monotonic())))
 
-    def receiveMsg_Listing(self, msg: c.Listing, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Listing(self, msg: c.Listing, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.listing(time.monotonic())))
 
-    def receiveMsg_ClaimToken(self, msg: c.ClaimToken, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ClaimToken(self, msg: c.ClaimToken, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.claim_token(msg.key, msg.keep_s, time.monotonic())))
 
-    def receiveMsg_ClaimStream(self, msg: c.ClaimStream, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ClaimStream(self, msg: c.ClaimStream, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.claim_stream(msg.call_sid, msg.owner)))
 
-    def receiveMsg_Streaming(self, msg: c.Streaming, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Streaming(self, msg: c.Streaming, sender: Any) -> None:
         if not self._held(msg, sender):
             self.send(sender, c.Answer(msg.req, self.book.streaming(msg.call_sid)))
 
-    def receiveMsg_ReleaseStream(self, msg: c.ReleaseStream, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ReleaseStream(self, msg: c.ReleaseStream, sender: Any) -> None:
         if not self._held(msg, sender):
             self.book.release_stream(msg.call_sid, msg.owner)
 
-    def receiveMsg_Health(self, msg: c.Health, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Health(self, msg: c.Health, sender: Any) -> None:
         self.send(sender, c.Answer(msg.req, self._status()))
 
     def _status(self) -> c.PoolStatus:
@@ -294,7 +309,9 @@ class PoolSupervisor(ActorTypeDispatcher):
         live = [snap for _, snap in self.book.live.values()]
         return c.PoolStatus(
             shards=[s.view(now) for s in sorted(self.state.shards, key=lambda s: s.index)],
-            adoptable=[c.Adoptee(s.index, s.node, s.address, s.pid, s.url) for s in self.state.shards if s.pid],
+            adoptable=[
+                c.Adoptee(s.index, s.node, s.address, s.pid, s.url) for s in self.state.shards if s.pid
+            ],
             shard_restarts=self.state.restarts,
             calls_live=sum(1 for s in live if not awaiting_redirect(s)),
             calls_orphaned=sum(1 for s in live if awaiting_redirect(s)),
@@ -302,14 +319,14 @@ class PoolSupervisor(ActorTypeDispatcher):
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    def receiveMsg_Drain(self, msg: c.Drain, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Drain(self, msg: c.Drain, sender: Any) -> None:
         self.state.draining = True
         self.state.drain_waiter = sender
         for shard in self.state.shards:
             self.send(shard.address, msg)
         self._maybe_drained()
 
-    def receiveMsg_Drained(self, msg: c.Drained, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_Drained(self, msg: c.Drained, sender: Any) -> None:
         shard = self._find(sender)
         if shard is not None:
             shard.drained = True

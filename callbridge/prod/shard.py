@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from thespian.actors import (
     ActorExitRequest,
@@ -43,7 +44,7 @@ LINGER_S = 1.0
 
 class ShardWorker(ActorTypeDispatcher):
     @staticmethod
-    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:  # noqa: N802
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
         """Runs on systems that offer gateways; ``requirements['node']`` pins a node."""
         if not capabilities.get("callbridge.gateway"):
             return False
@@ -63,7 +64,7 @@ class ShardWorker(ActorTypeDispatcher):
         # Must be returned from every handler, or thespian stops watching the pipe.
         return ThespianWatch([self.bridge.read_fd]) if self.bridge is not None else None
 
-    def receiveMsg_StartShard(self, msg: c.StartShard, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_StartShard(self, msg: c.StartShard, sender: Any) -> ThespianWatch | None:
         from .bridge import ControlBridge
 
         if self.thread is None:
@@ -76,7 +77,7 @@ class ShardWorker(ActorTypeDispatcher):
             self.wakeupAfter(1.0)
         return self._watch()
 
-    def receiveMsg_NewPool(self, msg: c.NewPool, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_NewPool(self, msg: c.NewPool, sender: Any) -> ThespianWatch | None:
         """Our pool died and its successor adopted us: report there, replay what we told
         the old one (the new pool waits for it), checkpoint again."""
         self.pool = sender
@@ -87,13 +88,13 @@ class ShardWorker(ActorTypeDispatcher):
                 self.runtime.checkpoint_all()
         return self._watch()
 
-    def receiveMsg_HeartbeatAck(self, msg: c.HeartbeatAck, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_HeartbeatAck(self, msg: c.HeartbeatAck, sender: Any) -> ThespianWatch | None:
         self.last_ack = time.monotonic()
         if self.runtime is not None:
             self.runtime.shard_restarts(msg.shard_restarts)
         return self._watch()
 
-    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
         if self.runtime is not None and not self.orphaned:
             if time.monotonic() - self.last_ack > ORPHAN_AFTER_S:
                 self.orphaned = True
@@ -102,27 +103,27 @@ class ShardWorker(ActorTypeDispatcher):
                 self.wakeupAfter(1.0)
         return self._watch()
 
-    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> ThespianWatch | None:
         for out in self.bridge.take():
             self.send(self.pool, out)
             if isinstance(out, c.Drained):
                 self.send(self.myAddress, ActorExitRequest())
         return self._watch()
 
-    def receiveMsg_Answer(self, msg: c.Answer, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_Answer(self, msg: c.Answer, sender: Any) -> ThespianWatch | None:
         self.bridge.answer(msg.req, msg.value)
         return self._watch()
 
-    def receiveMsg_Drain(self, msg: c.Drain, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveMsg_Drain(self, msg: c.Drain, sender: Any) -> ThespianWatch | None:
         if self.runtime is not None:
             self.runtime.drain(msg.deadline_s)
         return self._watch()
 
-    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         if self.runtime is not None:
             self.runtime.stop()
 
-    def receiveUnrecognizedMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:  # noqa: N802
+    def receiveUnrecognizedMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
         return self._watch()
 
 
@@ -148,7 +149,7 @@ class ShardRuntime:
 
             self.settings = Settings.from_env()
             eventloop.run(self._main(), self.settings.event_loop)
-        except Exception:  # noqa: BLE001 - a shard that cannot serve must die loudly
+        except Exception:
             log.exception("shard %d failed", self.index)
             os._exit(3)
 
@@ -177,7 +178,9 @@ class ShardRuntime:
     async def _heartbeat(self, gw: Any) -> None:
         lag = 0.0
         while True:
-            self.bridge.post(c.Heartbeat(self.index, os.getpid(), len(gw.registry.live), gw.accepting, lag * 1000))
+            self.bridge.post(
+                c.Heartbeat(self.index, os.getpid(), len(gw.registry.live), gw.accepting, lag * 1000)
+            )
             t = time.monotonic()
             await asyncio.sleep(HEARTBEAT_S)
             lag = max(0.0, time.monotonic() - t - HEARTBEAT_S)

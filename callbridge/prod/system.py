@@ -43,7 +43,9 @@ has just ended exit within milliseconds) before it reports a conflict."""
 def log_defs(level: str) -> dict[str, Any]:
     return {
         "version": 1,
-        "formatters": {"f": {"format": "%(asctime)s %(levelname)-7s [pid %(process)d] %(name)s: %(message)s"}},
+        "formatters": {
+            "f": {"format": "%(asctime)s %(levelname)-7s [pid %(process)d] %(name)s: %(message)s"}
+        },
         "handlers": {"h": {"class": "logging.StreamHandler", "formatter": "f", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["h"], "level": level.upper()},
     }
@@ -120,16 +122,22 @@ def serve_prod(settings: Settings) -> int:
         while (exc := listener_on(host, port)) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         if exc is not None:
-            print(f"{what} {host}:{port} is in use ({exc.strerror}): another {conflict} listens there; "
-                  f"stop it or pick another {what.upper().replace(' ', '_')}", file=sys.stderr)
+            print(
+                f"{what} {host}:{port} is in use ({exc.strerror}): another {conflict} listens there; "
+                f"stop it or pick another {what.upper().replace(' ', '_')}",
+                file=sys.stderr,
+            )
             return 2
     restrict_binding()  # thespian's sockets on THESPIAN_BASE_IPADDR only, not every interface
     tie_to_owner()  # every process of the node exits when this one does, however it ends
     asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs(settings.log_level))
     try:
         if settings.leader:
-            print(f"callbridge prod member node {settings.node_name} joined leader {settings.leader} "
-                  f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})", flush=True)
+            print(
+                f"callbridge prod member node {settings.node_name} joined leader {settings.leader} "
+                f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})",
+                flush=True,
+            )
             while signals.received is None:
                 time.sleep(0.2)
             print("shutting down (member): calls here resume on other nodes", flush=True)
@@ -140,12 +148,17 @@ def serve_prod(settings: Settings) -> int:
             if signals.received is None:
                 print("shards did not come up in time", file=sys.stderr, flush=True)
                 return 1
-            print(f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping", flush=True)
+            print(
+                f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping", flush=True
+            )
             return 0
         url = f"http://{settings.host}:{settings.port}"
-        print(f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
-              f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
-              f"{eventloop.resolve(settings.event_loop)} event loop)", flush=True)
+        print(
+            f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
+            f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
+            f"{eventloop.resolve(settings.event_loop)} event loop)",
+            flush=True,
+        )
         print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
         pool = _watch_pool(asys, pool, settings, signals, status.adoptable)
         print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)

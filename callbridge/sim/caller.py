@@ -31,14 +31,15 @@ the caller's audio, sample-aligned, so both sides of the call can be written to 
 from __future__ import annotations
 
 import asyncio
-import logging
 import ipaddress
+import logging
 import secrets
 import ssl
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -111,7 +112,11 @@ class CallResult:
 
     def end_marks_echoed(self) -> list[str]:
         """The utterances' end marks echoed, in order (progress marks left out)."""
-        return [name for _, name in self.marks_echoed if (mark := MarkName.parse(name)) is not None and mark.is_end]
+        return [
+            name
+            for _, name in self.marks_echoed
+            if (mark := MarkName.parse(name)) is not None and mark.is_end
+        ]
 
     def timeline_events(self) -> list[str]:
         return [e["event"] for e in (self.record or {}).get("timeline", [])]
@@ -128,7 +133,9 @@ def check_stream_url(url: str, allow_ws: bool | None = None) -> None:
     loopback host (a local dev server), False never."""
     parts = urlsplit(url)
     if parts.query:
-        raise StreamUrlRefused(f"Stream URL {url[:120]!r} has a query string: Twilio does not support one (31920)")
+        raise StreamUrlRefused(
+            f"Stream URL {url[:120]!r} has a query string: Twilio does not support one (31920)"
+        )
     if parts.scheme == "wss":
         return
     if parts.scheme == "ws":
@@ -235,7 +242,9 @@ class SimulatedCall:
             "To": self.to_number,
         }
 
-    async def post_webhook(self, session: aiohttp.ClientSession, url: str | None = None, method: str = "POST") -> str:
+    async def post_webhook(
+        self, session: aiohttp.ClientSession, url: str | None = None, method: str = "POST"
+    ) -> str:
         """Request the voice webhook, or (``url``, public form) a ``<Connect action>`` or
         ``<Redirect>`` target, as Twilio does, and return the TwiML. A GET carries the
         parameters in the query (signed as part of the URL), a POST in the form."""
@@ -247,8 +256,12 @@ class SimulatedCall:
         headers = {}
         if self.auth_token:
             headers["X-Twilio-Signature"] = SignatureChecker.sign(self.auth_token, public, params)
-        target = self.base_url + public[len(self.public_url):] if public.startswith(self.public_url) else public
-        async with session.request(method, target, data=params or None, headers=headers, ssl=self._ssl()) as resp:
+        target = (
+            self.base_url + public[len(self.public_url) :] if public.startswith(self.public_url) else public
+        )
+        async with session.request(
+            method, target, data=params or None, headers=headers, ssl=self._ssl()
+        ) as resp:
             body = await resp.text()
             if resp.status != 200:
                 raise WebhookRefused(resp.status, body)
@@ -287,13 +300,13 @@ class SimulatedCall:
         rest = url.partition("://")[2]
         if rest.startswith(public) and self.public_url != self.base_url:
             scheme = "wss" if self.base_url.startswith("https") else "ws"
-            return f"{scheme}://{self.base_url.split('://', 1)[-1]}{rest[len(public):]}"
+            return f"{scheme}://{self.base_url.split('://', 1)[-1]}{rest[len(public) :]}"
         return url
 
     def _ssl(self) -> ssl.SSLContext | bool:
         return self.ssl_context if self.ssl_context is not None else True
 
-    async def _connect(self, stream_url: str, parameters: dict[str, str], script: "_Script") -> None:
+    async def _connect(self, stream_url: str, parameters: dict[str, str], script: _Script) -> None:
         r = self.result
         check_stream_url(stream_url, self.allow_ws)
         headers = {}
@@ -307,12 +320,20 @@ class SimulatedCall:
             self._playback.clear()
             self._marks.clear()
         reachable = self._reachable(stream_url)
-        tls = {"ssl": self.ssl_context} if reachable.startswith("wss:") and self.ssl_context is not None else {}
+        tls = (
+            {"ssl": self.ssl_context} if reachable.startswith("wss:") and self.ssl_context is not None else {}
+        )
         opened = False
         try:
             async with connect(
-                reachable, additional_headers=headers, proxy=None, compression=None,
-                max_size=ms.MAX_MESSAGE_BYTES, open_timeout=10, close_timeout=5, **tls,
+                reachable,
+                additional_headers=headers,
+                proxy=None,
+                compression=None,
+                max_size=ms.MAX_MESSAGE_BYTES,
+                open_timeout=10,
+                close_timeout=5,
+                **tls,
             ) as ws:
                 opened = True
                 await self._stream(ws, parameters, script)
@@ -327,7 +348,9 @@ class SimulatedCall:
 
     async def fetch_record(self, session: aiohttp.ClientSession) -> dict[str, Any] | None:
         headers = {"Authorization": f"Bearer {self.console_token}"} if self.console_token else {}
-        async with session.get(f"{self.base_url}/calls/{self.call_sid}", headers=headers, ssl=self._ssl()) as resp:
+        async with session.get(
+            f"{self.base_url}/calls/{self.call_sid}", headers=headers, ssl=self._ssl()
+        ) as resp:
             return await resp.json() if resp.status == 200 else None
 
     def _closed(self, exc: ConnectionClosed) -> None:
@@ -340,12 +363,14 @@ class SimulatedCall:
         self._seq += 1
         await ws.send(text)
 
-    async def _stream(self, ws: ClientConnection, parameters: dict[str, str], script: "_Script") -> None:
+    async def _stream(self, ws: ClientConnection, parameters: dict[str, str], script: _Script) -> None:
         r = self.result
         self._seq = 0
         self._close_frame = False
         await self._send(ws, ms.twilio_connected())
-        await self._send(ws, ms.twilio_start(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid, parameters))
+        await self._send(
+            ws, ms.twilio_start(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid, parameters)
+        )
         if not r.streams:
             self._t0 = time.monotonic()
         r.streams.append((time.monotonic() - self._t0, r.stream_sid))
@@ -355,7 +380,9 @@ class SimulatedCall:
             await self._tick_loop(ws, receiver, script)
             if not receiver.done():
                 r.ended_by = r.ended_by or "caller"
-                await self._send(ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid))
+                await self._send(
+                    ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid)
+                )
                 await asyncio.wait_for(asyncio.shield(receiver), 5)
         except ConnectionClosed as exc:
             self._closed(exc)
@@ -367,7 +394,7 @@ class SimulatedCall:
             r.close_code = ws.close_code
             r.close_reason = ws.close_reason or ""
 
-    async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None], script: "_Script") -> None:
+    async def _tick_loop(self, ws: ClientConnection, receiver: asyncio.Task[None], script: _Script) -> None:
         """One iteration per 20 ms of call time, on a monotonic schedule (no drift)."""
         r = self.result
         echo = SILENCE
@@ -398,11 +425,15 @@ class SimulatedCall:
                 mixed = ulaw_decode(action).astype(np.float32) + ulaw_decode(echo) * self.echo_gain
                 action = ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
             if self.impairment is None:
-                await self._send(ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action))
+                await self._send(
+                    ws, ms.twilio_media(self._seq + 1, r.stream_sid, chunk + 1, chunk * 20, action)
+                )
             else:
                 d = deliveries.get(chunk)
                 if d is not None:
-                    in_flight.append((d.at_s, ms.twilio_media(0, r.stream_sid, d.chunk, d.timestamp_ms, action)))
+                    in_flight.append(
+                        (d.at_s, ms.twilio_media(0, r.stream_sid, d.chunk, d.timestamp_ms, action))
+                    )
                 while in_flight and in_flight[0][0] <= now:  # in order: TCP never reorders
                     await self._send(ws, in_flight.pop(0)[1])
             r.caller_audio += action

@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_GAP_MS",
@@ -116,8 +117,14 @@ class Impairment:
             raise TypeError(f"chunk_gaps must be a bool, got {self.chunk_gaps!r}")
 
     @classmethod
-    def from_cli(cls, loss: str | None = None, jitter: str | None = None, gap: str | bool | None = None,
-                 seed: int = 0, **kw: object) -> "Impairment":
+    def from_cli(
+        cls,
+        loss: str | None = None,
+        jitter: str | None = None,
+        gap: str | bool | None = None,
+        seed: int = 0,
+        **kw: object,
+    ) -> Impairment:
         """Build from CLI strings: ``loss="3%"``, ``jitter="200-800ms"``, ``gap="100-400ms"``
         (or ``gap=True`` / ``""`` for ``DEFAULT_GAP_MS``); None means off."""
         g = None
@@ -125,9 +132,13 @@ class Impairment:
             g = DEFAULT_GAP_MS
         elif gap not in (None, False):
             g = parse_gap(gap)  # type: ignore[arg-type]
-        return cls(loss=parse_loss(loss) if loss is not None else 0.0,
-                   jitter=parse_jitter(jitter) if jitter is not None else None,
-                   gap=g, seed=seed, **kw)  # type: ignore[arg-type]
+        return cls(
+            loss=parse_loss(loss) if loss is not None else 0.0,
+            jitter=parse_jitter(jitter) if jitter is not None else None,
+            gap=g,
+            seed=seed,
+            **kw,
+        )  # type: ignore[arg-type]
 
     def _rng(self, what: str) -> random.Random:
         return random.Random(f"callbridge.impair:{self.seed}:{what}")
@@ -222,8 +233,10 @@ def parse_loss(text: str) -> float:
             raise ValueError(f"bad loss {text!r}: must be below 100%")
         return v / 100.0
     if v >= 1:
-        raise ValueError(f"bad loss {text!r}: a bare number is a fraction and must be below 1 "
-                         f"(did you mean '{m.group(1)}%'?)")
+        raise ValueError(
+            f"bad loss {text!r}: a bare number is a fraction and must be below 1 "
+            f"(did you mean '{m.group(1)}%'?)"
+        )
     return v
 
 
@@ -234,8 +247,9 @@ def parse_range_ms(text: str, what: str = "range") -> tuple[int, int]:
         raise TypeError(f"{what} must be a string like '200-800ms', got {type(text).__name__}")
     m = _RANGE_RE.match(text)
     if not m:
-        raise ValueError(f"bad {what} {text!r}: expected 'LO-HIms' like '200-800ms', "
-                         "or one value like '300ms'")
+        raise ValueError(
+            f"bad {what} {text!r}: expected 'LO-HIms' like '200-800ms', or one value like '300ms'"
+        )
     a, unit_a, b, unit_b = m.groups()
     if b is None:
         b, unit_b = a, unit_a

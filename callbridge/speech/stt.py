@@ -142,40 +142,146 @@ MODES = ("domain", "general")
 # --------------------------------------------------------------------------- #
 
 _DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-          "ten", "eleven", "twelve"]
+_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 _PARTS = ["morning", "afternoon", "evening"]
 _ACTIONS = [
-    "book an appointment", "make an appointment", "make a booking", "book a time",
-    "move my appointment", "move it", "change my appointment", "change the time",
-    "reschedule my appointment", "reschedule it", "reschedule",
-    "cancel my appointment", "cancel the appointment", "cancel my booking", "cancel it",
+    "book an appointment",
+    "make an appointment",
+    "make a booking",
+    "book a time",
+    "move my appointment",
+    "move it",
+    "change my appointment",
+    "change the time",
+    "reschedule my appointment",
+    "reschedule it",
+    "reschedule",
+    "cancel my appointment",
+    "cancel the appointment",
+    "cancel my booking",
+    "cancel it",
 ]
-_WANTS = ["i would like to", "i'd like to", "i want to", "i need to", "can i", "could i",
-          "can you", "could you", "please", "i have to", "we need to", ""]
+_WANTS = [
+    "i would like to",
+    "i'd like to",
+    "i want to",
+    "i need to",
+    "can i",
+    "could i",
+    "can you",
+    "could you",
+    "please",
+    "i have to",
+    "we need to",
+    "",
+]
 _REPLIES = [
-    "yes", "no", "yes please", "no thanks", "no thank you", "yeah", "yep", "nope", "okay",
-    "ok", "sure", "right", "correct", "that is correct", "that's correct", "that is right",
-    "that's right", "that's fine", "that is fine", "that works", "that works for me",
-    "that is wrong", "that's wrong", "that is not right", "that's not right",
-    "no that is wrong", "yes that is correct", "yes that's right", "please confirm",
-    "confirm", "yes confirm", "i confirm", "confirm the booking", "confirm my appointment",
-    "yes please confirm the booking", "thank you", "thanks", "thank you very much",
-    "thanks a lot", "thank you goodbye", "thanks bye", "goodbye", "bye", "bye bye",
-    "hello", "hi", "good morning", "good afternoon", "sorry", "sorry what was that",
-    "can you repeat that", "say that again", "i said", "i can't make it",
-    "i can't do that", "perfect", "great", "no that doesn't work", "that doesn't work",
-    "is that available", "what times are available", "what do you have",
-    "do you have anything", "is there anything available", "anything earlier",
-    "anything later", "is there anything else", "that's all", "that is all",
-    "nothing else", "no that's all thanks", "wait", "hold on", "one moment",
+    "yes",
+    "no",
+    "yes please",
+    "no thanks",
+    "no thank you",
+    "yeah",
+    "yep",
+    "nope",
+    "okay",
+    "ok",
+    "sure",
+    "right",
+    "correct",
+    "that is correct",
+    "that's correct",
+    "that is right",
+    "that's right",
+    "that's fine",
+    "that is fine",
+    "that works",
+    "that works for me",
+    "that is wrong",
+    "that's wrong",
+    "that is not right",
+    "that's not right",
+    "no that is wrong",
+    "yes that is correct",
+    "yes that's right",
+    "please confirm",
+    "confirm",
+    "yes confirm",
+    "i confirm",
+    "confirm the booking",
+    "confirm my appointment",
+    "yes please confirm the booking",
+    "thank you",
+    "thanks",
+    "thank you very much",
+    "thanks a lot",
+    "thank you goodbye",
+    "thanks bye",
+    "goodbye",
+    "bye",
+    "bye bye",
+    "hello",
+    "hi",
+    "good morning",
+    "good afternoon",
+    "sorry",
+    "sorry what was that",
+    "can you repeat that",
+    "say that again",
+    "i said",
+    "i can't make it",
+    "i can't do that",
+    "perfect",
+    "great",
+    "no that doesn't work",
+    "that doesn't work",
+    "is that available",
+    "what times are available",
+    "what do you have",
+    "do you have anything",
+    "is there anything available",
+    "anything earlier",
+    "anything later",
+    "is there anything else",
+    "that's all",
+    "that is all",
+    "nothing else",
+    "no that's all thanks",
+    "wait",
+    "hold on",
+    "one moment",
 ]
-_ASKS = ["what about", "how about", "do you have anything", "is there anything",
-         "can i come in", "can you do", "i could do", "is", "maybe", "or",
-         "book me for", "book me in for", "move it to", "reschedule it to",
-         "change it to", "put me down for", "i can come"]
-_TAILS = ["", "", "", " please", " is that available", " would be great",
-          " if possible", " instead", " works for me", " thanks"]
+_ASKS = [
+    "what about",
+    "how about",
+    "do you have anything",
+    "is there anything",
+    "can i come in",
+    "can you do",
+    "i could do",
+    "is",
+    "maybe",
+    "or",
+    "book me for",
+    "book me in for",
+    "move it to",
+    "reschedule it to",
+    "change it to",
+    "put me down for",
+    "i can come",
+]
+_TAILS = [
+    "",
+    "",
+    "",
+    " please",
+    " is that available",
+    " would be great",
+    " if possible",
+    " instead",
+    " works for me",
+    " thanks",
+]
 _WARMUP_TEXTS = (
     "hello i would like to book an appointment for next monday at ten am please",
     "can you move it to thursday afternoon at half past two",
@@ -184,8 +290,17 @@ _WARMUP_TEXTS = (
 
 
 def _times() -> list[str]:
-    out = ["noon", "midday", "lunchtime", "midnight", "the morning", "the afternoon",
-           "the evening", "first thing in the morning", "any time"]
+    out = [
+        "noon",
+        "midday",
+        "lunchtime",
+        "midnight",
+        "the morning",
+        "the afternoon",
+        "the evening",
+        "first thing in the morning",
+        "any time",
+    ]
     for h in _HOURS:
         out += [h, f"{h} am", f"{h} pm", f"{h} o'clock", f"{h} o'clock in the morning"]
         out += [f"{h} in the {p}" for p in _PARTS]
@@ -327,7 +442,7 @@ class _Turn:
     thread.  It holds no reference to the :class:`Utterance`, so a dropped
     utterance can be collected (and then cancelled by its finalizer)."""
 
-    __slots__ = ("loop", "done", "on_partial", "open")
+    __slots__ = ("done", "loop", "on_partial", "open")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_partial: Callable[[str], None] | None):
         self.loop = loop
@@ -379,7 +494,7 @@ class _Worker:
             t0 = time.perf_counter()
             self._create()
             self.create_s = time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001 - handed to a waiting start()
+        except Exception as exc:
             log.exception("creating pocketsphinx decoder %d failed", self.ident)
             self.rec._creation_failed(self, exc)
             return
@@ -407,7 +522,7 @@ class _Worker:
                     continue
                 self.dec.end_utt()
                 text = _hyp_text(self.dec) if kind == "end" else ""
-            except Exception as exc:  # noqa: BLE001 - the decoder is suspect now
+            except Exception as exc:
                 log.exception("pocketsphinx failed; discarding decoder %d", self.ident)
                 self.rec._discard(self)
                 turn.post(turn.settle, "", SttError(f"pocketsphinx: {exc}"))
@@ -505,8 +620,10 @@ class Recognizer:
         self._closed = False
 
     def __repr__(self) -> str:
-        return (f"Recognizer(mode={self.mode!r}, pool_size={self.pool_size}, "
-                f"decoders={self.size}, idle={self.idle})")
+        return (
+            f"Recognizer(mode={self.mode!r}, pool_size={self.pool_size}, "
+            f"decoders={self.size}, idle={self.idle})"
+        )
 
     @property
     def size(self) -> int:

@@ -60,18 +60,18 @@ import ctypes
 import re
 import threading
 import unicodedata
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import numpy as np
 
 __all__ = [
+    "MAX_TEXT_CHARS",
+    "EspeakError",
     "EspeakTTS",
     "get_tts",
     "split_sentences",
-    "MAX_TEXT_CHARS",
-    "EspeakError",
 ]
 
 #: Largest accepted text, in characters after cleaning (see module docstring).
@@ -121,9 +121,7 @@ class _Engine:
             lib = ctypes.CDLL(espeakng_loader.get_library_path())
         except OSError as exc:  # pragma: no cover - broken install
             raise EspeakError(f"cannot load libespeak-ng: {exc}") from exc
-        lib.espeak_Initialize.argtypes = [
-            ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int
-        ]
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
         lib.espeak_SetSynthCallback.restype = None
@@ -196,9 +194,7 @@ class _Engine:
         self._error, self._stopped, self._total = None, False, 0
         try:
             buf = ctypes.create_string_buffer(data)  # NUL-terminated
-            err = self.lib.espeak_Synth(
-                buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
+            err = self.lib.espeak_Synth(buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             error, total, stopped = self._error, self._total, self._stopped
         finally:
             self._on_chunk = self._should_stop = None
@@ -225,7 +221,7 @@ class _Engine:
             self._total += numsamples
             self._on_chunk(chunk)
             return 0
-        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+        except BaseException as exc:
             self._error = exc
             self._stopped = True
             return 1
@@ -399,7 +395,7 @@ class EspeakTTS:
                 stop.set()
                 try:
                     await asyncio.shield(future)
-                except BaseException:  # noqa: BLE001 - cancelled again / worker error
+                except BaseException:
                     pass
             elif not future.cancelled():
                 future.exception()  # mark retrieved
@@ -441,7 +437,30 @@ _BOUNDARY_RE = re.compile(
 _COMMA_RE = re.compile(r"[,，、](?=\s|$)|[，、]")
 # Words after which a period does not end the sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt vs no e.g i.e cf approx dept est fig inc ltd co corp".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "vs",
+        "no",
+        "e.g",
+        "i.e",
+        "cf",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+    ]
 )
 _WORD_BEFORE_RE = re.compile(r"([\w.]+)$")
 
@@ -472,8 +491,8 @@ def _split_long(sentence: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for m in _COMMA_RE.finditer(sentence):
-        left = sentence[start:m.end()].strip()
-        right = sentence[m.end():].strip()
+        left = sentence[start : m.end()].strip()
+        right = sentence[m.end() :].strip()
         if len(left) >= MIN_CLAUSE_CHARS and len(right) >= MIN_CLAUSE_CHARS:
             pieces.append(left)
             start = m.end()
@@ -516,7 +535,7 @@ def split_sentences(text: str) -> list[str]:
     for m in _BOUNDARY_RE.finditer(text):
         if m.group() != "\n" and _is_false_period(text, m.start(), m.end()):
             continue
-        sentences.append(text[start:m.end()])
+        sentences.append(text[start : m.end()])
         start = m.end()
     sentences.append(text[start:])
 

@@ -95,9 +95,7 @@ def _ort_session():
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 opts.log_severity_level = 3
-                _session = ort.InferenceSession(
-                    model_path(), opts, providers=["CPUExecutionProvider"]
-                )
+                _session = ort.InferenceSession(model_path(), opts, providers=["CPUExecutionProvider"])
     return _session
 
 
@@ -195,9 +193,7 @@ class Vad:
         if self.backend == "onnxruntime":
             x, ctx = self._x, self._ctx
             np.multiply(window, _SCALE, out=x[0, ctx:])
-            prob, self._state = self._sess.run(
-                None, {"input": x, "state": self._state, "sr": self._sr}
-            )
+            prob, self._state = self._sess.run(None, {"input": x, "state": self._state, "sr": self._sr})
             x[0, :ctx] = x[0, -ctx:]  # the next window's context
             return float(prob[0, 0])
         np.multiply(window, _SCALE, out=self._buf)

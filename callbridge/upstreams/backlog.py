@@ -14,7 +14,7 @@ DEFAULT_CAP_BYTES = 5_000_000
 
 
 class Backlog:
-    __slots__ = ("cap_bytes", "_chunks", "size", "dropped_bytes", "dropped_chunks")
+    __slots__ = ("_chunks", "cap_bytes", "dropped_bytes", "dropped_chunks", "size")
 
     def __init__(self, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
         if cap_bytes <= 0:

@@ -17,8 +17,9 @@ import asyncio
 import logging
 import pickle
 from abc import ABC
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Protocol
+from typing import Any, Protocol
 
 from ..actors import messages as m
 from ..agents.base import Agent, Turn
@@ -75,7 +76,7 @@ class Conversation:
         if self.agent is not None and not self.agent_unpicklable:
             try:
                 agent = pickle.dumps(self.agent, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # noqa: BLE001 - an agent holding a live resource
+            except Exception as exc:
                 self.agent_unpicklable = True  # said once, not tried at every checkpoint
                 log.warning("agent %s cannot be checkpointed: %s", type(self.agent).__name__, exc)
         return {
@@ -89,11 +90,11 @@ class Conversation:
         }
 
     @classmethod
-    def restore(cls, snap: dict[str, Any], played_upto: int) -> "Conversation":
+    def restore(cls, snap: dict[str, Any], played_upto: int) -> Conversation:
         """The conversation from ``snapshot``; ``played_upto`` is the last utterance whose
         end mark Twilio echoed. If the last thing said had not all been heard, it is said
         again once the new stream is up."""
-        agent = pickle.loads(snap["agent"]) if snap.get("agent") else None  # noqa: S301 - our own control plane
+        agent = pickle.loads(snap["agent"]) if snap.get("agent") else None
         conv = cls(
             agent=agent,
             history=[Turn(role, text) for role, text in snap.get("history", [])],

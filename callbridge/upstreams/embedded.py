@@ -21,9 +21,10 @@ turn detected (``endpoint_ms``, the configured silence) -> final transcript (``s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 
@@ -65,15 +66,22 @@ async def prewarm(settings: Settings) -> None:
 def agent_for(settings: Settings, call_sid: str) -> Agent:
     if settings.agent == "openai":
         return create_agent(
-            "openai", base_url=settings.openai_base_url, model=settings.openai_model,
-            api_key=settings.openai_api_key or None, call_sid=call_sid,
-            timeout_s=settings.agent_timeout_s, max_tokens=settings.openai_max_tokens,
+            "openai",
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=settings.openai_api_key or None,
+            call_sid=call_sid,
+            timeout_s=settings.agent_timeout_s,
+            max_tokens=settings.openai_max_tokens,
             max_tokens_param=settings.openai_max_tokens_param,
         )
     if settings.agent == "webhook":
         return create_agent(
-            "webhook", url=settings.agent_webhook_url, secret=settings.agent_webhook_secret or None,
-            call_sid=call_sid, timeout_s=settings.agent_timeout_s,
+            "webhook",
+            url=settings.agent_webhook_url,
+            secret=settings.agent_webhook_secret or None,
+            call_sid=call_sid,
+            timeout_s=settings.agent_timeout_s,
         )
     return create_agent("desk", call_sid=call_sid)
 
@@ -92,7 +100,9 @@ class EmbeddedBackend(Backend):
     def __init__(self, port: Port, conversation: Conversation, settings: Settings) -> None:
         super().__init__(port, conversation)
         self.settings = settings
-        self.speaker = Speaker(port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance)
+        self.speaker = Speaker(
+            port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance
+        )
         self.listener = Listener(port, settings, self.heard)
         self.pending: list[Heard] = []
         self.turn_task: asyncio.Task[None] | None = None
@@ -203,7 +213,7 @@ class EmbeddedBackend(Backend):
                             self.turn_times[utterance.number] = times
                         utterance.add(piece)
                         said += piece
-            except (AgentError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, AgentError) as exc:
                 error = "timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
                 self.port.note("agent.error", attempt=attempt + 1, error=error[:300])
                 if utterance is not None:  # half a reply was spoken: keep it, don't repeat

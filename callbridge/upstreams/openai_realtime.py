@@ -75,7 +75,9 @@ def realtime_url(base: str, model: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def session_update(model: str, voice: str, silence_ms: int, instructions: str = INSTRUCTIONS) -> dict[str, Any]:
+def session_update(
+    model: str, voice: str, silence_ms: int, instructions: str = INSTRUCTIONS
+) -> dict[str, Any]:
     pcmu = {"type": "audio/pcmu"}
     return {
         "type": "session.update",
@@ -110,7 +112,12 @@ def append_audio(ulaw: bytes) -> str:
 
 
 def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
-    return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
+    return {
+        "type": "conversation.item.truncate",
+        "item_id": item_id,
+        "content_index": 0,
+        "audio_end_ms": audio_end_ms,
+    }
 
 
 def padding_in_force(updated: dict[str, Any], sent_ms: int = PREFIX_PADDING_MS) -> int:
@@ -120,7 +127,11 @@ def padding_in_force(updated: dict[str, Any], sent_ms: int = PREFIX_PADDING_MS) 
         value = session["audio"]["input"]["turn_detection"]["prefix_padding_ms"]  # type: ignore[index]
     except (KeyError, TypeError):
         return sent_ms
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else sent_ms
+    return (
+        int(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        else sent_ms
+    )
 
 
 def speech_onset_ms(audio_start_ms: Any, padding_ms: int) -> float | None:
@@ -133,7 +144,10 @@ def speech_onset_ms(audio_start_ms: Any, padding_ms: int) -> float | None:
 
 
 def greet(greeting: str) -> dict[str, Any]:
-    return {"type": "response.create", "response": {"instructions": f"Greet the caller with exactly these words: {greeting}"}}
+    return {
+        "type": "response.create",
+        "response": {"instructions": f"Greet the caller with exactly these words: {greeting}"},
+    }
 
 
 def create_response() -> dict[str, Any]:
@@ -187,7 +201,11 @@ class RealtimeBackend(RemoteBackend):
         headers = {"Authorization": f"Bearer {s.openai_api_key}"} if s.openai_api_key else {}
         ws = await self.open_socket(realtime_url(s.openai_realtime_url, s.openai_realtime_model), headers)
         await self._expect(ws, "session.created")
-        await ws.send_str(orjson.dumps(session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)).decode())
+        await ws.send_str(
+            orjson.dumps(
+                session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)
+            ).decode()
+        )
         self.padding_ms = padding_in_force(await self._expect(ws, "session.updated"))
         # After a reconnect (or a restart of the Upstream actor) the new session first
         # gets the conversation so far; a new call has none.
@@ -248,7 +266,9 @@ class RealtimeBackend(RemoteBackend):
             if event.get("item_id") not in self.echo_items:
                 self.heard(str(event.get("transcript", "")))
         elif kind in _TRANSCRIPT_DONE:
-            self.said(str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", ""))))
+            self.said(
+                str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", "")))
+            )
         elif kind == "response.output_item.done":
             item = event.get("item") or {}
             if item.get("type") == "function_call" and item.get("name") == "end_call":
@@ -299,5 +319,7 @@ def _keep_last(table: dict[str, Any], n: int) -> None:
 def _error_text(event: dict[str, Any]) -> str:
     error = event.get("error")
     if isinstance(error, dict):
-        return f"{error.get('type', '')} {error.get('code', '') or ''}: {error.get('message', '')}".strip()[:300]
+        return f"{error.get('type', '')} {error.get('code', '') or ''}: {error.get('message', '')}".strip()[
+            :300
+        ]
     return str(error)[:300]

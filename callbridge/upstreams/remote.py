@@ -86,7 +86,9 @@ class RemoteBackend(Backend):
         self.timeout_s = settings.upstream_timeout_s
         self.retry_s = settings.retry_schedule
         self.backlog = Backlog(settings.upstream_buffer_bytes)
-        self.speaker = Speaker(port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance)
+        self.speaker = Speaker(
+            port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance
+        )
         self.call: m.CallStarted | None = None
         self.http: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -133,7 +135,9 @@ class RemoteBackend(Backend):
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         return self.http
 
-    async def open_socket(self, url: str, headers: dict[str, str] | None = None) -> aiohttp.ClientWebSocketResponse:
+    async def open_socket(
+        self, url: str, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientWebSocketResponse:
         self.ws = await self.new_http().ws_connect(
             url,
             headers=headers or {},
@@ -240,7 +244,9 @@ class RemoteBackend(Backend):
         if not self.stopping:
             self.stopping = True
             self.port.note(
-                "upstream.closed", provider=self.provider, sessions=self.sessions,
+                "upstream.closed",
+                provider=self.provider,
+                sessions=self.sessions,
                 dropped_bytes=self.backlog.dropped_bytes,
             )
 
@@ -249,7 +255,9 @@ class RemoteBackend(Backend):
     def _enqueue(self, data: bytes) -> None:
         if self.backlog.push(data, self.port.now()) and self.backlog.dropped_chunks == 1:
             log.warning("%s: caller audio backlog full, dropping the oldest", self.provider)
-            self.port.note("upstream.buffer_dropped", provider=self.provider, cap_bytes=self.backlog.cap_bytes)
+            self.port.note(
+                "upstream.buffer_dropped", provider=self.provider, cap_bytes=self.backlog.cap_bytes
+            )
         self.wake.set()
 
     async def _run(self) -> None:
@@ -267,7 +275,7 @@ class RemoteBackend(Backend):
                     if await self._session():
                         return
                     raise RemoteFailure(f"socket closed by the remote ({self._close_code()})")
-                except (RemoteFailure, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                except (TimeoutError, RemoteFailure, aiohttp.ClientError, OSError, ValueError) as exc:
                     error = _describe(exc)
                     unrecoverable = isinstance(exc, RemoteUnrecoverable)
                 finally:

@@ -16,8 +16,8 @@ evenly spread). Timings of the last ``KEEP_TIMINGS`` utterances are kept.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import aclosing
-from typing import Callable
 
 from ..speech.tts import EspeakTTS, split_sentences
 from .base import Port

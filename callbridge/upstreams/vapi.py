@@ -44,11 +44,11 @@ import aiohttp
 import numpy as np
 import orjson
 
-from ..agents._http import excerpt, redact
-from ..config import Settings
 from ..actors import messages as m
+from ..agents._http import excerpt, redact
 from ..codecs.g711 import ulaw_decode
 from ..codecs.marks import MarkName
+from ..config import Settings
 from .remote import RemoteBackend, RemoteFailure, RemoteUnrecoverable
 from .speechwatch import SpeechWatch
 
@@ -104,7 +104,9 @@ def parse_created(call: Any) -> tuple[str, str, str]:
 
 def ends_call(event: dict[str, Any]) -> bool:
     kind = event.get("type")
-    return kind in ("hangup", "end-of-call-report") or (kind == "status-update" and event.get("status") == "ended")
+    return kind in ("hangup", "end-of-call-report") or (
+        kind == "status-update" and event.get("status") == "ended"
+    )
 
 
 # -- the back end --------------------------------------------------------------------------
@@ -168,7 +170,9 @@ class VapiBackend(RemoteBackend):
             return
         if self._agent_may_be_audible(now):
             self.watched = True
-            self.watch.feed(np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), now)
+            self.watch.feed(
+                np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), now
+            )
         elif self.watched:
             self.watched = False
             self.watch.reset()
@@ -236,7 +240,7 @@ class VapiBackend(RemoteBackend):
         try:
             async with self.new_http().post(url, json=END_CALL) as resp:
                 return f"controlUrl answered {resp.status}" if resp.status >= 300 else ""
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return f"controlUrl: {type(exc).__name__}"
 
     async def _has_ended(self, call_id: str) -> bool:
@@ -245,7 +249,7 @@ class VapiBackend(RemoteBackend):
         try:
             async with self.new_http().get(url, headers=self._api_headers()) as resp:
                 call = await resp.json(content_type=None) if resp.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return False
         return isinstance(call, dict) and call.get("status") == "ended"
 
