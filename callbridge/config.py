@@ -1,7 +1,7 @@
 """Configuration: environment variables, overridden by command-line flags.
 
-Every setting is listed here once, with its variable, default and meaning; the README's
-configuration table is generated from ``SETTINGS`` (``python run.py config``).
+Every setting is listed here once, with its variable, default and meaning; the
+configuration table in docs/configuration.md is generated from ``Settings`` (``settings_table``).
 A value that does not parse raises ``ConfigError`` naming the variable.
 """
 
@@ -755,7 +755,7 @@ _PROCESS_SECRET = secrets.token_hex(32)
 
 
 def settings_table() -> str:
-    """The README's configuration table, in Markdown."""
+    """The configuration table of docs/configuration.md, in Markdown."""
     rows = ["| Variable | Flag (`serve`) | Default | Meaning |", "|---|---|---|---|"]
     for f in fields(Settings):
         default = "(unset)" if f.default in ("", None) else f"`{f.default}`"

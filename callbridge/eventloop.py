@@ -1,11 +1,10 @@
 """The event loop a serving process runs: uvloop or the standard library's.
 
 ``run(main, choice)`` runs the coroutine ``main`` to completion on a new loop, like
-``asyncio.run``. ``choice`` is ``Settings.event_loop``: ``uvloop``, ``asyncio``, or
-``auto`` (uvloop where it is installed). uvloop moves the loop, its timers and its
-socket transports into C (libuv): the server's CPU at 300 echo calls drops by 7-9%
-(bench/compare.py, side by side), and nothing else changes. Its timers have 1 ms
-resolution; the call path's ticker never fires early in the call's clock
+``asyncio.run``. ``choice`` is ``Settings.event_loop``: ``uvloop``, ``asyncio``, or ``auto``
+(uvloop where it is installed). uvloop moves the loop, its timers and its socket transports
+into C (libuv) and changes nothing else (what it saves: docs/benchmarks.md). Its timers have
+1 ms resolution; the call path's ticker never fires early in the call's clock
 (``actors.runtime.Ticker``), so pacing is unaffected.
 """
 

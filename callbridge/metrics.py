@@ -1,29 +1,15 @@
 """Every Prometheus metric of callbridge, defined once, fed from one place.
 
-``Metrics`` is one process's set, on its own ``CollectorRegistry`` (not the global one:
-tests run several gateways in one process; production mode will run one ``Metrics`` per
-shard process and aggregate their scrapes, or render each shard's registry under a
-``shard`` label; every definition it needs is here).
-
-Where the figures come from:
-
-- Timeline events (``observe``): each call's ``Call.note`` hands every event to its
-  ``CallFigures``, which keeps the call's own key figures (for ``/calls`` and the console)
-  and moves the process-wide counters and histograms: ``turn`` (voice-to-voice, agent
-  first token, TTS first audio), ``transcript.final`` (STT finalisation), ``barge_in``
-  (count, detection time), ``child_restarted``, ``upstream_reconnected`` (remote back
-  ends note it), ``jitter_stats`` (concealed and stale frames, as deltas of the call's
-  running totals), ``stopped`` (calls by outcome).
-- Frames in and out cost nothing extra per frame: the gateway already counts them in
-  plain ints on each call (``Call.frames_in``, ``OutboundWriter.frames_sent``); ended
-  calls are folded into a total, and ``FrameCollector`` adds the live calls' counts at
-  scrape time (a ``Counter.inc()`` per frame would cost ~0.3 us; see ``bench/metrics.py``).
-- Ignored input (``IgnoredInput.add``): unknown events and unknown mark echoes, by kind;
-  only abusive or future input gets there, never a frame of a good call.
-- Shard restarts: ``shard_restarted(shard)``, for production mode's supervisor; always
-  exported (0 in dev mode).
-
+``Metrics`` is one process's set, on its own ``CollectorRegistry`` (not the global one: tests
+run several gateways in one process, and each production shard has its own). The figures come
+from timeline events, which each call's ``Call.note`` hands to its ``CallFigures``
+(``observe``: the call's own key figures for ``/calls`` and the console, and the process-wide
+counters and histograms); from the frame counts the gateway already keeps in plain ints per
+call, which ``FrameCollector`` reads at scrape time (nothing is added per frame); from
+ignored input (``IgnoredInput.add``); and from ``shard_restarted`` (production mode).
 Histograms are in seconds (Prometheus convention); timeline figures are ms.
+
+Each metric and what it means: docs/console.md.
 """
 
 from __future__ import annotations

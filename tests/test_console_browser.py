@@ -105,7 +105,7 @@ async def test_softphone_call_fills_the_console(start_server, browser, tmp_path)
     await expect(page.locator("tr.call td").nth(3)).to_have_text("2")  # the list: 2 answered turns
     await page.wait_for_timeout(1500)  # a little of the reply on the level meters
     await page.screenshot(path=str(tmp_path / "console.png"))
-    if os.environ.get("CALLBRIDGE_UPDATE_DOCS") == "1":  # refresh the README's screenshot
+    if os.environ.get("CALLBRIDGE_UPDATE_DOCS") == "1":  # refresh the screenshot in docs/console.md
         await page.screenshot(path=str(DOCS_SHOT))
     stats = await page.evaluate("window.callbridgeSoftphone.stats")
     assert stats["framesSent"] > 500 and stats["framesReceived"] > 100 and stats["marksEchoed"] > 5

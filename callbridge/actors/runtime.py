@@ -1,7 +1,7 @@
 """A lightweight in-process actor runtime for one call, on the asyncio loop.
 
 Why not thespian for the frame path: a thespian message hop costs 150-430 us of CPU in
-the multi-process bases (see the README), so a 20 ms frame crossing four hops caps a
+the multi-process bases (docs/architecture.md), so a 20 ms frame crossing four hops caps a
 2-core machine at ~15 calls. Here a hop is a deque append and a method call (~1 us).
 Thespian carries supervision and control between processes (production mode).
 

@@ -1,28 +1,10 @@
 """G.711 mu-law codec (pure, no I/O), bit-exact with CPython's ``audioop``.
 
-``ulaw_encode`` / ``ulaw_decode`` give exactly the same bytes / samples as
-``audioop.lin2ulaw(x, 2)`` / ``audioop.ulaw2lin(x, 2)`` (the Sun/CCITT
-reference code: 16-bit input is arithmetically shifted to 14 bits, the
-magnitude is clipped to 8159, biased by 33 and segment-coded; all bits are
-inverted on the wire).  Both directions are single table look-ups built once
-at import time (a 256-entry int16 decode table and a 65,536-entry uint8
-encode table indexed by the int16 sample's bit pattern).
-
-Limits:
-
-* ``ulaw_decode`` accepts any bytes-like object (``bytes``, ``bytearray``,
-  ``memoryview``, a uint8 array); every byte value is a valid code.
-* ``ulaw_encode`` accepts only a native-byte-order ``np.int16`` array (any
-  shape or strides; the bytes come out in C order); anything else raises
-  ``TypeError``.  Convert and clip float audio yourself first (no implicit
-  scaling or clipping here: a silent wrong conversion is worse than an
-  error).
-* mu-law is lossy: ``ulaw_decode(ulaw_encode(x))`` differs from ``x`` by at
-  most ``|x|/32 + 8`` for ``|x| <= 32124``; larger magnitudes saturate to
-  +-32124.  ``ulaw_encode(ulaw_decode(b)) == b`` holds for every code
-  except 0x7F (negative zero), which encodes back as 0xFF.
-* ``ulaw_decode`` of a memoryview/bytearray copies nothing extra; the
-  returned array is always new (never a view of the input).
+``ulaw_encode(samples)`` takes a native-byte-order ``np.int16`` array and returns the mu-law
+bytes (anything else raises ``TypeError``: convert and clip float audio yourself);
+``ulaw_decode(data)`` takes any bytes-like object and returns a new ``np.int16`` array. Both
+are single table look-ups built at import time. The reference algorithm, the loss bounds and
+the round-trip rules: docs/audio.md.
 """
 
 from __future__ import annotations

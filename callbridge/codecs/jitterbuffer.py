@@ -1,75 +1,15 @@
 """Adaptive jitter buffer for Twilio's inbound mu-law frames (pure: no I/O, no clock).
 
 The caller owns the clock: ``push(chunk, timestamp_ms, payload, now)`` when a ``media``
-message arrives, ``pop(now)`` on a timer (every 20 ms, say).  ``pop`` returns the frames due
-at ``now``: one continuous stream on an output timeline (``Frame.timestamp_ms`` strictly
-increasing, one frame apart, across pops; one frame per ``frame_ms`` of wall time since
-playout started), each frame caller audio (``"audio"``), a repeat-and-fade of the last good
-frame (``"concealed"``, at most ``conceal_ms`` in a row) or comfort noise (``"comfort"``).
-So VAD and STT downstream see continuous time with the right duration.
+message arrives, ``pop(now)`` on a timer (every 20 ms, say). ``pop`` returns the frames due
+at ``now`` as one continuous stream (``Frame.timestamp_ms`` one frame apart): caller audio
+(``"audio"``), a repeat-and-fade of the last good frame (``"concealed"``) or comfort noise
+(``"comfort"``), so VAD and STT downstream see continuous time. The depth follows the line's
+delay variation within ``JitterParams``' bounds; after a burst it catches up by dropping
+quiet frames first. Bad arguments raise ``ValueError``/``TypeError``; duplicate, late,
+stale and overflowing frames are dropped and counted (``JitterStats``).
 
-Model
------
-* Media time.  A frame's slot is ``round((timestamp_ms - first_timestamp) / frame_ms)``: the
-  first frame fixes the grid; Twilio timestamps off the 20 ms grid are rounded.  Two frames
-  for one slot are duplicates: the smaller ``(timestamp_ms, chunk)`` is kept whatever the
-  arrival order.  ``chunk`` is not otherwise used: Twilio numbers the messages it sends
-  contiguously, so a gap in the caller's audio shows in ``timestamp`` only.
-* Transit.  ``transit = now - timestamp/1000``; its minimum over ``window_s`` is the best
-  path (``t_ref``; windowed so clock drift between Twilio and us is followed).  A frame's
-  ideal time is ``t_ref + timestamp/1000``, its deviation ``D = transit - t_ref`` (the
-  line's delay variation), and its added latency ``Frame.latency_ms`` = ``max(due time of
-  its output slot, its arrival) - ideal``: what the line and this buffer added.  Calling
-  ``pop`` after the due time adds that lateness on top (not counted).
-* Startup.  Nothing is output before the first frame; playout starts ``initial_depth_ms``
-  after the first arrival, at the smallest slot received by then.
-* Playout, one output slot per ``frame_ms``:
-  - the next media slot is buffered: play it (unless catching up, below);
-  - it is missing and a later slot has arrived: it was lost upstream (TCP does not
-    reorder, so it is not coming): conceal it (or skip it while catching up);
-  - nothing later has arrived (underrun: the line stalled): *hold* - output concealment
-    without consuming the slot, so a stall becomes added latency instead of lost audio.
-    Once the next slot's latency would exceed ``target + hold_ms`` each output slot
-    consumes a media slot instead (``lost_late``); frames for those slots arrive ``late``.
-* Target depth.  The deviations of the last ``window_s`` of frames (late ones included)
-  are kept; the target is their ``quantile``, clamped to ``[min_depth_ms, max_depth_ms]``,
-  recomputed every ``update_every`` frames, and at the next ``pop`` whenever a frame arrives
-  with a deviation beyond the target and enough deviations lie beyond it to lift the
-  quantile.  It rises at once and falls by at most ``shrink_ms_per_s``.  A single long
-  stall barely moves a windowed quantile: it is absorbed by holding, then caught up;
-  stalls that recur raise the target.
-* Catch-up.  While the next frame's latency exceeds ``target + margin_ms`` (and the frame
-  after it is buffered): quiet frames are dropped (mean mu-law log level at or below
-  ``max(quiet_level, noise floor + quiet_above_floor)``, 16 steps = 6 dB); lost slots are
-  skipped instead of concealed; speech frames are dropped only when the excess is beyond
-  ``accelerate_ms``, at most one per ``accelerate_every`` output slots, and only if the quiet
-  frames buffered in the next ``lookahead_ms`` cannot cover the excess.  The quietest of
-  the frames buffered in the next ``drop_choice_ms`` (speech's softer parts: a consonant, a
-  word's tail) is dropped, spliced with a 5 ms cross-fade (that output frame is "audio"
-  whose first quarter differs from what was pushed); at least the next one is a choice.  Latency thus returns to
-  ``target + margin_ms`` after each burst and does not creep up over a call.
-* Concealment.  The first ``conceal_ms`` after the last good frame repeat it with a linear
-  fade to zero (G.711 table decode, scale, re-encode); then comfort noise (``comfort_dbfs``
-  white noise, pre-generated from ``seed``), or mu-law silence (0xFF) if ``comfort_noise``
-  is False.  Audio resuming after a concealment is not faded in.
-
-Limits and what happens past them
----------------------------------
-* ``payload`` must be ``frame_bytes`` long (ValueError); ``chunk`` and ``timestamp_ms``
-  ints >= 0 (TypeError / ValueError); ``now`` a finite number that never goes backwards
-  across push and pop (ValueError).  Bad ``JitterParams`` raise when constructed.
-* A frame whose slot the playout point has passed is dropped, never played, never out of
-  order: a ``duplicate`` if that slot was taken from a frame (the last 256 slots are
-  remembered), ``stale`` if it is more than ``stale_ms`` behind, else ``late``.  A buffered
-  frame whose latency would exceed ``target + stale_ms`` is dropped as ``stale``.
-* Added latency of an audio frame: at most the highest target so far + ``hold_ms`` + one
-  frame (1000 + 300 + 20 ms with the defaults) while the transit floor holds; if the
-  floor drops (a faster path appears) at most target + ``stale_ms``.
-* At most ``max_frames`` frames are buffered (10 s at 20 ms); past that the oldest is
-  dropped (``overflow``) and playout resumes after it.
-* ``pop`` returns every frame due since the previous call: call it late, get many.
-* Latency percentiles come from a histogram of whole milliseconds up to 10 s (longer
-  counts as 10 s).
+The model, the catch-up rules and every limit: docs/audio.md.
 """
 
 from __future__ import annotations

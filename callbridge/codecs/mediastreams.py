@@ -1,21 +1,16 @@
 """Twilio Media Streams protocol, without I/O.
 
-Parsing: ``parse_inbound(text)`` turns one WebSocket text message from Twilio into one
-event object (``Connected``, ``Start``, ``Media``, ``Dtmf``, ``Mark``, ``Stop``) or an
-``Unknown`` for an event name we do not know (Twilio may add events; callers log and
-ignore them). Anything malformed raises ``ProtocolError`` carrying the WebSocket close
-code the caller should use:
+``parse_inbound(text)`` turns one WebSocket text message from Twilio into one event
+(``Connected``, ``Start``, ``Media``, ``Dtmf``, ``Mark``, ``Stop``), or ``Unknown`` for an
+event name we do not know (Twilio may add events: callers log and ignore them). Anything
+malformed raises ``ProtocolError`` carrying the close code to use: 1007 for bad JSON, missing
+or mistyped fields and bad base64; 1009 past ``MAX_MESSAGE_BYTES`` (the gateway caps the
+socket too). Counters arrive as JSON strings and are returned as ints; the only media format
+accepted is audio/x-mulaw, 8000 Hz, mono.
 
-- not JSON, not an object, missing or mistyped fields, bad base64 -> 1007 (invalid data)
-- a message larger than ``MAX_MESSAGE_BYTES`` -> 1009 (too big); the gateway also sets
-  this cap on the socket so oversized frames never reach the parser.
-
-Writing: ``media_message``, ``mark_message`` and ``clear_message`` return the JSON text
-Twilio expects on a bidirectional stream (mark names: ``codecs.marks``). The stream SID is validated once, at ``start``
-(``SID_RE``), so the writers can format JSON without escaping.
-
-Counters (sequenceNumber, chunk, timestamp) arrive as JSON strings; they are returned as
-ints. The only media format accepted is audio/x-mulaw, 8000 Hz, mono.
+``media_message``, ``mark_message`` and ``clear_message`` return the JSON text Twilio expects
+on a bidirectional stream (mark names: ``codecs.marks``). The stream SID is validated once,
+at ``start`` (``SID_RE``), so the writers format JSON without escaping.
 """
 
 from __future__ import annotations

@@ -1,62 +1,14 @@
 """Streaming int16 sample-rate conversion for the call path (pure, no I/O).
 
-``StreamingResampler(rate_in, rate_out)`` is a stateful polyphase FIR
-resampler for any rational ratio ``up/down = rate_out/rate_in`` (reduced by
-their gcd).  It is built for 20 ms telephone frames: it holds nothing back
-beyond the filter's own group delay and never emits bursts.
+``StreamingResampler(rate_in, rate_out)`` is a stateful polyphase FIR resampler
+(Kaiser-windowed sinc, 80 dB design) for any rational ratio, built for 20 ms telephone
+frames. ``process(x)`` takes a 1-D ``np.int16`` array of any length and returns a new one;
+after ``N`` input samples the total output is exactly ``floor(N * rate_out / rate_in)``
+samples, however the input was chunked, and nothing is held back beyond the filter's group
+delay (``delay_samples``, ``delay_ms``: about 4.2 ms). Anything but an int16 array raises
+``TypeError``. One instance per stream (not thread-safe; the taps are shared).
 
-Behaviour:
-
-* ``process(x)`` takes a 1-D ``np.int16`` array of any length (0 and 1
-  included) and returns a new 1-D ``np.int16`` array.  After ``N`` input
-  samples in total the total output is exactly ``floor(N * up / down)``
-  samples, so a 20 ms frame gives exactly 20 ms back whenever that is a
-  whole number of samples (160->320, 320->160, 441->160, 480->160).
-* Chunking does not matter: feeding a signal in any pieces gives the same
-  samples as feeding it in one call (within 1 LSB: float32 sums are grouped
-  differently).
-* Output sample ``n`` approximates the input at output time
-  ``n - delay_samples``: ``delay_samples`` (an ``int``, in output samples)
-  and ``delay_ms`` give the filter's group delay, about 4.2 ms for the
-  8/16/22.05/24 kHz pairs.  The filter starts from silence (zero history).
-* Equal rates are the identity: a copy of the input, zero delay.
-* Quality: Kaiser-windowed sinc, 80 dB design, passband to 85 % of the
-  lower Nyquist frequency (3.4 kHz when one side is 8 kHz), stopband from
-  that Nyquist frequency on (4 kHz): aliases and images are >= ~78 dB down,
-  in-band error ~ -80 dB.
-* Output is rounded and saturated to int16 (a full-scale square wave's
-  overshoot clips instead of wrapping); silence gives exact zeros (no
-  dither, no noise shaping).
-
-Limits and errors:
-
-* ``rate_in``/``rate_out`` must be positive ints; a ratio whose prototype
-  filter would exceed ``MAX_TAPS`` taps (i.e. ``up`` in the tens of
-  thousands after gcd reduction) raises ``ValueError``.
-* ``process`` raises ``TypeError`` for anything but a numpy ``int16`` array
-  and ``ValueError`` for arrays that are not 1-D.  Convert float audio
-  yourself (no implicit scaling).
-* A call's input is processed in slices of a few thousand samples, so very
-  long inputs cost memory proportional to their own size only.
-* Not thread-safe: one instance per stream (taps are shared, state is not).
-
-Cost (2-core Xeon, numpy 2.4, float32): ~3 us per 20 ms frame for
-8k->16k, 16k->8k and 24k->8k, ~6-7 us for 22.05k->8k.  That is the steady
-state: the same chunk length again and again from a block-aligned position
-(any stream of 20 ms frames; an odd first chunk is fine for the 8/16/24 kHz
-pairs).  Irregular chunk sizes take a general path, a few us slower per
-call; ratios with a large ``up`` (e.g. 8000->7999, whose block matrix would
-be too big) always take a per-output gather path (~20 us per 20 ms).
-
-Implementation: the taps (``up`` polyphase branches of ``kp`` taps) are
-designed once per rate pair and cached at module level.  Outputs are
-computed in blocks of ``po`` outputs (a multiple of ``up``, so every block
-starting at a phase-0 output has the same phase pattern) as one
-``(blocks, window) @ (window, po)`` float32 matrix product against a
-precomputed banded matrix; partial blocks at chunk edges use slices of the
-same matrix.  History lives in a preallocated buffer; the steady state
-reuses precomputed views of it, so a frame costs 3 copies, 1 matrix product
-and 3 conversions.
+Behaviour, limits, cost and implementation: docs/audio.md.
 """
 
 from __future__ import annotations

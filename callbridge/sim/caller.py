@@ -1,31 +1,15 @@
 """A simulated caller that plays Twilio's side of a call, as Twilio does.
 
-1. POSTs the voice webhook with Twilio's form fields, signed with the auth token.
-2. Reads the TwiML answer: the ``<Connect action>``, its ``<Stream url>`` and the
-   ``<Parameter>``s.
-3. Opens that Stream URL as Twilio would: ``wss://`` only, no query string (Twilio
-   refuses both: errors 31922/31901 and 31920; ``StreamUrlRefused`` here), with a signed
-   handshake (signature over the URL, no params); sends ``connected`` and ``start``,
-   then one ``media`` message every 20 ms in real time (the caller's audio, then
-   silence: Twilio streams for as long as the call is up) with string counters,
-   ``chunk`` and ``timestamp`` as Twilio numbers them. ``allow_ws`` lets it speak
-   ``ws://`` to a plain-HTTP dev server (by default only to a loopback host, which real
-   Twilio could never reach anyway).
-4. Plays the agent's audio like Twilio: buffers what arrives and consumes 20 ms per
-   tick; echoes each ``mark`` once the audio before it has played (at once if nothing is
-   buffered); on ``clear`` drops the buffer and echoes every pending mark at once.
-5. Ends with ``stop`` and fetches the call's timeline from ``GET /calls/{callSid}``.
-6. If the stream ends without a ``stop`` from us, the ``<Connect>`` is over: with an
-   ``action`` Twilio requests it (``method``, signed) and runs the TwiML it answers,
-   never the verbs after the ``<Connect>``; without one it runs the next verb
-   (``<Redirect>`` fetches new TwiML, ``<Hangup/>`` or no verb left ends the call). The
-   server closing the socket is the documented trigger; a socket that just breaks (a
-   killed process) is treated the same, which Twilio's docs do not spell out (README,
-   "Resume"). The caller's script carries on where it was; the gap is recorded as
-   silence.
-
-Recorded: the agent's audio as the caller heard it (silence where nothing played) and
-the caller's audio, sample-aligned, so both sides of the call can be written to WAV.
+``await SimulatedCall(base_url, audio=[turn, ...], auth_token=...).run()`` POSTs the signed
+voice webhook, reads the TwiML, opens its Stream URL as Twilio would (``wss://`` only, no query
+string: ``StreamUrlRefused``; ``allow_ws`` for a plain-HTTP dev server, loopback by default)
+with a signed handshake, and streams the caller's audio, then silence, one ``media`` message
+every 20 ms in real time. It plays the agent's audio like Twilio (each ``mark`` echoed once
+the audio before it has played; on ``clear`` the buffer dropped and every pending mark echoed
+at once), ends with ``stop`` and fetches the call's timeline. A stream that ends without our
+``stop`` ends the ``<Connect>``: its ``action`` is requested and the TwiML it answers is run.
+Both sides are recorded, sample-aligned, for WAV output. Step by step, with what Twilio
+documents and what is assumed: docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,36 +1,13 @@
 """Seeded network impairment for the call simulator (pure: no I/O, no clock, no sleeping).
 
-``Impairment(...).schedule(n_frames)`` takes the ``n_frames`` 20 ms frames a caller's phone
-produces (frame ``i`` captured at ``i * frame_ms``) and says which of them reach us as Twilio
-``media`` messages, with which ``chunk`` and ``timestamp``, and when (``Delivery``; times in
-seconds from the capture of frame 0).  The same arguments always give the same schedule.
+``Impairment(loss=..., gap=..., jitter=..., noise_ms=..., seed=...).schedule(n_frames)`` says
+which of a caller's ``n_frames`` 20 ms frames reach us as Twilio ``media`` messages, with which
+``chunk`` and ``timestamp``, and when (``Delivery``; seconds from the capture of frame 0). Loss
+and gaps happen before Twilio (the timestamp jumps); stalls and noise between Twilio and us
+(TCP: late, never reordered or lost). The same arguments always give the same schedule. Bad
+values raise ``ValueError`` (``TypeError`` for wrong types) naming the field.
 
-What is modelled, and how it shows (what Twilio's Media Streams docs say: ``chunk`` starts at
-1 and increments with each message sent; ``timestamp`` is the presentation time in ms from
-the start of the stream):
-
-* ``loss`` (fraction in [0, 1)): each frame is lost upstream of Twilio (radio, carrier)
-  independently with this probability.  Twilio sends no message for it, so the *timestamp*
-  jumps by 40 ms or more while ``chunk`` stays contiguous.  ``chunk_gaps=True`` numbers
-  chunks by frame instead, so a chunk gap shows as well (for code that watches chunk).
-* ``gap`` ((lo_ms, hi_ms) or None): bursts of upstream loss, one every ``gap_every_s``
-  (uniform, seconds between the end of one and the start of the next), each lo..hi ms
-  long (rounded to whole frames): the timestamp jumps by that much.  ``DEFAULT_GAP_MS`` is
-  the range for a bare ``--gap``.
-* ``jitter`` ((lo_ms, hi_ms) or None): stalls between Twilio and us, then bursts.  Twilio's
-  media reaches us over TCP, so nothing is reordered or lost on this leg: during a stall
-  (lo..hi ms, one every ``stall_every_s``, measured from the end of the previous stall)
-  nothing is delivered; at its end everything queued is delivered at once, in order.
-* ``noise_ms``: an extra 0..noise_ms delay per frame (socket and scheduling noise), made
-  monotone (a frame is never delivered before the one sent before it).
-
-The random streams for loss, gaps, stalls and noise are seeded separately from ``seed``, so
-turning one impairment on or off does not move the others.  Python's ``random.Random`` with
-a string seed is used: its sequence is stable across runs, platforms and Python versions.
-
-Limits: ``n_frames`` up to ``MAX_FRAMES`` (24 h of 20 ms frames) else ValueError; ranges
-are whole milliseconds, 0 <= lo <= hi <= ``MAX_RANGE_MS``; intervals between stalls or gaps
-must be positive.  Bad values raise ValueError (TypeError for wrong types) naming the field.
+What each impairment models, and the limits: docs/audio.md.
 """
 
 from __future__ import annotations

@@ -1,59 +1,16 @@
 """Turn endpointing from VAD probabilities (pure logic: no I/O, no model, no clock).
 
-Feed one VAD window at a time: ``events = ep.update(probability, now)``,
-``now`` in seconds from any monotonic clock (the caller's: ``time.monotonic()``
-in a call, made-up numbers in tests); events are returned, never raised.
+Feed one VAD window at a time: ``events = ep.update(probability, now, sound_from)``, ``now``
+in seconds from the caller's monotonic clock; events are returned, never raised.
+``SpeechStart`` comes once speech has lasted ``min_speech_ms`` (a cough never starts a turn),
+its ``audio_from`` saying how far back to take buffered audio for the recogniser;
+``SpeechEnd`` after ``end_silence_ms`` of VAD silence (never on a transcript), forced at
+``max_speech_ms`` or by ``finish(now)`` when the call hangs up. ``sound_from``
+(``speech.onset.SoundOnset``) back-dates a run to the first audible sample, by at most
+``max_backdate_ms``. Bad parameters, a probability outside 0..1 and a ``now`` that goes
+backwards raise ``ValueError``.
 
-States and events
-    * Silence -> speech: a window with ``probability >= threshold`` opens a
-      *candidate* run at its ``now``.  The run continues while windows stay at
-      or above ``neg_threshold`` (hysteresis; default ``threshold - 0.15`` as
-      in Silero's own iterator, but at least ``threshold / 2``) and is dropped on the first window below it.
-      Once the run has lasted ``min_speech_ms`` (``now - run_start``),
-      ``SpeechStart(at=run_start, audio_from=run_start - pre_roll_ms)`` is
-      emitted.  So a cough or a door slam shorter than ``min_speech_ms`` never
-      starts a turn.  ``audio_from`` tells the caller how far back to take
-      buffered audio for the recogniser (word onsets are quieter than the
-      VAD's trigger point); the endpointer keeps no audio itself.
-    * Speech -> silence: every window at or above ``neg_threshold`` is speech
-      and moves ``last_speech`` to its ``now``.  When ``now - last_speech >=
-      end_silence_ms``, ``SpeechEnd(at_last_speech, at_detected=now)`` is
-      emitted and the endpointer is back in silence.  Short pauses inside the
-      turn (between words) are therefore bridged.
-    * Only VAD silence ends a turn.  Transcripts are not an input: a partial
-      hypothesis that "looks finished" never ends a turn, and the caller
-      should not end one on it either.
-    * A turn that lasts ``max_speech_ms`` is cut:
-      ``SpeechEnd(..., forced=True)`` at that window; if speech goes on, a new
-      turn starts after ``min_speech_ms`` as usual.  (The recogniser keeps at
-      most 30 s per utterance by default; keep the two consistent.)
-    * ``finish(now)`` ends a turn in progress (the call hung up): it returns
-      ``[SpeechEnd(last_speech, now, forced=True)]`` or ``[]``.
-
-Times are reported as given: ``at`` is the ``now`` of the run's first window.
-With Silero's 32 ms windows stamped at their end, speech began up to one
-window before ``at``; the default ``pre_roll_ms`` covers that with margin.
-
-``window_ms``: the audio each probability covers (Silero at 16 kHz: 32 ms), with ``now``
-stamped at its end. A run then counts its first window whole: it began at
-``now - window_ms``, so ``min_speech_ms`` is measured on the audio, not from the end of
-the first window (32 ms sooner). Default 0: the run begins at the window's ``now``.
-
-``sound_from`` (optional, per ``update``): where the stretch of audible sound this window
-belongs to began (``callbridge.speech.onset.SoundOnset``). The VAD's probability crosses
-the threshold 1-3 windows after a word begins; a run opened by this window then begins at
-``sound_from`` instead, but at most ``max_backdate_ms`` before the window's audio began
-(default 0: never earlier). So ``min_speech_ms`` is counted from the first audible sample of
-the speech, and the VAD must still have confirmed at least ``min_speech_ms -
-max_backdate_ms`` of it, window by window, before a start is reported.
-
-Limits (``ValueError`` past them): ``window_ms`` 0..100; ``max_backdate_ms``
-0..``min_speech_ms`` (at least one window must confirm); ``0 < threshold < 1``;
-``0 < neg_threshold <= threshold``; ``min_speech_ms`` 0..2000 (0: the first
-speech window starts a turn); ``end_silence_ms`` 100..3000 (300..800 is the
-usual range for a phone agent); ``pre_roll_ms`` 0..2000; ``max_speech_ms``
-1000..600000.  ``update`` raises ``ValueError`` for a probability outside
-0..1 (or NaN) and for ``now`` earlier than the previous ``now``.
+States, hysteresis, back-dating and every limit: docs/speech.md.
 """
 
 from __future__ import annotations

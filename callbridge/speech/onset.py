@@ -1,32 +1,14 @@
 """Where the caller's sound began, to the block (pure: no I/O, no model, no clock).
 
-The VAD says *whether* a 32 ms window is speech, but its probability crosses the threshold
-one to three windows after the speech began: a fricative or a plosive ("s", "st", "h") is
-audible before it is "speech" to the model. Counting ``MIN_SPEECH_MS`` from that crossing
-makes every barge-in 30-100 ms later than the rule asks. ``SoundOnset`` follows the audio
-itself, in blocks of ``block_ms``, and says where the current stretch of audible sound
-began; the endpointer starts a run there once the VAD has confirmed speech (bounded by its
-``max_backdate_ms``), so the 200 ms are counted from the first audible sample of the word.
+The VAD's probability crosses its threshold one to three windows after speech began, so
+``MIN_SPEECH_MS`` counted from there would make every barge-in 30-100 ms late.
+``SoundOnset`` follows the audio itself: ``feed(pcm, end)`` takes int16 PCM at ``rate`` whose
+last sample was captured at ``end`` (seconds, the caller's clock), and ``since(now)`` is the
+start of the stretch of sound still going at ``now`` (else None). A stretch starts at a block
+whose peak reaches ``audible_peak`` (-30 dBFS) and ends after ``max_gap_ms`` without one
+reaching ``sound_peak`` (-40 dBFS). The endpointer back-dates a confirmed run to it.
 
-A stretch of sound starts at the first block whose peak reaches ``audible_peak`` (int16
-units; default 1000, -30 dBFS: clearly audible on a phone line, far above line noise) and
-goes on while no more than ``max_gap_ms`` passes without a block whose peak reaches
-``sound_peak`` (default 300, -40 dBFS). So a word's quieter stretches between loud ones
-keep it going, and a pause of near silence ends it: a door slam 40 ms before a cough is
-two sounds, not one (``max_gap_ms`` 20); the sound after a longer stop closure ("s - t")
-counts from the burst, which only ever makes the onset later.
-
-``feed(pcm, end)``: int16 PCM at ``rate`` whose last sample was captured at ``end``
-(seconds, the caller's clock); ``since(now)``: the start of the stretch still sounding at
-``now`` (its last audible block ended no more than ``max_gap_ms`` before), else None.
-
-Cost: one ``abs().max()`` per block, ~5 us per 20 ms frame at 16 kHz.
-
-Limits (``ValueError``): ``rate`` 8000..48000; ``block_ms`` 1..20, a whole number of
-samples at ``rate``; ``audible_peak`` 1..32767; ``sound_peak`` 1..``audible_peak``; ``max_gap_ms`` 0..200. ``feed`` raises
-``TypeError`` for anything but a 1-D int16 array and ``ValueError`` if ``end`` goes
-backwards. Samples that do not fill a block wait for the next ``feed`` (the pending
-samples are timed from the next ``end``).
+Defaults, limits and cost: docs/speech.md.
 """
 
 from __future__ import annotations

@@ -1,56 +1,14 @@
 """Embedded, offline, streaming text-to-speech through espeak-ng (ctypes).
 
-The engine is the ``libespeak-ng`` shared library and ``espeak-ng-data``
-shipped by the ``espeakng-loader`` wheel. It is loaded in-process with
-:mod:`ctypes`: no subprocess, no network, nothing downloaded.
+The engine is the ``libespeak-ng`` library and data shipped by the ``espeakng-loader`` wheel,
+loaded in-process: no subprocess, no network, nothing downloaded. :func:`get_tts` gives the
+cached :class:`EspeakTTS` for a voice. ``synthesize(text, on_chunk, should_stop)`` blocks and
+hands ~60 ms int16 chunks (at ``sample_rate``, 22,050 Hz) to ``on_chunk`` while espeak is still
+producing them; ``stream(text)`` runs it on a worker thread and yields the chunks to the event
+loop. espeak-ng is a process-wide singleton: synthesis is serialised by one lock. Text is at
+most ``MAX_TEXT_CHARS`` characters (:func:`split_sentences` gives pieces within it).
 
-espeak-ng is initialised once per process in ``AUDIO_OUTPUT_SYNCHRONOUS`` mode
-with a synth callback, so audio is handed to Python in ~60 ms chunks
-(``BUFFER_MS``) *while* espeak is still producing it, in the thread that called
-:meth:`EspeakTTS.synthesize`. espeak-ng is much faster than real time (a ~3 s
-sentence is produced in a few milliseconds, the first chunk in well under one).
-
-Behaviour and limits
---------------------
-* Output: mono ``int16`` numpy arrays at :attr:`EspeakTTS.sample_rate`, the
-  rate returned by ``espeak_Initialize`` (22,050 Hz for the bundled data).
-  Every chunk is a copy; no pointer into espeak's buffer is kept.
-* Global state: espeak-ng is a process-wide singleton. All instances share one
-  engine and one module-level lock, so synthesis is serialised: a second
-  thread calling :meth:`~EspeakTTS.synthesize` waits until the first finishes
-  (or aborts). Each call re-applies its instance's voice/rate/pitch (only when
-  they differ from what is loaded), so several instances with different voices
-  are safe, but :func:`get_tts` (one cached instance per voice) is the
-  intended entry point. Any *other* code in the process that drives the same
-  ``libespeak-ng`` (e.g. a phonemizer loading the same library) bypasses the
-  lock and must not run concurrently with this module.
-* Text: control characters (Unicode category ``Cc``; tabs/newlines included)
-  and lone surrogates become spaces, then the text is stripped. Empty or
-  whitespace-only text returns ``0`` without calling ``on_chunk``. Text is
-  passed as UTF-8 (``espeakCHARS_UTF8``), so non-ASCII input works; it is
-  read as plain text (no SSML).
-* Length: at most ``MAX_TEXT_CHARS`` (4,000) characters after cleaning, about
-  four to five minutes of speech at the default rate. Longer text raises
-  :class:`ValueError` (nothing is synthesised); split it first -- every piece
-  returned by :func:`split_sentences` is within the limit.
-* Abort: ``should_stop()`` is checked before synthesis starts and before every
-  chunk is delivered; when it returns True the callback returns 1 and espeak
-  stops within one chunk. The chunk in hand when it is seen is not delivered.
-* Errors: if ``on_chunk`` (or ``should_stop``) raises, synthesis is aborted,
-  the lock is released once espeak has returned, and the exception is
-  re-raised to the caller of :meth:`~EspeakTTS.synthesize`. Calling
-  ``synthesize`` from inside ``on_chunk`` raises :class:`RuntimeError`
-  (it would otherwise deadlock on the lock).
-* Output is not bit-exact between calls: espeak's wave generator carries a
-  little state from one utterance to the next, so the same text can differ
-  by a few dozen samples (well under 0.1 %).
-* :meth:`EspeakTTS.stream` runs ``synthesize`` on a dedicated single-thread
-  executor and hands chunks to the event loop with ``call_soon_threadsafe``,
-  so the loop is never blocked. Chunks are queued without bound (espeak runs
-  far ahead of playback; 4,000 characters are ~12 MB of audio at most). If the
-  consumer stops iterating (``aclose()``, ``break`` followed by closing the
-  generator, or cancellation) synthesis is aborted and the generator waits for
-  the worker to return, so the engine is free again when ``stream`` has ended.
+Text cleaning, aborting, errors and threading: docs/speech.md.
 """
 
 from __future__ import annotations

