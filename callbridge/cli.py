@@ -410,6 +410,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _page(text: str) -> int:
+    """Print ``text``; a reader that stops early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run one command; returns the exit status. ``prog``: the name in usage lines
     (default: the program's file name: ``callbridge``, ``run.py``)."""
@@ -421,8 +430,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.command == "config" and args.reference:
-        print(settings_table())
-        return 0
+        return _page(settings_table())
     try:
         if args.command in ("serve", "config"):
             settings, sources = in_force(os.environ, _setting_flags(args))
@@ -432,8 +440,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(render(settings, sources))
-        return 0
+        return _page(render(settings, sources))
     try:
         audio = read_turns(args.wav) if args.command == "call" else []
     except UsageError as exc:
