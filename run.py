@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""callbridge entry point: ``python run.py {serve,call,demo,config} --help``."""
+"""``python run.py COMMAND`` in a source checkout: the ``callbridge`` command (``callbridge/cli.py``)."""
 
 import sys
 

@@ -1,17 +1,27 @@
-"""Command line: ``serve``, ``call``, ``demo``, ``config``.
+"""Command line: ``serve``, ``call``, ``demo``, ``config``, ``bench``.
 
-python run.py serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P]
-python run.py call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] ...
-python run.py demo  [--out-dir out]
-python run.py config          # the configuration table (Markdown)
-python run.py bench [--quick] [--out bench/results.md] [--json bench/results.json] [--only codec,...]
-                              # the benchmark suite (a source checkout: bench/suite.py)
+The ``callbridge`` command (installed by ``pip install``), ``python -m callbridge`` and
+``python run.py`` (a source checkout) are the same program; ``<command> --help`` lists each
+command's flags with their defaults. ``serve``'s flags and their help come from ``Settings``
+(``configview.options()``), so they match the configuration reference.
+
+callbridge serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P] ...
+callbridge call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] [--console-token T] ...
+callbridge demo  [--out-dir out]
+callbridge config [serve's flags]    # the settings in force and where each came from
+callbridge config --reference        # every setting, as a Markdown table (docs/configuration.md)
+callbridge bench [--quick] [--out bench/results.md] [--json bench/results.json] [--only codec,...]
+                                     # the benchmark suite (a source checkout: bench/suite.py)
+
+A usage or configuration error, or caller audio that cannot be read, exits 2 with one line
+on stderr; a call that cannot be placed exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,13 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from . import eventloop
 from .config import ConfigError, Settings, settings_table
+from .configview import in_force, options, plain, render
 from .gateway.app import create_app
 from .gateway.store import CallStore
-from .logs import resolve_format, setup_logging
+from .logs import resolve_format, say, setup_logging
 from .sim.caller import CallResult, SimulatedCall, StreamUrlRefused, WebhookRefused
 from .sim.impair import Impairment
 from .sim.wavio import read_wav, write_wav
@@ -108,24 +120,29 @@ class Server:
 async def _serve(settings: Settings) -> None:
     server = Server(settings)
     url = await server.start()
-    print(
-        f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)",
-        flush=True,
+    say(
+        f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)"
     )
-    print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
-    print(f"  console:       {url}/console    metrics: {url}/metrics", flush=True)
+    say(f"  voice webhook: {settings.public_url or url}/voice/inbound")
+    say(f"  console:       {url}/console    metrics: {url}/metrics")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print("shutting down", flush=True)
+    say("shutting down")
     await server.stop()
 
 
-def format_timeline(record: dict[str, Any] | None) -> str:
+def format_timeline(record: dict[str, Any] | None, refused: str = "") -> str:
+    """The call's record as text; ``refused``: why the server did not return it."""
     if not record:
-        return "(no timeline: the server did not return the call)"
+        if refused.startswith(("401", "403")):
+            return (
+                f"(no timeline: GET /calls/{{callSid}} answered {refused}; "
+                "pass the server's CONSOLE_TOKEN with --console-token or the CONSOLE_TOKEN variable)"
+            )
+        return f"(no timeline: the server did not return the call{': ' + refused if refused else ''})"
     lines = [f"call {record['callSid']}  stream {record['streamSid']}  ({record.get('stop_reason', '')})"]
     for e in record["timeline"]:
         extra = {k: v for k, v in e.items() if k not in ("t_ms", "event")}
@@ -136,7 +153,8 @@ def format_timeline(record: dict[str, Any] | None) -> str:
 
 
 def _report(result: CallResult, out: str | None, record_both: str | None) -> None:
-    print(format_timeline(result.record))
+    """Print what the call did; write the WAVs asked for (``OSError`` if one cannot be)."""
+    print(format_timeline(result.record, result.record_refused))
     heard_ms = len(result.agent_audio) // 8
     print(
         f"agent media messages: {len(result.media_received)}, marks echoed: {len(result.marks_echoed)}, "
@@ -150,8 +168,31 @@ def _report(result: CallResult, out: str | None, record_both: str | None) -> Non
         print(f"both sides (caller left, agent right) written to {record_both}")
 
 
-async def _call(args: argparse.Namespace) -> int:
-    audio = [read_wav(path) for path in args.wav]
+class UsageError(Exception):
+    """A one-line error for the command line (exit status 2)."""
+
+
+def read_turns(paths: list[str]) -> list[np.ndarray]:
+    """The caller's turns from ``--wav`` files; ``UsageError`` names a file that cannot be read."""
+    turns = []
+    for path in paths:
+        try:
+            turns.append(read_wav(path))
+        except ValueError as exc:  # not a PCM WAV: the message names the file
+            raise UsageError(f"--wav {exc}") from None
+        except OSError as exc:
+            hint = ""
+            if isinstance(exc, FileNotFoundError):
+                bundled = bundled_turns()
+                where = bundled[0].parent
+                with contextlib.suppress(ValueError):
+                    where = where.relative_to(Path.cwd())
+                hint = f" (bundled caller lines: {', '.join(str(where / p.name) for p in bundled)})"
+            raise UsageError(f"--wav {path}: {exc.strerror or exc}{hint}") from None
+    return turns
+
+
+async def _call(args: argparse.Namespace, audio: list[np.ndarray]) -> int:
     impairment = None
     if args.loss or args.jitter or args.gaps:
         try:
@@ -173,6 +214,7 @@ async def _call(args: argparse.Namespace) -> int:
         dtmf=args.dtmf,
         hold_s=args.hold,
         allow_ws=True if args.allow_ws else None,
+        console_token=args.console_token,
     )
     try:
         result = await call.run()
@@ -182,7 +224,11 @@ async def _call(args: argparse.Namespace) -> int:
     except (aiohttp.ClientError, OSError) as exc:
         print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
-    _report(result, args.out, args.record)
+    try:
+        _report(result, args.out, args.record)
+    except OSError as exc:
+        print(f"cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -210,39 +256,84 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0 if "greeting_audio" in events and "agent.reply" in events else 1
 
 
-def _bench(argv: list[str]) -> int:
+def _bench(argv: list[str], prog: str) -> int:
     """``bench/`` is not an installed package: it lives next to ``callbridge/`` in a source
     checkout, so it is found relative to this file and imported from the repository root."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "bench" / "suite.py").is_file():
         print(
-            f"run.py bench needs a source checkout: {root / 'bench' / 'suite.py'} not found", file=sys.stderr
+            f"{prog} bench needs a source checkout: {root / 'bench' / 'suite.py'} not found", file=sys.stderr
         )
         return 2
     sys.path.insert(0, str(root))
     from bench.suite import main as suite_main
 
-    return suite_main(argv, prog="run.py bench")
+    return suite_main(argv, prog=f"{prog} bench")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="run.py", description="callbridge: Twilio <-> voice AI")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the gateway")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_serve.add_argument("--mode", choices=["dev", "prod"])
-    p_serve.add_argument(
-        "--workers", type=int, help="prod: shard processes on this node (default: one per core)"
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _with_default(text: str, default: object) -> str:
+    """Help text ending in its default (argparse's ``%`` escaped)."""
+    return f"{text} (default: {default})".replace("%", "%%")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """``serve``'s flags: the settings that have one, each overriding its variable."""
+    for option in options():
+        if option.flag:
+            default = "unset" if option.default in ("", None) else option.default
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                type=_TYPES[option.kind],
+                metavar=option.env,
+                help=f"{plain(option.doc)} [env {option.env}; default: {default}]".replace("%", "%%"),
+            )
+
+
+def _setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {o.name: getattr(args, o.name) for o in options() if o.flag}
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="callbridge: a bridge between Twilio phone calls and voice AI. "
+        "Settings come from environment variables (see 'config --reference'); serve's flags override them.",
     )
-    p_serve.add_argument("--admin-port", type=int, help="prod: this node's thespian admin port")
-    p_serve.add_argument("--leader", help="prod: host:admin_port of the leader (member nodes only)")
-    p_serve.add_argument("--node", help="prod: this node's name")
-    p_serve.add_argument("--max-calls", type=int, help='live calls per process; past it callers hear "busy"')
-    p_call = sub.add_parser("call", help="place a simulated Twilio call")
-    p_call.add_argument("--url", default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway: Twilio's webhook, its media streams, the console and /metrics. "
+        "Each flag overrides its environment variable.",
+    )
+    _add_setting_flags(p_serve)
+    p_call = sub.add_parser(
+        "call",
+        help="place a simulated Twilio call",
+        description="Play Twilio's side of a call against a running server: sign and post the webhook, "
+        "stream the caller's audio, then print the call's timeline.",
+    )
+    p_call.add_argument(
+        "--url",
+        default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"),
+        help="the server to call (default: $CALLBRIDGE_URL, else http://127.0.0.1:8080)",
+    )
     p_call.add_argument("--public-url", help="URL Twilio would sign (default: --url)")
-    p_call.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN", ""))
+    p_call.add_argument(
+        "--auth-token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN", ""),
+        help="the server's TWILIO_AUTH_TOKEN, to sign as Twilio does (default: $TWILIO_AUTH_TOKEN)",
+    )
+    p_call.add_argument(
+        "--console-token",
+        default=os.environ.get("CONSOLE_TOKEN", ""),
+        help="the server's CONSOLE_TOKEN, to fetch the call's timeline from /calls/{callSid} "
+        "(a prod server requires it; default: $CONSOLE_TOKEN)",
+    )
     p_call.add_argument(
         "--allow-ws",
         action="store_true",
@@ -252,18 +343,26 @@ def main(argv: list[str] | None = None) -> int:
         "--wav",
         action="append",
         default=[],
-        help="caller audio (PCM WAV, any rate); repeat for several turns; default: silence",
+        metavar="FILE",
+        help="caller audio (PCM WAV, any rate); repeat for several turns (default: silence; "
+        "the bundled lines are callbridge/assets/caller-*.wav)",
     )
-    p_call.add_argument("--out", help="write the agent's audio, as heard, to this WAV")
-    p_call.add_argument("--record", help="write both sides (stereo WAV: caller left, agent right)")
+    p_call.add_argument("--out", metavar="FILE", help="write the agent's audio, as heard, to this WAV")
+    p_call.add_argument(
+        "--record", metavar="FILE", help="write both sides (stereo WAV: caller left, agent right)"
+    )
     p_call.add_argument("--dtmf", default="", help="keys to press after the caller's audio")
-    p_call.add_argument("--hold", type=float, default=2.0, help="seconds to stay on after the last action")
+    p_call.add_argument(
+        "--hold", type=float, default=2.0, help=_with_default("seconds to stay on after the last action", 2.0)
+    )
     p_call.add_argument(
         "--no-wait",
         action="store_true",
         help="speak at once, not after the agent has answered (greeting, then each reply)",
     )
-    p_call.add_argument("--gap", type=float, default=0.3, help="with --no-wait: seconds before each turn")
+    p_call.add_argument(
+        "--gap", type=float, default=0.3, help=_with_default("with --no-wait: seconds before each turn", 0.3)
+    )
     p_call.add_argument(
         "--echo-db",
         type=float,
@@ -278,38 +377,74 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="timestamp gaps as Twilio shows upstream loss, e.g. 100-400ms (default range if no value)",
     )
-    p_call.add_argument("--seed", type=int, default=0, help="seed of the impairments (repeatable)")
-    p_demo = sub.add_parser("demo", help="start a server and place one simulated call")
-    p_demo.add_argument("--out-dir", default="out")
-    sub.add_parser("config", help="print the configuration table")
+    p_call.add_argument(
+        "--seed", type=int, default=0, help=_with_default("seed of the impairments (repeatable)", 0)
+    )
+    p_demo = sub.add_parser(
+        "demo",
+        help="start a server and place one simulated call",
+        description="Start a dev server on a free port, place one call with the bundled caller lines, "
+        "and write what both sides said.",
+    )
+    p_demo.add_argument(
+        "--out-dir",
+        default="out",
+        metavar="DIR",
+        help=_with_default("where agent.wav, call.wav and timeline.json go", "out"),
+    )
+    p_config = sub.add_parser(
+        "config",
+        help="show the settings in force (--reference: every setting explained)",
+        description="Show the settings serve would run with (the environment and these flags), "
+        "secrets masked, and where each value came from.",
+    )
+    p_config.add_argument(
+        "--reference",
+        action="store_true",
+        help="print every setting (variable, flag, default, meaning) as a Markdown table instead",
+    )
+    _add_setting_flags(p_config)
     sub.add_parser(
         "bench", add_help=False, help="run the benchmark suite (bench/suite.py; --help for its options)"
     )
+    return parser
+
+
+def _page(text: str) -> int:
+    """Print ``text``; a reader that stops early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run one command; returns the exit status. ``prog``: the name in usage lines
+    (default: the program's file name: ``callbridge``, ``run.py``)."""
+    parser = build_parser(prog)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
-        return _bench(rest)
+        return _bench(rest, parser.prog)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
-    if args.command == "config":
-        print(settings_table())
-        return 0
+    if args.command == "config" and args.reference:
+        return _page(settings_table())
     try:
-        if args.command == "serve":
-            settings = Settings.from_env(
-                host=args.host,
-                port=args.port,
-                mode=args.mode,
-                workers=args.workers,
-                admin_port=args.admin_port,
-                leader=args.leader,
-                node_name=args.node,
-                max_calls=args.max_calls,
-            )
+        if args.command in ("serve", "config"):
+            settings, sources = in_force(os.environ, _setting_flags(args))
         else:
             settings = Settings.from_env()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        return _page(render(settings, sources))
+    try:
+        audio = read_turns(args.wav) if args.command == "call" else []
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, resolve_format(settings.log_format, settings.mode))
     if args.command == "serve":
@@ -320,5 +455,5 @@ def main(argv: list[str] | None = None) -> int:
         eventloop.run(_serve(settings), settings.event_loop)
         return 0
     if args.command == "call":
-        return eventloop.run(_call(args), settings.event_loop)
+        return eventloop.run(_call(args, audio), settings.event_loop)
     return eventloop.run(_demo(args), settings.event_loop)

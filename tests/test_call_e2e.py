@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import aiohttp
@@ -71,7 +72,8 @@ async def test_conversation_books_an_appointment_both_sides_recorded(start_serve
     assert rms(agent[int(reply_at * 8000) : int((reply_at + 1.5) * 8000)]) > 300
 
 
-async def test_agent_says_goodbye_and_hangs_up(start_server):
+async def test_agent_says_goodbye_and_hangs_up(start_server, caplog):
+    caplog.set_level(logging.INFO, logger="callbridge")
     url = await start_server(greeting="Hi.")
     bye = read_wav(bundled_turns()[2])
     result = await SimulatedCall(url, audio=[bye], polite=True, hold_s=5.0).run()
@@ -81,6 +83,9 @@ async def test_agent_says_goodbye_and_hangs_up(start_server):
     ending = next(e for e in result.record["timeline"] if e["event"] == "call_ending")
     last_mark = result.marks_echoed[-1][0] * 1000
     assert ending["t_ms"] >= last_mark - 50  # only after the goodbye played
+    # A call that ends as it should is not a warning.
+    ends = [r.levelname for r in caplog.records if "ending: the agent ended the call" in r.getMessage()]
+    assert ends == ["INFO"]
 
 
 async def test_outbound_audio_is_paced_not_burst(start_server):
@@ -139,7 +144,7 @@ async def test_crash_in_each_child_is_restarted_and_audio_keeps_flowing(start_se
     assert rms(tail) > 100
 
 
-async def test_a_child_that_keeps_failing_ends_the_call_cleanly(start_server):
+async def test_a_child_that_keeps_failing_ends_the_call_cleanly(start_server, caplog):
     url = await start_server(fault_injection=True)
     call = SimulatedCall(url, hold_s=4.0)
     task = asyncio.create_task(call.run())
@@ -154,6 +159,8 @@ async def test_a_child_that_keeps_failing_ends_the_call_cleanly(start_server):
     assert "child_gave_up" in events
     assert result.close_code == 1000
     assert "codec failed" in result.record["stop_reason"]
+    ends = [r.levelname for r in caplog.records if "ending: codec failed" in r.getMessage()]
+    assert ends == ["WARNING"]
 
 
 async def test_health_and_call_listing(start_server):
@@ -189,7 +196,7 @@ async def test_concurrent_calls_are_independent(start_server):
     url = await start_server()
     calls = [SimulatedCall(url, dtmf=d, hold_s=1.2) for d in "123"]
     results = await asyncio.gather(*(c.run() for c in calls))
-    for digit, result in zip("123", results):
+    for digit, result in zip("123", results, strict=True):
         replies = [e["text"] for e in result.record["timeline"] if e["event"] == "dtmf_reply_synthesised"]
         assert replies == [f"You pressed {digit}."]
         assert result.close_code == 1000

@@ -7,6 +7,7 @@ absent: the test fails and says so."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
@@ -19,6 +20,7 @@ from playwright.async_api import async_playwright, expect
 from callbridge.cli import DEMO_LINES
 from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
+from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import write_wav
 from callbridge.speech.tts import EspeakTTS
 
@@ -38,7 +40,9 @@ def caller_wav(path: Path) -> Path:
         tts.synthesize(text, chunks.append)
         return StreamingResampler(tts.sample_rate, RATE).process(np.concatenate(chunks))
 
-    silence = lambda s: np.zeros(int(RATE * s), np.int16)
+    def silence(s: float) -> np.ndarray:
+        return np.zeros(int(RATE * s), np.int16)
+
     write_wav(
         path,
         np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]),
@@ -166,3 +170,27 @@ async def test_console_behind_a_path_stripping_proxy(
         assert outside and all(u.startswith(public + "/") for u in outside if u.startswith("http")), outside
     finally:
         await proxy.stop()
+
+
+async def test_the_empty_pane_says_what_to_do_until_a_call_is_chosen(browser, start_server):  # WAV first
+    url = await start_server(greeting="Hi.")
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"{url}/console")
+    await expect(page.locator("#feed")).to_have_text("live")
+    hint = page.locator("#hint")
+    await expect(hint).to_be_visible()
+    await expect(hint).to_contain_text("Press Call the agent")
+    await expect(hint).to_contain_text("callbridge call")
+    await expect(page.locator("#detail")).to_be_hidden()
+    call = SimulatedCall(url, hold_s=3.0)
+    running = asyncio.create_task(call.run())
+    try:
+        row = page.locator(f'tr.call[data-sid="{call.call_sid}"]')
+        await expect(row).to_be_visible(timeout=10_000)
+        await expect(hint).to_contain_text("Click a call in the list")
+        await row.click()
+        await expect(hint).to_be_hidden()
+        await expect(page.locator("#detail")).to_be_visible()
+        await expect(page.locator("#call-title")).to_have_text(call.call_sid)
+    finally:
+        await running

@@ -5,6 +5,7 @@ faults are real signals. Each test bounds its time; every process is reaped."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -90,7 +91,7 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
     assert final["pid"] != victim and final["pid"] in pids | {
         s["pid"] for s in node.health()["pool"]["shards"]
     }
-    assert [e for e in final["timeline"] if e["event"] == "resumed"][0]["from_pid"] == victim
+    assert next(e for e in final["timeline"] if e["event"] == "resumed")["from_pid"] == victim
     assert booked(final), "the agent's state (the pending booking) survived the crash"
     # The pool replaced the dead shard; two shards serve again.
     health = node.wait_for(
@@ -285,3 +286,42 @@ async def test_a_stream_token_starts_one_stream_whichever_shard_it_reaches(nodes
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+async def test_json_logs_make_every_line_of_a_node_one_json_object(nodes):
+    """``LOG_FORMAT=json``: what the node process prints, what its shards and pool log
+    (through thespian's logger process or straight to the inherited stderr) and thespian's
+    own lines are each one JSON object per line, on stdout and stderr alike."""
+    node = nodes(workers=2, LOG_FORMAT="json")
+    node.wait_ready()
+    node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    call = SimulatedCall(
+        node.url,
+        audio=[TURNS[2]],  # "Goodbye": the agent ends the call
+        polite=True,
+        hold_s=5.0,
+        auth_token=AUTH_TOKEN,
+        public_url=PUBLIC_URL,
+        console_token=CONSOLE_TOKEN,
+    )
+    result = await asyncio.wait_for(call.run(), 60)
+    assert result.record["stop_reason"] == "the agent ended the call"
+    assert await asyncio.to_thread(node.terminate) == 0
+    stdout = node.banner + node.proc.stdout.read().decode()
+    stderr = node.log_text()
+    events = []
+    for stream, text in (("stdout", stdout), ("stderr", stderr)):
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"not JSON on {stream}: {line!r}") from None
+            assert isinstance(event, dict) and {"ts", "level", "logger", "msg"} <= event.keys(), line
+            events.append(event)
+    msgs = [e["msg"] for e in events]
+    assert any("prod mode listening on" in m for m in msgs) and "drained" in msgs
+    assert any(m.startswith("++++ Actor System") for m in msgs)  # thespian's own
+    assert any("shard 0 up" in m for m in msgs) and any("shard 1 (pid" in m for m in msgs)
+    assert len({e["pid"] for e in events if "pid" in e}) >= 4  # admin, logger, pool, shards
+    ending = [e for e in events if "ending: the agent ended the call" in e["msg"]]
+    assert [(e["level"], e["callSid"]) for e in ending] == [("INFO", call.call_sid)]

@@ -4,6 +4,7 @@ nothing of the old one outlives it. ``bench/restart.py`` runs the loops longer a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,10 @@ def test_a_node_restarts_at_once_on_the_same_ports_after_a_crash_or_a_stop(nodes
         nodes.started.append(new)
         if how == "kill":
             assert node.log_text().count("the node's owner (run.py serve) is gone; exiting") >= 4
+            # In prod's JSON log format, their last words are JSON lines too.
+            lines = node.log_path.read_text(errors="replace").splitlines()
+            farewells = [json.loads(line) for line in lines if "is gone; exiting" in line]
+            assert {f["level"] for f in farewells} == {"ERROR"}, farewells
         node = new
         assert seconds["healthy"] < 30, seconds
     assert node.terminate() == 0

@@ -86,6 +86,7 @@ function renderList() {
   const rows = [...calls.values()].sort((a, b) => (a.state === "live") - (b.state === "live") || a.started_at - b.started_at).reverse();
   for (const c of rows) body.append(row(c));
   $("no-calls").hidden = rows.length > 0;
+  if (rows.length > 0) $("hint-text").textContent = "Click a call in the list to follow it here.";
 }
 
 function row(c) {
@@ -125,6 +126,7 @@ async function select(sid) {
   selected = { sid, events: [], levels: [], loaded: false, queued: [], partial: null, lastAgent: {} };
   document.querySelectorAll("tr.call").forEach((tr) => tr.classList.toggle("selected", tr.dataset.sid === sid));
   $("detail").hidden = false;
+  $("hint").hidden = true;
   for (const id of ["conversation", "turns", "events"]) $(id).replaceChildren();
   $("turns").append(el("p", "muted", "No answered turn yet."));
   $("line").replaceChildren(el("span", "muted", "clean so far"));

@@ -58,6 +58,8 @@ CHECKPOINT_EVENTS = frozenset(
     }
 )
 """Timeline events after which the call's state is checkpointed to the store."""
+NORMAL_ENDS = frozenset({"the agent ended the call"})
+"""End reasons of a call that went as it should (logged at INFO; any other at WARNING)."""
 CHECKPOINTS_PER_S = 4.0
 CHECKPOINT_BURST = 4
 """Checkpoints of one call: ``CHECKPOINT_BURST`` at once, ``CHECKPOINTS_PER_S`` sustained;
@@ -280,7 +282,8 @@ class Call:
         )
 
     def end(self, reason: str) -> None:
-        log.warning("call %s: ending: %s", self.call_sid, reason)
+        level = logging.INFO if reason in NORMAL_ENDS else logging.WARNING
+        log.log(level, "call %s: ending: %s", self.call_sid, reason)
         self._hang_up(reason)
 
     def bind_upstream(self, provider: str, remote_id: str) -> None:

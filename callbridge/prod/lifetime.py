@@ -16,37 +16,42 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 OWNER_GONE_EXIT = 70
 """Exit status of a node process that outlived its owner."""
 
-_read_fd: int | None = None
-_write_fd: int | None = None
-"""Held by the owner only; a forked child closes its copy and forgets it."""
+
+class _Pipe:
+    """The owner's pipe: every process of the node watches the read end; the write end is
+    held by the owner only (a forked child closes its copy and forgets it)."""
+
+    read_fd: int | None = None
+    write_fd: int | None = None
 
 
-def tie_to_owner() -> None:
-    """From now on, every process this one forks (and they fork) exits when this one ends."""
-    global _read_fd, _write_fd
-    if _read_fd is not None or not hasattr(os, "register_at_fork"):
+def tie_to_owner(farewell: Callable[[str], str] = str) -> None:
+    """From now on, every process this one forks (and they fork) exits when this one ends,
+    writing ``farewell(text)`` to stderr (e.g. a JSON log line)."""
+    if _Pipe.read_fd is not None or not hasattr(os, "register_at_fork"):
         return  # tied already; or no fork (Windows: thespian spawns, nothing is inherited)
-    _read_fd, _write_fd = os.pipe()
-    os.register_at_fork(after_in_child=_in_child)
+    _Pipe.read_fd, _Pipe.write_fd = os.pipe()
+    os.register_at_fork(after_in_child=lambda: _in_child(farewell))
 
 
-def _in_child() -> None:
-    global _write_fd
-    if _write_fd is not None:
-        os.close(_write_fd)
-        _write_fd = None
-    threading.Thread(target=_watch, args=(_read_fd,), name="owner-watch", daemon=True).start()
+def _in_child(farewell: Callable[[str], str]) -> None:
+    if _Pipe.write_fd is not None:
+        os.close(_Pipe.write_fd)
+        _Pipe.write_fd = None
+    threading.Thread(target=_watch, args=(_Pipe.read_fd, farewell), name="owner-watch", daemon=True).start()
 
 
-def _watch(read_fd: int) -> None:
+def _watch(read_fd: int, farewell: Callable[[str], str]) -> None:
     try:
         while os.read(read_fd, 1):
             pass  # nobody writes: only end of file comes
     except OSError:
         return  # the fd was closed under us: nothing left to watch
-    os.write(2, f"callbridge: pid {os.getpid()}: the node's owner (run.py serve) is gone; exiting\n".encode())
+    text = f"callbridge: pid {os.getpid()}: the node's owner (run.py serve) is gone; exiting"
+    os.write(2, (farewell(text) + "\n").encode())
     os._exit(OWNER_GONE_EXIT)

@@ -21,13 +21,14 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from .. import eventloop
 from ..config import Settings
+from ..logs import json_line, resolve_format, say, thespian_log_defs
 from . import control as c
 
 log = logging.getLogger("callbridge.prod")
@@ -38,17 +39,6 @@ POOL_MISSES = 2
 PORT_GRACE_S = 1.0
 """How long a start waits for a listener on its ports to go (the processes of a node that
 has just ended exit within milliseconds) before it reports a conflict."""
-
-
-def log_defs(level: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "formatters": {
-            "f": {"format": "%(asctime)s %(levelname)-7s [pid %(process)d] %(name)s: %(message)s"}
-        },
-        "handlers": {"h": {"class": "logging.StreamHandler", "formatter": "f", "stream": "ext://sys.stderr"}},
-        "root": {"handlers": ["h"], "level": level.upper()},
-    }
 
 
 def capabilities(settings: Settings) -> dict[str, Any]:
@@ -122,48 +112,47 @@ def serve_prod(settings: Settings) -> int:
         while (exc := listener_on(host, port)) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         if exc is not None:
-            print(
+            say(
                 f"{what} {host}:{port} is in use ({exc.strerror}): another {conflict} listens there; "
                 f"stop it or pick another {what.upper().replace(' ', '_')}",
-                file=sys.stderr,
+                error=True,
             )
             return 2
     restrict_binding()  # thespian's sockets on THESPIAN_BASE_IPADDR only, not every interface
-    tie_to_owner()  # every process of the node exits when this one does, however it ends
-    asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs(settings.log_level))
+    log_format = resolve_format(settings.log_format, settings.mode)
+    # Every process of the node exits when this one does, however it ends, saying so in one line.
+    tie_to_owner(partial(json_line, level="ERROR") if log_format == "json" else str)
+    log_defs = thespian_log_defs(settings.log_level, log_format)
+    asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs)
     try:
         if settings.leader:
-            print(
+            say(
                 f"callbridge prod member node {settings.node_name} joined leader {settings.leader} "
-                f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})",
-                flush=True,
+                f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})"
             )
             while signals.received is None:
                 time.sleep(0.2)
-            print("shutting down (member): calls here resume on other nodes", flush=True)
+            say("shutting down (member): calls here resume on other nodes")
             return 0
         pool = _start_pool(asys, settings)
         status = _wait_until_up(asys, pool, settings, signals)
         if status is None:
             if signals.received is None:
-                print("shards did not come up in time", file=sys.stderr, flush=True)
+                say("shards did not come up in time", error=True)
                 return 1
-            print(
-                f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping", flush=True
-            )
+            say(f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping")
             return 0
         url = f"http://{settings.host}:{settings.port}"
-        print(
+        say(
             f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
             f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
-            f"{eventloop.resolve(settings.event_loop)} event loop)",
-            flush=True,
+            f"{eventloop.resolve(settings.event_loop)} event loop)"
         )
-        print(f"  voice webhook: {settings.public_url or url}/voice/inbound", flush=True)
+        say(f"  voice webhook: {settings.public_url or url}/voice/inbound")
         pool = _watch_pool(asys, pool, settings, signals, status.adoptable)
-        print(f"draining: up to {settings.drain_s:.0f} s for running calls", flush=True)
+        say(f"draining: up to {settings.drain_s:.0f} s for running calls")
         answer = asys.ask(pool, c.Drain(settings.drain_s), settings.drain_s + 15)
-        print("drained" if isinstance(answer, c.Answer) else "drain timed out", flush=True)
+        say("drained" if isinstance(answer, c.Answer) else "drain timed out")
         return 0
     finally:
         asys.shutdown()  # stops the admin and every actor; what outlives it exits with us
@@ -198,7 +187,7 @@ def _watch_pool(asys: Any, pool: Any, settings: Settings, signals: _Signals, kno
         misses += 1
         if misses >= POOL_MISSES:
             log.error("the pool supervisor is not answering; a new one adopts its %d shard(s)", len(known))
-            print(f"pool supervisor lost: a new pool adopts {len(known)} shard(s)", flush=True)
+            say(f"pool supervisor lost: a new pool adopts {len(known)} shard(s)")
             pool = _start_pool(asys, settings, known)
             misses = 0
     return pool

@@ -65,6 +65,8 @@ class CallResult:
     close_reason: str = ""
     outbound_errors: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = None
+    record_refused: str = ""
+    """Why the server did not return the call's record (e.g. ``401 console token required``)."""
     streams: list[tuple[float, str]] = field(default_factory=list)
     """(start time, streamSid) of each stream the call had: more than one after a resume."""
     drops: list[float] = field(default_factory=list)
@@ -335,7 +337,10 @@ class SimulatedCall:
         async with session.get(
             f"{self.base_url}/calls/{self.call_sid}", headers=headers, ssl=self._ssl()
         ) as resp:
-            return await resp.json() if resp.status == 200 else None
+            if resp.status == 200:
+                return await resp.json()
+            self.result.record_refused = f"{resp.status} {(await resp.text()).strip()[:200]}"
+            return None
 
     def _closed(self, exc: ConnectionClosed) -> None:
         self._close_frame = self._close_frame or exc.rcvd is not None
