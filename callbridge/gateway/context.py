@@ -72,7 +72,7 @@ class Gateway:
             console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
             hub=hub,
-            vapi_auth=auth_from(settings),
+            vapi_auth=auth_from(settings.vapi_webhook),
             access=ConsoleAccess(settings.console_token, settings.mode),
             webhook_rates=SourceRates(settings.webhook_rate, settings.webhook_burst),
             auth_failures=SourceRates(FAILED_AUTH_RATE, FAILED_AUTH_BURST),

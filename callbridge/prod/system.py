@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 from .. import eventloop
@@ -105,8 +104,7 @@ def serve_prod(settings: Settings) -> int:
     from .lifetime import tie_to_owner
 
     signals = _Signals()
-    settings = replace(
-        settings,
+    settings = settings.replace(
         workers=settings.workers or os.cpu_count() or 1,
         node_name=settings.node_name or socket.gethostname(),
         port=settings.port or free_port(settings.host),

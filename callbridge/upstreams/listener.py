@@ -23,15 +23,18 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Settings
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.onset import SoundOnset
 from ..speech.stt import get_recognizer
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from .base import Port
+
+if TYPE_CHECKING:
+    from ..config import SpeechOptions
 
 FRAME_MS = 20
 PRE_ROLL_MS = 300
@@ -55,7 +58,7 @@ class Heard:
 
 
 class Listener:
-    def __init__(self, port: Port, settings: Settings, on_heard: Callable[[Heard], None]) -> None:
+    def __init__(self, port: Port, settings: SpeechOptions, on_heard: Callable[[Heard], None]) -> None:
         self.port = port
         self.on_heard = on_heard
         self.vad = Vad()
