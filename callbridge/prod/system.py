@@ -111,7 +111,6 @@ def serve_prod(settings: Settings) -> int:
     )
     # Shard processes are forked from this one's actor system: they read the same settings.
     os.environ.update(settings.to_env())
-    os.environ["CALLBRIDGE_NODE"] = settings.node_name
     for host, port, what, conflict in (
         (settings.actor_bind, settings.admin_port, "admin port", "callbridge node or actor system"),
         (settings.host, settings.port, "port", "server (shards share it through SO_REUSEPORT)"),
@@ -171,7 +170,11 @@ def _start_pool(asys: Any, settings: Settings, adopt: list[c.Adoptee] | None = N
     from .pool import PoolSupervisor
 
     pool = asys.createActor(PoolSupervisor)
-    asys.ask(pool, c.StartPool(settings.workers, adopt or []), 10)
+    asys.ask(
+        pool,
+        c.StartPool(settings.workers, adopt or [], settings.prod.node_name, settings.server.call_history),
+        10,
+    )
     return pool
 
 
