@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import Field, dataclass, replace
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import eventloop
 from .agents.openai_chat import MAX_TOKENS_PARAMS
@@ -631,7 +631,7 @@ class Settings:
     def __init__(self, **values: Any) -> None:
         """Flat keywords (``Settings(port=0, upstream="echo")``) over defaults, or over
         whole groups given by attribute (``server=ServerOptions(...)``, ``providers=...``:
-        what ``dataclasses.replace`` passes)."""
+        what ``replace`` passes)."""
         given: dict[str | type[Any], Any] = {name: values.pop(name) for name in GROUPS if name in values}
         given.update({type(g): g for g in values.pop("providers", ())})
         changes: dict[str | type[Any], dict[str, Any]] = {}
@@ -683,26 +683,18 @@ class Settings:
             yield getattr(self, name)
         yield from self.providers
 
-    def __getattr__(self, name: str) -> Any:
-        """Flat reads (``settings.inbound_rate``), while code moves to the groups."""
-        where = Settings.FLAT.get(name)
-        if where is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        holder, field_name = where
-        group = getattr(self, holder) if isinstance(holder, str) else self.backend(holder)
-        return getattr(group, field_name)
+    if not TYPE_CHECKING:  # hidden from mypy, so that it lists every flat read left
 
-    @property
-    def retry_schedule(self) -> tuple[float, ...]:
-        return self.backends.retry_schedule
-
-    @property
-    def twilio_shared_keys(self) -> tuple[str, ...]:
-        return self.twilio.shared_keys
-
-    @property
-    def stream_secret(self) -> bytes:
-        return self.twilio.stream_secret
+        def __getattr__(self, name: str) -> Any:
+            """Flat reads (``settings.inbound_rate``) of code written before the groups; new
+            code reads the group (``settings.limits.inbound_rate``). To be removed once no
+            branch in flight reads flat names."""
+            where = Settings.FLAT.get(name)
+            if where is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            holder, field_name = where
+            group = getattr(self, holder) if isinstance(holder, str) else self.backend(holder)
+            return getattr(group, field_name)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings (``from_env(to_env()) ==

@@ -91,7 +91,7 @@ async def voice_inbound(request: web.Request) -> web.Response:
             log.warning(
                 "webhook from %s refused: over %g requests/s (%d refused so far)",
                 source,
-                gw.settings.webhook_rate,
+                gw.settings.limits.webhook_rate,
                 gw.webhook_rates.refused,
             )
         raise web.HTTPTooManyRequests(text="too many requests\n", headers={"Retry-After": str(retry)})

@@ -29,12 +29,12 @@ QUIET_RMS = 150.0
 
 
 class SpeechWatch:
-    def __init__(self, settings: SpeechOptions, on_start: Callable[[float], None], rate: int = 16000) -> None:
+    def __init__(self, speech: SpeechOptions, on_start: Callable[[float], None], rate: int = 16000) -> None:
         self.on_start = on_start
         self.vad = Vad(rate)
         self.endpointer = Endpointer(
-            min_speech_ms=settings.min_speech_ms,
-            end_silence_ms=settings.endpoint_silence_ms,
+            min_speech_ms=speech.min_speech_ms,
+            end_silence_ms=speech.endpoint_silence_ms,
             pre_roll_ms=0,
             window_ms=1000 * WINDOW_SAMPLES[rate] / rate,
         )
