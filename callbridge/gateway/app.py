@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, web
 
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
-from ..upstreams.embedded import prewarm
+from ..upstreams import BACKENDS
 from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
@@ -125,11 +125,13 @@ async def _reaper(app: web.Application):  # type: ignore[no-untyped-def]
 
 
 async def _prewarm(app: web.Application) -> None:
-    if app[GATEWAY].settings.backends.upstream != "embedded":
+    settings = app[GATEWAY].settings
+    spec = BACKENDS[settings.backends.upstream]
+    if spec.prewarm is None:
         return
     started = time.monotonic()
-    await prewarm(app[GATEWAY].settings)
-    log.info("embedded agent ready in %.0f ms", (time.monotonic() - started) * 1000)
+    await spec.prewarm(settings)
+    log.info("%s back end ready in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
 
 
 async def _close_sockets(app: web.Application) -> None:

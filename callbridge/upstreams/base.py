@@ -9,6 +9,9 @@ the actor, which the supervisor restarts).
 What must outlive a restart of the Upstream actor lives in ``Conversation``, which the
 supervisor owns: the agent (and its state: bookings...), the history, the utterance
 counter (mark names stay unique within the call), and a pending hang-up.
+
+A ``BackendSpec`` describes a back end to the registry (``upstreams.BACKENDS``): its
+class, its option group, what it needs to run, the caller audio it wants.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import logging
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,6 +202,9 @@ class BackendSpec:
     remote: bool = False
     """It holds a session at a provider: the ``UPSTREAM_*`` remote settings apply and
     the remote's call id is reported (``upstream.bound``)."""
+    prewarm: Callable[[Settings], Awaitable[None]] | None = None
+    """Loads what its first call would otherwise load on the event loop; run once at
+    start-up when it is ``UPSTREAM``."""
 
     def caller_format(self, settings: Settings) -> str:
         return self.audio if isinstance(self.audio, str) else self.audio(settings)

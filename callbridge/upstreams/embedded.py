@@ -265,7 +265,7 @@ async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float) -> AsyncIt
         yield piece
 
 
-SPEC = BackendSpec("embedded", "offline pipeline", EmbeddedBackend)
+SPEC = BackendSpec("embedded", "offline pipeline", EmbeddedBackend, prewarm=prewarm)
 
 
 def _ms(seconds: float) -> float:
