@@ -101,7 +101,7 @@ class PoolSupervisor(ActorTypeDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = PoolState()
-        self.book = StoreBook(history=0)  # until StartPool gives CALL_HISTORY
+        self.book = StoreBook(history=0)  # StartPool brings CALL_HISTORY
         self.node = socket.gethostname()
         self.nodes: dict[str, int] = {}
         self.replays_due: set[int] = set()
@@ -146,7 +146,7 @@ class PoolSupervisor(ActorTypeDispatcher):
         if self.state.shards:
             self.send(sender, c.Answer(0, self._status()))
             return
-        self.book = StoreBook(history=msg.history)
+        self.book.history = max(0, msg.history)
         self.node = msg.node or self.node
         self.notifyOnSystemRegistrationChanges(True)
         now = time.monotonic()
