@@ -2,10 +2,10 @@
 
 The back end is resolved once per call by the supervisor (``upstreams.choose``:
 ``UPSTREAM``, or the call's ``upstream`` stream parameter), which hands its
-``BackendSpec`` to this actor; the back end is built at ``CallStarted``. The default is the embedded agent
-(``upstreams.embedded``): VAD, streaming STT, an agent, streaming TTS; it also reads DTMF
-keys back. The remote ones (``upstreams.vapi``, ``upstreams.openai_realtime``) share
-``upstreams.remote``. This actor adapts the actor world to the back end: messages in
+``BackendSpec`` to this actor; the back end is built at ``CallStarted``. The default is
+the embedded agent (``upstreams.embedded``): VAD, streaming STT, an agent, streaming
+TTS; it also reads DTMF keys back. The remote ones (``upstreams.vapi``,
+``upstreams.openai_realtime``) share ``upstreams.remote``. This actor adapts the actor world to the back end: messages in
 become back-end calls, and the back end's ``Port`` becomes messages out (agent audio to
 the Codec, ``EndCall``, timeline notes and the remote's call id to the supervisor) and
 tasks owned by this actor.
