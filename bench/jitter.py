@@ -234,7 +234,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def call_params() -> JitterParams:
     """The buffer as a call runs it (``JITTER_MIN_MS``)."""
-    depth = float(Settings().jitter_min_ms)
+    depth = float(Settings().media.jitter_min_ms)
     return JitterParams(initial_depth_ms=depth, min_depth_ms=depth)
 
 

@@ -77,7 +77,7 @@ class Server:
         self.runner: web.AppRunner | None = None
         self.app: web.Application | None = None
         self.site: web.TCPSite | None = None
-        self.port = settings.port
+        self.port = settings.server.port
 
     async def start(self) -> str:
         self.app = create_app(self.settings, self.store)
@@ -85,8 +85,8 @@ class Server:
         await self.runner.setup()
         site = web.TCPSite(
             self.runner,
-            self.settings.host,
-            self.settings.port,
+            self.settings.server.host,
+            self.settings.server.port,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
         )
@@ -98,7 +98,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        host = self.settings.host
+        host = self.settings.server.host
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
         return f"http://{host}:{self.port}"
@@ -121,9 +121,9 @@ async def _serve(settings: Settings) -> None:
     server = Server(settings)
     url = await server.start()
     say(
-        f"callbridge {settings.mode} mode listening on {url} ({eventloop.resolve(settings.event_loop)} event loop)"
+        f"callbridge {settings.server.mode} mode listening on {url} ({eventloop.resolve(settings.server.event_loop)} event loop)"
     )
-    say(f"  voice webhook: {settings.public_url or url}/voice/inbound")
+    say(f"  voice webhook: {settings.server.public_url or url}/voice/inbound")
     say(f"  console:       {url}/console    metrics: {url}/metrics")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -242,7 +242,7 @@ async def _demo(args: argparse.Namespace) -> int:
         call = SimulatedCall(
             url,
             audio=[read_wav(path) for path in bundled_turns()],
-            auth_token=settings.twilio_auth_token,
+            auth_token=settings.twilio.auth_token,
             polite=True,
             hold_s=1.0,
         )
@@ -446,14 +446,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except UsageError as exc:
         print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, resolve_format(settings.log_format, settings.mode))
+    setup_logging(settings.server.log_level, resolve_format(settings.server.log_format, settings.server.mode))
     if args.command == "serve":
-        if settings.mode == "prod":
+        if settings.server.mode == "prod":
             from .prod.system import serve_prod
 
             return serve_prod(settings)
-        eventloop.run(_serve(settings), settings.event_loop)
+        eventloop.run(_serve(settings), settings.server.event_loop)
         return 0
     if args.command == "call":
-        return eventloop.run(_call(args, audio), settings.event_loop)
-    return eventloop.run(_demo(args), settings.event_loop)
+        return eventloop.run(_call(args, audio), settings.server.event_loop)
+    return eventloop.run(_demo(args), settings.server.event_loop)

@@ -318,7 +318,7 @@ async def test_jitter_marks_the_frames_it_inserts_during_a_stall_as_filler():
     clock, got = FakeClock(), []
     d = Dispatcher(clock, check_messages=True)
     d.add(Recorder, None, [])
-    d.add(JitterBuffer, "recorder", Settings())
+    d.add(JitterBuffer, "recorder", Settings().media)
     d.add(CodecInbox, "recorder", got)
     loud = bytes(range(160))
     for i in range(60):  # 1.2 s of a clean line, then 300 ms of nothing, then a burst

@@ -40,7 +40,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_settings_from_env_and_errors():
     s = Settings.from_env({"PORT": "9000", "TRUST_PROXY": "yes", "OUTBOUND_LEAD_MS": "100"}, port=9001)
-    assert (s.port, s.trust_proxy, s.outbound_lead_ms) == (9001, True, 100)
+    assert (s.server.port, s.server.trust_proxy, s.media.outbound_lead_ms) == (9001, True, 100)
     for env in (
         {"PORT": "x"},
         {"TRUST_PROXY": "maybe"},
@@ -102,4 +102,4 @@ def test_serve_refuses_openai_realtime_without_a_key():
     assert "listening" not in proc.stdout
     with pytest.raises(ConfigError, match="needs OPENAI_API_KEY"):
         Settings(upstream="openai-realtime")
-    assert Settings(upstream="openai-realtime", openai_api_key="sk-x").upstream == "openai-realtime"
+    assert Settings(upstream="openai-realtime", openai_api_key="sk-x").backends.upstream == "openai-realtime"

@@ -25,4 +25,4 @@ def test_each_choice_runs_its_loop():
 def test_bad_choice_is_a_clear_configuration_error():
     with pytest.raises(ConfigError, match="EVENT_LOOP must be auto, uvloop or asyncio"):
         Settings.from_env({"EVENT_LOOP": "trio"})
-    assert Settings.from_env({"EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    assert Settings.from_env({"EVENT_LOOP": "asyncio"}).server.event_loop == "asyncio"

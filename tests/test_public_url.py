@@ -267,7 +267,7 @@ async def test_console_links_keep_the_path_prefix(start_server):
 
 def test_public_url_setting_is_normalised_and_checked():
     settings = Settings(public_url="https://example.com/voice-bridge/")
-    assert settings.public_url == "https://example.com/voice-bridge"  # what every route is appended to
+    assert settings.server.public_url == "https://example.com/voice-bridge"  # what every route is appended to
     assert Settings.from_env(settings.to_env()) == settings
     for bad in (
         "https://example.com/?a=1",
@@ -277,6 +277,6 @@ def test_public_url_setting_is_normalised_and_checked():
     ):
         with pytest.raises(ConfigError):
             Settings(public_url=bad)
-    assert Settings(twilio_shared_key=" a , b ").twilio_shared_keys == ("a", "b")
+    assert Settings(twilio_shared_key=" a , b ").twilio.shared_keys == ("a", "b")
     with pytest.raises(ConfigError):
         Settings(twilio_shared_key="a,b,c")

@@ -19,7 +19,7 @@ def feed(watch: SpeechWatch, pcm16k: np.ndarray, t0: float = 0.0) -> None:
 
 def test_speech_start_reported_with_its_onset_quiet_frames_skip_the_model():
     starts: list[float] = []
-    watch = SpeechWatch(Settings(min_speech_ms=200), starts.append)
+    watch = SpeechWatch(Settings(min_speech_ms=200).speech, starts.append)
     quiet = np.zeros(16000, np.int16)
     feed(watch, quiet)
     assert watch.vad.windows == 0 and starts == []  # silence never reaches the model

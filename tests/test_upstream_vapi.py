@@ -18,7 +18,7 @@ from callbridge.config import ConfigError, Settings
 from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.remote import RemoteFailure
-from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
+from callbridge.upstreams.vapi import VapiOptions, create_call_body, ends_call, parse_created
 
 from .conftest import events, inject_fault, rms, speech_8k, until
 from .fake_vapi import FakeVapi
@@ -55,7 +55,7 @@ def similarity(sent: np.ndarray, got: np.ndarray, n: int) -> float:
 
 
 def test_create_call_body_and_answer():
-    s = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant_id="asst_1")
+    s = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant_id="asst_1").backend(VapiOptions)
     body = create_call_body(s)
     assert body == {
         "assistantId": "asst_1",
@@ -67,7 +67,9 @@ def test_create_call_body_and_answer():
     assert create_call_body(s, reconnect=True)["assistantOverrides"] == {
         "firstMessageMode": "assistant-waits-for-user"
     }
-    inline = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant='{"firstMessage": "Hi"}')
+    inline = Settings(upstream="vapi", vapi_api_key="k", vapi_assistant='{"firstMessage": "Hi"}').backend(
+        VapiOptions
+    )
     assert create_call_body(inline)["assistant"] == {"firstMessage": "Hi"}
     assert parse_created({"id": "c1", "transport": {"websocketCallUrl": "wss://x/y"}}) == (
         "c1",

@@ -36,7 +36,7 @@ def body_of(kind: str = "status-update", call_id: str = "vapi-call-1", **fields)
 
 
 def test_bearer_is_the_default_and_checks_header_and_prefix():
-    assert Settings().vapi_webhook_auth == "bearer"
+    assert Settings().vapi_webhook.auth == "bearer"
     guard = ReplayGuard()
     body = body_of(timestamp=NOW * 1000)
     assert check(BEARER, {"Authorization": f"Bearer {SECRET}"}, body, NOW, guard) == ""

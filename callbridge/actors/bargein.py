@@ -111,7 +111,7 @@ class Levels:
 class BargeIn(Actor):
     role = "bargein"
 
-    def __init__(self, ctx: ActorContext, settings: object = None) -> None:
+    def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
         self.playing: int | None = None
         self.stopped_at = -math.inf

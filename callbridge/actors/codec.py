@@ -11,8 +11,8 @@ silence) are flushed, then the utterance's end ``OutboundMark`` follows. Every
 ``Interrupted`` (barge-in): the partial frame and resampler state are dropped, and so is
 any later audio of that utterance or an earlier one still on its way from the Upstream.
 
-Pass-through (a back end whose ``caller_format`` is ``"ulaw"``: OpenAI Realtime, Vapi
-with ``VAPI_AUDIO=mulaw``):
+Pass-through (built with ``caller_format`` ``"ulaw"``, the call's back end's
+``BackendSpec.caller_format``: OpenAI Realtime, Vapi with ``VAPI_AUDIO=mulaw``):
 the caller's mu-law goes to the Upstream untouched (``CallerMedia``; BargeIn still gets
 its levels, decoded at 8 kHz, no resampling), and ``AgentUlaw`` payloads are only framed.
 
@@ -29,8 +29,7 @@ import numpy as np
 from ..codecs.framing import Framer
 from ..codecs.g711 import ulaw_decode, ulaw_encode
 from ..codecs.resample import StreamingResampler
-from ..config import Settings, choose_upstream
-from ..upstreams import caller_format
+from ..upstreams.base import PCM16K, ULAW
 from . import messages as m
 from .runtime import Actor, ActorContext
 
@@ -43,10 +42,9 @@ CALLER_AUDIO_TO = ("upstream", "bargein")
 class Codec(Actor):
     role = "codec"
 
-    def __init__(self, ctx: ActorContext, settings: Settings | None = None) -> None:
+    def __init__(self, ctx: ActorContext, caller_format: str = PCM16K) -> None:
         super().__init__(ctx)
-        self.settings = settings or Settings()
-        self.passthrough = False
+        self.passthrough = caller_format == ULAW
         self.fed: set[int] = set()
         """Rates whose resampler holds audio of the current utterance."""
         self.inbound = StreamingResampler(TWILIO_RATE, INBOUND_RATE)
@@ -56,10 +54,6 @@ class Codec(Actor):
         self.frames_in_utterance = 0
         self.cut = 0
         """Utterances up to this number were interrupted: their audio is dropped."""
-
-    def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
-        name, _ = choose_upstream(self.settings, msg.parameters)
-        self.passthrough = caller_format(name, self.settings) == "ulaw"
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
         if self.passthrough:

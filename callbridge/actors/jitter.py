@@ -21,7 +21,7 @@ from typing import Any
 
 from ..codecs.jitterbuffer import JitterBuffer as Buffer
 from ..codecs.jitterbuffer import JitterParams
-from ..config import Settings
+from ..config import MediaOptions
 from . import messages as m
 from .runtime import Actor, ActorContext, Ticker
 
@@ -32,9 +32,9 @@ STATS_EVERY_S = 5.0
 class JitterBuffer(Actor):
     role = "jitter"
 
-    def __init__(self, ctx: ActorContext, settings: Settings) -> None:
+    def __init__(self, ctx: ActorContext, media: MediaOptions) -> None:
         super().__init__(ctx)
-        depth = float(settings.jitter_min_ms)
+        depth = float(media.jitter_min_ms)
         self.buffer = Buffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
         self.ticker: Ticker | None = None
         self.out_chunk = 0

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .. import upstreams
 from ..codecs.marks import MarkName
 from ..config import Settings
 from ..upstreams.base import Conversation
@@ -77,14 +78,27 @@ class CallSupervisor(Actor):
         self.conversation = conversation or Conversation()
         self.played_upto = 0
         """The last utterance whose end mark Twilio echoed as played."""
+        self.backend = upstreams.choose(settings, start.parameters)
+        """The call's back end, resolved once: its spec goes to the Codec and the Upstream."""
 
     def started(self) -> None:
+        if self.backend.refused:
+            self.io.note("upstream.error", error=self.backend.refused)
         for cls in CHILDREN:
             self._start_child(cls)
 
+    def _child_args(self, cls: type[Actor]) -> tuple[Any, ...]:
+        """What each child is built with: only what it needs."""
+        if cls is Upstream:
+            return (self.settings, self.conversation, self.backend.spec)
+        if cls is Codec:
+            return (self.backend.spec.caller_format(self.settings),)
+        if cls is JitterBuffer:
+            return (self.settings.media,)
+        return ()
+
     def _start_child(self, cls: type[Actor]) -> None:
-        args: tuple[Any, ...] = (self.settings, self.conversation) if cls is Upstream else (self.settings,)
-        self.ctx.dispatcher.add(cls, self.role, *args)
+        self.ctx.dispatcher.add(cls, self.role, *self._child_args(cls))
         start = self.start
         self.ctx.tell(
             cls.role,

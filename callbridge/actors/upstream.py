@@ -1,10 +1,11 @@
 """Upstream child: the call's voice-AI back end, behind ``upstreams.base.Backend``.
 
-The back end is chosen at ``CallStarted`` (``config.choose_upstream``: ``UPSTREAM``, or the
-call's ``upstream`` stream parameter). The default is the embedded agent
-(``upstreams.embedded``): VAD, streaming STT, an agent, streaming TTS; it also reads DTMF
-keys back. The remote ones (``upstreams.vapi``, ``upstreams.openai_realtime``) share
-``upstreams.remote``. This actor adapts the actor world to the back end: messages in
+The back end is resolved once per call by the supervisor (``upstreams.choose``:
+``UPSTREAM``, or the call's ``upstream`` stream parameter), which hands its
+``BackendSpec`` to this actor; the back end is built at ``CallStarted``. The default is
+the embedded agent (``upstreams.embedded``): VAD, streaming STT, an agent, streaming
+TTS; it also reads DTMF keys back. The remote ones (``upstreams.vapi``,
+``upstreams.openai_realtime``) share ``upstreams.remote``. This actor adapts the actor world to the back end: messages in
 become back-end calls, and the back end's ``Port`` becomes messages out (agent audio to
 the Codec, ``EndCall``, timeline notes and the remote's call id to the supervisor) and
 tasks owned by this actor.
@@ -18,23 +19,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings, choose_upstream
-from ..upstreams import backend_class
-from ..upstreams.base import Backend, Conversation
+from ..upstreams.base import Backend, BackendSpec, Conversation
 from . import messages as m
 from .runtime import Actor, ActorContext
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+
+class _Idle(Backend):
+    """The back end until ``CallStarted``: ignores everything."""
+
+    def start(self, call: m.CallStarted) -> None: ...
+    def caller_audio(self, msg: m.CallerAudio) -> None: ...
+    def stop(self) -> None: ...
 
 
 class Upstream(Actor):
     role = "upstream"
 
-    def __init__(self, ctx: ActorContext, settings: Settings, conversation: Conversation) -> None:
+    def __init__(
+        self, ctx: ActorContext, settings: Settings, conversation: Conversation, spec: BackendSpec
+    ) -> None:
         super().__init__(ctx)
         self.settings = settings
         self.conversation = conversation
-        self.backend: Backend = Backend(self, conversation)  # until CallStarted names one
+        self.spec = spec
+        self.backend: Backend = _Idle(self, conversation)
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -42,10 +55,7 @@ class Upstream(Actor):
     # -- messages in ---------------------------------------------------------------------
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
-        name, refused = choose_upstream(self.settings, msg.parameters)
-        if refused and msg.generation == 0:
-            self.note("upstream.error", error=refused)
-        self.backend = backend_class(name)(self, self.conversation, self.settings)
+        self.backend = self.spec.create(self, self.conversation, self.settings)
         self.backend.start(msg)
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:

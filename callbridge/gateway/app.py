@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, web
 
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
-from ..upstreams.embedded import prewarm
+from ..upstreams import BACKENDS
 from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
@@ -125,11 +125,13 @@ async def _reaper(app: web.Application):  # type: ignore[no-untyped-def]
 
 
 async def _prewarm(app: web.Application) -> None:
-    if app[GATEWAY].settings.upstream != "embedded":
+    settings = app[GATEWAY].settings
+    spec = BACKENDS[settings.backends.upstream]
+    if spec.prewarm is None:
         return
     started = time.monotonic()
-    await prewarm(app[GATEWAY].settings)
-    log.info("embedded agent ready in %.0f ms", (time.monotonic() - started) * 1000)
+    await spec.prewarm(settings)
+    log.info("%s back end ready in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -154,15 +156,15 @@ async def _point_number(app: web.Application) -> None:
     the gateway still starts)."""
     gw = app[GATEWAY]
     s = gw.settings
-    if not (s.twilio_number and gw.twilio is not None):
+    if not (s.twilio.number and gw.twilio is not None):
         return
-    voice_url = s.public_url + "/voice/inbound"
+    voice_url = s.server.public_url + "/voice/inbound"
     try:
-        sid = await gw.twilio.point_number(s.twilio_number, voice_url)
+        sid = await gw.twilio.point_number(s.twilio.number, voice_url)
     except TwilioError as exc:
-        log.warning("could not point %s at %s: %s", s.twilio_number, voice_url, exc)
+        log.warning("could not point %s at %s: %s", s.twilio.number, voice_url, exc)
     else:
-        log.info("%s (%s) now calls %s", s.twilio_number, sid, voice_url)
+        log.info("%s (%s) now calls %s", s.twilio.number, sid, voice_url)
 
 
 def create_app(settings: Settings | None = None, store: CallStore | None = None) -> web.Application:
@@ -181,7 +183,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
         ]
     )
     add_console_routes(app)
-    if settings.fault_injection:
+    if settings.server.fault_injection:
         app.add_routes([web.post("/calls/{call_sid}/fault", inject_fault)])
         log.warning("FAULT_INJECTION is on: POST /calls/{callSid}/fault can crash call actors")
     if not gw.signatures.enabled:
@@ -189,9 +191,9 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
             "TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked (dev mode only; "
             "anyone who can reach this port can place calls)"
         )
-    if settings.mode == "prod" and not settings.console_token:
+    if settings.server.mode == "prod" and not settings.server.console_token:
         log.warning("CONSOLE_TOKEN is not set: the console, /calls and /metrics answer 403")
-    elif not settings.console_token:
+    elif not settings.server.console_token:
         log.info("console at /console (open to loopback peers: CONSOLE_TOKEN is not set)")
     app.on_startup.append(_prewarm)
     app.on_startup.append(_point_number)

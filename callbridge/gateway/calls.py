@@ -128,7 +128,7 @@ class Call:
         self.writer = OutboundWriter(
             send,
             start.stream_sid,
-            settings.outbound_lead_ms / 1000.0,
+            settings.media.outbound_lead_ms / 1000.0,
             clock,
             on_first_frame=self._first_frame_sent,
             on_utterance_sent=self._utterance_sent,
@@ -136,7 +136,7 @@ class Call:
         self.writer_task = asyncio.get_running_loop().create_task(
             self.writer.run(), name=f"{self.call_sid}/writer"
         )
-        self.dispatcher = Dispatcher(clock, settings.check_messages, name=self.call_sid)
+        self.dispatcher = Dispatcher(clock, settings.server.check_messages, name=self.call_sid)
         self.supervisor = self.dispatcher.add(
             CallSupervisor,
             None,

@@ -62,25 +62,29 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> Gateway:
         hub = Hub()
-        registry = CallRegistry(settings.call_history, on_change=lambda summary: hub.publish("call", summary))
+        registry = CallRegistry(
+            settings.server.call_history, on_change=lambda summary: hub.publish("call", summary)
+        )
         return cls(
             settings=settings,
-            store=store if store is not None else LocalStore(settings.call_history, time.monotonic),
+            store=store if store is not None else LocalStore(settings.server.call_history, time.monotonic),
             registry=registry,
-            signatures=SignatureChecker(settings.twilio_auth_token, settings.twilio_shared_keys),
-            tokens=StreamTokens(settings.stream_secret, settings.stream_token_ttl_s),
-            console_tokens=StreamTokens(settings.stream_secret + b"/console", settings.stream_token_ttl_s),
+            signatures=SignatureChecker(settings.twilio.auth_token, settings.twilio.shared_keys),
+            tokens=StreamTokens(settings.twilio.stream_secret, settings.twilio.stream_token_ttl_s),
+            console_tokens=StreamTokens(
+                settings.twilio.stream_secret + b"/console", settings.twilio.stream_token_ttl_s
+            ),
             metrics=Metrics(registry.live_frames, [c.role for c in CHILDREN]),
             hub=hub,
-            vapi_auth=auth_from(settings),
-            access=ConsoleAccess(settings.console_token, settings.mode),
-            webhook_rates=SourceRates(settings.webhook_rate, settings.webhook_burst),
+            vapi_auth=auth_from(settings.vapi_webhook),
+            access=ConsoleAccess(settings.server.console_token, settings.server.mode),
+            webhook_rates=SourceRates(settings.limits.webhook_rate, settings.limits.webhook_burst),
             auth_failures=SourceRates(FAILED_AUTH_RATE, FAILED_AUTH_BURST),
-            socket_slots=SourceSlots(settings.max_sockets_per_source),
-            events=EventPoster(settings.events_url, settings.events_secret) if settings.events_url else None,
+            socket_slots=SourceSlots(settings.limits.max_sockets_per_source),
+            events=EventPoster(settings.events.url, settings.events.secret) if settings.events.url else None,
             twilio=(
-                TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_url)
-                if settings.twilio_account_sid and settings.twilio_auth_token
+                TwilioRest(settings.twilio.account_sid, settings.twilio.auth_token, settings.twilio.api_url)
+                if settings.twilio.account_sid and settings.twilio.auth_token
                 else None
             ),
         )
@@ -108,16 +112,16 @@ class Gateway:
             request.headers,
             request.scheme,
             request.host,
-            self.settings.public_url,
-            self.settings.trust_proxy,
+            self.settings.server.public_url,
+            self.settings.server.trust_proxy,
         )
 
     def source(self, request: web.Request) -> str:
         """The address per-source limits are keyed by."""
-        return source_address(request.remote, request.headers, self.settings.trust_proxy)
+        return source_address(request.remote, request.headers, self.settings.server.trust_proxy)
 
     def at_capacity(self) -> bool:
-        return 0 < self.settings.max_calls <= len(self.registry.live)
+        return 0 < self.settings.limits.max_calls <= len(self.registry.live)
 
     def watch(self, call_sid: str, index: int, entry: dict) -> None:  # type: ignore[type-arg]
         """A call's timeline event, to the console's live feed."""

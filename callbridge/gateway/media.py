@@ -168,7 +168,7 @@ class StreamSession:
         self.messages = 0
         now = time.monotonic()
         self.liveness = Liveness(now)
-        self.inbound = InboundRate(gw.settings.inbound_rate, gw.settings.inbound_burst_s, now)
+        self.inbound = InboundRate(gw.settings.limits.inbound_rate, gw.settings.limits.inbound_burst_s, now)
         """Every message counts, from the first (before ``start`` too)."""
         self.claimed: str | None = None
         """The CallSid whose stream this socket claimed in the store (``start``)."""

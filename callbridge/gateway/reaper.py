@@ -80,7 +80,7 @@ class Liveness:
 async def run(gw: Any) -> None:
     """Sweep ``gw.sessions`` until cancelled."""
     s = gw.settings
-    limits = Limits(s.start_timeout_s, s.stream_idle_s, s.send_stall_s)
+    limits = Limits(s.limits.start_timeout_s, s.limits.stream_idle_s, s.limits.send_stall_s)
     while True:
         await asyncio.sleep(SWEEP_S)
         now = time.monotonic()

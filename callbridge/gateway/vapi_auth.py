@@ -1,7 +1,7 @@
 """Authentication of Vapi's server-URL webhooks. Pure: no I/O; ``now`` is passed in.
 
 The three credentials Vapi can send (its webhook credential's ``authenticationPlan``),
-chosen with ``VAPI_WEBHOOK_AUTH`` and described by ``WebhookAuth`` (``auth_from(settings)``
+chosen with ``VAPI_WEBHOOK_AUTH`` and described by ``WebhookAuth`` (``auth_from(settings.vapi_webhook)``
 builds and validates it at start):
 
 - ``bearer`` (Vapi's default): header ``headerName`` (default ``Authorization``) carries
@@ -131,22 +131,23 @@ class WebhookAuth:
         return self.signature_prefix + text
 
 
-def auth_from(settings: Any) -> WebhookAuth:
-    """The ``WebhookAuth`` the settings describe (``ValueError`` saying what is wrong)."""
+def auth_from(options: Any) -> WebhookAuth:
+    """The ``WebhookAuth`` that ``config.VapiWebhookOptions`` describe (``ValueError``
+    saying what is wrong)."""
     return WebhookAuth(
-        mode=settings.vapi_webhook_auth,
-        secret=settings.vapi_webhook_secret,
-        bearer_header=settings.vapi_webhook_bearer_header,
-        bearer_prefix=settings.vapi_webhook_bearer_prefix,
-        algorithm=settings.vapi_webhook_hmac_algorithm,
-        encoding=settings.vapi_webhook_hmac_encoding,
-        signature_header=settings.vapi_webhook_hmac_signature_header,
-        signature_prefix=settings.vapi_webhook_hmac_prefix,
-        timestamp_header=settings.vapi_webhook_hmac_timestamp_header,
-        include_timestamp=settings.vapi_webhook_hmac_include_timestamp,
-        payload_format=settings.vapi_webhook_hmac_payload,
-        message_id_header=settings.vapi_webhook_hmac_message_id_header,
-        secret_is_base64=settings.vapi_webhook_hmac_secret_base64,
+        mode=options.auth,
+        secret=options.secret,
+        bearer_header=options.bearer_header,
+        bearer_prefix=options.bearer_prefix,
+        algorithm=options.hmac_algorithm,
+        encoding=options.hmac_encoding,
+        signature_header=options.hmac_signature_header,
+        signature_prefix=options.hmac_prefix,
+        timestamp_header=options.hmac_timestamp_header,
+        include_timestamp=options.hmac_include_timestamp,
+        payload_format=options.hmac_payload,
+        message_id_header=options.hmac_message_id_header,
+        secret_is_base64=options.hmac_secret_base64,
     )
 
 

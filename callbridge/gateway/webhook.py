@@ -44,7 +44,7 @@ from aiohttp import web
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from ..codecs.mediastreams import SID_RE
-from ..config import UPSTREAMS
+from ..upstreams import BACKENDS
 from .context import GATEWAY
 from .security import SIGNATURE_SETTINGS, stream_url
 
@@ -91,7 +91,7 @@ async def voice_inbound(request: web.Request) -> web.Response:
             log.warning(
                 "webhook from %s refused: over %g requests/s (%d refused so far)",
                 source,
-                gw.settings.webhook_rate,
+                gw.settings.limits.webhook_rate,
                 gw.webhook_rates.refused,
             )
         raise web.HTTPTooManyRequests(text="too many requests\n", headers={"Retry-After": str(retry)})
@@ -122,9 +122,9 @@ async def voice_inbound(request: web.Request) -> web.Response:
         log.warning("webhook from %s refused: missing or invalid CallSid", request.remote)
         raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
     upstream = request.query.get("upstream")
-    if upstream is not None and upstream not in UPSTREAMS:
+    if upstream is not None and upstream not in BACKENDS:
         log.warning("webhook from %s refused: unknown upstream %r", request.remote, upstream[:40])
-        raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(UPSTREAMS)}\n")
+        raise web.HTTPBadRequest(text=f"upstream must be one of {', '.join(BACKENDS)}\n")
     stored = await gw.store.lookup(call_sid)
     response = VoiceResponse()
     over = params.get("CallStatus") in CALL_OVER

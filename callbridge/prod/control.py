@@ -17,6 +17,10 @@ class StartPool:
     """Shards on the leader's own node (members bring their own count)."""
     adopt: list[Adoptee] = field(default_factory=list)
     """Shards of a pool that died, still serving: the new pool takes them over."""
+    node: str = ""
+    """The leader's node name (``NODE_NAME``; unset: the host name)."""
+    history: int = 200
+    """Ended calls the store keeps (``CALL_HISTORY``)."""
 
 
 @dataclass

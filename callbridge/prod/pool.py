@@ -101,8 +101,8 @@ class PoolSupervisor(ActorTypeDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = PoolState()
-        self.book = StoreBook(history=int(os.environ.get("CALL_HISTORY", "200")))
-        self.node = os.environ.get("CALLBRIDGE_NODE") or socket.gethostname()
+        self.book = StoreBook(history=0)  # StartPool brings CALL_HISTORY
+        self.node = socket.gethostname()
         self.nodes: dict[str, int] = {}
         self.replays_due: set[int] = set()
         """Indexes of adopted shards whose ``Replay`` has not come yet."""
@@ -146,6 +146,8 @@ class PoolSupervisor(ActorTypeDispatcher):
         if self.state.shards:
             self.send(sender, c.Answer(0, self._status()))
             return
+        self.book.history = max(0, msg.history)
+        self.node = msg.node or self.node
         self.notifyOnSystemRegistrationChanges(True)
         now = time.monotonic()
         self.replays_due = {a.index for a in msg.adopt}

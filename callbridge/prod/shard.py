@@ -148,7 +148,7 @@ class ShardRuntime:
             from ..config import Settings
 
             self.settings = Settings.from_env()
-            eventloop.run(self._main(), self.settings.event_loop)
+            eventloop.run(self._main(), self.settings.server.event_loop)
         except Exception:
             log.exception("shard %d failed", self.index)
             os._exit(3)
@@ -162,7 +162,9 @@ class ShardRuntime:
         self.loop = asyncio.get_running_loop()
         self.bridge.loop = self.loop
         self.stopping = asyncio.Event()
-        self.store = store = ControlStore(self.bridge, StoreJournal(self.settings.call_history, os.getpid()))
+        self.store = store = ControlStore(
+            self.bridge, StoreJournal(self.settings.server.call_history, os.getpid())
+        )
         self.server = Server(self.settings, store, reuse_port=True)
         url = await self.server.start()
         gw = self.server.app[GATEWAY]
@@ -215,7 +217,7 @@ class ShardRuntime:
         connections (the kernel sends them to the new shards), finish our calls, exit."""
         log.warning("shard %d (pid %d): pool lost; no new calls here, draining", self.index, os.getpid())
         await self.server.stop_listening()
-        await self._drain(self.settings.drain_s)
+        await self._drain(self.settings.prod.drain_s)
 
     async def _drain(self, deadline_s: float) -> None:
         gw = self.gw

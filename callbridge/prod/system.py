@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import time
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -43,17 +42,17 @@ has just ended exit within milliseconds) before it reports a conflict."""
 
 def capabilities(settings: Settings) -> dict[str, Any]:
     caps: dict[str, Any] = {
-        "Admin Port": settings.admin_port,
+        "Admin Port": settings.prod.admin_port,
         "callbridge.gateway": True,
-        "callbridge.node": settings.node_name,
-        "callbridge.workers": settings.workers,
+        "callbridge.node": settings.prod.node_name,
+        "callbridge.workers": settings.prod.workers,
     }
-    if settings.leader:
-        host, _, port = settings.leader.rpartition(":")
+    if settings.prod.leader:
+        host, _, port = settings.prod.leader.rpartition(":")
         caps["Convention Address.IPv4"] = (host, int(port))
     else:
         caps["callbridge.leader"] = True
-        caps["Convention Address.IPv4"] = (settings.actor_bind, settings.admin_port)
+        caps["Convention Address.IPv4"] = (settings.prod.actor_bind, settings.prod.admin_port)
     return caps
 
 
@@ -95,18 +94,16 @@ def serve_prod(settings: Settings) -> int:
     from .lifetime import tie_to_owner
 
     signals = _Signals()
-    settings = replace(
-        settings,
-        workers=settings.workers or os.cpu_count() or 1,
-        node_name=settings.node_name or socket.gethostname(),
-        port=settings.port or free_port(settings.host),
+    settings = settings.replace(
+        workers=settings.prod.workers or os.cpu_count() or 1,
+        node_name=settings.prod.node_name or socket.gethostname(),
+        port=settings.server.port or free_port(settings.server.host),
     )
     # Shard processes are forked from this one's actor system: they read the same settings.
     os.environ.update(settings.to_env())
-    os.environ["CALLBRIDGE_NODE"] = settings.node_name
     for host, port, what, conflict in (
-        (settings.actor_bind, settings.admin_port, "admin port", "callbridge node or actor system"),
-        (settings.host, settings.port, "port", "server (shards share it through SO_REUSEPORT)"),
+        (settings.prod.actor_bind, settings.prod.admin_port, "admin port", "callbridge node or actor system"),
+        (settings.server.host, settings.server.port, "port", "server (shards share it through SO_REUSEPORT)"),
     ):  # thespian would silently join a system already there; shards would share the port
         deadline = time.monotonic() + PORT_GRACE_S
         while (exc := listener_on(host, port)) is not None and time.monotonic() < deadline:
@@ -119,16 +116,16 @@ def serve_prod(settings: Settings) -> int:
             )
             return 2
     restrict_binding()  # thespian's sockets on THESPIAN_BASE_IPADDR only, not every interface
-    log_format = resolve_format(settings.log_format, settings.mode)
+    log_format = resolve_format(settings.server.log_format, settings.server.mode)
     # Every process of the node exits when this one does, however it ends, saying so in one line.
     tie_to_owner(partial(json_line, level="ERROR") if log_format == "json" else str)
-    log_defs = thespian_log_defs(settings.log_level, log_format)
+    log_defs = thespian_log_defs(settings.server.log_level, log_format)
     asys = ActorSystem("multiprocTCPBase", capabilities(settings), logDefs=log_defs)
     try:
-        if settings.leader:
+        if settings.prod.leader:
             say(
-                f"callbridge prod member node {settings.node_name} joined leader {settings.leader} "
-                f"(admin port {settings.admin_port}, {settings.workers} worker(s) on port {settings.port})"
+                f"callbridge prod member node {settings.prod.node_name} joined leader {settings.prod.leader} "
+                f"(admin port {settings.prod.admin_port}, {settings.prod.workers} worker(s) on port {settings.server.port})"
             )
             while signals.received is None:
                 time.sleep(0.2)
@@ -142,16 +139,16 @@ def serve_prod(settings: Settings) -> int:
                 return 1
             say(f"interrupted ({signal.Signals(signals.received).name}) during start-up: stopping")
             return 0
-        url = f"http://{settings.host}:{settings.port}"
+        url = f"http://{settings.server.host}:{settings.server.port}"
         say(
             f"callbridge prod mode listening on {url} ({len(status.shards)} shard(s), "
-            f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.admin_port}; "
-            f"{eventloop.resolve(settings.event_loop)} event loop)"
+            f"pids {' '.join(str(s['pid']) for s in status.shards)}; admin port {settings.prod.admin_port}; "
+            f"{eventloop.resolve(settings.server.event_loop)} event loop)"
         )
-        say(f"  voice webhook: {settings.public_url or url}/voice/inbound")
+        say(f"  voice webhook: {settings.server.public_url or url}/voice/inbound")
         pool = _watch_pool(asys, pool, settings, signals, status.adoptable)
-        say(f"draining: up to {settings.drain_s:.0f} s for running calls")
-        answer = asys.ask(pool, c.Drain(settings.drain_s), settings.drain_s + 15)
+        say(f"draining: up to {settings.prod.drain_s:.0f} s for running calls")
+        answer = asys.ask(pool, c.Drain(settings.prod.drain_s), settings.prod.drain_s + 15)
         say("drained" if isinstance(answer, c.Answer) else "drain timed out")
         return 0
     finally:
@@ -162,7 +159,13 @@ def _start_pool(asys: Any, settings: Settings, adopt: list[c.Adoptee] | None = N
     from .pool import PoolSupervisor
 
     pool = asys.createActor(PoolSupervisor)
-    asys.ask(pool, c.StartPool(settings.workers, adopt or []), 10)
+    asys.ask(
+        pool,
+        c.StartPool(
+            settings.prod.workers, adopt or [], settings.prod.node_name, settings.server.call_history
+        ),
+        10,
+    )
     return pool
 
 
@@ -201,8 +204,8 @@ def _wait_until_up(asys: Any, pool: Any, settings: Settings, signals: _Signals) 
         answer = asys.ask(pool, c.Health(0), 5)
         if isinstance(answer, c.Answer):
             status: c.PoolStatus = answer.value
-            local = [s for s in status.shards if s["node"] == settings.node_name]
-            if len(local) >= settings.workers and all(s["up"] for s in local):
+            local = [s for s in status.shards if s["node"] == settings.prod.node_name]
+            if len(local) >= settings.prod.workers and all(s["up"] for s in local):
                 return status
         time.sleep(0.2)
     return None

@@ -9,6 +9,9 @@ the actor, which the supervisor restarts).
 What must outlive a restart of the Upstream actor lives in ``Conversation``, which the
 supervisor owns: the agent (and its state: bookings...), the history, the utterance
 counter (mark names stay unique within the call), and a pending hang-up.
+
+A ``BackendSpec`` describes a back end to the registry (``upstreams.BACKENDS``): its
+class, its option group, what it needs to run, the caller audio it wants.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-from abc import ABC
-from collections.abc import Coroutine
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..actors import messages as m
 from ..agents.base import Agent, Turn
 from ..codecs.marks import MarkName
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("callbridge.upstream")
 
@@ -114,24 +120,94 @@ class Conversation:
 
 
 class Backend(ABC):
-    """Default handlers do nothing; a back end overrides what it needs. Back ends are
-    built as ``cls(port, conversation, settings)``; the base takes no settings."""
+    """A voice-AI back end, as the Upstream actor drives it: built as
+    ``cls(port, conversation, settings)`` once the call starts, then told the call's events.
+    ``start``, ``caller_audio`` and ``stop`` are required; the other handlers are optional
+    hooks that do nothing unless overridden. A back end whose ``caller_format`` is
+    ``"ulaw"`` gets ``caller_ulaw`` instead of ``caller_audio``."""
 
-    def __init__(self, port: Port, conversation: Conversation, settings: Any = None) -> None:
+    def __init__(self, port: Port, conversation: Conversation, settings: Settings | None = None) -> None:
         self.port = port
         self.conversation = conversation
 
-    def start(self, call: m.CallStarted) -> None: ...
-    def caller_audio(self, msg: m.CallerAudio) -> None: ...
-    def caller_ulaw(self, msg: m.CallerMedia) -> None: ...
-    def dtmf(self, digit: str) -> None: ...
-    def audio_sent(self, utterance: int) -> None: ...
-    def interrupted(self, utterance: int, played_ms: int) -> None: ...
-    def speech_rejected(self) -> None: ...
-    def stop(self) -> None: ...
+    @abstractmethod
+    def start(self, call: m.CallStarted) -> None:
+        """The stream is up (a new call, a restarted actor or a resumed call)."""
+
+    @abstractmethod
+    def caller_audio(self, msg: m.CallerAudio) -> None:
+        """20 ms of the caller, decoded (``pcm16k`` back ends; BargeIn's levels otherwise)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """The call is over or this actor is being replaced: release what it holds."""
+
+    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+        """20 ms of the caller as Twilio sent it (``ulaw`` back ends)."""
+        return None
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a key."""
+        return None
+
+    def audio_sent(self, utterance: int) -> None:
+        """The first frame of ``utterance`` just left for Twilio."""
+        return None
+
+    def interrupted(self, utterance: int, played_ms: int) -> None:
+        """The caller barged in: ``utterance`` was cut after ``played_ms``."""
+        return None
+
+    def speech_rejected(self) -> None:
+        """What sounded like the caller starting to talk was too short (a cough)."""
+        return None
 
     def mark_played(self, mark: MarkName) -> None:
         """An utterance's end mark came back: hang up once the goodbye has played."""
         end_after = self.conversation.hang_up_after
         if end_after is not None and mark.is_end and mark.utterance == end_after:
             self.port.end_call("the agent ended the call")
+
+
+PCM16K = "pcm16k"
+"""Caller audio decoded and resampled to 16 kHz by the Codec (``CallerAudio``)."""
+ULAW = "ulaw"
+"""Caller audio as Twilio's mu-law bytes, untouched (``CallerMedia``)."""
+
+
+def _ready(settings: Settings) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One back end as the registry (``upstreams.BACKENDS``) knows it; each back end's
+    module declares its own ``SPEC``. A spec is resolved once per call
+    (``upstreams.choose``) and handed to the actors that depend on it."""
+
+    name: str
+    """The ``UPSTREAM`` value (and the stream parameter / ``?upstream=`` value)."""
+    summary: str
+    """A few words for the configuration reference."""
+    backend: type[Backend]
+    options: type[Any] | None = None
+    """Its own settings: a frozen option group (``callbridge.options``), composed into
+    ``Settings`` and read with ``settings.backend(options)``."""
+    problem: Callable[[Settings], str] = _ready
+    """Why it cannot take a call with these settings ("" when it can): checked at start
+    for ``UPSTREAM`` and per call for a requested one."""
+    audio: str | Callable[[Settings], str] = PCM16K
+    """The caller audio it wants, ``PCM16K`` or ``ULAW``, or a function of the settings
+    giving one."""
+    remote: bool = False
+    """It holds a session at a provider: the ``UPSTREAM_*`` remote settings apply and
+    the remote's call id is reported (``upstream.bound``)."""
+    prewarm: Callable[[Settings], Awaitable[None]] | None = None
+    """Loads what its first call would otherwise load on the event loop; run once at
+    start-up when it is ``UPSTREAM``."""
+
+    def caller_format(self, settings: Settings) -> str:
+        return self.audio if isinstance(self.audio, str) else self.audio(settings)
+
+    def create(self, port: Port, conversation: Conversation, settings: Settings) -> Backend:
+        return self.backend(port, conversation, settings)

@@ -8,17 +8,12 @@ benchmarks use it to measure the bridge's own capacity and added latency
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..actors import messages as m
-from .base import Backend, Conversation, Port
+from .base import Backend, BackendSpec
 
 
 class EchoBackend(Backend):
     utterance = 0
-
-    def __init__(self, port: Port, conversation: Conversation, settings: Any = None) -> None:
-        super().__init__(port, conversation)
 
     def start(self, call: m.CallStarted) -> None:
         # One endless utterance per stream (a restarted actor opens a new one).
@@ -26,3 +21,11 @@ class EchoBackend(Backend):
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self.port.audio(self.utterance, msg.pcm, msg.rate)
+
+    def stop(self) -> None:
+        pass
+
+
+SPEC = BackendSpec(
+    "echo", "the caller's audio straight back: the bridge's own cost, for load tests", EchoBackend
+)

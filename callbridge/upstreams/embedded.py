@@ -24,19 +24,21 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..actors import messages as m
 from ..agents.base import Agent, AgentError, Turn, create_agent
-from ..config import Settings
 from ..speech import vad
 from ..speech.stt import get_recognizer
 from ..speech.tts import EspeakTTS
-from .base import Backend, Conversation, Port
+from .base import Backend, BackendSpec, Conversation, Port
 from .listener import Heard, Listener
 from .speaker import Speaker, Utterance
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 RETRY_BACKOFF_S = (1.0, 2.0, 4.0)
 FALLBACK = "One moment, please."
@@ -57,31 +59,32 @@ async def prewarm(settings: Settings) -> None:
     """Load what the first call would otherwise load on the event loop: the TTS voice,
     the VAD model, the speech-recognition decoders (creating one holds the GIL) and the
     agent's module. Run once at start-up, before calls arrive."""
-    shared_tts(settings.tts_voice, settings.tts_rate_wpm)
+    shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
     vad.preload()
-    await get_recognizer(decoders=settings.stt_decoders).prewarm()
+    await get_recognizer(decoders=settings.speech.stt_decoders).prewarm()
     agent_for(settings, "CAprewarm")
 
 
 def agent_for(settings: Settings, call_sid: str) -> Agent:
-    if settings.agent == "openai":
+    a = settings.agents
+    if a.name == "openai":
         return create_agent(
             "openai",
-            base_url=settings.openai_base_url,
-            model=settings.openai_model,
-            api_key=settings.openai_api_key or None,
+            base_url=a.openai_base_url,
+            model=a.openai_model,
+            api_key=a.openai_api_key or None,
             call_sid=call_sid,
-            timeout_s=settings.agent_timeout_s,
-            max_tokens=settings.openai_max_tokens,
-            max_tokens_param=settings.openai_max_tokens_param,
+            timeout_s=a.timeout_s,
+            max_tokens=a.openai_max_tokens,
+            max_tokens_param=a.openai_max_tokens_param,
         )
-    if settings.agent == "webhook":
+    if a.name == "webhook":
         return create_agent(
             "webhook",
-            url=settings.agent_webhook_url,
-            secret=settings.agent_webhook_secret or None,
+            url=a.webhook_url,
+            secret=a.webhook_secret or None,
             call_sid=call_sid,
-            timeout_s=settings.agent_timeout_s,
+            timeout_s=a.timeout_s,
         )
     return create_agent("desk", call_sid=call_sid)
 
@@ -101,9 +104,11 @@ class EmbeddedBackend(Backend):
         super().__init__(port, conversation)
         self.settings = settings
         self.speaker = Speaker(
-            port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance
+            port,
+            shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
+            conversation.new_utterance,
         )
-        self.listener = Listener(port, settings, self.heard)
+        self.listener = Listener(port, settings.speech, self.heard)
         self.pending: list[Heard] = []
         self.turn_task: asyncio.Task[None] | None = None
         self.turn_times: dict[int, _TurnTimes] = {}
@@ -118,7 +123,7 @@ class EmbeddedBackend(Backend):
             conv.agent = agent_for(self.settings, call.call_sid)
         if not conv.greeted:
             conv.greeted = True
-            greeting = conv.agent.greeting() or self.settings.greeting
+            greeting = conv.agent.greeting() or self.settings.speech.greeting
             if greeting.strip():
                 self._said(self.speaker.say(greeting, "greeting"), greeting)
         elif conv.resume_say:  # resumed on a new stream: repeat what the caller missed
@@ -204,7 +209,7 @@ class EmbeddedBackend(Backend):
             said = ""
             try:
                 async with aclosing(agent.reply(text, history)) as pieces:
-                    async for piece in _with_timeout(pieces, self.settings.agent_timeout_s):
+                    async for piece in _with_timeout(pieces, self.settings.agents.timeout_s):
                         if utterance is None:
                             times.first_text = self.port.now()
                             utterance = self.speaker.open("reply")
@@ -258,6 +263,9 @@ async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float) -> AsyncIt
         except StopAsyncIteration:
             return
         yield piece
+
+
+SPEC = BackendSpec("embedded", "offline pipeline", EmbeddedBackend, prewarm=prewarm)
 
 
 def _ms(seconds: float) -> float:

@@ -23,15 +23,18 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Settings
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.onset import SoundOnset
 from ..speech.stt import get_recognizer
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from .base import Port
+
+if TYPE_CHECKING:
+    from ..config import SpeechOptions
 
 FRAME_MS = 20
 PRE_ROLL_MS = 300
@@ -55,20 +58,20 @@ class Heard:
 
 
 class Listener:
-    def __init__(self, port: Port, settings: Settings, on_heard: Callable[[Heard], None]) -> None:
+    def __init__(self, port: Port, speech: SpeechOptions, on_heard: Callable[[Heard], None]) -> None:
         self.port = port
         self.on_heard = on_heard
         self.vad = Vad()
         self.endpointer = Endpointer(
-            min_speech_ms=settings.min_speech_ms,
-            end_silence_ms=settings.endpoint_silence_ms,
+            min_speech_ms=speech.min_speech_ms,
+            end_silence_ms=speech.endpoint_silence_ms,
             pre_roll_ms=PRE_ROLL_MS,
             max_speech_ms=MAX_TURN_S * 1000,
             window_ms=1000 * WINDOW_SAMPLES[16000] / 16000,
-            max_backdate_ms=min(MAX_BACKDATE_MS, settings.min_speech_ms),
+            max_backdate_ms=min(MAX_BACKDATE_MS, speech.min_speech_ms),
         )
         self.sound = SoundOnset(16000, max_gap_ms=ONSET_GAP_MS)
-        self.recognizer = get_recognizer(decoders=settings.stt_decoders)
+        self.recognizer = get_recognizer(decoders=speech.stt_decoders)
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)
         self.turn: _Turn | None = None
 

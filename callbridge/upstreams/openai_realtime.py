@@ -35,7 +35,8 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -43,7 +44,12 @@ import orjson
 
 from ..agents.base import Turn
 from ..agents.openai_chat import DEFAULT_SYSTEM_PROMPT
+from ..options import option
+from .base import ULAW, BackendSpec
 from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 INSTRUCTIONS = DEFAULT_SYSTEM_PROMPT + " After your farewell, call the end_call tool."
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
@@ -176,6 +182,27 @@ def context_item(turn: Turn) -> dict[str, Any]:
 # -- the back end --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RealtimeOptions:
+    title: ClassVar[str] = "OpenAI Realtime back end (`UPSTREAM=openai-realtime`)"
+    url: str = option(
+        "wss://api.openai.com/v1/realtime",
+        "OPENAI_REALTIME_URL",
+        "`UPSTREAM=openai-realtime`: WebSocket endpoint (`?model=` is added); the key is `OPENAI_API_KEY`.",
+    )
+    model: str = option("gpt-realtime", "OPENAI_REALTIME_MODEL", "`UPSTREAM=openai-realtime`: model.")
+    voice: str = option("marin", "OPENAI_REALTIME_VOICE", "`UPSTREAM=openai-realtime`: voice.")
+
+
+def problem(settings: Settings) -> str:
+    """Why a Realtime session cannot be opened with these settings ("" when it can)."""
+    if not settings.agents.openai_api_key:
+        return "needs OPENAI_API_KEY (the Realtime API refuses a connection without it)"
+    if not settings.backend(RealtimeOptions).url.startswith(("ws://", "wss://")):
+        return "OPENAI_REALTIME_URL must start with ws:// or wss://"
+    return ""
+
+
 class RealtimeBackend(RemoteBackend):
     provider = "openai-realtime"
     bytes_per_ms = 8.0  # mu-law 8 kHz
@@ -197,14 +224,12 @@ class RealtimeBackend(RemoteBackend):
         self.echo_items: deque[str] = deque(maxlen=ECHO_ITEMS)
 
     async def connect(self) -> None:
-        s = self.settings
-        headers = {"Authorization": f"Bearer {s.openai_api_key}"} if s.openai_api_key else {}
-        ws = await self.open_socket(realtime_url(s.openai_realtime_url, s.openai_realtime_model), headers)
+        o, key = self.settings.backend(RealtimeOptions), self.settings.agents.openai_api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        ws = await self.open_socket(realtime_url(o.url, o.model), headers)
         await self._expect(ws, "session.created")
         await ws.send_str(
-            orjson.dumps(
-                session_update(s.openai_realtime_model, s.openai_realtime_voice, s.endpoint_silence_ms)
-            ).decode()
+            orjson.dumps(session_update(o.model, o.voice, self.settings.speech.endpoint_silence_ms)).decode()
         )
         self.padding_ms = padding_in_force(await self._expect(ws, "session.updated"))
         # After a reconnect (or a restart of the Upstream actor) the new session first
@@ -232,7 +257,7 @@ class RealtimeBackend(RemoteBackend):
         conv = self.conversation
         if not conv.greeted:
             conv.greeted = True
-            greeting = self.settings.greeting.strip()
+            greeting = self.settings.speech.greeting.strip()
             if greeting:
                 self.send_json(greet(greeting))
 
@@ -323,3 +348,14 @@ def _error_text(event: dict[str, Any]) -> str:
             :300
         ]
     return str(error)[:300]
+
+
+SPEC = BackendSpec(
+    "openai-realtime",
+    "OpenAI Realtime, mu-law end to end",
+    RealtimeBackend,
+    options=RealtimeOptions,
+    problem=problem,
+    audio=ULAW,
+    remote=True,
+)

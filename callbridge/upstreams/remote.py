@@ -37,7 +37,7 @@ import contextlib
 import logging
 from bisect import bisect_right
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -45,11 +45,13 @@ import orjson
 from ..actors import messages as m
 from ..agents.base import Turn
 from ..codecs.marks import MarkName
-from ..config import Settings
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
 from .embedded import APOLOGY, FALLBACK, shared_tts
 from .speaker import Speaker
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("callbridge.upstream")
 
@@ -83,11 +85,13 @@ class RemoteBackend(Backend):
     def __init__(self, port: Port, conversation: Conversation, settings: Settings) -> None:
         super().__init__(port, conversation)
         self.settings = settings
-        self.timeout_s = settings.upstream_timeout_s
-        self.retry_s = settings.retry_schedule
-        self.backlog = Backlog(settings.upstream_buffer_bytes)
+        self.timeout_s = settings.backends.timeout_s
+        self.retry_s = settings.backends.retry_schedule
+        self.backlog = Backlog(settings.backends.buffer_bytes)
         self.speaker = Speaker(
-            port, shared_tts(settings.tts_voice, settings.tts_rate_wpm), conversation.new_utterance
+            port,
+            shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
+            conversation.new_utterance,
         )
         self.call: m.CallStarted | None = None
         self.http: aiohttp.ClientSession | None = None

@@ -14,24 +14,27 @@ asks ``feed`` only while the agent may be audible, and frames quieter than
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Settings
 from ..speech.endpoint import Endpointer, SpeechStart
 from ..speech.vad import WINDOW_SAMPLES, Vad
+
+if TYPE_CHECKING:
+    from ..config import SpeechOptions
 
 QUIET_RMS = 150.0
 """Frames below this RMS (int16; about -47 dBFS) are not speech for this purpose."""
 
 
 class SpeechWatch:
-    def __init__(self, settings: Settings, on_start: Callable[[float], None], rate: int = 16000) -> None:
+    def __init__(self, speech: SpeechOptions, on_start: Callable[[float], None], rate: int = 16000) -> None:
         self.on_start = on_start
         self.vad = Vad(rate)
         self.endpointer = Endpointer(
-            min_speech_ms=settings.min_speech_ms,
-            end_silence_ms=settings.endpoint_silence_ms,
+            min_speech_ms=speech.min_speech_ms,
+            end_silence_ms=speech.endpoint_silence_ms,
             pre_roll_ms=0,
             window_ms=1000 * WINDOW_SAMPLES[rate] / rate,
         )

@@ -37,7 +37,9 @@ the transport).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
@@ -48,9 +50,13 @@ from ..actors import messages as m
 from ..agents._http import excerpt, redact
 from ..codecs.g711 import ulaw_decode
 from ..codecs.marks import MarkName
-from ..config import Settings
+from ..options import check, option
+from .base import PCM16K, ULAW, BackendSpec
 from .remote import RemoteBackend, RemoteFailure, RemoteUnrecoverable
 from .speechwatch import SpeechWatch
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 AGENT_GAP_S = 0.5
 WATCH_AFTER_S = 1.0
@@ -64,19 +70,72 @@ END_CALL = {"type": "end-call"}
 """Vapi's control message that ends a call (on the socket, or POSTed to its controlUrl)."""
 
 
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VapiOptions:
+    title: ClassVar[str] = "Vapi back end (`UPSTREAM=vapi`)"
+    api_url: str = option(
+        "https://api.vapi.ai",
+        "VAPI_API_URL",
+        "`UPSTREAM=vapi`: API base; calls are created with `POST {VAPI_API_URL}/call`.",
+    )
+    api_key: str = option("", "VAPI_API_KEY", "`UPSTREAM=vapi`: private API key (bearer).", secret=True)
+    assistant_id: str = option(
+        "", "VAPI_ASSISTANT_ID", "`UPSTREAM=vapi`: the assistant that answers (or `VAPI_ASSISTANT`)."
+    )
+    assistant: str = option(
+        "",
+        "VAPI_ASSISTANT",
+        "`UPSTREAM=vapi`: an inline assistant, as JSON, used when `VAPI_ASSISTANT_ID` is unset.",
+    )
+    audio: str = option(
+        "pcm_s16le",
+        "VAPI_AUDIO",
+        "`UPSTREAM=vapi`: audio on the transport: `pcm_s16le` (16 kHz; the Codec resamples) or `mulaw` "
+        "(8 kHz, Twilio's bytes passed through untouched).",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.audio in AUDIO_FORMATS, f"VAPI_AUDIO must be pcm_s16le or mulaw, not {self.audio!r}")
+
+
+def problem(settings: Settings) -> str:
+    """Why a Vapi call cannot be made with these settings ("" when it can)."""
+    o = settings.backend(VapiOptions)
+    if not o.api_key:
+        return "needs VAPI_API_KEY"
+    if not (o.assistant_id or o.assistant):
+        return "needs VAPI_ASSISTANT_ID or VAPI_ASSISTANT"
+    if o.assistant and not o.assistant_id:
+        try:
+            if not isinstance(json.loads(o.assistant), dict):
+                return "VAPI_ASSISTANT must be a JSON object"
+        except ValueError as exc:
+            return f"VAPI_ASSISTANT is not JSON: {exc}"
+    if not o.api_url.startswith(("http://", "https://")):
+        return "VAPI_API_URL must start with http:// or https://"
+    return ""
+
+
+def caller_format(settings: Settings) -> str:
+    return ULAW if settings.backend(VapiOptions).audio == "mulaw" else PCM16K
+
+
 # -- the protocol (pure) -------------------------------------------------------------------
 
 
-def create_call_body(settings: Settings, reconnect: bool = False) -> dict[str, Any]:
+def create_call_body(options: VapiOptions, reconnect: bool = False) -> dict[str, Any]:
     """The JSON of ``POST /call`` for a WebSocket-transport call."""
-    audio = dict(AUDIO_FORMATS[settings.vapi_audio])
+    audio = dict(AUDIO_FORMATS[options.audio])
     body: dict[str, Any] = {"transport": {"provider": "vapi.websocket", "audioFormat": audio}}
-    if settings.vapi_assistant_id:
-        body["assistantId"] = settings.vapi_assistant_id
+    if options.assistant_id:
+        body["assistantId"] = options.assistant_id
         if reconnect:
             body["assistantOverrides"] = {"firstMessageMode": WAIT_FOR_USER}
     else:
-        assistant = orjson.loads(settings.vapi_assistant)
+        assistant = orjson.loads(options.assistant)
         if reconnect:
             assistant["firstMessageMode"] = WAIT_FOR_USER
         body["assistant"] = assistant
@@ -119,7 +178,8 @@ class VapiBackend(RemoteBackend):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.mulaw = self.settings.vapi_audio == "mulaw"
+        self.options = self.settings.backend(VapiOptions)
+        self.mulaw = self.options.audio == "mulaw"
         self.bytes_per_ms = 8.0 if self.mulaw else 32.0
         self.turn = 1
         self.odd = b""
@@ -127,20 +187,19 @@ class VapiBackend(RemoteBackend):
         self.gap_watch: asyncio.Task[None] | None = None
         self.remote_id = ""
         self.release_error = ""
-        self.watch = SpeechWatch(self.settings, self.port.caller_speech, 8000 if self.mulaw else 16000)
+        self.watch = SpeechWatch(self.settings.speech, self.port.caller_speech, 8000 if self.mulaw else 16000)
         self.watched = False
         self.quiet_since = -1e9
 
     async def connect(self) -> None:
-        s = self.settings
         if self.open_call:
             await self.release_remote()
             if self.open_call:
                 raise RemoteUnrecoverable(
                     f"Vapi call {self.open_call} could not be ended ({self.release_error}); not starting a second one"
                 )
-        url = s.vapi_api_url.rstrip("/") + "/call"
-        body = create_call_body(s, reconnect=self.conversation.greeted)
+        url = self.options.api_url.rstrip("/") + "/call"
+        body = create_call_body(self.options, reconnect=self.conversation.greeted)
         async with self.new_http().post(url, json=body, headers=self._api_headers()) as resp:
             if resp.status >= 300:
                 raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
@@ -201,7 +260,7 @@ class VapiBackend(RemoteBackend):
         await ws.send_bytes(data)
 
     def _api_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.vapi_api_key}"}
+        return {"Authorization": f"Bearer {self.options.api_key}"}
 
     @property
     def open_call(self) -> str:
@@ -245,7 +304,7 @@ class VapiBackend(RemoteBackend):
 
     async def _has_ended(self, call_id: str) -> bool:
         """Whether ``GET /call/{id}`` says the call has ended."""
-        url = f"{self.settings.vapi_api_url.rstrip('/')}/call/{quote(call_id, safe='')}"
+        url = f"{self.options.api_url.rstrip('/')}/call/{quote(call_id, safe='')}"
         try:
             async with self.new_http().get(url, headers=self._api_headers()) as resp:
                 call = await resp.json(content_type=None) if resp.status == 200 else None
@@ -304,3 +363,14 @@ class VapiBackend(RemoteBackend):
                 if self.utterance is not None:
                     self._next_turn()
                 return
+
+
+SPEC = BackendSpec(
+    "vapi",
+    "Vapi WebSocket transport",
+    VapiBackend,
+    options=VapiOptions,
+    problem=problem,
+    audio=caller_format,
+    remote=True,
+)
