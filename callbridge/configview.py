@@ -10,11 +10,12 @@ masked. No I/O.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Settings
+from .config import GROUPS, PROVIDERS, Settings
+from .options import options_of
 
 VALUE_CHARS = 48
 """A longer value is cut (with ``...``) in the ``config`` listing."""
@@ -22,10 +23,14 @@ VALUE_CHARS = 48
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: ``path`` is its attribute (``("port",)``; a group's setting has the
-    group's attribute first), ``kind`` its type name (``str``, ``int``, ``float``, ``bool``)."""
+    """One setting: ``name`` is its flat keyword (``port``, as ``Settings(port=...)`` and the
+    flags take it), ``group`` the option group holding it (a ``Settings`` attribute such as
+    ``"server"``, or a back end's own group class), ``field`` its name there, ``kind`` its type
+    name (``str``, ``int``, ``float``, ``bool``)."""
 
-    path: tuple[str, ...]
+    name: str
+    group: str | type
+    field: str
     env: str
     flag: str
     default: Any
@@ -33,38 +38,31 @@ class Option:
     secret: bool
     kind: str
 
-    @property
-    def name(self) -> str:
-        return self.path[-1]
-
-    def value(self, settings: Any) -> Any:
-        for attr in self.path:
-            settings = getattr(settings, attr)
-        return settings
-
-
-def options(cls: type = Settings) -> list[Option]:
-    """Every setting of ``cls`` in declaration order (settings of a nested group too)."""
-    return list(_options(cls, ()))
-
-
-def _options(cls: type, prefix: tuple[str, ...]) -> Iterator[Option]:
-    for f in dataclasses.fields(cls):
-        default = f.default
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        if "env" not in f.metadata and dataclasses.is_dataclass(default):
-            yield from _options(type(default), (*prefix, f.name))
-            continue
-        yield Option(
-            path=(*prefix, f.name),
-            env=f.metadata["env"],
-            flag=f.metadata.get("flag", ""),
-            default=default,
-            doc=f.metadata.get("doc", ""),
-            secret=bool(f.metadata.get("secret")),
-            kind=f.type if isinstance(f.type, str) else f.type.__name__,
+    def value(self, settings: Settings) -> Any:
+        holder = (
+            getattr(settings, self.group) if isinstance(self.group, str) else settings.backend(self.group)
         )
+        return getattr(holder, self.field)
+
+
+def options() -> list[Option]:
+    """Every setting in the reference's order: the shared groups, then each back end's own."""
+    holders: list[tuple[str | type, type]] = [*GROUPS.items(), *((g, g) for g in PROVIDERS)]
+    return [_option(holder, f) for holder, group in holders for f in options_of(group)]
+
+
+def _option(group: str | type, f: dataclasses.Field[Any]) -> Option:
+    return Option(
+        name=f.metadata["flat"],
+        group=group,
+        field=f.name,
+        env=f.metadata["env"],
+        flag=f.metadata.get("flag", ""),
+        default=f.default,
+        doc=f.metadata.get("doc", ""),
+        secret=bool(f.metadata.get("secret")),
+        kind=f.type if isinstance(f.type, str) else f.type.__name__,
+    )
 
 
 def plain(doc: str) -> str:
@@ -88,7 +86,7 @@ def shown(option: Option, value: Any) -> str:
 
 def in_force(env: Mapping[str, str], flags: Mapping[str, Any]) -> tuple[Settings, list[tuple[Option, str]]]:
     """The settings ``serve`` would run with (``env`` overridden by the non-None ``flags``,
-    keyed by attribute name) and, for each option, where its value came from: ``flag``,
+    keyed by flat keyword) and, for each option, where its value came from: ``flag``,
     ``env`` or ``default``. Raises ``ConfigError`` as ``Settings.from_env`` does."""
     settings = Settings.from_env(env, **flags)
     sources = []
