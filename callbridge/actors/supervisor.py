@@ -23,7 +23,7 @@ from ..upstreams.base import Conversation
 from . import messages as m
 from .bargein import BargeIn
 from .codec import Codec
-from .jitter import JitterBuffer
+from .jitter import Dejitter
 from .runtime import Actor, ActorContext
 from .upstream import Upstream
 
@@ -47,7 +47,7 @@ class RestartPolicy:
     on_give_up: str = "end_call"  # or "run_without"
 
 
-CHILDREN: tuple[type[Actor], ...] = (Codec, JitterBuffer, Upstream, BargeIn)
+CHILDREN: tuple[type[Actor], ...] = (Codec, Dejitter, Upstream, BargeIn)
 POLICIES: dict[str, RestartPolicy] = {
     "codec": RestartPolicy(),
     "jitter": RestartPolicy(),

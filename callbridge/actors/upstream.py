@@ -48,7 +48,7 @@ class Upstream(Actor):
         self.backend = backend_class(name)(self, self.conversation, self.settings)
         self.backend.start(msg)
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
+    def receiveMsg_CallerUlaw(self, msg: m.CallerUlaw) -> None:
         self.backend.caller_ulaw(msg)
 
     def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:

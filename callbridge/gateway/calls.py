@@ -168,7 +168,7 @@ class Call:
     def media(self, event: Media) -> None:
         self.frames_in += 1
         self.last_in = event.payload
-        self.dispatcher.tell("jitter", m.CallerMedia(event.chunk, event.timestamp, event.payload))
+        self.dispatcher.tell("jitter", m.MediaReceived(event.chunk, event.timestamp, event.payload))
 
     def mark_played(self, name: str) -> None:
         """Twilio echoed mark ``name``: one this stream sent and awaits goes to the

@@ -219,7 +219,7 @@ class RemoteBackend(Backend):
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self._enqueue(msg.pcm)
 
-    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+    def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         self._enqueue(msg.payload)
 
     def mark_played(self, mark: MarkName) -> None:
