@@ -48,8 +48,7 @@ from ..codecs.marks import MarkName
 from ..config import Settings
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
-from .embedded import APOLOGY, FALLBACK, shared_tts
-from .speaker import Speaker
+from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
 
 log = logging.getLogger("callbridge.upstream")
 
