@@ -9,12 +9,18 @@ Restart policy, per role, in one place (``POLICIES``): a child may be restarted
 ``end_call`` hangs the stream up cleanly (Twilio continues with the next TwiML verb),
 ``run_without`` carries on without that child (only for roles the audio path does not
 need).
+
+The supervisor owns the call's state (the conversation, what Twilio played, the restarts);
+the gateway reads it only through ``view()`` (a frozen ``CallView``) and ``snapshot()``
+(what a resume elsewhere needs), and talks to the tree only through messages.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ..codecs.marks import MarkName
@@ -38,6 +44,18 @@ class CallIO(Protocol):
     def end(self, reason: str) -> None: ...
     def bind_upstream(self, provider: str, remote_id: str) -> None: ...
     def note(self, event: str, **data: Any) -> None: ...
+    def outlive(self, closing: Coroutine[Any, Any, Any]) -> None:
+        """Run ``closing`` after the actors are gone (the agent's ``aclose``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallView:
+    """The supervisor's state of a call, read-only: ``played_upto``, the last utterance whose
+    end mark Twilio echoed as played; ``restarts``, per child role, how often it was restarted."""
+
+    played_upto: int
+    restarts: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,21 @@ class CallSupervisor(Actor):
     def started(self) -> None:
         for cls in CHILDREN:
             self._start_child(cls)
+
+    def stopped(self) -> None:
+        agent = self.conversation.agent
+        if agent is not None:  # outlives the actors: close its HTTP session, if any
+            self.io.outlive(agent.aclose())
+
+    # -- read by the gateway ---------------------------------------------------------
+
+    def view(self) -> CallView:
+        return CallView(self.played_upto, MappingProxyType(dict(self.generation)))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a resume on another stream or process needs (plain values): ``conversation``
+        (``Conversation.snapshot()``) and ``played_upto``; ``Conversation.restore`` reverses it."""
+        return {"conversation": self.conversation.snapshot(), "played_upto": self.played_upto}
 
     def _start_child(self, cls: type[Actor]) -> None:
         args: tuple[Any, ...] = (self.settings, self.conversation) if cls is Upstream else (self.settings,)
