@@ -69,7 +69,8 @@ async def measure(n_calls: int, seconds: float) -> dict[str, float]:
     cpu = time.process_time() - cpu0
     frames = (n - warm_n) * n_calls
     for c in calls:
-        c.stop("done")
+        c.end_because("done")
+        c.stop()
     return {
         "calls": n_calls,
         "frames": frames,

@@ -245,6 +245,7 @@ def word_error_rates(seeds: range) -> dict[str, float]:
 
     from bench._gateway import speech
     from bench.turns import word_errors, words
+    from callbridge.agents.desk_vocabulary import desk_vocabulary
     from callbridge.cli import DEMO_LINES, bundled_turns
     from callbridge.codecs.g711 import ulaw_decode
     from callbridge.codecs.resample import StreamingResampler
@@ -263,7 +264,7 @@ def word_error_rates(seeds: range) -> dict[str, float]:
 
     async def transcribe(audio_ulaw: bytes) -> str:
         pcm16 = StreamingResampler(8000, 16000).process(ulaw_decode(audio_ulaw))
-        utterance = await get_recognizer().start()
+        utterance = await get_recognizer(desk_vocabulary()).start()
         for i in range(0, len(pcm16), 320):
             utterance.feed(pcm16[i : i + 320])
         return await utterance.finish()
@@ -283,7 +284,7 @@ def word_error_rates(seeds: range) -> dict[str, float]:
         return 100.0 * errors / total
 
     async def all_profiles() -> dict[str, dict[str, float]]:
-        await get_recognizer().prewarm()
+        await get_recognizer(desk_vocabulary()).prewarm()
         return {
             f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
             for in_call in (True, False)

@@ -57,13 +57,13 @@ sys.path.insert(0, str(ROOT))
 from bench._gateway import cpu_seconds, speech  # noqa: E402
 from callbridge import eventloop  # noqa: E402
 from callbridge.codecs import mediastreams as ms  # noqa: E402
+from callbridge.codecs.framing import FRAME_S  # noqa: E402
 from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
 from callbridge.gateway.security import SignatureChecker  # noqa: E402
 from callbridge.sim.caller import SimulatedCall, new_sid, parse_stream_twiml  # noqa: E402
 from callbridge.speech.tts import EspeakTTS  # noqa: E402
 from tests.prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProcessNode, ProdNode  # noqa: E402
 
-FRAME_S = 0.020
 QUIET = base64.b64encode(ulaw_encode((np.random.default_rng(1).normal(0, 30, 160)).astype(np.int16))).decode()
 LOUD = base64.b64encode(ulaw_encode((np.sin(np.arange(160) / 3) * 12000).astype(np.int16))).decode()
 GAP_LIMIT_MS = 40.0

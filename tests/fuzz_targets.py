@@ -132,7 +132,7 @@ tokens = (
     | st.builds(lambda parts: ".".join(parts), st.lists(st.text(max_size=20), min_size=1, max_size=7))
 )
 _VALID_FRAMES = [
-    m.encode(m.CallerMedia(1, 20, SILENCE)),
+    m.encode(m.MediaReceived(1, 20, SILENCE)),
     m.encode(m.CallStarted("CA1", "MZ1", {"k": "v"})),
     m.encode(m.MarkPlayed(1, 10)),
     m.encode(m.DtmfReceived("5")),

@@ -17,8 +17,8 @@ from callbridge.config import Settings
 # --- messages ---------------------------------------------------------------------------
 
 EXAMPLES = [
-    m.CallerMedia(1, 20, b"\xff" * 160),
-    m.CallerMedia(2, 40, b"\xff" * 160, True),
+    m.MediaReceived(1, 20, b"\xff" * 160),
+    m.CallerUlaw(2, 40, b"\xff" * 160, True),
     m.CallerAudio(1, 20, b"\x00\x01" * 320, 16000),
     m.CallerAudio(2, 40, b"\x00\x01" * 320, 16000, True),
     m.AgentAudio(3, b"\x01\x00" * 10, 22050),
@@ -68,7 +68,7 @@ def test_decode_rejects_garbage_with_message_error(data):
 def test_decode_checks_field_types():
     import msgpack
 
-    code = m.MESSAGE_TYPES.index(m.CallerMedia)
+    code = m.MESSAGE_TYPES.index(m.MediaReceived)
     with pytest.raises(m.MessageError, match="chunk"):
         m.decode(msgpack.packb([code, "1", 20, b""]))
     with pytest.raises(m.MessageError):
@@ -308,24 +308,24 @@ class CodecInbox(Actor):
         super().__init__(ctx)
         self.got = got
 
-    def receiveMsg_CallerMedia(self, msg):
+    def receiveMsg_CallerUlaw(self, msg):
         self.got.append(msg)
 
 
 async def test_jitter_marks_the_frames_it_inserts_during_a_stall_as_filler():
-    from callbridge.actors.jitter import JitterBuffer
+    from callbridge.actors.jitter import Dejitter
 
     clock, got = FakeClock(), []
     d = Dispatcher(clock, check_messages=True)
     d.add(Recorder, None, [])
-    d.add(JitterBuffer, "recorder", Settings().media)
+    d.add(Dejitter, "recorder", Settings().media)
     d.add(CodecInbox, "recorder", got)
     loud = bytes(range(160))
     for i in range(60):  # 1.2 s of a clean line, then 300 ms of nothing, then a burst
         clock.t = i * 0.02 if i < 50 else 1.3
-        d.tell("jitter", m.CallerMedia(i + 1, i * 20, loud))
+        d.tell("jitter", m.MediaReceived(i + 1, i * 20, loud))
     clock.t = 1.5
-    d.tell("jitter", m.CallerMedia(61, 60 * 20, loud))
+    d.tell("jitter", m.MediaReceived(61, 60 * 20, loud))
     d.close()
     fillers = [msg for msg in got if msg.filler]
     assert 10 <= len(fillers) <= 25  # the 300 ms stall (and the wait for the last frame)
@@ -339,7 +339,7 @@ async def test_supervisor_restarts_with_fresh_state_and_replays_call_start():
     d, sup, io = await _call(clock)
     assert set(d.actors) == {"supervisor"} | {c.role for c in CHILDREN}
     old_jitter = d.actors["jitter"]
-    d.tell("jitter", m.CallerMedia(1, 0, b"\xff" * 160))
+    d.tell("jitter", m.MediaReceived(1, 0, b"\xff" * 160))
     assert old_jitter.buffer.stats().received == 1
     d.tell("jitter", m.InjectFault())
     new_jitter = d.actors["jitter"]
@@ -348,11 +348,11 @@ async def test_supervisor_restarts_with_fresh_state_and_replays_call_start():
         "child_restarted",
         {"child": "jitter", "error": "InjectedFault: fault injected into jitter: ", "generation": 1},
     ) in io.notes
-    assert sup.generation["jitter"] == 1
-    d.tell("jitter", m.CallerMedia(2, 20, b"\xff" * 160))  # audio flows through the new child
+    assert sup.view().restarts["jitter"] == 1
+    d.tell("jitter", m.MediaReceived(2, 20, b"\xff" * 160))  # audio flows through the new child
     assert new_jitter.buffer.stats().received == 1
     clock.t = 1.0  # past the playout depth: the frame goes on to the codec
-    d.tell("jitter", m.CallerMedia(3, 40, b"\xff" * 160))
+    d.tell("jitter", m.MediaReceived(3, 40, b"\xff" * 160))
     assert new_jitter.out_chunk >= 1
     d.close()
 
@@ -364,7 +364,7 @@ async def test_restart_budget_then_policy():
     for _ in range(policy.max_restarts):
         d.tell("bargein", m.InjectFault())
         clock.t += 1
-    assert sup.generation["bargein"] == policy.max_restarts
+    assert sup.view().restarts["bargein"] == policy.max_restarts
     d.tell("bargein", m.InjectFault())
     assert "bargein" not in d.actors  # run_without: the call goes on
     assert io.ended == []

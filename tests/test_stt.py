@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from callbridge.agents.desk_vocabulary import desk_corpus, desk_vocabulary
 from callbridge.codecs.resample import StreamingResampler
-from callbridge.speech.stt import Recognizer, SttError, Utterance, domain_corpus, get_recognizer
+from callbridge.speech.stt import Recognizer, SttError, Utterance, get_recognizer
 from callbridge.speech.tts import EspeakTTS
 
 SR = 16000
@@ -40,7 +41,7 @@ YES = "Yes that is correct"
 @pytest.fixture(scope="module")
 def rec():
     """One pool of two decoders for the whole module (creation ~0.5 s each)."""
-    r = Recognizer("domain", pool_size=2)
+    r = Recognizer(desk_vocabulary(), pool_size=2)
     yield r
     r.close()
 
@@ -176,7 +177,7 @@ async def test_dropped_utterance_returns_its_decoder(rec):
 
 
 async def test_max_utterance_truncates():
-    r = Recognizer(pool_size=1, max_utterance_s=1.0)
+    r = Recognizer(desk_vocabulary(), pool_size=1, max_utterance_s=1.0)
     try:
         utt = await r.start()
         pcm = speech16k(BOOK)
@@ -200,7 +201,7 @@ async def test_max_utterance_truncates():
 
 def test_validation_and_singleton():
     for kwargs in (
-        {"mode": "klingon"},
+        {"vocabulary": "klingon"},
         {"pool_size": 0},
         {"pool_size": 2.0},
         {"dither": -1},
@@ -209,14 +210,15 @@ def test_validation_and_singleton():
     ):
         with pytest.raises(ValueError):
             Recognizer(**kwargs)
-    rec = get_recognizer()
-    assert rec is get_recognizer("domain") and rec.mode == "domain"
-    assert get_recognizer(decoders=3) is rec and rec.pool_size == 3
-    get_recognizer(decoders=2)
+    rec = get_recognizer(desk_vocabulary())
+    assert rec is get_recognizer(desk_vocabulary()) and rec.mode == "desk"
+    assert get_recognizer(desk_vocabulary(), decoders=3) is rec and rec.pool_size == 3
+    get_recognizer(desk_vocabulary(), decoders=2)
     assert rec.pool_size == 2
     with pytest.raises(ValueError):
-        get_recognizer(decoders=0)
-    corpus = domain_corpus()
+        get_recognizer(desk_vocabulary(), decoders=0)
+    assert get_recognizer() is not rec and get_recognizer().mode == "general"
+    corpus = desk_corpus()
     vocab = {w for s in corpus for w in s.split()}
     for w in (
         "book",
@@ -230,12 +232,12 @@ def test_validation_and_singleton():
         "goodbye",
     ):
         assert w in vocab
-    assert domain_corpus() == corpus  # deterministic
+    assert desk_corpus() == corpus  # deterministic
     assert issubclass(SttError, RuntimeError) and Utterance
 
 
 async def test_general_mode():
-    r = Recognizer("general", pool_size=1)
+    r = Recognizer(None, pool_size=1)
     try:
         text = await transcribe(r, speech16k(YES))
         assert "yes" in words(text), text
@@ -244,7 +246,7 @@ async def test_general_mode():
 
 
 async def test_decoder_error_surfaces_and_decoder_is_replaced():
-    r = Recognizer(pool_size=1)
+    r = Recognizer(desk_vocabulary(), pool_size=1)
     try:
         await r.prewarm()
         worker = r._idle[0]
@@ -285,3 +287,28 @@ async def test_resize(rec):
     assert rec.size == 2
     await asyncio.gather(busy.cancel(), second.cancel())
     assert rec.idle == 2
+
+
+def test_the_agent_supplies_the_vocabulary():
+    from callbridge.agents.base import Agent, create_agent
+    from callbridge.speech.vocabulary import Vocabulary
+
+    assert create_agent("desk").vocabulary() is desk_vocabulary()
+    assert Agent.vocabulary(create_agent("desk")) is None  # the default: any English
+    assert Vocabulary("x", ("a b",)) == Vocabulary("x", ("a b",)) and Vocabulary("x", ("a b",)).words == {
+        "a",
+        "b",
+    }
+    with pytest.raises(ValueError):
+        Vocabulary("empty", ())
+
+
+async def test_a_vocabulary_word_the_dictionary_lacks_fails_the_decoder():
+    from callbridge.speech.vocabulary import Vocabulary
+
+    r = Recognizer(Vocabulary("odd", ("book a qwzxv",)), pool_size=1)
+    try:
+        with pytest.raises(SttError, match="qwzxv"):
+            await asyncio.wait_for(r.start(), 10)
+    finally:
+        r.close()

@@ -1,7 +1,7 @@
 """Codec child: mu-law 8 kHz <-> PCM, with streaming resamplers and exact 20 ms framing.
 
-Inbound: ``CallerMedia`` (mu-law, continuous, from the jitter buffer) -> decode ->
-resample to ``INBOUND_RATE`` -> ``CallerAudio`` to the Upstream and BargeIn. Outbound: ``AgentAudio`` (PCM at any rate) ->
+Inbound: ``CallerUlaw`` (mu-law, continuous, from the jitter buffer) -> decode ->
+resample to ``CALLER_PCM_RATE`` -> ``CallerAudio`` to the Upstream and BargeIn. Outbound: ``AgentAudio`` (PCM at any rate) ->
 resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
 ``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
 silence) are flushed, then the utterance's end ``OutboundMark`` follows. Every
@@ -13,7 +13,7 @@ any later audio of that utterance or an earlier one still on its way from the Up
 
 Pass-through (built with ``caller_format`` ``"ulaw"``, the call's back end's
 ``BackendSpec.caller_format``: OpenAI Realtime, Vapi with ``VAPI_AUDIO=mulaw``):
-the caller's mu-law goes to the Upstream untouched (``CallerMedia``; BargeIn still gets
+the caller's mu-law goes to the Upstream untouched (``CallerUlaw``; BargeIn still gets
 its levels, decoded at 8 kHz, no resampling), and ``AgentUlaw`` payloads are only framed.
 
 Fresh state on restart means resampler history is lost: at most one frame's filter
@@ -33,7 +33,7 @@ from ..upstreams.base import PCM16K, ULAW
 from . import messages as m
 from .runtime import Actor, ActorContext
 
-INBOUND_RATE = 16000
+CALLER_PCM_RATE = 16000
 TWILIO_RATE = 8000
 MARK_EVERY_FRAMES = 10
 CALLER_AUDIO_TO = ("upstream", "bargein")
@@ -47,7 +47,7 @@ class Codec(Actor):
         self.passthrough = caller_format == ULAW
         self.fed: set[int] = set()
         """Rates whose resampler holds audio of the current utterance."""
-        self.inbound = StreamingResampler(TWILIO_RATE, INBOUND_RATE)
+        self.inbound = StreamingResampler(TWILIO_RATE, CALLER_PCM_RATE)
         self.outbound: dict[int, StreamingResampler] = {}
         self.framer = Framer()
         self.utterance = -1
@@ -55,14 +55,14 @@ class Codec(Actor):
         self.cut = 0
         """Utterances up to this number were interrupted: their audio is dropped."""
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
+    def receiveMsg_CallerUlaw(self, msg: m.CallerUlaw) -> None:
         if self.passthrough:
             self.ctx.tell("upstream", msg)
             pcm8k = ulaw_decode(msg.payload).tobytes()
             self.ctx.tell("bargein", m.CallerAudio(msg.chunk, msg.timestamp, pcm8k, TWILIO_RATE))
             return
         pcm = self.inbound.process(ulaw_decode(msg.payload))
-        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), INBOUND_RATE, msg.filler)
+        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), CALLER_PCM_RATE, msg.filler)
         for role in CALLER_AUDIO_TO:
             self.ctx.tell(role, audio)
 

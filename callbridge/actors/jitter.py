@@ -1,6 +1,6 @@
-"""JitterBuffer child: Twilio's frames in, continuous 20 ms audio out, on a steady clock.
+"""Dejitter child: Twilio's frames in, continuous 20 ms audio out, on a steady clock.
 
-First in the inbound path (``CallerMedia`` from the gateway), ahead of the Codec, so the
+First in the inbound path (``MediaReceived`` from the gateway), ahead of the Codec, so the
 decoder, resampler, VAD and STT see continuous time with the right duration: frames are
 ordered by timestamp, duplicates and late or stale frames dropped (counted), gaps
 concealed (repeat-and-fade, then comfort noise), and the playout depth adapts to the
@@ -19,29 +19,30 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..codecs.jitterbuffer import JitterBuffer as Buffer
-from ..codecs.jitterbuffer import JitterParams
+from ..codecs.framing import FRAME_S
+from ..codecs.jitterbuffer import JitterBuffer, JitterParams
 from ..config import MediaOptions
 from . import messages as m
 from .runtime import Actor, ActorContext, Ticker
 
-FRAME_S = 0.020
 STATS_EVERY_S = 5.0
 
 
-class JitterBuffer(Actor):
+class Dejitter(Actor):
+    """The call's ``jitter`` child: drives a ``codecs.jitterbuffer.JitterBuffer`` on the call's clock."""
+
     role = "jitter"
 
     def __init__(self, ctx: ActorContext, media: MediaOptions) -> None:
         super().__init__(ctx)
         depth = float(media.jitter_min_ms)
-        self.buffer = Buffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
+        self.buffer = JitterBuffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
         self.ticker: Ticker | None = None
         self.out_chunk = 0
         self.bad_size = 0
         self.next_stats = 0.0
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
+    def receiveMsg_MediaReceived(self, msg: m.MediaReceived) -> None:
         now = self.ctx.now()
         if len(msg.payload) != self.buffer.params.frame_bytes:
             self.bad_size += 1
@@ -62,7 +63,7 @@ class JitterBuffer(Actor):
         for frame in self.buffer.pop(now):
             self.out_chunk += 1
             self.ctx.tell(
-                "codec", m.CallerMedia(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler)
+                "codec", m.CallerUlaw(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler)
             )
         if now >= self.next_stats:
             self.next_stats = now + STATS_EVERY_S

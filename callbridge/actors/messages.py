@@ -31,9 +31,19 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class CallerMedia(Message):
-    """Gateway -> JitterBuffer: one Twilio media frame as received (mu-law 8 kHz);
-    JitterBuffer -> Codec: the same, in order and continuous (gaps concealed).
+class MediaReceived(Message):
+    """Gateway -> Dejitter: one Twilio media frame as it arrived (mu-law 8 kHz; maybe out
+    of order, duplicated, late or missing)."""
+
+    chunk: int
+    timestamp: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallerUlaw(Message):
+    """Dejitter -> Codec (and, for a back end that takes mu-law, Codec -> Upstream): the
+    caller's mu-law 8 kHz, one 20 ms frame, in order and continuous (gaps concealed).
     ``filler``: a frame the jitter buffer inserted while the line stalled (no media
     time: the caller did not pause there); real time for the VAD, skipped by the STT."""
 
@@ -46,7 +56,7 @@ class CallerMedia(Message):
 @dataclass(frozen=True, slots=True)
 class CallerAudio(Message):
     """Codec -> Upstream and BargeIn: caller PCM, continuous; ``filler`` as in
-    ``CallerMedia``."""
+    ``CallerUlaw``."""
 
     chunk: int
     timestamp: int
@@ -248,7 +258,7 @@ class TimelineNote(Message):
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
-    CallerMedia,
+    CallerUlaw,
     CallerAudio,
     AgentAudio,
     AgentUtteranceEnd,
@@ -270,6 +280,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     TimelineNote,
     AgentUlaw,
     UpstreamBound,
+    MediaReceived,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

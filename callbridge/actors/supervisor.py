@@ -9,12 +9,18 @@ Restart policy, per role, in one place (``POLICIES``): a child may be restarted
 ``end_call`` hangs the stream up cleanly (Twilio continues with the next TwiML verb),
 ``run_without`` carries on without that child (only for roles the audio path does not
 need).
+
+The supervisor owns the call's state (the conversation, what Twilio played, the restarts);
+the gateway reads it only through ``view()`` (a frozen ``CallView``) and ``snapshot()``
+(what a resume elsewhere needs), and talks to the tree only through messages.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from .. import upstreams
@@ -24,7 +30,7 @@ from ..upstreams.base import Conversation
 from . import messages as m
 from .bargein import BargeIn
 from .codec import Codec
-from .jitter import JitterBuffer
+from .jitter import Dejitter
 from .runtime import Actor, ActorContext
 from .upstream import Upstream
 
@@ -39,6 +45,18 @@ class CallIO(Protocol):
     def end(self, reason: str) -> None: ...
     def bind_upstream(self, provider: str, remote_id: str) -> None: ...
     def note(self, event: str, **data: Any) -> None: ...
+    def outlive(self, closing: Coroutine[Any, Any, Any]) -> None:
+        """Run ``closing`` after the actors are gone (the agent's ``aclose``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallView:
+    """The supervisor's state of a call, read-only: ``played_upto``, the last utterance whose
+    end mark Twilio echoed as played; ``restarts``, per child role, how often it was restarted."""
+
+    played_upto: int
+    restarts: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,7 @@ class RestartPolicy:
     on_give_up: str = "end_call"  # or "run_without"
 
 
-CHILDREN: tuple[type[Actor], ...] = (Codec, JitterBuffer, Upstream, BargeIn)
+CHILDREN: tuple[type[Actor], ...] = (Codec, Dejitter, Upstream, BargeIn)
 POLICIES: dict[str, RestartPolicy] = {
     "codec": RestartPolicy(),
     "jitter": RestartPolicy(),
@@ -93,9 +111,24 @@ class CallSupervisor(Actor):
             return (self.settings, self.conversation, self.backend.spec)
         if cls is Codec:
             return (self.backend.spec.caller_format(self.settings),)
-        if cls is JitterBuffer:
+        if cls is Dejitter:
             return (self.settings.media,)
         return ()
+
+    def stopped(self) -> None:
+        agent = self.conversation.agent
+        if agent is not None:  # outlives the actors: close its HTTP session, if any
+            self.io.outlive(agent.aclose())
+
+    # -- read by the gateway ---------------------------------------------------------
+
+    def view(self) -> CallView:
+        return CallView(self.played_upto, MappingProxyType(dict(self.generation)))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a resume on another stream or process needs (plain values): ``conversation``
+        (``Conversation.snapshot()``) and ``played_upto``; ``Conversation.restore`` reverses it."""
+        return {"conversation": self.conversation.snapshot(), "played_upto": self.played_upto}
 
     def _start_child(self, cls: type[Actor]) -> None:
         self.ctx.dispatcher.add(cls, self.role, *self._child_args(cls))

@@ -58,7 +58,7 @@ class Upstream(Actor):
         self.backend = self.spec.create(self, self.conversation, self.settings)
         self.backend.start(msg)
 
-    def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
+    def receiveMsg_CallerUlaw(self, msg: m.CallerUlaw) -> None:
         self.backend.caller_ulaw(msg)
 
     def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:

@@ -14,6 +14,8 @@ Contract (what the Upstream can rely on):
   reply has played.
 - ``state()`` is a small JSON-able dict for the call's timeline and API.
 - ``greeting()`` is the agent's own opening line, or None to use the configured greeting.
+- ``vocabulary()`` is what its callers are expected to say, for the embedded pipeline's
+  speech recognition, or None (the default) for any English.
 - ``aclose()`` releases what the agent holds (a no-op for most agents).
 """
 
@@ -24,6 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from ..speech.vocabulary import Vocabulary
 
 AGENT_KINDS = ("desk", "openai", "webhook")
 
@@ -51,6 +55,11 @@ class Agent(ABC):
     def greeting(self) -> str | None:
         """The agent's own opening line; None means: use the configured greeting."""
         return self._greeting
+
+    def vocabulary(self) -> Vocabulary | None:
+        """What callers are expected to say (speech recognition is tuned to it); None: any
+        English, through the recogniser's general model."""
+        return None
 
     @abstractmethod
     def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncIterator[str]:

@@ -37,8 +37,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ..speech.vocabulary import Vocabulary
 from .base import Agent, Turn, split_pieces
 from .desk_parse import WEEKDAYS, DayRef, Intent, PartOfDay, TimeRef, parse, resolve_time
+from .desk_vocabulary import desk_vocabulary
 
 FALLBACK = "Sorry, I can book, move or cancel an appointment. What would you like to do?"
 HELP = (
@@ -291,6 +293,9 @@ class DeskAgent(Agent):
     @property
     def ended(self) -> bool:
         return isinstance(self._state, Ended)
+
+    def vocabulary(self) -> Vocabulary:
+        return desk_vocabulary()
 
     def state(self) -> dict[str, Any]:
         st = self._state

@@ -495,10 +495,10 @@ def _time_at(tokens: list[str], i: int, consumed: set[int]) -> tuple[int, TimeRe
             if rel in ("to", "till", "til", "of") and (
                 before in (15, 20, 25) or tokens[i:j][-1:] == ["minutes"]
             ):
-                hour = target - 1 if target > 1 else 12
+                to_hour = target - 1 if target > 1 else 12
                 if target == 12 and mer is None:
-                    hour = 11
-                return end, TimeRef(hour, 60 - before, mer)  # type: ignore[arg-type]
+                    to_hour = 11
+                return end, TimeRef(to_hour, 60 - before, mer)  # type: ignore[arg-type]
     if w == "half" and (h := _hour_value(nxt)) is not None and 1 <= h <= 12:  # British "half two"
         return _meridiem_end(tokens, i + 2), TimeRef(h, 30, _mer(tokens, i + 2))
     # "3:30", "1530"

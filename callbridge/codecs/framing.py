@@ -7,6 +7,8 @@ Pure and stateful: ``push`` returns every complete frame and keeps the remainder
 from __future__ import annotations
 
 FRAME_BYTES = 160
+FRAME_S = 0.020
+"""Seconds of audio in one Media Streams frame (``FRAME_BYTES`` of mu-law 8 kHz)."""
 ULAW_SILENCE_BYTE = 0xFF
 
 

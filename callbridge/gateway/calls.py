@@ -1,8 +1,11 @@
 """Live calls and the record of ended ones.
 
 ``Call`` binds one Media Streams socket to one actor tree: it feeds Twilio's events to
-the tree, implements ``CallIO`` for the supervisor (outbound frames and marks go to the
-socket's ``OutboundWriter``; notes go to the ``Timeline``), and keeps the call's stats.
+the tree as messages, implements ``CallIO`` for the supervisor (outbound frames and marks go
+to the socket's ``OutboundWriter``; notes go to the ``Timeline``), and keeps the call's
+stats. The call's state is the supervisor's: ``Call`` reads it through
+``CallSupervisor.view()`` and ``snapshot()``. Why the call ends is set in one place,
+``end_because`` (the socket's side) or ``end`` (the supervisor's), and ``stop`` tears it down.
 ``CallRegistry`` holds live calls by CallSid and the last ``CALL_HISTORY`` ended ones.
 
 Every timeline note goes through ``Call.note``, the one place observability hooks in: the
@@ -18,7 +21,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -86,10 +89,13 @@ class Call:
         source: str = "twilio",
         bind: Callable[[str, str], None] | None = None,
         ignored: IgnoredInput | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         """``resume``: the checkpoint of this call from a stream that dropped (the call
         carries on: conversation, timeline, utterance numbering). ``ignored``: the
-        socket's tally of ignored input (its count goes in the call's stats)."""
+        socket's tally of ignored input (its count goes in the call's stats).
+        ``hang_up(reason)``: close the stream (the supervisor ended the call).
+        ``transport``: the stream's connection (for ``abort``)."""
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.source = source
@@ -109,17 +115,14 @@ class Call:
         self.started_wall = time.time()
         self.timeline = Timeline(clock())
         self.state = "live"
-        self.stop_reason = ""
-        self.hung_up = False
-        """We ended the call on purpose (no resume when Twilio follows the redirect)."""
+        self._stop_reason = ""
+        self._resumable = True
         self.frames_in = 0
         self.marks_played = 0
         self._hang_up = hang_up
         self._publish = publish
-        self.transport: asyncio.BaseTransport | None = None
-        """The stream's connection (set by the gateway; for ``abort``)."""
+        self.transport = transport
         self._bind = bind
-        self.closing: asyncio.Task[Any] | None = None
         self.agent_closing: asyncio.Task[Any] | None = None
         self.resumes = 0
         conversation = self._resume(resume) if resume is not None else None
@@ -137,7 +140,7 @@ class Call:
             self.writer.run(), name=f"{self.call_sid}/writer"
         )
         self.dispatcher = Dispatcher(clock, settings.server.check_messages, name=self.call_sid)
-        self.supervisor = self.dispatcher.add(
+        supervisor = self.dispatcher.add(
             CallSupervisor,
             None,
             settings,
@@ -145,6 +148,8 @@ class Call:
             m.CallStarted(start.call_sid, start.stream_sid, params),
             conversation,
         )
+        assert isinstance(supervisor, CallSupervisor)
+        self.supervisor = supervisor
 
     def _resume(self, snap: dict[str, Any]) -> Conversation:
         view = snap.get("view") or {}
@@ -170,7 +175,7 @@ class Call:
     def media(self, event: Media) -> None:
         self.frames_in += 1
         self.last_in = event.payload
-        self.dispatcher.tell("jitter", m.CallerMedia(event.chunk, event.timestamp, event.payload))
+        self.dispatcher.tell("jitter", m.MediaReceived(event.chunk, event.timestamp, event.payload))
 
     def mark_played(self, name: str) -> None:
         """Twilio echoed mark ``name``: one this stream sent and awaits goes to the
@@ -195,20 +200,37 @@ class Call:
     def inject_fault(self, role: str) -> None:
         self.dispatcher.tell(role, m.InjectFault("fault-injection endpoint"))
 
-    def stop(self, reason: str) -> None:
-        """End the call: stop the actor tree and the writer. Idempotent."""
+    # -- ending ------------------------------------------------------------------------
+
+    def end_because(self, reason: str, resumable: bool = False) -> None:
+        """Why the stream ends, recorded as the call's ``stop_reason`` (the latest given
+        wins) before ``stop``. Not ``resumable`` (the caller or we hung up, bad input): the
+        redirect Twilio follows gets ``<Hangup/>``; once so, it stays so. ``resumable`` (the
+        connection dropped): a new stream may carry the call on."""
+        self._stop_reason = reason
+        self._resumable = self._resumable and resumable
+
+    @property
+    def stop_reason(self) -> str:
+        return self._stop_reason
+
+    @property
+    def resumable(self) -> bool:
+        """False once the call was ended on purpose (``end_because`` not resumable)."""
+        return self._resumable
+
+    def stop(self) -> None:
+        """End the call with the reason given (``end_because``; none: the socket closed):
+        stop the actor tree and the writer. Idempotent."""
         if self.state == "ended":
             return
         if self._checkpoint_due is not None:  # the latest state, before the record
             self.checkpoint()
         self.state = "ended"
-        self.stop_reason = reason
+        reason = self._stop_reason = self._stop_reason or "socket closed"
         self.dispatcher.tell("supervisor", m.CallStopped(reason))
         self.dispatcher.close()
         self.writer.close()
-        agent = self.supervisor.conversation.agent  # type: ignore[attr-defined]
-        if agent is not None:  # outlives the actors: close its HTTP session, if any
-            self.agent_closing = asyncio.get_running_loop().create_task(agent.aclose())
         self.note("stopped", reason=reason)
         if self.metrics is not None:
             self.metrics.call_ended(reason, self.frames_in, self.writer.frames_sent)
@@ -261,7 +283,6 @@ class Call:
             self._checkpoint_due = None
         if self.store is None or self.state != "live":
             return
-        sup = self.supervisor
         events = self.timeline.events
         since = 0 if full else self._checkpointed_events
         self._checkpoint_budget.spend(self.clock())  # a forced one (stop, adoption) too
@@ -273,8 +294,7 @@ class Call:
                 "pid": os.getpid(),
                 "t0_wall": time.time() - (self.clock() - self.timeline.t0),
                 "resumes": self.resumes,
-                "conversation": sup.conversation.snapshot(),  # type: ignore[attr-defined]
-                "played_upto": sup.played_upto,  # type: ignore[attr-defined]
+                **self.supervisor.snapshot(),  # conversation, played_upto
                 "view": view,
                 "timeline_add": events[max(since, len(events) - CHECKPOINT_TIMELINE) :],
                 "timeline_reset": since == 0,
@@ -282,9 +302,14 @@ class Call:
         )
 
     def end(self, reason: str) -> None:
+        """The supervisor ends the call (the agent said goodbye, a child gave up)."""
         level = logging.INFO if reason in NORMAL_ENDS else logging.WARNING
         log.log(level, "call %s: ending: %s", self.call_sid, reason)
+        self.end_because(reason)
         self._hang_up(reason)
+
+    def outlive(self, closing: Coroutine[Any, Any, Any]) -> None:
+        self.agent_closing = asyncio.get_running_loop().create_task(closing)
 
     def bind_upstream(self, provider: str, remote_id: str) -> None:
         """The remote back end's id for this call: its webhooks find the call by it."""
@@ -326,7 +351,7 @@ class Call:
         }
 
     def to_json(self, with_timeline: bool = True) -> dict[str, Any]:
-        sup = self.supervisor
+        restarts = self.supervisor.view().restarts
         record = {
             **self.summary(),
             "stats": {
@@ -339,7 +364,7 @@ class Call:
                 "ignored": self.ignored.to_json(),
                 "messages_delivered": self.dispatcher.delivered,
                 "messages_dropped": self.dispatcher.dropped,
-                "restarts": {c.role: sup.generation[c.role] for c in CHILDREN},  # type: ignore[attr-defined]
+                "restarts": {c.role: restarts[c.role] for c in CHILDREN},
             },
             "timeline_dropped": self.timeline.dropped,
         }

@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-FRAME_S = 0.020
+from ..codecs.framing import FRAME_S
+
 ULAW_BYTES_PER_S = 8000
 
 

@@ -153,7 +153,7 @@ class StreamSession:
         peer: str,
         tokens: StreamTokens,
         source: str = "twilio",
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.gw = gw
         self.transport = transport
@@ -174,6 +174,9 @@ class StreamSession:
         """The CallSid whose stream this socket claimed in the store (``start``)."""
         self.expelled = False
         self.closing: asyncio.Task[Any] | None = None
+        """Closing the socket after the reaper's ``close``."""
+        self.hanging_up: asyncio.Task[Any] | None = None
+        """Recording the call as ended, then closing the socket, after ``hang_up``."""
 
     @property
     def who(self) -> str:
@@ -185,10 +188,8 @@ class StreamSession:
             if msg.type == WSMsgType.TEXT:
                 event = parse_inbound(msg.data)
                 inbound = self.inbound
-                kind = type(event)
-                if kind is not Start and not inbound.allow(
-                    len(event.payload) if kind is Media else 0,
-                    time.monotonic(),  # type: ignore[union-attr]
+                if type(event) is not Start and not inbound.allow(
+                    len(event.payload) if isinstance(event, Media) else 0, time.monotonic()
                 ):
                     raise Refused(
                         CLOSE_POLICY, f"inbound faster than {inbound.factor:g}x real time (INBOUND_RATE)"
@@ -198,8 +199,7 @@ class StreamSession:
             else:  # ERROR: aiohttp has already closed with the matching code (e.g. 1009)
                 log.warning("media socket %s: %s", self.who, self.ws.exception())
                 if self.call is not None:
-                    self.call.stop_reason = f"socket error: {self.ws.exception()}"
-                    self.call.hung_up = True
+                    self.call.end_because(f"socket error: {self.ws.exception()}")
                 return
             self.state = step(self.state, event)
             if await self.handle(event):
@@ -208,19 +208,22 @@ class StreamSession:
     async def handle(self, event: Event) -> bool:
         """Apply one event; True when the stream is over."""
         call = self.call
-        if isinstance(event, Media):
-            call.media(event)  # type: ignore[union-attr]  # step() guarantees a call
-        elif isinstance(event, Mark):
-            call.mark_played(event.name)  # type: ignore[union-attr]
-        elif isinstance(event, Dtmf):
-            call.dtmf(event.digit)  # type: ignore[union-attr]
-        elif isinstance(event, Start):
+        if call is not None:  # step() lets media, marks, DTMF and stop through only then
+            if isinstance(event, Media):
+                call.media(event)
+                return False
+            if isinstance(event, Mark):
+                call.mark_played(event.name)
+                return False
+            if isinstance(event, Dtmf):
+                call.dtmf(event.digit)
+                return False
+            if isinstance(event, Stop):
+                call.end_because("twilio stop")  # the caller hung up
+                await self.ws.close(code=WSCloseCode.OK)
+                return True
+        if isinstance(event, Start):
             self.call = await self.start_call(event)
-        elif isinstance(event, Stop):
-            call.stop_reason = "twilio stop"  # type: ignore[union-attr]
-            call.hung_up = True  # type: ignore[union-attr]  # the caller hung up
-            await self.ws.close(code=WSCloseCode.OK)
-            return True
         elif isinstance(event, Unknown):
             self.ignored.add("unknown_event", self.who, event.event)
         return False
@@ -285,22 +288,20 @@ class StreamSession:
             resume=resume,
             bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
             ignored=self.ignored,
+            transport=self.transport,
         )
-        call.transport = self.transport
         gw.registry.add(call)
         log.info("call %s: stream %s %s", call.call_sid, call.stream_sid, "resumed" if resume else "started")
         return call
 
     def hang_up(self, reason: str) -> None:
-        """We end the call (the agent said goodbye, or a child gave up): record it as
-        ended in the store first, so the redirect Twilio then follows gets ``<Hangup/>``,
-        then close the stream; with Twilio API credentials, complete the call through the
-        REST API too."""
+        """The call ended itself (``Call.end``: the agent said goodbye, or a child gave up):
+        record it as ended in the store first, so the redirect Twilio then follows gets
+        ``<Hangup/>``, then close the stream; with Twilio API credentials, complete the call
+        through the REST API too."""
         call = self.call
         if call is not None:
-            call.stop_reason = reason
-            call.hung_up = True
-            call.closing = asyncio.get_running_loop().create_task(self._close_ended(call))
+            self.hanging_up = asyncio.get_running_loop().create_task(self._close_ended(call))
             self.gw.complete_call(call.call_sid)
 
     async def _close_ended(self, call: Call) -> None:
@@ -319,7 +320,7 @@ class StreamSession:
             "media socket %s %s: %s", self.who, "closed with 1008" if how == "close" else "dropped", reason
         )
         if self.call is not None:
-            self.call.stop_reason = f"dropped: {reason}"
+            self.call.end_because(f"dropped: {reason}", resumable=True)
         if how == "abort" and self.transport is not None:
             self.transport.abort()
         else:
@@ -335,17 +336,16 @@ class StreamSession:
 
     def refused(self, code: int, reason: str) -> None:
         log.warning("media socket %s closed with %d: %s", self.who, code, reason)
-        if self.call is not None:
-            self.call.stop_reason = f"closed {code}: {reason}"
-            self.call.hung_up = True  # closed for bad input: a redirect must not resume it
+        if self.call is not None:  # closed for bad input: a redirect must not resume it
+            self.call.end_because(f"closed {code}: {reason}")
 
     async def finish(self) -> None:
         self.ignored.log_totals(self.who)
         call = self.call
         if call is not None:
-            call.stop(call.stop_reason or "socket closed")
+            call.stop()
             self.gw.registry.finish(call)
-            resumable = not call.hung_up
+            resumable = call.resumable
             await self.gw.store.finish(call.call_sid, call.to_json(), resumable)
             log.info(
                 "call %s: %s (%s)",

@@ -25,12 +25,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ..codecs.framing import FRAME_S
 from ..codecs.marks import MarkName, MarksInFlight
 from ..codecs.mediastreams import clear_message, mark_message, media_message
 
 log = logging.getLogger("callbridge.gateway")
 
-FRAME_S = 0.020
 MAX_QUEUED_FRAMES = 30_000
 
 

@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..codecs import mediastreams as ms
+from ..codecs.framing import FRAME_BYTES, FRAME_S
 from ..codecs.g711 import ulaw_decode, ulaw_encode
 from ..codecs.marks import MarkName
 from ..gateway.security import SignatureChecker
@@ -39,8 +40,6 @@ from .impair import Impairment
 
 log = logging.getLogger("callbridge.sim")
 
-FRAME_BYTES = 160
-FRAME_S = 0.020
 SILENCE = bytes([0xFF]) * FRAME_BYTES
 
 

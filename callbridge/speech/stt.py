@@ -2,107 +2,29 @@
 
 Use::
 
-    rec = get_recognizer()                       # process-wide, mode "domain"
+    rec = get_recognizer(agent.vocabulary())     # process-wide, one per vocabulary
+    await rec.prewarm()                          # at start-up: creating decoders holds the GIL
     utt = await rec.start(on_partial=print)      # checks a decoder out of the pool
     for frame in frames:                         # int16 @ 16 kHz, any length
         utt.feed(frame)                          # non-blocking
     text = await utt.finish()                    # "i would like to book ..."
 
-Models and modes
-    The acoustic model, dictionary and language models are the ones shipped in
-    the ``pocketsphinx`` wheel (en-US, 16 kHz); nothing is downloaded.
+The language model comes from the agent: with a ``Vocabulary`` (what its callers are
+expected to say) a trigram model and a dictionary cut down to its words are built at
+first use; without one (``None``) the general English model and full CMU dictionary
+shipped in the ``pocketsphinx`` wheel are used (any English, ~4x the CPU, less accurate).
+Nothing is downloaded.
 
-    * ``mode="domain"`` (default): a trigram model built at first use (~0.1 s,
-      once per process) from :func:`domain_corpus`, sentences generated from
-      the appointment-desk vocabulary (book / move / reschedule / cancel an
-      appointment, Monday..Sunday, today / tomorrow, clock times, yes / no /
-      confirm, thanks / goodbye) with a dictionary cut down to its ~150 words.
-      Words outside that vocabulary cannot be recognised: they come out as
-      the nearest-sounding domain words or not at all.
-    * ``mode="general"``: the shipped generic English trigram model and the
-      full CMU dictionary.  Any English, but ~4x the CPU and, on synthetic or
-      telephone speech, mostly wrong; use it for experiments, not for the
-      appointment desk.
-
-    Word error rate, espeak "en-us" voice, wideband / through 8 kHz mu-law:
-    15 appointment sentences, domain 7% / 18%, general 37% / 62%; 15
-    differently phrased ones, domain 16% / 19%, general 44% / 63%.  espeak's
-    British "en" voice does much worse (domain 33-62%, general 73-83%).
-    Known misses on espeak: "noon" (heard as "two"/"afternoon"), "move".
-
-    A JSGF grammar was tried too: slightly better than the n-gram on the
-    sentences it was written for, useless (empty results) on anything phrased
-    otherwise, so it is not offered.
-
-Decoder pool
-    pocketsphinx decoders are heavy (each holds its own copy of the acoustic
-    model and search state), so a :class:`Recognizer` owns a pool of at most
-    ``pool_size`` decoders (default 2: two caller turns decoded at once; see
-    below for why more threads do not add CPU), created lazily on the first
-    :meth:`Recognizer.start` that finds none idle.
-    Each decoder lives on its own daemon thread, where it is created, warmed
-    up (a few synthesised domain sentences through the telephone path, so the
-    live cepstral-mean normalisation has converged: a fresh decoder otherwise
-    garbles its first utterance) and then does all its decoding, so no
-    pocketsphinx call ever runs on the event loop.
-
-    A decoder is checked out per *utterance* (one caller turn), not per call.
-    When all ``pool_size`` decoders are busy, ``start()`` waits (asynchronously,
-    first come first served) until one is returned by ``finish()``/``cancel()``;
-    wrap it in ``asyncio.wait_for`` to bound the wait.  Cancelling the waiting
-    task is safe.  The pool works from any number of event loops (state is
-    guarded by a thread lock; each waiter is woken through its own loop).
-
-    The cepstral mean is carried from one utterance to the next on a decoder
-    (pocketsphinx's live CMN), whichever call they belonged to: it adapts to
-    the telephone channel and does not reset per call.
-
-Threads and the GIL (measured, pocketsphinx 5.1.1)
-    The Python binding holds the GIL inside ``process_raw``, ``end_utt`` and
-    ``Decoder()``: decoder threads never run in parallel with each other or
-    with Python code, so the pool gives concurrency (utterances in flight),
-    not more than one core of decoding in total.  To keep the event loop
-    responsive: audio goes to ``process_raw`` in pieces of at most 20 ms
-    (~1 ms of GIL in domain mode, ~3.5 ms in general mode), the ``fwdflat``
-    second pass is off (it made ``end_utt`` hold the GIL 40-270 ms; without
-    it ``end_utt`` takes 1-5 ms and accuracy was the same or better), and
-    creating a decoder, which holds the GIL ~15 ms (domain) or ~230 ms
-    (general) plus 20 ms pieces of warm-up, should happen at startup:
-    ``await rec.prewarm()``.  If STT load ever needs more than one core,
-    the decoders must move to worker processes.
-
-Audio and limits
-    * ``feed`` takes 1-D ``np.int16`` arrays at 16 kHz (``TypeError`` /
-      ``ValueError`` otherwise); empty arrays are ignored.  The samples are
-      copied and queued to the decoder's thread; ``feed`` never blocks.
-    * Each utterance accepts at most ``max_utterance_s`` seconds of audio
-      (default 30 s); audio past that is dropped (``Utterance.truncated``
-      becomes true) and the transcript covers the first 30 s.  This also
-      bounds the queue: a decoder that falls behind (CPU overload) holds at
-      most that much audio per utterance.
-    * ``dither`` (default 20.0) adds Gaussian noise of that standard deviation
-      (in int16 LSB, ~-64 dBFS) before decoding.  The acoustic model was
-      trained on audio with a noise floor; digital silence and noiseless
-      synthetic speech otherwise derail its noise and CMN estimates (on our
-      espeak test sentences it halves the word error rate; a real line's own
-      noise floor is usually higher, so it then changes little).  0 disables it.
-    * Partial hypotheses: ``on_partial(text)`` is called on the event loop
-      thread (``call_soon_threadsafe``) when the hypothesis changed, checked at
-      most every ``partial_interval_s`` (0.2 s) of wall time.  It is never
-      called after ``finish``/``cancel`` returned.  Exceptions it raises go to
-      the loop's exception handler.
-    * ``finish`` returns the final hypothesis: lowercase words separated by
-      single spaces, ``""`` if nothing was recognised.  ``feed`` after
-      ``finish``/``cancel`` raises ``RuntimeError``; ``finish``/``cancel`` on a
-      closed utterance return ``""``/nothing.  An utterance dropped without
-      either is cancelled when it is garbage-collected.
-    * If pocketsphinx raises on a decoder, ``finish`` raises
-      :class:`SttError` and that decoder is discarded (a new one is made on
-      demand).
-
-Cost (2-core Xeon): domain mode ~0.6 ms CPU per 20 ms of audio while
-decoding, ``finish()`` ~2.5 ms, a decoder ~0.3 s to create and warm up and
-~10-12 MB RSS; general mode ~2.8 ms, ~17 ms, ~2.1 s and ~95 MB.
+A ``Recognizer`` is a pool of at most ``pool_size`` decoders, each on its own daemon
+thread (no pocketsphinx call runs on the event loop), checked out per utterance (one
+caller turn). When all are busy ``start()`` waits, first come first served (bound it with
+``asyncio.wait_for``; cancelling is safe). ``feed`` takes 1-D ``np.int16`` at 16 kHz and
+never blocks; audio past ``max_utterance_s`` is dropped (``Utterance.truncated``).
+``on_partial(text)`` runs on the loop when the hypothesis changed, at most every
+``partial_interval_s``, never after ``finish``/``cancel``. ``finish`` returns lowercase
+words separated by single spaces (``""`` if nothing); a pocketsphinx failure raises
+``SttError`` and that decoder is replaced. Measurements, the GIL and the choices behind
+the defaults: ``docs/stt.md``.
 """
 
 from __future__ import annotations
@@ -113,7 +35,6 @@ import io
 import logging
 import os
 import queue
-import random
 import tempfile
 import threading
 import time
@@ -122,166 +43,27 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .vocabulary import Vocabulary
+
 __all__ = [
-    "MODES",
     "SAMPLE_RATE",
     "Recognizer",
     "SttError",
     "Utterance",
-    "domain_corpus",
+    "Vocabulary",
     "get_recognizer",
 ]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-MODES = ("domain", "general")
 
 # --------------------------------------------------------------------------- #
-# Domain language model
+# Language models
 # --------------------------------------------------------------------------- #
 
-_DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
-_PARTS = ["morning", "afternoon", "evening"]
-_ACTIONS = [
-    "book an appointment",
-    "make an appointment",
-    "make a booking",
-    "book a time",
-    "move my appointment",
-    "move it",
-    "change my appointment",
-    "change the time",
-    "reschedule my appointment",
-    "reschedule it",
-    "reschedule",
-    "cancel my appointment",
-    "cancel the appointment",
-    "cancel my booking",
-    "cancel it",
-]
-_WANTS = [
-    "i would like to",
-    "i'd like to",
-    "i want to",
-    "i need to",
-    "can i",
-    "could i",
-    "can you",
-    "could you",
-    "please",
-    "i have to",
-    "we need to",
-    "",
-]
-_REPLIES = [
-    "yes",
-    "no",
-    "yes please",
-    "no thanks",
-    "no thank you",
-    "yeah",
-    "yep",
-    "nope",
-    "okay",
-    "ok",
-    "sure",
-    "right",
-    "correct",
-    "that is correct",
-    "that's correct",
-    "that is right",
-    "that's right",
-    "that's fine",
-    "that is fine",
-    "that works",
-    "that works for me",
-    "that is wrong",
-    "that's wrong",
-    "that is not right",
-    "that's not right",
-    "no that is wrong",
-    "yes that is correct",
-    "yes that's right",
-    "please confirm",
-    "confirm",
-    "yes confirm",
-    "i confirm",
-    "confirm the booking",
-    "confirm my appointment",
-    "yes please confirm the booking",
-    "thank you",
-    "thanks",
-    "thank you very much",
-    "thanks a lot",
-    "thank you goodbye",
-    "thanks bye",
-    "goodbye",
-    "bye",
-    "bye bye",
-    "hello",
-    "hi",
-    "good morning",
-    "good afternoon",
-    "sorry",
-    "sorry what was that",
-    "can you repeat that",
-    "say that again",
-    "i said",
-    "i can't make it",
-    "i can't do that",
-    "perfect",
-    "great",
-    "no that doesn't work",
-    "that doesn't work",
-    "is that available",
-    "what times are available",
-    "what do you have",
-    "do you have anything",
-    "is there anything available",
-    "anything earlier",
-    "anything later",
-    "is there anything else",
-    "that's all",
-    "that is all",
-    "nothing else",
-    "no that's all thanks",
-    "wait",
-    "hold on",
-    "one moment",
-]
-_ASKS = [
-    "what about",
-    "how about",
-    "do you have anything",
-    "is there anything",
-    "can i come in",
-    "can you do",
-    "i could do",
-    "is",
-    "maybe",
-    "or",
-    "book me for",
-    "book me in for",
-    "move it to",
-    "reschedule it to",
-    "change it to",
-    "put me down for",
-    "i can come",
-]
-_TAILS = [
-    "",
-    "",
-    "",
-    " please",
-    " is that available",
-    " would be great",
-    " if possible",
-    " instead",
-    " works for me",
-    " thanks",
-]
+# Any speech will do: a fresh decoder garbles its first utterance until the live
+# cepstral-mean normalisation has converged on telephone audio.
 _WARMUP_TEXTS = (
     "hello i would like to book an appointment for next monday at ten am please",
     "can you move it to thursday afternoon at half past two",
@@ -289,90 +71,31 @@ _WARMUP_TEXTS = (
 )
 
 
-def _times() -> list[str]:
-    out = [
-        "noon",
-        "midday",
-        "lunchtime",
-        "midnight",
-        "the morning",
-        "the afternoon",
-        "the evening",
-        "first thing in the morning",
-        "any time",
-    ]
-    for h in _HOURS:
-        out += [h, f"{h} am", f"{h} pm", f"{h} o'clock", f"{h} o'clock in the morning"]
-        out += [f"{h} in the {p}" for p in _PARTS]
-        for m in ("oh five", "ten", "fifteen", "twenty", "thirty", "forty", "forty five", "fifty"):
-            out += [f"{h} {m}", f"{h} {m} am", f"{h} {m} pm"]
-        out += [f"half past {h}", f"a quarter past {h}", f"a quarter to {h}"]
-    return out
-
-
-def _days() -> list[str]:
-    out = ["today", "tomorrow", "next week", "this week", "the day after tomorrow"]
-    out += [f"this {p}" for p in _PARTS] + [f"tomorrow {p}" for p in _PARTS]
-    for d in _DAYS:
-        out += [d, f"on {d}", f"next {d}", f"this {d}", f"on {d} {_PARTS[0]}"]
-        out += [f"{d} {p}" for p in _PARTS] + [f"on {d} {p}" for p in _PARTS[1:]]
-    return out
-
-
-def domain_corpus(n: int = 6000, seed: int = 0) -> list[str]:
-    """Sentences for the domain language model: every reply and action once,
-    then ``n`` random action/day/time combinations (deterministic for a seed)."""
-    rnd = random.Random(seed)
-    times, days = _times(), _days()
-    out = list(_REPLIES)
-    out += [f"{w} {a}".strip() for w in _WANTS for a in _ACTIONS]
-    for _ in range(n):
-        day, at, act, want = rnd.choice(days), rnd.choice(times), rnd.choice(_ACTIONS), rnd.choice(_WANTS)
-        when = rnd.choice([f"{day} at {at}", f"at {at} {day}", day, f"at {at}", f"{day} {at}"])
-        form = rnd.randrange(6)
-        if form == 0:
-            s = f"{want} {act} {rnd.choice(['for', 'to', 'on', ''])} {when}"
-        elif form == 1:
-            s = f"{rnd.choice(_ASKS)} {when}{rnd.choice(_TAILS)}"
-        elif form == 2:
-            s = f"{rnd.choice(['yes', 'no', 'okay', 'hi', 'hello', 'sorry'])} {want} {act} {when}"
-        elif form == 3:
-            s = f"{when}{rnd.choice(_TAILS)}"
-        elif form == 4:
-            s = f"{rnd.choice(_REPLIES)} {rnd.choice(_ASKS)} {when}"
-        else:
-            s = f"{want} {act}{rnd.choice(_TAILS)}"
-        out.append(" ".join(s.split()))
-    return out
-
-
 _model_lock = threading.Lock()
-_model_files: dict[str, dict[str, str]] = {}
+_model_files: dict[Vocabulary, dict[str, str]] = {}
 _model_dir: tempfile.TemporaryDirectory | None = None
 
 
-# fwdflat (the second, flat-lexicon search pass) runs inside end_utt() and
-# holds the GIL throughout: 40-70 ms (domain) to 100-270 ms (general) of
-# stalled event loop per utterance.  Without it end_utt() takes ~1-5 ms and
-# the word error rate on our test sentences was the same or lower.
+# fwdflat (the second, flat-lexicon search pass) runs inside end_utt() and holds the GIL
+# throughout; without it end_utt() takes ~1-5 ms and accuracy was the same (docs/stt.md).
 _COMMON_KWARGS = {"fwdflat": False}
 
 
-def _decoder_kwargs(mode: str) -> dict:
-    """Config for a mode; the domain LM and dictionary are built once per process
-    into a temporary directory that lives as long as the process."""
+def _decoder_kwargs(vocabulary: Vocabulary | None) -> dict:
+    """Decoder config: the shipped general model, or a trigram model and dictionary built
+    from ``vocabulary`` once per process, into a temporary directory that lives as long
+    as the process."""
     global _model_dir
-    if mode == "general":
+    if vocabulary is None:
         return dict(_COMMON_KWARGS)
     with _model_lock:
-        if mode in _model_files:
-            return {**_COMMON_KWARGS, **_model_files[mode]}
+        if vocabulary in _model_files:
+            return {**_COMMON_KWARGS, **_model_files[vocabulary]}
         import pocketsphinx
         from pocketsphinx.lm import ArpaBoLM
 
-        corpus = domain_corpus()
-        words = {w for s in corpus for w in s.split()}
-        lm = ArpaBoLM(text="\n".join(corpus), add_start=True)
+        words = vocabulary.words
+        lm = ArpaBoLM(text="\n".join(vocabulary.sentences), add_start=True)
         lm.compute()
         arpa = io.StringIO()
         lm.write(arpa)
@@ -385,17 +108,16 @@ def _decoder_kwargs(mode: str) -> dict:
                     found.add(w)
         missing = words - found
         if missing:  # a vocabulary edit with a word CMUdict lacks
-            raise RuntimeError(f"domain words missing from the dictionary: {sorted(missing)}")
+            raise RuntimeError(f"{vocabulary.name} words missing from the dictionary: {sorted(missing)}")
         if _model_dir is None:
             _model_dir = tempfile.TemporaryDirectory(prefix="callbridge-stt-")
-        lm_path = os.path.join(_model_dir.name, "domain.arpa")
-        dict_path = os.path.join(_model_dir.name, "domain.dict")
-        with open(lm_path, "w", encoding="utf-8") as f:
+        stem = os.path.join(_model_dir.name, f"{len(_model_files)}")
+        with open(stem + ".arpa", "w", encoding="utf-8") as f:
             f.write(arpa.getvalue())
-        with open(dict_path, "w", encoding="utf-8") as f:
+        with open(stem + ".dict", "w", encoding="utf-8") as f:
             f.writelines(lines)
-        _model_files[mode] = {"lm": lm_path, "dict": dict_path}
-        return {**_COMMON_KWARGS, **_model_files[mode]}
+        _model_files[vocabulary] = {"lm": stem + ".arpa", "dict": stem + ".dict"}
+        return {**_COMMON_KWARGS, **_model_files[vocabulary]}
 
 
 _warmup_audio: list[np.ndarray] | None = None
@@ -548,7 +270,7 @@ class _Worker:
     def _create(self) -> None:
         import pocketsphinx
 
-        self.dec = pocketsphinx.Decoder(loglevel="FATAL", **_decoder_kwargs(self.rec.mode))
+        self.dec = pocketsphinx.Decoder(loglevel="FATAL", **_decoder_kwargs(self.rec.vocabulary))
         for pcm in _warmup_utterances():
             self.dec.start_utt()
             self._process(pcm)
@@ -576,26 +298,26 @@ class _Worker:
 
 
 class Recognizer:
-    """A pool of warmed-up pocketsphinx decoders for one mode; see the module doc.
+    """A pool of warmed-up pocketsphinx decoders for one language model; see the module doc.
 
-    ``mode``: ``"domain"`` or ``"general"``; ``pool_size``: most decoders
-    (threads) at once, 1..64; ``partial_interval_s``: minimum wall time
-    between partial checks, 0..10; ``dither``: noise std in LSB, 0..1000
-    (0 = off); ``max_utterance_s``: audio kept per utterance, 1..600.
-    Out-of-range values raise ``ValueError``.
+    ``vocabulary``: what callers are expected to say (``None``: any English, the general
+    model); ``pool_size``: most decoders (threads) at once, 1..64; ``partial_interval_s``:
+    minimum wall time between partial checks, 0..10; ``dither``: noise std in LSB, 0..1000
+    (0 = off); ``max_utterance_s``: audio kept per utterance, 1..600. Out-of-range values
+    raise ``ValueError``.
     """
 
     def __init__(
         self,
-        mode: str = "domain",
+        vocabulary: Vocabulary | None = None,
         pool_size: int = 2,
         *,
         partial_interval_s: float = 0.2,
         dither: float = 20.0,
         max_utterance_s: float = 30.0,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if vocabulary is not None and not isinstance(vocabulary, Vocabulary):
+            raise ValueError(f"vocabulary must be a Vocabulary or None, got {vocabulary!r:.40}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= 64:
             raise ValueError(f"pool_size must be an int in 1..64, got {pool_size!r}")
         for name, value, lo, hi in (
@@ -605,7 +327,7 @@ class Recognizer:
         ):
             if not lo <= value <= hi:  # also rejects NaN
                 raise ValueError(f"{name} must be in {lo:g}..{hi:g}, got {value!r}")
-        self.mode = mode
+        self.vocabulary = vocabulary
         self.pool_size = pool_size
         self.partial_interval_s = float(partial_interval_s)
         self.dither = float(dither)
@@ -624,6 +346,11 @@ class Recognizer:
             f"Recognizer(mode={self.mode!r}, pool_size={self.pool_size}, "
             f"decoders={self.size}, idle={self.idle})"
         )
+
+    @property
+    def mode(self) -> str:
+        """The vocabulary's name, or ``"general"``."""
+        return self.vocabulary.name if self.vocabulary is not None else "general"
 
     @property
     def size(self) -> int:
@@ -843,22 +570,22 @@ class Utterance:
             pass
 
 
-_recognizers: dict[str, Recognizer] = {}
+_recognizers: dict[Vocabulary | None, Recognizer] = {}
 _recognizers_lock = threading.Lock()
 
 
-def get_recognizer(mode: str = "domain", decoders: int | None = None) -> Recognizer:
-    """The process-wide :class:`Recognizer` for ``mode``.
+def get_recognizer(vocabulary: Vocabulary | None = None, decoders: int | None = None) -> Recognizer:
+    """The process-wide :class:`Recognizer` for ``vocabulary`` (``None``: general English).
 
     ``decoders`` (1..64), if given, sets its pool size: on first use, or later
     (growing takes effect at once; on shrinking, surplus decoders are stopped
     as they come back from their utterances)."""
-    rec = _recognizers.get(mode)
+    rec = _recognizers.get(vocabulary)
     if rec is None:
         with _recognizers_lock:
-            rec = _recognizers.get(mode)
+            rec = _recognizers.get(vocabulary)
             if rec is None:
-                rec = _recognizers[mode] = Recognizer(mode, 2 if decoders is None else decoders)
+                rec = _recognizers[vocabulary] = Recognizer(vocabulary, 2 if decoders is None else decoders)
     if decoders is not None and decoders != rec.pool_size:
         rec.resize(decoders)
     return rec

@@ -142,7 +142,7 @@ class Backend(ABC):
     def stop(self) -> None:
         """The call is over or this actor is being replaced: release what it holds."""
 
-    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+    def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         """20 ms of the caller as Twilio sent it (``ulaw`` back ends)."""
         return None
 

@@ -32,27 +32,15 @@ from ..actors import messages as m
 from ..agents.base import Agent, AgentError, Turn, create_agent
 from ..speech import vad
 from ..speech.stt import get_recognizer
-from ..speech.tts import EspeakTTS
 from .base import Backend, BackendSpec, Conversation, Port
 from .listener import Heard, Listener
-from .speaker import Speaker, Utterance
+from .speaker import APOLOGY, FALLBACK, Speaker, Utterance, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 RETRY_BACKOFF_S = (1.0, 2.0, 4.0)
-FALLBACK = "One moment, please."
-APOLOGY = "I'm sorry, I'm having trouble right now. Please call again later. Goodbye."
 DTMF_WORDS = {"*": "star", "#": "pound"}
-
-_tts_cache: dict[tuple[str, int], EspeakTTS] = {}
-
-
-def shared_tts(voice: str, rate_wpm: int) -> EspeakTTS:
-    key = (voice, rate_wpm)
-    if key not in _tts_cache:
-        _tts_cache[key] = EspeakTTS(voice=voice, rate_wpm=rate_wpm)
-    return _tts_cache[key]
 
 
 async def prewarm(settings: Settings) -> None:
@@ -61,8 +49,8 @@ async def prewarm(settings: Settings) -> None:
     agent's module. Run once at start-up, before calls arrive."""
     shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
     vad.preload()
-    await get_recognizer(decoders=settings.speech.stt_decoders).prewarm()
-    agent_for(settings, "CAprewarm")
+    agent = agent_for(settings, "CAprewarm")
+    await get_recognizer(agent.vocabulary(), decoders=settings.speech.stt_decoders).prewarm()
 
 
 def agent_for(settings: Settings, call_sid: str) -> Agent:
@@ -121,6 +109,7 @@ class EmbeddedBackend(Backend):
         conv = self.conversation
         if conv.agent is None:
             conv.agent = agent_for(self.settings, call.call_sid)
+        self.listener.listen_for(conv.agent.vocabulary())
         if not conv.greeted:
             conv.greeted = True
             greeting = conv.agent.greeting() or self.settings.speech.greeting

@@ -29,8 +29,9 @@ import numpy as np
 
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.onset import SoundOnset
-from ..speech.stt import get_recognizer
+from ..speech.stt import Recognizer, get_recognizer
 from ..speech.vad import WINDOW_SAMPLES, Vad
+from ..speech.vocabulary import Vocabulary
 from .base import Port
 
 if TYPE_CHECKING:
@@ -71,9 +72,15 @@ class Listener:
             max_backdate_ms=min(MAX_BACKDATE_MS, speech.min_speech_ms),
         )
         self.sound = SoundOnset(16000, max_gap_ms=ONSET_GAP_MS)
-        self.recognizer = get_recognizer(decoders=speech.stt_decoders)
+        self.decoders = speech.stt_decoders
+        self.recognizer: Recognizer | None = None
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)
         self.turn: _Turn | None = None
+
+    def listen_for(self, vocabulary: Vocabulary | None) -> None:
+        """What the caller is expected to say (the agent's vocabulary; None: any English).
+        Call it before the first frame."""
+        self.recognizer = get_recognizer(vocabulary, decoders=self.decoders)
 
     def feed(self, pcm16k: np.ndarray, now: float, filler: bool = False) -> None:
         """One 20 ms frame. ``filler``: inserted by the jitter buffer while the line
@@ -151,9 +158,9 @@ class _Turn:
 
     async def run(self) -> None:
         port = self.listener.port
-        utterance = await self.listener.recognizer.start(
-            on_partial=lambda text: port.note("transcript.partial", text=text)
-        )
+        recognizer = self.listener.recognizer
+        assert recognizer is not None, "Listener.listen_for() was not called"
+        utterance = await recognizer.start(on_partial=lambda text: port.note("transcript.partial", text=text))
         try:
             for pcm in self.buffered or ():
                 utterance.feed(pcm)

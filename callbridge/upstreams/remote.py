@@ -47,8 +47,7 @@ from ..agents.base import Turn
 from ..codecs.marks import MarkName
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
-from .embedded import APOLOGY, FALLBACK, shared_tts
-from .speaker import Speaker
+from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -223,7 +222,7 @@ class RemoteBackend(Backend):
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self._enqueue(msg.pcm)
 
-    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+    def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         self._enqueue(msg.payload)
 
     def mark_played(self, mark: MarkName) -> None:

@@ -24,6 +24,20 @@ from .base import Port
 
 MAX_QUEUED = 16
 KEEP_TIMINGS = 8
+FALLBACK = "One moment, please."
+"""Said while a failed back end or agent is retried."""
+APOLOGY = "I'm sorry, I'm having trouble right now. Please call again later. Goodbye."
+"""Said when the retries are used up; the call ends after it."""
+
+_tts_cache: dict[tuple[str, int], EspeakTTS] = {}
+
+
+def shared_tts(voice: str, rate_wpm: int) -> EspeakTTS:
+    """One TTS engine per (voice, rate) in the process, shared by every call's Speaker."""
+    key = (voice, rate_wpm)
+    if key not in _tts_cache:
+        _tts_cache[key] = EspeakTTS(voice=voice, rate_wpm=rate_wpm)
+    return _tts_cache[key]
 
 
 class Utterance:

@@ -219,7 +219,7 @@ class VapiBackend(RemoteBackend):
         super().caller_audio(msg)
         self._watch(msg.pcm, None)
 
-    def caller_ulaw(self, msg: m.CallerMedia) -> None:
+    def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         super().caller_ulaw(msg)
         self._watch(None, msg.payload)
 
