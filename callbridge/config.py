@@ -302,7 +302,7 @@ class Settings:
         default=5.0,
         metadata={
             "env": "AGENT_TIMEOUT_S",
-            "doc": "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call ends politely.",
+            "doc": "Agent reply timeout (for each piece of a reply); then a spoken fallback and retries after the pauses of `UPSTREAM_RETRIES_S`; after that the call ends politely.",
         },
     )
     upstream: str = field(
@@ -323,7 +323,7 @@ class Settings:
         default="1,2,4",
         metadata={
             "env": "UPSTREAM_RETRIES_S",
-            "doc": "Remote back ends: pauses before each reconnect after a mid-call failure (a filler is spoken meanwhile); after the last, an apology and hang-up.",
+            "doc": "Pauses before each retry after a mid-call failure (a remote back end reconnecting, the embedded agent's turn); a filler is spoken meanwhile; after the last, an apology and hang-up.",
         },
     )
     upstream_buffer_bytes: int = field(

@@ -11,8 +11,8 @@ Where the figures come from:
   ``CallFigures``, which keeps the call's own key figures (for ``/calls`` and the console)
   and moves the process-wide counters and histograms: ``turn`` (voice-to-voice, agent
   first token, TTS first audio), ``transcript.final`` (STT finalisation), ``barge_in``
-  (count, detection time), ``child_restarted``, ``upstream_reconnected`` (remote back
-  ends note it), ``jitter_stats`` (concealed and stale frames, as deltas of the call's
+  (count, detection time), ``child_restarted``, ``upstream.retry`` (a remote back
+  end reconnecting), ``jitter_stats`` (concealed and stale frames, as deltas of the call's
   running totals), ``stopped`` (calls by outcome).
 - Frames in and out cost nothing extra per frame: the gateway already counts them in
   plain ints on each call (``Call.frames_in``, ``OutboundWriter.frames_sent``); ended
@@ -274,5 +274,6 @@ _HANDLERS: dict[str, Callable[[CallFigures, dict[str, Any], Metrics | None], Non
     "barge_in": _barge_in,
     "child_restarted": _restart,
     "upstream_reconnected": _reconnect,
+    "upstream.retry": _reconnect,  # a remote back end reconnects after the pause it notes
     "jitter_stats": _jitter,
 }
