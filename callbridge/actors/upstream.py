@@ -35,6 +35,7 @@ class Upstream(Actor):
         self.settings = settings
         self.conversation = conversation
         self.backend: Backend = Backend(self, conversation)  # until CallStarted names one
+        self.playback = m.Playback()
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -46,6 +47,7 @@ class Upstream(Actor):
         if refused and msg.generation == 0:
             self.note("upstream.error", error=refused)
         self.backend = backend_class(name)(self, self.conversation, self.settings)
+        self.backend.playback = self.playback
         self.backend.start(msg)
 
     def receiveMsg_CallerMedia(self, msg: m.CallerMedia) -> None:
@@ -59,6 +61,9 @@ class Upstream(Actor):
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         self.backend.mark_played(msg.mark)
+
+    def receiveMsg_Playback(self, msg: m.Playback) -> None:
+        self.playback = self.backend.playback = msg
 
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:
         self.backend.audio_sent(msg.utterance)

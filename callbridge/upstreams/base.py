@@ -117,6 +117,9 @@ class Backend(ABC):
     """Default handlers do nothing; a back end overrides what it needs. Back ends are
     built as ``cls(port, conversation, settings)``; the base takes no settings."""
 
+    playback: m.Playback = m.Playback()
+    """What the caller hears of the agent (the supervisor's, kept current by the actor)."""
+
     def __init__(self, port: Port, conversation: Conversation, settings: Any = None) -> None:
         self.port = port
         self.conversation = conversation

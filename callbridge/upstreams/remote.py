@@ -45,7 +45,6 @@ import orjson
 
 from ..actors import messages as m
 from ..agents.base import Turn
-from ..codecs.marks import MarkName
 from ..config import Settings
 from ..retry import RetryPolicy
 from .backlog import Backlog
@@ -127,8 +126,6 @@ class RemoteBackend(Backend):
         self.keys: dict[int, str] = {}
         self.cut_keys: deque[str] = deque(maxlen=KEEP_KEYS)
         self.last_opened = 0
-        self.last_played = 0
-        self.cut_upto = 0
 
     # -- for providers -------------------------------------------------------------------
 
@@ -220,12 +217,18 @@ class RemoteBackend(Backend):
             self._remember(Turn("agent", text))
             self.port.note("agent.reply", text=text[:1000], utterance=utterance, source=self.provider)
 
+    def unplayed(self) -> bool:
+        """Whether the caller has yet to hear (or is hearing) the latest agent audio: not
+        played to its end mark, nor cut."""
+        playback = self.playback
+        return self.last_opened > max(playback.played_upto, playback.cut_upto)
+
     def remote_ended(self, reason: str) -> None:
         """The remote ended the call: hang up once what it said has played."""
         self.ended = True
         self.end_utterance()
         self.port.note("upstream.ended", provider=self.provider, reason=reason[:200])
-        if self.last_opened > max(self.last_played, self.cut_upto):
+        if self.unplayed():
             self.conversation.hang_up_after = self.last_opened
         else:
             self.port.end_call("the agent ended the call")
@@ -242,15 +245,9 @@ class RemoteBackend(Backend):
     def caller_ulaw(self, msg: m.CallerMedia) -> None:
         self._enqueue(msg.payload)
 
-    def mark_played(self, mark: MarkName) -> None:
-        if mark.is_end:
-            self.last_played = max(self.last_played, mark.utterance)
-        super().mark_played(mark)
-
     def interrupted(self, utterance: int, played_ms: int) -> None:
         self.speaker.cancel()
         conv = self.conversation
-        self.cut_upto = max(self.cut_upto, utterance)
         if conv.hang_up_after is not None and conv.hang_up_after <= utterance:
             conv.hang_up_after = None  # a cut goodbye: the caller wants to go on
         if self.utterance is not None and self.utterance <= utterance:
