@@ -38,9 +38,10 @@ def _always(error: BaseException) -> bool:
 
 def describe(error: BaseException) -> str:
     """One line for a log or a timeline: the error's type and text (300 characters)."""
-    if isinstance(error, TimeoutError) and not str(error):
+    text = " ".join(str(error).split())
+    if isinstance(error, TimeoutError) and not text:
         return "timed out"
-    return f"{type(error).__name__}: {error}"[:300]
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,7 @@ def test_each_retry_is_logged_once_naming_the_job(caplog: pytest.LogCaptureFixtu
 def test_describe():
     assert describe(TimeoutError()) == "timed out"
     assert describe(ValueError("x" * 1000)) == "ValueError: " + "x" * 288
+    assert describe(OSError("HTTP 503\n\n  Service Unavailable")) == "OSError: HTTP 503 Service Unavailable"
 
 
 def test_the_back_ends_take_their_schedule_from_settings():
