@@ -5,6 +5,7 @@ tree (supervisor, children, msgpack round trips on) driven as the gateway drives
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from callbridge.actors import messages as m
 from callbridge.actors.bargein import GRACE_S
@@ -64,7 +65,9 @@ async def test_the_supervisor_owns_it_and_the_readers_hold_its_latest():
     bargein, upstream = d.actors["bargein"], d.actors["upstream"]
 
     def readers_agree() -> m.Playback:
-        assert bargein.playback == upstream.playback == upstream.backend.playback == sup.playback
+        assert bargein.playback == sup.playback
+        assert upstream.playback == upstream.backend.playback
+        assert replace(upstream.playback, frames=0, at=0.0) == replace(sup.playback, frames=0, at=0.0)
         return sup.playback
 
     clock.t = 1.0
@@ -73,6 +76,7 @@ async def test_the_supervisor_owns_it_and_the_readers_hold_its_latest():
     clock.t = 1.2
     d.tell("supervisor", m.MarkPlayed(1, 10))
     assert readers_agree().frames == 10
+    assert upstream.playback.frames == 0  # progress is BargeIn's: not told to the Upstream
     clock.t = 1.5
     d.tell("supervisor", m.MarkPlayed(1))
     assert readers_agree().playing is None and sup.played_upto == 1

@@ -51,7 +51,8 @@ class RestartPolicy:
 
 CHILDREN: tuple[type[Actor], ...] = (Codec, JitterBuffer, Upstream, BargeIn)
 PLAYBACK_TO = ("bargein", "upstream")
-"""The children that read the call's ``Playback``."""
+"""The children that read the call's ``Playback``. A progress mark (every 200 ms) changes
+only what BargeIn reads (``frames``, ``at``): that value goes to BargeIn alone."""
 POLICIES: dict[str, RestartPolicy] = {
     "codec": RestartPolicy(),
     "jitter": RestartPolicy(),
@@ -102,10 +103,10 @@ class CallSupervisor(Actor):
         if cls.role in PLAYBACK_TO:  # a restarted child carries on from what is playing
             self.ctx.tell(cls.role, self.playback)
 
-    def _played(self, playback: m.Playback) -> None:
+    def _played(self, playback: m.Playback, to: tuple[str, ...] = PLAYBACK_TO) -> None:
         if playback is not self.playback:
             self.playback = playback
-            for role in PLAYBACK_TO:
+            for role in to:
                 self.ctx.tell(role, playback)
 
     # -- from the gateway ----------------------------------------------------------
@@ -115,9 +116,11 @@ class CallSupervisor(Actor):
         # the ones a clear cut). An end mark is also an event for the Upstream (a goodbye
         # played: hang up).
         mark = msg.mark
-        if mark.is_end:
-            self.io.note("mark_played", name=str(mark))
-            self.ctx.tell("upstream", msg)
+        if not mark.is_end:
+            self._played(self.playback.echo(mark, self.ctx.now()), to=("bargein",))
+            return
+        self.io.note("mark_played", name=str(mark))
+        self.ctx.tell("upstream", msg)
         self._played(self.playback.echo(mark, self.ctx.now()))
 
     def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:

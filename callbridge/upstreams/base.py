@@ -118,7 +118,8 @@ class Backend(ABC):
     built as ``cls(port, conversation, settings)``; the base takes no settings."""
 
     playback: m.Playback = m.Playback()
-    """What the caller hears of the agent (the supervisor's, kept current by the actor)."""
+    """What the caller hears of the agent: the supervisor's, as of its latest start, end
+    mark or cut (progress within an utterance, ``frames``/``at``, is BargeIn's alone)."""
 
     def __init__(self, port: Port, conversation: Conversation, settings: Any = None) -> None:
         self.port = port
