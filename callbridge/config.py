@@ -424,8 +424,8 @@ class AgentOptions:
     timeout_s: float = option(
         5.0,
         "AGENT_TIMEOUT_S",
-        "Agent reply timeout; then a spoken fallback and retries after 1, 2, 4 s; after that the call "
-        "ends politely.",
+        "Agent reply timeout (for each piece of a reply); then a spoken fallback and retries after the "
+        "pauses of `UPSTREAM_RETRIES_S`; after that the call ends politely.",
     )
 
     def __post_init__(self) -> None:
@@ -458,8 +458,8 @@ class BackendOptions:
     retries_s: str = option(
         "1,2,4",
         "UPSTREAM_RETRIES_S",
-        "Remote back ends: pauses before each reconnect after a mid-call failure (a filler is spoken "
-        "meanwhile); after the last, an apology and hang-up.",
+        "Pauses before each retry after a mid-call failure (a remote back end reconnecting, the embedded "
+        "agent's turn); a filler is spoken meanwhile; after the last, an apology and hang-up.",
     )
     buffer_bytes: int = option(
         5_000_000,

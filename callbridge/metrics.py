@@ -260,5 +260,6 @@ _HANDLERS: dict[str, Callable[[CallFigures, dict[str, Any], Metrics | None], Non
     "barge_in": _barge_in,
     "child_restarted": _restart,
     "upstream_reconnected": _reconnect,
+    "upstream.retry": _reconnect,  # a remote back end reconnects after the pause it notes
     "jitter_stats": _jitter,
 }

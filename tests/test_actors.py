@@ -43,6 +43,8 @@ EXAMPLES = [
     m.TimelineNote("greeting_audio", {"latency_ms": 1.5, "text": "hi"}),
     m.AgentUlaw(4, b"\xff" * 160),
     m.UpstreamBound("vapi", "3f2a-call"),
+    m.Playback(),
+    m.Playback(3, 3, 2, 1, 10, 12.5, 11.0, 4),
 ]
 
 

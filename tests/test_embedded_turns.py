@@ -113,8 +113,8 @@ class ScriptedAgent(Agent):
 
 def backend(agent: Agent, **settings: Any) -> tuple[EmbeddedBackend, RecordingPort]:
     port = RecordingPort()
+    settings.setdefault("upstream_retries_s", "0.05,0.1,0.2")
     b = EmbeddedBackend(port, Conversation(agent=agent), Settings(greeting="", **settings))
-    b.retry_backoff_s = (0.05, 0.1, 0.2)
     b.start(m.CallStarted("CA1", "MZ1"))
     return b, port
 

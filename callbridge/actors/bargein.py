@@ -2,9 +2,10 @@
 
 What the caller has heard: the Codec marks every utterance every 200 ms (progress marks)
 and at its end (``codecs.marks.MarkName``); Twilio echoes a mark once the audio before
-it has played. So the agent is audible from ``UtteranceStarting`` until the end mark of
-that utterance comes back, and the played position is the last echoed mark plus the time
-since (at most 200 ms more).
+it has played. The supervisor keeps that as the call's ``Playback`` (``actors.messages``):
+the agent is audible from an utterance's first frame until its end mark comes back, and
+the played position is the last echoed mark plus the time since (at most 200 ms more).
+BargeIn reads the latest value it was told.
 
 A barge-in is caller speech (``CallerSpeech``: the endpointer's start of turn, i.e. speech
 sustained for ``MIN_SPEECH_MS``, which coughs, door slams and breathing do not reach)
@@ -113,12 +114,8 @@ class BargeIn(Actor):
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
-        self.playing: int | None = None
-        self.stopped_at = -math.inf
-        self.last_started = 0
-        self.cut_upto = 0
-        self.echoed_frames = 0
-        self.echoed_at = 0.0
+        self.playback = m.Playback()
+        """The supervisor's latest; a cut is applied at once (see ``CallerSpeech``)."""
         self.heard_caller = False
         self.echoes = 0
         self.agent_levels = Levels(ulaw_levels)
@@ -128,25 +125,15 @@ class BargeIn(Actor):
 
     # -- what the agent is doing ----------------------------------------------------------
 
-    def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:
-        if msg.utterance > self.cut_upto:
-            self.playing = msg.utterance
-            self.last_started = msg.utterance
-            self.echoed_frames, self.echoed_at = 0, self.ctx.now()
+    def receiveMsg_Playback(self, msg: m.Playback) -> None:
+        if msg.starts != self.playback.starts:  # an utterance started: the new echo reference
             self.agent_levels = Levels(ulaw_levels)
             self.echoes = 0
+        self.playback = msg
 
     def receiveMsg_OutboundFrame(self, msg: m.OutboundFrame) -> None:
         if msg.payload:
             self.agent_levels.add(msg.payload)
-
-    def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
-        if msg.utterance != self.playing:
-            return
-        if msg.frames:
-            self.echoed_frames, self.echoed_at = msg.frames, self.ctx.now()
-        else:  # the end mark: everything of it has played
-            self.playing, self.stopped_at = None, self.ctx.now()
 
     # -- what the caller is doing -----------------------------------------------------------
 
@@ -158,16 +145,17 @@ class BargeIn(Actor):
 
     def receiveMsg_CallerSpeech(self, msg: m.CallerSpeech) -> None:
         now = self.ctx.now()
-        utterance = self.playing if self.playing is not None else self.last_started
-        audible = self.playing is not None or now - self.stopped_at <= GRACE_S
-        if not audible or utterance <= self.cut_upto:
+        playback = self.playback
+        playing = playback.playing
+        utterance = playing if playing is not None else playback.started
+        if not playback.audible(now, GRACE_S) or utterance <= playback.cut_upto:
             return
-        played_ms = self.echoed_frames * 20 + min(200, round((now - self.echoed_at) * 1000))
+        played_ms = playback.played_ms(now)
         agent_levels, _ = self.agent_levels.read()
-        position = len(agent_levels) if self.playing is None else played_ms // 20
+        position = len(agent_levels) if playing is None else played_ms // 20
         recent = agent_levels[max(0, position - ECHO_WINDOW_FRAMES) : position + 1]
         levels, times = self.caller_levels.read()
-        caller = [lvl for t, lvl in zip(times, levels) if t >= msg.onset]
+        caller = [lvl for t, lvl in zip(times, levels, strict=True) if t >= msg.onset]
         caller_level = float(np.mean(caller)) if caller else 0.0
         agent_level = max(recent) if recent else 0.0
         if agent_level and caller_level < agent_level * 10 ** (-ECHO_MARGIN_DB / 20):
@@ -176,8 +164,8 @@ class BargeIn(Actor):
                 self.ctx.note("echo_ignored", caller_rms=round(caller_level), agent_rms=round(agent_level))
             self.ctx.tell("upstream", m.SpeechRejected(msg.onset))
             return
-        if self.playing is None:
+        if playing is None:
             played_ms = -1  # it had finished: the caller heard it all
-        self.cut_upto = utterance
-        self.playing = None
+        # The supervisor will say it is cut; until then a second start is not a second cut.
+        self.playback = playback.cut(utterance)
         self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, msg.onset))

@@ -11,7 +11,8 @@ dispatcher delivers them before any pending data message.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+import math
+from dataclasses import astuple, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, ClassVar
 
@@ -177,6 +178,63 @@ class Interrupted(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Playback(Message):
+    """CallSupervisor -> BargeIn and Upstream: what the caller hears of the agent, as
+    known from the Codec (an utterance's first frame leaves) and Twilio's echoed marks.
+    The supervisor owns the call's one ``Playback`` and sends each new value (in order
+    with the frames, like the ``UtteranceStarting`` it follows); the others read the
+    latest, never track their own. Pure: the transitions return a new value."""
+
+    playing: int | None = None
+    """The utterance audible now: started, its end mark not back, not cut."""
+    started: int = 0
+    """The latest utterance that started playing (cut ones never do)."""
+    played_upto: int = 0
+    """The latest utterance whose end mark came back played."""
+    cut_upto: int = 0
+    """The latest utterance cut by a barge-in (it and all before it)."""
+    frames: int = 0
+    """Frames of ``playing`` known played (its latest progress mark)."""
+    at: float = 0.0
+    """When ``frames`` was learnt (its start, or its progress mark)."""
+    quiet_since: float = -math.inf
+    """When an end mark last came back."""
+    starts: int = 0
+    """Utterance starts so far (each one, even of the same utterance after a restart)."""
+
+    def audible(self, now: float, grace_s: float) -> bool:
+        """Agent audio playing, or it stopped less than ``grace_s`` ago."""
+        return self.playing is not None or now - self.quiet_since <= grace_s
+
+    def played_ms(self, now: float, mark_every_ms: int = 200) -> int:
+        """How much of ``playing`` the caller has heard: the last progress mark and the
+        time since, at most one mark interval more."""
+        return self.frames * 20 + min(mark_every_ms, round((now - self.at) * 1000))
+
+    def start(self, utterance: int, now: float) -> Playback:
+        """The first frame of ``utterance`` goes out now (nothing if it was cut)."""
+        if utterance <= self.cut_upto:
+            return self
+        return replace(self, playing=utterance, started=utterance, frames=0, at=now, starts=self.starts + 1)
+
+    def echo(self, mark: MarkName, now: float) -> Playback:
+        """Twilio echoed ``mark``: it played."""
+        if not mark.is_end:
+            if mark.utterance != self.playing:
+                return self
+            return replace(self, frames=mark.frames, at=now)
+        playing = None if mark.utterance == self.playing else self.playing
+        return replace(
+            self, playing=playing, played_upto=max(self.played_upto, mark.utterance), quiet_since=now
+        )
+
+    def cut(self, utterance: int) -> Playback:
+        """A barge-in cuts ``utterance`` and all before it."""
+        playing = None if self.playing is not None and self.playing <= utterance else self.playing
+        return replace(self, playing=playing, cut_upto=max(self.cut_upto, utterance))
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamBound(Message):
     """Upstream -> CallSupervisor: the remote back end knows this call as ``remote_id``
     (its webhooks name that id; the gateway maps it back to the CallSid)."""
@@ -281,6 +339,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     AgentUlaw,
     UpstreamBound,
     MediaReceived,
+    Playback,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

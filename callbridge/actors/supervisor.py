@@ -2,7 +2,9 @@
 
 It creates the four children, forwards control (marks, DTMF, stop) to them, hands
 outbound frames and marks to the call's ``CallIO`` (the gateway's socket writer),
-records timeline notes, and restarts a failed child with fresh state.
+records timeline notes, and restarts a failed child with fresh state. It owns the
+call's ``Playback`` (what the caller hears of the agent, from the Codec's starts, the
+echoed marks and barge-ins) and tells each new value to BargeIn and the Upstream.
 
 Restart policy, per role, in one place (``POLICIES``): a child may be restarted
 ``max_restarts`` times within ``window_s``; past that the supervisor gives up on it:
@@ -67,6 +69,9 @@ class RestartPolicy:
 
 
 CHILDREN: tuple[type[Actor], ...] = (Codec, Dejitter, Upstream, BargeIn)
+PLAYBACK_TO = ("bargein", "upstream")
+"""The children that read the call's ``Playback``. A progress mark (every 200 ms) changes
+only what BargeIn reads (``frames``, ``at``): that value goes to BargeIn alone."""
 POLICIES: dict[str, RestartPolicy] = {
     "codec": RestartPolicy(),
     "jitter": RestartPolicy(),
@@ -94,10 +99,15 @@ class CallSupervisor(Actor):
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
         self.conversation = conversation or Conversation()
-        self.played_upto = 0
-        """The last utterance whose end mark Twilio echoed as played."""
+        self.playback = m.Playback()
+        """What the caller hears of the agent: this supervisor's, told to ``PLAYBACK_TO``."""
         self.backend = upstreams.choose(settings, start.parameters)
         """The call's back end, resolved once: its spec goes to the Codec and the Upstream."""
+
+    @property
+    def played_upto(self) -> int:
+        """The last utterance whose end mark Twilio echoed as played."""
+        return self.playback.played_upto
 
     def started(self) -> None:
         if self.backend.refused:
@@ -137,17 +147,28 @@ class CallSupervisor(Actor):
             cls.role,
             m.CallStarted(start.call_sid, start.stream_sid, start.parameters, self.generation[cls.role]),
         )
+        if cls.role in PLAYBACK_TO:  # a restarted child carries on from what is playing
+            self.ctx.tell(cls.role, self.playback)
+
+    def _played(self, playback: m.Playback, to: tuple[str, ...] = PLAYBACK_TO) -> None:
+        if playback is not self.playback:
+            self.playback = playback
+            for role in to:
+                self.ctx.tell(role, playback)
 
     # -- from the gateway ----------------------------------------------------------
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         # Only marks we sent and Twilio played get here (the gateway drops the rest and
-        # the ones a clear cut). Progress marks are for BargeIn only.
-        if msg.frames == 0:
-            self.played_upto = max(self.played_upto, msg.utterance)
-            self.io.note("mark_played", name=str(msg.mark))
-            self.ctx.tell("upstream", msg)
-        self.ctx.tell("bargein", msg)
+        # the ones a clear cut). An end mark is also an event for the Upstream (a goodbye
+        # played: hang up).
+        mark = msg.mark
+        if not mark.is_end:
+            self._played(self.playback.echo(mark, self.ctx.now()), to=("bargein",))
+            return
+        self.io.note("mark_played", name=str(mark))
+        self.ctx.tell("upstream", msg)
+        self._played(self.playback.echo(mark, self.ctx.now()))
 
     def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:
         self.io.note("dtmf", digit=msg.digit)
@@ -179,10 +200,11 @@ class CallSupervisor(Actor):
             detection_ms=round((self.ctx.now() - msg.onset) * 1000.0, 1),
             dropped_s=round(dropped_s, 2),
         )
+        self._played(self.playback.cut(msg.utterance))
 
     def receiveMsg_UtteranceStarting(self, msg: m.UtteranceStarting) -> None:
         self.io.notify_when_sent(msg.utterance)
-        self.ctx.tell("bargein", msg)
+        self._played(self.playback.start(msg.utterance, self.ctx.now()))
 
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:
         self.ctx.tell("upstream", msg)

@@ -48,6 +48,7 @@ class Upstream(Actor):
         self.conversation = conversation
         self.spec = spec
         self.backend: Backend = _Idle(self, conversation)
+        self.playback = m.Playback()
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -56,6 +57,7 @@ class Upstream(Actor):
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
         self.backend = self.spec.create(self, self.conversation, self.settings)
+        self.backend.playback = self.playback
         self.backend.start(msg)
 
     def receiveMsg_CallerUlaw(self, msg: m.CallerUlaw) -> None:
@@ -69,6 +71,9 @@ class Upstream(Actor):
 
     def receiveMsg_MarkPlayed(self, msg: m.MarkPlayed) -> None:
         self.backend.mark_played(msg.mark)
+
+    def receiveMsg_Playback(self, msg: m.Playback) -> None:
+        self.playback = self.backend.playback = msg
 
     def receiveMsg_AgentAudioSent(self, msg: m.AgentAudioSent) -> None:
         self.backend.audio_sent(msg.utterance)

@@ -9,9 +9,9 @@ time) and refuse timestamps more than 5 minutes old (``callbridge.agents.signing
 does exactly that).
 
 Posting never blocks a call: events go to a bounded queue (``MAX_PENDING``; past it the
-oldest is dropped and counted) drained in order by one background task; each POST has
-``TIMEOUT_S`` and up to ``ATTEMPTS`` tries with 0.5/1 s backoff, then the event is
-dropped with a log line.
+oldest is dropped and counted) drained in order by one background task; each POST goes
+through ``RETRY``: ``TIMEOUT_S`` per try, up to 3 tries with 0.5/1 s pauses, then the event
+is dropped with a log line.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import aiohttp
 import orjson
 
 from ..agents.signing import sign
+from ..retry import GaveUp, RetryPolicy, describe
 
 log = logging.getLogger("callbridge.events")
 
 MAX_PENDING = 1000
 TIMEOUT_S = 5.0
-ATTEMPTS = 3
 PUBLISHED = {
     "started": "call.started",
     "transcript.final": "transcript.final",
@@ -40,6 +40,18 @@ PUBLISHED = {
     "stopped": "call.ended",
 }
 """Timeline event -> published event name."""
+
+
+class Refused(Exception):
+    """The receiver answered a POST with something other than 2xx."""
+
+
+RETRY = RetryPolicy(
+    "posting a call event",
+    pauses_s=(0.5, 1.0),
+    timeout_s=TIMEOUT_S,
+    errors=(Refused, TimeoutError, aiohttp.ClientError, OSError),
+)
 
 
 class EventPoster:
@@ -75,8 +87,7 @@ class EventPoster:
         }
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession() as session:
             while True:
                 if not self._pending:
                     self._wakeup.clear()
@@ -89,19 +100,19 @@ class EventPoster:
                     self._busy = False
 
     async def _send(self, session: aiohttp.ClientSession, body: bytes) -> None:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with session.post(self.url, data=body, headers=self.headers(body)) as resp:
-                    if resp.status < 300:
-                        self.sent += 1
-                        return
-                    problem = f"HTTP {resp.status}"
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(0.5 * attempt)
-        self.dropped += 1
-        log.warning("event not delivered to %s after %d tries: %s", self.url, ATTEMPTS, problem)
+        async def post(attempt: int) -> None:
+            async with session.post(self.url, data=body, headers=self.headers(body)) as resp:
+                if resp.status >= 300:
+                    raise Refused(f"HTTP {resp.status}")
+
+        try:
+            await RETRY.run(post)
+        except GaveUp as exc:
+            self.dropped += 1
+            problem = str(exc.last) if isinstance(exc.last, Refused) else describe(exc.last)
+            log.warning("event not delivered to %s after %d tries: %s", self.url, exc.attempts, problem)
+            return
+        self.sent += 1
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="events-poster")

@@ -7,9 +7,9 @@ async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
   ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
 
 One ``TwilioRest`` holds one HTTP session (connections kept alive between requests),
-made on first use inside the event loop; ``close()`` ends it. ``TIMEOUT_S`` per request,
-``ATTEMPTS`` tries (a 5xx or a network error is retried once after 0.5 s; a 4xx is not);
-errors raise ``TwilioError`` with the status and the start of Twilio's answer.
+made on first use inside the event loop; ``close()`` ends it. Requests go through
+``RETRY`` (``TIMEOUT_S`` each; a 5xx or a network error is retried once after 0.5 s; a 4xx
+is not); errors raise ``TwilioError`` with the status and the start of Twilio's answer.
 
 ``base_url`` other than Twilio's (``TWILIO_API_URL``; tests point it at a local server)
 goes through the library's documented hook for that, a custom HTTP client: it rewrites
@@ -18,8 +18,8 @@ the API's base in each request and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -28,8 +28,9 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from ..retry import GaveUp, RetryPolicy
+
 TIMEOUT_S = 5.0
-ATTEMPTS = 2
 TWILIO_API = "https://api.twilio.com"
 
 _quiet = logging.getLogger("callbridge.gateway.twilio_http")
@@ -38,6 +39,20 @@ _quiet.setLevel(logging.WARNING)  # the library logs every request and header at
 
 class TwilioError(RuntimeError):
     pass
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """A 4xx is Twilio refusing the request: asking again would not change its mind."""
+    return not (isinstance(error, TwilioRestException) and error.status < 500)
+
+
+RETRY = RetryPolicy(
+    "twilio request",
+    pauses_s=(0.5,),
+    timeout_s=TIMEOUT_S,
+    errors=(TwilioRestException, TimeoutError, aiohttp.ClientError, OSError, ValueError, TwilioException),
+    retryable=_worth_retrying,
+)
 
 
 class _ApiAt(AsyncTwilioHttpClient):
@@ -78,20 +93,14 @@ class TwilioRest:
             await http.close()
 
     async def _call(self, what: str, request: Any) -> Any:
-        """Run ``request()`` (a library ``*_async`` call) with the retry policy."""
-        problem = ""
-        for attempt in range(ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(0.5)
-            try:
-                return await request()
-            except TwilioRestException as exc:
-                problem = f"{what} answered {exc.status}: {str(exc.msg)[:200]}"
-                if exc.status < 500:
-                    break
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TwilioException) as exc:
-                problem = f"{what}: {type(exc).__name__}: {str(exc)[:200]}"
-        raise TwilioError(problem)
+        """Run ``request()`` (a library ``*_async`` call) under ``RETRY``."""
+        try:
+            return await replace(RETRY, what=what).run(lambda attempt: request())
+        except GaveUp as exc:
+            error = exc.last
+            if isinstance(error, TwilioRestException):
+                raise TwilioError(f"{what} answered {error.status}: {str(error.msg)[:200]}") from None
+            raise TwilioError(f"{what}: {type(error).__name__}: {str(error)[:200]}") from None
 
     async def complete(self, call_sid: str) -> str:
         """Hang up ``call_sid``; returns the call's status as Twilio reports it."""

@@ -126,6 +126,10 @@ class Backend(ABC):
     hooks that do nothing unless overridden. A back end whose ``caller_format`` is
     ``"ulaw"`` gets ``caller_ulaw`` instead of ``caller_audio``."""
 
+    playback: m.Playback = m.Playback()
+    """What the caller hears of the agent: the supervisor's, as of its latest start, end
+    mark or cut (progress within an utterance, ``frames``/``at``, is BargeIn's alone)."""
+
     def __init__(self, port: Port, conversation: Conversation, settings: Settings | None = None) -> None:
         self.port = port
         self.conversation = conversation

@@ -6,8 +6,9 @@ Turn discipline:
   and are answered together, as one turn, when it is done (never two overlapping replies);
 - the agent's first text piece, and each one after, must come within ``AGENT_TIMEOUT_S``;
   on a timeout or an ``AgentError`` before anything was said the caller hears a short
-  fallback ("One moment, please.") and the turn is retried after 1, 2, then 4 s; after
-  that the agent apologises and the call ends once the apology has played;
+  fallback ("One moment, please.") and the turn is retried after each pause of
+  ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); after that the agent apologises and the call ends
+  once the apology has played;
 - a reply that fails half-way keeps what was said (no retry: it would repeat itself);
 - an agent that says goodbye (``agent.ended``) ends the call once its last words played.
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..actors import messages as m
 from ..agents.base import Agent, AgentError, Turn, create_agent
+from ..retry import Failure, RetryPolicy
 from ..speech import vad
 from ..speech.stt import get_recognizer
 from .base import Backend, BackendSpec, Conversation, Port
@@ -39,7 +41,6 @@ from .speaker import APOLOGY, FALLBACK, Speaker, Utterance, shared_tts
 if TYPE_CHECKING:
     from ..config import Settings
 
-RETRY_BACKOFF_S = (1.0, 2.0, 4.0)
 DTMF_WORDS = {"*": "star", "#": "pound"}
 
 
@@ -85,12 +86,22 @@ class _TurnTimes:
     first_text: float = 0.0
 
 
-class EmbeddedBackend(Backend):
-    retry_backoff_s: tuple[float, ...] = RETRY_BACKOFF_S
+def turn_policy(settings: Settings) -> RetryPolicy:
+    """An agent's turn: each piece of the reply within ``AGENT_TIMEOUT_S``, retried after
+    the pauses of ``UPSTREAM_RETRIES_S`` on a timeout or an ``AgentError``."""
+    return RetryPolicy(
+        "agent turn",
+        pauses_s=settings.backends.retry_schedule,
+        timeout_s=settings.agents.timeout_s,
+        errors=(TimeoutError, AgentError),
+    )
 
+
+class EmbeddedBackend(Backend):
     def __init__(self, port: Port, conversation: Conversation, settings: Settings) -> None:
         super().__init__(port, conversation)
         self.settings = settings
+        self.retry = turn_policy(settings)
         self.speaker = Speaker(
             port,
             shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
@@ -192,13 +203,14 @@ class EmbeddedBackend(Backend):
         assert agent is not None
         history = list(conv.history)
         conv.history.append(Turn("caller", text))
-        backoff = self.retry_backoff_s
-        for attempt in range(len(backoff) + 1):
+        policy = self.retry
+        retries = policy.start()
+        while True:
             utterance = None
             said = ""
             try:
                 async with aclosing(agent.reply(text, history)) as pieces:
-                    async for piece in _with_timeout(pieces, self.settings.agents.timeout_s):
+                    async for piece in _with_timeout(pieces, policy.timeout_s):
                         if utterance is None:
                             times.first_text = self.port.now()
                             utterance = self.speaker.open("reply")
@@ -207,17 +219,16 @@ class EmbeddedBackend(Backend):
                             self.turn_times[utterance.number] = times
                         utterance.add(piece)
                         said += piece
-            except (TimeoutError, AgentError) as exc:
-                error = "timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-                self.port.note("agent.error", attempt=attempt + 1, error=error[:300])
-                if utterance is not None:  # half a reply was spoken: keep it, don't repeat
+            except policy.errors as exc:
+                # half a reply was spoken: keep it, don't repeat it
+                failure = retries.failed(exc, retry=utterance is None)
+                self._turn_failed(failure)
+                if utterance is not None:
                     utterance.close()
                     self._replied(said, utterance.number, agent)
                     return
-                if attempt < len(backoff):
-                    if attempt == 0:
-                        self.speaker.say(FALLBACK, "fallback")
-                    await asyncio.sleep(backoff[attempt])
+                if failure.pause_s is not None:
+                    await asyncio.sleep(failure.pause_s)
                     continue
                 apology = self.speaker.say(APOLOGY, "apology")
                 self._said(apology, APOLOGY)
@@ -230,6 +241,14 @@ class EmbeddedBackend(Backend):
             utterance.close()
             self._replied(said, utterance.number, agent)
             return
+
+    def _turn_failed(self, failure: Failure) -> None:
+        """Noted; the caller hears a filler before the first retry."""
+        exc = failure.error
+        error = "timeout" if isinstance(exc, TimeoutError) else str(exc)
+        self.port.note("agent.error", attempt=failure.attempt, error=error[:300])
+        if failure.attempt == 1 and failure.pause_s is not None:
+            self.speaker.say(FALLBACK, "fallback")
 
     def _said(self, utterance: Utterance | None, text: str) -> None:
         if utterance is not None:
@@ -244,8 +263,8 @@ class EmbeddedBackend(Backend):
             self.conversation.hang_up_after = utterance
 
 
-async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float) -> AsyncIterator[str]:
-    """Each next piece must arrive within ``timeout_s`` (raises ``asyncio.TimeoutError``)."""
+async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float | None) -> AsyncIterator[str]:
+    """Each next piece must arrive within ``timeout_s`` (raises ``TimeoutError``)."""
     while True:
         try:
             piece = await asyncio.wait_for(anext(pieces), timeout_s)

@@ -10,9 +10,9 @@ writes only its protocol: ``connect`` (until the remote is ready), ``send_audio`
   (``upstream.buffer_dropped``). Remote messages are at most ``MAX_REMOTE_MESSAGE_BYTES``.
 - **Failure mid-call** (socket error or abnormal close, refused request, timeout): the
   caller hears ``FALLBACK`` ("One moment, please.") and the back end reconnects after
-  each pause of ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); what the caller said meanwhile is
-  sent to the new session. After the last pause (or ``MAX_RECONNECTS`` in a call) it
-  apologises and the call ends once the apology has played. A provider whose sessions
+  each pause of ``UPSTREAM_RETRIES_S`` (1, 2, 4 s; ``reconnect_policy``); what the caller
+  said meanwhile is sent to the new session. After the last pause (or ``MAX_RECONNECTS``
+  in a call) it apologises and the call ends once the apology has played. A provider whose sessions
   outlive their socket ends the old one first (``release_remote``); if it cannot
   (``RemoteUnrecoverable``) the back end gives up at once rather than run two sessions.
 - **Timeouts**: every request (call creation, connect, session ready) within
@@ -37,6 +37,7 @@ import contextlib
 import logging
 from bisect import bisect_right
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -44,7 +45,7 @@ import orjson
 
 from ..actors import messages as m
 from ..agents.base import Turn
-from ..codecs.marks import MarkName
+from ..retry import RetryPolicy
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
 from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
@@ -74,6 +75,24 @@ class RemoteUnrecoverable(RemoteFailure):
     new one would run beside it): give up now."""
 
 
+_FAILURES = (TimeoutError, RemoteFailure, aiohttp.ClientError, OSError, ValueError)
+"""What ends a session and makes the back end reconnect."""
+
+
+def reconnect_policy(settings: Settings, provider: str = "remote") -> RetryPolicy:
+    """A remote session's life: connecting within ``UPSTREAM_TIMEOUT_S``, reconnecting after
+    each pause of ``UPSTREAM_RETRIES_S`` (the schedule starts afresh once a session is
+    ready), at most ``MAX_RECONNECTS`` in a call, never after ``RemoteUnrecoverable``."""
+    return RetryPolicy(
+        f"{provider} session",
+        pauses_s=settings.backends.retry_schedule,
+        timeout_s=settings.backends.timeout_s,
+        errors=_FAILURES,
+        retryable=lambda exc: not isinstance(exc, RemoteUnrecoverable),
+        max_failures=MAX_RECONNECTS,
+    )
+
+
 class RemoteBackend(Backend):
     provider = "remote"
     bytes_per_ms = 32.0
@@ -85,7 +104,7 @@ class RemoteBackend(Backend):
         super().__init__(port, conversation)
         self.settings = settings
         self.timeout_s = settings.backends.timeout_s
-        self.retry_s = settings.backends.retry_schedule
+        self.retry = reconnect_policy(settings, self.provider)
         self.backlog = Backlog(settings.backends.buffer_bytes)
         self.speaker = Speaker(
             port,
@@ -110,8 +129,6 @@ class RemoteBackend(Backend):
         self.keys: dict[int, str] = {}
         self.cut_keys: deque[str] = deque(maxlen=KEEP_KEYS)
         self.last_opened = 0
-        self.last_played = 0
-        self.cut_upto = 0
 
     # -- for providers -------------------------------------------------------------------
 
@@ -203,12 +220,18 @@ class RemoteBackend(Backend):
             self._remember(Turn("agent", text))
             self.port.note("agent.reply", text=text[:1000], utterance=utterance, source=self.provider)
 
+    def unplayed(self) -> bool:
+        """Whether the caller has yet to hear (or is hearing) the latest agent audio: not
+        played to its end mark, nor cut."""
+        playback = self.playback
+        return self.last_opened > max(playback.played_upto, playback.cut_upto)
+
     def remote_ended(self, reason: str) -> None:
         """The remote ended the call: hang up once what it said has played."""
         self.ended = True
         self.end_utterance()
         self.port.note("upstream.ended", provider=self.provider, reason=reason[:200])
-        if self.last_opened > max(self.last_played, self.cut_upto):
+        if self.unplayed():
             self.conversation.hang_up_after = self.last_opened
         else:
             self.port.end_call("the agent ended the call")
@@ -225,15 +248,9 @@ class RemoteBackend(Backend):
     def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         self._enqueue(msg.payload)
 
-    def mark_played(self, mark: MarkName) -> None:
-        if mark.is_end:
-            self.last_played = max(self.last_played, mark.utterance)
-        super().mark_played(mark)
-
     def interrupted(self, utterance: int, played_ms: int) -> None:
         self.speaker.cancel()
         conv = self.conversation
-        self.cut_upto = max(self.cut_upto, utterance)
         if conv.hang_up_after is not None and conv.hang_up_after <= utterance:
             conv.hang_up_after = None  # a cut goodbye: the caller wants to go on
         if self.utterance is not None and self.utterance <= utterance:
@@ -264,38 +281,35 @@ class RemoteBackend(Backend):
         self.wake.set()
 
     async def _run(self) -> None:
-        failures = reconnects = 0
-        error = ""
-        unrecoverable = False
+        retries = replace(self.retry, what=f"call {self._sid()}: {self.provider}").start()
         try:
             while not self.stopping:
                 started = self.port.now()
-                self.port.note("upstream.connecting", provider=self.provider, attempt=failures + 1)
+                self.port.note("upstream.connecting", provider=self.provider, attempt=retries.failures + 1)
                 try:
-                    await asyncio.wait_for(self.connect(), self.timeout_s)
+                    await self.retry.bounded(self.connect())
                     self._ready(started)
-                    failures = 0
+                    retries.succeeded()
                     if await self._session():
                         return
                     raise RemoteFailure(f"socket closed by the remote ({self._close_code()})")
-                except (TimeoutError, RemoteFailure, aiohttp.ClientError, OSError, ValueError) as exc:
-                    error = _describe(exc)
-                    unrecoverable = isinstance(exc, RemoteUnrecoverable)
+                except _FAILURES as exc:
+                    failed: BaseException = exc
                 finally:
                     self.ready = False
                     self.end_utterance()
                     await self._close()
-                failures += 1
-                reconnects += 1
-                self.port.note("upstream.error", provider=self.provider, error=error, attempt=failures)
-                log.warning("call %s: %s failed: %s", self._sid(), self.provider, error)
-                if unrecoverable or failures > len(self.retry_s) or reconnects > MAX_RECONNECTS:
+                failure = retries.failed(failed)
+                error = _describe(failed)
+                self.port.note("upstream.error", provider=self.provider, error=error, attempt=failure.attempt)
+                if failure.pause_s is None:
+                    log.warning("call %s: %s failed: %s", self._sid(), self.provider, error)
                     self._give_up(error)
                     return
-                if failures == 1:
+                if failure.attempt == 1:
                     self.speaker.say(FALLBACK, "fallback")
-                self.port.note("upstream.retry", provider=self.provider, in_s=self.retry_s[failures - 1])
-                await asyncio.sleep(self.retry_s[failures - 1])
+                self.port.note("upstream.retry", provider=self.provider, in_s=failure.pause_s)
+                await asyncio.sleep(failure.pause_s)
         finally:
             await self._close()
 

@@ -49,7 +49,6 @@ import orjson
 from ..actors import messages as m
 from ..agents._http import excerpt, redact
 from ..codecs.g711 import ulaw_decode
-from ..codecs.marks import MarkName
 from ..options import check, option
 from .base import PCM16K, ULAW, BackendSpec
 from .remote import RemoteBackend, RemoteFailure, RemoteUnrecoverable
@@ -189,7 +188,6 @@ class VapiBackend(RemoteBackend):
         self.release_error = ""
         self.watch = SpeechWatch(self.settings.speech, self.port.caller_speech, 8000 if self.mulaw else 16000)
         self.watched = False
-        self.quiet_since = -1e9
 
     async def connect(self) -> None:
         if self.open_call:
@@ -239,15 +237,8 @@ class VapiBackend(RemoteBackend):
     def _agent_may_be_audible(self, now: float) -> bool:
         """From the agent's first audio until its last mark came back, plus a second."""
         return (
-            self.utterance is not None
-            or self.last_opened > max(self.last_played, self.cut_upto)
-            or now - self.quiet_since < WATCH_AFTER_S
+            self.utterance is not None or self.unplayed() or now - self.playback.quiet_since < WATCH_AFTER_S
         )
-
-    def mark_played(self, mark: MarkName) -> None:
-        super().mark_played(mark)
-        if mark.is_end:
-            self.quiet_since = self.port.now()
 
     def speech_rejected(self) -> None:
         self.watch.reset()
