@@ -56,7 +56,9 @@ class _CallRecordFactory:
         return record
 
 
-def _tag_records() -> None:
+def tag_records() -> None:
+    """From now on every log record carries the current call's ``callSid`` and ``streamSid``
+    (``setup_logging`` does this; a test that adds its own handler calls it)."""
     factory = logging.getLogRecordFactory()
     if not isinstance(factory, _CallRecordFactory):
         logging.setLogRecordFactory(_CallRecordFactory(factory))
@@ -107,7 +109,7 @@ def resolve_format(log_format: str, mode: str) -> str:
 def setup_logging(level: str, log_format: str = "text", stream: IO[str] | None = None) -> logging.Handler:
     """Replace the root logger's handlers with one that writes ``log_format`` lines; in
     ``json``, Python's warnings and uncaught exceptions are logged (as JSON) too."""
-    _tag_records()
+    tag_records()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from callbridge.logs import CallContextFilter, JsonFormatter
+from callbridge.logs import JsonFormatter, tag_records
 from callbridge.metrics import OUTCOMES, CallFigures, Metrics, outcome
 from callbridge.sim.caller import SimulatedCall
 from tests.conftest import speech_8k
@@ -37,7 +37,7 @@ async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
     url = await start_server()
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
-    handler.addFilter(CallContextFilter())
+    tag_records()
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("callbridge")
     logger.addHandler(handler)
