@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from callbridge.cli import Server
-from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import Settings
 from callbridge.speech.tts import EspeakTTS
+from callbridge.testing.audio import speech
 
 MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
@@ -79,10 +79,7 @@ def speech_8k(text: str, voice: str = "en-us") -> np.ndarray:
     """Caller audio: ``text`` spoken by the embedded TTS, as int16 at 8 kHz."""
     key = f"{voice}:{text}"
     if key not in _speech_cache:
-        tts = EspeakTTS(voice=voice, rate_wpm=150)
-        chunks: list[np.ndarray] = []
-        tts.synthesize(text, chunks.append)
-        _speech_cache[key] = StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
+        _speech_cache[key] = speech(EspeakTTS(voice=voice, rate_wpm=150), text)
     return _speech_cache[key]
 
 
@@ -99,9 +96,11 @@ def rms(pcm: np.ndarray) -> float:
 async def inject_fault(url: str, call_sid: str, child: str) -> None:
     """``POST /calls/{callSid}/fault?child=`` (``FAULT_INJECTION``): ``child`` fails
     (``socket``: the stream's connection drops)."""
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/calls/{call_sid}/fault?child={child}") as resp:
-            assert resp.status == 200
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/calls/{call_sid}/fault?child={child}") as resp,
+    ):
+        assert resp.status == 200
 
 
 async def until(done: Callable[[], bool], limit_s: float = 10.0) -> None:

@@ -1,7 +1,7 @@
 """No input a peer controls may cost more than a bounded number of log lines, bytes of
 record or checkpoint writes per call per second, nor disturb another call.
 
-Each abuse in ``tests/abusers.py`` runs over a real socket against a real gateway (its own
+Each abuse in ``callbridge/testing/abusers.py`` runs over a real socket against a real gateway (its own
 event loop, in a thread) next to a bystander call streaming in real time (in another
 thread); then the log records, the abusive call's record (``GET /calls/{callSid}``),
 the store's checkpoints of it, and the bystander's audio are checked.
@@ -23,9 +23,8 @@ import aiohttp
 import pytest
 
 from callbridge.gateway.store import StoreBook
-
-from . import fuzz_targets as ft
-from .abusers import ABUSES, Abuse, Outcome, run_abuse
+from callbridge.testing import fuzz_targets as ft
+from callbridge.testing.abusers import ABUSES, Abuse, Outcome, run_abuse
 
 MAX_LOG_LINES = 12
 """Log records for the whole case: the bystander's start and end, the abusive socket's

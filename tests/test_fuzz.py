@@ -1,14 +1,14 @@
 """Fuzzing, the short campaign (CI): every parser with a few hundred generated inputs,
 the webhook and the media socket of a real gateway over real loopback sockets while a
 bystander call streams through the same gateway undisturbed. The long campaign is
-``python bench/fuzz.py --examples N``; both use ``tests/fuzz_targets.py``."""
+``python bench/fuzz.py --examples N``; both use ``callbridge/testing/fuzz_targets.py``."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from . import fuzz_targets as ft
+from callbridge.testing import fuzz_targets as ft
 
 CI = settings(
     max_examples=300,

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from callbridge.logs import CallContextFilter, JsonFormatter
 from callbridge.metrics import OUTCOMES, CallFigures, Metrics, outcome
 from callbridge.sim.caller import SimulatedCall
-from tests.conftest import speech_8k
+
+from .conftest import speech_8k
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -14,8 +14,7 @@ import pytest
 from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import read_wav
-
-from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
 OPERATOR = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from callbridge.codecs import mediastreams as ms
 from callbridge.gateway.security import SignatureChecker, stream_url
 from callbridge.sim.caller import new_sid, parse_stream_twiml, parse_twiml
+from callbridge.testing.nodes import AUTH_TOKEN, PUBLIC_URL, ProdNode
 
-from .prodnode import AUTH_TOKEN, PUBLIC_URL, ProdNode
 from .test_prod import _ppid, booked, call_record, new_call, nodes  # noqa: F401  (fixture)
 
 HANDSHAKE = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, stream_url(PUBLIC_URL), {})}

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from .prodnode import TIME_WAIT, free_port, listeners, restart, tcp_sockets
+from callbridge.testing.nodes import TIME_WAIT, free_port, listeners, restart, tcp_sockets
+
 from .test_prod import _ppid, nodes  # noqa: F401  (fixture)
 
 

@@ -16,13 +16,13 @@ from callbridge.codecs.g711 import ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import ConfigError, Settings
 from callbridge.sim.caller import SimulatedCall
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import create_call_body, ends_call, parse_created
 
 from .conftest import events, inject_fault, rms, speech_8k, until
 from .fake_vapi import FakeVapi
-from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
 FAST_RETRIES = "0.05,0.1,0.2"
 

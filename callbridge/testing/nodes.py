@@ -1,4 +1,8 @@
-"""Start ``run.py serve --mode prod`` as a real process group for the fault tests."""
+"""Servers as real processes, for tests and benchmarks: ``ProdNode`` (``run.py serve --mode
+prod`` as a process group that can be reaped whole), ``ProcessNode`` (a one-process server
+with the same handle), ``gateway()`` (a dev server, ready on entry), and the ``/proc``
+readings that check them (``free_port``, ``listeners``, ``cpu_seconds``). Needs a source
+checkout: the servers are started as ``run.py`` from ``ROOT``."""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+"""The source checkout this package lives in (where ``run.py`` is)."""
 AUTH_TOKEN = "prod-test-auth-token"
 CONSOLE_TOKEN = "prod-test-operator-token"
 PUBLIC_URL = "https://callbridge.test"  # as Twilio sees it: https webhook, wss:// stream
@@ -26,6 +32,7 @@ _instances = itertools.count(1)
 
 
 def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (for a server in another process)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -85,7 +92,7 @@ class ProdNode:
             "LOG_LEVEL": "INFO",
             **env,
         }
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 -- open for the node's life; close() closes it
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True
         )
@@ -297,3 +304,31 @@ class ProcessNode(ProdNode):
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc.poll() is None else []
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) that process ``pid`` has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def gateway(**env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``with gateway(GREETING="Hi.") as (process, url):`` -- ``run.py serve`` (dev mode)
+    in its own process (so its CPU can be read from ``/proc``), ready (prewarmed) on entry."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "listening on ..." once ready
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
