@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import numpy as np
@@ -19,10 +21,33 @@ MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
 
 
+class RunQueueWait:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux
+    ``/proc/thread-self/schedstat``; 0 where the kernel does not say)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return 0.0
+        return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
 class LoopWatch:
     """Ticks every 10 ms and records the worst lateness: something blocked the loop.
     A tick that overlaps a server's start-up (``starting``: the one-off warm-up of the
-    speech models, before the server takes calls) is not counted."""
+    speech models, before the server takes calls) is not counted, nor is the time the
+    loop's thread stood runnable in the OS run queue (another process had the CPU: the
+    suite runs in parallel on a loaded machine); a loop blocked by its own work, a
+    blocking call or the GIL still counts."""
 
     def __init__(self) -> None:
         self.worst = 0.0
@@ -30,11 +55,16 @@ class LoopWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        while True:
-            t, during_start = time.monotonic(), self.starting
-            await asyncio.sleep(0.01)
-            if not (during_start or self.starting):
-                self.worst = max(self.worst, time.monotonic() - t - 0.01)
+        queued = RunQueueWait()
+        try:
+            while True:
+                t, q, during_start = time.monotonic(), queued(), self.starting
+                await asyncio.sleep(0.01)
+                if not (during_start or self.starting):
+                    late = time.monotonic() - t - 0.01 - (queued() - q)
+                    self.worst = max(self.worst, late)
+        finally:
+            queued.close()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -43,6 +73,55 @@ class LoopWatch:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+HEAVY_AT_ONCE = 2
+"""How many ``prod`` and ``browser`` tests (a process tree per node, a browser: seconds of
+CPU at a time) run at once across the parallel workers; the rest of the suite mostly waits
+on real time and runs beside them. (xdist's own ``--dist loadgroup`` does not group on
+pytest 9.2: pytest-xdist issue 1386.)"""
+
+
+def _heavy(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) for name in ("prod", "browser"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, so that no long one starts last and holds up the end of a
+    parallel run (setup.cfg deals them out in this order, two at a time); among them the
+    heavy ones spread evenly, so that they seldom wait for a slot."""
+    slow = [item for item in items if item.get_closest_marker("slow") and not _heavy(item)]
+    heavy = [item for item in items if _heavy(item)]
+    fast = [item for item in items if not item.get_closest_marker("slow") and not _heavy(item)]
+    every = (len(slow) + len(heavy)) / max(1, len(heavy))
+    ordered = list(slow)
+    for n, item in enumerate(heavy):
+        ordered.insert(round(n * every), item)
+    items[:] = ordered + fast
+
+
+@pytest.fixture(autouse=True)
+def _heavy_slot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A ``prod`` or ``browser`` test holds one of ``HEAVY_AT_ONCE`` lock files shared by the
+    run's workers (in the run's base temporary directory) while it runs."""
+    if not _heavy(request.node) or "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent  # popen-gwN's parent: one per run
+    while True:
+        for n in range(HEAVY_AT_ONCE):
+            fd = os.open(run_dir / f"heavy-{n}.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield
+            finally:
+                os.close(fd)
+            return
+        time.sleep(0.05)
 
 
 StartServer = Callable[..., Awaitable[str]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from callbridge.sim.caller import SimulatedCall
 from callbridge.testing.audio import LONG_GREETING, hard_noises_8k, noises_8k
@@ -10,6 +11,7 @@ from callbridge.testing.audio import LONG_GREETING, hard_noises_8k, noises_8k
 from .conftest import events, speech_8k
 
 
+@pytest.mark.slow
 async def test_caller_talks_over_the_greeting(start_server):
     url = await start_server(greeting=LONG_GREETING)
     wait = speech_8k("Wait, I want to cancel my appointment.")
@@ -36,6 +38,7 @@ async def test_caller_talks_over_the_greeting(start_server):
     assert result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_noise_over_agent_speech_is_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     result = await SimulatedCall(url, audio=[noises_8k()], gap_s=0.5, hold_s=0.5).run()
@@ -44,6 +47,7 @@ async def test_noise_over_agent_speech_is_not_a_barge_in(start_server):
     assert events(result, "transcript.final") == []
 
 
+@pytest.mark.slow
 async def test_noises_back_to_back_are_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     noise = (hard_noises_8k(3).astype(np.float32) * 0.75).astype(np.int16)
@@ -52,6 +56,7 @@ async def test_noises_back_to_back_are_not_a_barge_in(start_server):
     assert events(result, "barge_in") == []
 
 
+@pytest.mark.slow
 async def test_agent_echo_is_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     silence = np.zeros(8000 * 6, np.int16)
@@ -61,6 +66,7 @@ async def test_agent_echo_is_not_a_barge_in(start_server):
     assert events(result, "agent.reply") == []  # the agent did not answer itself
 
 
+@pytest.mark.slow
 async def test_repeated_interruptions_one_barge_in_each(start_server):
     url = await start_server(greeting=LONG_GREETING)
     wait = speech_8k("Wait.")

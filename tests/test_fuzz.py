@@ -20,6 +20,7 @@ CI = settings(
 SOCKETS = settings(CI, max_examples=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ft.TARGETS))
 def test_parser_never_fails_but_with_its_own_error(name):
     strategy, check = ft.TARGETS[name]
@@ -33,6 +34,7 @@ def gateway():
     gw.close()
 
 
+@pytest.mark.slow
 def test_webhook_forms_over_http(gateway):
     @SOCKETS
     @given(ft.forms)
@@ -49,6 +51,7 @@ def test_webhook_forms_over_http(gateway):
     assert gateway.health()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_media_socket_messages_leave_other_calls_alone(gateway):
     bystander = ft.Bystander(gateway)
 

@@ -9,6 +9,7 @@ import logging
 
 import aiohttp
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from callbridge.logs import CallContextFilter, JsonFormatter
@@ -34,6 +35,7 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> dict:
         return samples(await resp.text())
 
 
+@pytest.mark.slow
 async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
     url = await start_server()
     lines = io.StringIO()

@@ -16,6 +16,8 @@ from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import read_wav
 from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
+pytestmark = [pytest.mark.prod, pytest.mark.slow]
+
 OPERATOR = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 
 TURNS = [read_wav(p) for p in bundled_turns()]

@@ -106,6 +106,7 @@ def test_vapi_settings_are_checked():
 # -- calls ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -122,6 +123,7 @@ async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 async def test_conversation_over_the_websocket_transport(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -156,6 +158,7 @@ async def test_conversation_over_the_websocket_transport(start_server):
     assert fake.open_calls == set() and fake.refusals == []
 
 
+@pytest.mark.slow
 async def test_slow_call_creation_loses_nothing(start_server):
     fake = FakeVapi()
     fake.create_delay_s = 0.6
@@ -173,6 +176,7 @@ async def test_slow_call_creation_loses_nothing(start_server):
     assert ready["held_ms"] >= 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("vapi_says", "audio"),
     [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
@@ -193,6 +197,7 @@ async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server,
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 async def test_drop_ends_the_old_vapi_call_before_creating_a_new_one(start_server):
     fake = FakeVapi()
     fake.drop_after_s = {1: 1.5}
@@ -216,6 +221,7 @@ async def test_drop_ends_the_old_vapi_call_before_creating_a_new_one(start_serve
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("why", ["no-control-url", "control-refused"])
 async def test_drop_without_a_way_to_end_the_call_gives_up_rather_than_open_a_second(start_server, why):
     fake = FakeVapi()
@@ -233,6 +239,7 @@ async def test_drop_without_a_way_to_end_the_call_gives_up_rather_than_open_a_se
     assert "upstream.gave_up" in result.timeline_events() and result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_server):
     fake = FakeVapi()
     fake.drop_after_s = {1: 0.8}
@@ -254,6 +261,7 @@ async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_serve
     assert fake.controls == [("vapi-call-1", {"type": "end-call"})]
 
 
+@pytest.mark.slow
 async def test_refused_call_creation_gives_up_politely(start_server):
     fake = FakeVapi()
     fake.refuse_from = 1
@@ -266,6 +274,7 @@ async def test_refused_call_creation_gives_up_politely(start_server):
     assert "call_ending" in result.timeline_events() and result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_assistant_hangs_up(start_server):
     fake = FakeVapi()
     fake.end_call_after_replies = 2
@@ -278,6 +287,7 @@ async def test_assistant_hangs_up(start_server):
     assert events(result, "call_ending")[0]["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50
 
 
+@pytest.mark.slow
 async def test_upstream_actor_restart_ends_the_vapi_call_before_the_next(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -300,6 +310,7 @@ def test_the_open_vapi_call_travels_in_the_checkpoint():
     assert Conversation.restore(Conversation().snapshot(), 0).remote_call is None
 
 
+@pytest.mark.slow
 async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_server):
     """The Twilio stream drops and the call resumes from its checkpoint, which still names
     the first Vapi call: the resumed back end makes sure it has ended (its controlUrl
@@ -318,6 +329,8 @@ async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_serv
     assert [e["remote_id"] for e in events(result, "upstream.released")] == ["vapi-call-1"]
 
 
+@pytest.mark.slow
+@pytest.mark.prod
 async def test_sigkill_of_the_shard_ends_its_vapi_call_before_the_resumed_call_makes_one(tmp_path):
     """Production mode: the shard carrying a Vapi call dies (its socket to Vapi dies
     with it, the Vapi call runs on). The call resumes on the other shard from its

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,11 +32,45 @@ INSTANCE_VAR = "CALLBRIDGE_TEST_INSTANCE"
 _instances = itertools.count(1)
 
 
+PORT_BLOCK = 500
+"""Ports per block in ``free_port``: one block per pytest-xdist worker."""
+
+
+def _port_blocks() -> Iterator[int]:
+    """``free_port``'s candidates: below the kernel's ephemeral range (which a bind to port 0
+    and every outgoing connection draw from, so neither can take a port between our check
+    and the server's bind), in this worker's own block (so parallel workers never pick the
+    same one), from a random start (so separate runs seldom do)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    blocks = max(1, (ephemeral - 10000) // PORT_BLOCK)
+    base = 10000 + (int(worker) if worker.isdigit() else 0) % blocks * PORT_BLOCK
+    start = random.randrange(PORT_BLOCK)
+    for n in itertools.count():
+        yield base + (start + n) % PORT_BLOCK
+
+
+_candidates = _port_blocks()
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (for a server in another process)."""
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 now (no listener, no connection, nothing in TIME_WAIT),
+    for a server in another process to bind in a moment."""
+    for _ in range(PORT_BLOCK):
+        port = next(_candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the block is full: any port the kernel gives
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ProdNode:
