@@ -7,6 +7,7 @@ import fcntl
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -75,7 +76,7 @@ class LoopWatch:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-HEAVY_AT_ONCE = 2
+HEAVY_AT_ONCE = 3
 """How many ``prod`` and ``browser`` tests (a process tree per node, a browser: seconds of
 CPU at a time) run at once across the parallel workers; the rest of the suite mostly waits
 on real time and runs beside them. (xdist's own ``--dist loadgroup`` does not group on
@@ -87,41 +88,68 @@ def _heavy(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first, so that no long one starts last and holds up the end of a
-    parallel run (setup.cfg deals them out in this order, two at a time); among them the
-    heavy ones spread evenly, so that they seldom wait for a slot."""
-    slow = [item for item in items if item.get_closest_marker("slow") and not _heavy(item)]
-    heavy = [item for item in items if _heavy(item)]
-    fast = [item for item in items if not item.get_closest_marker("slow") and not _heavy(item)]
+    """The ``alone`` tests first (nothing else runs beside them), then the slow ones, so
+    that no long one starts last and holds up the end of a parallel run (setup.cfg deals
+    them out in this order, two at a time), with the heavy ones spread evenly among them so
+    that they seldom wait for a slot, then the fast ones."""
+    alone = [item for item in items if item.get_closest_marker("alone")]
+    rest = [item for item in items if not item.get_closest_marker("alone")]
+    slow = [item for item in rest if item.get_closest_marker("slow") and not _heavy(item)]
+    heavy = [item for item in rest if _heavy(item)]
+    fast = [item for item in rest if not item.get_closest_marker("slow") and not _heavy(item)]
     every = (len(slow) + len(heavy)) / max(1, len(heavy))
-    ordered = list(slow)
     for n, item in enumerate(heavy):
-        ordered.insert(round(n * every), item)
-    items[:] = ordered + fast
+        slow.insert(round(n * every), item)
+    items[:] = alone + slow + fast
+
+
+def _flock(path: Path, how: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, how)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _heavy_slot(run_dir: Path) -> int:
+    """Wait for one of ``HEAVY_AT_ONCE`` lock files; returns it, locked."""
+    while True:
+        for n in range(HEAVY_AT_ONCE):
+            try:
+                return _flock(run_dir / f"heavy-{n}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
-def _heavy_slot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A ``prod`` or ``browser`` test holds one of ``HEAVY_AT_ONCE`` lock files shared by the
-    run's workers (in the run's base temporary directory) while it runs."""
-    if not _heavy(request.node) or "PYTEST_XDIST_WORKER" not in os.environ:
+def _share_the_machine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Across the workers of a parallel run (lock files in the run's base temporary
+    directory): a ``prod`` or ``browser`` test holds one of ``HEAVY_AT_ONCE`` slots; an
+    ``alone`` test runs with no other test running (every test holds ``run.lock`` shared,
+    an ``alone`` one holds it exclusive; ``gate.lock`` keeps new tests from starting while
+    an ``alone`` one waits for the running ones to end)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
         yield
         return
     run_dir = tmp_path_factory.getbasetemp().parent  # popen-gwN's parent: one per run
-    while True:
-        for n in range(HEAVY_AT_ONCE):
-            fd = os.open(run_dir / f"heavy-{n}.lock", os.O_RDWR | os.O_CREAT)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:
-                yield
-            finally:
-                os.close(fd)
-            return
-        time.sleep(0.05)
+    held = [_heavy_slot(run_dir)] if _heavy(request.node) else []
+    try:
+        gate = _flock(run_dir / "gate.lock", fcntl.LOCK_EX)
+        held.append(gate)
+        alone = request.node.get_closest_marker("alone") is not None
+        held.append(_flock(run_dir / "run.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
+        if not alone:
+            held.remove(gate)
+            os.close(gate)
+        yield
+    finally:
+        for fd in reversed(held):
+            os.close(fd)
 
 
 StartServer = Callable[..., Awaitable[str]]

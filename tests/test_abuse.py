@@ -105,6 +105,7 @@ async def _abuse(url: str, abuse: Abuse) -> Outcome:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @pytest.mark.parametrize("name", list(ABUSES))
 def test_abuse_is_bounded_and_leaves_the_bystander_alone(gateway, logs, checkpoints, name):
     abuse = ABUSES[name]

@@ -29,6 +29,7 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_webhook_agent_and_signed_events(start_server):
     turns: list[dict] = []
     events: list[dict] = []

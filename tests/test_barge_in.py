@@ -12,6 +12,7 @@ from .conftest import events, speech_8k
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_caller_talks_over_the_greeting(start_server):
     url = await start_server(greeting=LONG_GREETING)
     wait = speech_8k("Wait, I want to cancel my appointment.")
@@ -39,6 +40,7 @@ async def test_caller_talks_over_the_greeting(start_server):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_noise_over_agent_speech_is_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     result = await SimulatedCall(url, audio=[noises_8k()], gap_s=0.5, hold_s=0.5).run()
@@ -48,6 +50,7 @@ async def test_noise_over_agent_speech_is_not_a_barge_in(start_server):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_noises_back_to_back_are_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     noise = (hard_noises_8k(3).astype(np.float32) * 0.75).astype(np.int16)
@@ -57,6 +60,7 @@ async def test_noises_back_to_back_are_not_a_barge_in(start_server):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_agent_echo_is_not_a_barge_in(start_server):
     url = await start_server(greeting=LONG_GREETING)
     silence = np.zeros(8000 * 6, np.int16)
@@ -67,6 +71,7 @@ async def test_agent_echo_is_not_a_barge_in(start_server):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_repeated_interruptions_one_barge_in_each(start_server):
     url = await start_server(greeting=LONG_GREETING)
     wait = speech_8k("Wait.")

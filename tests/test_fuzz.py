@@ -52,6 +52,7 @@ def test_webhook_forms_over_http(gateway):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_media_socket_messages_leave_other_calls_alone(gateway):
     bystander = ft.Bystander(gateway)
 

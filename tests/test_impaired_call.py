@@ -12,6 +12,7 @@ from callbridge.sim.wavio import read_wav
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_agent_understands_and_replies_smoothly_at_3pct_loss_and_stalls(start_server):
     url = await start_server(greeting="Hi.")
     line = Impairment.from_cli(loss="3%", jitter="200-800ms", seed=1)
@@ -35,6 +36,7 @@ async def test_agent_understands_and_replies_smoothly_at_3pct_loss_and_stalls(st
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_timestamp_gaps_are_concealed_as_time(start_server):
     url = await start_server(greeting="")
     line = Impairment.from_cli(gap="100-300ms", seed=3, gap_every_s=(0.5, 1.0))
