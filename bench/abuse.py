@@ -1,4 +1,4 @@
-"""What each abuse in ``tests/abusers.py`` costs a dev server, next to a bystander call.
+"""What each abuse in ``callbridge/testing/abusers.py`` costs a dev server, next to a bystander call.
 
     python bench/abuse.py [--root DIR] [--seconds S]
 
@@ -25,19 +25,17 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
+import orjson
+
+from callbridge.testing import fuzz_targets as ft
+from callbridge.testing.abusers import ABUSES, run_abuse
+from callbridge.testing.nodes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-
-from tests import fuzz_targets as ft  # noqa: E402
-from tests.abusers import ABUSES, run_abuse  # noqa: E402
-from tests.prodnode import free_port  # noqa: E402
 
 SERVE = """
 import sys, threading, time
-sys.path.insert(0, {root!r})
 from callbridge.gateway import store
 counts = {{}}
 real = store.StoreBook.checkpoint

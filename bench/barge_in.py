@@ -26,15 +26,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench._gateway import gateway, speech  # noqa: E402
-from callbridge.sim.caller import SimulatedCall  # noqa: E402
-from callbridge.speech.tts import EspeakTTS  # noqa: E402
-from tests.test_barge_in import LONG_GREETING, hard_noises_8k, noises_8k  # noqa: E402
+from callbridge.sim.caller import SimulatedCall
+from callbridge.speech.tts import EspeakTTS
+from callbridge.testing.audio import LONG_GREETING, hard_noises_8k, noises_8k, speech
+from callbridge.testing.nodes import gateway
 
 INTERRUPTIONS = [
     "Wait, I want to cancel my appointment.",

@@ -40,8 +40,6 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
 STREAM_SID = "MZ" + "0123456789abcdef" * 2

@@ -30,12 +30,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.load import GAP_LIMIT_MS, fmt, pss_mb, run_step  # noqa: E402
-from callbridge import eventloop  # noqa: E402
-from tests.prodnode import ProcessNode  # noqa: E402
+from callbridge import eventloop
+from callbridge.testing.load import GAP_LIMIT_MS, fmt, pss_mb, run_step
+from callbridge.testing.nodes import ProcessNode
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{url}"/></Connect></Response>'
 

@@ -1,4 +1,4 @@
-"""The long fuzz campaign (outside CI): every target of ``tests/fuzz_targets.py``.
+"""The long fuzz campaign (outside CI): every target of ``callbridge/testing/fuzz_targets.py``.
 
     python bench/fuzz.py --examples 20000                 # parsers 20000 each, sockets 2000 each
     python bench/fuzz.py --examples 2000 --socket-examples 500 --seed 7
@@ -20,16 +20,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as seed_of
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import seed as seed_of  # noqa: E402
-
-from tests import fuzz_targets as ft  # noqa: E402
+from callbridge.testing import fuzz_targets as ft
 
 
 def campaign(

@@ -20,20 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from callbridge import eventloop  # noqa: E402
-from callbridge.codecs import mediastreams as ms  # noqa: E402
-from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
-from callbridge.gateway.calls import Call  # noqa: E402
+from callbridge import eventloop
+from callbridge.codecs import mediastreams as ms
+from callbridge.codecs.g711 import ulaw_encode
+from callbridge.config import Settings
+from callbridge.gateway.calls import Call
 
 QUIET = ulaw_encode(np.random.default_rng(1).normal(0, 30, 160).astype(np.int16))
 LOUD = ulaw_encode((np.sin(np.arange(160) / 3) * 12000).astype(np.int16))

@@ -67,15 +67,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from callbridge.codecs.g711 import ulaw_encode
+from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, JitterStats
+from callbridge.config import Settings
+from callbridge.sim.impair import Impairment, delays_ms
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from callbridge.codecs.g711 import ulaw_encode  # noqa: E402
-from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, JitterStats  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
-from callbridge.sim.impair import Impairment, delays_ms  # noqa: E402
 
 FRAME_MS = 20
 FRAME_BYTES = 160
@@ -243,8 +242,6 @@ def word_error_rates(seeds: range) -> dict[str, float]:
     profile, fed as a call feeds it (``recognised_audio``)."""
     import asyncio
 
-    from bench._gateway import speech
-    from bench.turns import word_errors, words
     from callbridge.agents.desk_vocabulary import desk_vocabulary
     from callbridge.cli import DEMO_LINES, bundled_turns
     from callbridge.codecs.g711 import ulaw_decode
@@ -252,6 +249,8 @@ def word_error_rates(seeds: range) -> dict[str, float]:
     from callbridge.sim.wavio import read_wav
     from callbridge.speech.stt import get_recognizer
     from callbridge.speech.tts import EspeakTTS
+    from callbridge.testing.audio import speech
+    from callbridge.testing.wer import word_errors, words
 
     pad = np.zeros(8000, np.int16)
     tts = EspeakTTS(voice="en-us", rate_wpm=150)

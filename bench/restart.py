@@ -5,7 +5,7 @@
 
 Each run stops the node (``term``: SIGTERM to ``run.py serve``; ``kill``: SIGKILL to it
 alone, as a crash) and starts a new one at once on the same ``PORT`` and ``ADMIN_PORT``
-(``tests.prodnode.restart``: it also checks that no process of the old node and no
+(``callbridge.testing.nodes.restart``: it also checks that no process of the old node and no
 listener on its ports remain). Reports, per kind, the median and the maximum of the
 seconds from the signal to the old node's exit, to its last process gone, and to the new
 node's first ``/healthz`` 200 (a shard warms its speech models first).
@@ -16,15 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.prodnode import ProdNode, restart  # noqa: E402
+from callbridge.testing.nodes import ProdNode, restart
 
 
 def run(runs: int, workers: int, log_dir: Path) -> dict[str, Any]:

@@ -44,12 +44,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.load import FRAME_S, LeanCall  # noqa: E402
-from callbridge.gateway.security import SignatureChecker  # noqa: E402
-from tests.prodnode import AUTH_TOKEN, ProcessNode  # noqa: E402
+from callbridge.gateway.security import SignatureChecker
+from callbridge.testing.load import FRAME_S, LeanCall
+from callbridge.testing.nodes import AUTH_TOKEN, ProcessNode
 
 ENDINGS = ("stop", "drop", "stop", "silent", "nostart", "bad")
 SHORT_FRAMES = 25

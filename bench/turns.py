@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench._gateway import cpu_seconds, gateway, speech  # noqa: E402
-from callbridge.sim.caller import SimulatedCall  # noqa: E402
-from callbridge.speech.tts import EspeakTTS  # noqa: E402
+from callbridge.sim.caller import SimulatedCall
+from callbridge.speech.tts import EspeakTTS
+from callbridge.testing.audio import speech
+from callbridge.testing.nodes import cpu_seconds, gateway
+from callbridge.testing.wer import word_errors, words
 
 UTTERANCES = [
     "I would like to book an appointment on Monday at three pm.",
@@ -47,20 +45,6 @@ UTTERANCES = [
     "What are your hours?",
     "That's all, thank you. Goodbye.",
 ]
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
-
-
-def word_errors(ref: list[str], hyp: list[str]) -> int:
-    """Levenshtein distance over words."""
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -40,18 +40,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import aiohttp
+import numpy as np
+import orjson
+from aiohttp import WSMsgType, web
 
-import aiohttp  # noqa: E402
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-from aiohttp import WSMsgType, web  # noqa: E402
-
-from bench._gateway import cpu_seconds, gateway  # noqa: E402
-from callbridge.codecs import mediastreams as ms  # noqa: E402
-from callbridge.codecs.g711 import ulaw_decode, ulaw_encode  # noqa: E402
-from callbridge.sim.caller import SimulatedCall, parse_stream_twiml  # noqa: E402
+from callbridge.codecs import mediastreams as ms
+from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
+from callbridge.sim.caller import SimulatedCall, parse_stream_twiml
+from callbridge.testing.nodes import cpu_seconds, gateway
 
 PROBE_EVERY = 10  # frames
 WARMUP_S = 1.0

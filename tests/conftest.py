@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 
 from callbridge.cli import Server
-from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import Settings
 from callbridge.speech.tts import EspeakTTS
+from callbridge.testing.audio import speech
 
 MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
 
 
+class RunQueueWait:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux
+    ``/proc/thread-self/schedstat``; 0 where the kernel does not say)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return 0.0
+        return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
 class LoopWatch:
     """Ticks every 10 ms and records the worst lateness: something blocked the loop.
     A tick that overlaps a server's start-up (``starting``: the one-off warm-up of the
-    speech models, before the server takes calls) is not counted."""
+    speech models, before the server takes calls) is not counted, nor is the time the
+    loop's thread stood runnable in the OS run queue (another process had the CPU: the
+    suite runs in parallel on a loaded machine); a loop blocked by its own work, a
+    blocking call or the GIL still counts."""
 
     def __init__(self) -> None:
         self.worst = 0.0
@@ -30,11 +56,16 @@ class LoopWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        while True:
-            t, during_start = time.monotonic(), self.starting
-            await asyncio.sleep(0.01)
-            if not (during_start or self.starting):
-                self.worst = max(self.worst, time.monotonic() - t - 0.01)
+        queued = RunQueueWait()
+        try:
+            while True:
+                t, q, during_start = time.monotonic(), queued(), self.starting
+                await asyncio.sleep(0.01)
+                if not (during_start or self.starting):
+                    late = time.monotonic() - t - 0.01 - (queued() - q)
+                    self.worst = max(self.worst, late)
+        finally:
+            queued.close()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -43,6 +74,82 @@ class LoopWatch:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+HEAVY_AT_ONCE = 3
+"""How many ``prod`` and ``browser`` tests (a process tree per node, a browser: seconds of
+CPU at a time) run at once across the parallel workers; the rest of the suite mostly waits
+on real time and runs beside them. (xdist's own ``--dist loadgroup`` does not group on
+pytest 9.2: pytest-xdist issue 1386.)"""
+
+
+def _heavy(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) for name in ("prod", "browser"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``alone`` tests first (nothing else runs beside them), then the slow ones, so
+    that no long one starts last and holds up the end of a parallel run (setup.cfg deals
+    them out in this order, two at a time), with the heavy ones spread evenly among them so
+    that they seldom wait for a slot, then the fast ones."""
+    alone = [item for item in items if item.get_closest_marker("alone")]
+    rest = [item for item in items if not item.get_closest_marker("alone")]
+    slow = [item for item in rest if item.get_closest_marker("slow") and not _heavy(item)]
+    heavy = [item for item in rest if _heavy(item)]
+    fast = [item for item in rest if not item.get_closest_marker("slow") and not _heavy(item)]
+    every = (len(slow) + len(heavy)) / max(1, len(heavy))
+    for n, item in enumerate(heavy):
+        slow.insert(round(n * every), item)
+    items[:] = alone + slow + fast
+
+
+def _flock(path: Path, how: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, how)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _heavy_slot(run_dir: Path) -> int:
+    """Wait for one of ``HEAVY_AT_ONCE`` lock files; returns it, locked."""
+    while True:
+        for n in range(HEAVY_AT_ONCE):
+            try:
+                return _flock(run_dir / f"heavy-{n}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _share_the_machine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Across the workers of a parallel run (lock files in the run's base temporary
+    directory): a ``prod`` or ``browser`` test holds one of ``HEAVY_AT_ONCE`` slots; an
+    ``alone`` test runs with no other test running (every test holds ``run.lock`` shared,
+    an ``alone`` one holds it exclusive; ``gate.lock`` keeps new tests from starting while
+    an ``alone`` one waits for the running ones to end)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent  # popen-gwN's parent: one per run
+    held = [_heavy_slot(run_dir)] if _heavy(request.node) else []
+    try:
+        gate = _flock(run_dir / "gate.lock", fcntl.LOCK_EX)
+        held.append(gate)
+        alone = request.node.get_closest_marker("alone") is not None
+        held.append(_flock(run_dir / "run.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
+        if not alone:
+            held.remove(gate)
+            os.close(gate)
+        yield
+    finally:
+        for fd in reversed(held):
+            os.close(fd)
 
 
 StartServer = Callable[..., Awaitable[str]]
@@ -79,10 +186,7 @@ def speech_8k(text: str, voice: str = "en-us") -> np.ndarray:
     """Caller audio: ``text`` spoken by the embedded TTS, as int16 at 8 kHz."""
     key = f"{voice}:{text}"
     if key not in _speech_cache:
-        tts = EspeakTTS(voice=voice, rate_wpm=150)
-        chunks: list[np.ndarray] = []
-        tts.synthesize(text, chunks.append)
-        _speech_cache[key] = StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
+        _speech_cache[key] = speech(EspeakTTS(voice=voice, rate_wpm=150), text)
     return _speech_cache[key]
 
 
@@ -99,9 +203,11 @@ def rms(pcm: np.ndarray) -> float:
 async def inject_fault(url: str, call_sid: str, child: str) -> None:
     """``POST /calls/{callSid}/fault?child=`` (``FAULT_INJECTION``): ``child`` fails
     (``socket``: the stream's connection drops)."""
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/calls/{call_sid}/fault?child={child}") as resp:
-            assert resp.status == 200
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/calls/{call_sid}/fault?child={child}") as resp,
+    ):
+        assert resp.status == 200
 
 
 async def until(done: Callable[[], bool], limit_s: float = 10.0) -> None:

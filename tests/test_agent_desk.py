@@ -188,6 +188,7 @@ def test_time_resolution_business_hours():
     assert say_time(dt.time(12)) == "noon"
 
 
+@pytest.mark.slow
 @given(st.text(max_size=200))
 @settings(max_examples=300, deadline=None)
 def test_parse_never_raises(text):

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 from aiohttp import web
 
 from callbridge.agents.signing import verify
@@ -27,6 +28,8 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
+@pytest.mark.alone
 async def test_webhook_agent_and_signed_events(start_server):
     turns: list[dict] = []
     events: list[dict] = []

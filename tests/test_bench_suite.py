@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from bench.suite import Bench, markdown, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,7 @@ json.dump({"knee": 50, "steps": steps, "note": "text is left out", "raw": [1, 2]
 """
 
 
+@pytest.mark.slow
 def test_bench_command_runs_a_benchmark_and_writes_the_results(tmp_path):
     md, js = tmp_path / "results.md", tmp_path / "results.json"
     proc = subprocess.run(
@@ -95,6 +98,7 @@ def test_bench_command_refuses_unknown_names(tmp_path):
     assert "unknown benchmark(s) nope" in proc.stderr
 
 
+@pytest.mark.slow
 def test_suite_reports_missing_failing_and_compares_side_by_side(tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "fake.py").write_text(textwrap.dedent(FAKE))

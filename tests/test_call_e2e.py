@@ -8,6 +8,7 @@ import os
 
 import aiohttp
 import numpy as np
+import pytest
 
 from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
@@ -16,6 +17,7 @@ from callbridge.sim.wavio import read_wav
 from .conftest import rms, speech_8k
 
 
+@pytest.mark.slow
 async def test_conversation_books_an_appointment_both_sides_recorded(start_server):
     url = await start_server()
     turns = [read_wav(path) for path in bundled_turns()[:2]]  # the demo's caller lines
@@ -72,6 +74,7 @@ async def test_conversation_books_an_appointment_both_sides_recorded(start_serve
     assert rms(agent[int(reply_at * 8000) : int((reply_at + 1.5) * 8000)]) > 300
 
 
+@pytest.mark.slow
 async def test_agent_says_goodbye_and_hangs_up(start_server, caplog):
     caplog.set_level(logging.INFO, logger="callbridge")
     url = await start_server(greeting="Hi.")
@@ -88,6 +91,7 @@ async def test_agent_says_goodbye_and_hangs_up(start_server, caplog):
     assert ends == ["INFO"]
 
 
+@pytest.mark.slow
 async def test_outbound_audio_is_paced_not_burst(start_server):
     url = await start_server(outbound_lead_ms=200)
     result = await SimulatedCall(url, hold_s=2.5).run()
@@ -99,6 +103,7 @@ async def test_outbound_audio_is_paced_not_burst(start_server):
     assert span > 1.6, f"100 frames arrived within {span:.2f} s: bursty, not paced"
 
 
+@pytest.mark.slow
 async def test_dtmf_gets_a_spoken_reply(start_server):
     url = await start_server(greeting="Hi.")
     result = await SimulatedCall(url, dtmf="7", hold_s=1.5).run()
@@ -109,6 +114,7 @@ async def test_dtmf_gets_a_spoken_reply(start_server):
     assert reply["text"] == "You pressed 7."
 
 
+@pytest.mark.slow
 async def test_crash_in_each_child_is_restarted_and_audio_keeps_flowing(start_server):
     url = await start_server(fault_injection=True)
     caller = speech_8k("One two three four five six seven eight nine ten.")
@@ -163,6 +169,7 @@ async def test_a_child_that_keeps_failing_ends_the_call_cleanly(start_server, ca
     assert ends == ["WARNING"]
 
 
+@pytest.mark.slow
 async def test_health_and_call_listing(start_server):
     url = await start_server()
     call = SimulatedCall(url, hold_s=1.0)
@@ -192,6 +199,7 @@ async def test_health_and_call_listing(start_server):
             assert resp.status in (404, 405)  # fault injection is off by default
 
 
+@pytest.mark.slow
 async def test_concurrent_calls_are_independent(start_server):
     url = await start_server()
     calls = [SimulatedCall(url, dtmf=d, hold_s=1.2) for d in "123"]

@@ -56,6 +56,7 @@ def test_settings_from_env_and_errors():
         raise AssertionError(f"{env} should be refused")
 
 
+@pytest.mark.slow
 def test_demo_command_writes_greeting_and_timeline(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "demo", "--out-dir", str(tmp_path)],
@@ -78,6 +79,7 @@ def test_demo_command_writes_greeting_and_timeline(tmp_path):
     assert (tmp_path / "timeline.json").stat().st_size > 100
 
 
+@pytest.mark.slow
 def test_call_command_reports_refusal(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "call", "--url", "http://127.0.0.1:9"],
@@ -90,6 +92,7 @@ def test_call_command_reports_refusal(tmp_path):
     assert "cannot reach http://127.0.0.1:9" in proc.stderr
 
 
+@pytest.mark.slow
 def test_serve_refuses_openai_realtime_without_a_key():
     """Refused at start with a clear message, not discovered by the first caller."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "UPSTREAM")}

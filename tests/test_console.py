@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 
 from callbridge.codecs import mediastreams as ms
 from callbridge.gateway.access import COOKIE, ConsoleAccess, same_origin
@@ -66,6 +67,7 @@ async def _sse(resp: aiohttp.ClientResponse):
             yield kind, orjson.loads(line[6:])
 
 
+@pytest.mark.slow
 async def test_live_feed_follows_a_call(start_server):
     url = await start_server()
     async with aiohttp.ClientSession() as http:

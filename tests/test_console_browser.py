@@ -26,6 +26,8 @@ from callbridge.speech.tts import EspeakTTS
 
 from .stripproxy import StripProxy
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 CHROMIUM = "/usr/bin/chromium"
 RATE = 48000  # Chromium's fake capture resamples the file to the device rate; 48 kHz avoids that
 DOCS_SHOT = Path(__file__).resolve().parent.parent / "docs" / "console.png"

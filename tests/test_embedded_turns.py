@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
 from callbridge.actors import messages as m
 from callbridge.agents.base import Agent, AgentError, Turn
 from callbridge.codecs.marks import MarkName
@@ -155,6 +157,7 @@ async def test_timeout_then_fallback_and_retry_succeeds():
     assert port.ended == []
 
 
+@pytest.mark.slow
 async def test_slow_agent_times_out_and_call_ends_after_apology():
     agent = ScriptedAgent(delay=5.0)
     b, port = backend(agent, agent_timeout_s=0.5)

@@ -1,14 +1,14 @@
 """Fuzzing, the short campaign (CI): every parser with a few hundred generated inputs,
 the webhook and the media socket of a real gateway over real loopback sockets while a
 bystander call streams through the same gateway undisturbed. The long campaign is
-``python bench/fuzz.py --examples N``; both use ``tests/fuzz_targets.py``."""
+``python bench/fuzz.py --examples N``; both use ``callbridge/testing/fuzz_targets.py``."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from . import fuzz_targets as ft
+from callbridge.testing import fuzz_targets as ft
 
 CI = settings(
     max_examples=300,
@@ -20,6 +20,7 @@ CI = settings(
 SOCKETS = settings(CI, max_examples=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ft.TARGETS))
 def test_parser_never_fails_but_with_its_own_error(name):
     strategy, check = ft.TARGETS[name]
@@ -33,6 +34,7 @@ def gateway():
     gw.close()
 
 
+@pytest.mark.slow
 def test_webhook_forms_over_http(gateway):
     @SOCKETS
     @given(ft.forms)
@@ -49,6 +51,8 @@ def test_webhook_forms_over_http(gateway):
     assert gateway.health()["status"] == "ok"
 
 
+@pytest.mark.slow
+@pytest.mark.alone
 def test_media_socket_messages_leave_other_calls_alone(gateway):
     bystander = ft.Bystander(gateway)
 

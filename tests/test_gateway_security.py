@@ -174,6 +174,7 @@ BAD_MESSAGES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text,code", BAD_MESSAGES)
 async def test_bad_messages_close_that_socket_only(start_server, text, code, caplog):
     url = await start_server()
@@ -218,6 +219,7 @@ async def test_unknown_events_are_ignored(start_server):
         assert await _close_code(ws) == 1000
 
 
+@pytest.mark.slow
 async def test_start_token_is_checked(start_server):
     url = await start_server(stream_token_ttl_s=1)
     async with aiohttp.ClientSession() as http:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
@@ -10,6 +11,8 @@ from callbridge.sim.impair import Impairment
 from callbridge.sim.wavio import read_wav
 
 
+@pytest.mark.slow
+@pytest.mark.alone
 async def test_agent_understands_and_replies_smoothly_at_3pct_loss_and_stalls(start_server):
     url = await start_server(greeting="Hi.")
     line = Impairment.from_cli(loss="3%", jitter="200-800ms", seed=1)
@@ -32,6 +35,8 @@ async def test_agent_understands_and_replies_smoothly_at_3pct_loss_and_stalls(st
     assert np.percentile(within, 99) <= 40
 
 
+@pytest.mark.slow
+@pytest.mark.alone
 async def test_timestamp_gaps_are_concealed_as_time(start_server):
     url = await start_server(greeting="")
     line = Impairment.from_cli(gap="100-300ms", seed=3, gap_every_s=(0.5, 1.0))

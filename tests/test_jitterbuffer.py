@@ -108,6 +108,7 @@ def schedules(draw):
     return arrivals, tick_ms / 1000, phase, params
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 def test_output_continuous_monotone_bounded_and_only_pushed_audio(case):
@@ -329,6 +330,7 @@ def test_stalls_grow_the_depth_then_a_calm_line_shrinks_it():
     assert max(end_lat) <= p.min_depth_ms + p.margin_ms + 5
 
 
+@pytest.mark.slow
 def test_a_long_call_with_bursts_does_not_creep_up():
     n = 30_000  # 10 minutes of 200-800 ms stalls and 3% loss
     jb = JitterBuffer()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from .prodnode import ROOT
+from callbridge.testing.nodes import ROOT
 
 OWNER = """
 import os, sys, time

@@ -292,6 +292,7 @@ async def test_sockets_per_source_are_capped(start_server, caplog):
         await c.close()
 
 
+@pytest.mark.slow
 async def test_a_socket_that_never_starts_is_closed(start_server, caplog):
     url = await start_server(start_timeout_s=0.5)
     good = _good_call(url)
@@ -305,6 +306,7 @@ async def test_a_socket_that_never_starts_is_closed(start_server, caplog):
     await _assert_good(good)
 
 
+@pytest.mark.slow
 async def test_inbound_flood_is_cut_and_a_catch_up_burst_is_not(start_server, caplog):
     url = await start_server(upstream="echo", inbound_rate=3, inbound_burst_s=2)
     good = _good_call(url)
@@ -337,6 +339,7 @@ async def test_inbound_flood_is_cut_and_a_catch_up_burst_is_not(start_server, ca
     await _assert_good(good)
 
 
+@pytest.mark.slow
 async def test_a_stream_that_goes_silent_is_reaped_and_stays_resumable(start_server, caplog):
     url = await start_server(upstream="echo", stream_idle_s=1.0)
     good = _good_call(url)
@@ -367,6 +370,7 @@ def _ws_frame(text: str) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
+@pytest.mark.slow
 async def test_a_peer_that_stops_reading_is_dropped_and_others_carry_on(start_server, caplog):
     url = await start_server(upstream="echo", send_stall_s=1.0, stream_idle_s=60)
     host, port = url.split("//")[1].split(":")

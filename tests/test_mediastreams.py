@@ -81,6 +81,7 @@ def test_outbound_messages_are_what_twilio_expects():
         ms.mark_message("MZ1", 'quote"injection')
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.one_of(

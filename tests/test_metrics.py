@@ -9,12 +9,14 @@ import logging
 
 import aiohttp
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from callbridge.logs import JsonFormatter, tag_records
 from callbridge.metrics import OUTCOMES, CallFigures, Metrics, outcome
 from callbridge.sim.caller import SimulatedCall
-from tests.conftest import speech_8k
+
+from .conftest import speech_8k
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,6 +35,7 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> dict:
         return samples(await resp.text())
 
 
+@pytest.mark.slow
 async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
     url = await start_server()
     lines = io.StringIO()

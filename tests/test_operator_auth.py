@@ -103,6 +103,7 @@ async def test_non_ascii_credentials_get_401_not_500(start_server, caplog):
     ] == 200
 
 
+@pytest.mark.slow
 async def test_failed_authentication_is_rate_limited_per_source(start_server, caplog):
     url = await start_server(console_token=TOKEN)
     port = _port(url)

@@ -15,8 +15,9 @@ import pytest
 from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import read_wav
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
-from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
+pytestmark = [pytest.mark.prod, pytest.mark.slow]
 
 OPERATOR = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 

@@ -11,15 +11,18 @@ import signal
 import socket
 
 import aiohttp
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from callbridge.codecs import mediastreams as ms
 from callbridge.gateway.security import SignatureChecker, stream_url
 from callbridge.sim.caller import new_sid, parse_stream_twiml, parse_twiml
+from callbridge.testing.nodes import AUTH_TOKEN, PUBLIC_URL, ProdNode
 
-from .prodnode import AUTH_TOKEN, PUBLIC_URL, ProdNode
 from .test_prod import _ppid, booked, call_record, new_call, nodes  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.prod, pytest.mark.slow]
 
 HANDSHAKE = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, stream_url(PUBLIC_URL), {})}
 

@@ -12,8 +12,11 @@ import time
 
 import pytest
 
-from .prodnode import TIME_WAIT, free_port, listeners, restart, tcp_sockets
+from callbridge.testing.nodes import TIME_WAIT, free_port, listeners, restart, tcp_sockets
+
 from .test_prod import _ppid, nodes  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.prod, pytest.mark.slow]
 
 
 def test_a_node_restarts_at_once_on_the_same_ports_after_a_crash_or_a_stop(nodes, tmp_path):

@@ -91,6 +91,7 @@ def test_20ms_chunks_equal_one_shot(rates):
     assert np.abs(whole.astype(int) - chunked).max() <= 1
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(
     rates=st.sampled_from(TELEPHONY + GENERAL),
@@ -205,6 +206,7 @@ def test_8k_to_16k_images_above_4khz_are_60db_down(f):
     assert db(zs[np.fft.rfftfreq(len(z), 1 / 16000) >= 4000].max() / zs.max()) > -1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rates", TELEPHONY + GENERAL)
 def test_filter_design_response(rates):
     h, up, down = design_taps(*rates)

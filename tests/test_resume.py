@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from callbridge.cli import bundled_turns
 from callbridge.gateway.store import CHECKPOINT_TIMELINE, StoreBook
@@ -32,6 +33,7 @@ async def wait_for_event(url: str, call_sid: str, name: str, count: int = 1, lim
     raise AssertionError(f"no {name} event")
 
 
+@pytest.mark.slow
 async def test_dropped_stream_resumes_the_conversation(start_server):
     url = await start_server(fault_injection=True)
     turns = [read_wav(p) for p in bundled_turns()]
@@ -66,6 +68,7 @@ async def test_dropped_stream_resumes_the_conversation(start_server):
     assert numbers == sorted(set(numbers))
 
 
+@pytest.mark.slow
 async def test_hangup_then_connect_action_answers_hangup(start_server):
     url = await start_server(upstream="embedded")
     turns = [read_wav(p) for p in bundled_turns()]
@@ -157,6 +160,7 @@ def test_store_book_orphans_a_dead_process_calls():
     assert book.live["CA1"][1]["orphaned"] is True and "orphaned" not in book.live["CA2"][1]
 
 
+@pytest.mark.slow
 async def test_a_call_that_keeps_dropping_is_ended_not_looped(start_server):
     from callbridge.gateway.webhook import MAX_RESUMES
 
@@ -181,6 +185,7 @@ async def test_a_call_that_keeps_dropping_is_ended_not_looped(start_server):
     assert "technical trouble" in result.twiml
 
 
+@pytest.mark.slow
 async def test_echo_upstream_sends_the_callers_audio_straight_back(start_server):
     """UPSTREAM=echo (the load benchmarks' back end): what the caller says comes back."""
     import numpy as np

@@ -128,6 +128,7 @@ def _answers(asys, count: int) -> dict[int, object]:
     return found
 
 
+@pytest.mark.slow
 def test_a_new_pool_answers_the_store_only_once_the_adopted_shards_replayed(asys):
     shard = asys.createActor(_Shard)
     pool = asys.createActor(PoolSupervisor)
@@ -141,6 +142,7 @@ def test_a_new_pool_answers_the_store_only_once_the_adopted_shards_replayed(asys
     assert answers[1] is False and answers[2] is False and answers[3].state == "ended"
 
 
+@pytest.mark.slow
 def test_a_new_pool_stops_waiting_for_a_shard_that_never_replays(asys):
     shard = asys.createActor(_Shard)
     pool = asys.createActor(PoolSupervisor)

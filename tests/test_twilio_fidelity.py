@@ -215,6 +215,7 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, ssl.create_default_context(cafile=str(cert))
 
 
+@pytest.mark.slow
 async def test_a_call_over_https_and_wss_end_to_end(tls):
     server_ctx, client_ctx = tls
     app = create_app(Settings(host="127.0.0.1", port=0, twilio_auth_token=TOKEN, check_messages=True))

@@ -208,6 +208,7 @@ def test_settings_checked():
         Settings(twilio_number="+15550001111", twilio_account_sid=ACCOUNT)
 
 
+@pytest.mark.slow
 async def test_agent_hang_up_completes_the_call_through_the_api(start_server):
     api, fake = FakeTwilioApi(), FakeRealtime()
     fake.end_call_after_replies = 2

@@ -72,6 +72,7 @@ def test_protocol_messages():
 # -- calls ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_conversation_mulaw_end_to_end(start_server):
     fake = FakeRealtime()
     async with fake.running():
@@ -107,6 +108,7 @@ async def test_conversation_mulaw_end_to_end(start_server):
     await asyncio.wait_for(session.closed.wait(), 3)
 
 
+@pytest.mark.slow
 async def test_slow_cold_start_loses_nothing(start_server):
     fake = FakeRealtime()
     fake.ready_delay_s = 0.6
@@ -125,6 +127,7 @@ async def test_slow_cold_start_loses_nothing(start_server):
     assert events(result, "transcript.final")
 
 
+@pytest.mark.slow
 async def test_barge_in_truncates_to_what_was_heard(start_server):
     fake = FakeRealtime()
     fake.greeting_s = 5.0
@@ -152,6 +155,7 @@ async def test_barge_in_truncates_to_what_was_heard(start_server):
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 async def test_drop_and_reconnect_mid_call(start_server):
     fake = FakeRealtime()
     fake.drop_after_s = {1: 1.5}
@@ -176,6 +180,7 @@ async def test_drop_and_reconnect_mid_call(start_server):
     assert result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_reconnect_exhausted_apologises_and_hangs_up(start_server):
     fake = FakeRealtime()
     fake.drop_after_s = {1: 1.0}
@@ -191,6 +196,7 @@ async def test_reconnect_exhausted_apologises_and_hangs_up(start_server):
     assert fake.refused == 3
 
 
+@pytest.mark.slow
 async def test_agent_ends_the_call_with_the_tool(start_server):
     fake = FakeRealtime()
     fake.end_call_after_replies = 2
@@ -204,6 +210,7 @@ async def test_agent_ends_the_call_with_the_tool(start_server):
     assert ending["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50  # after the goodbye played
 
 
+@pytest.mark.slow
 async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
     fake = FakeRealtime()
     async with fake.running():
@@ -220,6 +227,7 @@ async def test_each_call_has_its_own_session_nothing_carried_over(start_server):
     assert not events(second, "transcript.final") and events(first, "transcript.final")
 
 
+@pytest.mark.slow
 async def test_upstream_actor_restart_resumes_the_conversation(start_server):
     fake = FakeRealtime()
     async with fake.running():
@@ -389,6 +397,7 @@ async def test_fake_speech_started_includes_the_prefix_padding(padding):
     assert started["audio_start_ms"] == 1000 - padding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interrupt, create", [(True, True), (False, False)])
 async def test_fake_honours_interrupt_response_and_create_response(interrupt, create):
     fake = FakeRealtime()
@@ -408,6 +417,7 @@ async def test_fake_honours_interrupt_response_and_create_response(interrupt, cr
 # -- who owns interruption: the bridge ---------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_bridge_owns_turn_taking_and_the_fake_finds_nothing_to_refuse(start_server):
     fake = FakeRealtime()
     async with fake.running():
@@ -426,6 +436,7 @@ async def test_bridge_owns_turn_taking_and_the_fake_finds_nothing_to_refuse(star
     assert fake.errors == [] and not events(result, "upstream.remote_error")
 
 
+@pytest.mark.slow
 async def test_the_agents_own_echo_neither_cancels_the_reply_nor_gets_answered(start_server):
     """The agent's voice comes back on the line loud enough for the server's VAD: BargeIn
     calls it echo, so nothing is cancelled or cleared, and the echo's turn is deleted."""
@@ -450,6 +461,7 @@ async def test_the_agents_own_echo_neither_cancels_the_reply_nor_gets_answered(s
     assert ((played != 0xFF).any(axis=1)).sum() * 20 >= 3000 - 100
 
 
+@pytest.mark.slow
 async def test_a_real_barge_in_cancels_the_reply_and_detection_counts_from_the_speech(start_server):
     fake = FakeRealtime()
     fake.greeting_s = 5.0

@@ -16,13 +16,13 @@ from callbridge.codecs.g711 import ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
 from callbridge.config import ConfigError, Settings
 from callbridge.sim.caller import SimulatedCall
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 from callbridge.upstreams.base import Conversation
 from callbridge.upstreams.remote import RemoteFailure
 from callbridge.upstreams.vapi import VapiOptions, create_call_body, ends_call, parse_created
 
 from .conftest import events, inject_fault, rms, speech_8k, until
 from .fake_vapi import FakeVapi
-from .prodnode import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
 
 FAST_RETRIES = "0.05,0.1,0.2"
 
@@ -108,6 +108,7 @@ def test_vapi_settings_are_checked():
 # -- calls ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -124,6 +125,7 @@ async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 async def test_conversation_over_the_websocket_transport(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -158,6 +160,7 @@ async def test_conversation_over_the_websocket_transport(start_server):
     assert fake.open_calls == set() and fake.refusals == []
 
 
+@pytest.mark.slow
 async def test_slow_call_creation_loses_nothing(start_server):
     fake = FakeVapi()
     fake.create_delay_s = 0.6
@@ -175,6 +178,7 @@ async def test_slow_call_creation_loses_nothing(start_server):
     assert ready["held_ms"] >= 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("vapi_says", "audio"),
     [(True, "pcm_s16le"), (False, "pcm_s16le"), (False, "mulaw")],
@@ -195,6 +199,7 @@ async def test_caller_talks_over_the_assistant_playback_is_cleared(start_server,
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 async def test_drop_ends_the_old_vapi_call_before_creating_a_new_one(start_server):
     fake = FakeVapi()
     fake.drop_after_s = {1: 1.5}
@@ -218,6 +223,7 @@ async def test_drop_ends_the_old_vapi_call_before_creating_a_new_one(start_serve
     assert events(result, "agent.reply")[-1]["text"] == "Here is my answer."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("why", ["no-control-url", "control-refused"])
 async def test_drop_without_a_way_to_end_the_call_gives_up_rather_than_open_a_second(start_server, why):
     fake = FakeVapi()
@@ -235,6 +241,7 @@ async def test_drop_without_a_way_to_end_the_call_gives_up_rather_than_open_a_se
     assert "upstream.gave_up" in result.timeline_events() and result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_server):
     fake = FakeVapi()
     fake.drop_after_s = {1: 0.8}
@@ -256,6 +263,7 @@ async def test_caller_hangs_up_while_reconnecting_ends_the_vapi_call(start_serve
     assert fake.controls == [("vapi-call-1", {"type": "end-call"})]
 
 
+@pytest.mark.slow
 async def test_refused_call_creation_gives_up_politely(start_server):
     fake = FakeVapi()
     fake.refuse_from = 1
@@ -268,6 +276,7 @@ async def test_refused_call_creation_gives_up_politely(start_server):
     assert "call_ending" in result.timeline_events() and result.close_code == 1000
 
 
+@pytest.mark.slow
 async def test_assistant_hangs_up(start_server):
     fake = FakeVapi()
     fake.end_call_after_replies = 2
@@ -280,6 +289,7 @@ async def test_assistant_hangs_up(start_server):
     assert events(result, "call_ending")[0]["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50
 
 
+@pytest.mark.slow
 async def test_upstream_actor_restart_ends_the_vapi_call_before_the_next(start_server):
     fake = FakeVapi()
     async with fake.running() as base:
@@ -302,6 +312,7 @@ def test_the_open_vapi_call_travels_in_the_checkpoint():
     assert Conversation.restore(Conversation().snapshot(), 0).remote_call is None
 
 
+@pytest.mark.slow
 async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_server):
     """The Twilio stream drops and the call resumes from its checkpoint, which still names
     the first Vapi call: the resumed back end makes sure it has ended (its controlUrl
@@ -320,6 +331,8 @@ async def test_a_resumed_call_ends_the_vapi_call_its_checkpoint_holds(start_serv
     assert [e["remote_id"] for e in events(result, "upstream.released")] == ["vapi-call-1"]
 
 
+@pytest.mark.slow
+@pytest.mark.prod
 async def test_sigkill_of_the_shard_ends_its_vapi_call_before_the_resumed_call_makes_one(tmp_path):
     """Production mode: the shard carrying a Vapi call dies (its socket to Vapi dies
     with it, the Vapi call runs on). The call resumes on the other shard from its

@@ -272,6 +272,7 @@ async def wait_bound(session, url, call_sid) -> None:
     raise AssertionError("the call was never bound to a Vapi call")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bearer", "secret", "hmac"])
 async def test_webhooks_land_in_the_call_timeline(start_server, mode):
     fake = FakeVapi()
@@ -343,6 +344,7 @@ async def test_webhooks_land_in_the_call_timeline(start_server, mode):
     assert ended["endedReason"] == "customer-ended-call" and ended["summary"] == "Booked."
 
 
+@pytest.mark.slow
 async def test_every_documented_type_is_accepted_and_future_ones_acknowledged(start_server, caplog):
     fake = FakeVapi()
     headers = {"Authorization": f"Bearer {SECRET}"}

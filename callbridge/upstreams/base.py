@@ -176,7 +176,7 @@ class Backend(ABC):
 PCM16K = "pcm16k"
 """Caller audio decoded and resampled to 16 kHz by the Codec (``CallerAudio``)."""
 ULAW = "ulaw"
-"""Caller audio as Twilio's mu-law bytes, untouched (``CallerMedia``)."""
+"""Caller audio as Twilio's mu-law bytes, untouched (``CallerUlaw``)."""
 
 
 def _ready(settings: Settings) -> str:

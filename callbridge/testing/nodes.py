@@ -1,10 +1,15 @@
-"""Start ``run.py serve --mode prod`` as a real process group for the fault tests."""
+"""Servers as real processes, for tests and benchmarks: ``ProdNode`` (``run.py serve --mode
+prod`` as a process group that can be reaped whole), ``ProcessNode`` (a one-process server
+with the same handle), ``gateway()`` (a dev server, ready on entry), and the ``/proc``
+readings that check them (``free_port``, ``listeners``, ``cpu_seconds``). Needs a source
+checkout: the servers are started as ``run.py`` from ``ROOT``."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,10 +17,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+"""The source checkout this package lives in (where ``run.py`` is)."""
 AUTH_TOKEN = "prod-test-auth-token"
 CONSOLE_TOKEN = "prod-test-operator-token"
 PUBLIC_URL = "https://callbridge.test"  # as Twilio sees it: https webhook, wss:// stream
@@ -25,10 +32,45 @@ INSTANCE_VAR = "CALLBRIDGE_TEST_INSTANCE"
 _instances = itertools.count(1)
 
 
+PORT_BLOCK = 500
+"""Ports per block in ``free_port``: one block per pytest-xdist worker."""
+
+
+def _port_blocks() -> Iterator[int]:
+    """``free_port``'s candidates: below the kernel's ephemeral range (which a bind to port 0
+    and every outgoing connection draw from, so neither can take a port between our check
+    and the server's bind), in this worker's own block (so parallel workers never pick the
+    same one), from a random start (so separate runs seldom do)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    blocks = max(1, (ephemeral - 10000) // PORT_BLOCK)
+    base = 10000 + (int(worker) if worker.isdigit() else 0) % blocks * PORT_BLOCK
+    start = random.randrange(PORT_BLOCK)
+    for n in itertools.count():
+        yield base + (start + n) % PORT_BLOCK
+
+
+_candidates = _port_blocks()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 now (no listener, no connection, nothing in TIME_WAIT),
+    for a server in another process to bind in a moment."""
+    for _ in range(PORT_BLOCK):
+        port = next(_candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the block is full: any port the kernel gives
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ProdNode:
@@ -85,7 +127,7 @@ class ProdNode:
             "LOG_LEVEL": "INFO",
             **env,
         }
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 -- open for the node's life; close() closes it
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True
         )
@@ -297,3 +339,31 @@ class ProcessNode(ProdNode):
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc.poll() is None else []
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) that process ``pid`` has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def gateway(**env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``with gateway(GREETING="Hi.") as (process, url):`` -- ``run.py serve`` (dev mode)
+    in its own process (so its CPU can be read from ``/proc``), ready (prewarmed) on entry."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "listening on ..." once ready
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
