@@ -23,11 +23,14 @@ def test_readme_configuration_table_is_current():
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = (
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
-    )
-    assert command in readme
-    assert command.replace("pip install -e", "pip install -q -e") in ci
+    setup = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'"
+    suite = "python -m pytest -q"
+    assert f"{setup} && {suite}" in readme
+    # CI runs the same install and suite, with the code gates between them (set -e stops at the first).
+    steps = ci.splitlines()
+    order = [setup.replace("pip install -e", "pip install -q -e"), "ruff check .", "ruff format --check ."]
+    order += ["mypy", suite]
+    assert [steps.index(step) for step in order] == sorted(steps.index(step) for step in order)
     # The browser test needs Debian's chromium: CI installs it first, the README says so.
     chromium = "command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)"
     assert ci.index(chromium) < ci.index("python3 -m venv")
