@@ -209,9 +209,10 @@ class _Engine:
         # Runs in the thread blocked in espeak_Synth. Must never raise: ctypes
         # would print the exception and return garbage to espeak.
         try:
-            if self._stopped or self._on_chunk is None:
+            on_chunk, should_stop = self._on_chunk, self._should_stop  # set together by run()
+            if self._stopped or on_chunk is None or should_stop is None:
                 return 1
-            if self._should_stop():
+            if should_stop():
                 self._stopped = True
                 return 1
             if numsamples <= 0 or not wav:  # wav == NULL marks the end
@@ -219,7 +220,7 @@ class _Engine:
             chunk = np.empty(numsamples, dtype=np.int16)
             ctypes.memmove(chunk.ctypes.data, wav, numsamples * 2)
             self._total += numsamples
-            self._on_chunk(chunk)
+            on_chunk(chunk)
             return 0
         except BaseException as exc:
             self._error = exc
