@@ -88,7 +88,7 @@ def server(mode: str, upstream: str, workers: int, log_dir: Path) -> Iterator[Pr
         "STREAM_IDLE_S": "600",
     }
     if mode == "prod":
-        node = ProdNode(log_dir, workers=workers, **env)
+        node = ProdNode(log_dir, workers=workers, **env)  # type: ignore[arg-type]  # env names: never port=
     else:
         node = ProcessNode(log_dir, "dev", [sys.executable, "run.py", "serve"], **env)
     try:
@@ -238,7 +238,9 @@ async def run_step(
         gaps.append(d[d < 1000] if speech_frames is not None else d)
     g = np.concatenate(gaps) if gaps else np.array([0.0])
     lost = 0 if speech_frames is not None else sum(max(0, c.sent - len(c.arrivals) - 5) for c in lean)
-    latency = [(h - s) * 1000 for c in lean for s, h in zip(c.loud_sent, c.loud_heard)]
+    latency = [
+        (h - s) * 1000 for c in lean for s, h in zip(c.loud_sent, c.loud_heard, strict=False)
+    ]  # unheard: left out
     return {
         "calls": calls,
         "gap_p50_ms": float(np.percentile(g, 50)) if len(g) else 0.0,
@@ -267,9 +269,11 @@ async def kill_recovery(node: ProdNode, kills: int) -> list[float]:
         task = asyncio.create_task(call.run())
         await call.started.wait()
         await asyncio.sleep(2.0)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
-            async with http.get(f"{node.url}/calls/{call.call_sid}") as resp:
-                pid = (await resp.json())["pid"]
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http,
+            http.get(f"{node.url}/calls/{call.call_sid}") as resp,
+        ):
+            pid = (await resp.json())["pid"]
         killed = time.monotonic() - call._t0
         os.kill(pid, signal.SIGKILL)
         result = await task
