@@ -270,7 +270,7 @@ def _fake_process(provider: str, conn) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        fake.host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        fake.host = f"127.0.0.1:{runner.addresses[0][1]}"
         conn.send(fake.host)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await runner.cleanup()

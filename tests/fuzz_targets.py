@@ -15,6 +15,7 @@ disturb it (no close, no gap in its echo).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -107,7 +108,7 @@ def _byte_edits(valid: list[str]) -> st.SearchStrategy[str]:
 
 
 def messages_for(valid: list[str]) -> st.SearchStrategy[str]:
-    noise = st.text(max_size=200) | json_values.map(lambda v: json.dumps(v))
+    noise = st.text(max_size=200) | json_values.map(json.dumps)
     events = st.fixed_dictionaries(
         {
             "event": st.sampled_from(["media", "start", "connected", "mark", "dtmf", "stop", "clear"])
@@ -116,7 +117,7 @@ def messages_for(valid: list[str]) -> st.SearchStrategy[str]:
         optional=dict.fromkeys(
             ("media", "start", "mark", "dtmf", "stop", "streamSid", "sequenceNumber"), json_values
         ),
-    ).map(lambda d: json.dumps(d))
+    ).map(json.dumps)
     return _mutated(valid) | _byte_edits(valid) | events | noise
 
 
@@ -129,7 +130,7 @@ tokens = (
     st.text(max_size=300)
     | _byte_edits([_GOOD_TOKEN])
     | st.sampled_from([_GOOD_TOKEN])
-    | st.builds(lambda parts: ".".join(parts), st.lists(st.text(max_size=20), min_size=1, max_size=7))
+    | st.builds(".".join, st.lists(st.text(max_size=20), min_size=1, max_size=7))
 )
 _VALID_FRAMES = [
     m.encode(m.CallerMedia(1, 20, SILENCE)),
@@ -383,7 +384,7 @@ class Bystander:
         self.thread.join(10)
         if self.error is not None:
             raise AssertionError(f"the bystander call failed: {self.error!r}")
-        gaps = [b - a for a, b in zip(self.arrivals[50:], self.arrivals[51:])] or [0.0]
+        gaps = [b - a for a, b in itertools.pairwise(self.arrivals[50:])] or [0.0]
         return self.sent, len(self.arrivals), max(gaps)
 
 

@@ -85,7 +85,7 @@ class ProdNode:
             "LOG_LEVEL": "INFO",
             **env,
         }
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - open for the node's life; stop() closes it
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True
         )

@@ -189,7 +189,7 @@ async def test_concurrent_calls_are_independent(start_server):
     url = await start_server()
     calls = [SimulatedCall(url, dtmf=d, hold_s=1.2) for d in "123"]
     results = await asyncio.gather(*(c.run() for c in calls))
-    for digit, result in zip("123", results):
+    for digit, result in zip("123", results, strict=True):
         replies = [e["text"] for e in result.record["timeline"] if e["event"] == "dtmf_reply_synthesised"]
         assert replies == [f"You pressed {digit}."]
         assert result.close_code == 1000

@@ -38,7 +38,9 @@ def caller_wav(path: Path) -> Path:
         tts.synthesize(text, chunks.append)
         return StreamingResampler(tts.sample_rate, RATE).process(np.concatenate(chunks))
 
-    silence = lambda s: np.zeros(int(RATE * s), np.int16)
+    def silence(s: float) -> np.ndarray:
+        return np.zeros(int(RATE * s), np.int16)
+
     write_wav(
         path,
         np.concatenate([silence(5), say(DEMO_LINES[0]), silence(6), say(DEMO_LINES[1]), silence(8)]),

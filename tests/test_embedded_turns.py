@@ -26,12 +26,22 @@ class RecordingPort:
         self.notes: list[tuple[str, dict[str, Any]]] = []
         self.ended: list[str] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.onsets: list[float] = []
 
     def audio(self, utterance: int, pcm: bytes, rate: int) -> None:
         self.audio_ms[utterance] = self.audio_ms.get(utterance, 0) + len(pcm) / 2 / rate * 1000
 
     def utterance_end(self, utterance: int) -> None:
         self.ends.append(utterance)
+
+    def ulaw(self, utterance: int, payload: bytes) -> None:
+        raise AssertionError("the embedded back end sends PCM")
+
+    def bound(self, provider: str, remote_id: str) -> None:
+        raise AssertionError("the embedded back end binds no remote call")
+
+    def caller_speech(self, onset: float) -> None:
+        self.onsets.append(onset)
 
     def note(self, event: str, **data: Any) -> None:
         self.notes.append((event, data))

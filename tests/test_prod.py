@@ -90,7 +90,7 @@ async def test_sigkill_of_the_shard_carrying_a_call_resumes_it_elsewhere(nodes):
     assert final["pid"] != victim and final["pid"] in pids | {
         s["pid"] for s in node.health()["pool"]["shards"]
     }
-    assert [e for e in final["timeline"] if e["event"] == "resumed"][0]["from_pid"] == victim
+    assert next(e for e in final["timeline"] if e["event"] == "resumed")["from_pid"] == victim
     assert booked(final), "the agent's state (the pending booking) survived the crash"
     # The pool replaced the dead shard; two shards serve again.
     health = node.wait_for(

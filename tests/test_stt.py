@@ -231,7 +231,7 @@ def test_validation_and_singleton():
     ):
         assert w in vocab
     assert domain_corpus() == corpus  # deterministic
-    assert issubclass(SttError, RuntimeError) and Utterance
+    assert issubclass(SttError, RuntimeError) and Utterance is not None
 
 
 async def test_general_mode():
