@@ -326,7 +326,7 @@ class OpenAIChatAgent(Agent):
             if content is not None and not isinstance(content, str):
                 raise AgentError("malformed completion: content is not a string")
             state.tools(message.get("tool_calls"))
-            state.finish = choice.get("finish_reason") if choice else None  # type: ignore[union-attr]
+            state.finish = choice.get("finish_reason") if choice else None
             if content:
                 state.text.append(content)
                 yield content

@@ -60,7 +60,7 @@ import ctypes
 import re
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -340,7 +340,7 @@ class EspeakTTS:
                 engine.owner = None
         return total
 
-    async def stream(self, text: str, *, loop=None) -> AsyncIterator[np.ndarray]:
+    async def stream(self, text: str, *, loop=None) -> AsyncGenerator[np.ndarray, None]:
         """Runs synthesize() in a worker thread (default executor or a dedicated single-thread executor) and yields int16 chunks as they come, so the asyncio event loop is never blocked; if the consumer stops iterating (aclose / cancellation), synthesis is aborted via should_stop.
 
         Validation errors (overlong text) and exceptions raised inside
