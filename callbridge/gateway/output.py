@@ -74,7 +74,8 @@ class OutboundWriter:
         self.stream_sid = stream_sid
         self.pacer = Pacer(lead_s)
         self.clock = clock
-        self._queue: deque[tuple[int, bytes | MarkName | int]] = deque()  # _FRAME bytes, _MARK MarkName, _NOTIFY int
+        # (kind, value): _FRAME with bytes, _MARK with a MarkName, _NOTIFY with an int
+        self._queue: deque[tuple[int, bytes | MarkName | int]] = deque()
         self._frames_queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._clear_pending = False
