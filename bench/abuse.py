@@ -149,12 +149,12 @@ def main() -> int:
             peak = [rss0]
             done = threading.Event()
 
-            def sample() -> None:
+            def sample(done: threading.Event, peak: list[float]) -> None:
                 while not done.is_set():
                     peak[0] = max(peak[0], rss_mb(proc.pid))
                     time.sleep(0.1)
 
-            sampler = threading.Thread(target=sample, daemon=True)
+            sampler = threading.Thread(target=sample, args=(done, peak), daemon=True)
             sampler.start()
             outcome = asyncio.run(_abuse(url, abuse))
             time.sleep(1.0)

@@ -105,7 +105,7 @@ async def run(trials: list[tuple[int, float]], noise_calls: int, json_path: str 
     if json_path:
         import json
 
-        Path(json_path).write_text(
+        Path(json_path).write_text(  # noqa: ASYNC240 - once, after the run
             json.dumps(
                 {
                     "trials": len(trials),

@@ -31,7 +31,9 @@ from pathlib import Path
 def run_once(tree: str, calls: str, seconds: float) -> dict | None:
     path, *settings = tree.split("+")
     env = dict(os.environ)
-    env.update(kv.split("=", 1) for kv in settings)
+    for kv in settings:
+        key, value = kv.split("=", 1)
+        env[key] = value
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load.json"
         proc = subprocess.run(
@@ -54,6 +56,7 @@ def run_once(tree: str, calls: str, seconds: float) -> dict | None:
             capture_output=True,
             text=True,
             timeout=60 + 120 * len(calls.split(",")),
+            check=False,
         )
         for line in proc.stdout.splitlines():
             if " calls " in line and not line.startswith("knee"):
@@ -91,7 +94,7 @@ def main() -> None:
                 steps.setdefault(step["calls"], []).append(step)
         for calls, ss in sorted(steps.items()):
 
-            def med(key: str) -> float:
+            def med(key: str, ss: list[dict] = ss) -> float:
                 return statistics.median(s[key] or 0.0 for s in ss)
 
             each = " ".join(f"{s['gap_p99_ms']:.1f}" for s in ss)

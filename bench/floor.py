@@ -90,7 +90,7 @@ def serve(port: int) -> None:
 async def main_async(steps: list[int], seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": "floor", "upstream": "echo", "steps": []}
     with tempfile.TemporaryDirectory() as tmp:
-        node = ProcessNode(Path(tmp), "floor", [sys.executable, str(Path(__file__).resolve()), "--serve"])
+        node = ProcessNode(Path(tmp), "floor", [sys.executable, str(Path(__file__).resolve()), "--serve"])  # noqa: ASYNC240 - once, before the run
         try:
             node.wait_ready(timeout_s=30)
             await asyncio.sleep(0.5)

@@ -66,6 +66,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAME_MS = 20
 FRAME_BYTES = 160
 
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {  # Impairment keywords
     "clean": dict(noise_ms=5.0),
     "moderate": dict(loss=0.01, jitter=(50, 200), stall_every_s=(0.2, 1.0), noise_ms=5.0),
     "heavy": dict(loss=0.03, jitter=(200, 800), noise_ms=5.0),
@@ -151,6 +152,7 @@ def simulate(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | N
             for f in out:
                 frames.append(f)
                 if f.kind == "audio":
+                    assert f.source_ts_ms is not None  # audio plays a media timestamp
                     ideal = f.source_ts_ms / 1000.0 + dmin / 1000.0
                     added.append((max(now, arrival[f.source_ts_ms]) - ideal) * 1000.0)
             k += 1
@@ -200,7 +202,7 @@ def recognised_call(
     out: list[list[bytes]] = [[] for _ in lines]
     i = 0
     for f in simulate(lead + b"".join(lines), impairment, params).frames:
-        if f.filler:
+        if f.source_ts_ms is None:  # a filler (f.filler)
             continue
         while i < len(bounds) and f.source_ts_ms >= bounds[i][1]:
             i += 1
@@ -276,13 +278,13 @@ def word_error_rates(seeds: range) -> dict[str, float]:
                 fed = recognised_call(lines, line, call_params())
             else:
                 fed = [recognised_audio(audio, line, call_params()) for audio in lines]
-            for text, audio in zip(texts, fed):
+            for text, audio in zip(texts, fed, strict=True):
                 heard = await transcribe(audio)
                 errors += word_errors(words(text), words(heard))
                 total += len(words(text))
         return 100.0 * errors / total
 
-    async def all_profiles() -> dict[str, dict[str, float]]:
+    async def all_profiles() -> dict[str, float]:
         await get_recognizer(desk_vocabulary()).prewarm()
         return {
             f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
@@ -353,11 +355,13 @@ def run(quick: bool, json_path: str | None = None) -> None:
         ("in call", "one buffer per call, lines after a 5 s greeting (target)"),
         ("cold", "a fresh buffer per line (its first stall finds it at the minimum depth)"),
     ):
-        r = {name: rates[f"{name} {how}"] for name in PROFILES}
-        print(f"  {how:<7} " + ", ".join(f"{name} {rate:.1f}%" for name, rate in r.items()) + f"   [{what}]")
+        wer = {name: rates[f"{name} {how}"] for name in PROFILES}
         print(
-            f"          loss3 - clean {r['loss3'] - r['clean']:+.1f} points (target <= +5), "
-            f"heavy - clean {r['heavy'] - r['clean']:+.1f} points"
+            f"  {how:<7} " + ", ".join(f"{name} {rate:.1f}%" for name, rate in wer.items()) + f"   [{what}]"
+        )
+        print(
+            f"          loss3 - clean {wer['loss3'] - wer['clean']:+.1f} points (target <= +5), "
+            f"heavy - clean {wer['heavy'] - wer['clean']:+.1f} points"
         )
     if json_path:
         import json

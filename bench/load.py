@@ -75,7 +75,7 @@ def server(mode: str, upstream: str, workers: int, log_dir: Path) -> Iterator[Pr
         "STREAM_IDLE_S": "600",
     }
     if mode == "prod":
-        node = ProdNode(log_dir, workers=workers, **env)
+        node = ProdNode(log_dir, workers=workers, **env)  # type: ignore[arg-type]  # env names: never port=
     else:
         node = ProcessNode(log_dir, "dev", [sys.executable, "run.py", "serve"], **env)
     try:
@@ -99,9 +99,11 @@ async def kill_recovery(node: ProdNode, kills: int) -> list[float]:
         task = asyncio.create_task(call.run())
         await call.started.wait()
         await asyncio.sleep(2.0)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http:
-            async with http.get(f"{node.url}/calls/{call.call_sid}") as resp:
-                pid = (await resp.json())["pid"]
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"}) as http,
+            http.get(f"{node.url}/calls/{call.call_sid}") as resp,
+        ):
+            pid = (await resp.json())["pid"]
         killed = time.monotonic() - call._t0
         os.kill(pid, signal.SIGKILL)
         result = await task

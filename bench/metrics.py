@@ -35,7 +35,7 @@ class _Call:
         self.last_in = b""
 
 
-def per_op_ns(fn: Callable[[int], None], n: int, repeats: int) -> float:
+def per_op_ns(fn: Callable[[int], object], n: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         gc.disable()

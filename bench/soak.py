@@ -79,10 +79,10 @@ async def short_call(http: aiohttp.ClientSession, url: str, ending: str) -> str:
     """One short call; returns how it ended as the driver saw it."""
     if ending == "nostart":
         headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, "wss://callbridge.test/media", {})}
-        async with http.ws_connect(url.replace("http", "ws") + "/media", headers=headers) as ws:
-            msg = await ws.receive(timeout=REAPER_S * 3)
+        async with http.ws_connect(url.replace("http", "ws") + "/media", headers=headers) as probe:
+            msg = await probe.receive(timeout=REAPER_S * 3)
             return (
-                f"closed {ws.close_code}"
+                f"closed {probe.close_code}"
                 if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
                 else "open"
             )
@@ -104,16 +104,20 @@ async def _end(call: LeanCall, ws: aiohttp.ClientWebSocketResponse, ending: str)
     if ending == "stop":
         await call.close()
         return "stop"
+    reader = call.reader
+    assert reader is not None  # open() started it
     if ending == "bad":
         await ws.send_str("not json {")
-        await asyncio.wait_for(call.reader, REAPER_S * 2)  # type: ignore[arg-type]
+        await asyncio.wait_for(reader, REAPER_S * 2)
         return f"closed {ws.close_code}"
     if ending == "drop":
-        ws._response.connection.transport.abort()  # type: ignore[union-attr]
-        await asyncio.gather(call.reader, return_exceptions=True)  # type: ignore[arg-type]
+        conn = ws._response.connection
+        assert conn is not None and conn.transport is not None  # open, and not closed yet
+        conn.transport.abort()
+        await asyncio.gather(reader, return_exceptions=True)
         return "drop"
     # silent: say nothing more, not even mark echoes; the server must drop us
-    call.reader.cancel()  # type: ignore[union-attr]
+    reader.cancel()
     await asyncio.wait_for(_until_closed(ws), REAPER_S * 4)
     return "reaped"
 
@@ -150,7 +154,8 @@ class LongCall:
 
     async def finish(self) -> dict[str, Any]:
         self.stopping = True
-        await asyncio.gather(self.task)  # type: ignore[arg-type]
+        assert self.task is not None  # start() made it
+        await asyncio.gather(self.task)
         await asyncio.sleep(0.5)  # the echo's tail
         await self.call.close()
         arrivals = np.array(self.call.arrivals)

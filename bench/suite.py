@@ -205,7 +205,7 @@ def run_once(bench: Bench, args: tuple[str, ...], timeout_s: float, root: Path =
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            preexec_fn=_default_sigint,
+            preexec_fn=_default_sigint,  # noqa: PLW1509 - the driver starts no threads
         )
         try:
             output, _ = proc.communicate(timeout=timeout_s)
@@ -265,9 +265,8 @@ def flatten(data: Any, prefix: str = "") -> Figures:
     return out
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
+def _pct(values: list[float], q: float) -> float:
+    """The ``q``th percentile of ``values`` (not empty), interpolated."""
     s = sorted(values)
     pos = (len(s) - 1) * q / 100
     lo, hi = int(pos), min(int(pos) + 1, len(s) - 1)
@@ -447,7 +446,7 @@ def git_info(root: Path = ROOT) -> dict[str, Any]:
     def git(*a: str) -> str:
         try:
             return subprocess.run(
-                ["git", *a], cwd=root, capture_output=True, text=True, timeout=10
+                ["git", *a], cwd=root, capture_output=True, text=True, timeout=10, check=False
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
@@ -545,7 +544,7 @@ def md_steps(f: dict[str, Any]) -> list[str]:
             f"shard SIGKILL → agent audio again: median {cell(f['kill_silence_median_ms'], 0)} ms, "
             f"max {cell(f.get('kill_silence_max_ms'), 0)} ms"
         )
-    return lines + [""] + extra
+    return [*lines, "", *extra]
 
 
 def md_generic(f: dict[str, Any]) -> list[str]:
@@ -578,7 +577,8 @@ def md_turns(f: dict[str, Any]) -> list[str]:
         ["ms", "p50", "p95"],
         [[p.removesuffix("_ms"), cell(f.get(f"p50.{p}")), cell(f.get(f"p95.{p}"))] for p in parts],
     )
-    return lines + [
+    return [
+        *lines,
         "",
         f"word error rate {cell(f.get('wer_pct'))}%, gateway CPU {cell(f.get('cpu_pct_per_call'))}% "
         f"of one core per active call, replies {cell(f.get('replies'), 0)}/{cell(f.get('calls'), 0)}",

@@ -106,7 +106,7 @@ async def run(utterances: list[str], concurrency: int, endpoint_ms: int, json_pa
         import json
 
         parts = ("voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms")
-        Path(json_path).write_text(
+        Path(json_path).write_text(  # noqa: ASYNC240 - once, after the run
             json.dumps(
                 {
                     "calls": len(results),

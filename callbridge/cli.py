@@ -92,8 +92,7 @@ class Server:
         )
         await site.start()
         self.site = site
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.port = sock.getsockname()[1]
+        self.port = self.runner.addresses[0][1]
         return self.url
 
     @property

@@ -675,7 +675,7 @@ class Settings:
         """A back end's own option group: ``settings.backend(VapiOptions)``."""
         for g in self.providers:
             if type(g) is group:
-                return g  # type: ignore[no-any-return]
+                return g
         raise KeyError(f"{group.__name__} is no registered back end's options")
 
     def groups(self) -> Iterator[Any]:

@@ -168,5 +168,5 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("callbridge").error(
         "uncaught exception in thread %s",
         name,
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
     )

@@ -46,7 +46,7 @@ def option(default: Any, env: str, doc: str, *, flag: str = "", secret: bool = F
 
 def options_of(group: type[OptionGroup] | OptionGroup) -> tuple[Field[Any], ...]:
     """The settings a group declares, in order."""
-    return fields(group)  # type: ignore[arg-type]  # a dataclass, by the protocol's fields
+    return fields(group)
 
 
 def check(ok: bool, message: str) -> None:

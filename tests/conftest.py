@@ -17,6 +17,7 @@ from callbridge.cli import Server
 from callbridge.config import Settings
 from callbridge.speech.tts import EspeakTTS
 from callbridge.testing.audio import speech
+from callbridge.testing.nodes import ProdNode
 
 MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
@@ -164,7 +165,7 @@ async def start_server() -> AsyncIterator[StartServer]:
 
     async def start(**overrides: object) -> str:
         values = {"host": "127.0.0.1", "port": 0, "check_messages": True, **overrides}
-        server = Server(Settings(**values))  # type: ignore[arg-type]
+        server = Server(Settings(**values))
         servers.append(server)
         watch.starting += 1
         try:
@@ -216,3 +217,19 @@ async def until(done: Callable[[], bool], limit_s: float = 10.0) -> None:
         if done():
             return
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    """``node = nodes(**settings)``: a real prod node process tree (``ProdNode``), closed after the test."""
+    started: list[ProdNode] = []
+
+    def start(**kwargs) -> ProdNode:
+        node = ProdNode(tmp_path, **kwargs)
+        started.append(node)
+        return node
+
+    start.started = started  # nodes started otherwise (a restart), to reap too
+    yield start
+    for node in started:
+        node.close()

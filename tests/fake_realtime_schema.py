@@ -16,7 +16,7 @@ From the GA reference: a ``realtime`` session has ``type``, ``model``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 SESSION_KEYS = {
     "type",
@@ -97,13 +97,14 @@ def _typed(
 ) -> None:
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise Refused(path, f"Invalid type for '{path}'.", "invalid_type")
-    if low is not None and value < low:
+    number = cast(float, value)  # bounds come with a numeric kind
+    if low is not None and number < low:
         raise Refused(
             path,
             f"Invalid '{path}': expected a value >= {low}, but got {value} instead.",
             "integer_below_min_value" if isinstance(value, int) else "decimal_below_min_value",
         )
-    if high is not None and value > high:
+    if high is not None and number > high:
         raise Refused(
             path,
             f"Invalid '{path}': expected a value <= {high}, but got {value} instead.",

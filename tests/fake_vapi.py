@@ -94,7 +94,7 @@ def create_problems(body: Any) -> list[str]:
             problems.append(f"{where}.firstMessageMode must be one of {sorted(FIRST_MESSAGE_MODES)}")
     transport = body.get("transport")
     if not isinstance(transport, dict):
-        return problems + ["transport must be an object"]
+        return [*problems, "transport must be an object"]
     problems += [
         f"property transport.{name} should not exist" for name in sorted(set(transport) - TRANSPORT_FIELDS)
     ]
@@ -104,7 +104,7 @@ def create_problems(body: Any) -> list[str]:
     if audio is None:
         return problems
     if not isinstance(audio, dict):
-        return problems + ["transport.audioFormat must be an object"]
+        return [*problems, "transport.audioFormat must be an object"]
     problems += [
         f"property transport.audioFormat.{name} should not exist"
         for name in sorted(set(audio) - AUDIO_FIELDS)
@@ -258,7 +258,7 @@ class FakeVapi(FakeModel):
         await ws.prepare(request)
         session = self._new_session(request)
         session.headers["call_id"] = call_id
-        conn = self.conns[call_id] = _VapiConn(self, session, ws)
+        conn = self.conns[call_id] = _VapiConn(self, session, ws)  # type: ignore[arg-type]  # no FakeRealtime: its run() reads only FakeModel knobs
         body = self.created[index]
         conn.mulaw = body["transport"].get("audioFormat", {}).get("format") == "mulaw"
         conn.greets = first_message_mode(body) != WAITS
@@ -311,7 +311,7 @@ class _VapiConn(_RealtimeConn):
         if change == "started":
             if self.reply is not None and not self.reply.done():
                 self.reply.cancel()
-            if self.fake.speech_updates:  # type: ignore[attr-defined]
+            if self.fake.speech_updates:  # type: ignore[attr-defined]  # self.fake is the FakeVapi that made us
                 await self.send({"type": "speech-update", "status": "started", "role": "user"})
         else:
             await self.send({"type": "speech-update", "status": "stopped", "role": "user"})
@@ -319,6 +319,11 @@ class _VapiConn(_RealtimeConn):
                 {"type": "transcript", "role": "user", "transcriptType": "final", "transcript": "caller turn"}
             )
             self.start_reply(self.fake.reply_s, "Here is my answer.")
+
+    def start_reply(self, seconds: float, text: str) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.cancel()
+        self.reply = asyncio.ensure_future(self._reply(seconds, text))
 
     async def _reply(self, seconds: float, text: str) -> None:
         fake = self.fake

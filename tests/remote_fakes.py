@@ -48,7 +48,7 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -283,7 +283,7 @@ class _RealtimeConn:
         fake, session = self.fake, self.session
         if fake.ready_delay_s:
             await asyncio.sleep(fake.ready_delay_s)
-        self.config["model"] = self.ws._req.query.get("model", "") if self.ws._req is not None else ""  # type: ignore[attr-defined]
+        self.config["model"] = self.ws._req.query.get("model", "") if self.ws._req is not None else ""
         await self.send(
             {
                 "type": "session.created",
@@ -307,7 +307,7 @@ class _RealtimeConn:
 
     async def _drop(self, after_s: float) -> None:
         await asyncio.sleep(after_s)
-        transport = self.ws._req.transport if self.ws._req is not None else None  # type: ignore[attr-defined]
+        transport = self.ws._req.transport if self.ws._req is not None else None
         if transport is not None:
             transport.abort()  # no close frame: the connection just dies
 
@@ -458,11 +458,6 @@ class _RealtimeConn:
             if td.get("create_response") and self.responding is None:
                 await self.respond(self.fake.reply_s, "Here is my answer.")
 
-    def start_reply(self, seconds: float, text: str) -> None:
-        if self.reply is not None and not self.reply.done():
-            self.reply.cancel()
-        self.reply = asyncio.ensure_future(self._reply(seconds, text))
-
     async def respond(self, seconds: float, text: str) -> None:
         """A response: created at once, its audio streamed by a task (``self.reply``)."""
         response, item = f"resp_{next(self.ids)}", f"item_{next(self.ids)}"
@@ -540,6 +535,6 @@ class _RealtimeConn:
             self.responding = None
         status = "cancelled" if task.cancelled() else "completed"
         if not self.ws.closed:
-            asyncio.ensure_future(
+            asyncio.ensure_future(  # noqa: RUF006 - a last send; the loop keeps it while it runs
                 self.send({"type": "response.done", "response": {"id": response, "status": status}})
             )

@@ -39,7 +39,7 @@ class StripProxy:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._http = aiohttp.ClientSession(auto_decompress=False)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
@@ -77,7 +77,7 @@ class StripProxy:
         await outside.prepare(request)
         async with self._http.ws_connect(target.replace("http", "ws", 1), headers=headers) as inside:
 
-            async def pump(src, dst) -> None:  # type: ignore[no-untyped-def]
+            async def pump(src, dst) -> None:
                 async for msg in src:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         await dst.send_str(msg.data)

@@ -25,6 +25,7 @@ class Endpoint:
     ``secret`` set it checks the signature first (401 if it does not verify)."""
 
     def __init__(self) -> None:
+        self.url = self.base = ""  # set once served
         self.requests: list[dict[str, Any]] = []
         self.secret: str | None = None
         self.answer = lambda body: web.json_response({"text": "Okay."})
@@ -83,13 +84,13 @@ class Endpoint:
 async def hook(aiohttp_server):
     ep = Endpoint()
     server = await aiohttp_server(ep.app())  # the test server cancels handlers on disconnect
-    ep.url = str(server.make_url("/hook"))  # type: ignore[attr-defined]
-    ep.base = str(server.make_url("/"))  # type: ignore[attr-defined]
+    ep.url = str(server.make_url("/hook"))
+    ep.base = str(server.make_url("/"))
     return ep
 
 
 def agent_for(ep: Endpoint, **kw: Any) -> WebhookAgent:
-    kw.setdefault("url", ep.url)  # type: ignore[attr-defined]
+    kw.setdefault("url", ep.url)
     agent = create_agent("webhook", call_sid="CA123", **kw)
     assert isinstance(agent, WebhookAgent)
     return agent
@@ -208,7 +209,7 @@ async def test_bad_answers_raise_agent_error(hook, response, message):
 
 async def test_timeout_and_cancellation_close_the_connection(hook):
     agent = agent_for(hook, url=hook.base + "slow", timeout_s=0.2)
-    with pytest.raises(AgentError, match="no answer from webhook .* within 0.2 s"):
+    with pytest.raises(AgentError, match=r"no answer from webhook .* within 0.2 s"):
         await reply_text(agent, "hi")
     await asyncio.wait_for(hook.disconnected.wait(), 2.0)
 

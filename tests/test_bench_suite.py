@@ -50,6 +50,7 @@ def test_bench_command_runs_a_benchmark_and_writes_the_results(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(js.read_text())
@@ -93,6 +94,7 @@ def test_bench_command_refuses_unknown_names(tmp_path):
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 2
     assert "unknown benchmark(s) nope" in proc.stderr

@@ -23,11 +23,14 @@ def test_configuration_table_is_current():
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = (
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q"
-    )
-    assert command in readme
-    assert command.replace("pip install -e", "pip install -q -e") in ci
+    setup = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'"
+    suite = "python -m pytest -q"
+    assert f"{setup} && {suite}" in readme
+    # CI runs the same install and suite, with the code gates between them (set -e stops at the first).
+    steps = ci.splitlines()
+    order = [setup.replace("pip install -e", "pip install -q -e"), "ruff check .", "ruff format --check ."]
+    order += ["mypy", suite]
+    assert [steps.index(step) for step in order] == sorted(steps.index(step) for step in order)
     # The browser test needs Debian's chromium: CI installs it first, the README says so.
     chromium = "command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)"
     assert ci.index(chromium) < ci.index("python3 -m venv")
@@ -64,6 +67,7 @@ def test_demo_command_writes_greeting_and_timeline(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for event in ("greeting_audio", "transcript.final", "agent.reply", "call_ending"):
@@ -87,6 +91,7 @@ def test_call_command_reports_refusal(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert proc.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in proc.stderr
@@ -98,7 +103,13 @@ def test_serve_refuses_openai_realtime_without_a_key():
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "UPSTREAM")}
     env.update(UPSTREAM="openai-realtime", PORT="0")
     proc = subprocess.run(
-        [sys.executable, "run.py", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "run.py", "serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 2, (proc.stdout[-500:], proc.stderr[-500:])
     assert "configuration error: UPSTREAM=openai-realtime: needs OPENAI_API_KEY" in proc.stderr

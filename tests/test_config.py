@@ -92,7 +92,7 @@ def test_a_back_end_must_implement_what_the_upstream_actor_calls():
         def caller_audio(self, msg: m.CallerAudio) -> None: ...
 
     with pytest.raises(TypeError, match="stop"):
-        Partial(None, Conversation())  # type: ignore[abstract, arg-type]
+        Partial(None, Conversation())
 
 
 async def test_webhook_refuses_an_unknown_back_end_and_a_call_runs_on_the_default_when_one_is_not_ready(

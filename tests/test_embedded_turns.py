@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pytest
@@ -28,12 +28,22 @@ class RecordingPort:
         self.notes: list[tuple[str, dict[str, Any]]] = []
         self.ended: list[str] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.onsets: list[float] = []
 
     def audio(self, utterance: int, pcm: bytes, rate: int) -> None:
         self.audio_ms[utterance] = self.audio_ms.get(utterance, 0) + len(pcm) / 2 / rate * 1000
 
     def utterance_end(self, utterance: int) -> None:
         self.ends.append(utterance)
+
+    def ulaw(self, utterance: int, payload: bytes) -> None:
+        raise AssertionError("the embedded back end sends PCM")
+
+    def bound(self, provider: str, remote_id: str) -> None:
+        raise AssertionError("the embedded back end binds no remote call")
+
+    def caller_speech(self, onset: float) -> None:
+        self.onsets.append(onset)
 
     def note(self, event: str, **data: Any) -> None:
         self.notes.append((event, data))
@@ -85,7 +95,7 @@ class ScriptedAgent(Agent):
     def greeting(self) -> str | None:
         return ""
 
-    async def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncIterator[str]:
+    async def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncGenerator[str, None]:
         self.calls.append(transcript)
         self.active += 1
         self.max_active = max(self.max_active, self.active)

@@ -3,6 +3,8 @@ Twilio-style numbering, CLI parsers."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,7 +68,7 @@ def test_stalls_stay_within_their_bounds():
     # the longest wait in each burst (the stall's length) is within [lo, hi]
     s = Impairment(jitter=(lo, hi), seed=4).schedule(20_000)
     worst = {}
-    for x, dl in zip(s, d):
+    for x, dl in zip(s, d, strict=True):
         worst[x.at_s] = max(worst.get(x.at_s, 0.0), dl)
     stalls = [w for w in worst.values() if w > 1e-6]
     assert len(stalls) > 50 and min(stalls) > 0 and max(stalls) <= hi + 1e-6
@@ -75,7 +77,7 @@ def test_stalls_stay_within_their_bounds():
 
 def test_stall_spacing_follows_stall_every():
     s = Impairment(jitter=(100, 100), stall_every_s=(2.0, 2.0), seed=5).schedule(3000)
-    bursts = sorted({d.at_s for d, dl in zip(s, delays_ms(s)) if dl > 1e-6})
+    bursts = sorted({d.at_s for d, dl in zip(s, delays_ms(s), strict=True) if dl > 1e-6})
     assert bursts[0] == pytest.approx(2.1)
     assert np.allclose(np.diff(bursts), 2.1)
 
@@ -84,14 +86,14 @@ def test_noise_is_bounded_and_monotone():
     s = Impairment(noise_ms=5.0, seed=6).schedule(5000)
     d = np.array(delays_ms(s))
     assert d.min() >= 0 and d.max() <= 5.0 + 1e-9
-    assert all(a.at_s <= b.at_s for a, b in zip(s, s[1:]))
+    assert all(a.at_s <= b.at_s for a, b in itertools.pairwise(s))
 
 
 def test_gaps_are_runs_of_lost_frames_within_bounds():
     imp = Impairment(gap=(100, 400), gap_every_s=(1.0, 3.0), seed=7)
     lost = imp.lost_frames(10_000)
     runs, n = [], 0
-    for x in lost + [False]:
+    for x in [*lost, False]:
         if x:
             n += 1
         elif n:
@@ -124,7 +126,7 @@ def test_schedule_invariants(loss, jitter, gap, noise, seed, n):
     imp = Impairment(loss=loss, jitter=jitter, gap=gap, noise_ms=noise, seed=seed, gap_every_s=(0.1, 1.0))
     s = imp.schedule(n)
     assert [d.chunk for d in s] == list(range(1, len(s) + 1))
-    assert all(a.at_s <= b.at_s and a.frame < b.frame for a, b in zip(s, s[1:]))
+    assert all(a.at_s <= b.at_s and a.frame < b.frame for a, b in itertools.pairwise(s))
     assert all(d.timestamp_ms == 20 * d.frame and 0 <= d.frame < n for d in s)
     lost = imp.lost_frames(n)
     assert [d.frame for d in s] == [i for i in range(n) if not lost[i]]

@@ -3,6 +3,7 @@ and examples on simulated lines (callbridge.sim.impair)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -146,7 +147,7 @@ def test_output_continuous_monotone_bounded_and_only_pushed_audio(case):
         out += got
         k += 1
     # output timestamps: strictly increasing, one frame apart, across pops
-    assert all(b.timestamp_ms - a.timestamp_ms == FMS for a, b in zip(out, out[1:]))
+    assert all(b.timestamp_ms - a.timestamp_ms == FMS for a, b in itertools.pairwise(out))
     # media played or concealed in order, each at most once, never behind a played one
     src = [f.source_ts_ms for f in out if f.source_ts_ms is not None]
     assert src == sorted(set(src))
@@ -178,7 +179,7 @@ def test_any_arrival_order_never_replays_and_bounds_latency_by_stale(frames, tic
     out = flat(pops)
     src = [f.source_ts_ms for f in out if f.source_ts_ms is not None]
     assert src == sorted(set(src))
-    assert all(b.timestamp_ms - a.timestamp_ms == FMS for a, b in zip(out, out[1:]))
+    assert all(b.timestamp_ms - a.timestamp_ms == FMS for a, b in itertools.pairwise(out))
     bad = {pl for _, pl, r in pushed if r != "queued"}
     for f in out:
         if f.kind == "audio":
@@ -206,7 +207,7 @@ def test_nothing_before_the_first_frame_then_playout_after_initial_depth():
 def test_clean_line_plays_everything_in_order_at_the_initial_depth():
     arrivals = [(i * 0.02, i + 1, i * FMS, frame_payload(i)) for i in range(1500)]
     jb = JitterBuffer()
-    pops, pushed = drive(jb, arrivals, 30.04)
+    pops, _pushed = drive(jb, arrivals, 30.04)
     out = flat(pops)
     audio = [f for f in out if f.kind == "audio"]
     assert [f.payload for f in audio] == [a[3] for a in arrivals]

@@ -225,7 +225,7 @@ async def test_stream_token_is_single_use_but_a_resume_gets_a_new_one(start_serv
         assert "stream token already used" in caplog.text
         # Twilio follows the redirect: a fresh token, with resume=1, and the call goes on.
         async with http.post(url + "/voice/inbound?attempt=1", data={"CallSid": call_sid}) as resp:
-            stream_url, params = parse_stream_twiml(await resp.text())
+            _stream_url, params = parse_stream_twiml(await resp.text())
         assert params["resume"] == "1" and params["token"] != token
         again = await http.ws_connect(url + "/media")
         await again.send_str(ms.twilio_start(1, new_sid("MZ"), call_sid, "AC1", params))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
+import time
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from callbridge.codecs.framing import Framer
-from callbridge.gateway.output import Pacer
+from callbridge.codecs.marks import MarkName
+from callbridge.gateway.output import OutboundWriter, Pacer
 
 
 @given(st.lists(st.binary(max_size=700), max_size=30))
@@ -38,7 +44,7 @@ def test_pacer_keeps_lead_bounded_and_steady():
         assert pacer.buffered_s(now) <= 0.2 + 0.02 + 1e-9
     # The first ~10 frames leave at once (the lead), then one per 20 ms.
     assert sum(t == 100.0 for t in times) == 11
-    gaps = [b - a for a, b in zip(times[11:], times[12:])]
+    gaps = [b - a for a, b in itertools.pairwise(times[11:])]
     assert all(0.019 <= g <= 0.021 for g in gaps)
 
 
@@ -54,13 +60,6 @@ def test_pacer_after_underrun_and_clear():
 
 
 # -- OutboundWriter: pacing, a send that waits, order -----------------------------------------
-
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-from callbridge.codecs.marks import MarkName  # noqa: E402
-from callbridge.gateway.output import OutboundWriter  # noqa: E402
 
 
 class Peer:

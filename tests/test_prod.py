@@ -15,28 +15,13 @@ import pytest
 from callbridge.cli import bundled_turns
 from callbridge.sim.caller import SimulatedCall
 from callbridge.sim.wavio import read_wav
-from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL, ProdNode
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL
 
 pytestmark = [pytest.mark.prod, pytest.mark.slow]
 
 OPERATOR = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
 
 TURNS = [read_wav(p) for p in bundled_turns()]
-
-
-@pytest.fixture
-def nodes(tmp_path):
-    started: list[ProdNode] = []
-
-    def start(**kwargs) -> ProdNode:
-        node = ProdNode(tmp_path, **kwargs)
-        started.append(node)
-        return node
-
-    start.started = started  # nodes started otherwise (a restart), to reap too
-    yield start
-    for node in started:
-        node.close()
 
 
 def new_call(url: str, **kwargs) -> SimulatedCall:

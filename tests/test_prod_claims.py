@@ -20,7 +20,7 @@ from callbridge.gateway.security import SignatureChecker, stream_url
 from callbridge.sim.caller import new_sid, parse_stream_twiml, parse_twiml
 from callbridge.testing.nodes import AUTH_TOKEN, PUBLIC_URL, ProdNode
 
-from .test_prod import _ppid, booked, call_record, new_call, nodes  # noqa: F401  (fixture)
+from .test_prod import _ppid, booked, call_record, new_call
 
 pytestmark = [pytest.mark.prod, pytest.mark.slow]
 
@@ -31,9 +31,11 @@ async def webhook(node: ProdNode, call_sid: str, path: str = "/voice/inbound") -
     """POST the voice webhook for ``call_sid`` as Twilio signs it; the TwiML."""
     params = {"CallSid": call_sid}
     headers = {"X-Twilio-Signature": SignatureChecker.sign(AUTH_TOKEN, PUBLIC_URL + path, params)}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(node.url + path, data=params, headers=headers) as resp:
-            return await resp.text()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(node.url + path, data=params, headers=headers) as resp,
+    ):
+        return await resp.text()
 
 
 async def stream_parameters(node: ProdNode, call_sid: str) -> dict[str, str]:
@@ -151,7 +153,7 @@ async def test_used_tokens_and_ended_calls_survive_a_pool_restart(nodes):
 
     await asyncio.sleep(2.5)  # run.py serve learns the shards to hand over from its 1 s health checks
     os.kill(pool_pid, signal.SIGKILL)
-    health = await asyncio.to_thread(
+    await asyncio.to_thread(
         node.wait_for, lambda h: bool(h.get("pool")) and {s["pid"] for s in h["pool"]["shards"]} == shards, 20
     )
     assert "pool supervisor lost" in node.proc.stdout.read().decode()

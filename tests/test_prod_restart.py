@@ -14,7 +14,7 @@ import pytest
 
 from callbridge.testing.nodes import TIME_WAIT, free_port, listeners, restart, tcp_sockets
 
-from .test_prod import _ppid, nodes  # noqa: F401  (fixture)
+from .test_prod import _ppid
 
 pytestmark = [pytest.mark.prod, pytest.mark.slow]
 

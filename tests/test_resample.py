@@ -232,7 +232,7 @@ def measure_delay(rates):
 
     def multi(rate, n):
         t = np.arange(n) / rate
-        return sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(freqs, phases)) * 600
+        return sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(freqs, phases, strict=True)) * 600
 
     r = StreamingResampler(rate_in, rate_out)
     y = stream(r, i16(multi(rate_in, rate_in // 5)), rate_in // 50).astype(np.float64)
@@ -259,7 +259,7 @@ def test_reported_delay_matches_measured_delay(rates):
 
 @pytest.mark.parametrize("rates", TELEPHONY)
 def test_full_scale_square_wave_clips_instead_of_wrapping(rates):
-    rate_in, rate_out = rates
+    rate_in, _rate_out = rates
     n = rate_in // 5
     square = np.where((np.arange(n) // (rate_in // 400)) % 2 == 0, 32767, -32768)
     full = stream(StreamingResampler(*rates), square.astype(np.int16), rate_in // 50)
@@ -295,7 +295,7 @@ def test_silence_gives_exact_zeros(rates):
 )
 @pytest.mark.parametrize("rates", [(8000, 16000), (8000, 8000)])
 def test_process_rejects_bad_input(rates, bad, exc):
-    with pytest.raises(exc, match="int16|1-D"):
+    with pytest.raises(exc, match=r"int16|1-D"):
         StreamingResampler(*rates).process(bad)
 
 

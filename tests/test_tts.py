@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 
@@ -143,7 +144,7 @@ def test_overlong_text_raises(tts):
 
 
 def test_non_ascii_and_control_chars(tts):
-    n, chunks = synth(tts, "Grüße aus Zürich, ça va? Ünïcödé — “quotes” ✓")
+    n, _chunks = synth(tts, "Grüße aus Zürich, ça va? Ünïcödé — “quotes” ✓")
     assert n > 0.5 * tts.sample_rate
     clean, _ = synth(tts, HELLO)
     dirty, _ = synth(tts, "Hello,\x00 thanks\x07 for\x1b calling.\r\n")
@@ -199,7 +200,7 @@ def test_two_threads_concurrently(tts):
             assert close_to(n, ref[texts[i]])
     # The lock serialises whole utterances: chunks of one call are never
     # interleaved with another's, so the event stream has exactly 10 runs.
-    runs = 1 + sum(1 for a, b in zip(events, events[1:]) if a[0] != b[0])
+    runs = 1 + sum(1 for a, b in itertools.pairwise(events) if a[0] != b[0])
     assert runs <= 10
 
 
@@ -264,7 +265,7 @@ async def test_stream_cancel_outside_generator(tts):
     for use_aclosing in (True, False):
         got_one = asyncio.Event()
 
-        async def consume():
+        async def consume(use_aclosing: bool = use_aclosing, got_one: asyncio.Event = got_one) -> None:
             agen = tts.stream("This is a long sentence. " * 100)
             if use_aclosing:
                 async with contextlib.aclosing(agen):

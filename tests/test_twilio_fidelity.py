@@ -12,6 +12,7 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -72,13 +73,14 @@ class VoiceApp:
             msg = await ws.receive()
             assert msg.type == WSMsgType.TEXT
         if self.end == "abort":
-            request.transport.abort()  # type: ignore[union-attr]
+            assert request.transport is not None  # the socket is open
+            request.transport.abort()
         else:
             await ws.close(code=1000)
         return ws
 
 
-async def _call(app: VoiceApp, **kwargs: object):
+async def _call(app: VoiceApp, **kwargs: Any):
     async with serve(app.app()) as host:
         app.base = host
         call = SimulatedCall(f"http://{host}", auth_token=TOKEN, webhook_path="/voice", hold_s=5.0, **kwargs)
@@ -223,7 +225,7 @@ async def test_a_call_over_https_and_wss_end_to_end(tls):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]
     try:
         call = SimulatedCall(
             f"https://127.0.0.1:{port}",

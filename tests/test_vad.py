@@ -17,7 +17,7 @@ SR = 16000
 FRAME = 320  # 20 ms
 
 try:
-    import onnxruntime  # noqa: F401
+    import onnxruntime  # noqa: F401 - imported only to see that it loads
 
     BACKENDS = ["onnxruntime", "native"]
 except ImportError:  # the native backend alone still works

@@ -12,9 +12,9 @@ dispatcher delivers them before any pending data message.
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import Field, astuple, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgpack
 
@@ -26,6 +26,8 @@ class Message:
 
     system: ClassVar[bool] = False
     __slots__ = ()
+    if TYPE_CHECKING:  # every message is a dataclass: astuple() and fields() take it
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
 
 # --- inbound audio ---------------------------------------------------------------
@@ -368,7 +370,7 @@ def decode(data: bytes) -> Message:
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise MessageError(f"not a message: {exc}") from None
     # msgpack gives back plain types; check them against the declared fields.
-    for f, value in zip(dataclass_fields(cls), fields):
+    for f, value in zip(dataclass_fields(cls), fields, strict=False):  # defaulted fields may be absent
         if not _type_ok(value, f.type):
             raise MessageError(f"{cls.__name__}.{f.name}: unexpected {type(value).__name__}")
     return msg

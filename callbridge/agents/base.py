@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,7 +62,7 @@ class Agent(ABC):
         return None
 
     @abstractmethod
-    def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncIterator[str]:
+    def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncGenerator[str, None]:
         """Yield the reply to ``transcript`` in pieces (implemented as an async generator)."""
 
     @property
@@ -74,7 +74,7 @@ class Agent(ABC):
         """A small JSON-able view of the agent's state (bookings, remote state...)."""
         return {}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook: most agents hold nothing
         """Release resources held by the agent (none by default)."""
 
 
@@ -104,7 +104,7 @@ async def reply_text(agent: Agent, transcript: str, history: Sequence[Turn] = ()
         async for piece in gen:
             parts.append(piece)
     finally:
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
     return "".join(parts)
 
 
@@ -118,18 +118,20 @@ def create_agent(kind: str = "desk", **config: Any) -> Agent:
     """
     kind = (kind or "desk").strip().lower()
     config = {k: v for k, v in config.items() if v is not None}
+    cls: type[Agent]
+    required: tuple[str, ...]
     if kind == "desk":
-        from .desk import DeskAgent as cls
+        from .desk import DeskAgent
 
-        required: tuple[str, ...] = ()
+        cls, required = DeskAgent, ()
     elif kind == "openai":
-        from .openai_chat import OpenAIChatAgent as cls  # type: ignore[assignment]
+        from .openai_chat import OpenAIChatAgent
 
-        required = ("base_url", "model")
+        cls, required = OpenAIChatAgent, ("base_url", "model")
     elif kind == "webhook":
-        from .webhook import WebhookAgent as cls  # type: ignore[assignment]
+        from .webhook import WebhookAgent
 
-        required = ("url",)
+        cls, required = WebhookAgent, ("url",)
     else:
         raise ValueError(f"unknown agent kind {kind!r}; expected one of: {', '.join(AGENT_KINDS)}")
     missing = [k for k in required if not config.get(k)]

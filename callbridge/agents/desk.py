@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -315,7 +315,7 @@ class DeskAgent(Agent):
             view["log"] = self._log[-10:]
         return view
 
-    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncIterator[str]:
+    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncGenerator[str, None]:
         for piece in split_pieces(self.respond(transcript)):
             yield piece
 
@@ -341,13 +341,13 @@ class DeskAgent(Agent):
             return self._last
         if intent.goodbye:
             return self._goodbye(intent)
-        handler = {
+        handlers: dict[type, Callable[[Any, Intent], str | None]] = {
             Idle: self._on_idle,
             Collecting: self._on_collecting,
             Confirming: self._on_confirming,
             Choosing: self._on_choosing,
-        }[type(st)]
-        out = handler(st, intent)  # type: ignore[operator]
+        }
+        out = handlers[type(st)](st, intent)
         if out is None:
             out = self._on_general(intent)
         if out is None:
@@ -448,20 +448,21 @@ class DeskAgent(Agent):
             or intent.time is not None
             or (intent.part is not None and intent.answer == "no")
         )
-        if correction and st.action == "cancel":
-            return self._start_cancel(intent)
-        if correction and st.when is not None:
-            base = Draft(day=st.when.date(), time=TimeRef(st.when.hour, st.when.minute))
-            if intent.part is not None and intent.time is None:
-                base = replace(base, time=None)
-            return self._advance(st.action, self._merge(base, intent), st.target)  # type: ignore[arg-type]
+        if correction:
+            if st.action == "cancel":
+                return self._start_cancel(intent)
+            if st.when is not None:
+                base = Draft(day=st.when.date(), time=TimeRef(st.when.hour, st.when.minute))
+                if intent.part is not None and intent.time is None:
+                    base = replace(base, time=None)
+                return self._advance(st.action, self._merge(base, intent), st.target)
         if intent.answer == "yes" or (intent.done and intent.answer != "no"):
             return self._commit(st)
         if intent.answer == "no":
             if st.action == "cancel":
                 return self._set(Idle("anything_else"), "Okay, I'll keep it. Is there anything else?")
             return self._set(
-                Collecting(st.action, Draft(), st.target),  # type: ignore[arg-type]
+                Collecting(st.action, Draft(), st.target),
                 "Okay. What day and time would suit you better?",
             )
         if intent.kind in ("query", "hours", "help", "availability"):
@@ -671,7 +672,7 @@ class DeskAgent(Agent):
             )
         assert st.when is not None
         if not self.calendar.is_free(st.when, ignore=st.target):  # taken meanwhile (shared calendar)
-            return self._check(st.action, st.when, st.target, Draft(day=st.when.date()))  # type: ignore[arg-type]
+            return self._check(st.action, st.when, st.target, Draft(day=st.when.date()))
         if st.action == "move":
             assert st.target is not None
             self.calendar.release(st.target, self.owner)
@@ -792,9 +793,8 @@ class DeskAgent(Agent):
                 return b.time().replace(second=0) == resolve_time(time, part)
 
             out = [b for b in out if same(b)]
-        if ordinal is not None and day is None and time is None and out:
-            if -len(out) <= ordinal < len(out):
-                out = [out[ordinal]]
+        if ordinal is not None and day is None and time is None and out and -len(out) <= ordinal < len(out):
+            out = [out[ordinal]]
         return out
 
     def _list_bookings(self) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -198,7 +198,7 @@ _NOT_A_TIME_BEFORE = {
     "option",
     "press",
 }
-_MERIDIEM = {"am": "am", "pm": "pm"}
+_MERIDIEM: dict[str, Literal["am", "pm"]] = {"am": "am", "pm": "pm"}
 FILLERS = {
     "um",
     "uh",
@@ -357,6 +357,7 @@ def _numberish(w: str) -> bool:
 # -- days ------------------------------------------------------------------------------------
 
 Span = tuple[int, int]  # [start, end) token indices
+_Ref = TypeVar("_Ref", DayRef, TimeRef)
 
 
 def find_days(tokens: list[str]) -> list[tuple[Span, DayRef]]:
@@ -491,14 +492,14 @@ def _time_at(tokens: list[str], i: int, consumed: set[int]) -> tuple[int, TimeRe
             end = _meridiem_end(tokens, j + 2)
             mer = _MERIDIEM.get(tokens[j + 2]) if j + 2 < n else None
             if rel in ("past", "after"):
-                return end, TimeRef(target, before, mer)  # type: ignore[arg-type]
+                return end, TimeRef(target, before, mer)
             if rel in ("to", "till", "til", "of") and (
                 before in (15, 20, 25) or tokens[i:j][-1:] == ["minutes"]
             ):
-                to_hour = target - 1 if target > 1 else 12
+                last_hour = target - 1 if target > 1 else 12
                 if target == 12 and mer is None:
-                    to_hour = 11
-                return end, TimeRef(to_hour, 60 - before, mer)  # type: ignore[arg-type]
+                    last_hour = 11
+                return end, TimeRef(last_hour, 60 - before, mer)
     if w == "half" and (h := _hour_value(nxt)) is not None and 1 <= h <= 12:  # British "half two"
         return _meridiem_end(tokens, i + 2), TimeRef(h, 30, _mer(tokens, i + 2))
     # "3:30", "1530"
@@ -532,7 +533,7 @@ def _time_at(tokens: list[str], i: int, consumed: set[int]) -> tuple[int, TimeRe
     oclock = j < n and tokens[j] == "oclock"
     if oclock:
         j += 1
-    mer = tokens[j] if j < n and tokens[j] in _MERIDIEM else None
+    mer = _MERIDIEM.get(tokens[j]) if j < n else None
     noon = j < n and tokens[j] == "noon" and hour == 12
     if mer or noon:
         j += 1
@@ -559,11 +560,11 @@ def _time_at(tokens: list[str], i: int, consumed: set[int]) -> tuple[int, TimeRe
             elif not (prev in _TIME_PREPS or alone or after in ("in", "this", "tomorrow", "today")):
                 return None
     meridiem = "pm" if noon else mer
-    return j, TimeRef(hour, minute, meridiem)  # type: ignore[arg-type]
+    return j, TimeRef(hour, minute, meridiem)
 
 
 def _mer(tokens: list[str], j: int) -> Literal["am", "pm"] | None:
-    return _MERIDIEM.get(tokens[j]) if j < len(tokens) else None  # type: ignore[return-value]
+    return _MERIDIEM.get(tokens[j]) if j < len(tokens) else None
 
 
 def _meridiem_end(tokens: list[str], j: int) -> int:
@@ -957,8 +958,8 @@ def _split_move(
         is_src = any(after.startswith(nn) for nn in _SOURCE_NOUNS) or before in ("my", "from", "the")
         (src if is_src else dst).append((span, ref))
 
-    def last(items: list[tuple[Span, DayRef | TimeRef]], cls: type) -> object:
+    def last(items: list[tuple[Span, DayRef | TimeRef]], cls: type[_Ref]) -> _Ref | None:
         picked = [r for _, r in items if isinstance(r, cls)]
         return picked[-1] if picked else None
 
-    return (last(dst, DayRef), last(dst, TimeRef), last(src, DayRef), last(src, TimeRef))  # type: ignore[return-value]
+    return (last(dst, DayRef), last(dst, TimeRef), last(src, DayRef), last(src, TimeRef))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
@@ -226,7 +226,7 @@ class OpenAIChatAgent(Agent):
             body["user"] = self.call_sid
         return body
 
-    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncIterator[str]:
+    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncGenerator[str, None]:
         self._turns += 1
         where = redact(self.url)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
@@ -294,7 +294,7 @@ class OpenAIChatAgent(Agent):
 
     async def _stream(
         self, resp: aiohttp.ClientResponse, state: _ReplyState, where: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         decoder = SSEDecoder()
         try:
             async for chunk in resp.content.iter_any():
@@ -317,7 +317,7 @@ class OpenAIChatAgent(Agent):
 
     async def _whole(
         self, resp: aiohttp.ClientResponse, state: _ReplyState, where: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         try:
             raw = await resp.content.read(MAX_EVENT_BYTES + 1)
         except (aiohttp.ClientError, OSError) as exc:
@@ -334,7 +334,7 @@ class OpenAIChatAgent(Agent):
             if content is not None and not isinstance(content, str):
                 raise AgentError("malformed completion: content is not a string")
             state.tools(message.get("tool_calls"))
-            state.finish = choice.get("finish_reason") if choice else None  # type: ignore[union-attr]
+            state.finish = choice.get("finish_reason") if choice else None
             if content:
                 state.text.append(content)
                 yield content

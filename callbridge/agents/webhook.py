@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -121,7 +121,7 @@ class WebhookAgent(Agent):
             }
         )
 
-    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncIterator[str]:
+    async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncGenerator[str, None]:
         self._turns += 1
         body = self.request_body(transcript, history)
         headers = {

@@ -192,7 +192,7 @@ class JitterBuffer:
         self._out_ts0 = 0
         self._cursor = 0  # next media slot to play
         self._last_now = -math.inf
-        self._played_ring = [None] * _PLAYED_RING
+        self._played_ring: list[int | None] = [None] * _PLAYED_RING
         # transit reference: minimum transit per bucket, over window_s
         self._bucket_s = p.window_s / 10.0
         self._buckets: deque[list[float]] = deque()
@@ -419,7 +419,9 @@ class JitterBuffer:
         buf = self._buf
         c = self._c
         fms = p.frame_ms
-        base = (due - self._tref) * 1000.0 - self._ts0  # latency at due = base - slot*fms
+        ts0 = self._ts0
+        assert ts0 is not None  # pop() plays nothing before the first push
+        base = (due - self._tref) * 1000.0 - ts0  # latency at due = base - slot*fms
         out_ts = self._out_ts0 + self._k * fms
         self._since_accel += 1
         while True:
@@ -483,20 +485,20 @@ class JitterBuffer:
                 if excess > p.margin_ms:
                     # catching up: skip lost slots instead of concealing them
                     n = int((excess - p.margin_ms) // fms) + 1
-                    nxt = min((k for k in buf if k > s), default=self._newest + 1)
-                    to = min(nxt, s + n)
+                    upto = min((k for k in buf if k > s), default=self._newest + 1)
+                    to = min(upto, s + n)
                     c["lost"] += to - s
                     c["skipped"] += to - s
                     self._cursor = to
                     continue
                 c["lost"] += 1
                 self._cursor = s + 1
-                return self._conceal(out_ts, self._ts0 + s * fms, excess + self._target)
+                return self._conceal(out_ts, ts0 + s * fms, excess + self._target)
             # underrun: hold (do not consume the slot) up to target + hold_ms
             if excess > p.hold_ms:
                 c["lost_late"] += 1
                 self._cursor = s + 1
-                return self._conceal(out_ts, self._ts0 + s * fms, excess + self._target)
+                return self._conceal(out_ts, ts0 + s * fms, excess + self._target)
             c["held"] += 1
             return self._conceal(out_ts, None, None)
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -108,7 +109,7 @@ async def inject_fault(request: web.Request) -> web.Response:
     return web.json_response({"injected": role})
 
 
-async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
+async def _events_poster(app: web.Application) -> AsyncIterator[None]:
     events = app[GATEWAY].events
     if events is not None:
         events.start()
@@ -117,7 +118,7 @@ async def _events_poster(app: web.Application):  # type: ignore[no-untyped-def]
         await events.stop()
 
 
-async def _reaper(app: web.Application):  # type: ignore[no-untyped-def]
+async def _reaper(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(reaper.run(app[GATEWAY]), name="reaper")
     yield
     task.cancel()

@@ -34,7 +34,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from html import escape
 from pathlib import Path
 
@@ -254,7 +254,7 @@ async def _ticker(app: web.Application) -> None:
             gw.hub.publish("tick", {c.call_sid: c.live_figures() for c in calls if c.state == "live"})
 
 
-async def console_ticker(app: web.Application):  # type: ignore[no-untyped-def]
+async def console_ticker(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(_ticker(app), name="console-ticker")
     yield
     task.cancel()

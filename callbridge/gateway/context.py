@@ -123,7 +123,7 @@ class Gateway:
     def at_capacity(self) -> bool:
         return 0 < self.settings.limits.max_calls <= len(self.registry.live)
 
-    def watch(self, call_sid: str, index: int, entry: dict) -> None:  # type: ignore[type-arg]
+    def watch(self, call_sid: str, index: int, entry: dict[str, Any]) -> None:
         """A call's timeline event, to the console's live feed."""
         self.hub.publish("note", {"callSid": call_sid, "i": index, "e": entry})
 

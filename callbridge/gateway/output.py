@@ -74,6 +74,7 @@ class OutboundWriter:
         self.stream_sid = stream_sid
         self.pacer = Pacer(lead_s)
         self.clock = clock
+        # (kind, value): _FRAME with bytes, _MARK with a MarkName, _NOTIFY with an int
         self._queue: deque[tuple[int, bytes | MarkName | int]] = deque()
         self._frames_queued = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -160,12 +161,12 @@ class OutboundWriter:
                 kind, value = queue[0]
                 if kind == _NOTIFY:
                     queue.popleft()
-                    self._notify_next = value  # type: ignore[assignment]
+                    self._notify_next = value  # type: ignore[assignment]  # _NOTIFY pairs with an int
                     continue
                 if kind == _MARK:
                     queue.popleft()
-                    self.marks.sent(value)  # type: ignore[arg-type]
-                    await self._out(mark_message(self.stream_sid, value))  # type: ignore[arg-type]
+                    self.marks.sent(value)  # type: ignore[arg-type]  # _MARK pairs with a MarkName
+                    await self._out(mark_message(self.stream_sid, value))  # type: ignore[arg-type]  # as above
                     self.marks_sent += 1
                     continue
                 now = self.clock()
@@ -176,11 +177,11 @@ class OutboundWriter:
                 queue.popleft()
                 self._frames_queued -= 1
                 self.blocked_since = now
-                await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]
+                await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]  # _FRAME: bytes
                 self.blocked_since = None
                 self.pacer.sent(now)
                 self.frames_sent += 1
-                self.last_sent = value  # type: ignore[assignment]
+                self.last_sent = value  # type: ignore[assignment]  # _FRAME: bytes
                 if self.frames_sent == 1 and self._on_first_frame is not None:
                     self._on_first_frame()
                 if self._notify_next is not None:

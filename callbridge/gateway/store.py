@@ -270,7 +270,7 @@ class StoreBook:
             del self.streams[call_sid]
         sids = [sid for sid, (_, snap) in self.live.items() if snap.get("pid") == pid]
         for sid in sids:
-            at, snap = self.live[sid]
+            _, snap = self.live[sid]
             self.live[sid] = (now, {**snap, "orphaned": True})
         return sids
 

@@ -139,11 +139,12 @@ async def voice_inbound(request: web.Request) -> web.Response:
     resume = stored is not None
     if resume:  # a live call: its old stream must be gone first
         deadline = time.monotonic() + RESUME_WAIT_S
-        while await gw.store.streaming(call_sid) and time.monotonic() < deadline:  # None: no answer, no wait
+        # None (the store did not answer): no wait.
+        while await gw.store.streaming(call_sid) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled: the stream may end in another process
             await asyncio.sleep(CLAIM_POLL_S)
-    if resume and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:  # type: ignore[union-attr]
+    if stored is not None and int(stored.data.get("resumes", 0)) >= MAX_RESUMES:
         # The call keeps losing its stream (a crash it triggers?): stop the loop.
-        await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)  # type: ignore[union-attr]
+        await gw.store.finish(call_sid, stored.data.get("view") or {}, resumable=False)
         log.error("call %s: dropped %d times; hanging up", call_sid, MAX_RESUMES + 1)
         return _say_and_hang_up(TROUBLE)
     attempt = _attempt(request.query.get("attempt", "0"))

@@ -30,5 +30,5 @@ def restrict_binding() -> None:
         if base and self.bindname[0] in ("", "0.0.0.0"):
             self.bindname = (base, self.bindname[1])
 
-    IPActorAddress.__init__ = __init__  # type: ignore[method-assign]
+    IPActorAddress.__init__ = __init__
     _patched = True

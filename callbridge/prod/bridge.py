@@ -126,7 +126,7 @@ class ControlStore:
 
     async def listing(self) -> dict[str, list[dict[str, Any]]] | None:
         try:
-            return await self.bridge.ask(lambda req: c.Listing(req))
+            return await self.bridge.ask(c.Listing)
         except TimeoutError:
             return None
 
@@ -169,6 +169,6 @@ class ControlStore:
 
     async def health(self) -> c.PoolStatus | None:
         try:
-            return await self.bridge.ask(lambda req: c.Health(req))
+            return await self.bridge.ask(c.Health)
         except TimeoutError:
             return None

@@ -15,6 +15,7 @@ documents and what is assumed: docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import enum
 import ipaddress
 import logging
 import secrets
@@ -23,7 +24,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -305,7 +306,7 @@ class SimulatedCall:
             self._playback.clear()
             self._marks.clear()
         reachable = self._reachable(stream_url)
-        tls = (
+        tls: dict[str, Any] = (  # connect()'s **kwargs, for the loop's create_connection
             {"ssl": self.ssl_context} if reachable.startswith("wss:") and self.ssl_context is not None else {}
         )
         opened = False
@@ -484,7 +485,11 @@ class SimulatedCall:
             self._closed(exc)
 
 
-_END = object()
+class _End(enum.Enum):
+    END = 0
+
+
+_END: Final = _End.END
 
 
 class _Script:
@@ -515,7 +520,7 @@ class _Script:
             return True
         return marks > self.marks_seen and agent_quiet
 
-    def step(self, now: float, marks: int, agent_quiet: bool) -> bytes | str | object:
+    def step(self, now: float, marks: int, agent_quiet: bool) -> bytes | str | _End:
         """The caller's frame for this tick, a DTMF digit, or ``_END`` when all is done."""
         if self.index >= len(self.actions):
             if self.done_at is None and self._answered(now, marks, agent_quiet):
@@ -529,9 +534,10 @@ class _Script:
                 self._next(now, marks)
                 return action
             self.speaking, self.pos = True, 0
-        frame = action[self.pos : self.pos + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")  # type: ignore[index]
+        assert isinstance(action, bytes)  # a turn's audio: digits are sent above, alone
+        frame = action[self.pos : self.pos + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
         self.pos += FRAME_BYTES
-        if self.pos >= len(action):  # type: ignore[arg-type]
+        if self.pos >= len(action):
             self.speaking = False
             self._next(now, marks)
         return frame

@@ -17,7 +17,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_GAP_MS",
@@ -100,7 +100,7 @@ class Impairment:
         jitter: str | None = None,
         gap: str | bool | None = None,
         seed: int = 0,
-        **kw: object,
+        **kw: Any,
     ) -> Impairment:
         """Build from CLI strings: ``loss="3%"``, ``jitter="200-800ms"``, ``gap="100-400ms"``
         (or ``gap=True`` / ``""`` for ``DEFAULT_GAP_MS``); None means off."""
@@ -108,14 +108,15 @@ class Impairment:
         if gap is True or gap == "":
             g = DEFAULT_GAP_MS
         elif gap not in (None, False):
-            g = parse_gap(gap)  # type: ignore[arg-type]
+            assert isinstance(gap, str)  # True was taken above
+            g = parse_gap(gap)
         return cls(
             loss=parse_loss(loss) if loss is not None else 0.0,
             jitter=parse_jitter(jitter) if jitter is not None else None,
             gap=g,
             seed=seed,
             **kw,
-        )  # type: ignore[arg-type]
+        )
 
     def _rng(self, what: str) -> random.Random:
         return random.Random(f"callbridge.impair:{self.seed}:{what}")
@@ -150,9 +151,10 @@ class Impairment:
         noise = self._rng("noise")
         stall = self._rng("stall")
         s_start = s_end = math.inf
-        if self.jitter is not None:
+        jitter = self.jitter
+        if jitter is not None:
             s_start = stall.uniform(*self.stall_every_s)
-            s_end = s_start + stall.uniform(*self.jitter) / 1000.0
+            s_end = s_start + stall.uniform(*jitter) / 1000.0
         out: list[Delivery] = []
         prev = -math.inf
         chunk = 0
@@ -164,8 +166,9 @@ class Impairment:
                 continue
             t = max(i * fs + extra, prev)
             while t >= s_end:  # stalls that ended before this frame left
+                assert jitter is not None  # s_end is finite only with jitter
                 s_start = s_end + stall.uniform(*self.stall_every_s)
-                s_end = s_start + stall.uniform(*self.jitter) / 1000.0  # type: ignore[misc]
+                s_end = s_start + stall.uniform(*jitter) / 1000.0
                 if t < s_start:
                     break
             if s_start <= t < s_end:

@@ -18,7 +18,7 @@ import ctypes
 import re
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -167,9 +167,10 @@ class _Engine:
         # Runs in the thread blocked in espeak_Synth. Must never raise: ctypes
         # would print the exception and return garbage to espeak.
         try:
-            if self._stopped or self._on_chunk is None:
+            on_chunk, should_stop = self._on_chunk, self._should_stop  # set together by run()
+            if self._stopped or on_chunk is None or should_stop is None:
                 return 1
-            if self._should_stop():
+            if should_stop():
                 self._stopped = True
                 return 1
             if numsamples <= 0 or not wav:  # wav == NULL marks the end
@@ -177,7 +178,7 @@ class _Engine:
             chunk = np.empty(numsamples, dtype=np.int16)
             ctypes.memmove(chunk.ctypes.data, wav, numsamples * 2)
             self._total += numsamples
-            self._on_chunk(chunk)
+            on_chunk(chunk)
             return 0
         except BaseException as exc:
             self._error = exc
@@ -297,7 +298,7 @@ class EspeakTTS:
                 engine.owner = None
         return total
 
-    async def stream(self, text: str, *, loop=None) -> AsyncIterator[np.ndarray]:
+    async def stream(self, text: str, *, loop=None) -> AsyncGenerator[np.ndarray, None]:
         """Runs synthesize() in a worker thread (default executor or a dedicated single-thread executor) and yields int16 chunks as they come, so the asyncio event loop is never blocked; if the consumer stops iterating (aclose / cancellation), synthesis is aborted via should_stop.
 
         Validation errors (overlong text) and exceptions raised inside

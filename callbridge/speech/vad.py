@@ -71,7 +71,7 @@ def preload(backend: str = "auto") -> str:
 
 def _have_onnxruntime() -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401 - imported only to see that it loads
     except ImportError:
         return False
     return True

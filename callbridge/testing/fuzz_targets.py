@@ -15,13 +15,14 @@ disturb it (no close, no gap in its echo).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import orjson
@@ -224,6 +225,13 @@ def check_frame(data: bytes) -> None:
     assert m.encode(msg) == data or m.decode(m.encode(msg)) == msg
 
 
+class Endpoint(Protocol):
+    """Where a gateway answers: a ``GatewayThread``, or bench/abuse.py's server process."""
+
+    url: str
+    ws_url: str
+
+
 class GatewayThread:
     """A real gateway on 127.0.0.1, its own event loop in a daemon thread."""
 
@@ -237,7 +245,7 @@ class GatewayThread:
             "log_level": "ERROR",
             **settings,
         }
-        self.server = Server(Settings(**values))  # type: ignore[arg-type]
+        self.server = Server(Settings(**values))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="fuzz-gateway")
         self.thread.start()
@@ -285,7 +293,7 @@ def check_webhook_raw(gw: GatewayThread, body: tuple[str, bytes]) -> None:
     assert status in WEBHOOK_STATUSES, status
 
 
-def stream_token(gw: GatewayThread, call_sid: str) -> str:
+def stream_token(gw: Endpoint, call_sid: str) -> str:
     request = urllib.request.Request(
         gw.url + "/voice/inbound", data=f"CallSid={call_sid}".encode(), method="POST"
     )
@@ -327,7 +335,7 @@ class Bystander:
     It shares the process (and the GIL) with hypothesis and the gateway, so its gaps
     measure that contention as much as the gateway: a bound on them is loose."""
 
-    def __init__(self, gw: GatewayThread) -> None:
+    def __init__(self, gw: Endpoint) -> None:
         self.gw = gw
         self.call_sid = new_sid("CA")
         self.sent = 0
@@ -376,7 +384,7 @@ class Bystander:
         self.thread.join(10)
         if self.error is not None:
             raise AssertionError(f"the bystander call failed: {self.error!r}")
-        gaps = [b - a for a, b in zip(self.arrivals[50:], self.arrivals[51:], strict=False)] or [0.0]
+        gaps = [b - a for a, b in itertools.pairwise(self.arrivals[50:])] or [0.0]
         return self.sent, len(self.arrivals), max(gaps)
 
 

@@ -151,7 +151,7 @@ async def run_step(
         while time.monotonic() - t0 < seconds:
             now = time.monotonic()
             for c in lean:
-                await c.ws.send_str(c.frame(n, now))  # type: ignore[union-attr]
+                await c.ws.send_str(c.frame(n, now))  # type: ignore[union-attr]  # open() set it; no check per frame
             n += 1
             await asyncio.sleep(max(0.0, t0 + n * FRAME_S - time.monotonic()))
         elapsed = time.monotonic() - t0

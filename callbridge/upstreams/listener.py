@@ -29,7 +29,7 @@ import numpy as np
 
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.onset import SoundOnset
-from ..speech.stt import Recognizer, get_recognizer
+from ..speech.stt import Recognizer, Utterance, get_recognizer
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from ..speech.vocabulary import Vocabulary
 from .base import Port
@@ -139,7 +139,7 @@ class _Turn:
         self.listener = listener
         self.started = started
         self.buffered: list[np.ndarray] | None = pre_roll  # until the decoder is ours
-        self.utterance = None
+        self.utterance: Utterance | None = None
         self.ended = asyncio.Event()
         self.last_speech = started
         self.detected_at = started

@@ -138,9 +138,9 @@ def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
 
 def padding_in_force(updated: dict[str, Any], sent_ms: int = PREFIX_PADDING_MS) -> int:
     """``prefix_padding_ms`` from a ``session.updated`` event (``sent_ms`` if it says none)."""
-    session = updated.get("session")
+    session: Any = updated.get("session")
     try:
-        value = session["audio"]["input"]["turn_detection"]["prefix_padding_ms"]  # type: ignore[index]
+        value = session["audio"]["input"]["turn_detection"]["prefix_padding_ms"]
     except (KeyError, TypeError):
         return sent_ms
     return (
@@ -305,8 +305,8 @@ class RealtimeBackend(RemoteBackend):
                 str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", "")))
             )
         elif kind == "response.output_item.done":
-            item = event.get("item") or {}
-            if item.get("type") == "function_call" and item.get("name") == "end_call":
+            done = event.get("item") or {}
+            if done.get("type") == "function_call" and done.get("name") == "end_call":
                 self.end_requested = True
         elif kind == "response.created":
             self.responding = True

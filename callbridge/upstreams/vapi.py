@@ -275,7 +275,8 @@ class VapiBackend(RemoteBackend):
         call_id = self.open_call
         if not call_id:
             return
-        control_url = self.conversation.remote_call[2]  # type: ignore[index]
+        remote = self.conversation.remote_call
+        control_url = remote[2] if remote else None
         if control_url:
             self.release_error = await self._end_through_control(control_url)
         else:
