@@ -89,19 +89,17 @@ def _heavy(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``alone`` tests first (nothing else runs beside them), then the slow ones, so
-    that no long one starts last and holds up the end of a parallel run (setup.cfg deals
-    them out in this order, two at a time), with the heavy ones spread evenly among them so
-    that they seldom wait for a slot, then the fast ones."""
-    alone = [item for item in items if item.get_closest_marker("alone")]
-    rest = [item for item in items if not item.get_closest_marker("alone")]
-    slow = [item for item in rest if item.get_closest_marker("slow") and not _heavy(item)]
-    heavy = [item for item in rest if _heavy(item)]
-    fast = [item for item in rest if not item.get_closest_marker("slow") and not _heavy(item)]
-    every = (len(slow) + len(heavy)) / max(1, len(heavy))
-    for n, item in enumerate(heavy):
+    """The slow tests first, so that no long one starts last and holds up the end of a
+    parallel run (setup.cfg deals them out in this order, two at a time), with the heavy and
+    the ``alone`` ones spread evenly among them so that they seldom wait for their turn, then
+    the fast ones."""
+    spread = [item for item in items if _heavy(item) or item.get_closest_marker("alone")]
+    slow = [item for item in items if item.get_closest_marker("slow") and item not in spread]
+    fast = [item for item in items if not item.get_closest_marker("slow") and item not in spread]
+    every = (len(slow) + len(spread)) / max(1, len(spread))
+    for n, item in enumerate(spread):
         slow.insert(round(n * every), item)
-    items[:] = alone + slow + fast
+    items[:] = slow + fast
 
 
 def _flock(path: Path, how: int) -> int:
@@ -114,12 +112,12 @@ def _flock(path: Path, how: int) -> int:
     return fd
 
 
-def _heavy_slot(run_dir: Path) -> int:
-    """Wait for one of ``HEAVY_AT_ONCE`` lock files; returns it, locked."""
+def _slot(run_dir: Path, name: str, count: int) -> int:
+    """Wait for one of ``count`` lock files ``name-N.lock``; returns it, locked."""
     while True:
-        for n in range(HEAVY_AT_ONCE):
+        for n in range(count):
             try:
-                return _flock(run_dir / f"heavy-{n}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return _flock(run_dir / f"{name}-{n}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pass
         time.sleep(0.05)
@@ -130,23 +128,40 @@ def _share_the_machine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
     """Across the workers of a parallel run (lock files in the run's base temporary
-    directory): a ``prod`` or ``browser`` test holds one of ``HEAVY_AT_ONCE`` slots; an
-    ``alone`` test runs with no other test running (every test holds ``run.lock`` shared,
-    an ``alone`` one holds it exclusive; ``gate.lock`` keeps new tests from starting while
-    an ``alone`` one waits for the running ones to end)."""
+    directory), every test holds one of as many run slots as there are workers:
+    - a ``prod`` or ``browser`` test also holds one of ``HEAVY_AT_ONCE`` heavy slots, and
+      ``run.lock`` shared;
+    - an ``alone`` test holds ``run.lock`` exclusive (no heavy or other ``alone`` test
+      beside it) and all run slots but one: at most one light test runs beside it, one core
+      each on this 2-core machine.
+    ``gate.lock`` is held while a test takes its slots, so that an ``alone`` test waiting
+    for the running ones to end is not overtaken."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         yield
         return
     run_dir = tmp_path_factory.getbasetemp().parent  # popen-gwN's parent: one per run
-    held = [_heavy_slot(run_dir)] if _heavy(request.node) else []
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    alone = request.node.get_closest_marker("alone") is not None
+    heavy = _heavy(request.node)
+    held = [_slot(run_dir, "heavy", HEAVY_AT_ONCE)] if heavy else []
     try:
-        gate = _flock(run_dir / "gate.lock", fcntl.LOCK_EX)
-        held.append(gate)
-        alone = request.node.get_closest_marker("alone") is not None
-        held.append(_flock(run_dir / "run.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
-        if not alone:
-            held.remove(gate)
-            os.close(gate)
+        while True:
+            gate = _flock(run_dir / "gate.lock", fcntl.LOCK_EX)
+            try:
+                if alone:  # waits holding the gate: nothing starts until it runs
+                    held.append(_flock(run_dir / "run.lock", fcntl.LOCK_EX))
+                elif heavy:  # beside an alone test it waits outside the gate
+                    try:
+                        held.append(_flock(run_dir / "run.lock", fcntl.LOCK_SH | fcntl.LOCK_NB))
+                    except BlockingIOError:
+                        pass
+                if not heavy or alone or len(held) == 2:
+                    for _ in range(max(1, workers - 1) if alone else 1):
+                        held.append(_slot(run_dir, "run", workers))
+                    break
+            finally:
+                os.close(gate)
+            time.sleep(0.05)
         yield
     finally:
         for fd in reversed(held):
