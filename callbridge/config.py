@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import Field, dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from . import eventloop
 from .agents.openai_chat import MAX_TOKENS_PARAMS
@@ -683,19 +683,6 @@ class Settings:
         for name in GROUPS:
             yield getattr(self, name)
         yield from self.providers
-
-    if not TYPE_CHECKING:  # hidden from mypy, so that it lists every flat read left
-
-        def __getattr__(self, name: str) -> Any:
-            """Flat reads (``settings.inbound_rate``) of code written before the groups; new
-            code reads the group (``settings.limits.inbound_rate``). To be removed once no
-            branch in flight reads flat names."""
-            where = Settings.FLAT.get(name)
-            if where is None:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            holder, field_name = where
-            group = getattr(self, holder) if isinstance(holder, str) else self.backend(holder)
-            return getattr(group, field_name)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings (``from_env(to_env()) ==
