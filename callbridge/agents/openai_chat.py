@@ -37,6 +37,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..persona import DESK_PERSONA
 from ..speech.vocabulary import Vocabulary
 from ._http import check_url, excerpt, redact, session_scope
 from .base import Agent, AgentError, Turn, split_pieces
@@ -44,16 +45,7 @@ from .desk_vocabulary import desk_vocabulary
 
 log = logging.getLogger("callbridge.agent")
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the voice of an appointment desk, answering a phone call. You can book, move and "
-    "cancel appointments (Monday to Friday, 9 AM to 5 PM) and answer questions about them. "
-    "Your words are spoken aloud by a text-to-speech voice: reply in one or two short, "
-    "friendly sentences, with no lists, markdown, emoji or URLs, and say times as people do "
-    '("Tuesday at 3 PM"). The caller\'s words come from speech recognition and may contain '
-    "mistakes: if something is unclear, ask. Confirm a day and time before booking it. When "
-    'the caller has nothing more, say a short farewell ending with "Goodbye."; never say '
-    "goodbye otherwise."
-)
+DEFAULT_SYSTEM_PROMPT = DESK_PERSONA
 END_CALL_TOOL = {
     "type": "function",
     "function": {

@@ -44,24 +44,15 @@ import orjson
 
 from ..agents.base import Turn
 from ..options import option
+from ..persona import DESK_PERSONA
 from .base import ULAW, BackendSpec
 from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-INSTRUCTIONS = (
-    "You are the voice of an appointment desk, answering a phone call. You can book, move and "
-    "cancel appointments (Monday to Friday, 9 AM to 5 PM) and answer questions about them. "
-    "Your words are spoken aloud by a text-to-speech voice: reply in one or two short, "
-    "friendly sentences, with no lists, markdown, emoji or URLs, and say times as people do "
-    '("Tuesday at 3 PM"). The caller\'s words come from speech recognition and may contain '
-    "mistakes: if something is unclear, ask. Confirm a day and time before booking it. When "
-    'the caller has nothing more, say a short farewell ending with "Goodbye."; never say '
-    "goodbye otherwise. After your farewell, call the end_call tool."
-)
-"""The Realtime session's default instructions: the demo's persona (the same desk as
-``AGENT=openai``'s default prompt), this back end's own, so it depends on no agent."""
+INSTRUCTIONS = DESK_PERSONA + " After your farewell, call the end_call tool."
+"""The Realtime session's default instructions: the demo's persona, and its end_call tool."""
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 CONTEXT_TURNS = 20
 """Transcript turns given to a new session after a reconnect."""
