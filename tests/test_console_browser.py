@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from callbridge.cli import DEMO_LINES
 from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
@@ -88,11 +88,17 @@ async def browser(tmp_path):
         await context.close()
 
 
-async def test_softphone_call_fills_the_console(start_server, browser, tmp_path):
-    url = await start_server()
+async def console_page(browser) -> tuple[Page, list[str]]:
+    """The browser's page, and the list its script errors are collected in."""
     page = browser.pages[0] if browser.pages else await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    return page, errors
+
+
+async def test_softphone_call_fills_the_console(start_server, browser, tmp_path):
+    url = await start_server()
+    page, errors = await console_page(browser)
     await page.goto(f"{url}/console")
     await expect(page.locator("#feed")).to_have_text("live")
     await page.click("#call-button")
@@ -123,7 +129,7 @@ async def test_softphone_call_fills_the_console(start_server, browser, tmp_path)
 
 async def test_browser_g711_is_bit_exact(start_server, browser):
     url = await start_server()
-    page = browser.pages[0] if browser.pages else await browser.new_page()
+    page, _ = await console_page(browser)
     await page.goto(f"{url}/console")
     encoded, decoded = await page.evaluate(
         """async () => {
@@ -153,9 +159,7 @@ async def test_console_behind_a_path_stripping_proxy(
     public = await proxy.start() + "/voice-bridge"
     try:
         proxy.backend = await start_server(public_url=public)
-        page = browser.pages[0] if browser.pages else await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        page, errors = await console_page(browser)
         outside: list[str] = []
         page.on("request", lambda r: outside.append(r.url))
         await page.goto(f"{public}/console")
@@ -176,7 +180,7 @@ async def test_console_behind_a_path_stripping_proxy(
 
 async def test_the_empty_pane_says_what_to_do_until_a_call_is_chosen(browser, start_server):  # WAV first
     url = await start_server(greeting="Hi.")
-    page = browser.pages[0] if browser.pages else await browser.new_page()
+    page, _ = await console_page(browser)
     await page.goto(f"{url}/console")
     await expect(page.locator("#feed")).to_have_text("live")
     hint = page.locator("#hint")
