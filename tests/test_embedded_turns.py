@@ -27,6 +27,7 @@ class RecordingPort:
         self.ends: list[int] = []
         self.notes: list[tuple[str, dict[str, Any]]] = []
         self.ended: list[str] = []
+        self.acts: list[tuple[str, dict[str, Any]]] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.onsets: list[float] = []
 
@@ -50,6 +51,10 @@ class RecordingPort:
 
     def end_call(self, reason: str) -> None:
         self.ended.append(reason)
+
+    async def act(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.acts.append((kind, args))
+        return {"ok": True}
 
     def spawn(self, coro, name):
         task = asyncio.get_running_loop().create_task(coro)

@@ -246,6 +246,27 @@ class UpstreamBound(Message):
     remote_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallAction(Message):
+    """Upstream -> CallSupervisor: carry out a telephony action on the call
+    (``callbridge.actions``); its outcome comes back as ``ActionDone`` with ``request``."""
+
+    system: ClassVar[bool] = True
+    request: int
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone(Message):
+    """CallSupervisor -> Upstream: the outcome of ``CallAction`` ``request``
+    (``{"ok": bool, ...}``)."""
+
+    system: ClassVar[bool] = True
+    request: int
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+
 # --- control -----------------------------------------------------------------------
 
 
@@ -342,6 +363,8 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     UpstreamBound,
     MediaReceived,
     Playback,
+    CallAction,
+    ActionDone,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

@@ -20,7 +20,7 @@ the gateway reads it only through ``view()`` (a frozen ``CallView``) and ``snaps
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -46,6 +46,10 @@ class CallIO(Protocol):
     def notify_when_sent(self, utterance: int) -> None: ...
     def end(self, reason: str) -> None: ...
     def bind_upstream(self, provider: str, remote_id: str) -> None: ...
+    def act(self, kind: str, args: dict[str, Any], done: Callable[[dict[str, Any]], None]) -> None:
+        """Carry out a telephony action (``callbridge.actions``); ``done(outcome)`` once, later."""
+        ...
+
     def note(self, event: str, **data: Any) -> None: ...
     def outlive(self, closing: Coroutine[Any, Any, Any]) -> None:
         """Run ``closing`` after the actors are gone (the agent's ``aclose``)."""
@@ -212,6 +216,12 @@ class CallSupervisor(Actor):
     def receiveMsg_EndCall(self, msg: m.EndCall) -> None:
         self.io.note("call_ending", reason=msg.reason)
         self.io.end(msg.reason)
+
+    def receiveMsg_CallAction(self, msg: m.CallAction) -> None:
+        def done(outcome: dict[str, Any]) -> None:
+            self.ctx.tell("upstream", m.ActionDone(msg.request, outcome))
+
+        self.io.act(msg.kind, msg.args, done)
 
     def receiveMsg_UpstreamBound(self, msg: m.UpstreamBound) -> None:
         self.io.bind_upstream(msg.provider, msg.remote_id)

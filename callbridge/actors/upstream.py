@@ -49,6 +49,8 @@ class Upstream(Actor):
         self.spec = spec
         self.backend: Backend = _Idle(self, conversation)
         self.playback = m.Playback()
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.next_request = 0
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -87,6 +89,11 @@ class Upstream(Actor):
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         self.backend.stop()
 
+    def receiveMsg_ActionDone(self, msg: m.ActionDone) -> None:
+        done = self.pending.get(msg.request)
+        if done is not None and not done.done():
+            done.set_result(msg.outcome)
+
     # -- the back end's Port -------------------------------------------------------------
 
     def audio(self, utterance: int, pcm: bytes, rate: int) -> None:
@@ -109,6 +116,19 @@ class Upstream(Actor):
 
     def end_call(self, reason: str) -> None:
         self.ctx.tell_parent(m.EndCall(reason))
+
+    async def act(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Ask the supervisor (and through it the gateway) for a telephony action; wait
+        for its outcome. Pending requests die with this actor (a restart): the tool that
+        asked times out."""
+        self.next_request += 1
+        request = self.next_request
+        done = self.pending[request] = asyncio.get_running_loop().create_future()
+        self.ctx.tell_parent(m.CallAction(request, kind, args))
+        try:
+            return await done
+        finally:
+            self.pending.pop(request, None)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         return self.ctx.spawn(coro, name)

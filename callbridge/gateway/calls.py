@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import actions
 from ..actors import messages as m
 from ..actors.runtime import Dispatcher
 from ..actors.supervisor import CHILDREN, CallSupervisor
@@ -68,6 +69,9 @@ CHECKPOINT_BURST = 4
 """Checkpoints of one call: ``CHECKPOINT_BURST`` at once, ``CHECKPOINTS_PER_S`` sustained;
 past that they are coalesced and the latest state follows as soon as one is allowed. A
 normal call's few events each checkpoint at once; a flood of them cannot."""
+
+Telephony = Callable[["Call", str, dict[str, Any], Callable[[dict[str, Any]], None]], None]
+"""Carries out a checked telephony action on a call: ``(call, kind, args, done)``."""
 
 Watch = Callable[[str, int, dict[str, Any]], None]
 """Called with (callSid, index in the timeline, entry) for each timeline event."""
@@ -124,6 +128,8 @@ class Call:
         self.transport = transport
         self._bind = bind
         self.agent_closing: asyncio.Task[Any] | None = None
+        self.telephony: Telephony | None = None
+        """Carries out telephony actions (``act``); set by the gateway."""
         self.resumes = 0
         conversation = self._resume(resume) if resume is not None else None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
@@ -307,6 +313,19 @@ class Call:
         log.log(level, "call %s: ending: %s", self.call_sid, reason)
         self.end_because(reason)
         self._hang_up(reason)
+
+    def act(self, kind: str, args: dict[str, Any], done: Callable[[dict[str, Any]], None]) -> None:
+        """A telephony action asked by the call's Upstream (``callbridge.actions``): checked
+        here, carried out by ``self.telephony`` (None: none is available)."""
+        try:
+            args = actions.check(kind, args)
+        except actions.ActionError as exc:
+            done({"ok": False, "error": str(exc)})
+            return
+        if self.telephony is None:
+            done({"ok": False, "error": f"{kind}: telephony actions are not available on this bridge"})
+            return
+        self.telephony(self, kind, args, done)
 
     def outlive(self, closing: Coroutine[Any, Any, Any]) -> None:
         self.agent_closing = asyncio.get_running_loop().create_task(closing)
