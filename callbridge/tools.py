@@ -39,7 +39,8 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ToolContext(Protocol):
-    """What a tool handler may use of the call it runs in."""
+    """What a tool handler (and ``run_tool``) may use of the call it runs in; the back end
+    that runs the agent provides it."""
 
     @property
     def call_sid(self) -> str: ...
@@ -47,6 +48,14 @@ class ToolContext(Protocol):
     async def act(self, kind: str, **args: Any) -> dict[str, Any]:
         """Carry out a telephony action on the call (``callbridge.actions.KINDS``) and
         return its outcome (``{"ok": bool, ...}``); raises nothing."""
+        ...
+
+    def note(self, event: str, **data: Any) -> None:
+        """A timeline event of the call (``tool.called``)."""
+        ...
+
+    def say(self, text: str) -> None:
+        """Speak ``text`` to the caller now (a slow tool's filler)."""
         ...
 
 
@@ -170,7 +179,21 @@ async def run_tool(
     ctx: ToolContext,
     clock: Callable[[], float] = time.monotonic,
 ) -> ToolOutcome:
-    """Run the tool ``name`` with the model's ``raw_args``; every failure is an outcome."""
+    """Run the tool ``name`` with the model's ``raw_args``; every failure is an outcome.
+    The outcome is noted as ``tool.called``; a tool still running after ``FILLER_AFTER_S``
+    has its ``filler`` said."""
+    outcome = await _run(tools, name, raw_args, ctx, clock)
+    ctx.note("tool.called", **outcome.event())
+    return outcome
+
+
+async def _run(
+    tools: Mapping[str, Tool],
+    name: str,
+    raw_args: str | Mapping[str, Any] | None,
+    ctx: ToolContext,
+    clock: Callable[[], float],
+) -> ToolOutcome:
     started = clock()
 
     def failed(error: str) -> ToolOutcome:
@@ -186,6 +209,9 @@ async def run_tool(
     problem = tool.problem(args)
     if problem is not None:
         return failed(f"bad arguments: {problem}")
+    filler = None
+    if tool.filler is not None:
+        filler = asyncio.get_running_loop().call_later(FILLER_AFTER_S, ctx.say, tool.filler)
     try:
         result = await asyncio.wait_for(tool.handler(args, ctx), tool.timeout_s)
     except TimeoutError:
@@ -194,6 +220,9 @@ async def run_tool(
         raise
     except Exception as exc:  # the tool's own failure: the model is told, the call goes on
         return failed(f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        if filler is not None:
+            filler.cancel()
     try:
         size = len(orjson.dumps(result))
     except TypeError:

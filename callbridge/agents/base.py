@@ -16,6 +16,10 @@ Contract (what the Upstream can rely on):
 - ``greeting()`` is the agent's own opening line, or None to use the configured greeting.
 - ``vocabulary()`` is what its callers are expected to say, for the embedded pipeline's
   speech recognition, or None (the default) for any English.
+- ``tools()`` are the agent's own tools (``callbridge.tools.Tool``), offered to its model; the
+  bridge adds the telephony tools (``callbridge.actions.TELEPHONY_TOOLS``). Before a reply the
+  back end gives the agent the call's ``ToolContext`` (``bind``); ``use_tool`` runs a tool
+  through it (``callbridge.tools.run_tool``: checked, timed out, noted).
 - ``aclose()`` releases what the agent holds (a no-op for most agents).
 """
 
@@ -27,7 +31,9 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..actions import TELEPHONY_TOOLS
 from ..speech.vocabulary import Vocabulary
+from ..tools import Tool, ToolContext, ToolOutcome, run_tool, toolbox
 
 AGENT_KINDS = ("desk", "openai", "webhook")
 
@@ -73,6 +79,28 @@ class Agent(ABC):
     def state(self) -> dict[str, Any]:
         """A small JSON-able view of the agent's state (bookings, remote state...)."""
         return {}
+
+    context: ToolContext | None = None
+    """The call this agent speaks in, for its tools (``bind``); None outside a call."""
+
+    def tools(self) -> Sequence[Tool]:
+        """The agent's own tools, offered to its model (none by default)."""
+        return ()
+
+    def all_tools(self) -> dict[str, Tool]:
+        """Its own tools and the telephony ones, by name (its own win a name clash)."""
+        own = toolbox(self.tools())
+        return {**{t.name: t for t in TELEPHONY_TOOLS if t.name not in own}, **own}
+
+    def bind(self, context: ToolContext) -> None:
+        """The back end gives the agent its call before a reply."""
+        self.context = context
+
+    async def use_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolOutcome:
+        """Run one of ``all_tools()`` in the bound call; a failure is an outcome, never raised."""
+        if self.context is None:
+            return ToolOutcome(name, False, error="no call to run the tool in")
+        return await run_tool(self.all_tools(), name, arguments, self.context)
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook: most agents hold nothing
         """Release resources held by the agent (none by default)."""
