@@ -582,6 +582,73 @@ class VapiWebhookOptions:
             raise ConfigError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class ToolOptions:
+    """User tools an agent's model may call (``callbridge/tools.py``)."""
+
+    title: ClassVar[str] = "Tools"
+    url: str = option(
+        "",
+        "TOOLS_URL",
+        "Your tools' endpoint: the agent's model may call them; each call is POSTed here as signed JSON.",
+    )
+    secret: str = option(
+        "", "TOOLS_SECRET", "HMAC-SHA256 key for `TOOLS_URL` (required with it).", secret=True
+    )
+
+    def __post_init__(self) -> None:
+        check(not self.url or bool(self.secret), "TOOLS_URL needs TOOLS_SECRET (tool calls are signed)")
+
+
+@dataclass(frozen=True)
+class TelephonyOptions:
+    """Telephony actions on live calls (``callbridge/actions.py``): transfer, DTMF, hang-up."""
+
+    title: ClassVar[str] = "Telephony actions"
+    transfer_to: str = option(
+        "",
+        "TRANSFER_TO",
+        "Where `transfer_call` connects the caller by default: an E.164 number or a sip: URI. Unset: no default.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.transfer_to:
+            from .actions import ActionError, check_destination
+
+            try:
+                check_destination(self.transfer_to)
+            except ActionError as exc:
+                raise ConfigError(f"TRANSFER_TO: {exc}") from None
+
+
+@dataclass(frozen=True)
+class OutboundOptions:
+    """Outbound calls placed by the bridge (``POST /calls``, ``callbridge dial``)."""
+
+    title: ClassVar[str] = "Outbound calls"
+    voicemail_message: str = option(
+        "",
+        "VOICEMAIL_MESSAGE",
+        "Left after the beep when an answering machine takes an outbound call. Unset: the agent's greeting.",
+    )
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    """Call recording (``RECORDING``)."""
+
+    title: ClassVar[str] = "Recording"
+    mode: str = option(
+        "off", "RECORDING", "`off`, `local` (a stereo WAV per call in `RECORDINGS_DIR`) or `twilio`."
+    )
+
+    def __post_init__(self) -> None:
+        check(
+            self.mode in ("off", "local", "twilio"),
+            f"RECORDING must be off, local or twilio, not {self.mode!r}",
+        )
+
+
 GROUPS: dict[str, type[Any]] = {
     "server": ServerOptions,
     "prod": ProdOptions,
@@ -593,6 +660,10 @@ GROUPS: dict[str, type[Any]] = {
     "backends": BackendOptions,
     "events": EventOptions,
     "vapi_webhook": VapiWebhookOptions,
+    "tools": ToolOptions,
+    "telephony": TelephonyOptions,
+    "outbound": OutboundOptions,
+    "recordings": RecordingOptions,
 }
 """The shared groups, as ``Settings`` attributes, in the reference's order."""
 PROVIDERS: tuple[type[Any], ...] = tuple(s.options for s in BACKENDS.values() if s.options is not None)
@@ -624,6 +695,10 @@ class Settings:
     backends: BackendOptions
     events: EventOptions
     vapi_webhook: VapiWebhookOptions
+    tools: ToolOptions
+    telephony: TelephonyOptions
+    outbound: OutboundOptions
+    recordings: RecordingOptions
     providers: tuple[Any, ...]
     """Each back end's own group, in ``PROVIDERS`` order (``backend(cls)`` finds one)."""
 
