@@ -1,0 +1,197 @@
+"""Tools and telephony actions with the remote back ends: the real gateway, the simulator
+playing Twilio, and the local fakes of OpenAI Realtime (tests/remote_fakes.py) and Vapi
+(tests/fake_vapi.py), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import orjson
+import pytest
+
+from callbridge.actions import TELEPHONY_TOOLS
+from callbridge.sim.caller import SimulatedCall
+from callbridge.upstreams.openai_realtime import function_call, function_output, session_update
+
+from . import fake_realtime_schema as schema
+from .conftest import events, speech_8k, until
+from .remote_fakes import FakeRealtime
+from .test_upstream_realtime import GOOD_UPDATE, answer, realtime_server, realtime_socket
+
+# -- the protocol, pure ------------------------------------------------------------------------
+
+
+def test_session_offers_the_telephony_tools():
+    session = session_update("gpt-realtime", "marin", 500)["session"]
+    assert [t["name"] for t in session["tools"]] == ["end_call", "transfer_call", "send_dtmf"]
+    assert session["tools"][1] == TELEPHONY_TOOLS[1].openai_realtime()
+    assert session["tool_choice"] == "auto"
+    assert schema.check_session(session) is None
+
+
+def test_function_call_items_parsed():
+    item = {"type": "function_call", "call_id": "call_1", "name": "send_dtmf", "arguments": '{"digits":"1"}'}
+    assert function_call(item) == ("call_1", "send_dtmf", '{"digits":"1"}')
+    assert function_call({**item, "arguments": None}) == ("call_1", "send_dtmf", "")
+    assert function_call({"type": "message"}) is None
+    assert function_call({**item, "call_id": ""}) is None
+    assert function_call({**item, "call_id": "x" * 201}) is None
+    assert function_call("nope") is None
+    assert function_output("call_1", '{"ok":true}') == {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": "call_1", "output": '{"ok":true}'},
+    }
+
+
+@pytest.mark.parametrize(
+    ("tools", "code"),
+    [
+        ("x", "invalid_type"),
+        ([{"type": "code", "name": "a"}], "invalid_value"),
+        ([{"type": "function"}], "missing_required_parameter"),
+        ([{"type": "function", "name": "has space"}], "invalid_value"),
+        ([{"type": "function", "name": "a" * 65}], "invalid_value"),
+        ([{"type": "function", "name": "a"}, {"type": "function", "name": "a"}], "invalid_value"),
+        ([{"type": "function", "name": "a", "description": 3}], "invalid_type"),
+        (
+            [{"type": "function", "name": "a", "parameters": {"type": "string"}}],
+            "invalid_function_parameters",
+        ),
+        ([{"type": "function", "name": "a", "strict": True}], "unknown_parameter"),
+        ([{"type": "function", "name": f"t{i}"} for i in range(129)], "array_above_max_length"),
+    ],
+)
+def test_fake_refuses_bad_tools(tools, code):
+    session = copy.deepcopy(session_update("m", "marin", 500)["session"])
+    session["tools"] = tools
+    error = schema.check_session(session)
+    assert error is not None and error["code"] == code
+
+
+def test_fake_checks_tool_choice():
+    session = copy.deepcopy(session_update("m", "marin", 500)["session"])
+    session["tool_choice"] = {"type": "function", "name": "transfer_call"}
+    assert schema.check_session(session) is None
+    session["tool_choice"] = {"type": "function", "name": "nope"}
+    assert schema.check_session(session)["param"] == "session.tool_choice.name"
+    session["tool_choice"] = "sometimes"
+    assert schema.check_session(session)["code"] == "invalid_value"
+
+
+async def test_fake_refuses_an_output_for_a_call_it_never_made():
+    fake = FakeRealtime()
+    async with fake.running(), realtime_socket(fake) as ws:
+        await ws.send_str(orjson.dumps(function_output("call_404", "{}")).decode())
+        error = await _next(ws, "error")
+        assert error["error"]["param"] == "item.call_id"
+        bad = function_output("call_404", "{}")
+        bad["item"]["name"] = "x"  # OpenAI's output item carries no name
+        await ws.send_str(orjson.dumps(bad).decode())
+        assert (await _next(ws, "error"))["error"]["code"] == "unknown_parameter"
+    assert not fake.outputs
+
+
+async def test_fake_calls_a_function_as_the_api_does():
+    fake = FakeRealtime()
+    fake.calls.append(("send_dtmf", {"digits": "1234#"}))
+    async with fake.running(), realtime_socket(fake) as ws:
+        assert (await answer(ws, GOOD_UPDATE, "session.updated"))["type"] == "session.updated"
+        await ws.send_str(orjson.dumps({"type": "response.create"}).decode())
+        seen = []
+        while not seen or seen[-1]["type"] != "response.done":
+            seen.append(await _next(ws, None))
+        kinds = [e["type"] for e in seen]
+        assert kinds[:2] == ["response.created", "response.output_item.added"]
+        assert "response.function_call_arguments.delta" in kinds
+        done = next(e for e in seen if e["type"] == "response.output_item.done")["item"]
+        deltas = "".join(e["delta"] for e in seen if e["type"] == "response.function_call_arguments.delta")
+        assert deltas == done["arguments"] == '{"digits":"1234#"}'
+        assert done["name"] == "send_dtmf" and done["call_id"].startswith("call_")
+        await ws.send_str(orjson.dumps(function_output(done["call_id"], '{"ok":true}')).decode())
+        assert (await _next(ws, "conversation.item.added"))["item"]["call_id"] == done["call_id"]
+        # answered once only
+        await ws.send_str(orjson.dumps(function_output(done["call_id"], '{"ok":true}')).decode())
+        assert (await _next(ws, "error"))["error"]["param"] == "item.call_id"
+    assert [item["call_id"] for _, item in fake.outputs] == [done["call_id"]]
+
+
+async def _next(ws, kind: str | None) -> dict:
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        event = orjson.loads(msg.data)
+        if kind is None or event["type"] == kind:
+            return event
+
+
+# -- calls through the bridge -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_realtime_tool_round_trip(start_server):
+    """The model calls transfer_call; the action reaches Call.act (not available on this
+    bridge yet: an error outcome), the model gets that outcome for its call id, and it
+    carries on speaking."""
+    fake = FakeRealtime()
+    fake.calls.append(("transfer_call", {"to": "+15551234567", "mode": "cold"}))
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        ask = speech_8k("Can I talk to a person please?")
+        result = await SimulatedCall(url, audio=[ask], polite=True, hold_s=4.0).run()
+    session = fake.sessions[0]
+    kinds = [e["type"] for e in session.events]
+    assert not fake.errors, fake.errors
+    # the tools were offered
+    update = next(e for e in session.events if e["type"] == "session.update")
+    assert {t["name"] for t in update["session"]["tools"]} >= {"end_call", "transfer_call", "send_dtmf"}
+    # the output went back for the call the model made, then a new response was asked for
+    assert len(fake.outputs) == 1
+    _, item = fake.outputs[0]
+    outcome = orjson.loads(item["output"])
+    assert set(outcome) >= {"ok"}
+    if not outcome["ok"]:
+        assert "transfer" in outcome["error"]
+    at = next(
+        i for i, e in enumerate(session.events) if e.get("item", {}).get("type") == "function_call_output"
+    )
+    assert "response.create" in kinds[at + 1 :]
+    # the timeline has the tool call; the model spoke again after it (greeting + the answer)
+    called = events(result, "tool.called")
+    assert [(e["name"], e["ok"]) for e in called] == [("transfer_call", outcome["ok"])]
+    assert fake.replies >= 2
+    assert len(result.end_marks_echoed()) >= 2
+
+
+@pytest.mark.slow
+async def test_realtime_end_call_tool_ends_after_the_goodbye(start_server):
+    fake = FakeRealtime()
+    fake.end_call_after_replies = 2  # greeting, then the goodbye with end_call in its response
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        bye = speech_8k("That is all, goodbye.")
+        result = await SimulatedCall(url, audio=[bye], polite=True, hold_s=6.0).run()
+    assert not fake.errors, fake.errors
+    called = events(result, "tool.called")
+    assert [(e["name"], e["ok"]) for e in called] == [("end_call", True)]
+    assert result.record["stop_reason"] == "the agent ended the call"
+    ending = events(result, "call_ending")[0]
+    assert ending["t_ms"] >= result.marks_echoed[-1][0] * 1000 - 50  # after the goodbye played
+    # no new response after end_call: the model did not speak again, the session was closed
+    assert fake.replies == 2
+    assert "upstream.ended" in result.timeline_events()
+
+
+@pytest.mark.slow
+async def test_realtime_bad_tool_arguments_reach_the_model_not_the_caller(start_server):
+    fake = FakeRealtime()
+    fake.calls.append(("send_dtmf", {"digits": "abc"}))
+    async with fake.running():
+        url = await realtime_server(start_server, fake)
+        ask = speech_8k("Press one for me.")
+        call = SimulatedCall(url, audio=[ask], polite=True, hold_s=3.0)
+        result = await call.run()
+        await until(lambda: fake.outputs)
+    outcome = orjson.loads(fake.outputs[0][1]["output"])
+    assert outcome["ok"] is False and "bad arguments" in outcome["error"]
+    assert events(result, "tool.called")[0]["ok"] is False
+    assert fake.replies >= 2  # it went on talking
