@@ -167,6 +167,8 @@ class FakeRealtime(FakeModel):
         self.cancelled: list[tuple[int, str]] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.outputs: list[tuple[int, dict[str, Any]]] = []
+        self.answer_ms: list[float] = []
+        """Per answered call: from the call's ``output_item.done`` sent to its output received."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -267,6 +269,7 @@ class _RealtimeConn:
         self.speech_item = ""
         self.issued: dict[str, str] = {}
         """call_id -> name of the function calls this session made, not yet answered."""
+        self.called_at: dict[str, float] = {}
 
     async def send(self, event: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -424,6 +427,8 @@ class _RealtimeConn:
             )
         else:
             del self.issued[call_id]
+            if call_id in self.called_at:
+                self.fake.answer_ms.append((time.monotonic() - self.called_at.pop(call_id)) * 1000.0)
             item.setdefault("id", f"item_{next(self.ids)}")
             self.items[item["id"]] = 0.0
             self.fake.outputs.append((self.session.number, item))
@@ -482,6 +487,7 @@ class _RealtimeConn:
                 "item": {**item, "status": "completed", "arguments": arguments},
             }
         )
+        self.called_at[item["call_id"]] = time.monotonic()
 
     async def truncate(self, event: dict[str, Any]) -> None:
         item, end = event.get("item_id"), event.get("audio_end_ms")

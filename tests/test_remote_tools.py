@@ -170,6 +170,8 @@ async def test_realtime_tool_round_trip(start_server):
     assert [(e["name"], e["ok"]) for e in called] == [("transfer_call", outcome["ok"])]
     assert fake.replies >= 2
     assert len(result.end_marks_echoed()) >= 2
+    # the bridge's turnaround, the call's item sent -> its output received (loopback)
+    assert len(fake.answer_ms) == 1 and fake.answer_ms[0] < 1000
 
 
 @pytest.mark.slow
