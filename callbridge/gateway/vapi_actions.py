@@ -22,7 +22,7 @@ webhook's answer to the messages that ask for an action (None for the others):
   tools get an error result.
 
 Limits: ``MAX_RUNNING`` actions in flight in the process (past it, a request is noted and
-not carried out); a live call only (one that has ended, or lives in another process,
+not carried out), each given ``ACTION_TIMEOUT_S``; a live call only (one that has ended, or lives in another process,
 gets no action: noted, and tool calls get an error result).
 """
 
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("callbridge.gateway")
 
 MAX_RUNNING = 100
+ACTION_TIMEOUT_S = 60.0
+"""A ``phone-call-control`` action not done by then is noted as failed (a transfer's
+longest wait, as the ``transfer_call`` tool's timeout)."""
 NO_DESTINATION = "no transfer destination is configured on the bridge (TRANSFER_TO)"
 _running: set[asyncio.Task[None]] = set()
 
@@ -110,7 +113,10 @@ def _control(gw: Gateway, call_sid: str, call: Call | None, message: dict[str, A
         return
 
     async def run(call: Call) -> None:
-        outcome = await CallTools(call).act(kind, **args)
+        try:
+            outcome = await asyncio.wait_for(CallTools(call).act(kind, **args), ACTION_TIMEOUT_S)
+        except TimeoutError:
+            outcome = {"ok": False, "error": f"no outcome within {ACTION_TIMEOUT_S:g} s"}
         extra = {"to": args["to"]} if "to" in args else {}
         if not outcome.get("ok"):
             extra["error"] = str(outcome.get("error", ""))[:200]
