@@ -189,7 +189,8 @@ class ServedTools:
 
 _loaded: dict[tuple[str, str], tuple[Tool, ...]] = {}
 _tried: dict[tuple[str, str], float] = {}
-_loading: set[asyncio.Task[Any]] = set()
+_loading: dict[tuple[str, str], asyncio.Task[Any]] = {}
+"""The fetch in flight per endpoint (one at a time)."""
 
 
 async def load_served(options: ToolOptions) -> tuple[Tool, ...]:
@@ -220,9 +221,7 @@ def served_tools(options: ToolOptions) -> tuple[Tool, ...]:
     tools = _loaded.get(key)
     if tools is not None:
         return tools
-    if time.monotonic() - _tried.get(key, -RELOAD_AFTER_S) >= RELOAD_AFTER_S:
-        _tried[key] = time.monotonic()
-        task = asyncio.get_running_loop().create_task(load_served(options), name="tools-load")
-        _loading.add(task)
-        task.add_done_callback(_loading.discard)
+    if key not in _loading and time.monotonic() - _tried.get(key, -RELOAD_AFTER_S) >= RELOAD_AFTER_S:
+        _loading[key] = task = asyncio.get_running_loop().create_task(load_served(options), name="tools-load")
+        task.add_done_callback(lambda _: _loading.pop(key, None))
     return ()
