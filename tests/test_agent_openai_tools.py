@@ -213,6 +213,17 @@ async def test_parallel_calls_interleaved_by_index(llm):
     assert [m["tool_call_id"] for m in sent[-2:]] == ["p0", "p1"]
 
 
+async def test_calls_all_numbered_0_are_told_apart_by_id(llm):
+    """Ollama's OpenAI-compatible endpoint gives every parallel call index 0."""
+    a = tool_call_chunks("o1", "weather", '{"city": "Bern"}', index=0)
+    b = tool_call_chunks("o2", "weather", '{"city": "Graz"}', index=0)
+    llm.scripts = [[*a, *b, sse(chunk(finish="tool_calls")), sse("[DONE]")], [sse(chunk("Both.")), *STOP]]
+    agent, ctx = make(llm)
+    assert await reply_text(agent, "bern and graz") == "Both."
+    assert [d["ok"] for _, d in ctx.notes] == [True, True]
+    assert [m["tool_call_id"] for m in llm.requests[1]["json"]["messages"][-2:]] == ["o1", "o2"]
+
+
 @pytest.mark.slow
 async def test_a_slow_tool_gets_its_filler(llm):
     async def slow(args: dict[str, Any], ctx: Any) -> str:

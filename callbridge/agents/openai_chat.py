@@ -437,6 +437,9 @@ class _ReplyState:
         self.complete = False  # the response was read to its end
         self.finish: str | None = None
         self._calls: dict[int, _ToolCall] = {}
+        """Tool calls by slot (the order they started in)."""
+        self._slots: dict[int, int] = {}
+        """The server's ``index`` -> the slot of the call it is streaming."""
 
     def event(self, data: str) -> list[str]:
         if self.done:
@@ -473,8 +476,9 @@ class _ReplyState:
 
     def tools(self, calls: Any) -> None:
         """Streamed tool calls arrive in fragments keyed by ``index``: the first carries the
-        ``id`` and ``function.name``, later ones pieces of ``function.arguments``. A whole
-        (non-streamed) message's ``tool_calls`` are one fragment each."""
+        ``id`` and ``function.name``, later ones pieces of ``function.arguments``; a new
+        ``id`` at an index already used starts another call. A whole (non-streamed)
+        message's ``tool_calls`` are one fragment each."""
         if calls is None:
             return
         if not isinstance(calls, list):
@@ -490,8 +494,15 @@ class _ReplyState:
             fn = call.get("function") or {}
             if not isinstance(fn, dict):
                 raise AgentError("malformed data: a tool call's function is not an object")
-            entry = self._calls.setdefault(index, _ToolCall())
             call_id, name, args = call.get("id"), fn.get("name"), fn.get("arguments")
+            slot = self._slots.get(index)
+            entry = self._calls.get(slot) if slot is not None else None
+            if entry is None or (isinstance(call_id, str) and call_id and entry.id and call_id != entry.id):
+                # a new call; a server that numbers every call 0 (Ollama) tells them apart by id
+                if len(self._calls) >= MAX_TOOL_CALLS:
+                    raise AgentError(f"malformed data: more than {MAX_TOOL_CALLS} tool calls")
+                slot = self._slots[index] = len(self._calls)
+                entry = self._calls[slot] = _ToolCall()
             if isinstance(call_id, str) and call_id:
                 entry.id = call_id
             if isinstance(name, str) and name:
