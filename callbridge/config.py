@@ -590,7 +590,8 @@ class ToolOptions:
     url: str = option(
         "",
         "TOOLS_URL",
-        "Your tools' endpoint: the agent's model may call them; each call is POSTed here as signed JSON.",
+        "Your tools' endpoint (docs/backends.md): their definitions are fetched from it once (a signed "
+        "`GET`), and each call the agent's model makes is POSTed to it as signed JSON.",
     )
     secret: str = option(
         "", "TOOLS_SECRET", "HMAC-SHA256 key for `TOOLS_URL` (required with it).", secret=True

@@ -189,6 +189,7 @@ function addEvent(i, entry) {
       if (entry.text) selected.lastAgent[entry.utterance] = say("agent", entry.text, "agent");
       break;
     case "greeting_synthesised": case "fallback_synthesised": case "apology_synthesised": case "dtmf_reply_synthesised":
+    case "filler_synthesised": case "goodbye_synthesised":
       selected.lastAgent[entry.utterance] = say("agent", entry.text, `agent ${entry.event.replace("_synthesised", "")}`);
       break;
     case "barge_in": {
@@ -203,6 +204,9 @@ function addEvent(i, entry) {
     case "echo_ignored": marker("", "echo ignored"); break;
     case "dtmf": marker("", `key ${entry.digit}`); break;
     case "agent.error": marker("restart", `agent error (try ${entry.attempt}): ${entry.error}`); break;
+    case "tool.called":
+      marker(entry.ok ? "" : "restart", `🔧 tool ${entry.name} ${entry.ok ? "answered" : `failed (${entry.error})`} in ${fmtMs(entry.duration_ms)}`);
+      break;
     case "stopped": marker("", `call ended: ${entry.reason}`); break;
     case "turn": addTurn(entry); break;
     case "jitter_stats": showLine(entry); break;
