@@ -26,6 +26,8 @@ from . import fake_realtime_schema as schema
 from .conftest import events, speech_8k, until
 from .fake_vapi import FakeVapi, destination_problem
 from .remote_fakes import FakeRealtime
+from .test_tools_in_call import SECRET as TOOLS_SECRET
+from .test_tools_in_call import ToolServer
 from .test_upstream_realtime import GOOD_UPDATE, answer, realtime_server, realtime_socket
 from .test_upstream_vapi import vapi_server
 
@@ -172,6 +174,44 @@ async def test_realtime_tool_round_trip(start_server):
     assert len(result.end_marks_echoed()) >= 2
     # the bridge's turnaround, the call's item sent -> its output received (loopback)
     assert len(fake.answer_ms) == 1 and fake.answer_ms[0] < 1000
+
+
+@pytest.mark.slow
+async def test_realtime_user_tools_over_tools_url(start_server, aiohttp_server):
+    """The user's TOOLS_URL tools are offered to the Realtime model beside the telephony
+    ones; a call of one is POSTed (signed) to the user's server, its result goes back to
+    the model; a slow one gets its filler said meanwhile in the bridge's voice."""
+    tools = ToolServer()
+    server = await aiohttp_server(tools.app())
+    fake = FakeRealtime()
+    fake.calls += [("check_slots", {"day": "Monday"}), ("slow_lookup", {})]
+    async with fake.running():
+        url = await realtime_server(
+            start_server, fake, tools_url=str(server.make_url("/tools")), tools_secret=TOOLS_SECRET
+        )
+        ask = speech_8k("Is Monday free?")
+        result = await SimulatedCall(url, audio=[ask], polite=True, hold_s=5.0).run()
+    assert not fake.errors, fake.errors
+    update = next(e for e in fake.sessions[0].events if e["type"] == "session.update")
+    assert {t["name"] for t in update["session"]["tools"]} == {
+        "end_call",
+        "transfer_call",
+        "send_dtmf",
+        "check_slots",
+        "slow_lookup",
+        "broken",
+    }
+    assert tools.bad_signatures == 0
+    assert [(c["name"], c["arguments"]) for c in tools.calls] == [
+        ("check_slots", {"day": "Monday"}),
+        ("slow_lookup", {}),
+    ]
+    slots, slow = (orjson.loads(item["output"]) for _, item in fake.outputs)
+    assert slots == {"ok": True, "result": {"day": "Monday", "free": ["3 PM"]}}
+    assert slow == {"ok": True, "result": "found it"}
+    assert [e["name"] for e in events(result, "tool.called")] == ["check_slots", "slow_lookup"]
+    assert events(result, "filler_synthesised")  # said while slow_lookup ran
+    assert fake.replies >= 2  # and the model answered after both
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ webhook's answer to the messages that ask for an action (None for the others):
   ``vapi.action`` (``request``, ``kind``, ``to``, ``ok``, ``error``).
 - ``tool-calls`` of the bridge's own telephony tools (``end_call``, ``transfer_call``,
   ``send_dtmf``, defined as Vapi function tools whose server URL is this bridge): run
-  through ``run_tool`` with ``CallTools``, each result ``ToolOutcome.for_model()``. Other
+  through ``run_tool`` with ``VapiCallTools``, each result ``ToolOutcome.for_model()``. Other
   tools get an error result.
 
 Limits: ``MAX_RUNNING`` actions in flight in the process (past it, a request is noted and
@@ -51,7 +51,7 @@ NO_DESTINATION = "no transfer destination is configured on the bridge (TRANSFER_
 _running: set[asyncio.Task[None]] = set()
 
 
-class CallTools:
+class VapiCallTools:
     """``callbridge.tools.ToolContext`` over a live gateway ``Call``: actions through
     ``Call.act``, ``hang_up`` through the call's Upstream (after the goodbye); ``say`` does
     nothing (Vapi speaks its own tool messages)."""
@@ -114,7 +114,7 @@ def _control(gw: Gateway, call_sid: str, call: Call | None, message: dict[str, A
 
     async def run(call: Call) -> None:
         try:
-            outcome = await asyncio.wait_for(CallTools(call).act(kind, **args), ACTION_TIMEOUT_S)
+            outcome = await asyncio.wait_for(VapiCallTools(call).act(kind, **args), ACTION_TIMEOUT_S)
         except TimeoutError:
             outcome = {"ok": False, "error": f"no outcome within {ACTION_TIMEOUT_S:g} s"}
         extra = {"to": args["to"]} if "to" in args else {}
@@ -138,7 +138,7 @@ async def _tool_results(call: Call | None, message: dict[str, Any]) -> list[dict
         elif call is None:
             result["error"] = "the call is not live on this bridge"
         else:
-            outcome = await run_tool(tools, name, arguments.get(call_id), CallTools(call))
+            outcome = await run_tool(tools, name, arguments.get(call_id), VapiCallTools(call))
             result["result" if outcome.ok else "error"] = outcome.for_model()
         results.append(result)
     return results

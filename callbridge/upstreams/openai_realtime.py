@@ -25,7 +25,8 @@ conversation goes on. The greeting is asked for once per call (``response.create
 - Transcripts: ``conversation.item.input_audio_transcription.completed`` ->
   ``transcript.final``; ``response.output_audio_transcript.done`` -> ``agent.reply``.
 - Tools: ``session.tools`` offers ``RemoteBackend.tools()`` (the telephony tools
-  ``end_call``, ``transfer_call``, ``send_dtmf``, and an agent's own), ``tool_choice``
+  ``end_call``, ``transfer_call``, ``send_dtmf``, and the user's ``TOOLS_URL`` ones, loaded
+  at start-up by ``prewarm``), ``tool_choice``
   ``auto``. A ``response.output_item.done`` whose item is a ``function_call`` (``call_id``,
   ``name``, the ``arguments`` the ``response.function_call_arguments.delta`` events
   streamed) is run through ``run_tool`` (``remote.RemoteToolContext``); its outcome goes
@@ -57,6 +58,7 @@ from ..agents.base import Turn
 from ..options import option
 from ..persona import DESK_PERSONA
 from ..tools import Tool, ToolOutcome
+from ..usertools import load_served
 from .base import ULAW, BackendSpec
 from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
 
@@ -411,6 +413,11 @@ def _error_text(event: dict[str, Any]) -> str:
     return str(error)[:300]
 
 
+async def prewarm(settings: Settings) -> None:
+    """The user's tools (``TOOLS_URL``), fetched before the first session offers them."""
+    await load_served(settings.tools)
+
+
 SPEC = BackendSpec(
     "openai-realtime",
     "OpenAI Realtime, mu-law end to end",
@@ -419,4 +426,5 @@ SPEC = BackendSpec(
     problem=problem,
     audio=ULAW,
     remote=True,
+    prewarm=prewarm,
 )

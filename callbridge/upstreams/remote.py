@@ -24,13 +24,14 @@ writes only its protocol: ``connect`` (until the remote is ready), ``send_audio`
 - **Agent audio** comes tagged with the remote's key for one reply (``agent_audio``);
   each key is one utterance (its own marks); ``interrupted`` drops what is left of the
   cut one and tells the provider (``on_interrupted``: e.g. truncate) what was heard.
-- **Tools** (``RemoteTools``): the model's function calls run through
-  ``callbridge.tools.run_tool`` with a ``ToolContext`` of the call: ``act`` is the
-  telephony action path (``Port.act`` -> the gateway's ``Call.act``), except ``hang_up``,
-  which this back end does itself: the call ends once the agent's goodbye has played
-  (``hang_up_after``); ``note`` is the timeline (``tool.called``); ``say`` speaks a slow
-  tool's filler with the bridge's own voice. The tools offered are the telephony ones
-  (``TELEPHONY_TOOLS``) and, when the conversation has an agent, its own. At most
+- **Tools**: the model's function calls (``call_tool``) run through
+  ``callbridge.tools.run_tool`` with the call's ``CallTools`` (``upstreams/calltools.py``,
+  shared with the embedded back end): ``act`` is the telephony action path (``Port.act``
+  -> the gateway's ``Call.act``), except ``hang_up``, which this back end does itself: the
+  call ends once the agent's goodbye has played (``hang_up_requested``); ``note`` is the
+  timeline (``tool.called``); ``say`` speaks a slow tool's filler with the bridge's own
+  voice. The tools offered (``tools()``) are the telephony ones (``TELEPHONY_TOOLS``) and
+  the user's served ones (``TOOLS_URL``, which win a name clash). At most
   ``MAX_PENDING_TOOLS`` run at once per call; an output for a session that has since
   ended is dropped (the new session never issued its call id).
 - **Timeline**: ``upstream.connecting``, ``upstream.ready`` (``connect_ms``, audio held
@@ -57,8 +58,10 @@ from ..actors import messages as m
 from ..agents.base import Turn
 from ..retry import RetryPolicy
 from ..tools import Tool, ToolOutcome, run_tool, toolbox
+from ..usertools import served_tools
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
+from .calltools import CallTools
 from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
 
 if TYPE_CHECKING:
@@ -107,30 +110,6 @@ def reconnect_policy(settings: Settings, provider: str = "remote") -> RetryPolic
     )
 
 
-class RemoteToolContext:
-    """``callbridge.tools.ToolContext`` for a remote back end's tool calls (see the module
-    docstring): telephony actions through the call's Port, a hang-up after the goodbye."""
-
-    def __init__(self, backend: RemoteBackend) -> None:
-        self.backend = backend
-
-    @property
-    def call_sid(self) -> str:
-        return self.backend._sid()
-
-    async def act(self, kind: str, **args: Any) -> dict[str, Any]:
-        if kind == "hang_up":
-            self.backend.hang_up_requested(str(args.get("reason") or "the agent ended the call"))
-            return {"ok": True, "ends": "after the goodbye has played"}
-        return await self.backend.port.act(kind, args)
-
-    def note(self, event: str, **data: Any) -> None:
-        self.backend.port.note(event, **data)
-
-    def say(self, text: str) -> None:
-        self.backend.speaker.say(text, FILLER)
-
-
 class RemoteBackend(Backend):
     provider = "remote"
     bytes_per_ms = 32.0
@@ -168,7 +147,7 @@ class RemoteBackend(Backend):
         self.cut_keys: deque[str] = deque(maxlen=KEEP_KEYS)
         self.last_opened = 0
         # tools
-        self.tool_context = RemoteToolContext(self)
+        self.tool_context = CallTools(port, "", self._filler, None)
         self.pending_tools = 0
         self.hang_up_reason = ""
         """Set by the ``end_call`` tool: the call ends after the agent's goodbye."""
@@ -202,11 +181,13 @@ class RemoteBackend(Backend):
 
     def tools(self) -> dict[str, Tool]:
         """The tools offered to the remote model, by name: the telephony ones and the
-        conversation's agent's own (its own win a name clash)."""
-        agent = self.conversation.agent
-        if agent is not None:
-            return agent.all_tools()
-        return toolbox(TELEPHONY_TOOLS)
+        user's served ones (``TOOLS_URL``; they win a name clash)."""
+        served = served_tools(self.settings.tools)
+        names = {t.name for t in served}
+        return toolbox([*(t for t in TELEPHONY_TOOLS if t.name not in names), *served])
+
+    def _filler(self, text: str) -> None:
+        self.speaker.say(text, FILLER)
 
     def call_tool(self, call_id: str, name: str, arguments: Any) -> None:
         """Run the model's call of tool ``name`` (``arguments`` its JSON text) in the
@@ -224,12 +205,17 @@ class RemoteBackend(Backend):
     async def _run_tool(
         self, session: int, call_id: str, name: str, raw: str | dict[str, Any] | None
     ) -> None:
+        tools = self.tool_context
         try:
-            outcome = await run_tool(self.tools(), name, raw, self.tool_context)
+            outcome = await run_tool(self.tools(), name, raw, tools)
         finally:
             self.pending_tools -= 1
-        if not self.stopping:
-            self.tool_done(session, call_id, outcome)
+        if self.stopping:
+            return
+        if tools.hang_up_reason is not None:  # end_call: after the goodbye
+            reason, tools.hang_up_reason = tools.hang_up_reason, None
+            self.hang_up_requested(reason)
+        self.tool_done(session, call_id, outcome)
 
     def hang_up_requested(self, reason: str) -> None:
         """End the call once the agent's goodbye has played (the remote's reply in progress
@@ -331,6 +317,7 @@ class RemoteBackend(Backend):
 
     def start(self, call: m.CallStarted) -> None:
         self.call = call
+        self.tool_context = CallTools(self.port, call.call_sid, self._filler, None)
         self.port.spawn(self._run(), f"{self.provider}")
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
