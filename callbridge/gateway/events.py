@@ -1,5 +1,5 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
-``agent.reply``, ``call.ended``.
+``agent.reply``, ``call.ended``, ``recording.ready``.
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -38,6 +38,7 @@ PUBLISHED = {
     "transcript.final": "transcript.final",
     "agent.reply": "agent.reply",
     "stopped": "call.ended",
+    "recording.ready": "recording.ready",
 }
 """Timeline event -> published event name."""
 

@@ -1,0 +1,156 @@
+"""One call stream's recording, laid out in time: pure logic, no I/O, time passed in.
+
+Two channels of mu-law at 8 kHz on one time base, the stream's media time (sample 0 = the
+stream's start):
+
+- the caller's frames go where their Media Streams ``timestamp`` says (ms since the stream
+  started, Twilio's clock);
+- the agent's frames go where they start playing at Twilio: a frame sent at ``now`` plays
+  once what was sent before it has played (``Pacer``), so at ``max(play_end, now)``, on the
+  gateway's clock since the stream started;
+- a ``clear`` sent at ``T`` makes Twilio drop what it had buffered: the agent channel from
+  ``T`` on is silenced (sample-exact, mid-frame too), which is what the caller really heard.
+
+Only a short window (``HOLD_S``) stays in memory: late caller frames (a jittery line) and a
+``clear`` (at most ``OUTBOUND_LEAD_MS`` ahead) may still change it; what is older is handed
+to ``sink(start_sample, caller, agent)`` in chunks of ``CHUNK_S`` (equal-length mu-law
+bytes; the writer thread decodes and writes them). Per frame that is one slice assignment
+into a ``bytearray``: no allocation past the window's growth, no syscall.
+
+Bounds: a frame placed before the window (later than ``HOLD_S``) or more than ``AHEAD_S``
+past the stream's clock is dropped and counted (a peer's timestamps cannot grow memory); at
+``max_s`` of media time the recording stops (``stopped``) and takes nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+RATE = 8000
+"""Samples per second (mu-law, one byte a sample)."""
+SILENT = 0xFF
+"""mu-law for 0."""
+HOLD_S = 2.0
+CHUNK_S = 1.0
+AHEAD_S = 2.0
+
+Sink = Callable[[int, bytes, bytes], None]
+
+
+class CallRecorder:
+    __slots__ = (
+        "_agent",
+        "_agent_end",
+        "_base",
+        "_caller",
+        "_caller_end",
+        "_chunk",
+        "_hold",
+        "_limit",
+        "_sink",
+        "dropped",
+        "stopped",
+        "t0",
+    )
+
+    def __init__(self, t0: float, max_s: float, sink: Sink) -> None:
+        """``t0``: the gateway's clock at the stream's start; ``max_s``: the longest
+        recording (media time)."""
+        self.t0 = t0
+        self._sink = sink
+        self._limit = int(max_s * RATE)
+        self._hold = int(HOLD_S * RATE)
+        self._chunk = int(CHUNK_S * RATE)
+        self._base = 0
+        """Sample at ``_caller[0]`` / ``_agent[0]``: everything before went to the sink."""
+        self._caller = bytearray()
+        self._agent = bytearray()
+        self._caller_end = 0
+        self._agent_end = 0
+        """One past the last sample placed in each channel (absolute)."""
+        self.dropped = 0
+        self.stopped = False
+
+    @property
+    def samples(self) -> int:
+        """The recording's length so far (samples)."""
+        return max(self._caller_end, self._agent_end)
+
+    def _put(self, buf: bytearray, pos: int, payload: bytes, now: float) -> int:
+        """Place a frame; returns where it ends (absolute), or -1: dropped (too late for
+        the window, or ahead of the clock). Past the per-call limit, only what fits is
+        placed and the recording stops."""
+        start = pos - self._base
+        end = start + len(payload)
+        if start < 0 or pos > (now - self.t0 + AHEAD_S) * RATE:
+            self.dropped += 1
+            return -1
+        if pos + len(payload) > self._limit:  # the part that fits, then no more
+            self.stopped = True
+            payload = payload[: max(0, self._limit - pos)]
+            end = start + len(payload)
+        if end > len(buf):
+            buf.extend(b"\xff" * (end - len(buf)))
+        buf[start:end] = payload
+        return self._base + end
+
+    def caller(self, timestamp_ms: int, payload: bytes, now: float) -> None:
+        """A caller frame (its Media Streams ``timestamp``), received at ``now``."""
+        if self.stopped:
+            return
+        pos = timestamp_ms * 8
+        end = self._put(self._caller, pos, payload, now)
+        if end >= 0:
+            self._caller_end = max(self._caller_end, end)
+            self._due(now)
+
+    def agent(self, plays_at: float, payload: bytes, now: float) -> None:
+        """An agent frame sent at ``now`` that starts playing at ``plays_at`` (gateway clock)."""
+        if self.stopped:
+            return
+        pos = round((plays_at - self.t0) * RATE)
+        if abs(pos - self._agent_end) <= 2:  # back to back: no float-rounding gap or overlap
+            pos = self._agent_end
+        pos = max(pos, self._agent_end)
+        end = self._put(self._agent, pos, payload, now)
+        if end >= 0:
+            self._agent_end = end
+            self._due(now)
+
+    def _due(self, now: float) -> None:
+        """Once a chunk is older than the window, hand it on."""
+        upto = int((now - self.t0) * RATE) - self._hold
+        if upto - self._base >= self._chunk:
+            self._flush(upto)
+
+    def cleared(self, now: float) -> int:
+        """A ``clear`` sent at ``now``: what would have played from then on is silenced.
+        Returns the samples cut."""
+        cut = max(round((now - self.t0) * RATE), self._base)
+        if self._agent_end <= cut:
+            return 0
+        start, end = cut - self._base, self._agent_end - self._base
+        self._agent[start:end] = b"\xff" * (end - start)
+        cut_samples = self._agent_end - cut
+        self._agent_end = cut
+        return cut_samples
+
+    def _flush(self, upto: int) -> None:
+        n = upto - self._base
+        if n <= 0:
+            return
+        caller, agent = self._caller, self._agent
+        for buf in (caller, agent):
+            if len(buf) < n:
+                buf.extend(b"\xff" * (n - len(buf)))
+        self._sink(self._base, bytes(caller[:n]), bytes(agent[:n]))
+        del caller[:n]
+        del agent[:n]
+        self._base = upto
+
+    def finish(self) -> int:
+        """Hand everything left to the sink; returns the recording's length (samples)."""
+        end = self.samples
+        self._flush(end)
+        self.stopped = True
+        return end
