@@ -14,7 +14,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from callbridge.gateway.recorder import CallRecorder
+from callbridge.gateway.recorder import WINDOW, CallRecorder
 from callbridge.gateway.recordings import Recordings, file_name
 from callbridge.gateway.security import SignatureChecker
 from callbridge.metrics import Metrics
@@ -103,7 +103,7 @@ def test_recorder_stops_at_the_per_call_limit_and_bounds_memory():
     for k in range(1500):  # 30 s
         long.caller(k * 20, b"\x01" * 160, k * 0.02)
         long.agent(k * 0.02, b"\x02" * 160, k * 0.02)
-    assert len(out) >= 25 and len(long._caller) <= 8000 * 4  # at most the window and a chunk
+    assert len(out) >= 25 and len(long._caller) == WINDOW <= 8000 * 6  # a fixed window, not the call
 
 
 def test_file_names_never_form_a_path():

@@ -188,7 +188,7 @@ function addEvent(i, entry) {
     case "agent.reply":
       if (entry.text) selected.lastAgent[entry.utterance] = say("agent", entry.text, "agent");
       break;
-    case "greeting_synthesised": case "fallback_synthesised": case "apology_synthesised": case "dtmf_reply_synthesised":
+    case "greeting_synthesised": case "fallback_synthesised": case "apology_synthesised": case "dtmf_reply_synthesised": case "recording_notice_synthesised":
       selected.lastAgent[entry.utterance] = say("agent", entry.text, `agent ${entry.event.replace("_synthesised", "")}`);
       break;
     case "barge_in": {
@@ -204,6 +204,8 @@ function addEvent(i, entry) {
     case "dtmf": marker("", `key ${entry.digit}`); break;
     case "agent.error": marker("restart", `agent error (try ${entry.attempt}): ${entry.error}`); break;
     case "stopped": marker("", `call ended: ${entry.reason}`); break;
+    case "recording.stopped": marker("", `recording stopped: ${entry.reason}`); break;
+    case "recording.ready": conv.append(recordingLink(selected.sid, entry)); break;
     case "turn": addTurn(entry); break;
     case "jitter_stats": showLine(entry); break;
     default: break;
@@ -217,6 +219,32 @@ function addEvent(i, entry) {
     $("events").scrollTop = $("events").scrollHeight;
   }
   conv.scrollTop = conv.scrollHeight;
+}
+
+function recordingLink(sid, entry) {
+  // RECORDING=local: the bridge's WAV (operator route); twilio: Twilio's recording URL.
+  const m = el("div", "marker recording");
+  if (entry.mode === "local") {
+    const part = entry.part > 1 ? `?part=${entry.part}` : "";
+    const href = `calls/${encodeURIComponent(sid)}/recording${part}`;
+    const a = el("a", "", `recording${entry.part > 1 ? " part " + entry.part : ""} (${entry.seconds} s, stereo: caller left, agent right)`);
+    a.href = href;
+    a.download = entry.path;
+    const player = el("audio");
+    player.controls = true;
+    player.preload = "none";
+    player.src = href;
+    m.append("● ", a, " ", player);
+  } else if (typeof entry.url === "string" && entry.url.startsWith("https://")) {
+    const a = el("a", "", `Twilio's recording (${entry.seconds ?? "?"} s)`);
+    a.href = entry.url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    m.append("● ", a);
+  } else {
+    m.append(`● recording ready (${entry.mode})`);
+  }
+  return m;
 }
 
 function addTurn(t) {

@@ -37,10 +37,16 @@ AHEAD_S = 2.0
 Sink = Callable[[int, bytes, bytes], None]
 
 
+WINDOW = int((HOLD_S + CHUNK_S + AHEAD_S) * RATE) + 320
+"""Each channel's buffer (samples): the held window, a chunk waiting to go, the clock's lead."""
+_SILENCE = b"\xff" * WINDOW
+
+
 class CallRecorder:
     __slots__ = (
         "_agent",
         "_agent_end",
+        "_ahead",
         "_base",
         "_caller",
         "_caller_end",
@@ -61,10 +67,12 @@ class CallRecorder:
         self._limit = int(max_s * RATE)
         self._hold = int(HOLD_S * RATE)
         self._chunk = int(CHUNK_S * RATE)
+        self._ahead = int(AHEAD_S * RATE)
         self._base = 0
         """Sample at ``_caller[0]`` / ``_agent[0]``: everything before went to the sink."""
-        self._caller = bytearray()
-        self._agent = bytearray()
+        self._caller = memoryview(bytearray(_SILENCE))
+        self._agent = memoryview(bytearray(_SILENCE))
+        """Fixed buffers (``WINDOW``), written in place: no allocation per frame."""
         self._caller_end = 0
         self._agent_end = 0
         """One past the last sample placed in each channel (absolute)."""
@@ -76,21 +84,22 @@ class CallRecorder:
         """The recording's length so far (samples)."""
         return max(self._caller_end, self._agent_end)
 
-    def _put(self, buf: bytearray, pos: int, payload: bytes, now: float) -> int:
+    def _put(self, buf: memoryview, pos: int, payload: bytes, now: float) -> int:
         """Place a frame; returns where it ends (absolute), or -1: dropped (too late for
         the window, or ahead of the clock). Past the per-call limit, only what fits is
         placed and the recording stops."""
+        clock = int((now - self.t0) * RATE)
+        if clock - self._hold - self._base >= self._chunk:  # a chunk aged out of the window
+            self._flush(clock - self._hold)
         start = pos - self._base
         end = start + len(payload)
-        if start < 0 or pos > (now - self.t0 + AHEAD_S) * RATE:
+        if start < 0 or pos > clock + self._ahead or end > WINDOW:
             self.dropped += 1
             return -1
         if pos + len(payload) > self._limit:  # the part that fits, then no more
             self.stopped = True
             payload = payload[: max(0, self._limit - pos)]
             end = start + len(payload)
-        if end > len(buf):
-            buf.extend(b"\xff" * (end - len(buf)))
         buf[start:end] = payload
         return self._base + end
 
@@ -98,30 +107,21 @@ class CallRecorder:
         """A caller frame (its Media Streams ``timestamp``), received at ``now``."""
         if self.stopped:
             return
-        pos = timestamp_ms * 8
-        end = self._put(self._caller, pos, payload, now)
-        if end >= 0:
-            self._caller_end = max(self._caller_end, end)
-            self._due(now)
+        end = self._put(self._caller, timestamp_ms * 8, payload, now)
+        if end > self._caller_end:
+            self._caller_end = end
 
     def agent(self, plays_at: float, payload: bytes, now: float) -> None:
         """An agent frame sent at ``now`` that starts playing at ``plays_at`` (gateway clock)."""
         if self.stopped:
             return
         pos = round((plays_at - self.t0) * RATE)
-        if abs(pos - self._agent_end) <= 2:  # back to back: no float-rounding gap or overlap
-            pos = self._agent_end
-        pos = max(pos, self._agent_end)
+        last = self._agent_end
+        if pos - 2 <= last:  # back to back (no float-rounding gap or overlap), or behind
+            pos = last
         end = self._put(self._agent, pos, payload, now)
         if end >= 0:
             self._agent_end = end
-            self._due(now)
-
-    def _due(self, now: float) -> None:
-        """Once a chunk is older than the window, hand it on."""
-        upto = int((now - self.t0) * RATE) - self._hold
-        if upto - self._base >= self._chunk:
-            self._flush(upto)
 
     def cleared(self, now: float) -> int:
         """A ``clear`` sent at ``now``: what would have played from then on is silenced.
@@ -130,22 +130,26 @@ class CallRecorder:
         if self._agent_end <= cut:
             return 0
         start, end = cut - self._base, self._agent_end - self._base
-        self._agent[start:end] = b"\xff" * (end - start)
+        self._agent[start:end] = _SILENCE[: end - start]
         cut_samples = self._agent_end - cut
         self._agent_end = cut
         return cut_samples
 
     def _flush(self, upto: int) -> None:
+        """Hand on everything before ``upto`` (silence past what the buffers hold)."""
         n = upto - self._base
         if n <= 0:
             return
-        caller, agent = self._caller, self._agent
-        for buf in (caller, agent):
-            if len(buf) < n:
-                buf.extend(b"\xff" * (n - len(buf)))
-        self._sink(self._base, bytes(caller[:n]), bytes(agent[:n]))
-        del caller[:n]
-        del agent[:n]
+        out = []
+        for buf in (self._caller, self._agent):
+            if n >= WINDOW:
+                out.append(bytes(buf) + _SILENCE[:1] * (n - WINDOW))
+                buf[:] = _SILENCE
+            else:
+                out.append(bytes(buf[:n]))
+                buf[: WINDOW - n] = bytes(buf[n:])
+                buf[WINDOW - n :] = _SILENCE[:n]
+        self._sink(self._base, out[0], out[1])
         self._base = upto
 
     def finish(self) -> int:
