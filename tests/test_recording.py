@@ -50,7 +50,9 @@ async def wait_ready(url: str, call_sid: str, count: int = 1) -> dict:
         if len(ready_events(record)) >= count:
             return record
         await asyncio.sleep(0.02)
-    raise AssertionError("no recording.ready")
+    raise AssertionError(
+        f"no recording.ready: {[(e['event'], e.get('part')) for e in record['timeline'] if 'record' in e['event'] or e['event'] in ('started', 'resumed', 'stopped')]}"
+    )
 
 
 def ready_events(record: dict) -> list[dict]:
@@ -348,3 +350,39 @@ async def test_recording_notice_is_said_before_the_greeting(start_server, tmp_pa
     assert notice["text"] == "This call is recorded." and notice["utterance"] < greeting["utterance"]
     names = result.timeline_events()
     assert names.index("recording_notice_audio") < names.index("greeting_audio")
+
+
+@pytest.mark.slow
+async def test_a_resumed_call_gets_a_second_part(start_server, tmp_path):
+    url = await start_server(
+        upstream="echo",
+        recording="local",
+        recordings_dir=str(tmp_path),
+        console_token=CONSOLE,
+        fault_injection=True,
+    )
+    call = SimulatedCall(url, audio=[speech_8k("One two three four five six seven.")], hold_s=1.0)
+    running = asyncio.create_task(call.run())
+    await until(call.started.is_set, 10.0)
+    await asyncio.sleep(1.5)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/calls/{call.call_sid}/fault?child=socket", headers={"Authorization": f"Bearer {CONSOLE}"}
+        ) as resp,
+    ):
+        assert resp.status == 200
+    result = await asyncio.wait_for(running, 60)
+    assert len(result.streams) == 2
+    record = await wait_ready(url, result.call_sid, count=2)
+    parts = sorted((e["part"], e["path"]) for e in ready_events(record))
+    assert parts == [(1, f"{result.call_sid}.wav"), (2, f"{result.call_sid}.2.wav")]
+    first, second = (read_stereo(tmp_path / path) for _, path in parts)
+    # The first part ends at the drop; the second starts again at its own stream's media time 0.
+    drop_s = result.streams[1][0]
+    assert abs(len(first) / 8000 - drop_s) < 1.0, (len(first), drop_s)
+    assert len(second) > 8000
+    async with aiohttp.ClientSession() as http:
+        where = f"{url}/calls/{result.call_sid}/recording?part=2"
+        async with http.get(where, headers={"Authorization": f"Bearer {CONSOLE}"}) as resp:
+            assert resp.status == 200 and await resp.read() == (tmp_path / parts[1][1]).read_bytes()

@@ -316,6 +316,14 @@ class Call:
                 loop.call_later(wait, self.checkpoint) if wait > 0 else loop.call_soon(self.checkpoint)
             )
 
+    def carry_over(self, event: str, data: dict[str, Any]) -> None:
+        """An event of this call's earlier stream that came after its last checkpoint (a
+        recording completes a moment after its stream ends): into the timeline and the
+        console's feed only, as it was already published."""
+        entry = self.timeline.add(self.clock(), event, **data)
+        if self._watch is not None and entry is not None:
+            self._watch(self.call_sid, len(self.timeline.events) - 1, entry)
+
     def checkpoint(self, full: bool = False) -> None:
         """Post this call's state to the store (what a resume on another process needs):
         the timeline events since the last checkpoint, or with ``full`` (a store that may

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from .vapi_auth import ReplayGuard, WebhookAuth, auth_from
 
 log = logging.getLogger("callbridge.gateway")
 
+MAX_PARTS_CARRIED = 100
 RECORDING_CALLBACK_PATH = "/twilio/recording-status"
 """Where Twilio POSTs ``RECORDING=twilio``'s status (``gateway/recording_routes.py``)."""
 
@@ -64,6 +66,9 @@ class Gateway:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     recordings: Recordings | None = None
     """``RECORDING=local``: this process's recordings (``gateway/recordings.py``)."""
+    carried: OrderedDict[str, list[dict[str, Any]]] = field(default_factory=OrderedDict)
+    """``recording.ready`` of calls not live here when it came: a stream that resumes on
+    this process carries them into its timeline (``Call.carry_over``). Bounded."""
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> Gateway:
@@ -127,6 +132,10 @@ class Gateway:
         if call is not None:
             call.note("recording.ready", **data)
             return
+        self.carried.setdefault(call_sid, []).append(data)
+        self.carried.move_to_end(call_sid)
+        while len(self.carried) > self.settings.server.call_history:
+            self.carried.popitem(last=False)
         if not self.registry.note(call_sid, "recording.ready", **data):
             log.info("call %s: recording ready, but the call is not known here", call_sid)
         else:
@@ -135,6 +144,12 @@ class Gateway:
                 self.watch(call_sid, len(timeline) - 1, timeline[-1])
         if self.events is not None:
             self.events.publish("recording.ready", call_sid, data)
+
+    def carry_over(self, call: Any) -> None:
+        """A stream of ``call`` started here: what came for its earlier stream after that
+        one ended goes into its timeline."""
+        for data in self.carried.pop(call.call_sid, ())[:MAX_PARTS_CARRIED]:
+            call.carry_over("recording.ready", data)
 
     def start_twilio_recording(self, call_sid: str, public_base: str) -> None:
         """``RECORDING=twilio``: start Twilio's dual-channel recording of the call, in the

@@ -295,6 +295,7 @@ class StreamSession:
             recordings=gw.recordings,
         )
         gw.registry.add(call)
+        gw.carry_over(call)
         if gw.settings.recordings.mode == "twilio" and resume is None and self.source == "twilio":
             # One recording per call: a resumed stream is still in it.
             gw.start_twilio_recording(call.call_sid, self.public_base)
