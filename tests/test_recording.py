@@ -55,6 +55,13 @@ async def wait_ready(url: str, call_sid: str, count: int = 1) -> dict:
     )
 
 
+async def recorded_server(start_server, folder: Path, **settings) -> str:
+    """A gateway with ``RECORDING=local`` into ``folder``, operators holding ``CONSOLE``."""
+    return await start_server(
+        recording="local", recordings_dir=str(folder), console_token=CONSOLE, **settings
+    )
+
+
 def ready_events(record: dict) -> list[dict]:
     return [e for e in record["timeline"] if e["event"] == "recording.ready"]
 
@@ -152,12 +159,11 @@ async def test_local_recording_is_the_call_in_stereo_and_served_to_operators(sta
     for i, path in enumerate(old):
         path.write_bytes(b"x" * 450_000)
         os.utime(path, (now - 7200 + i, now - 7200 + i))
-    url = await start_server(
+    url = await recorded_server(
+        start_server,
+        tmp_path,
         upstream="echo",
-        recording="local",
-        recordings_dir=str(tmp_path),
         recordings_max_mb=1.0,
-        console_token=CONSOLE,
     )
     audio = speech_8k("Hello there, this is a test of the recording.")
     result = await SimulatedCall(url, audio=[audio], hold_s=1.0, console_token=CONSOLE).run()
@@ -210,12 +216,11 @@ async def test_local_recording_is_the_call_in_stereo_and_served_to_operators(sta
 
 @pytest.mark.slow
 async def test_a_call_past_the_per_call_limit_stops_recording(start_server, tmp_path):
-    url = await start_server(
+    url = await recorded_server(
+        start_server,
+        tmp_path,
         upstream="echo",
-        recording="local",
-        recordings_dir=str(tmp_path),
         recordings_max_call_s=1.0,
-        console_token=CONSOLE,
     )
     result = await SimulatedCall(url, audio=[speech_8k("One two three four five.")], hold_s=0.5).run()
     record = await wait_ready(url, result.call_sid)
@@ -229,11 +234,10 @@ async def test_a_call_past_the_per_call_limit_stops_recording(start_server, tmp_
 @pytest.mark.slow
 @pytest.mark.alone
 async def test_agent_channel_is_cut_where_the_barge_in_cut_it(start_server, tmp_path):
-    url = await start_server(
+    url = await recorded_server(
+        start_server,
+        tmp_path,
         greeting=LONG_GREETING,
-        recording="local",
-        recordings_dir=str(tmp_path),
-        console_token=CONSOLE,
         outbound_lead_ms=1000,  # 1 s sent ahead of play: what the clear cuts is long
     )
     wait = speech_8k("Wait, I want to cancel my appointment.")
@@ -336,11 +340,10 @@ async def test_twilio_recording_started_dual_and_its_callback_gives_ready(start_
 
 @pytest.mark.slow
 async def test_recording_notice_is_said_before_the_greeting(start_server, tmp_path):
-    url = await start_server(
-        recording="local",
-        recordings_dir=str(tmp_path),
+    url = await recorded_server(
+        start_server,
+        tmp_path,
         recording_notice="This call is recorded.",
-        console_token=CONSOLE,
     )
     result = await SimulatedCall(
         url, audio=[np.zeros(8000, np.int16)], hold_s=4.0, console_token=CONSOLE
@@ -354,11 +357,10 @@ async def test_recording_notice_is_said_before_the_greeting(start_server, tmp_pa
 
 @pytest.mark.slow
 async def test_a_resumed_call_gets_a_second_part(start_server, tmp_path):
-    url = await start_server(
+    url = await recorded_server(
+        start_server,
+        tmp_path,
         upstream="echo",
-        recording="local",
-        recordings_dir=str(tmp_path),
-        console_token=CONSOLE,
         fault_injection=True,
     )
     call = SimulatedCall(url, audio=[speech_8k("One two three four five six seven.")], hold_s=1.0)
