@@ -5,6 +5,7 @@ limit; Twilio's own recording through the REST fake and its signed status callba
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import wave
@@ -13,7 +14,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 
+from callbridge.agents.signing import verify
 from callbridge.gateway.recorder import WINDOW, CallRecorder
 from callbridge.gateway.recordings import Recordings, file_name
 from callbridge.gateway.security import SignatureChecker
@@ -301,7 +304,20 @@ async def test_fake_refuses_recordings_twilio_refuses():
 @pytest.mark.slow
 async def test_twilio_recording_started_dual_and_its_callback_gives_ready(start_server):
     api = FakeTwilioApi()
-    async with serve(api.app()) as host:
+    posted: list[dict] = []
+
+    async def on_event(request: web.Request) -> web.Response:
+        body = await request.read()
+        h = request.headers
+        assert verify(
+            "events-secret", h["X-Callbridge-Timestamp"], body, h["X-Callbridge-Signature"], time.time()
+        )
+        posted.append(json.loads(body))
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/events", on_event)
+    async with serve(api.app()) as host, serve(receiver) as events_host:
         url = await start_server(
             upstream="echo",
             recording="twilio",
@@ -309,30 +325,40 @@ async def test_twilio_recording_started_dual_and_its_callback_gives_ready(start_
             twilio_account_sid=ACCOUNT,
             twilio_api_url=f"http://{host}",
             console_token=CONSOLE,
+            events_url=f"http://{events_host}/events",
+            events_secret="events-secret",
         )
         call = SimulatedCall(
             url, audio=[speech_8k("Record this.")], hold_s=0.5, auth_token=TOKEN, console_token=CONSOLE
         )
         api.calls[call.call_sid] = "in-progress"
-        result = await call.run()
+        # A call Twilio does not know (404): the recording is not started, the timeline says why.
+        unknown = SimulatedCall(url, audio=[speech_8k("Record this.")], hold_s=0.5, auth_token=TOKEN)
+        result, _ = await asyncio.gather(call.run(), unknown.run())
         await until(lambda: bool(api.recordings), 5.0)
-    ((rsid, (sid, form)),) = api.recordings.items()
-    assert sid == result.call_sid
-    assert form["RecordingChannels"] == "dual" and form["RecordingTrack"] == "both"
-    assert form["RecordingStatusCallbackEvent"] == "completed absent"
-    callback, params = api.recording_completed(rsid, seconds=4)
-    assert callback == f"{url}/twilio/recording-status"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(callback, data=params, headers={"X-Twilio-Signature": "forged"}) as resp:
-            assert resp.status == 403
-        signature = SignatureChecker.sign(TOKEN, callback, params)
-        async with http.post(callback, data=params, headers={"X-Twilio-Signature": signature}) as resp:
-            assert resp.status == 204
-    record = await wait_ready(url, result.call_sid)
+        ((rsid, (sid, form)),) = api.recordings.items()
+        assert sid == result.call_sid
+        assert form["RecordingChannels"] == "dual" and form["RecordingTrack"] == "both"
+        assert form["RecordingStatusCallbackEvent"] == "completed absent"
+        callback, params = api.recording_completed(rsid, seconds=4)
+        assert callback == f"{url}/twilio/recording-status"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(callback, data=params, headers={"X-Twilio-Signature": "forged"}) as resp:
+                assert resp.status == 403
+            signature = SignatureChecker.sign(TOKEN, callback, params)
+            async with http.post(callback, data=params, headers={"X-Twilio-Signature": signature}) as resp:
+                assert resp.status == 204
+        record = await wait_ready(url, result.call_sid)
+        await until(lambda: any(p["event"] == "recording.ready" for p in posted), 5.0)
     (ready,) = ready_events(record)
     assert ready["mode"] == "twilio" and ready["recordingSid"] == rsid
     assert ready["url"] == params["RecordingUrl"] and ready["seconds"] == 4
     assert [e["recordingSid"] for e in record["timeline"] if e["event"] == "recording.started"] == [rsid]
+    (event,) = [p for p in posted if p["event"] == "recording.ready"]
+    assert event["callSid"] == result.call_sid and event["data"]["url"] == params["RecordingUrl"]
+    other = await call_record(url, unknown.call_sid)
+    (error,) = [e for e in other["timeline"] if e["event"] == "recording.error"]
+    assert "404" in error["error"]
 
 
 # -- the spoken notice ---------------------------------------------------------------------------
