@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from callbridge.agents.signing import verify
+from callbridge.config import ConfigError, Settings
 from callbridge.gateway.recorder import WINDOW, CallRecorder
 from callbridge.gateway.recordings import Recordings, file_name
 from callbridge.gateway.security import SignatureChecker
@@ -414,3 +415,23 @@ async def test_a_resumed_call_gets_a_second_part(start_server, tmp_path):
         where = f"{url}/calls/{result.call_sid}/recording?part=2"
         async with http.get(where, headers={"Authorization": f"Bearer {CONSOLE}"}) as resp:
             assert resp.status == 200 and await resp.read() == (tmp_path / parts[1][1]).read_bytes()
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="RECORDING must be"):
+        Settings(recording="yes")
+    with pytest.raises(ConfigError, match="RECORDING=twilio needs"):
+        Settings(recording="twilio")
+    for name, bad in (
+        ("recordings_max_mb", 0.0),
+        ("recordings_retention_h", -1.0),
+        ("recordings_max_call_s", 0.0),
+        ("recordings_dir", " "),
+        ("recording_notice", "x" * 501),
+    ):
+        with pytest.raises(ConfigError):
+            Settings(**{name: bad})
+    ok = Settings(
+        recording="local", recordings_dir="/tmp/r", recordings_max_mb=5.0, recording_notice="Recorded."
+    )
+    assert (ok.recordings.mode, ok.recordings.dir, ok.recordings.max_mb) == ("local", "/tmp/r", 5.0)
