@@ -24,6 +24,7 @@ from callbridge.gateway.security import SignatureChecker
 from callbridge.metrics import Metrics
 from callbridge.sim.caller import SimulatedCall
 from callbridge.testing.audio import LONG_GREETING
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL
 
 from .conftest import events, speech_8k, until
 from .fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
@@ -435,3 +436,42 @@ def test_settings_are_checked():
         recording="local", recordings_dir="/tmp/r", recordings_max_mb=5.0, recording_notice="Recorded."
     )
     assert (ok.recordings.mode, ok.recordings.dir, ok.recordings.max_mb) == ("local", "/tmp/r", 5.0)
+
+
+@pytest.mark.prod
+@pytest.mark.slow
+async def test_prod_shards_write_into_one_directory_any_shard_serves(nodes, tmp_path):
+    folder = tmp_path / "recordings"
+    node = nodes(workers=2, RECORDING="local", RECORDINGS_DIR=str(folder), UPSTREAM="echo")
+    node.wait_ready()
+    node.wait_for(lambda h: len(h.get("pool", {}).get("shards", [])) == 2)
+    calls = [
+        SimulatedCall(
+            node.url,
+            audio=[speech_8k("Recorded in production mode.")],
+            hold_s=0.5,
+            auth_token=AUTH_TOKEN,
+            public_url=PUBLIC_URL,
+            console_token=CONSOLE_TOKEN,
+        )
+        for _ in range(3)
+    ]
+    results = await asyncio.gather(*(c.run() for c in calls))
+    operator = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+    async with aiohttp.ClientSession(headers=operator) as http:
+        for result in results:
+            where = f"{node.url}/calls/{result.call_sid}/recording"
+            for _ in range(250):
+                async with http.get(where) as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.02)
+            for _ in range(6):  # whichever shard the kernel picks finds it by name
+                async with http.get(where) as resp:
+                    assert resp.status == 200
+                    body = await resp.read()
+            stereo = read_stereo(folder / f"{result.call_sid}.wav")
+            assert body == (folder / f"{result.call_sid}.wav").read_bytes()
+            caller = result.caller_pcm()
+            assert np.array_equal(stereo[: len(caller), 0], caller)
+    assert node.terminate() == 0
