@@ -499,7 +499,8 @@ class EventOptions:
     url: str = option(
         "",
         "EVENTS_URL",
-        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON.",
+        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended`, `recording.ready` here as signed"
+        " JSON.",
     )
     secret: str = option(
         "", "EVENTS_SECRET", "HMAC-SHA256 key for `EVENTS_URL` (required with it).", secret=True
@@ -640,7 +641,40 @@ class RecordingOptions:
 
     title: ClassVar[str] = "Recording"
     mode: str = option(
-        "off", "RECORDING", "`off`, `local` (a stereo WAV per call in `RECORDINGS_DIR`) or `twilio`."
+        "off",
+        "RECORDING",
+        "`off`, `local` (the bridge writes a stereo WAV per call into `RECORDINGS_DIR`: caller left, agent"
+        " right as played; docs/recording.md) or `twilio` (Twilio's own dual-channel recording, started "
+        "through its REST API; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`).",
+    )
+    dir: str = option(
+        "recordings",
+        "RECORDINGS_DIR",
+        "`RECORDING=local`: where the WAV files go (created if missing; shared by every shard of a prod node).",
+        flat="recordings_dir",
+    )
+    max_mb: float = option(
+        1024.0,
+        "RECORDINGS_MAX_MB",
+        "`RECORDING=local`: the cap on the files in `RECORDINGS_DIR`; past it the oldest recordings are "
+        "removed first (checked as each recording ends, and every minute).",
+    )
+    retention_h: float = option(
+        720.0,
+        "RECORDINGS_RETENTION_H",
+        "`RECORDING=local`: recordings older than this many hours are removed (0: kept until the cap).",
+    )
+    max_call_s: float = option(
+        3600.0,
+        "RECORDINGS_MAX_CALL_S",
+        "`RECORDING=local`: a call longer than this stops recording (the timeline says so); one file is at "
+        "most this many seconds x 32 KB.",
+    )
+    notice: str = option(
+        "",
+        "RECORDING_NOTICE",
+        "Said before the greeting of a recorded call (`RECORDING` not `off`), e.g. `This call is recorded.`"
+        " Spoken by the embedded back end; a remote back end's opening line is its own.",
     )
 
     def __post_init__(self) -> None:
@@ -648,6 +682,11 @@ class RecordingOptions:
             self.mode in ("off", "local", "twilio"),
             f"RECORDING must be off, local or twilio, not {self.mode!r}",
         )
+        check(bool(self.dir.strip()), "RECORDINGS_DIR must not be empty")
+        in_range("RECORDINGS_MAX_MB", self.max_mb, 1, 10_000_000)
+        in_range("RECORDINGS_RETENTION_H", self.retention_h, 0, 24 * 365 * 10)
+        in_range("RECORDINGS_MAX_CALL_S", self.max_call_s, 1, 24 * 3600)
+        check(len(self.notice) <= 500, "RECORDING_NOTICE must be at most 500 characters")
 
 
 GROUPS: dict[str, type[Any]] = {
@@ -741,6 +780,10 @@ class Settings:
         check(
             self.server.mode != "prod" or bool(t.auth_token),
             "prod mode requires TWILIO_AUTH_TOKEN (signature checks)",
+        )
+        check(
+            self.recordings.mode != "twilio" or bool(t.account_sid and t.auth_token),
+            "RECORDING=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (Twilio's REST API)",
         )
 
     def replace(self, **flat: Any) -> Settings:

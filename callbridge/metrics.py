@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -161,6 +162,27 @@ class Metrics:
             registry=r,
         )
         self._tool_names: set[str] = set()
+        self.recordings_bytes = Gauge(
+            "callbridge_recordings_bytes",
+            "RECORDING=local: bytes of recordings in RECORDINGS_DIR (as of this process's last sweep).",
+            registry=r,
+        )
+        self.recordings_removed = Counter(
+            "callbridge_recordings_removed",
+            "RECORDING=local: recordings removed, by reason (cap: RECORDINGS_MAX_MB, retention, stale).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("cap", "retention", "stale"):
+            self.recordings_removed.labels(reason)
+        self.recordings_ready = Counter(
+            "callbridge_recordings_ready",
+            "Call recordings completed, by RECORDING mode.",
+            ["mode"],
+            registry=r,
+        )
+        for mode in ("local", "twilio"):
+            self.recordings_ready.labels(mode)
         r.register(FrameCollector(self))
 
     def render(self) -> bytes:

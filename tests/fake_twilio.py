@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -32,6 +33,7 @@ class FakeTwilioApi:
         self.numbers: dict[str, str] = {"+15550001111": "PN" + "a" * 32}
         self.voice_urls: dict[str, str] = {}
         self.agents: set[str] = set()
+        self.recordings: dict[str, tuple[str, dict[str, str]]] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -114,7 +116,72 @@ class FakeTwilioApi:
             self.calls[sid] = status
         return web.json_response({"sid": sid, "account_sid": ACCOUNT, "status": self.calls[sid]})
 
+    RECORDING_VALUES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "RecordingChannels": ("mono", "dual"),
+        "RecordingTrack": ("inbound", "outbound", "both"),
+        "Trim": ("trim-silence", "do-not-trim"),
+        "RecordingStatusCallbackMethod": ("GET", "POST"),
+    }
+    """Start a call recording: each parameter's documented values."""
+    RECORDING_EVENTS: ClassVar[frozenset[str]] = frozenset({"in-progress", "completed", "absent"})
+
+    def _start_recording(self, request: web.Request, form: dict[str, str], sid: str) -> web.Response:
+        """``POST Calls/{CallSid}/Recordings.json``: a recording of a live call. Unknown call
+        404 (20404); a call not ``in-progress``: 400 (21220, invalid call state); a value
+        outside the documented ones, a relative or non-http(s) ``RecordingStatusCallback``,
+        an unknown word in ``RecordingStatusCallbackEvent`` (space-separated): 400. Answers
+        201 with the new Recording (``source`` StartCallRecordingAPI); ``recordings`` keeps
+        RecordingSid -> (CallSid, form)."""
+        if sid not in self.calls:
+            return self._error(404, f"The requested resource {request.path} was not found", 20404)
+        if self.calls[sid] != "in-progress":
+            return self._error(400, "Invalid call state: the call is not in progress", 21220)
+        for name, allowed in self.RECORDING_VALUES.items():
+            if name in form and form[name] not in allowed:
+                return self._error(400, f"{name} must be one of {', '.join(allowed)}", None)
+        callback = form.get("RecordingStatusCallback")
+        if callback is not None and not callback.startswith(("http://", "https://")):
+            return self._error(400, f"RecordingStatusCallback is not a valid URL: {callback[:80]}", None)
+        events = form.get("RecordingStatusCallbackEvent", "completed").split(" ")
+        if not events or not set(events) <= self.RECORDING_EVENTS:
+            return self._error(400, "RecordingStatusCallbackEvent: in-progress, completed or absent", None)
+        rsid = "RE" + secrets.token_hex(16)
+        self.recordings[rsid] = (sid, form)
+        dual = form.get("RecordingChannels", "mono") == "dual"
+        return web.json_response(
+            {
+                "sid": rsid,
+                "account_sid": ACCOUNT,
+                "call_sid": sid,
+                "status": "in-progress",
+                "channels": 2 if dual else 1,
+                "source": "StartCallRecordingAPI",
+                "track": form.get("RecordingTrack", "both"),
+                "duration": None,
+                "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}/Recordings/{rsid}.json",
+            },
+            status=201,
+        )
+
+    def recording_completed(self, rsid: str, seconds: int) -> tuple[str, dict[str, str]]:
+        """The ``RecordingStatusCallback`` Twilio would POST once recording ``rsid`` is
+        complete: (URL, form)."""
+        call_sid, form = self.recordings[rsid]
+        return form["RecordingStatusCallback"], {
+            "AccountSid": ACCOUNT,
+            "CallSid": call_sid,
+            "RecordingSid": rsid,
+            "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{rsid}",
+            "RecordingStatus": "completed",
+            "RecordingDuration": str(seconds),
+            "RecordingChannels": "2" if form.get("RecordingChannels") == "dual" else "1",
+            "RecordingSource": "StartCallRecordingAPI",
+            "RecordingTrack": form.get("RecordingTrack", "both"),
+            "RecordingStartTime": "Wed, 02 Dec 2026 03:00:00 +0000",
+        }
+
     ROUTES: ClassVar[list[tuple[str, re.Pattern[str], Route]]] = [
+        ("POST", re.compile(r"Calls/(\w+)/Recordings\.json"), _start_recording),
         ("GET", re.compile(r"IncomingPhoneNumbers\.json"), _numbers),
         ("POST", re.compile(r"IncomingPhoneNumbers/(\w+)\.json"), _point),
         ("POST", re.compile(r"Calls/(\w+)\.json"), _update_call),

@@ -189,7 +189,7 @@ function addEvent(i, entry) {
       if (entry.text) selected.lastAgent[entry.utterance] = say("agent", entry.text, "agent");
       break;
     case "greeting_synthesised": case "fallback_synthesised": case "apology_synthesised": case "dtmf_reply_synthesised":
-    case "filler_synthesised": case "goodbye_synthesised":
+    case "filler_synthesised": case "goodbye_synthesised": case "recording_notice_synthesised":
       selected.lastAgent[entry.utterance] = say("agent", entry.text, `agent ${entry.event.replace("_synthesised", "")}`);
       break;
     case "barge_in": {
@@ -208,6 +208,8 @@ function addEvent(i, entry) {
       marker(entry.ok ? "" : "restart", `🔧 tool ${entry.name} ${entry.ok ? "answered" : `failed (${entry.error})`} in ${fmtMs(entry.duration_ms)}`);
       break;
     case "stopped": marker("", `call ended: ${entry.reason}`); break;
+    case "recording.stopped": marker("", `recording stopped: ${entry.reason}`); break;
+    case "recording.ready": conv.append(recordingLink(selected.sid, entry)); break;
     case "turn": addTurn(entry); break;
     case "jitter_stats": showLine(entry); break;
     default: break;
@@ -221,6 +223,32 @@ function addEvent(i, entry) {
     $("events").scrollTop = $("events").scrollHeight;
   }
   conv.scrollTop = conv.scrollHeight;
+}
+
+function recordingLink(sid, entry) {
+  // RECORDING=local: the bridge's WAV (operator route); twilio: Twilio's recording URL.
+  const m = el("div", "marker recording");
+  if (entry.mode === "local") {
+    const part = entry.part > 1 ? `?part=${entry.part}` : "";
+    const href = `calls/${encodeURIComponent(sid)}/recording${part}`;
+    const a = el("a", "", `recording${entry.part > 1 ? " part " + entry.part : ""} (${entry.seconds} s, stereo: caller left, agent right)`);
+    a.href = href;
+    a.download = entry.path;
+    const player = el("audio");
+    player.controls = true;
+    player.preload = "none";
+    player.src = href;
+    m.append("● ", a, " ", player);
+  } else if (typeof entry.url === "string" && entry.url.startsWith("https://")) {
+    const a = el("a", "", `Twilio's recording (${entry.seconds ?? "?"} s)`);
+    a.href = entry.url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    m.append("● ", a);
+  } else {
+    m.append(`● recording ready (${entry.mode})`);
+  }
+  return m;
 }
 
 function addTurn(t) {

@@ -3,7 +3,8 @@
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 ``POST /webhook/vapi`` (Vapi's server-URL messages),
 ``GET /healthz``, ``GET /calls`` (live calls, and summaries of the ended ones kept),
-``GET /calls/{callSid}``, and, only with ``FAULT_INJECTION``,
+``GET /calls/{callSid}``, ``GET /calls/{callSid}/recording`` and Twilio's
+``POST /twilio/recording-status`` (``gateway/recording_routes.py``), and, only with ``FAULT_INJECTION``,
 ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor, or ``socket`` to drop
 the stream without a close frame); the console and ``/metrics``
 (``gateway/console.py``). ``/calls``, the console and ``/metrics`` are operator endpoints:
@@ -28,6 +29,7 @@ from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
 from .media import media_socket
+from .recording_routes import add_recording_routes
 from .store import CallStore
 from .twilio_rest import TwilioError
 from .vapi_webhook import vapi_webhook
@@ -125,6 +127,19 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _recordings(app: web.Application) -> AsyncIterator[None]:
+    """``RECORDING=local``: the writer thread runs while the app does; at cleanup (the
+    calls have stopped) it completes the files in progress."""
+    recordings = app[GATEWAY].recordings
+    if recordings is not None:
+        await asyncio.to_thread(recordings.dir.mkdir, parents=True, exist_ok=True)
+        recordings.start()
+        log.info("recording calls into %s", recordings.dir)
+    yield
+    if recordings is not None:
+        await recordings.stop()
+
+
 async def _prewarm(app: web.Application) -> None:
     settings = app[GATEWAY].settings
     spec = BACKENDS[settings.backends.upstream]
@@ -184,6 +199,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
         ]
     )
     add_console_routes(app)
+    add_recording_routes(app)
     if settings.server.fault_injection:
         app.add_routes([web.post("/calls/{call_sid}/fault", inject_fault)])
         log.warning("FAULT_INJECTION is on: POST /calls/{callSid}/fault can crash call actors")
@@ -201,5 +217,6 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_events_poster)
     app.cleanup_ctx.append(_reaper)
+    app.cleanup_ctx.append(_recordings)
     app.on_cleanup.append(_close_twilio)
     return app

@@ -1,6 +1,6 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
 ``agent.reply``, ``tool.called`` (``name``, ``ok``, ``duration_ms``, ``error`` when it
-failed), ``call.ended``.
+failed), ``call.ended``, ``recording.ready``.
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -40,6 +40,7 @@ PUBLISHED = {
     "agent.reply": "agent.reply",
     "tool.called": "tool.called",
     "stopped": "call.ended",
+    "recording.ready": "recording.ready",
 }
 """Timeline event -> published event name."""
 

@@ -112,6 +112,7 @@ async def serve_stream(
         _small_buffers(request.transport)
         gw.sockets.add(ws)
         session = StreamSession(gw, ws, peer, tokens, source, request.transport)
+        session.public_base = gw.public_base(request)
         gw.sessions.add(session)
         try:
             if refusal is not None:
@@ -170,6 +171,8 @@ class StreamSession:
         self.liveness = Liveness(now)
         self.inbound = InboundRate(gw.settings.limits.inbound_rate, gw.settings.limits.inbound_burst_s, now)
         """Every message counts, from the first (before ``start`` too)."""
+        self.public_base = ""
+        """This gateway's public base URL as the handshake saw it (callbacks we ask for)."""
         self.claimed: str | None = None
         """The CallSid whose stream this socket claimed in the store (``start``)."""
         self.expelled = False
@@ -289,8 +292,13 @@ class StreamSession:
             bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
             ignored=self.ignored,
             transport=self.transport,
+            recordings=gw.recordings,
         )
         gw.registry.add(call)
+        gw.carry_over(call)
+        if gw.settings.recordings.mode == "twilio" and resume is None and self.source == "twilio":
+            # One recording per call: a resumed stream is still in it.
+            gw.start_twilio_recording(call.call_sid, self.public_base)
         log.info("call %s: stream %s %s", call.call_sid, call.stream_sid, "resumed" if resume else "started")
         return call
 

@@ -1,10 +1,12 @@
-"""Twilio's REST API, the two calls the bridge makes, through the ``twilio`` library's
+"""Twilio's REST API, the calls the bridge makes, through the ``twilio`` library's
 async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
 
 - ``complete(call_sid)``: update the call with ``Status=completed`` (hang up a live
   call), when the agent ends the call.
 - ``point_number(number, voice_url)``: find the account's number (list
   ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
+- ``start_recording(call_sid, callback_url)``: create a dual-channel Recording of the
+  live call (``Calls/{CallSid}/Recordings.json``), when a call starts with ``RECORDING=twilio``.
 
 One ``TwilioRest`` holds one HTTP session (connections kept alive between requests),
 made on first use inside the event loop; ``close()`` ends it. Requests go through
@@ -123,3 +125,21 @@ class TwilioRest:
             f"pointing {number}", lambda: numbers(sid).update_async(voice_url=voice_url, voice_method="POST")
         )
         return sid
+
+    async def start_recording(self, call_sid: str, status_callback: str) -> str:
+        """Start Twilio's recording of live call ``call_sid``: dual channels (the caller
+        and the bridge's audio apart), both tracks, untrimmed; Twilio POSTs
+        ``status_callback`` when it is ``completed`` or ``absent``. Returns the RecordingSid."""
+        recordings = self._twilio().calls(call_sid).recordings
+        recording = await self._call(
+            f"recording {call_sid}",
+            lambda: recordings.create_async(
+                recording_channels="dual",
+                recording_track="both",
+                trim="do-not-trim",
+                recording_status_callback=status_callback,
+                recording_status_callback_method="POST",
+                recording_status_callback_event=["completed absent"],
+            ),
+        )
+        return str(recording.sid or "")

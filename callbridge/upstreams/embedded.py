@@ -135,6 +135,9 @@ class EmbeddedBackend(Backend):
         self.listener.listen_for(conv.agent.vocabulary())
         if not conv.greeted:
             conv.greeted = True
+            recordings = self.settings.recordings
+            if recordings.mode != "off" and recordings.notice.strip():  # said before anything else
+                self._said(self.speaker.say(recordings.notice, "recording_notice"), recordings.notice)
             greeting = conv.agent.greeting() or self.settings.speech.greeting
             if greeting.strip():
                 self._said(self.speaker.say(greeting, "greeting"), greeting)
