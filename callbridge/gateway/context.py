@@ -20,6 +20,7 @@ from .hub import Hub
 from .limits import LogTally, SourceRates, SourceSlots, source_address
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
+from .telephony import Telephony
 from .twilio_rest import TwilioError, TwilioRest
 from .vapi_auth import ReplayGuard, WebhookAuth, auth_from
 
@@ -58,6 +59,13 @@ class Gateway:
     """How often each kind of refused or unexpected Vapi webhook was seen."""
     twilio: TwilioRest | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    webhook_base: str = ""
+    """The public base URL of Twilio's latest signed webhook (the telephony actions' TwiML
+    points back here when ``PUBLIC_URL`` is not set)."""
+    telephony: Telephony = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.telephony = Telephony(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> Gateway:
