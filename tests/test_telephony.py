@@ -23,6 +23,7 @@ from .remote_fakes import serve
 
 OPERATOR = "operator-token-0123456789"
 DESK = "+15557654321"
+FORM = "application/x-www-form-urlencoded"
 NUMBER = "+15550001111"  # the fake account's number, which the simulated caller calls
 
 
@@ -47,11 +48,15 @@ def caller(url: str, api: FakeTwilioApi, **kwargs: Any) -> SimulatedCall:
     return call
 
 
-async def operator(url: str, call_sid: str, what: str, body: Any = None, token: str = OPERATOR):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def operator(
+    url: str, call_sid: str, what: str, body: Any = None, token: str = OPERATOR, **headers: str
+) -> tuple[int, str]:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    sent: dict[str, Any] = {"data": body} if isinstance(body, str) else {"json": {} if body is None else body}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{url}/calls/{call_sid}/{what}", json=body, headers=headers) as resp,
+        http.post(f"{url}/calls/{call_sid}/{what}", headers=headers, **sent) as resp,
     ):
         text = await resp.text()
         return resp.status, text
@@ -132,6 +137,11 @@ async def test_warm_transfer_briefs_the_human_then_joins_them(start_server):
         warm = {"mode": "warm", "to": "+15551112222", "summary": summary}
         call, result = await act_on_a_call(url, api, "transfer", warm)
         await asyncio.sleep(0.2)  # the human's last status callback
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{url}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}) as resp,
+        ):
+            metrics = await resp.text()
     room = f"transfer-{call.call_sid}"
     [hold] = redirects(api, call.call_sid)
     conference = hold.find("Dial/Conference")
@@ -148,6 +158,7 @@ async def test_warm_transfer_briefs_the_human_then_joins_them(start_server):
     assert [status for _, _, status in api.callbacks] == [200, 200]
     outcomes = [e["outcome"] for e in timeline(result.record, "call.transferred")]
     assert outcomes == ["holding", "answered"]
+    assert 'callbridge_transfers_total{mode="warm",outcome="answered"} 1.0' in metrics
 
 
 @pytest.mark.slow
@@ -214,6 +225,8 @@ async def test_operator_routes_refuse_what_they_must(start_server):
         assert status == 400 and "unknown argument" in text
         assert (await operator(url, sid, "dtmf", {"digits": "12a"}))[0] == 400
         assert (await operator(url, sid, "transfer", ["x"]))[0] == 400
+        assert (await operator(url, sid, "hangup", "reason=x", **{"Content-Type": FORM}))[0] == 415
+        assert (await operator(url, sid, "hangup", {}, Origin="https://evil.example"))[0] == 403
         assert [p for _, p, _, _ in api.requests if "/Calls" in p] == []  # nothing reached Twilio
         status, text = await operator(url, sid, "hangup", {"reason": "operator hung up"})
         assert status == 200, text

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..upstreams import BACKENDS
 from . import reaper
 from .calls import Call
-from .console import add_console_routes, operator_only
+from .console import add_console_routes, check_origin, operator_only
 from .context import GATEWAY, Gateway
 from .media import media_socket
 from .store import CallStore
@@ -133,24 +133,26 @@ async def _live_call(request: web.Request) -> Call:
 
 
 async def _action(request: web.Request, kind: str) -> web.Response:
-    """Run telephony action ``kind`` on the route's call with the JSON body's arguments:
-    200 and the outcome; 400 bad arguments or one this bridge cannot carry out; 502 Twilio
-    refused or failed."""
+    """Run telephony action ``kind`` on the route's call with the JSON body's arguments
+    (same-origin, ``Content-Type: application/json``, at most ``MAX_ACTION_BYTES``): 200
+    and the outcome; 400 bad arguments or one this bridge cannot carry out; 403 another
+    origin; 415 not JSON; 502 Twilio refused or failed; 504 no outcome in ``ACTION_WAIT_S``."""
     gw = request.app[GATEWAY]
+    check_origin(request)  # and JSON, which a cross-site form cannot send
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="POST with Content-Type: application/json\n")
+    if request.content_length is not None and request.content_length > MAX_ACTION_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_ACTION_BYTES, request.content_length)
     call = await _live_call(request)
-    args: dict[str, Any] = {}
-    if request.can_read_body:
-        if request.content_length is not None and request.content_length > MAX_ACTION_BYTES:
-            raise web.HTTPRequestEntityTooLarge(MAX_ACTION_BYTES, request.content_length)
-        if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="expected application/json\n")
-        try:
-            body = json.loads(await request.content.read(MAX_ACTION_BYTES + 1) or b"{}")
-        except ValueError:
-            raise web.HTTPBadRequest(text="malformed JSON\n") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="expected a JSON object\n")
-        args = body
+    raw = await request.content.read(MAX_ACTION_BYTES + 1)
+    if len(raw) > MAX_ACTION_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_ACTION_BYTES, len(raw))
+    try:
+        args = json.loads(raw or b"{}")
+    except ValueError:
+        raise web.HTTPBadRequest(text="malformed JSON\n") from None
+    if not isinstance(args, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object\n")
     try:
         args = actions.check(kind, args)
     except actions.ActionError as exc:

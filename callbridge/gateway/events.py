@@ -1,5 +1,5 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
-``agent.reply``, ``call.ended``.
+``agent.reply``, ``call.ended``, ``call.transferred`` (``to``, ``mode``, ``outcome``).
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -38,6 +38,7 @@ PUBLISHED = {
     "transcript.final": "transcript.final",
     "agent.reply": "agent.reply",
     "stopped": "call.ended",
+    "call.transferred": "call.transferred",
 }
 """Timeline event -> published event name."""
 

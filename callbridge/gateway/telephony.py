@@ -56,6 +56,8 @@ HOLD_LINE = "Please hold while I connect you."
 NOT_ANSWERED = "Sorry, nobody could take your call right now. I'm back with you."
 ANSWERED = frozenset({"completed", "answered", "in-progress"})
 NOT_REACHED = frozenset({"no-answer", "busy", "failed", "canceled"})
+OUTCOMES = frozenset({"dialing", "holding", "timeout", *ANSWERED, *NOT_REACHED}) - {"in-progress"}
+"""``call.transferred`` outcomes counted by name in the metrics (any other: ``other``)."""
 
 Done = Callable[[dict[str, Any]], None]
 
@@ -106,7 +108,13 @@ class Telephony:
 
     def note(self, call_sid: str, event: str, **data: Any) -> None:
         """To the call's timeline (live), or kept for its next stream and added to its
-        ended record and the events meanwhile."""
+        ended record and the events meanwhile; counted in the metrics either way."""
+        metrics = self.gw.metrics
+        if event == "call.transferred":
+            outcome = data["outcome"] if data["outcome"] in OUTCOMES else "other"
+            metrics.transfers.labels(data["mode"], outcome).inc()
+        elif event == "dtmf.sent":
+            metrics.dtmf_sent.inc()
         call = self.gw.registry.live.get(call_sid)
         if call is not None and call.state == "live":
             call.note(event, **data)
