@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from callbridge.cli import bundled_turns
-from callbridge.gateway import telephony
+from callbridge.gateway import telephony, twiml
 from callbridge.sim.caller import CallResult, SimulatedCall
 from callbridge.sim.wavio import read_wav
 
@@ -294,3 +294,41 @@ async def test_fake_refuses_calls_twilio_refuses():
         assert await post(f"{base}.json", {**good, "StatusCallbackEvent": "rung"}) == (400, 21626)
         assert await post(f"{base}.json", {**good, "Twiml": "<Response><Bad/></Response>"}) == (400, 12200)
         assert (await post(f"{base}.json", good))[0] == 201
+
+
+@pytest.mark.slow
+async def test_a_transfer_twilio_refuses_leaves_the_call_going(start_server):
+    api = FakeTwilioApi()
+    async with bridge(start_server, api) as url:
+        call = SimulatedCall(url, auth_token=TOKEN, console_token=OPERATOR, hold_s=30.0, max_s=40.0)
+        running = asyncio.create_task(call.run())  # not attached: Twilio does not know the call
+        await started(call)
+        status, text = await operator(url, call.call_sid, "transfer", {"mode": "cold"})
+        assert status == 502 and "404" in text and '"ok": false' in text
+        status, text = await operator(url, call.call_sid, "hangup", {})  # still live, still ours
+        assert status == 200, text
+        result = await asyncio.wait_for(running, 20)
+    assert result.stream_ends == ["closed"] and result.ended_by == "hangup"
+    assert timeline(result.record, "call.transferred") == []
+
+
+def test_twiml_documents_are_what_twilio_takes():
+    sid = "CA" + "1" * 32
+    documents = [
+        twiml.dial(DESK, 20, "https://voice.example.com/voice/transfer?caller=" + sid),
+        twiml.dial("sip:desk@pbx.example.com", 5, None),
+        twiml.hold(f"transfer-{sid}", "https://hold.example.com/m.mp3", telephony.HOLD_LINE),
+        twiml.hold(f"transfer-{sid}", "", ""),
+        twiml.brief_and_join("A <summary> & more", f"transfer-{sid}"),
+        twiml.back_to_bridge(
+            "wss://voice.example.com/media",
+            "https://voice.example.com/voice/inbound?attempt=1",
+            {"token": "t", "resume": "1"},
+            say="Sorry.",
+            digits="1w#",
+        ),
+        twiml.hang_up(),
+    ]
+    assert [twiml_problem(d) for d in documents] == [None] * len(documents)
+    with pytest.raises(twiml.TwimlTooLong, match="32018"):
+        twiml.brief_and_join("x" * 4000, "room")
