@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from callbridge.cli import bundled_turns
 from callbridge.gateway import telephony, twiml
@@ -100,8 +101,23 @@ async def act_on_a_call(
 @pytest.mark.slow
 async def test_cold_transfer_dials_the_desk_and_stops_the_stream(start_server):
     api = FakeTwilioApi()
-    async with bridge(start_server, api) as url:
+    posted: list[dict[str, Any]] = []
+
+    async def on_event(request: web.Request) -> web.Response:
+        posted.append(await request.json())
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.add_routes([web.post("/events", on_event)])
+    async with (
+        serve(receiver) as events,
+        bridge(start_server, api, events_url=f"http://{events}/events", events_secret="s" * 32) as url,
+    ):
         call, result = await act_on_a_call(url, api, "transfer", {"mode": "cold"})
+        for _ in range(100):
+            if len([e for e in posted if e["event"] == "call.transferred"]) == 2:
+                break
+            await asyncio.sleep(0.05)
     [document] = redirects(api, call.call_sid)
     assert twiml_problem(ET.tostring(document, encoding="unicode")) is None
     [dial] = list(document)
@@ -113,6 +129,8 @@ async def test_cold_transfer_dials_the_desk_and_stops_the_stream(start_server):
     assert result.ended_by == "hangup"  # the desk answered and hung up: the <Dial action> ends the call
     outcomes = [(e["mode"], e["outcome"]) for e in timeline(result.record, "call.transferred")]
     assert outcomes == [("cold", "dialing"), ("cold", "completed")]
+    sent = [(e["callSid"], e["data"]) for e in posted if e["event"] == "call.transferred"]
+    assert sent == [(call.call_sid, {"to": DESK, "mode": m, "outcome": o}) for m, o in outcomes]
     assert timeline(result.record, "stopped")[0]["reason"] == f"transferred (cold) to {DESK}"
 
 
