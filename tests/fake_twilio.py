@@ -45,7 +45,7 @@ class FakeTwilioApi:
         """How a call the bridge places (``Calls.json``) goes: ``answer`` (the human picks
         up, hears the TwiML's ``<Say>``, joins its conference, talks ``human_talk_s`` and
         hangs up), or the final status it gets without an answer: ``no-answer``,
-        ``busy``, ``failed``."""
+        ``busy``, ``failed``; ``silent``: it rings and no status callback ever comes."""
         self.human_talk_s = 0.5
         self.placed: dict[str, dict[str, str]] = {}
         """Calls placed through ``Calls.json``, by their new CallSid: the request's form."""
@@ -211,6 +211,9 @@ class FakeTwilioApi:
     async def _callee(self, sid: str, form: dict[str, str], wanted: set[str]) -> None:
         """The placed call, as Twilio and the callee play it (``human``)."""
         await asyncio.sleep(0.05)
+        if self.human == "silent":  # rings on, and Twilio's callback never comes
+            self.calls[sid] = "ringing"
+            return
         if self.human != "answer":
             self.calls[sid] = self.human
             await self._status_callback(sid, form)

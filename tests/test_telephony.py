@@ -205,6 +205,19 @@ async def test_warm_transfer_not_answered_tells_the_caller_and_the_agent_carries
 
 
 @pytest.mark.slow
+async def test_warm_transfer_without_any_callback_gives_up_and_brings_the_caller_back(start_server):
+    api = FakeTwilioApi()
+    api.human = "silent"
+    async with bridge(start_server, api, transfer_ring_s=5) as url:
+        warm = {"mode": "warm", "to": "+15551112222"}
+        _, result = await act_on_a_call(url, api, "transfer", warm, 60.0, hold_s=25.0)
+    [human] = api.placed
+    assert api.calls[human] == "canceled"  # the bridge stopped it ringing
+    assert telephony.NOT_ANSWERED in result.heard and len(result.streams) == 2
+    assert [e["outcome"] for e in timeline(result.record, "call.transferred")] == ["holding", "timeout"]
+
+
+@pytest.mark.slow
 async def test_dtmf_plays_digits_and_resumes_on_a_new_stream(start_server):
     api = FakeTwilioApi()
     turn = read_wav(bundled_turns()[0])

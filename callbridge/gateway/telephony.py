@@ -178,7 +178,7 @@ class Telephony:
         if mode == "warm" and len(self.warm) >= MAX_WARM:
             return {"ok": False, "error": f"transfer: {MAX_WARM} warm transfers already waiting"}
         await self._handover(call)
-        sid, base, telephony = call.call_sid, self.base(), self.gw.settings.telephony
+        sid, telephony = call.call_sid, self.gw.settings.telephony
         if mode == "cold":
             document = twiml.dial(to, telephony.ring_timeout_s, self._transfer_url(sid, "dial"))
         else:
@@ -211,7 +211,7 @@ class Telephony:
         warm.timer = loop.call_later(
             telephony.ring_timeout_s + CALLBACK_SLACK_S, lambda: self._spawn(self._give_up(sid))
         )
-        log.info("call %s: warm transfer: calling %s (%s) %s", sid, to, warm.human, base)
+        log.info("call %s: warm transfer: calling %s (%s)", sid, to, warm.human)
         return {"ok": True, "to": to, "mode": mode, "status": "ringing"}
 
     async def _send_dtmf(self, call: Call, args: dict[str, Any]) -> dict[str, Any]:
