@@ -47,6 +47,8 @@ class FakeTwilioApi:
         hangs up), or the final status it gets without an answer: ``no-answer``,
         ``busy``, ``failed``; ``silent``: it rings and no status callback ever comes."""
         self.human_talk_s = 0.5
+        self.callbacks_lost = False
+        """Status callbacks never arrive (sent to the wrong place, lost on the way)."""
         self.placed: dict[str, dict[str, str]] = {}
         """Calls placed through ``Calls.json``, by their new CallSid: the request's form."""
         self.heard: dict[str, list[str]] = {}
@@ -164,6 +166,11 @@ class FakeTwilioApi:
             sim.twilio_update(twiml)
         return web.json_response({"sid": sid, "account_sid": ACCOUNT, "status": self.calls[sid]})
 
+    def _fetch_call(self, request: web.Request, form: dict[str, str], sid: str) -> web.Response:
+        if sid not in self.calls:
+            return self._error(404, f"The requested resource {request.path} was not found", 20404)
+        return web.json_response({"sid": sid, "account_sid": ACCOUNT, "status": self.calls[sid]})
+
     # -- calls placed by the bridge (a warm transfer's call to the human) ----------------
 
     def _create_call(self, request: web.Request, form: dict[str, str]) -> web.Response:
@@ -241,7 +248,7 @@ class FakeTwilioApi:
     async def _status_callback(self, sid: str, form: dict[str, str]) -> None:
         """POST the call's status to its ``StatusCallback``, signed as Twilio signs."""
         url = form.get("StatusCallback")
-        if not url:
+        if not url or self.callbacks_lost:
             return
         params = {
             "AccountSid": ACCOUNT,
@@ -262,6 +269,7 @@ class FakeTwilioApi:
         ("POST", re.compile(r"IncomingPhoneNumbers/(\w+)\.json"), _point),
         ("POST", re.compile(r"Calls/(\w+)\.json"), _update_call),
         ("POST", re.compile(r"Calls\.json"), _create_call),
+        ("GET", re.compile(r"Calls/(\w+)\.json"), _fetch_call),
     ]
     """(method, path after the account, handler(self, request, form, *groups)): one line per endpoint."""
 

@@ -218,6 +218,26 @@ async def test_warm_transfer_without_any_callback_gives_up_and_brings_the_caller
 
 
 @pytest.mark.slow
+async def test_warm_transfer_answered_but_its_callbacks_lost_is_not_undone(start_server):
+    api = FakeTwilioApi()
+    api.callbacks_lost = True  # e.g. sent to another shard: the bridge asks Twilio instead
+    async with bridge(start_server, api, transfer_ring_s=5) as url:
+        call, result = await act_on_a_call(url, api, "transfer", {"mode": "warm"})
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                async with http.get(
+                    f"{url}/calls/{call.call_sid}", headers={"Authorization": f"Bearer {OPERATOR}"}
+                ) as resp:
+                    record = await resp.json()
+                if len(timeline(record, "call.transferred")) == 2:
+                    break
+                await asyncio.sleep(0.25)
+    assert result.joined == [DESK] and len(result.streams) == 1  # talked to the human, never brought back
+    assert [e["outcome"] for e in timeline(record, "call.transferred")] == ["holding", "answered"]
+    assert not [f for _, p, f, _ in api.requests if f.get("Status") == "canceled"]
+
+
+@pytest.mark.slow
 async def test_dtmf_plays_digits_and_resumes_on_a_new_stream(start_server):
     api = FakeTwilioApi()
     turn = read_wav(bundled_turns()[0])

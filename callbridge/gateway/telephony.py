@@ -16,9 +16,10 @@ carries the conversation on (``gateway/media.py``).
   ``transfer-{CallSid}`` with hold audio (``startConferenceOnEnter="false"``, ``waitUrl``
   = ``TRANSFER_HOLD_URL``) while the bridge calls the human (``Calls.json``) with TwiML
   that says the summary and then joins the conference, which starts it: both are
-  connected. The human's status callback (``/voice/transfer``) says how it went; a human
-  who does not answer (``no-answer``, ``busy``, ``failed``, ``canceled``, or nothing
-  within ``TRANSFER_RING_S`` + ``CALLBACK_SLACK_S``) gets the caller told and streamed
+  connected. The human's status callback (``/voice/transfer``) says how it went; without
+  one within ``TRANSFER_RING_S`` + ``CALLBACK_SLACK_S`` the bridge asks Twilio (the call's
+  status) and, still ringing, cancels it. A human who does not answer (``no-answer``,
+  ``busy``, ``failed``, ``canceled``, or the timeout) gets the caller told and streamed
   back to the bridge, where the agent carries on.
 - ``send_dtmf``: ``<Play digits>`` then ``<Connect><Stream>`` back (resumed).
 - ``hang_up``: ``Call.end`` (closes the stream and completes the call through the API).
@@ -130,6 +131,9 @@ class Telephony:
     # -- the actions ---------------------------------------------------------------------
 
     async def _act(self, call: Call, kind: str, args: dict[str, Any], done: Done) -> None:
+        if call.redirected or call.state != "live":
+            done({"ok": False, "error": f"{kind}: the call is already {call.redirected or 'over'}"})
+            return
         try:
             outcome = await getattr(self, "_" + kind)(call, args)
         except (TwilioError, twiml.TwimlTooLong) as exc:
@@ -276,6 +280,15 @@ class Telephony:
         warm = self.warm.get(call_sid)
         if warm is None:
             return
+        if warm.human:  # the callback may have gone astray (another shard): ask Twilio
+            try:
+                status = await self.gw.twilio.status(warm.human)
+            except TwilioError as exc:
+                log.warning("call %s: asking how the human's call went failed: %s", call_sid, exc)
+                status = ""
+            if status in ANSWERED or status in NOT_REACHED:
+                self.human_status(call_sid, warm.human, status)
+                return
         log.warning("call %s: no status callback for the warm transfer in time; giving up", call_sid)
         if warm.human:
             try:

@@ -8,6 +8,7 @@ async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
   ``<Play digits>``, a ``<Connect><Stream>`` back to the bridge.
 - ``call_out(to, from_, twiml, ...)``: a new call (``Calls.json``) running ``twiml`` when
   answered, with a status callback (a warm transfer's call to the human).
+- ``status(call_sid)``, ``cancel(call_sid)``: how a call placed so is doing; stop it ringing.
 - ``point_number(number, voice_url)``: find the account's number (list
   ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
 
@@ -165,6 +166,13 @@ class TwilioRest:
             once=True,
         )
         return str(call.sid or "")
+
+    async def status(self, call_sid: str) -> str:
+        """The call's status as Twilio reports it (``queued``, ``ringing``, ``in-progress``,
+        ``completed``, ``no-answer``...)."""
+        calls = self._twilio().calls
+        call = await self._call(f"fetching {call_sid}", lambda: calls(call_sid).fetch_async())
+        return str(call.status or "")
 
     async def cancel(self, call_sid: str) -> str:
         """Stop ringing ``call_sid`` (``Status=canceled``: a call not yet answered)."""
