@@ -177,6 +177,16 @@ BENCHES: tuple[Bench, ...] = (
         "upstream", "bench/upstream.py", ("--quick",), (), 1, 1, 300, "remote back ends (bench/upstream.py)"
     ),
     Bench(
+        "transfer",
+        "bench/transfer.py",
+        ("--quick",),
+        (),
+        1,
+        3,
+        120,
+        "an agent's transfer (and DTMF) decision -> Twilio's REST request, ms (bench/transfer.py)",
+    ),
+    Bench(
         "metrics",
         "bench/metrics.py",
         ("--quick",),
@@ -649,6 +659,11 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
         ["jitter added p95 / line p95, heavy", "ratio", cell(fig("jitter", "profiles.heavy.ratio"), 2)],
         ["observability added per frame", "ns", cell(fig("metrics", "added_per_frame_ns"))],
         ["the bridge's overhead per tool call", "µs", cell(fig("tools", "overhead_us"))],
+        [
+            "transfer decision → Twilio REST request, median",
+            "ms",
+            cell(fig("transfer", "transfer.median_ms"), 1),
+        ],
         [
             "call path in-process, in+out (150 calls, no sockets)",
             "µs/frame",

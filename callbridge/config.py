@@ -612,8 +612,28 @@ class TelephonyOptions:
         "TRANSFER_TO",
         "Where `transfer_call` connects the caller by default: an E.164 number or a sip: URI. Unset: no default.",
     )
+    hold_music_url: str = option(
+        "",
+        "TRANSFER_HOLD_URL",
+        "What a caller waiting for a warm transfer hears: the conference's `waitUrl` (TwiML or an "
+        "audio file, http(s)). Unset: Twilio's default hold music.",
+    )
+    ring_timeout_s: int = option(
+        20,
+        "TRANSFER_RING_S",
+        "Seconds the human's phone rings before a transfer counts as not answered (Twilio's `timeout`).",
+    )
+    handover_wait_s: float = option(
+        4.0,
+        "TRANSFER_HANDOVER_WAIT_S",
+        "At most this long a transfer, DTMF or hang-up waits for the agent's audio to finish playing.",
+    )
 
     def __post_init__(self) -> None:
+        if self.hold_music_url:
+            http_url("TRANSFER_HOLD_URL", self.hold_music_url)
+        in_range("TRANSFER_RING_S", self.ring_timeout_s, 5, 120)
+        in_range("TRANSFER_HANDOVER_WAIT_S", self.handover_wait_s, 0, 30)
         if self.transfer_to:
             from .actions import ActionError, check_destination
 

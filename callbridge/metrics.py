@@ -116,6 +116,16 @@ class Metrics:
         )
         for kind in IGNORED_KINDS:
             self.ignored_input.labels(kind)
+        self.transfers = Counter(
+            "callbridge_transfers",
+            "Transfers of calls to a human, by mode (cold, warm) and outcome (dialing, holding, "
+            "answered, completed, no-answer, busy, failed, canceled, timeout, other).",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.dtmf_sent = Counter(
+            "callbridge_dtmf_sent", "DTMF sequences played on calls (send_dtmf).", registry=r
+        )
         self.upstream_reconnects = Counter(
             "callbridge_upstream_reconnects", "Reconnections of a remote voice-AI back end.", registry=r
         )

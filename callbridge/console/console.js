@@ -159,6 +159,7 @@ function renderHead() {
   ];
   if (live.frames_in !== undefined) items.push(["frames in/out", `${live.frames_in} / ${live.frames_out}`]);
   if (c.stop_reason) items.push(["ended", c.stop_reason]);
+  $("call-actions").hidden = c.state !== "live";
   $("call-figures").replaceChildren(...items.map(([k, v]) => { const s = el("span", "", `${k} `); s.append(el("b", "", String(v))); return s; }));
 }
 
@@ -203,6 +204,8 @@ function addEvent(i, entry) {
     case "child_gave_up": marker("restart", `✖ ${entry.child} gave up: ${entry.policy}`); break;
     case "echo_ignored": marker("", "echo ignored"); break;
     case "dtmf": marker("", `key ${entry.digit}`); break;
+    case "dtmf.sent": marker("", `keys sent: ${entry.digits}`); break;
+    case "call.transferred": marker("transfer", `☎ ${entry.mode} transfer to ${entry.to}: ${entry.outcome}`); break;
     case "agent.error": marker("restart", `agent error (try ${entry.attempt}): ${entry.error}`); break;
     case "tool.called":
       marker(entry.ok ? "" : "restart", `🔧 tool ${entry.name} ${entry.ok ? "answered" : `failed (${entry.error})`} in ${fmtMs(entry.duration_ms)}`);
@@ -304,6 +307,25 @@ const phone = new Softphone({
   },
   onCall: (sid) => { if (calls.has(sid)) select(sid); else pendingSelect = sid; },
 });
+// ---- telephony actions on the selected call (POST /calls/{sid}/transfer, /hangup) ----
+
+async function callAction(what, body) {
+  if (!selected) return;
+  const sid = selected.sid;
+  $("action-state").textContent = `${what}…`;
+  const res = await fetch(`calls/${encodeURIComponent(sid)}/${what}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const text = (await res.text()).trim();
+  if (selected && selected.sid === sid) $("action-state").textContent = res.ok ? `${what}: done` : `${what}: ${res.status} ${text.slice(0, 160)}`;
+}
+
+$("call-actions").onsubmit = (ev) => {
+  ev.preventDefault();
+  const to = $("transfer-to").value.trim();
+  callAction("transfer", { mode: $("transfer-mode").value, ...(to ? { to } : {}) });
+};
+$("end-call-button").onclick = () => callAction("hangup", { reason: "the operator hung up" });
 $("call-button").onclick = () => phone.start();
 $("hangup-button").onclick = () => phone.hangUp();
 $("mute").onchange = (e) => phone.mute(e.target.checked);

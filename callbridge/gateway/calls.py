@@ -60,6 +60,8 @@ CHECKPOINT_EVENTS = frozenset(
         "child_restarted",
         "upstream.bound",
         "upstream.released",
+        "call.transferred",
+        "dtmf.sent",
     }
 )
 """Timeline events after which the call's state is checkpointed to the store."""
@@ -133,9 +135,14 @@ class Call:
         self.agent_closing: asyncio.Task[Any] | None = None
         self.telephony: Telephony | None = None
         """Carries out telephony actions (``act``); set by the gateway."""
+        self.redirected = ""
+        """Why the bridge is giving the call new TwiML (a telephony action): the ``stop``
+        Twilio then sends ends this stream, not the call (``expect_redirect``)."""
         self.resumes = 0
         conversation = self._resume(resume) if resume is not None else None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
+        self.parameters = params
+        """The stream's custom parameters (the token left out)."""
         self.note("started", streamSid=start.stream_sid, parameters=params)
         self.writer = OutboundWriter(
             send,
@@ -232,6 +239,15 @@ class Call:
         connection dropped): a new stream may carry the call on."""
         self._stop_reason = reason
         self._resumable = self._resumable and resumable
+
+    def expect_redirect(self, reason: str) -> None:
+        """The bridge is about to replace the call's TwiML (``reason``; empty: it did not
+        after all): Twilio's ``stop`` on this stream will not mean the caller hung up."""
+        self.redirected = reason
+
+    def played_out(self) -> bool:
+        """Everything the agent sent has played: nothing queued here, every mark echoed."""
+        return self.writer.idle and len(self.writer.marks) == 0
 
     @property
     def stop_reason(self) -> str:

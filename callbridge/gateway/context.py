@@ -22,6 +22,7 @@ from .limits import LogTally, SourceRates, SourceSlots, source_address
 from .recordings import Recordings
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
+from .telephony import Telephony
 from .twilio_rest import TwilioError, TwilioRest
 from .vapi_auth import ReplayGuard, WebhookAuth, auth_from
 
@@ -69,6 +70,13 @@ class Gateway:
     carried: OrderedDict[str, list[dict[str, Any]]] = field(default_factory=OrderedDict)
     """``recording.ready`` of calls not live here when it came: a stream that resumes on
     this process carries them into its timeline (``Call.carry_over``). Bounded."""
+    webhook_base: str = ""
+    """The public base URL of Twilio's latest signed webhook (the telephony actions' TwiML
+    points back here when ``PUBLIC_URL`` is not set)."""
+    telephony: Telephony = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.telephony = Telephony(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: CallStore | None = None) -> Gateway:

@@ -121,6 +121,11 @@ class OutboundWriter:
             if len(self._queue) == 1:
                 self._wake()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued to send (frames, marks or notifications)."""
+        return not self._queue
+
     def clear(self) -> int:
         """Drop everything pending and have ``clear`` sent next. Returns frames dropped.
         Pending marks are dropped too: they were never sent, so Twilio won't echo them;
