@@ -178,6 +178,20 @@ class CallSupervisor(Actor):
         self.io.note("dtmf", digit=msg.digit)
         self.ctx.tell("upstream", msg)
 
+    def receiveMsg_AnsweredBy(self, msg: m.AnsweredBy) -> None:
+        """A machine: cut what plays and have the Upstream leave the voicemail message; a
+        fax: end the call; a human (or ``unknown``): the agent carries on."""
+        if msg.answered_by.startswith("machine"):
+            dropped_s = self.io.clear()
+            cut = self.conversation.next_utterance - 1
+            self.ctx.tell("codec", m.Interrupted(cut, -1))
+            self.ctx.tell("upstream", m.LeaveVoicemail(cut))
+            self._played(self.playback.cut(cut))
+            self.io.note("voicemail.starting", answered_by=msg.answered_by, dropped_s=round(dropped_s, 2))
+        elif msg.answered_by == "fax":
+            self.io.note("call_ending", reason="a fax machine answered")
+            self.io.end("a fax machine answered")
+
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         for cls in CHILDREN:
             self.ctx.tell(cls.role, msg)

@@ -3,7 +3,9 @@
 Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 ``POST /webhook/vapi`` (Vapi's server-URL messages),
 ``GET /healthz``, ``GET /calls`` (live calls, and summaries of the ended ones kept),
-``GET /calls/{callSid}``, and, only with ``FAULT_INJECTION``,
+``GET /calls/{callSid}``, ``POST /calls`` (an outbound call) with Twilio's callbacks about it,
+``POST /voice/amd`` and ``POST /voice/status`` (``gateway/dial.py``), and, only with
+``FAULT_INJECTION``,
 ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor, or ``socket`` to drop
 the stream without a close frame); the console and ``/metrics``
 (``gateway/console.py``). ``/calls``, the console and ``/metrics`` are operator endpoints:
@@ -27,6 +29,7 @@ from ..upstreams import BACKENDS
 from . import reaper
 from .console import add_console_routes, operator_only
 from .context import GATEWAY, Gateway
+from .dial import add_dial_routes
 from .media import media_socket
 from .store import CallStore
 from .twilio_rest import TwilioError
@@ -184,6 +187,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
         ]
     )
     add_console_routes(app)
+    add_dial_routes(app)
     if settings.server.fault_injection:
         app.add_routes([web.post("/calls/{call_sid}/fault", inject_fault)])
         log.warning("FAULT_INJECTION is on: POST /calls/{callSid}/fault can crash call actors")

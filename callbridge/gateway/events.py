@@ -1,5 +1,6 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
-``agent.reply``, ``call.ended``.
+``agent.reply``, ``call.ended``, ``call.answered_by`` (an outbound call's answering-machine
+detection: ``answered_by``, ``detection_ms``).
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -38,6 +39,7 @@ PUBLISHED = {
     "transcript.final": "transcript.final",
     "agent.reply": "agent.reply",
     "stopped": "call.ended",
+    "call.answered_by": "call.answered_by",
 }
 """Timeline event -> published event name."""
 

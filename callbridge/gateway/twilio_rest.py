@@ -1,8 +1,11 @@
-"""Twilio's REST API, the two calls the bridge makes, through the ``twilio`` library's
+"""Twilio's REST API, the calls the bridge makes, through the ``twilio`` library's
 async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
 
 - ``complete(call_sid)``: update the call with ``Status=completed`` (hang up a live
   call), when the agent ends the call.
+- ``create_call(Dial)``: place an outbound call (``POST /calls``): ``Calls.json`` with
+  ``Url`` (the bridge's webhook), status callbacks and asynchronous answering-machine
+  detection.
 - ``point_number(number, voice_url)``: find the account's number (list
   ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
 
@@ -19,7 +22,7 @@ the API's base in each request and nothing else.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -38,7 +41,28 @@ _quiet.setLevel(logging.WARNING)  # the library logs every request and header at
 
 
 class TwilioError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """Twilio's HTTP status when it answered (a 4xx: it refused the request)."""
+
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+"""The call progress events an outbound call's ``StatusCallback`` is told of."""
+
+
+@dataclass(frozen=True)
+class Dial:
+    """One outbound call as Twilio's ``Calls.json`` takes it. ``machine_detection``:
+    ``Enable``, ``DetectMessageEnd`` or "" (none); with one, detection is asynchronous and
+    its verdict goes to ``amd_callback``."""
+
+    to: str
+    from_: str
+    url: str
+    status_callback: str
+    amd_callback: str
+    machine_detection: str = "DetectMessageEnd"
 
 
 def _worth_retrying(error: BaseException) -> bool:
@@ -92,14 +116,18 @@ class TwilioRest:
             http, self._http, self._client = self._http, None, None
             await http.close()
 
-    async def _call(self, what: str, request: Any) -> Any:
-        """Run ``request()`` (a library ``*_async`` call) under ``RETRY``."""
+    async def _call(self, what: str, request: Any, retried: bool = True) -> Any:
+        """Run ``request()`` (a library ``*_async`` call) under ``RETRY`` (``retried``
+        False: one attempt, for a request that must not be made twice)."""
+        policy = replace(RETRY, what=what) if retried else replace(RETRY, what=what, pauses_s=())
         try:
-            return await replace(RETRY, what=what).run(lambda attempt: request())
+            return await policy.run(lambda attempt: request())
         except GaveUp as exc:
             error = exc.last
             if isinstance(error, TwilioRestException):
-                raise TwilioError(f"{what} answered {error.status}: {str(error.msg)[:200]}") from None
+                raise TwilioError(
+                    f"{what} answered {error.status}: {str(error.msg)[:200]}", error.status
+                ) from None
             raise TwilioError(f"{what}: {type(error).__name__}: {str(error)[:200]}") from None
 
     async def complete(self, call_sid: str) -> str:
@@ -109,6 +137,34 @@ class TwilioRest:
             f"completing {call_sid}", lambda: calls(call_sid).update_async(status="completed")
         )
         return str(call.status or "")
+
+    async def create_call(self, dial: Dial) -> tuple[str, str]:
+        """Place ``dial``; returns the new call's (Sid, status) as Twilio reports them. Not
+        retried on a 5xx or a lost answer (``RETRY`` would place a second call)."""
+        calls = self._twilio().calls
+        amd: dict[str, Any] = {}
+        if dial.machine_detection:
+            amd = {
+                "machine_detection": dial.machine_detection,
+                "async_amd": "true",
+                "async_amd_status_callback": dial.amd_callback,
+                "async_amd_status_callback_method": "POST",
+            }
+        call = await self._call(
+            f"calling {dial.to}",
+            lambda: calls.create_async(
+                to=dial.to,
+                from_=dial.from_,
+                url=dial.url,
+                method="POST",
+                status_callback=dial.status_callback,
+                status_callback_event=list(STATUS_EVENTS),
+                status_callback_method="POST",
+                **amd,
+            ),
+            retried=False,
+        )
+        return str(call.sid), str(call.status or "")
 
     async def point_number(self, number: str, voice_url: str) -> str:
         """Set the Voice URL of ``number`` (E.164); returns the number's Sid."""
