@@ -8,8 +8,9 @@ an ``UPSTREAM`` value), ``greeting`` (what the agent says first, at most
 written compactly); any other field, or a value of the wrong type or size, is refused
 (``DialError``, the message says which).
 
-The call's ``agent``, ``greeting`` and ``metadata`` ride in the query of the webhook URL
-given to Twilio as ``Url`` (``webhook_query``): Twilio signs the URL it requests, query
+The call's ``agent`` (as ``upstream``), ``greeting`` and ``metadata`` (as ``call``, base64url
+JSON) ride in the query of the webhook URL given to Twilio as ``Url`` (``webhook_query``):
+Twilio signs the URL it requests, query
 included, with the auth token, so they come back covered by ``X-Twilio-Signature`` and no
 one else can forge them. The webhook reads them back (``from_query``) and hands them to
 the stream as ``<Parameter>`` s (``direction=outbound``, ``greeting``, ``metadata``).
@@ -19,6 +20,7 @@ small limits.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,27 +103,41 @@ def compact(value: Any) -> str:
 
 
 def webhook_query(dial: DialRequest) -> str:
-    """The query (with its ``?``) of the webhook URL Twilio is given for ``dial``."""
+    """The query (with its ``?``) of the webhook URL Twilio is given for ``dial``: the
+    greeting and metadata as one base64url JSON value, ``call`` (nothing in it that a URL
+    library could re-encode differently from what was signed)."""
     query = {"outbound": "1"}
     if dial.agent:
         query["upstream"] = dial.agent
-    if dial.greeting:
-        query["greeting"] = dial.greeting
-    if dial.metadata:
-        query["metadata"] = compact(dial.metadata)
+    own = {k: v for k, v in (("greeting", dial.greeting), ("metadata", dial.metadata)) if v}
+    if own:
+        query["call"] = base64.urlsafe_b64encode(compact(own).encode()).decode().rstrip("=")
     return "?" + urlencode(query)
+
+
+MAX_CALL_CHARS = 4 * (MAX_GREETING_CHARS * 4 + MAX_METADATA_CHARS * 4 + 64) // 3
 
 
 def stream_parameters(query: dict[str, str]) -> dict[str, str]:
     """The ``<Parameter>`` s of an outbound call's stream, from its (signed) webhook query;
-    ``DialError`` for values larger than ``POST /calls`` lets through."""
-    greeting = query.get("greeting", "")
-    metadata = query.get("metadata", "")
-    if len(greeting) > MAX_GREETING_CHARS or len(metadata) > MAX_METADATA_CHARS:
-        raise DialError("greeting or metadata too long")
+    ``DialError`` for a ``call`` value that ``webhook_query`` would not have written."""
     out = {"direction": "outbound"}
+    packed = query.get("call", "")
+    if not packed:
+        return out
+    try:
+        if len(packed) > MAX_CALL_CHARS:
+            raise ValueError("too long")
+        own = json.loads(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+        greeting, metadata = own.get("greeting", ""), own.get("metadata", {})
+        if not isinstance(greeting, str) or not isinstance(metadata, dict):
+            raise ValueError("wrong types")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise DialError("malformed call parameters") from None
+    if len(greeting) > MAX_GREETING_CHARS or len(compact(metadata)) > MAX_METADATA_CHARS:
+        raise DialError("greeting or metadata too long")
     if greeting:
         out["greeting"] = greeting
     if metadata:
-        out["metadata"] = metadata
+        out["metadata"] = compact(metadata)
     return out

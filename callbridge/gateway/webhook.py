@@ -118,15 +118,17 @@ async def twilio_form(request: web.Request, what: str = "webhook") -> dict[str, 
         raise web.HTTPBadRequest(text="malformed form\n") from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     base = gw.public_base(request)
+    # The URL as Twilio requested it (raw: yarl's path_qs re-encodes a query's "%2C" as ",",
+    # and Twilio signed the bytes it was given).
     why = gw.signatures.refusal(
-        base + request.path_qs,
+        base + request.raw_path,
         params,
         request.headers.get("X-Twilio-Signature"),
         request.headers.get(SIGNATURE_SETTINGS),
     )
     if why is not None:
         log.warning(
-            "%s from %s refused: %s for %s", what, request.remote, why, (base + request.path_qs)[:300]
+            "%s from %s refused: %s for %s", what, request.remote, why, (base + request.raw_path)[:300]
         )
         raise web.HTTPForbidden(text="invalid signature\n")
     return params
