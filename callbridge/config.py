@@ -499,7 +499,8 @@ class EventOptions:
     url: str = option(
         "",
         "EVENTS_URL",
-        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON.",
+        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended`, `call.answered_by` here as"
+        " signed JSON.",
     )
     secret: str = option(
         "", "EVENTS_SECRET", "HMAC-SHA256 key for `EVENTS_URL` (required with it).", secret=True

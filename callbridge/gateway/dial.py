@@ -133,9 +133,11 @@ async def amd_callback(request: web.Request) -> web.Response:
     detection_ms = int(duration) if duration.isdigit() and len(duration) < 8 else None
     gw.metrics.answered_by.labels(who).inc()
     deadline = time.monotonic() + AMD_WAIT_S
-    while call_sid not in gw.registry.live and call_sid in gw.dialing and time.monotonic() < deadline:  # noqa: ASYNC110 - the stream starts on another request
+    registry = gw.registry
+    while call_sid not in registry.live and call_sid not in registry.ended and time.monotonic() < deadline:  # noqa: ASYNC110 - the stream starts on another request
         await asyncio.sleep(0.05)
-    call = gw.registry.live.get(call_sid)
+    call = registry.live.get(call_sid)
+    ended = call_sid in registry.ended
     data = {"answered_by": who, "detection_ms": detection_ms}
     if call is not None:
         call.note("call.answered_by", **data)
@@ -144,7 +146,7 @@ async def amd_callback(request: web.Request) -> web.Response:
         gw.registry.note(call_sid, "call.answered_by", **data)
         if gw.events is not None:
             gw.events.publish("call.answered_by", call_sid, data)
-        if who.startswith("machine") or who == "fax":
+        if not ended and (who.startswith("machine") or who == "fax"):
             gw.complete_call(call_sid)  # no stream to leave a message on
     log.info("call %s: answered by %s%s", call_sid, who, "" if call is not None else " (no live stream)")
     return web.Response(text="")

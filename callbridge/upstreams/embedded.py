@@ -10,7 +10,10 @@ Turn discipline:
   ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); after that the agent apologises and the call ends
   once the apology has played;
 - a reply that fails half-way keeps what was said (no retry: it would repeat itself);
-- an agent that says goodbye (``agent.ended``) ends the call once its last words played.
+- an agent that says goodbye (``agent.ended``) ends the call once its last words played;
+- on an outbound call (stream parameter ``direction=outbound``) the greeting waits for the
+  callee's first words ("Hello?": their final transcript) or ``OUTBOUND_GREETING_WAIT_S``;
+  the call's own ``greeting`` parameter, when given, replaces the agent's.
 
 Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
 and ``turn`` with the latencies of each answered turn: caller's last speech -> end of

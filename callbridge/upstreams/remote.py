@@ -242,6 +242,11 @@ class RemoteBackend(Backend):
         self.call = call
         self.port.spawn(self._run(), f"{self.provider}")
 
+    @property
+    def outbound(self) -> bool:
+        """An outbound call (``POST /calls``): the callee speaks first ("Hello?")."""
+        return self.call is not None and self.call.parameters.get("direction") == "outbound"
+
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self._enqueue(msg.pcm)
 
