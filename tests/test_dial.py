@@ -329,6 +329,7 @@ async def test_outbound_call_answered_by_a_machine(start_server):
     assert events(result, "voicemail_synthesised")[0]["text"] == message
     voicemail_at = events(result, "voicemail_audio")[0]["t_ms"] / 1000
     assert voicemail_at >= len(machine) / 8000  # after the beep
+    assert voicemail_at * 1000 - events(result, "call.answered_by")[0]["t_ms"] < 3000  # promptly
     assert result.record["stop_reason"] == "the agent ended the call"
     assert result.ended_by == "hangup"  # the <Connect> action after the bridge hung up
     assert api.calls[sid] == "completed"  # completed through the REST API
@@ -362,3 +363,54 @@ async def test_cli_dial_against_a_real_server(start_server, capsys):
         )
         assert "E.164" in capsys.readouterr().err
         assert await asyncio.to_thread(main, ["dial", CALLEE, "--url", url, "--metadata", "{"]) == 2
+
+
+@pytest.mark.slow
+async def test_outbound_callee_who_says_nothing_is_greeted_after_the_wait(start_server):
+    """No "Hello?": the greeting comes after OUTBOUND_GREETING_WAIT_S; a fax ends the call."""
+    api = FakeTwilioApi()
+    api.callee = Callee(audio=[], answered_by="fax", amd_after_s=3.0, hold_s=8, console_token=OPERATOR)
+    async with serve(api.app()) as host:
+        url = await start_server(**_settings(host, outbound_greeting_wait_s=1.0))
+        status, body = await _dial(url, {"to": CALLEE, "from": NUMBER})
+        assert status == 201
+        sid = body["callSid"]
+        played = await asyncio.wait_for(api.played[sid], 40)
+        await until(lambda: api.calls[sid] == "completed", 5)
+    result = played.call
+    names = result.timeline_events()
+    assert "greeting.wait_over" in names and "greeting.heard_callee" not in names
+    started = events(result, "started")[0]["t_ms"]
+    assert events(result, "greeting_audio")[0]["t_ms"] - started >= 1000
+    assert events(result, "call_ending")[0]["reason"] == "a fax machine answered"
+    assert api.calls[sid] == "completed" and result.ended_by == "hangup"
+
+
+@pytest.mark.slow
+async def test_remote_back_ends_let_the_callee_speak_first(start_server):
+    """On an outbound call Vapi's call waits for the user, and Realtime gets no opening
+    greeting; an inbound call of the same server still gets its greeting."""
+    from callbridge.sim.caller import SimulatedCall
+
+    from .fake_vapi import FakeVapi
+    from .remote_fakes import FakeRealtime
+    from .test_upstream_realtime import greetings, realtime_server
+    from .test_upstream_vapi import vapi_server
+
+    def outbound(url: str) -> SimulatedCall:
+        return SimulatedCall(
+            url, hold_s=1.0, direction="outbound-api", webhook_path="/voice/inbound?outbound=1"
+        )
+
+    vapi = FakeVapi()
+    async with vapi.running() as base:
+        url = await vapi_server(start_server, vapi, base)
+        await outbound(url).run()
+    assert vapi.created[0]["assistantOverrides"] == {"firstMessageMode": "assistant-waits-for-user"}
+    realtime = FakeRealtime()
+    async with realtime.running():
+        url = await realtime_server(start_server, realtime)
+        await outbound(url).run()
+        await SimulatedCall(url, hold_s=1.0).run()
+    first, second = realtime.sessions
+    assert not greetings(first) and greetings(second)
