@@ -20,7 +20,9 @@ callbacks about it come back here.
   (``messages.AnsweredBy``: the call's Upstream becomes ``upstreams/voicemail.py``), a fax
   the end of the call, a human (or ``unknown``) the agent, already on the line. A verdict
   for a call whose stream has not started yet waits for it up to ``AMD_WAIT_S``; a machine
-  or fax with no stream by then is hung up through the REST API.
+  or fax with no stream by then is hung up through the REST API. In production mode the
+  verdict is applied only by the shard that carries the call's stream (the callback may
+  reach another: then it is logged and noted, and the agent carries on: a known gap).
 - ``POST /voice/status``: Twilio's ``StatusCallback``: ``twilio.status`` in the call's
   timeline (when the bridge has it); a final status releases the call's ``MAX_CALLS`` slot.
 """
@@ -146,7 +148,13 @@ async def amd_callback(request: web.Request) -> web.Response:
         gw.registry.note(call_sid, "call.answered_by", **data)
         if gw.events is not None:
             gw.events.publish("call.answered_by", call_sid, data)
-        if not ended and (who.startswith("machine") or who == "fax"):
+        stored = None if ended else await gw.store.lookup(call_sid)
+        elsewhere = stored is not None and stored.state != "ended"
+        if elsewhere:  # production mode: another shard carries the stream
+            log.warning(
+                "call %s: AMD verdict %s not applied: its stream is on another process", call_sid, who
+            )
+        elif not ended and (who.startswith("machine") or who == "fax"):
             gw.complete_call(call_sid)  # no stream to leave a message on
     log.info("call %s: answered by %s%s", call_sid, who, "" if call is not None else " (no live stream)")
     return web.Response(text="")
