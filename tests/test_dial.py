@@ -184,6 +184,7 @@ async def test_dial_refuses_bad_requests_and_limits(start_server):
         status, body = await _dial(url, {"to": CALLEE})  # no TWILIO_NUMBER to default to
         assert status == 400 and "TWILIO_NUMBER" in body["error"]
         assert (await _dial(url, {"to": CALLEE, "from": NUMBER, "agent": "nope"}))[0] == 400
+        assert (await _dial(url, {"to": CALLEE, "from": NUMBER, "greeting": "x" * 9000}))[0] == 413
         async with (
             aiohttp.ClientSession() as http,
             http.post(
@@ -227,6 +228,18 @@ async def test_amd_and_status_callbacks_are_signed(start_server):
         bad = {**form, "AnsweredBy": "robot"}
         signature = SignatureChecker.sign(TOKEN, url + "/voice/amd", bad)
         async with http.post(url + "/voice/amd", data=bad, headers={"X-Twilio-Signature": signature}) as resp:
+            assert resp.status == 400
+        done = {"AccountSid": ACCOUNT, "CallSid": "CA" + "1" * 32, "CallStatus": "completed"}
+        signature = SignatureChecker.sign(TOKEN, url + "/voice/status", done)
+        async with http.post(
+            url + "/voice/status", data=done, headers={"X-Twilio-Signature": signature}
+        ) as resp:
+            assert resp.status == 200
+        odd = {**done, "CallStatus": "exploded"}
+        signature = SignatureChecker.sign(TOKEN, url + "/voice/status", odd)
+        async with http.post(
+            url + "/voice/status", data=odd, headers={"X-Twilio-Signature": signature}
+        ) as resp:
             assert resp.status == 400
 
 

@@ -103,6 +103,8 @@ class CallSupervisor(Actor):
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
         self.conversation = conversation or Conversation()
+        self.voicemail = False
+        """An answering machine took the call: the Upstream is leaving the message."""
         self.playback = m.Playback()
         """What the caller hears of the agent: this supervisor's, told to ``PLAYBACK_TO``."""
         self.backend = upstreams.choose(settings, start.parameters)
@@ -181,7 +183,8 @@ class CallSupervisor(Actor):
     def receiveMsg_AnsweredBy(self, msg: m.AnsweredBy) -> None:
         """A machine: cut what plays and have the Upstream leave the voicemail message; a
         fax: end the call; a human (or ``unknown``): the agent carries on."""
-        if msg.answered_by.startswith("machine"):
+        if msg.answered_by.startswith("machine") and not self.voicemail:
+            self.voicemail = True  # once: a second verdict must not cut the message
             dropped_s = self.io.clear()
             cut = self.conversation.next_utterance - 1
             self.ctx.tell("codec", m.Interrupted(cut, -1))
