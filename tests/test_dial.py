@@ -427,3 +427,20 @@ async def test_remote_back_ends_let_the_callee_speak_first(start_server):
         await SimulatedCall(url, hold_s=1.0).run()
     first, second = realtime.sessions
     assert not greetings(first) and greetings(second)
+
+
+def test_voicemail_text_falls_back_from_setting_to_call_to_agent():
+    from callbridge.agents.base import create_agent
+    from callbridge.config import Settings
+    from callbridge.upstreams.base import Conversation
+    from callbridge.upstreams.voicemail import voicemail_text
+
+    desk = Conversation(agent=create_agent("desk", call_sid="CA" + "0" * 32))
+    own = {"greeting": "Hi, it's the office."}
+    assert voicemail_text(Settings(voicemail_message="Call us back."), desk, own) == "Call us back."
+    assert voicemail_text(Settings(), desk, own) == "Hi, it's the office."
+    assert voicemail_text(Settings(), desk, {}) == (desk.agent.greeting() or Settings().speech.greeting)
+    assert (
+        voicemail_text(Settings(greeting="Hello from us."), Conversation(), {"greeting": " "})
+        == "Hello from us."
+    )
