@@ -444,3 +444,30 @@ def test_voicemail_text_falls_back_from_setting_to_call_to_agent():
         voicemail_text(Settings(greeting="Hello from us."), Conversation(), {"greeting": " "})
         == "Hello from us."
     )
+
+
+@pytest.mark.slow
+async def test_machine_on_a_remote_back_end_gets_the_voicemail_too(start_server):
+    """OpenAI Realtime has the call (mu-law passed through); a machine answers: the session
+    is ended and the bridge itself says the message, then completes the call."""
+    from .remote_fakes import FakeRealtime
+    from .test_upstream_realtime import realtime_server
+
+    api, fake = FakeTwilioApi(), FakeRealtime()
+    api.callee = Callee(
+        audio=[], answered_by="machine_end_silence", amd_after_s=1.5, hold_s=12, console_token=OPERATOR
+    )
+    async with serve(api.app()) as host, fake.running():
+        url = await realtime_server(
+            start_server, fake, **_settings(host, voicemail_message="Please call us back.")
+        )
+        status, body = await _dial(url, {"to": CALLEE, "from": NUMBER})
+        assert status == 201
+        played = await asyncio.wait_for(api.played[body["callSid"]], 40)
+        await until(lambda: api.calls[body["callSid"]] == "completed", 5)
+        (session,) = fake.sessions
+        await asyncio.wait_for(session.closed.wait(), 5)  # the Realtime session ended
+    result = played.call
+    assert events(result, "voicemail_synthesised")[0]["text"] == "Please call us back."
+    assert result.record["stop_reason"] == "the agent ended the call" and result.ended_by == "hangup"
+    assert api.calls[body["callSid"]] == "completed"
