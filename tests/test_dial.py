@@ -471,3 +471,31 @@ async def test_machine_on_a_remote_back_end_gets_the_voicemail_too(start_server)
     assert events(result, "voicemail_synthesised")[0]["text"] == "Please call us back."
     assert result.record["stop_reason"] == "the agent ended the call" and result.ended_by == "hangup"
     assert api.calls[body["callSid"]] == "completed"
+
+
+@pytest.mark.slow
+async def test_upstream_restart_while_leaving_the_voicemail_leaves_it_again(start_server):
+    api = FakeTwilioApi()
+    api.callee = Callee(
+        audio=[], answered_by="machine_end_beep", amd_after_s=1.0, hold_s=20, console_token=OPERATOR
+    )
+    message = "This is the dental office. Please call us back about your appointment on Monday."
+    async with serve(api.app()) as host:
+        url = await start_server(**_settings(host, voicemail_message=message, fault_injection=True))
+        status, body = await _dial(url, {"to": CALLEE, "from": NUMBER})
+        assert status == 201
+        sid, auth = body["callSid"], {"Authorization": f"Bearer {OPERATOR}"}
+        async with aiohttp.ClientSession(headers=auth) as http:
+            for _ in range(200):  # until the message is being said
+                async with http.get(f"{url}/calls/{sid}") as resp:
+                    record = await resp.json() if resp.status == 200 else {}
+                if any(e["event"] == "voicemail_audio" for e in record.get("timeline", [])):
+                    break
+                await asyncio.sleep(0.05)
+            async with http.post(f"{url}/calls/{sid}/fault?child=upstream") as resp:
+                assert resp.status == 200
+        played = await asyncio.wait_for(api.played[sid], 40)
+    result = played.call
+    assert len(events(result, "child_restarted")) == 1
+    assert len(events(result, "voicemail.left")) == 2  # said again by the restarted Upstream
+    assert result.record["stop_reason"] == "the agent ended the call" and result.ended_by == "hangup"

@@ -155,6 +155,8 @@ class CallSupervisor(Actor):
         )
         if cls.role in PLAYBACK_TO:  # a restarted child carries on from what is playing
             self.ctx.tell(cls.role, self.playback)
+        if cls.role == "upstream" and self.voicemail:  # restarted while leaving the message: again
+            self.ctx.tell("upstream", m.LeaveVoicemail(self.conversation.next_utterance - 1))
 
     def _played(self, playback: m.Playback, to: tuple[str, ...] = PLAYBACK_TO) -> None:
         if playback is not self.playback:
