@@ -499,8 +499,8 @@ class EventOptions:
     url: str = option(
         "",
         "EVENTS_URL",
-        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended`, `recording.ready` here as signed"
-        " JSON.",
+        "POST the call's events here as signed JSON: `call.started`, `transcript.final`, `agent.reply`,"
+        " `tool.called`, `call.transferred`, `call.answered_by`, `recording.ready`, `call.ended`.",
     )
     secret: str = option(
         "", "EVENTS_SECRET", "HMAC-SHA256 key for `EVENTS_URL` (required with it).", secret=True
@@ -643,6 +643,9 @@ class TelephonyOptions:
                 raise ConfigError(f"TRANSFER_TO: {exc}") from None
 
 
+MACHINE_DETECTION = ("DetectMessageEnd", "Enable", "off")
+
+
 @dataclass(frozen=True)
 class OutboundOptions:
     """Outbound calls placed by the bridge (``POST /calls``, ``callbridge dial``)."""
@@ -651,8 +654,40 @@ class OutboundOptions:
     voicemail_message: str = option(
         "",
         "VOICEMAIL_MESSAGE",
-        "Left after the beep when an answering machine takes an outbound call. Unset: the agent's greeting.",
+        "Left after the beep when an answering machine takes an outbound call. Unset: the call's `greeting`,"
+        " else the agent's.",
     )
+    machine_detection: str = option(
+        "DetectMessageEnd",
+        "MACHINE_DETECTION",
+        "Twilio's answering-machine detection on outbound calls (asynchronous: the agent is on the line at"
+        " once): `DetectMessageEnd` (a machine is reported after its greeting, at the beep: the voicemail"
+        " message is left then), `Enable` (reported as soon as known: the message may start over the"
+        " greeting) or `off`.",
+    )
+    greeting_wait_s: float = option(
+        3.0,
+        "OUTBOUND_GREETING_WAIT_S",
+        'On an outbound call the embedded agent waits for the callee to speak first ("Hello?") and greets'
+        " once they have; if they say nothing for this long it greets anyway. 0: greet at once.",
+    )
+    dial_rate: float = option(
+        1.0,
+        "DIAL_RATE",
+        "Outbound calls per second the bridge places (`POST /calls`, all callers together; a token bucket);"
+        " past it 429 with `Retry-After`. 0: no limit.",
+    )
+    dial_burst: int = option(5, "DIAL_BURST", "Outbound calls that may be placed at once within `DIAL_RATE`.")
+
+    def __post_init__(self) -> None:
+        check(
+            self.machine_detection in MACHINE_DETECTION,
+            f"MACHINE_DETECTION must be one of {', '.join(MACHINE_DETECTION)}, not {self.machine_detection!r}",
+        )
+        in_range("OUTBOUND_GREETING_WAIT_S", self.greeting_wait_s, 0, 30)
+        in_range("DIAL_RATE", self.dial_rate, 0, 1000)
+        in_range("DIAL_BURST", self.dial_burst, 1, 1000)
+        check(len(self.voicemail_message) <= 1000, "VOICEMAIL_MESSAGE must be at most 1000 characters")
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .gateway.ignored import KINDS as IGNORED_KINDS
+from .outbound import ANSWERED_BY
 
 disable_created_metrics()  # no *_created series: they double the output for no use here
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("agent_hangup", "caller_hangup", "failed", "refused", "disconnected")
+OUTBOUND_OUTCOMES = ("placed", "refused_busy", "refused_rate", "twilio_error")
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_TOOL_LABELS = 64
@@ -129,6 +131,22 @@ class Metrics:
         self.upstream_reconnects = Counter(
             "callbridge_upstream_reconnects", "Reconnections of a remote voice-AI back end.", registry=r
         )
+        self.outbound = Counter(
+            "callbridge_outbound_calls",
+            "Outbound call requests (POST /calls), by outcome: placed, refused_busy, refused_rate, twilio_error.",
+            ["outcome"],
+            registry=r,
+        )
+        for name in OUTBOUND_OUTCOMES:
+            self.outbound.labels(name)
+        self.answered_by = Counter(
+            "callbridge_answered_by",
+            "Outbound calls by who answered, as Twilio's answering-machine detection reports it.",
+            ["answered_by"],
+            registry=r,
+        )
+        for name in ANSWERED_BY:
+            self.answered_by.labels(name)
         self.voice_to_voice = Histogram(
             "callbridge_voice_to_voice_seconds",
             "Caller's last speech frame -> agent's first frame sent, per answered turn.",

@@ -13,8 +13,10 @@ from typing import ClassVar
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from callbridge.gateway.security import SignatureChecker
+from callbridge.sim.callee import Callee, OutboundResult, play_outbound
 from callbridge.sim.caller import SimulatedCall
 
 ACCOUNT = "AC" + "0" * 32  # the simulator's AccountSid
@@ -22,6 +24,8 @@ TOKEN = "twilio-token"
 
 
 Route = Callable[..., web.Response]
+POSTED = web.RequestKey("posted", MultiDictProxy)
+"""A request's form as posted, repeated fields and all."""
 
 
 class FakeTwilioApi:
@@ -50,8 +54,14 @@ class FakeTwilioApi:
         self.human_talk_s = 0.5
         self.callbacks_lost = False
         """Status callbacks never arrive (sent to the wrong place, lost on the way)."""
-        self.placed: dict[str, dict[str, str]] = {}
-        """Calls placed through ``Calls.json``, by their new CallSid: the request's form."""
+        self.created: dict[str, dict[str, str]] = {}
+        """Calls placed through ``Calls.json``, by their new CallSid: the request's form
+        (a repeated field such as ``StatusCallbackEvent``: its values, space-separated)."""
+        self.callee: Callee | None = None
+        """Who picks up the calls created with a ``Url`` (an outbound call to the bridge's
+        webhook, ``callbridge.sim.callee``); None: they stay queued."""
+        self.played: dict[str, asyncio.Task[OutboundResult]] = {}
+        """CallSid -> the simulator playing it (``callbridge.sim.callee``)."""
         self.heard: dict[str, list[str]] = {}
         """What each placed call's callee heard (``<Say>``), by CallSid."""
         self.rooms: dict[str, str] = {}
@@ -89,7 +99,8 @@ class FakeTwilioApi:
         if request.method == "POST":
             if request.content_type != "application/x-www-form-urlencoded":
                 return self._error(400, "expected a form body", None)
-            for k, v in (await request.post()).items():  # a repeated field: its values, space-separated
+            posted = request[POSTED] = await request.post()  # repeated fields: request[POSTED].getall
+            for k, v in posted.items():  # a repeated field: its values, space-separated
                 form[k] = f"{form[k]} {v!s}" if k in form else str(v)
         self.requests.append((request.method, request.path, {**form, **request.query}, auth))
         self.agents.add(request.headers.get("User-Agent", "").split(" ")[0].split("/")[0])
@@ -236,49 +247,8 @@ class FakeTwilioApi:
             return self._error(404, f"The requested resource {request.path} was not found", 20404)
         return web.json_response({"sid": sid, "account_sid": ACCOUNT, "status": self.calls[sid]})
 
-    # -- calls placed by the bridge (a warm transfer's call to the human) ----------------
-
-    def _create_call(self, request: web.Request, form: dict[str, str]) -> web.Response:
-        """``Calls.json``: ``To`` (E.164 or sip:), ``From`` (one of the account's numbers,
-        for a number ``To``), ``Twiml`` or ``Url``, ``Timeout`` 1-600, ``StatusCallback``
-        absolute, ``StatusCallbackEvent`` of initiated/ringing/answered/completed."""
-        to, from_ = form.get("To", ""), form.get("From", "")
-        if not to:
-            return self._error(400, "A 'To' phone number is required.", 21201)
-        if not (E164.match(to) or to.startswith("sip:")):
-            return self._error(400, f"The 'To' number {to[:40]} is not a valid phone number.", 21211)
-        if not from_:
-            return self._error(400, "A 'From' phone number is required.", 21213)
-        if from_ not in self.numbers:
-            return self._error(
-                400, f"The source phone number provided, {from_[:40]}, is not yet verified", 21210
-            )
-        if ("Twiml" in form) == ("Url" in form):
-            return self._error(400, "Either Url or Twiml (not both) is required", 21205)
-        if "Twiml" in form:
-            problem = twiml_problem(form["Twiml"])
-            if problem is not None:
-                return self._error(400, problem[1], problem[0])
-        timeout = form.get("Timeout", "60")
-        if not timeout.isdigit() or not 1 <= int(timeout) <= 600:
-            return self._error(400, f"Timeout must be 1-600, not {timeout[:20]!r}", 21216)
-        callback = form.get("StatusCallback", "")
-        if callback and not callback.startswith(("http://", "https://")):
-            return self._error(400, f"StatusCallback is not a valid URL: {callback[:80]}", 21609)
-        if form.get("StatusCallbackMethod", "POST") not in ("GET", "POST"):
-            return self._error(400, "StatusCallbackMethod must be GET or POST", 21610)
-        wanted = set(form.get("StatusCallbackEvent", "").split())
-        if wanted - {"initiated", "ringing", "answered", "completed"}:
-            return self._error(400, f"StatusCallbackEvent has an unknown event: {sorted(wanted)}", 21626)
-        sid = "CA" + secrets.token_hex(16)
-        self.calls[sid] = "queued"
-        self.placed[sid] = form
-        task = asyncio.get_running_loop().create_task(self._callee(sid, form, wanted))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return web.json_response(
-            {"sid": sid, "account_sid": ACCOUNT, "to": to, "from": from_, "status": "queued"}, status=201
-        )
+    # -- calls placed by the bridge: a warm transfer's call to the human (``Twiml``), an
+    # outbound call to the bridge's webhook (``Url``) -------------------------------------
 
     async def _callee(self, sid: str, form: dict[str, str], wanted: set[str]) -> None:
         """The placed call, as Twilio and the callee play it (``human``)."""
@@ -328,6 +298,91 @@ class FakeTwilioApi:
         headers = {"X-Twilio-Signature": SignatureChecker.sign(TOKEN, url, params)}
         async with aiohttp.ClientSession() as http, http.post(url, data=params, headers=headers) as resp:
             self.callbacks.append((url, params, resp.status))
+
+    CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
+    MACHINE_DETECTION = ("Enable", "DetectMessageEnd")
+
+    def _create_call(self, request: web.Request, form: dict[str, str]) -> web.Response:
+        """``POST Calls.json``, as strict as Twilio: ``To`` and ``From`` required (21201,
+        21213) and E.164 (21211, 21212), ``From`` a number of the account (21210); ``Url``
+        or ``Twiml`` (or ``ApplicationSid``) required, ``Url`` absolute http(s) (21205);
+        methods GET or POST; ``StatusCallback`` a URL (21609) and each
+        ``StatusCallbackEvent`` one of ``CALL_EVENTS`` (21626); ``MachineDetection`` one of
+        ``MACHINE_DETECTION`` (21234), ``AsyncAmd`` true or false, its callback a URL,
+        POST only; ``Twiml`` valid TwiML (``twiml_problem``); ``Timeout`` 1-600 (21216).
+        Answers 201 with the call resource (``status: queued``), then plays the call: with
+        ``Twiml``, the human ``human`` says (``_callee``); with ``Url`` and a ``callee``,
+        the outbound call to the bridge (``play_outbound``)."""
+
+        def bad(code: int, message: str) -> web.Response:
+            return self._error(400, message, code)
+
+        def url(value: str) -> bool:
+            return value.startswith(("http://", "https://")) and len(value) <= 4096
+
+        to, from_ = form.get("To", ""), form.get("From", "")
+        if not to:
+            return bad(21201, "No 'To' number is specified")
+        if not from_:
+            return bad(21213, "No 'From' number is specified")
+        if not (E164.match(to) or to.startswith("sip:")):
+            return bad(21211, f"Invalid 'To' Phone Number: {to[:40]}")
+        if not E164.match(from_):
+            return bad(21212, f"Invalid 'From' Phone Number: {from_[:40]}")
+        if from_ not in self.numbers:
+            return bad(
+                21210, f"The source phone number provided, {from_}, is not yet verified for your account."
+            )
+        if not any(form.get(k) for k in ("Url", "Twiml", "ApplicationSid")):
+            return bad(21205, "Url parameter is required.")
+        if "Url" in form and not url(form["Url"]):
+            return bad(21205, f"Url is not a valid URL: {form['Url'][:80]}")
+        if "Twiml" in form:
+            problem = twiml_problem(form["Twiml"])
+            if problem is not None:
+                return self._error(400, problem[1], problem[0])
+        timeout = form.get("Timeout", "60")
+        if not timeout.isdigit() or not 1 <= int(timeout) <= 600:
+            return bad(21216, f"Timeout must be 1-600, not {timeout[:20]!r}")
+        for key in ("Method", "StatusCallbackMethod", "FallbackMethod"):
+            if form.get(key, "POST") not in ("GET", "POST"):
+                return bad(21200 if key == "Method" else 21609, f"{key} must be GET or POST")
+        if "StatusCallback" in form and not url(form["StatusCallback"]):
+            return bad(21609, f"Invalid 'StatusCallback': {form['StatusCallback'][:80]}")
+        events = request[POSTED].getall("StatusCallbackEvent", [])
+        if any(e not in self.CALL_EVENTS for e in events):
+            return bad(21626, "Invalid 'StatusCallbackEvent'")
+        if form.get("MachineDetection", "Enable") not in self.MACHINE_DETECTION:
+            return bad(21234, "Invalid Machine Detection configuration value")
+        if form.get("AsyncAmd", "false") not in ("true", "false"):
+            return bad(21234, "AsyncAmd must be true or false")
+        if "AsyncAmdStatusCallback" in form and not url(form["AsyncAmdStatusCallback"]):
+            return bad(21609, "Invalid 'AsyncAmdStatusCallback'")
+        if form.get("AsyncAmdStatusCallbackMethod", "POST") != "POST":
+            return bad(21609, "AsyncAmdStatusCallbackMethod must be POST")
+        sid = "CA" + secrets.token_hex(16)
+        self.calls[sid] = "queued"
+        self.created[sid] = form
+        if "Twiml" in form:
+            task = asyncio.get_running_loop().create_task(self._callee(sid, form, set(events)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif self.callee is not None:
+            self.played[sid] = asyncio.get_running_loop().create_task(
+                play_outbound(form, events, sid, ACCOUNT, TOKEN, self.callee)
+            )
+        resource = {
+            "sid": sid,
+            "account_sid": ACCOUNT,
+            "to": to,
+            "from": from_,
+            "status": "queued",
+            "direction": "outbound-api",
+            "answered_by": None,
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json",
+        }
+        return web.json_response(resource, status=201)
 
     ROUTES: ClassVar[list[tuple[str, re.Pattern[str], Route]]] = [
         ("POST", re.compile(r"Calls/(\w+)/Recordings\.json"), _start_recording),

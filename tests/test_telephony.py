@@ -166,7 +166,7 @@ async def test_warm_transfer_briefs_the_human_then_joins_them(start_server):
     assert conference is not None and conference.text == room
     assert conference.get("startConferenceOnEnter") == "false"
     assert conference.get("waitUrl") == "https://hold.example.com/music.mp3"
-    [(human, form)] = api.placed.items()
+    [(human, form)] = api.created.items()
     assert (form["To"], form["From"], form["Timeout"]) == ("+15551112222", NUMBER, "20")
     assert form["StatusCallbackEvent"].split() == ["answered", "completed"]
     assert api.heard[human] == [summary]  # the summary first, then the conference
@@ -211,7 +211,7 @@ async def test_warm_transfer_without_any_callback_gives_up_and_brings_the_caller
     async with bridge(start_server, api, transfer_ring_s=5) as url:
         warm = {"mode": "warm", "to": "+15551112222"}
         _, result = await act_on_a_call(url, api, "transfer", warm, 60.0, hold_s=25.0)
-    [human] = api.placed
+    [human] = api.created
     assert api.calls[human] == "canceled"  # the bridge stopped it ringing
     assert telephony.NOT_ANSWERED in result.heard and len(result.streams) == 2
     assert [e["outcome"] for e in timeline(result.record, "call.transferred")] == ["holding", "timeout"]

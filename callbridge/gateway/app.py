@@ -7,7 +7,8 @@ Routes: ``POST /voice/inbound`` (webhook), ``GET /media`` (Media Streams),
 ``POST /twilio/recording-status`` (``gateway/recording_routes.py``), ``POST
 /calls/{callSid}/transfer``, ``/dtmf`` and ``/hangup`` (telephony actions on a live call,
 ``gateway/telephony.py``), ``POST /voice/transfer`` (Twilio's requests about a transfer),
-and, only with ``FAULT_INJECTION``,
+``POST /calls`` (an outbound call) with Twilio's callbacks about it, ``POST /voice/amd`` and
+``POST /voice/status`` (``gateway/dial.py``), and, only with ``FAULT_INJECTION``,
 ``POST /calls/{callSid}/fault?child=ROLE`` (``ROLE`` a child actor, or ``socket`` to drop
 the stream without a close frame); the console and ``/metrics``
 (``gateway/console.py``). ``/calls``, the console and ``/metrics`` are operator endpoints:
@@ -34,6 +35,7 @@ from . import reaper
 from .calls import Call
 from .console import add_console_routes, check_origin, operator_only
 from .context import GATEWAY, Gateway
+from .dial import add_dial_routes
 from .media import media_socket
 from .recording_routes import add_recording_routes
 from .store import CallStore
@@ -292,6 +294,7 @@ def create_app(settings: Settings | None = None, store: CallStore | None = None)
     )
     add_console_routes(app)
     add_recording_routes(app)
+    add_dial_routes(app)
     if settings.server.fault_injection:
         app.add_routes([web.post("/calls/{call_sid}/fault", inject_fault)])
         log.warning("FAULT_INJECTION is on: POST /calls/{callSid}/fault can crash call actors")

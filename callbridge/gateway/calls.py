@@ -222,6 +222,10 @@ class Call:
     def dtmf(self, digit: str) -> None:
         self.dispatcher.tell("supervisor", m.DtmfReceived(digit))
 
+    def answered_by(self, who: str) -> None:
+        """Twilio's answering-machine detection said who took this outbound call."""
+        self.dispatcher.tell("supervisor", m.AnsweredBy(who))
+
     def abort(self) -> None:
         """Drop the stream's connection at once, as a crash would (fault injection)."""
         if self.transport is not None:

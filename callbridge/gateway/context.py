@@ -18,7 +18,7 @@ from .access import FAILED_AUTH_BURST, FAILED_AUTH_RATE, ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
 from .hub import Hub
-from .limits import LogTally, SourceRates, SourceSlots, source_address
+from .limits import LogTally, SourceRates, SourceSlots, TokenBucket, source_address
 from .recordings import Recordings
 from .security import SignatureChecker, StreamTokens, public_base
 from .store import CallStore, LocalStore
@@ -73,6 +73,12 @@ class Gateway:
     webhook_base: str = ""
     """The public base URL of Twilio's latest signed webhook (the telephony actions' TwiML
     points back here when ``PUBLIC_URL`` is not set)."""
+    dialing: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """Outbound calls placed (``POST /calls``) whose webhook has not come yet: CallSid ->
+    when (monotonic s). They count against ``MAX_CALLS`` until it comes, Twilio reports
+    them over, or ``gateway.dial.DIALING_S`` passed."""
+    dial_rate: TokenBucket | None = None
+    """Outbound calls placed, all callers together (``DIAL_RATE``)."""
     telephony: Telephony = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +107,11 @@ class Gateway:
             auth_failures=SourceRates(FAILED_AUTH_RATE, FAILED_AUTH_BURST),
             socket_slots=SourceSlots(settings.limits.max_sockets_per_source),
             events=EventPoster(settings.events.url, settings.events.secret) if settings.events.url else None,
+            dial_rate=(
+                TokenBucket(settings.outbound.dial_rate, settings.outbound.dial_burst, time.monotonic())
+                if settings.outbound.dial_rate > 0
+                else None
+            ),
             twilio=(
                 TwilioRest(settings.twilio.account_sid, settings.twilio.auth_token, settings.twilio.api_url)
                 if settings.twilio.account_sid and settings.twilio.auth_token

@@ -9,6 +9,9 @@ async client (``AsyncTwilioHttpClient``, ``*_async`` methods) on the event loop.
 - ``call_out(to, from_, twiml, ...)``: a new call (``Calls.json``) running ``twiml`` when
   answered, with a status callback (a warm transfer's call to the human).
 - ``status(call_sid)``, ``cancel(call_sid)``: how a call placed so is doing; stop it ringing.
+- ``create_call(Dial)``: place an outbound call (``POST /calls``): ``Calls.json`` with
+  ``Url`` (the bridge's webhook), status callbacks and asynchronous answering-machine
+  detection.
 - ``point_number(number, voice_url)``: find the account's number (list
   ``IncomingPhoneNumbers`` by ``PhoneNumber``) and set its ``VoiceUrl``, at start.
 - ``start_recording(call_sid, callback_url)``: create a dual-channel Recording of the
@@ -27,7 +30,7 @@ the API's base in each request and nothing else.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -46,7 +49,28 @@ _quiet.setLevel(logging.WARNING)  # the library logs every request and header at
 
 
 class TwilioError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """Twilio's HTTP status when it answered (a 4xx: it refused the request)."""
+
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+"""The call progress events an outbound call's ``StatusCallback`` is told of."""
+
+
+@dataclass(frozen=True)
+class Dial:
+    """One outbound call as Twilio's ``Calls.json`` takes it. ``machine_detection``:
+    ``Enable``, ``DetectMessageEnd`` or "" (none); with one, detection is asynchronous and
+    its verdict goes to ``amd_callback``."""
+
+    to: str
+    from_: str
+    url: str
+    status_callback: str
+    amd_callback: str
+    machine_detection: str = "DetectMessageEnd"
 
 
 def _worth_retrying(error: BaseException) -> bool:
@@ -109,7 +133,9 @@ class TwilioRest:
         except GaveUp as exc:
             error = exc.last
             if isinstance(error, TwilioRestException):
-                raise TwilioError(f"{what} answered {error.status}: {str(error.msg)[:200]}") from None
+                raise TwilioError(
+                    f"{what} answered {error.status}: {str(error.msg)[:200]}", error.status
+                ) from None
             raise TwilioError(f"{what}: {type(error).__name__}: {str(error)[:200]}") from None
 
     async def complete(self, call_sid: str) -> str:
@@ -119,6 +145,34 @@ class TwilioRest:
             f"completing {call_sid}", lambda: calls(call_sid).update_async(status="completed")
         )
         return str(call.status or "")
+
+    async def create_call(self, dial: Dial) -> tuple[str, str]:
+        """Place ``dial``; returns the new call's (Sid, status) as Twilio reports them. Not
+        retried on a 5xx or a lost answer (``RETRY`` would place a second call)."""
+        calls = self._twilio().calls
+        amd: dict[str, Any] = {}
+        if dial.machine_detection:
+            amd = {
+                "machine_detection": dial.machine_detection,
+                "async_amd": "true",
+                "async_amd_status_callback": dial.amd_callback,
+                "async_amd_status_callback_method": "POST",
+            }
+        call = await self._call(
+            f"calling {dial.to}",
+            lambda: calls.create_async(
+                to=dial.to,
+                from_=dial.from_,
+                url=dial.url,
+                method="POST",
+                status_callback=dial.status_callback,
+                status_callback_event=list(STATUS_EVENTS),
+                status_callback_method="POST",
+                **amd,
+            ),
+            once=True,
+        )
+        return str(call.sid), str(call.status or "")
 
     async def point_number(self, number: str, voice_url: str) -> str:
         """Set the Voice URL of ``number`` (E.164); returns the number's Sid."""

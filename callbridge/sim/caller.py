@@ -182,7 +182,11 @@ class SimulatedCall:
         webhook_path: str = "/voice/inbound",
         allow_ws: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        direction: str = "inbound",
     ) -> None:
+        """``direction``: Twilio's ``Direction`` (``outbound-api`` for a call placed through
+        the REST API: ``callbridge.sim.callee``); ``webhook_path`` may carry a query."""
+        self.direction = direction
         self.allow_ws = allow_ws
         """``ws://`` Stream URLs: see ``check_stream_url`` (Twilio itself never allows them)."""
         self.ssl_context = ssl_context
@@ -260,7 +264,7 @@ class SimulatedCall:
             "CallStatus": status,
             "Called": self.to_number,
             "Caller": self.from_number,
-            "Direction": "inbound",
+            "Direction": self.direction,
             "From": self.from_number,
             "To": self.to_number,
         }

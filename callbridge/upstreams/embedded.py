@@ -15,7 +15,11 @@ Turn discipline:
 - tools: before each reply the agent is bound to the call's ``CallTools`` (``calltools``)
   and the user's served tools (``TOOLS_URL``, ``usertools``); a tool's filler is spoken
   in turn with the reply (after what was already said of it), and the time a tool runs
-  does not count against ``AGENT_TIMEOUT_S``.
+  does not count against ``AGENT_TIMEOUT_S``;
+- a recorded call (``RECORDING``) starts with ``RECORDING_NOTICE``, said before the greeting;
+- on an outbound call (stream parameter ``direction=outbound``) the greeting waits for the
+  callee's first words ("Hello?": their final transcript) or ``OUTBOUND_GREETING_WAIT_S``;
+  the call's own ``greeting`` parameter, when given, replaces the agent's.
 
 Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
 and ``turn`` with the latencies of each answered turn: caller's last speech -> end of
@@ -124,6 +128,10 @@ class EmbeddedBackend(Backend):
         self.tools = CallTools(port, "", self._filler, self.retry.timeout_s)
         self.reply_utterance: Utterance | None = None
         """The reply being spoken, while its agent may still add to it."""
+        self.greeting = ""
+        """The call's own greeting (stream parameter ``greeting``, from ``POST /calls``)."""
+        self.awaiting_hello: asyncio.Task[None] | None = None
+        """An outbound call's greeting, waiting for the callee to speak first."""
 
     # -- call events ---------------------------------------------------------------------
 
@@ -133,19 +141,41 @@ class EmbeddedBackend(Backend):
         if conv.agent is None:
             conv.agent = agent_for(self.settings, call.call_sid)
         self.listener.listen_for(conv.agent.vocabulary())
-        if not conv.greeted:
-            conv.greeted = True
-            recordings = self.settings.recordings
-            if recordings.mode != "off" and recordings.notice.strip():  # said before anything else
-                self._said(self.speaker.say(recordings.notice, "recording_notice"), recordings.notice)
-            greeting = conv.agent.greeting() or self.settings.speech.greeting
-            if greeting.strip():
-                self._said(self.speaker.say(greeting, "greeting"), greeting)
+        self.greeting = call.parameters.get("greeting", "")
+        wait_s = self.settings.outbound.greeting_wait_s
+        if not conv.greeted and call.parameters.get("direction") == "outbound" and wait_s > 0:
+            # Someone picks up and says "Hello?": greet them once they have (``heard``),
+            # or after ``OUTBOUND_GREETING_WAIT_S`` of them saying nothing, not over them.
+            self.awaiting_hello = self.port.spawn(self._greet_after(wait_s), "greeting_wait")
+            self.port.note("greeting.waiting", wait_s=wait_s)
+        elif not conv.greeted:
+            self._greet()
         elif conv.resume_say:  # resumed on a new stream: repeat what the caller missed
             text, conv.resume_say = conv.resume_say, None
             self._said(self.speaker.say(text, "resume_repeat"), text)
             if conv.hang_up_after is not None and conv.last_said is not None:
                 conv.hang_up_after = conv.last_said[0]
+
+    def _greet(self, why: str = "") -> None:
+        conv = self.conversation
+        assert conv.agent is not None
+        conv.greeted = True
+        if self.awaiting_hello is not None:
+            self.awaiting_hello.cancel()
+            self.awaiting_hello = None
+            self.port.note("greeting.heard_callee" if why == "heard" else "greeting.wait_over")
+        recordings = self.settings.recordings
+        if recordings.mode != "off" and recordings.notice.strip():  # said before anything else
+            self._said(self.speaker.say(recordings.notice, "recording_notice"), recordings.notice)
+        greeting = self.greeting or conv.agent.greeting() or self.settings.speech.greeting
+        if greeting.strip():
+            self._said(self.speaker.say(greeting, "greeting"), greeting)
+
+    async def _greet_after(self, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
+        self.awaiting_hello = None  # this task: not cancelled by the greeting it starts
+        self.port.note("greeting.wait_over")
+        self._greet()
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now(), filler=msg.filler)
@@ -170,6 +200,9 @@ class EmbeddedBackend(Backend):
 
     def stop(self) -> None:
         self.listener.stop()
+        if self.awaiting_hello is not None:
+            self.awaiting_hello.cancel()
+            self.awaiting_hello = None
 
     def speech_rejected(self) -> None:
         """The turn in progress is the agent's own echo: drop it, transcribe nothing."""
@@ -199,6 +232,10 @@ class EmbeddedBackend(Backend):
         """A final transcript (from the listener). Empty ones (noise) start no turn, and
         none does once the agent has said goodbye."""
         if not heard.text or self.conversation.hang_up_after is not None:
+            return
+        if self.awaiting_hello is not None:  # the callee's "Hello?": answered by the greeting
+            self.conversation.history.append(Turn("caller", heard.text))
+            self._greet("heard")
             return
         self.pending.append(heard)
         if self.turn_task is None or self.turn_task.done():

@@ -301,7 +301,7 @@ class RealtimeBackend(RemoteBackend):
         if not conv.greeted:
             conv.greeted = True
             greeting = self.settings.speech.greeting.strip()
-            if greeting:
+            if greeting and not self.outbound:  # outbound: the model answers the callee's "Hello?"
                 self.send_json(greet(greeting))
 
     async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:

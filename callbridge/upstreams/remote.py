@@ -320,6 +320,11 @@ class RemoteBackend(Backend):
         self.tool_context = CallTools(self.port, call.call_sid, self._filler, None)
         self.port.spawn(self._run(), f"{self.provider}")
 
+    @property
+    def outbound(self) -> bool:
+        """An outbound call (``POST /calls``): the callee speaks first ("Hello?")."""
+        return self.call is not None and self.call.parameters.get("direction") == "outbound"
+
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self._enqueue(msg.pcm)
 

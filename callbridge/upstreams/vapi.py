@@ -203,7 +203,8 @@ class VapiBackend(RemoteBackend):
                     f"Vapi call {self.open_call} could not be ended ({self.release_error}); not starting a second one"
                 )
         url = self.options.api_url.rstrip("/") + "/call"
-        body = create_call_body(self.options, reconnect=self.conversation.greeted)
+        # A reconnect, or an outbound call (the callee says "Hello?" first): wait for the user.
+        body = create_call_body(self.options, reconnect=self.conversation.greeted or self.outbound)
         async with self.new_http().post(url, json=body, headers=self._api_headers()) as resp:
             if resp.status >= 300:
                 raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
