@@ -333,8 +333,13 @@ class FakeTwilioApi:
             return bad(
                 21210, f"The source phone number provided, {from_}, is not yet verified for your account."
             )
-        if not any(form.get(k) for k in ("Url", "Twiml", "ApplicationSid")):
+        given = [k for k in ("Url", "Twiml", "ApplicationSid") if form.get(k)]
+        if not given:
             return bad(21205, "Url parameter is required.")
+        if len(given) > 1:
+            return bad(
+                21205, f"Only one of Url, Twiml and ApplicationSid may be given, not {' and '.join(given)}"
+            )
         if "Url" in form and not url(form["Url"]):
             return bad(21205, f"Url is not a valid URL: {form['Url'][:80]}")
         if "Twiml" in form:
