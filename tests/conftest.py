@@ -12,12 +12,18 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from callbridge.cli import Server
 from callbridge.config import Settings
 from callbridge.speech.tts import EspeakTTS
 from callbridge.testing.audio import speech
 from callbridge.testing.nodes import ProdNode
+
+# Property tests check behaviour, not speed (speed lives in bench/): no per-example deadline,
+# which a loaded CI machine (more workers than cores) would otherwise trip.
+hypothesis_settings.register_profile("callbridge", deadline=None)
+hypothesis_settings.load_profile("callbridge")
 
 MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
