@@ -139,13 +139,21 @@ async def reply_text(agent: Agent, transcript: str, history: Sequence[Turn] = ()
 def create_agent(kind: str = "desk", **config: Any) -> Agent:
     """Build one agent for one call.
 
-    ``kind``: ``desk`` (default, offline), ``openai`` (needs ``base_url`` and ``model``) or
-    ``webhook`` (needs ``url``). ``config`` entries whose value is None are dropped, so
-    unset settings can be passed straight through. Unknown kinds, missing required settings
-    and unknown settings raise ``ValueError`` naming them.
+    ``kind``: ``desk`` (default, offline), ``openai`` (needs ``base_url`` and ``model``),
+    ``webhook`` (needs ``url``), or ``package.module:Name``, your own agent
+    (``agents/loader.py``; it gets ``call_sid`` only). ``config`` entries whose value is None
+    are dropped, so unset settings can be passed straight through. Unknown kinds, missing
+    required settings and unknown settings raise ``ValueError`` naming them.
     """
-    kind = (kind or "desk").strip().lower()
     config = {k: v for k, v in config.items() if v is not None}
+    if ":" in (kind or ""):
+        from .loader import build
+
+        unknown = sorted(set(config) - {"call_sid"})
+        if unknown:
+            raise ValueError(f"agent {kind!r}: unknown setting(s) {', '.join(unknown)}; accepted: call_sid")
+        return build(kind.strip(), str(config.get("call_sid", "")))
+    kind = (kind or "desk").strip().lower()
     cls: type[Agent]
     required: tuple[str, ...]
     if kind == "desk":
