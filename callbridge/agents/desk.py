@@ -29,8 +29,8 @@ Policy (documented decisions):
 - ``greeting()`` is None unless ``greeting=`` is given: the configured greeting is used.
 - A caller who asks for a person ("can I talk to someone", "a real person please", "an
   operator") is put through when ``transfer_to`` (``TRANSFER_TO``) is set: the desk says a
-  short handover line, and once it has been handed over runs the ``transfer_call`` tool
-  (cold) in the call; if that fails the caller is told and the desk carries on. Without
+  short handover line, then (in the same reply) runs the ``transfer_call`` tool (cold) in
+  the call; if that fails the caller is told so, and the desk carries on. Without
   ``transfer_to`` it says it cannot put them through and offers what it can do.
 """
 
@@ -46,7 +46,6 @@ from ..speech.vocabulary import Vocabulary
 from .base import Agent, Turn, split_pieces
 from .desk_parse import WEEKDAYS, DayRef, Intent, PartOfDay, TimeRef, parse, resolve_time
 from .desk_vocabulary import desk_vocabulary
-from .followup import FollowUps
 
 FALLBACK = "Sorry, I can book, move or cancel an appointment. What would you like to do?"
 HELP = (
@@ -302,7 +301,6 @@ class DeskAgent(Agent):
         self._log: list[str] = []
         self.transfer_to = transfer_to or None
         self._transfer_asked = False
-        self.followups = FollowUps()
 
     # -- Agent interface --
 
@@ -336,22 +334,20 @@ class DeskAgent(Agent):
         transfer, self._transfer_asked = self._transfer_asked, False
         for piece in split_pieces(text):
             yield piece
-        if transfer:  # the handover line has been handed over whole (no barge-in cut it)
-            self.followups.start(self._transfer(), "desk transfer")
+        if transfer:  # the handover line is out (a barge-in over it closes this reply first)
+            outcome = await self.use_tool(
+                "transfer_call", {"to": self.transfer_to, "mode": "cold", "summary": self._summary()}
+            )
+            self._log.append(f"transfer: {'ok' if outcome.ok else outcome.error[:100]}")
+            if not outcome.ok:
+                yield " " + TRANSFER_FAILED
 
-    async def aclose(self) -> None:
-        await self.followups.aclose()
-
-    async def _transfer(self) -> None:
+    def _summary(self) -> str:
+        """What the person taking the call is told (a warm transfer would say it)."""
         summary = "The caller asked for a person."
         if self.bookings:
             summary += " Booked: " + ", ".join(say_when(b, self.today) for b in self.bookings) + "."
-        outcome = await self.use_tool(
-            "transfer_call", {"to": self.transfer_to, "mode": "cold", "summary": summary}
-        )
-        self._log.append(f"transfer: {'ok' if outcome.ok else outcome.error[:100]}")
-        if not outcome.ok and self.context is not None:
-            self.context.say(TRANSFER_FAILED)
+        return summary
 
     # -- the conversation --
 

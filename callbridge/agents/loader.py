@@ -70,7 +70,7 @@ def load_factory(spec: str) -> Factory:
             raise ConfigError(f"{where}: {attr_path} is abstract (it does not implement {missing})")
     elif not callable(target):
         raise ConfigError(
-            f"{where}: {attr_path} is a {type(target).__name__}, not an Agent subclass or a factory"
+            f"{where}: {attr_path} is neither an Agent subclass nor a factory (it is of type {type(target).__name__})"
         )
     return target
 
@@ -92,5 +92,7 @@ def build(spec: str, call_sid: str = "") -> Agent:
     except Exception as exc:
         raise AgentError(f"AGENT={spec}: creating the agent failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(agent, Agent):
-        raise AgentError(f"AGENT={spec} returned a {type(agent).__name__}, not a callbridge.agents.Agent")
+        raise AgentError(
+            f"AGENT={spec} returned an object of type {type(agent).__name__}, not a callbridge.agents.Agent"
+        )
     return agent

@@ -22,9 +22,9 @@ checked (``actions.check``) when the answer arrives:
 - ``{"type": "transfer", "to"?, "mode"?: "cold"|"warm", "summary"?}`` and
   ``{"type": "send_dtmf", "digits"}`` are carried out in order once the text has been
   handed to the voice, through the telephony tools (``transfer_call``, ``send_dtmf``: the
-  call's ``ToolContext.act``, timed out, noted as ``tool.called``), in the background
-  (``followup.FollowUps``: the next turn is not held up), stopping at the first that fails.
-  Barge-in over the text cancels them.
+  call's ``ToolContext.act``, timed out, noted as ``tool.called``), as the end of the same
+  reply (the next turn waits for them), stopping at the first that fails. A barge-in over
+  the text ends the reply, and with it the actions not yet started.
 - ``{"type": "hang_up", "reason"?}`` is ``end_call: true``: the call ends once the text
   has played (never mid-sentence, and never while a transfer it also asked for is on).
 
@@ -59,7 +59,6 @@ from ..speech.vocabulary import Vocabulary
 from ._http import check_url, excerpt, redact, session_scope
 from .base import Agent, AgentError, Turn, split_pieces
 from .desk_vocabulary import desk_vocabulary
-from .followup import FollowUps
 from .signing import signed_headers
 
 MAX_BODY_BYTES = 64 * 1024
@@ -127,7 +126,6 @@ class WebhookAgent(Agent):
         self._ended = False
         self._turns = 0
         self._warned = False
-        self.followups = FollowUps()
 
     def vocabulary(self) -> Vocabulary:
         """The desk's, as before vocabularies came from the agent: the general model costs
@@ -173,10 +171,7 @@ class WebhookAgent(Agent):
         for piece in split_pieces(cap_text(text, self.max_text_chars)):
             yield piece
         if todo:  # the text has been handed over whole: now the actions
-            self.followups.start(self._carry_out(todo), "webhook actions")
-
-    async def aclose(self) -> None:
-        await self.followups.aclose()
+            await self._carry_out(todo)
 
     def _checked(self, asked: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         """The answer's actions that pass ``actions.check`` (a hang-up sets ``ended``); each
