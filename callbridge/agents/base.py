@@ -21,6 +21,14 @@ Contract (what the Upstream can rely on):
   back end gives the agent the call's ``ToolContext`` (``bind``); ``use_tool`` runs a tool
   through it (``callbridge.tools.run_tool``: checked, timed out, noted).
 - ``aclose()`` releases what the agent holds (a no-op for most agents).
+
+Your own agent (``AGENT=package.module:Name``, ``loader.py``; docs/agents.md): a subclass,
+or a factory returning one, imported and checked at start-up; one instance per call,
+built as ``Name()`` or ``Name(call_sid=...)``. It runs on the event loop of the process
+that carries the call, so it must never block. An exception other than ``AgentError`` from
+``reply`` is a bug: it fails the call's Upstream actor, which the supervisor restarts with
+the same agent (that turn goes unanswered). A barge-in closes the reply's generator at its
+``yield``: code after it (a transfer after the handover line) does not run.
 """
 
 from __future__ import annotations

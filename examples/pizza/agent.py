@@ -103,10 +103,13 @@ VOCABULARY = Vocabulary(
 
 
 def order_number(text: str) -> str | None:
-    """The order number in what the caller said ("one two three", "123"), or None."""
+    """The order number in what the caller said ("one two three", "123"), or None. The
+    shop's numbers have three digits: of a longer run the last three are taken (a word
+    before the number heard as a digit: "number is one two three" as "number eight one two
+    three")."""
     digits = "".join(DIGIT_WORDS.get(w, w if w.isdigit() else " ") for w in text.lower().split())
     runs = digits.split()
-    return runs[-1] if runs else None
+    return runs[-1][-3:] if runs else None
 
 
 class PizzaAgent(Agent):
