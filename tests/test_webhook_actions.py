@@ -6,6 +6,7 @@ noted and logged once. The user's endpoint is a real HTTP server on loopback."""
 from __future__ import annotations
 
 import logging
+from importlib.util import find_spec
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from aiohttp import web
 
 from callbridge.agents import AgentError, reply_text
 from callbridge.agents.webhook import MAX_ACTIONS
+from callbridge.sim.caller import SimulatedCall
 from tests import test_agent_webhook
+from tests.conftest import events, speech_8k
 from tests.test_agent_webhook import Endpoint, agent_for
 from tests.toolcontext import RecordingContext
 
@@ -136,3 +139,35 @@ async def test_a_malformed_action_list_is_an_agent_error(hook, actions, error):
     answering(hook, text="Hi.", actions=actions)
     with pytest.raises(AgentError, match=error):
         await reply_text(agent_for(hook), "hi")
+
+
+BINDS = find_spec("callbridge.upstreams.calltools") is not None
+"""Whether the embedded back end binds the call's ToolContext (issue 18's agents branch)."""
+
+
+@pytest.mark.slow
+async def test_actions_in_a_call(start_server, aiohttp_server):
+    """A real call through the simulator: a bad action and DTMF on the first turn, a hang-up on
+    the second; the call ends once the goodbye has played."""
+    answers = [
+        {"text": "Pressing one.", "actions": [{"type": "teleport"}, {"type": "send_dtmf", "digits": "1"}]},
+        {"text": "Goodbye!", "actions": [{"type": "hang_up"}]},
+    ]
+
+    async def turn(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answers.pop(0) if answers else {"text": "Okay."})
+
+    app = web.Application()
+    app.router.add_post("/turn", turn)
+    server = await aiohttp_server(app)
+    url = await start_server(greeting="Hi.", agent="webhook", agent_webhook_url=str(server.make_url("/turn")))
+    audio = [speech_8k("can I talk to someone"), speech_8k("thank you goodbye")]
+    result = await SimulatedCall(url, audio=audio, polite=True, hold_s=6).run()
+    assert [e["text"] for e in events(result, "agent.reply")] == ["Pressing one.", "Goodbye!"]
+    assert result.record["stop_reason"] == "the agent ended the call"
+    if BINDS:  # the call's context is bound: the bad action is noted, the DTMF reached the gateway
+        assert [e["type"] for e in events(result, "agent.action")] == ["teleport"]
+        assert [e["name"] for e in events(result, "tool.called")] == ["send_dtmf"]
+    else:
+        assert events(result, "tool.called") == []
