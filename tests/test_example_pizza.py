@@ -5,7 +5,10 @@ vocabulary)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from examples.pizza.agent import PizzaAgent, order_number
 from tests.conftest import events, speech_8k
 from tests.toolcontext import RecordingContext
 
+ROOT = Path(__file__).resolve().parent.parent
 AGENT = "examples.pizza.agent:PizzaAgent"
 TURNS = ["order number one two three", "thank you goodbye"]
 
@@ -92,3 +96,29 @@ async def test_the_example_agent_runs_its_tool_in_a_call(start_server):
     called = events(result, "tool.called")
     assert [(e["name"], e["ok"]) for e in called] == [("order_status", True)], called
     assert events(result, "agent.reply")[0]["text"].startswith("Order 1 2 3 is in the oven.")
+
+
+@pytest.mark.slow
+def test_the_readme_command_places_a_call(tmp_path):
+    """``python -m examples.pizza`` from the checkout's root, as the example's README says."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "examples.pizza",
+            "--say",
+            "thank you goodbye",
+            "--record",
+            str(tmp_path / "c.wav"),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (
+        'agent.reply            text="Thanks for calling Mario\'s. Enjoy your pizza. Goodbye!"' in run.stdout
+    )
+    assert (tmp_path / "c.wav").stat().st_size > 8000
