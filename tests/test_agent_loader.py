@@ -13,8 +13,10 @@ import pytest
 from callbridge.agents.base import AgentError, create_agent, reply_text
 from callbridge.agents.loader import build, load_factory
 from callbridge.config import ConfigError, Settings
+from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.embedded import agent_for
 from examples.pizza.agent import PizzaAgent
+from tests.conftest import events, speech_8k
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,3 +158,46 @@ def test_the_example_loads_from_the_checkout():
     load_factory.cache_clear()
     assert load_factory("examples.pizza.agent:PizzaAgent") is PizzaAgent
     assert isinstance(build("examples.pizza.agent:PizzaAgent", "CA1"), PizzaAgent)
+
+
+FLAKY = textwrap.dedent(
+    '''
+    from callbridge.agents import Agent
+    from callbridge.agents.desk_vocabulary import desk_vocabulary
+
+    class Flaky(Agent):
+        """Its first reply is a bug (a KeyError); its second answers."""
+
+        def __init__(self):
+            self.turns = 0
+
+        def vocabulary(self):
+            return desk_vocabulary()
+
+        def greeting(self):
+            return "Flaky here."
+
+        async def reply(self, transcript, history):
+            self.turns += 1
+            if self.turns == 1:
+                raise KeyError("a bug")
+            self._ended = True
+            yield f"Turn {self.turns}. Goodbye!"
+    '''
+)
+
+
+@pytest.mark.slow
+async def test_a_bug_in_your_agent_costs_the_turn_not_the_call(start_server, tmp_path, monkeypatch):
+    """As docs/agents.md says: the Upstream actor is restarted with the same agent object,
+    the failed turn goes unanswered, and the next one is answered."""
+    (tmp_path / "flakyagent.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_factory.cache_clear()
+    url = await start_server(agent="flakyagent:Flaky")
+    audio = [speech_8k("can I talk to someone"), speech_8k("thank you goodbye")]
+    result = await SimulatedCall(url, audio=audio, polite=True, reply_timeout_s=4.0, hold_s=6).run()
+    restarts = [e for e in events(result, "child_restarted") if e["child"] == "upstream"]
+    assert len(restarts) == 1 and "KeyError" in restarts[0]["error"], restarts
+    assert [e["text"] for e in events(result, "agent.reply")] == ["Turn 2. Goodbye!"]
+    assert result.record["stop_reason"] == "the agent ended the call"
