@@ -35,7 +35,11 @@ MONDAY = dt.date(2025, 3, 10)
         "put me through to reception",
         "i want to talk to the receptionist about my appointment",
         "operator please",
-        "hello someone",  # "can i talk to someone" as the recogniser sometimes hears it
+        # as the recogniser hears espeak's voice over the phone at times
+        "hello someone",
+        "a real thirty please",
+        "talk to a real thirty",
+        "can the to a human",
     ],
 )
 def test_asking_for_a_person(text):

@@ -755,9 +755,13 @@ _PERSON = _rx(
     r"operator",
     r"receptionist",
     r"representative",
-    r"someone",  # only asking for a person puts these words in the desk's vocabulary
+    # only asking for a person puts these words in the desk's vocabulary: alone, or beside a
+    # misheard word ("a real thirty please", "can the someone"), they still ask for one
+    r"someone",
     r"somebody",
     r"person",
+    r"real",
+    r"(?:talk|speak|speaking|talking) (?:to|with)",
     r"transfer me",
     r"put me through",
     r"connect me",
