@@ -506,7 +506,8 @@ class EventOptions:
     url: str = option(
         "",
         "EVENTS_URL",
-        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON.",
+        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended`, `recording.ready` here as signed"
+        " JSON.",
     )
     secret: str = option(
         "", "EVENTS_SECRET", "HMAC-SHA256 key for `EVENTS_URL` (required with it).", secret=True
@@ -597,7 +598,8 @@ class ToolOptions:
     url: str = option(
         "",
         "TOOLS_URL",
-        "Your tools' endpoint: the agent's model may call them; each call is POSTed here as signed JSON.",
+        "Your tools' endpoint (docs/backends.md): their definitions are fetched from it once (a signed "
+        "`GET`), and each call the agent's model makes is POSTed to it as signed JSON.",
     )
     secret: str = option(
         "", "TOOLS_SECRET", "HMAC-SHA256 key for `TOOLS_URL` (required with it).", secret=True
@@ -617,8 +619,28 @@ class TelephonyOptions:
         "TRANSFER_TO",
         "Where `transfer_call` connects the caller by default: an E.164 number or a sip: URI. Unset: no default.",
     )
+    hold_music_url: str = option(
+        "",
+        "TRANSFER_HOLD_URL",
+        "What a caller waiting for a warm transfer hears: the conference's `waitUrl` (TwiML or an "
+        "audio file, http(s)). Unset: Twilio's default hold music.",
+    )
+    ring_timeout_s: int = option(
+        20,
+        "TRANSFER_RING_S",
+        "Seconds the human's phone rings before a transfer counts as not answered (Twilio's `timeout`).",
+    )
+    handover_wait_s: float = option(
+        4.0,
+        "TRANSFER_HANDOVER_WAIT_S",
+        "At most this long a transfer, DTMF or hang-up waits for the agent's audio to finish playing.",
+    )
 
     def __post_init__(self) -> None:
+        if self.hold_music_url:
+            http_url("TRANSFER_HOLD_URL", self.hold_music_url)
+        in_range("TRANSFER_RING_S", self.ring_timeout_s, 5, 120)
+        in_range("TRANSFER_HANDOVER_WAIT_S", self.handover_wait_s, 0, 30)
         if self.transfer_to:
             from .actions import ActionError, check_destination
 
@@ -646,7 +668,40 @@ class RecordingOptions:
 
     title: ClassVar[str] = "Recording"
     mode: str = option(
-        "off", "RECORDING", "`off`, `local` (a stereo WAV per call in `RECORDINGS_DIR`) or `twilio`."
+        "off",
+        "RECORDING",
+        "`off`, `local` (the bridge writes a stereo WAV per call into `RECORDINGS_DIR`: caller left, agent"
+        " right as played; docs/recording.md) or `twilio` (Twilio's own dual-channel recording, started "
+        "through its REST API; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`).",
+    )
+    dir: str = option(
+        "recordings",
+        "RECORDINGS_DIR",
+        "`RECORDING=local`: where the WAV files go (created if missing; shared by every shard of a prod node).",
+        flat="recordings_dir",
+    )
+    max_mb: float = option(
+        1024.0,
+        "RECORDINGS_MAX_MB",
+        "`RECORDING=local`: the cap on the files in `RECORDINGS_DIR`; past it the oldest recordings are "
+        "removed first (checked as each recording ends, and every minute).",
+    )
+    retention_h: float = option(
+        720.0,
+        "RECORDINGS_RETENTION_H",
+        "`RECORDING=local`: recordings older than this many hours are removed (0: kept until the cap).",
+    )
+    max_call_s: float = option(
+        3600.0,
+        "RECORDINGS_MAX_CALL_S",
+        "`RECORDING=local`: a call longer than this stops recording (the timeline says so); one file is at "
+        "most this many seconds x 32 KB.",
+    )
+    notice: str = option(
+        "",
+        "RECORDING_NOTICE",
+        "Said before the greeting of a recorded call (`RECORDING` not `off`), e.g. `This call is recorded.`"
+        " Spoken by the embedded back end; a remote back end's opening line is its own.",
     )
 
     def __post_init__(self) -> None:
@@ -654,6 +709,11 @@ class RecordingOptions:
             self.mode in ("off", "local", "twilio"),
             f"RECORDING must be off, local or twilio, not {self.mode!r}",
         )
+        check(bool(self.dir.strip()), "RECORDINGS_DIR must not be empty")
+        in_range("RECORDINGS_MAX_MB", self.max_mb, 1, 10_000_000)
+        in_range("RECORDINGS_RETENTION_H", self.retention_h, 0, 24 * 365 * 10)
+        in_range("RECORDINGS_MAX_CALL_S", self.max_call_s, 1, 24 * 3600)
+        check(len(self.notice) <= 500, "RECORDING_NOTICE must be at most 500 characters")
 
 
 GROUPS: dict[str, type[Any]] = {
@@ -747,6 +807,10 @@ class Settings:
         check(
             self.server.mode != "prod" or bool(t.auth_token),
             "prod mode requires TWILIO_AUTH_TOKEN (signature checks)",
+        )
+        check(
+            self.recordings.mode != "twilio" or bool(t.account_sid and t.auth_token),
+            "RECORDING=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (Twilio's REST API)",
         )
 
     def replace(self, **flat: Any) -> Settings:

@@ -267,6 +267,15 @@ class ActionDone(Message):
     outcome: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class HangUpAfterPlayed(Message):
+    """Gateway (a remote back end's server-URL request) -> Upstream: end the call once
+    what the agent is saying has played (its goodbye)."""
+
+    system: ClassVar[bool] = True
+    reason: str
+
+
 # --- control -----------------------------------------------------------------------
 
 
@@ -365,6 +374,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Playback,
     CallAction,
     ActionDone,
+    HangUpAfterPlayed,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

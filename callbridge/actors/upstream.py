@@ -89,6 +89,9 @@ class Upstream(Actor):
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         self.backend.stop()
 
+    def receiveMsg_HangUpAfterPlayed(self, msg: m.HangUpAfterPlayed) -> None:
+        self.backend.hang_up_requested(msg.reason)
+
     def receiveMsg_ActionDone(self, msg: m.ActionDone) -> None:
         done = self.pending.get(msg.request)
         if done is not None and not done.done():

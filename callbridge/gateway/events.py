@@ -1,5 +1,7 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
-``agent.reply``, ``call.ended``.
+``agent.reply``, ``tool.called`` (``name``, ``ok``, ``duration_ms``, ``error`` when it
+failed), ``call.ended``, ``recording.ready``, ``call.transferred`` (``to``, ``mode``,
+``outcome``).
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -37,7 +39,10 @@ PUBLISHED = {
     "started": "call.started",
     "transcript.final": "transcript.final",
     "agent.reply": "agent.reply",
+    "tool.called": "tool.called",
     "stopped": "call.ended",
+    "recording.ready": "recording.ready",
+    "call.transferred": "call.transferred",
 }
 """Timeline event -> published event name."""
 

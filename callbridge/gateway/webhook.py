@@ -43,6 +43,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from ..actions import E164
 from ..codecs.mediastreams import SID_RE
 from ..upstreams import BACKENDS
 from .context import GATEWAY
@@ -78,11 +79,20 @@ def _say_and_hang_up(text: str) -> web.Response:
     return web.Response(text=str(response), content_type="text/xml")
 
 
+def line_of(params: dict[str, str]) -> str:
+    """The account's number on this call (``To`` of an inbound call, ``From`` of one the
+    bridge placed), or "": what a warm transfer calls the human from."""
+    number = params.get("From" if params.get("Direction", "").startswith("outbound") else "To", "")
+    return number if E164.match(number) else ""
+
+
 def _attempt(text: str) -> int:
     return min(int(text), 1000) if text.isascii() and text.isdigit() and len(text) < 6 else 0
 
 
-async def voice_inbound(request: web.Request) -> web.Response:
+async def signed_form(request: web.Request) -> dict[str, str]:
+    """The form of a request from Twilio, after the checks every Twilio webhook gets (rate,
+    size, content type, signature, CallSid); raises the HTTP error otherwise."""
     gw = request.app[GATEWAY]
     source = gw.source(request)
     if not gw.webhook_rates.allow(source, time.monotonic()):
@@ -121,6 +131,15 @@ async def voice_inbound(request: web.Request) -> web.Response:
     if not SID_RE.match(call_sid):
         log.warning("webhook from %s refused: missing or invalid CallSid", request.remote)
         raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    gw.webhook_base = base
+    return params
+
+
+async def voice_inbound(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    params = await signed_form(request)
+    call_sid = params["CallSid"]
+    base = gw.public_base(request)
     upstream = request.query.get("upstream")
     if upstream is not None and upstream not in BACKENDS:
         log.warning("webhook from %s refused: unknown upstream %r", request.remote, upstream[:40])
@@ -170,6 +189,9 @@ async def voice_inbound(request: web.Request) -> web.Response:
         stream.parameter(name="resume", value="1")
     if upstream is not None:
         stream.parameter(name="upstream", value=upstream)
+    line = line_of(params)
+    if line:
+        stream.parameter(name="line", value=line)
     response.append(connect)
     log.info(
         "call %s: webhook answered from %s%s",
@@ -178,3 +200,25 @@ async def voice_inbound(request: web.Request) -> web.Response:
         " (resume)" if resume else "",
     )
     return web.Response(text=str(response), content_type="text/xml")
+
+
+async def voice_transfer(request: web.Request) -> web.Response:
+    """``POST /voice/transfer?caller=CA...&leg=dial|human``: Twilio's requests about a
+    transfer (``gateway/telephony.py``), checked like the voice webhook (the query is signed
+    with the URL). ``leg=dial``: a cold transfer's ``<Dial action>`` (``DialCallStatus``),
+    answered with the TwiML that follows; ``leg=human``: the status callback of a warm
+    transfer's call to the human (``CallStatus``), answered with an empty document. An
+    unknown caller or leg: 400; a warm transfer no longer waiting: 200, ignored."""
+    gw = request.app[GATEWAY]
+    params = await signed_form(request)
+    caller, leg = request.query.get("caller", ""), request.query.get("leg", "")
+    if not SID_RE.match(caller) or leg not in ("dial", "human"):
+        raise web.HTTPBadRequest(text="caller must be a CallSid and leg dial or human\n")
+    if leg == "dial":
+        status = params.get("DialCallStatus", "")[:40]
+        log.info("call %s: transfer: dial %s", caller, status or "?")
+        return web.Response(text=await gw.telephony.dial_ended(caller, status), content_type="text/xml")
+    status = params.get("CallStatus", "")[:40]
+    known = gw.telephony.human_status(caller, params["CallSid"], status)
+    log.info("call %s: warm transfer: %s%s", caller, status or "?", "" if known else " (not waiting)")
+    return web.Response(text=str(VoiceResponse()), content_type="text/xml")

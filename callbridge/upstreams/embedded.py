@@ -10,7 +10,12 @@ Turn discipline:
   ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); after that the agent apologises and the call ends
   once the apology has played;
 - a reply that fails half-way keeps what was said (no retry: it would repeat itself);
-- an agent that says goodbye (``agent.ended``) ends the call once its last words played.
+- an agent that says goodbye (``agent.ended``), or whose tool asks to hang up (``end_call``),
+  ends the call once its last words played;
+- tools: before each reply the agent is bound to the call's ``CallTools`` (``calltools``)
+  and the user's served tools (``TOOLS_URL``, ``usertools``); a tool's filler is spoken
+  in turn with the reply (after what was already said of it), and the time a tool runs
+  does not count against ``AGENT_TIMEOUT_S``.
 
 Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
 and ``turn`` with the latencies of each answered turn: caller's last speech -> end of
@@ -36,9 +41,11 @@ from ..options import ConfigError
 from ..retry import Failure, RetryPolicy
 from ..speech import vad
 from ..speech.stt import get_recognizer
+from ..usertools import load_served, served_tools
 from .base import Backend, BackendSpec, Conversation, Port
+from .calltools import CallTools
 from .listener import Heard, Listener
-from .speaker import APOLOGY, FALLBACK, Speaker, Utterance, shared_tts
+from .speaker import APOLOGY, FALLBACK, GOODBYE, Speaker, Utterance, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -56,6 +63,7 @@ async def prewarm(settings: Settings) -> None:
         agent = agent_for(settings, "CAprewarm")
     except AgentError as exc:  # your own agent's factory failed or returned no Agent
         raise ConfigError(str(exc)) from None
+    await load_served(settings.tools)
     await get_recognizer(agent.vocabulary(), decoders=settings.speech.stt_decoders).prewarm()
 
 
@@ -120,16 +128,23 @@ class EmbeddedBackend(Backend):
         self.turn_times: dict[int, _TurnTimes] = {}
         self.reply_turns: dict[int, int] = {}
         """utterance -> index of its agent turn in the history (for truncation)."""
+        self.tools = CallTools(port, "", self._filler, self.retry.timeout_s)
+        self.reply_utterance: Utterance | None = None
+        """The reply being spoken, while its agent may still add to it."""
 
     # -- call events ---------------------------------------------------------------------
 
     def start(self, call: m.CallStarted) -> None:
         conv = self.conversation
+        self.tools = CallTools(self.port, call.call_sid, self._filler, self.retry.timeout_s)
         if conv.agent is None:
             conv.agent = agent_for(self.settings, call.call_sid)
         self.listener.listen_for(conv.agent.vocabulary())
         if not conv.greeted:
             conv.greeted = True
+            recordings = self.settings.recordings
+            if recordings.mode != "off" and recordings.notice.strip():  # said before anything else
+                self._said(self.speaker.say(recordings.notice, "recording_notice"), recordings.notice)
             greeting = conv.agent.greeting() or self.settings.speech.greeting
             if greeting.strip():
                 self._said(self.speaker.say(greeting, "greeting"), greeting)
@@ -212,15 +227,19 @@ class EmbeddedBackend(Backend):
         conv.history.append(Turn("caller", text))
         policy = self.retry
         retries = policy.start()
+        tools = self.tools
         while True:
             utterance = None
             said = ""
+            tools.hang_up_reason = None
+            self.reply_utterance = None
+            agent.bind(tools, served_tools(self.settings.tools))
             try:
                 async with aclosing(agent.reply(text, history)) as pieces:
-                    async for piece in _with_timeout(pieces, policy.timeout_s):
+                    async for piece in _with_timeout(pieces, policy.timeout_s, tools):
                         if utterance is None:
                             times.first_text = self.port.now()
-                            utterance = self.speaker.open("reply")
+                            utterance = self.reply_utterance = self.speaker.open("reply")
                             if utterance is None:
                                 return
                             self.turn_times[utterance.number] = times
@@ -244,6 +263,12 @@ class EmbeddedBackend(Backend):
                 return
             if utterance is None:  # the agent chose to say nothing
                 self.port.note("agent.reply", text="", utterance=None)
+                if tools.hang_up_reason is not None:  # never a silent hang-up
+                    bye = self.speaker.say(GOODBYE, "goodbye")
+                    self._said(bye, GOODBYE)
+                    conv.hang_up_after = bye.number if bye is not None else None
+                    if bye is None:
+                        self.port.end_call(tools.hang_up_reason)
                 return
             utterance.close()
             self._replied(said, utterance.number, agent)
@@ -257,6 +282,14 @@ class EmbeddedBackend(Backend):
         if failure.attempt == 1 and failure.pause_s is not None:
             self.speaker.say(FALLBACK, "fallback")
 
+    def _filler(self, text: str) -> None:
+        """A tool's filler: said next within the reply being spoken, or on its own."""
+        utterance = self.reply_utterance
+        if utterance is not None and not utterance.closed:
+            utterance.interject(text)
+        else:
+            self.speaker.say(text, "filler")
+
     def _said(self, utterance: Utterance | None, text: str) -> None:
         if utterance is not None:
             self.conversation.last_said = (utterance.number, text)
@@ -266,15 +299,23 @@ class EmbeddedBackend(Backend):
         self.reply_turns[utterance] = len(self.conversation.history)
         self.conversation.history.append(Turn("agent", text))
         self.port.note("agent.reply", text=text[:1000], utterance=utterance, state=_small(agent.state()))
-        if agent.ended:
+        if agent.ended or self.tools.hang_up_reason is not None:
             self.conversation.hang_up_after = utterance
 
 
-async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float | None) -> AsyncIterator[str]:
-    """Each next piece must arrive within ``timeout_s`` (raises ``TimeoutError``)."""
+async def _with_timeout(
+    pieces: AsyncIterator[str], timeout_s: float | None, tools: CallTools
+) -> AsyncIterator[str]:
+    """Each next piece must arrive within ``timeout_s`` (raises ``TimeoutError``), not
+    counting the time a tool runs (``CallTools.busy`` moves the deadline)."""
     while True:
         try:
-            piece = await asyncio.wait_for(anext(pieces), timeout_s)
+            async with asyncio.timeout(timeout_s) as deadline:
+                tools.deadline = deadline
+                try:
+                    piece = await anext(pieces)
+                finally:
+                    tools.deadline = None
         except StopAsyncIteration:
             return
         yield piece

@@ -17,6 +17,12 @@ server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
   (final ones go to the timeline), and the end of the call (``hangup``, a ``status-update``
   of ``ended``, or a clean close): the call ends once what the agent said has played.
 
+Telephony: Vapi cannot transfer or hang up a call it does not own, so with
+``phone-call-control`` in the assistant's ``serverMessages`` it asks the server URL
+(``gateway/vapi_actions.py``): a ``forward`` becomes the bridge's ``transfer`` action, a
+``hang-up`` (its ``endCall`` tool) reaches this back end (``hang_up_requested``): the call
+ends once the goodbye has played.
+
 Vapi runs its own VAD and stops talking when the caller does; what it had already sent is
 still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on Vapi
 saying so: our own VAD (``SpeechWatch``, while the agent may be audible) feeds BargeIn
@@ -339,6 +345,17 @@ class VapiBackend(RemoteBackend):
                 self.heard(text)
             elif role == "assistant":
                 self.said(text, self.last_opened or None)
+
+    def hang_up_requested(self, reason: str) -> None:
+        """Vapi delegated the hang-up (``phone-call-control``): the call ends once the
+        goodbye has played; the Vapi call stays up until then and is ended with it
+        (``end-call`` on the socket, as at every end of call)."""
+        self.port.note("upstream.hang_up_requested", provider=self.provider, reason=reason[:200])
+        self.end_utterance()
+        if self.unplayed():
+            self.conversation.hang_up_after = self.last_opened
+        else:
+            self.port.end_call(reason[:200])
 
     def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
         self.turn += 1  # what comes next is a new reply
