@@ -5,7 +5,6 @@ the agent with a recording ``ToolContext``, the recogniser's vocabulary, and rea
 from __future__ import annotations
 
 import datetime as dt
-from importlib.util import find_spec
 
 import pytest
 
@@ -17,9 +16,10 @@ from callbridge.config import Settings
 from callbridge.sim.caller import SimulatedCall
 from callbridge.upstreams.embedded import agent_for
 from tests.conftest import events, speech_8k
+from tests.fake_twilio import FakeTwilioApi
+from tests.test_telephony import DESK, bridge, caller, redirects
 from tests.toolcontext import RecordingContext
 
-DESK = "+15557654321"
 MONDAY = dt.date(2025, 3, 10)
 
 
@@ -136,17 +136,40 @@ async def test_a_caller_asks_for_a_person_and_none_is_there(start_server):
     assert events(result, "tool.called") == []
 
 
+async def _put_through(start_server):
+    api = FakeTwilioApi()
+    async with bridge(start_server, api, greeting="Hi.") as url:
+        call = caller(url, api, audio=[speech_8k("can I talk to someone")], polite=True)
+        result = await call.run()
+    return api, call, result
+
+
+@pytest.mark.slow
+async def test_a_caller_asks_for_a_person_and_is_put_through(start_server):
+    """The whole way: the desk says its handover line and its transfer_call tool has the
+    gateway redirect the live call (Twilio's REST API, the fake) to a <Dial> of TRANSFER_TO,
+    which the simulated call dials."""
+    api, call, result = await _put_through(start_server)
+    said = events(result, "agent.reply")
+    assert said[0]["text"] == HANDOVER, said
+    called = events(result, "tool.called")
+    assert [(e["name"], e["ok"]) for e in called] == [("transfer_call", True)], called
+    assert result.dialed == [("number", DESK)]
+    [document] = redirects(api, call.call_sid)
+    assert [(n.tag, n.text) for n in document[0]] == [("Number", DESK)]
+    assert events(result, "stopped")[0]["reason"] == f"transferred (cold) to {DESK}"
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
-    find_spec("callbridge.upstreams.calltools") is None,
     strict=True,
-    reason="needs the embedded back end to bind the call's ToolContext before a reply "
-    "(upstreams/calltools.py, issue 18's agents branch)",
+    reason="known race: the gateway's handover wait (Call.played_out) finds the writer idle a few ms "
+    "after the line's first audio, before any mark of it is out, and moves the call; the 3 s line "
+    "is not heard",
 )
-async def test_a_caller_asks_for_a_person_and_the_transfer_reaches_the_gateway(start_server):
-    result = await _ask_for_a_person(start_server, transfer_to=DESK)
-    said = [e["text"] for e in events(result, "agent.reply")]
-    assert said[0].startswith(HANDOVER), said
-    called = events(result, "tool.called")
-    # the gateway answered the CallAction (ok once it can transfer, else why it cannot)
-    assert [e["name"] for e in called] == ["transfer_call"], called
+async def test_the_handover_line_is_heard_before_the_call_moves(start_server):
+    _, _, result = await _put_through(start_server)
+    handover = events(result, "agent.reply")[0]["utterance"]
+    played = [e["t_ms"] for e in events(result, "mark_played") if e["name"] == f"u{handover}"]
+    moved = [e["t_ms"] for e in events(result, "call.transferred")]
+    assert played and moved and played[0] <= moved[0], (played, moved)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -85,12 +84,6 @@ async def test_a_call_with_the_example_agent(start_server):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    find_spec("callbridge.upstreams.calltools") is None,
-    strict=True,
-    reason="needs the embedded back end to bind the call's ToolContext before a reply "
-    "(upstreams/calltools.py, issue 18's agents branch)",
-)
 async def test_the_example_agent_runs_its_tool_in_a_call(start_server):
     result = await _call(start_server)
     called = events(result, "tool.called")
