@@ -512,7 +512,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             from .prod.system import serve_prod
 
             return serve_prod(settings)
-        eventloop.run(_serve(settings), settings.server.event_loop)
+        try:
+            eventloop.run(_serve(settings), settings.server.event_loop)
+        except ConfigError as exc:  # found at start-up (your own agent's factory): one line
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "call":
         return eventloop.run(_call(args, audio), settings.server.event_loop)

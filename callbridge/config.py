@@ -23,6 +23,8 @@ from dataclasses import Field, dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
 from . import eventloop
+from .agents.base import AGENT_KINDS
+from .agents.loader import is_agent_path, load_factory
 from .agents.openai_chat import MAX_TOKENS_PARAMS
 from .gateway.vapi_auth import auth_from
 from .options import ConfigError, check, http_url, in_range, option, options_of, parse
@@ -384,7 +386,9 @@ class AgentOptions:
         "desk",
         "AGENT",
         "The embedded pipeline's agent: `desk` (offline appointment desk), `openai` (any "
-        "OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn).",
+        "OpenAI-compatible chat endpoint), `webhook` (your URL answers each turn), or your own Python "
+        "agent as `package.module:Name` (an `Agent` subclass or a factory returning one; imported at "
+        "start, one instance per call: docs/agents.md).",
     )
     openai_base_url: str = option(
         "http://127.0.0.1:8000/v1",
@@ -429,10 +433,13 @@ class AgentOptions:
     )
 
     def __post_init__(self) -> None:
-        check(
-            self.name in ("desk", "openai", "webhook"),
-            f"AGENT must be desk, openai or webhook, not {self.name!r}",
-        )
+        if is_agent_path(self.name):
+            load_factory(self.name)  # ConfigError naming what is wrong
+        else:
+            check(
+                self.name in AGENT_KINDS,
+                f"AGENT must be desk, openai, webhook or package.module:Name, not {self.name!r}",
+            )
         check(self.name != "webhook" or bool(self.webhook_url), "AGENT=webhook needs AGENT_WEBHOOK_URL")
         in_range("OPENAI_MAX_TOKENS", self.openai_max_tokens, 0, 1_000_000)
         check(

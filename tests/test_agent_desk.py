@@ -202,6 +202,7 @@ def test_parse_never_raises(text):
         "availability",
         "repeat",
         "help",
+        "person",
         "abort",
         "none",
     )

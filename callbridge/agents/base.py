@@ -24,6 +24,14 @@ Contract (what the Upstream can rely on):
   context nor the served tools are pickled with the agent (a checkpoint): the next back end
   binds them again.
 - ``aclose()`` releases what the agent holds (a no-op for most agents).
+
+Your own agent (``AGENT=package.module:Name``, ``loader.py``; docs/agents.md): a subclass,
+or a factory returning one, imported and checked at start-up; one instance per call,
+built as ``Name()`` or ``Name(call_sid=...)``. It runs on the event loop of the process
+that carries the call, so it must never block. An exception other than ``AgentError`` from
+``reply`` is a bug: it fails the call's Upstream actor, which the supervisor restarts with
+the same agent (that turn goes unanswered). A barge-in closes the reply's generator at its
+``yield``: code after it (a transfer after the handover line) does not run.
 """
 
 from __future__ import annotations
@@ -160,13 +168,21 @@ async def reply_text(agent: Agent, transcript: str, history: Sequence[Turn] = ()
 def create_agent(kind: str = "desk", **config: Any) -> Agent:
     """Build one agent for one call.
 
-    ``kind``: ``desk`` (default, offline), ``openai`` (needs ``base_url`` and ``model``) or
-    ``webhook`` (needs ``url``). ``config`` entries whose value is None are dropped, so
-    unset settings can be passed straight through. Unknown kinds, missing required settings
-    and unknown settings raise ``ValueError`` naming them.
+    ``kind``: ``desk`` (default, offline), ``openai`` (needs ``base_url`` and ``model``),
+    ``webhook`` (needs ``url``), or ``package.module:Name``, your own agent
+    (``agents/loader.py``; it gets ``call_sid`` only). ``config`` entries whose value is None
+    are dropped, so unset settings can be passed straight through. Unknown kinds, missing
+    required settings and unknown settings raise ``ValueError`` naming them.
     """
-    kind = (kind or "desk").strip().lower()
     config = {k: v for k, v in config.items() if v is not None}
+    if ":" in (kind or ""):
+        from .loader import build
+
+        unknown = sorted(set(config) - {"call_sid"})
+        if unknown:
+            raise ValueError(f"agent {kind!r}: unknown setting(s) {', '.join(unknown)}; accepted: call_sid")
+        return build(kind.strip(), str(config.get("call_sid", "")))
+    kind = (kind or "desk").strip().lower()
     cls: type[Agent]
     required: tuple[str, ...]
     if kind == "desk":

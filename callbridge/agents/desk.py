@@ -27,6 +27,11 @@ Policy (documented decisions):
 - Three misunderstandings in a row: the desk offers to end the call; two more and it does.
 - The conversation history passed to ``reply`` is not needed: the desk keeps its own state.
 - ``greeting()`` is None unless ``greeting=`` is given: the configured greeting is used.
+- A caller who asks for a person ("can I talk to someone", "a real person please", "an
+  operator") is put through when ``transfer_to`` (``TRANSFER_TO``) is set: the desk says a
+  short handover line, then (in the same reply) runs the ``transfer_call`` tool (cold) in
+  the call; if that fails the caller is told so, and the desk carries on. Without
+  ``transfer_to`` it says it cannot put them through and offers what it can do.
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ HELP = (
     "I can book, move or cancel an appointment, or tell you what you have booked. What would you like to do?"
 )
 OFFER_END = "Sorry, I'm having trouble understanding. Would you like to end the call?"
+HANDOVER = "Sure, I'll put you through to a colleague now. Please hold."
+CANNOT_TRANSFER = "Sorry, I can't put you through to a person on this line, but I can book, move or cancel an appointment for you."
+TRANSFER_FAILED = (
+    "Sorry, I couldn't put you through just now. I can still book, move or cancel an appointment for you."
+)
 MAX_MISSES_BEFORE_OFFER = 3
 MAX_MISSES_BEFORE_END = 5
 
@@ -254,6 +264,7 @@ class DeskAgent(Agent):
         "caller",
         "call_sid",
         "greeting",
+        "transfer_to",
     )
 
     def __init__(
@@ -271,6 +282,7 @@ class DeskAgent(Agent):
         caller: str | None = None,
         call_sid: str | None = None,
         greeting: str | None = None,
+        transfer_to: str | None = None,
     ) -> None:
         self.hours = Hours(_as_time(opens), _as_time(closes), _as_days(open_days), int(slot_minutes))
         if not (self.hours.opens < self.hours.closes and 5 <= self.hours.slot_minutes <= 240):
@@ -287,6 +299,8 @@ class DeskAgent(Agent):
         self._misses = 0
         self._last = ""
         self._log: list[str] = []
+        self.transfer_to = transfer_to or None
+        self._transfer_asked = False
 
     # -- Agent interface --
 
@@ -316,8 +330,24 @@ class DeskAgent(Agent):
         return view
 
     async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncGenerator[str, None]:
-        for piece in split_pieces(self.respond(transcript)):
+        text = self.respond(transcript)
+        transfer, self._transfer_asked = self._transfer_asked, False
+        for piece in split_pieces(text):
             yield piece
+        if transfer:  # the handover line is out (a barge-in over it closes this reply first)
+            outcome = await self.use_tool(
+                "transfer_call", {"to": self.transfer_to, "mode": "cold", "summary": self._summary()}
+            )
+            self._log.append(f"transfer: {'ok' if outcome.ok else outcome.error[:100]}")
+            if not outcome.ok:
+                yield " " + TRANSFER_FAILED
+
+    def _summary(self) -> str:
+        """What the person taking the call is told (a warm transfer would say it)."""
+        summary = "The caller asked for a person."
+        if self.bookings:
+            summary += " Booked: " + ", ".join(say_when(b, self.today) for b in self.bookings) + "."
+        return summary
 
     # -- the conversation --
 
@@ -341,6 +371,9 @@ class DeskAgent(Agent):
             return self._last
         if intent.goodbye:
             return self._goodbye(intent)
+        if intent.kind == "person":  # before the state's own reading ("please" is a yes)
+            self._misses = 0
+            return self._person()
         handlers: dict[type, Callable[[Any, Intent], str | None]] = {
             Idle: self._on_idle,
             Collecting: self._on_collecting,
@@ -520,6 +553,17 @@ class DeskAgent(Agent):
         if isinstance(st, Idle) and st.offer in ("", "anything_else"):
             return self._set(Idle("anything_else"), f"{text} Is there anything else?")
         return f"{text} {self._prompt(st)}"
+
+    def _person(self) -> str:
+        """The caller asked for a person: put them through (``reply`` starts the transfer
+        after this line), or say it cannot be done and offer what can."""
+        if self.transfer_to is None:
+            st = self._state
+            if isinstance(st, Idle):
+                return self._set(Idle(), f"{CANNOT_TRANSFER} What would you like to do?")
+            return f"{CANNOT_TRANSFER} {self._prompt(st)}"
+        self._transfer_asked = True
+        return self._set(Idle("anything_else"), HANDOVER)
 
     # -- actions --
 

@@ -252,7 +252,9 @@ FILLERS = {
     "thanks",
 }
 
-Kind = Literal["book", "move", "cancel", "query", "hours", "availability", "repeat", "help", "abort", "none"]
+Kind = Literal[
+    "book", "move", "cancel", "query", "hours", "availability", "repeat", "help", "person", "abort", "none"
+]
 PartOfDay = Literal["morning", "afternoon", "evening"]
 
 
@@ -742,11 +744,27 @@ _HELP = _rx(
     r"menu",
     r"who are you",
     r"what is this",
-    r"human",
-    r"real person",
-    r"a person",
+)
+_PERSON = _rx(
+    r"(?:talk|speak|speaking|talking) (?:to|with) (?:someone|somebody|anyone|anybody|a person|a human|"
+    r"a real person|a live person|an? (?:actual )?(?:human|person|agent|operator|receptionist|representative)|"
+    r"(?:the |a )?(?:front desk|reception|receptionist|manager|staff))",
+    r"(?:real|live|actual) (?:person|human|people)",
+    r"an? (?:person|human)",
+    r"humans?",
     r"operator",
     r"receptionist",
+    r"representative",
+    # only asking for a person puts these words in the desk's vocabulary: alone, or beside a
+    # misheard word ("a real thirty please", "can the someone"), they still ask for one
+    r"someone",
+    r"somebody",
+    r"person",
+    r"real",
+    r"(?:talk|speak|speaking|talking) (?:to|with)",
+    r"transfer me",
+    r"put me through",
+    r"connect me",
 )
 _ABORT = _rx(r"never ?mind", r"forget (?:it|that|about it)", r"scratch that", r"dont bother", r"stop")
 _YES = _rx(
@@ -867,8 +885,10 @@ def parse(text: str) -> Intent:
     consumed = {k for (a, b), _ in days for k in range(a, b)}
     times = find_times(tokens, consumed)
 
-    if _CANCEL.search(s):
-        kind: Kind = "cancel"
+    if _PERSON.search(s):  # "can i talk to someone": before book ("i would like ...")
+        kind: Kind = "person"
+    elif _CANCEL.search(s):
+        kind = "cancel"
     elif _MOVE.search(s):
         kind = "move"
     elif _QUERY.search(s):

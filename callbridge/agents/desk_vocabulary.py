@@ -2,7 +2,8 @@
 
 ``desk_vocabulary()`` is what ``DeskAgent.vocabulary()`` hands the recogniser: replies
 (yes / no / confirm, thanks / goodbye), actions (book / move / reschedule / cancel an
-appointment) and when (Monday..Sunday, today / tomorrow, clock times), ~150 words in all.
+appointment), asking for a person ("can I talk to someone", "a real person please", "an
+operator") and when (Monday..Sunday, today / tomorrow, clock times), ~170 words in all.
 Words outside it cannot be recognised on the desk's calls. Edit the lists here, not in the
 speech layer; every word must be in pocketsphinx's CMU dictionary (the recogniser checks).
 """
@@ -124,6 +125,37 @@ _REPLIES = [
     "hold on",
     "one moment",
 ]
+_PERSON = [
+    "can i talk to someone",
+    "can i speak to someone",
+    "could i speak to someone",
+    "i want to talk to someone",
+    "i need to talk to someone",
+    "i would like to speak to a person",
+    "i would like to talk to someone",
+    "i'd like to talk to a person",
+    "can i talk to a real person",
+    "can i speak to a real person",
+    "i want to speak to a real person",
+    "a real person please",
+    "a real person",
+    "real person",
+    "a person please",
+    "a human please",
+    "a human",
+    "i want a human",
+    "can i speak to a human",
+    "can i talk to a human",
+    "an operator",
+    "operator",
+    "operator please",
+    "can i speak to an operator",
+    "transfer me to a person",
+    "put me through to someone",
+    "can i talk to somebody",
+    "let me speak to the receptionist",
+    "a representative please",
+]
 _ASKS = [
     "what about",
     "how about",
@@ -157,6 +189,14 @@ _TAILS = [
 ]
 
 
+def _person_requests() -> list[str]:
+    """Asking for a person in every phrasing the desk's lists combine (~300 sentences, so the
+    language model gives them weight beside the thousands of booking sentences)."""
+    whos = ["someone", "somebody", "a person", "a real person", "a human", "an operator", "the receptionist"]
+    verbs = ["talk to", "speak to", "speak with"]
+    return [f"{w} {v} {who}".strip() for w in _WANTS for v in verbs for who in whos]
+
+
 def _times() -> list[str]:
     out = [
         "noon",
@@ -188,11 +228,11 @@ def _days() -> list[str]:
 
 
 def desk_corpus(n: int = 6000, seed: int = 0) -> list[str]:
-    """Every reply and action once, then ``n`` random action/day/time combinations
+    """Every reply, request for a person and action once, then ``n`` random action/day/time combinations
     (deterministic for a seed)."""
     rnd = random.Random(seed)
     times, days = _times(), _days()
-    out = list(_REPLIES)
+    out = list(_REPLIES) + _PERSON + _person_requests()
     out += [f"{w} {a}".strip() for w in _WANTS for a in _ACTIONS]
     for _ in range(n):
         day, at, act, want = rnd.choice(days), rnd.choice(times), rnd.choice(_ACTIONS), rnd.choice(_WANTS)

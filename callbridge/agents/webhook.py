@@ -8,11 +8,29 @@ Each caller turn is one ``POST url`` with a JSON body::
 
 and the endpoint answers either ``application/json``::
 
-    {"text": "what to say", "end_call": false, "state": {...}}   # every field optional
+    {"text": "what to say", "end_call": false, "state": {...},      # every field optional
+     "actions": [{"type": "transfer", "to": "+15551234567", "mode": "cold", "summary": "..."},
+                 {"type": "send_dtmf", "digits": "1#"}, {"type": "hang_up"}]}
 
 or ``text/plain`` (the text to say). ``204 No Content`` says nothing. The returned
 ``state`` is kept and sent back on the next turn, so a stateless endpoint can hold the
 conversation's state with us; ``end_call: true`` ends the call after the text plays.
+
+``actions`` are telephony actions (``callbridge.actions``), at most ``MAX_ACTIONS``,
+checked (``actions.check``) when the answer arrives:
+
+- ``{"type": "transfer", "to"?, "mode"?: "cold"|"warm", "summary"?}`` and
+  ``{"type": "send_dtmf", "digits"}`` are carried out in order once the text has been
+  handed to the voice, through the telephony tools (``transfer_call``, ``send_dtmf``: the
+  call's ``ToolContext.act``, timed out, noted as ``tool.called``), as the end of the same
+  reply (the next turn waits for them), stopping at the first that fails. A barge-in over
+  the text ends the reply, and with it the actions not yet started.
+- ``{"type": "hang_up", "reason"?}`` is ``end_call: true``: the call ends once the text
+  has played (never mid-sentence, and never while a transfer it also asked for is on).
+
+A bad action (unknown type, bad or unknown arguments, not an object, a hang-up beside a
+transfer) is dropped and noted on the timeline as ``agent.action`` (``type``, ``ok: false``,
+``error``), and logged once per call; the text is still spoken and the others still run.
 
 With a ``secret``, each request is signed (``signing.py``): ``X-Callbridge-Timestamp`` and
 ``X-Callbridge-Signature: v1=<hex HMAC-SHA256 of f"{timestamp}.{body}">`` over the exact body.
@@ -27,6 +45,7 @@ status not 2xx, invalid JSON, wrong field types, unsupported content type) is an
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -35,6 +54,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .. import actions
 from ..speech.vocabulary import Vocabulary
 from ._http import check_url, excerpt, redact, session_scope
 from .base import Agent, AgentError, Turn, split_pieces
@@ -43,6 +63,10 @@ from .signing import signed_headers
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 1000
+MAX_ACTIONS = 8
+TOOL_FOR = {"transfer": "transfer_call", "send_dtmf": "send_dtmf"}
+"""The telephony tool that carries out each action an answer may ask for (but hang-up)."""
+log = logging.getLogger("callbridge.agent")
 
 
 def cap_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -101,6 +125,7 @@ class WebhookAgent(Agent):
         self._remote_state: dict[str, Any] = {}
         self._ended = False
         self._turns = 0
+        self._warned = False
 
     def vocabulary(self) -> Vocabulary:
         """The desk's, as before vocabularies came from the agent: the general model costs
@@ -138,12 +163,62 @@ class WebhookAgent(Agent):
             raise AgentError(
                 f"no answer from webhook {redact(self.url)} within {self.timeout_s:g} s"
             ) from None
-        text, end_call, state = self._interpret(status, ctype, charset, raw)
+        text, end_call, state, asked = self._interpret(status, ctype, charset, raw)
         if state is not None:
             self._remote_state = state
         self._ended = end_call
+        todo = self._checked(asked)
         for piece in split_pieces(cap_text(text, self.max_text_chars)):
             yield piece
+        if todo:  # the text has been handed over whole: now the actions
+            await self._carry_out(todo)
+
+    def _checked(self, asked: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The answer's actions that pass ``actions.check`` (a hang-up sets ``ended``); each
+        bad one is noted."""
+        todo: list[tuple[str, dict[str, Any]]] = []
+        hang_up = False
+        for i, item in enumerate(asked):
+            if not isinstance(item, dict):
+                self._bad(i, "?", f"an action must be an object, not {type(item).__name__}")
+                continue
+            kind = item.get("type")
+            args = {k: v for k, v in item.items() if k != "type"}
+            try:
+                if not isinstance(kind, str):
+                    raise actions.ActionError("'type' must be one of " + ", ".join(actions.KINDS))
+                checked = actions.check(kind, args)
+            except actions.ActionError as exc:
+                self._bad(i, str(kind)[:40], str(exc))
+                continue
+            if kind == "hang_up":
+                hang_up = True
+            else:
+                todo.append((kind, checked))
+        if hang_up and any(kind == "transfer" for kind, _ in todo):
+            self._bad(len(asked), "hang_up", "hang_up beside a transfer: the transfer ends the agent's part")
+        elif hang_up:
+            self._ended = True
+        return todo
+
+    def _bad(self, index: int, kind: str, error: str) -> None:
+        if not self._warned:  # once per call: a webhook that is wrong is wrong every turn
+            self._warned = True
+            log.warning(
+                "webhook %s asked for a bad action (#%d %s): %s", redact(self.url), index, kind, error
+            )
+        if self.context is not None:
+            self.context.note("agent.action", type=kind, ok=False, error=error[:200])
+
+    async def _carry_out(self, todo: list[tuple[str, dict[str, Any]]]) -> None:
+        """Each action through its telephony tool, in order, until one fails."""
+        for kind, args in todo:
+            outcome = await self.use_tool(TOOL_FOR[kind], args)
+            if not outcome.ok:
+                if self.context is None and not self._warned:
+                    self._warned = True
+                    log.warning("webhook %s asked for %s outside a call", redact(self.url), kind)
+                return
 
     async def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, str | None, bytes]:
         where = redact(self.url)
@@ -174,10 +249,10 @@ class WebhookAgent(Agent):
 
     def _interpret(
         self, status: int, ctype: str, charset: str | None, raw: bytes
-    ) -> tuple[str, bool, dict[str, Any] | None]:
+    ) -> tuple[str, bool, dict[str, Any] | None, list[Any]]:
         where = redact(self.url)
         if status == 204 or not raw.strip():
-            return "", False, None
+            return "", False, None, []
         is_json = (
             ctype == "application/json"
             or ctype.endswith("+json")
@@ -185,7 +260,7 @@ class WebhookAgent(Agent):
         )
         if not is_json:
             if ctype in ("text/plain", "application/octet-stream"):
-                return raw.decode(charset or "utf-8", "replace"), False, None
+                return raw.decode(charset or "utf-8", "replace"), False, None, []
             raise AgentError(f"webhook {where} answered {ctype!r}; expected application/json or text/plain")
         try:
             obj = orjson.loads(raw)
@@ -206,4 +281,11 @@ class WebhookAgent(Agent):
         state = obj.get("state")
         if state is not None and not isinstance(state, dict):
             raise AgentError(f"webhook {where}: 'state' must be an object")
-        return text, end_call, state
+        asked = obj.get("actions")
+        if asked is None:
+            asked = []
+        if not isinstance(asked, list):
+            raise AgentError(f"webhook {where}: 'actions' must be a list")
+        if len(asked) > MAX_ACTIONS:
+            raise AgentError(f"webhook {where}: {len(asked)} actions, at most {MAX_ACTIONS}")
+        return text, end_call, state, asked

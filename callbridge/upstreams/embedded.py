@@ -40,6 +40,8 @@ import numpy as np
 
 from ..actors import messages as m
 from ..agents.base import Agent, AgentError, Turn, create_agent
+from ..agents.loader import is_agent_path
+from ..options import ConfigError
 from ..retry import Failure, RetryPolicy
 from ..speech import vad
 from ..speech.stt import get_recognizer
@@ -61,7 +63,10 @@ async def prewarm(settings: Settings) -> None:
     agent's module. Run once at start-up, before calls arrive."""
     shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
     vad.preload()
-    agent = agent_for(settings, "CAprewarm")
+    try:
+        agent = agent_for(settings, "CAprewarm")
+    except AgentError as exc:  # your own agent's factory failed or returned no Agent
+        raise ConfigError(str(exc)) from None
     await load_served(settings.tools)
     await get_recognizer(agent.vocabulary(), decoders=settings.speech.stt_decoders).prewarm()
 
@@ -87,7 +92,9 @@ def agent_for(settings: Settings, call_sid: str) -> Agent:
             call_sid=call_sid,
             timeout_s=a.timeout_s,
         )
-    return create_agent("desk", call_sid=call_sid)
+    if is_agent_path(a.name):
+        return create_agent(a.name, call_sid=call_sid)
+    return create_agent("desk", call_sid=call_sid, transfer_to=settings.telephony.transfer_to or None)
 
 
 @dataclass
