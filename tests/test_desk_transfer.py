@@ -165,12 +165,6 @@ async def test_a_caller_asks_for_a_person_and_is_put_through(start_server):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race: the gateway's handover wait (Call.played_out) finds the writer idle a few ms "
-    "after the line's first audio, before any mark of it is out, and moves the call; the 3 s line "
-    "is not heard",
-)
 async def test_the_handover_line_is_heard_before_the_call_moves(start_server):
     _, _, result = await _put_through(start_server)
     [handover] = [e["utterance"] for e in events(result, "reply_audio")]

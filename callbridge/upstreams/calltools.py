@@ -1,7 +1,9 @@
 """The embedded back end's ``ToolContext``: what an agent's tools may do in their call.
 
 - ``act(kind, **args)``: a telephony action. ``transfer`` and ``send_dtmf`` go to the
-  gateway's ``Call.act`` (``Port.act`` -> ``CallAction`` -> the supervisor); ``hang_up``
+  gateway's ``Call.act`` (``Port.act`` -> ``CallAction`` -> the supervisor) once what the
+  reply has said so far has played (``handover``: the agent's "I'll put you through" is
+  heard before the call moves); ``hang_up``
   is kept here: the call ends once the reply being spoken (the goodbye) has played, the
   way an agent's ``ended`` ends it (``Conversation.hang_up_after``), never mid-sentence.
 - ``note``: a timeline event of the call (``tool.called``).
@@ -14,21 +16,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from .. import actions
 from .base import Port
 
+MOVES_THE_CALL = frozenset({"transfer", "send_dtmf"})
+"""Actions after which the caller no longer hears this stream."""
+
 
 class CallTools:
     """One call's tool context (one per embedded back end; bound to its agent each turn)."""
 
     def __init__(
-        self, port: Port, call_sid: str, say: Callable[[str], None], timeout_s: float | None
+        self,
+        port: Port,
+        call_sid: str,
+        say: Callable[[str], None],
+        timeout_s: float | None,
+        handover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.port = port
+        self._handover = handover
         self._call_sid = call_sid
         self._say = say
         self.timeout_s = timeout_s
@@ -45,6 +56,8 @@ class CallTools:
 
     async def act(self, kind: str, **args: Any) -> dict[str, Any]:
         if kind != "hang_up":
+            if self._handover is not None and kind in MOVES_THE_CALL:
+                await self._handover()
             return await self.port.act(kind, args)
         try:
             checked = actions.check(kind, args)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 DTMF_WORDS = {"*": "star", "#": "pound"}
+HANDOVER_POLL_S = 0.02
+"""How often a handover checks whether its line has played (``_handover``)."""
 
 
 async def prewarm(settings: Settings) -> None:
@@ -132,7 +134,7 @@ class EmbeddedBackend(Backend):
         self.turn_times: dict[int, _TurnTimes] = {}
         self.reply_turns: dict[int, int] = {}
         """utterance -> index of its agent turn in the history (for truncation)."""
-        self.tools = CallTools(port, "", self._filler, self.retry.timeout_s)
+        self.tools = CallTools(port, "", self._filler, self.retry.timeout_s, self._handover)
         self.reply_utterance: Utterance | None = None
         """The reply being spoken, while its agent may still add to it."""
         self.greeting = ""
@@ -144,7 +146,7 @@ class EmbeddedBackend(Backend):
 
     def start(self, call: m.CallStarted) -> None:
         conv = self.conversation
-        self.tools = CallTools(self.port, call.call_sid, self._filler, self.retry.timeout_s)
+        self.tools = CallTools(self.port, call.call_sid, self._filler, self.retry.timeout_s, self._handover)
         if conv.agent is None:
             conv.agent = agent_for(self.settings, call.call_sid)
         self.listener.listen_for(conv.agent.vocabulary())
@@ -274,12 +276,16 @@ class EmbeddedBackend(Backend):
             try:
                 async with aclosing(agent.reply(text, history)) as pieces:
                     async for piece in _with_timeout(pieces, policy.timeout_s, tools):
-                        if utterance is None:
-                            times.first_text = self.port.now()
+                        if self.reply_utterance is None:  # the reply's first words, or after a handover
+                            first = utterance is None
+                            if first:
+                                times.first_text = self.port.now()
                             utterance = self.reply_utterance = self.speaker.open("reply")
                             if utterance is None:
                                 return
-                            self.turn_times[utterance.number] = times
+                            if first:
+                                self.turn_times[utterance.number] = times
+                        assert utterance is not None
                         utterance.add(piece)
                         said += piece
             except policy.errors as exc:
@@ -287,7 +293,8 @@ class EmbeddedBackend(Backend):
                 failure = retries.failed(exc, retry=utterance is None)
                 self._turn_failed(failure)
                 if utterance is not None:
-                    utterance.close()
+                    if not utterance.closed:
+                        utterance.close()
                     self._replied(said, utterance.number, agent)
                     return
                 if failure.pause_s is not None:
@@ -307,9 +314,23 @@ class EmbeddedBackend(Backend):
                     if bye is None:
                         self.port.end_call(tools.hang_up_reason)
                 return
-            utterance.close()
+            if not utterance.closed:
+                utterance.close()
             self._replied(said, utterance.number, agent)
             return
+
+    async def _handover(self) -> None:
+        """Before a tool moves the call (transfer, DTMF): what the reply has said so far
+        becomes an utterance of its own, and this waits until it has played (its end mark
+        came back), at most ``TRANSFER_HANDOVER_WAIT_S``; the reply goes on in a new one."""
+        utterance = self.reply_utterance
+        if utterance is None or utterance.closed or not utterance.text.strip():
+            return
+        utterance.close()
+        self.reply_utterance = None
+        deadline = self.port.now() + self.settings.telephony.handover_wait_s
+        while self.playback.played_upto < utterance.number and self.port.now() < deadline:  # noqa: ASYNC110 - Playback is replaced by messages, not awaitable
+            await asyncio.sleep(HANDOVER_POLL_S)
 
     def _turn_failed(self, failure: Failure) -> None:
         """Noted; the caller hears a filler before the first retry."""
