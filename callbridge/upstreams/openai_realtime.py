@@ -46,7 +46,7 @@ from ..agents.base import Turn
 from ..options import option
 from ..persona import DESK_PERSONA
 from .base import ULAW, BackendSpec
-from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
+from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure, prewarm
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -359,4 +359,5 @@ SPEC = BackendSpec(
     problem=problem,
     audio=ULAW,
     remote=True,
+    prewarm=prewarm,
 )
