@@ -177,6 +177,16 @@ BENCHES: tuple[Bench, ...] = (
         "upstream", "bench/upstream.py", ("--quick",), (), 1, 1, 300, "remote back ends (bench/upstream.py)"
     ),
     Bench(
+        "transfer",
+        "bench/transfer.py",
+        ("--quick",),
+        (),
+        1,
+        3,
+        120,
+        "an agent's transfer (and DTMF) decision -> Twilio's REST request, ms (bench/transfer.py)",
+    ),
+    Bench(
         "metrics",
         "bench/metrics.py",
         ("--quick",),
@@ -185,6 +195,16 @@ BENCHES: tuple[Bench, ...] = (
         3,
         60,
         "ns per operation of the observability on the hot path, vs a prometheus Counter.inc() per frame",
+    ),
+    Bench(
+        "tools",
+        "bench/tools.py",
+        ("--quick",),
+        (),
+        3,
+        3,
+        60,
+        "µs per tool call: the handler alone vs run_tool and the CallAction round trip through the real actors",
     ),
 )
 
@@ -607,12 +627,19 @@ def md_metrics(f: dict[str, Any]) -> list[str]:
     return table(["what", "ns"], rows)
 
 
+def md_tools(f: dict[str, Any]) -> list[str]:
+    rows = [[k.removeprefix("us_per_call."), cell(v)] for k, v in f.items() if k.startswith("us_per_call.")]
+    rows.append(["the bridge's overhead (run_tool+actors - direct)", cell(f.get("overhead_us"))])
+    return table(["per tool call (send_dtmf)", "µs"], rows)
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "codec": md_codec,
     "turns": md_turns,
     "barge-in": md_barge_in,
     "jitter": md_jitter,
     "metrics": md_metrics,
+    "tools": md_tools,
     "floor": md_steps,
     "load-dev": md_steps,
     "load-prod": md_steps,
@@ -631,6 +658,12 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
         ["barge-in onset → clear p95", "ms", cell(fig("barge-in", "latency_p95_ms"), 0)],
         ["jitter added p95 / line p95, heavy", "ratio", cell(fig("jitter", "profiles.heavy.ratio"), 2)],
         ["observability added per frame", "ns", cell(fig("metrics", "added_per_frame_ns"))],
+        ["the bridge's overhead per tool call", "µs", cell(fig("tools", "overhead_us"))],
+        [
+            "transfer decision → Twilio REST request, median",
+            "ms",
+            cell(fig("transfer", "transfer.median_ms"), 1),
+        ],
         [
             "call path in-process, in+out (150 calls, no sockets)",
             "µs/frame",

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``call``, ``demo``, ``config``, ``bench``.
+"""Command line: ``serve``, ``call``, ``dial``, ``demo``, ``config``, ``bench``.
 
 The ``callbridge`` command (installed by ``pip install``), ``python -m callbridge`` and
 ``python run.py`` (a source checkout) are the same program; ``<command> --help`` lists each
@@ -7,6 +7,8 @@ command's flags with their defaults. ``serve``'s flags and their help come from 
 
 callbridge serve [--host H] [--port 8080] [--mode dev|prod] [--workers N] [--leader H:P] ...
 callbridge call  [--url http://127.0.0.1:8080] [--wav FILE] [--out agent.wav] [--console-token T] ...
+callbridge dial  +15551234567 [--from +1...] [--agent NAME] [--greeting TEXT] [--metadata JSON]
+                 [--url http://127.0.0.1:8080] [--console-token T]   # POST /calls on a running bridge
 callbridge demo  [--out-dir out]
 callbridge config [serve's flags]    # the settings in force and where each came from
 callbridge config --reference        # every setting, as a Markdown table (docs/configuration.md)
@@ -15,6 +17,10 @@ callbridge bench [--quick] [--out bench/results.md] [--json bench/results.json] 
 
 A usage or configuration error, or caller audio that cannot be read, exits 2 with one line
 on stderr; a call that cannot be placed exits 1.
+
+``dial`` asks a running bridge to place an outbound call (``POST /calls`` with the operator
+token) rather than calling Twilio itself: the bridge is what takes the call's webhook and
+stream, and its limits (``MAX_CALLS``, ``DIAL_RATE``) and Twilio credentials apply.
 """
 
 from __future__ import annotations
@@ -231,6 +237,35 @@ async def _call(args: argparse.Namespace, audio: list[np.ndarray]) -> int:
     return 0
 
 
+async def _dial(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"to": args.to}
+    for key in ("from_", "agent", "greeting"):
+        if getattr(args, key):
+            body[key.rstrip("_")] = getattr(args, key)
+    if args.metadata:
+        try:
+            body["metadata"] = json.loads(args.metadata)
+        except ValueError as exc:
+            print(f"dial: --metadata is not JSON: {exc}", file=sys.stderr)
+            return 2
+    headers = {"Authorization": f"Bearer {args.console_token}"} if args.console_token else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(f"{args.url.rstrip('/')}/calls", json=body, headers=headers) as resp,
+        ):
+            text = await resp.text()
+            status = resp.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if status != 201:
+        print(f"call refused: {status} {text.strip()[:500]}", file=sys.stderr)
+        return 1
+    print(text.strip())
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env(port=0, mode="dev", host="127.0.0.1")
     server = Server(settings)
@@ -379,6 +414,32 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p_call.add_argument(
         "--seed", type=int, default=0, help=_with_default("seed of the impairments (repeatable)", 0)
     )
+    p_dial = sub.add_parser(
+        "dial",
+        help="place an outbound call through a running bridge",
+        description="Ask a running bridge to call a number (POST /calls): Twilio calls it and the bridge's "
+        "agent talks to whoever answers; an answering machine gets VOICEMAIL_MESSAGE. Prints the call's Sid.",
+    )
+    p_dial.add_argument("to", help="the number to call, E.164 (+15551234567)")
+    p_dial.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="caller id, E.164 (default: the bridge's TWILIO_NUMBER)",
+    )
+    p_dial.add_argument("--agent", help="the call's back end, an UPSTREAM value (default: the bridge's)")
+    p_dial.add_argument("--greeting", help="what the agent says first (default: its own greeting)")
+    p_dial.add_argument("--metadata", help="a JSON object kept with the call (its stream parameters, events)")
+    p_dial.add_argument(
+        "--url",
+        default=os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080"),
+        help="the bridge (default: $CALLBRIDGE_URL, else http://127.0.0.1:8080)",
+    )
+    p_dial.add_argument(
+        "--console-token",
+        default=os.environ.get("CONSOLE_TOKEN", ""),
+        help="the bridge's CONSOLE_TOKEN (default: $CONSOLE_TOKEN; without one, only a loopback dev bridge answers)",
+    )
     p_demo = sub.add_parser(
         "demo",
         help="start a server and place one simulated call",
@@ -455,4 +516,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
     if args.command == "call":
         return eventloop.run(_call(args, audio), settings.server.event_loop)
+    if args.command == "dial":
+        return eventloop.run(_dial(args), settings.server.event_loop)
     return eventloop.run(_demo(args), settings.server.event_loop)

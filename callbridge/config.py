@@ -500,7 +500,8 @@ class EventOptions:
     url: str = option(
         "",
         "EVENTS_URL",
-        "POST `call.started`, `transcript.final`, `agent.reply`, `call.ended` here as signed JSON.",
+        "POST the call's events here as signed JSON: `call.started`, `transcript.final`, `agent.reply`,"
+        " `tool.called`, `call.transferred`, `call.answered_by`, `recording.ready`, `call.ended`.",
     )
     secret: str = option(
         "", "EVENTS_SECRET", "HMAC-SHA256 key for `EVENTS_URL` (required with it).", secret=True
@@ -591,7 +592,8 @@ class ToolOptions:
     url: str = option(
         "",
         "TOOLS_URL",
-        "Your tools' endpoint: the agent's model may call them; each call is POSTed here as signed JSON.",
+        "Your tools' endpoint (docs/backends.md): their definitions are fetched from it once (a signed "
+        "`GET`), and each call the agent's model makes is POSTed to it as signed JSON.",
     )
     secret: str = option(
         "", "TOOLS_SECRET", "HMAC-SHA256 key for `TOOLS_URL` (required with it).", secret=True
@@ -611,8 +613,28 @@ class TelephonyOptions:
         "TRANSFER_TO",
         "Where `transfer_call` connects the caller by default: an E.164 number or a sip: URI. Unset: no default.",
     )
+    hold_music_url: str = option(
+        "",
+        "TRANSFER_HOLD_URL",
+        "What a caller waiting for a warm transfer hears: the conference's `waitUrl` (TwiML or an "
+        "audio file, http(s)). Unset: Twilio's default hold music.",
+    )
+    ring_timeout_s: int = option(
+        20,
+        "TRANSFER_RING_S",
+        "Seconds the human's phone rings before a transfer counts as not answered (Twilio's `timeout`).",
+    )
+    handover_wait_s: float = option(
+        4.0,
+        "TRANSFER_HANDOVER_WAIT_S",
+        "At most this long a transfer, DTMF or hang-up waits for the agent's audio to finish playing.",
+    )
 
     def __post_init__(self) -> None:
+        if self.hold_music_url:
+            http_url("TRANSFER_HOLD_URL", self.hold_music_url)
+        in_range("TRANSFER_RING_S", self.ring_timeout_s, 5, 120)
+        in_range("TRANSFER_HANDOVER_WAIT_S", self.handover_wait_s, 0, 30)
         if self.transfer_to:
             from .actions import ActionError, check_destination
 
@@ -620,6 +642,9 @@ class TelephonyOptions:
                 check_destination(self.transfer_to)
             except ActionError as exc:
                 raise ConfigError(f"TRANSFER_TO: {exc}") from None
+
+
+MACHINE_DETECTION = ("DetectMessageEnd", "Enable", "off")
 
 
 @dataclass(frozen=True)
@@ -630,8 +655,40 @@ class OutboundOptions:
     voicemail_message: str = option(
         "",
         "VOICEMAIL_MESSAGE",
-        "Left after the beep when an answering machine takes an outbound call. Unset: the agent's greeting.",
+        "Left after the beep when an answering machine takes an outbound call. Unset: the call's `greeting`,"
+        " else the agent's.",
     )
+    machine_detection: str = option(
+        "DetectMessageEnd",
+        "MACHINE_DETECTION",
+        "Twilio's answering-machine detection on outbound calls (asynchronous: the agent is on the line at"
+        " once): `DetectMessageEnd` (a machine is reported after its greeting, at the beep: the voicemail"
+        " message is left then), `Enable` (reported as soon as known: the message may start over the"
+        " greeting) or `off`.",
+    )
+    greeting_wait_s: float = option(
+        3.0,
+        "OUTBOUND_GREETING_WAIT_S",
+        'On an outbound call the embedded agent waits for the callee to speak first ("Hello?") and greets'
+        " once they have; if they say nothing for this long it greets anyway. 0: greet at once.",
+    )
+    dial_rate: float = option(
+        1.0,
+        "DIAL_RATE",
+        "Outbound calls per second the bridge places (`POST /calls`, all callers together; a token bucket);"
+        " past it 429 with `Retry-After`. 0: no limit.",
+    )
+    dial_burst: int = option(5, "DIAL_BURST", "Outbound calls that may be placed at once within `DIAL_RATE`.")
+
+    def __post_init__(self) -> None:
+        check(
+            self.machine_detection in MACHINE_DETECTION,
+            f"MACHINE_DETECTION must be one of {', '.join(MACHINE_DETECTION)}, not {self.machine_detection!r}",
+        )
+        in_range("OUTBOUND_GREETING_WAIT_S", self.greeting_wait_s, 0, 30)
+        in_range("DIAL_RATE", self.dial_rate, 0, 1000)
+        in_range("DIAL_BURST", self.dial_burst, 1, 1000)
+        check(len(self.voicemail_message) <= 1000, "VOICEMAIL_MESSAGE must be at most 1000 characters")
 
 
 @dataclass(frozen=True)
@@ -640,7 +697,40 @@ class RecordingOptions:
 
     title: ClassVar[str] = "Recording"
     mode: str = option(
-        "off", "RECORDING", "`off`, `local` (a stereo WAV per call in `RECORDINGS_DIR`) or `twilio`."
+        "off",
+        "RECORDING",
+        "`off`, `local` (the bridge writes a stereo WAV per call into `RECORDINGS_DIR`: caller left, agent"
+        " right as played; docs/recording.md) or `twilio` (Twilio's own dual-channel recording, started "
+        "through its REST API; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`).",
+    )
+    dir: str = option(
+        "recordings",
+        "RECORDINGS_DIR",
+        "`RECORDING=local`: where the WAV files go (created if missing; shared by every shard of a prod node).",
+        flat="recordings_dir",
+    )
+    max_mb: float = option(
+        1024.0,
+        "RECORDINGS_MAX_MB",
+        "`RECORDING=local`: the cap on the files in `RECORDINGS_DIR`; past it the oldest recordings are "
+        "removed first (checked as each recording ends, and every minute).",
+    )
+    retention_h: float = option(
+        720.0,
+        "RECORDINGS_RETENTION_H",
+        "`RECORDING=local`: recordings older than this many hours are removed (0: kept until the cap).",
+    )
+    max_call_s: float = option(
+        3600.0,
+        "RECORDINGS_MAX_CALL_S",
+        "`RECORDING=local`: a call longer than this stops recording (the timeline says so); one file is at "
+        "most this many seconds x 32 KB.",
+    )
+    notice: str = option(
+        "",
+        "RECORDING_NOTICE",
+        "Said before the greeting of a recorded call (`RECORDING` not `off`), e.g. `This call is recorded.`"
+        " Spoken by the embedded back end; a remote back end's opening line is its own.",
     )
 
     def __post_init__(self) -> None:
@@ -648,6 +738,11 @@ class RecordingOptions:
             self.mode in ("off", "local", "twilio"),
             f"RECORDING must be off, local or twilio, not {self.mode!r}",
         )
+        check(bool(self.dir.strip()), "RECORDINGS_DIR must not be empty")
+        in_range("RECORDINGS_MAX_MB", self.max_mb, 1, 10_000_000)
+        in_range("RECORDINGS_RETENTION_H", self.retention_h, 0, 24 * 365 * 10)
+        in_range("RECORDINGS_MAX_CALL_S", self.max_call_s, 1, 24 * 3600)
+        check(len(self.notice) <= 500, "RECORDING_NOTICE must be at most 500 characters")
 
 
 GROUPS: dict[str, type[Any]] = {
@@ -741,6 +836,10 @@ class Settings:
         check(
             self.server.mode != "prod" or bool(t.auth_token),
             "prod mode requires TWILIO_AUTH_TOKEN (signature checks)",
+        )
+        check(
+            self.recordings.mode != "twilio" or bool(t.account_sid and t.auth_token),
+            "RECORDING=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (Twilio's REST API)",
         )
 
     def replace(self, **flat: Any) -> Settings:

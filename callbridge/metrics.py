@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -29,12 +30,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .gateway.ignored import KINDS as IGNORED_KINDS
+from .outbound import ANSWERED_BY
 
 disable_created_metrics()  # no *_created series: they double the output for no use here
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("agent_hangup", "caller_hangup", "failed", "refused", "disconnected")
+OUTBOUND_OUTCOMES = ("placed", "refused_busy", "refused_rate", "twilio_error")
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MAX_TOOL_LABELS = 64
+"""Distinct tool names a process labels ``callbridge_tool_calls`` with (a model may make up names)."""
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -112,9 +118,35 @@ class Metrics:
         )
         for kind in IGNORED_KINDS:
             self.ignored_input.labels(kind)
+        self.transfers = Counter(
+            "callbridge_transfers",
+            "Transfers of calls to a human, by mode (cold, warm) and outcome (dialing, holding, "
+            "answered, completed, no-answer, busy, failed, canceled, timeout, other).",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.dtmf_sent = Counter(
+            "callbridge_dtmf_sent", "DTMF sequences played on calls (send_dtmf).", registry=r
+        )
         self.upstream_reconnects = Counter(
             "callbridge_upstream_reconnects", "Reconnections of a remote voice-AI back end.", registry=r
         )
+        self.outbound = Counter(
+            "callbridge_outbound_calls",
+            "Outbound call requests (POST /calls), by outcome: placed, refused_busy, refused_rate, twilio_error.",
+            ["outcome"],
+            registry=r,
+        )
+        for name in OUTBOUND_OUTCOMES:
+            self.outbound.labels(name)
+        self.answered_by = Counter(
+            "callbridge_answered_by",
+            "Outbound calls by who answered, as Twilio's answering-machine detection reports it.",
+            ["answered_by"],
+            registry=r,
+        )
+        for name in ANSWERED_BY:
+            self.answered_by.labels(name)
         self.voice_to_voice = Histogram(
             "callbridge_voice_to_voice_seconds",
             "Caller's last speech frame -> agent's first frame sent, per answered turn.",
@@ -145,6 +177,40 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.tool_calls = Counter(
+            "callbridge_tool_calls",
+            "Tool calls by agents, by tool name (the first MAX_TOOL_LABELS names; then 'other') and outcome.",
+            ["name", "ok"],
+            registry=r,
+        )
+        self.tool_duration = Histogram(
+            "callbridge_tool_call_seconds",
+            "A tool call's run time (checked, run, result bounded), as noted in tool.called.",
+            buckets=TOOL_BUCKETS,
+            registry=r,
+        )
+        self._tool_names: set[str] = set()
+        self.recordings_bytes = Gauge(
+            "callbridge_recordings_bytes",
+            "RECORDING=local: bytes of recordings in RECORDINGS_DIR (as of this process's last sweep).",
+            registry=r,
+        )
+        self.recordings_removed = Counter(
+            "callbridge_recordings_removed",
+            "RECORDING=local: recordings removed, by reason (cap: RECORDINGS_MAX_MB, retention, stale).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("cap", "retention", "stale"):
+            self.recordings_removed.labels(reason)
+        self.recordings_ready = Counter(
+            "callbridge_recordings_ready",
+            "Call recordings completed, by RECORDING mode.",
+            ["mode"],
+            registry=r,
+        )
+        for mode in ("local", "twilio"):
+            self.recordings_ready.labels(mode)
         r.register(FrameCollector(self))
 
     def render(self) -> bytes:
@@ -160,6 +226,16 @@ class Metrics:
         delta = total - self.shard_restarts._value.get()
         if delta > 0:
             self.shard_restarts.inc(delta)
+
+    def tool_called(self, name: str, ok: bool, duration_ms: Any) -> None:
+        """One ``tool.called``: the label set stays bounded whatever names a model makes up."""
+        if name not in self._tool_names:
+            if len(self._tool_names) >= MAX_TOOL_LABELS:
+                name = "other"
+            else:
+                self._tool_names.add(name)
+        self.tool_calls.labels(name, "true" if ok else "false").inc()
+        _observe(self.tool_duration, duration_ms)
 
     def call_ended(self, reason: str, frames_in: int, frames_out: int) -> None:
         self.calls.labels(outcome(reason)).inc()
@@ -186,6 +262,7 @@ class CallFigures:
     jitter: dict[str, Any] = field(default_factory=dict)
     concealed: int = 0
     stale: int = 0
+    tool_calls: int = 0
 
     def observe(self, event: str, data: dict[str, Any]) -> None:
         handler = _HANDLERS.get(event)
@@ -242,6 +319,12 @@ def _reconnect(f: CallFigures, d: dict[str, Any], m: Metrics | None) -> None:
         m.upstream_reconnects.inc()
 
 
+def _tool(f: CallFigures, d: dict[str, Any], m: Metrics | None) -> None:
+    f.tool_calls += 1
+    if m is not None:
+        m.tool_called(str(d.get("name", "?"))[:64], d.get("ok") is True, d.get("duration_ms"))
+
+
 def _jitter(f: CallFigures, d: dict[str, Any], m: Metrics | None) -> None:
     """``jitter_stats`` carries the call's running totals: count what is new."""
     f.jitter = d
@@ -262,4 +345,5 @@ _HANDLERS: dict[str, Callable[[CallFigures, dict[str, Any], Metrics | None], Non
     "upstream_reconnected": _reconnect,
     "upstream.retry": _reconnect,  # a remote back end reconnects after the pause it notes
     "jitter_stats": _jitter,
+    "tool.called": _tool,
 }

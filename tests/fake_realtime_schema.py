@@ -6,7 +6,9 @@ From the GA reference: a ``realtime`` session has ``type``, ``model``,
 ``output_modalities``, ``instructions``, ``audio.input`` (``format``, ``transcription``,
 ``noise_reduction``, ``turn_detection``), ``audio.output`` (``format``, ``voice``,
 ``speed``), ``tools``, ``tool_choice``, ``max_output_tokens``, ``tracing``, ``truncation``,
-``prompt``, ``include``. Audio formats are ``{"type": "audio/pcm", "rate": 24000}``,
+``prompt``, ``include``. A tool is ``{"type": "function", "name", "description",
+``"parameters"}`` (a JSON schema object); ``tool_choice`` is ``auto``, ``none``,
+``required`` or ``{"type": "function", "name"}`` of an offered tool. Audio formats are ``{"type": "audio/pcm", "rate": 24000}``,
 ``{"type": "audio/pcmu"}`` and ``{"type": "audio/pcma"}`` (the beta strings such as
 ``g711_ulaw`` are refused). ``turn_detection`` is null, ``server_vad`` (``threshold``,
 ``prefix_padding_ms``, ``silence_duration_ms``, ``create_response``,
@@ -16,6 +18,7 @@ From the GA reference: a ``realtime`` session has ``type``, ``model``,
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 SESSION_KEYS = {
@@ -32,6 +35,8 @@ SESSION_KEYS = {
     "prompt",
     "include",
 }
+MAX_TOOLS = 128
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
 SERVER_VAD_KEYS = {
     "type",
@@ -160,14 +165,69 @@ def _session(session: Any) -> None:
             raise Refused(
                 "session.tools", "Invalid type for 'session.tools': expected an array.", "invalid_type"
             )
+        if len(s["tools"]) > MAX_TOOLS:
+            raise Refused(
+                "session.tools",
+                f"Invalid 'session.tools': array too long. Expected an array with maximum length {MAX_TOOLS}.",
+                "array_above_max_length",
+            )
+        names: set[str] = set()
         for i, tool in enumerate(s["tools"]):
-            t = _object(tool, f"session.tools[{i}]", {"type", "name", "description", "parameters"})
-            _one_of(t.get("type"), f"session.tools[{i}].type", ("function",))
-            _typed(t.get("name"), f"session.tools[{i}].name", str)
-    if "tool_choice" in s and not isinstance(s["tool_choice"], dict):
-        _one_of(s["tool_choice"], "session.tool_choice", ("auto", "none", "required"))
+            _tool(tool, f"session.tools[{i}]", names)
+    if "tool_choice" in s:
+        _tool_choice(s["tool_choice"], names if "tools" in s else None)
     if "max_output_tokens" in s and s["max_output_tokens"] != "inf":
         _typed(s["max_output_tokens"], "session.max_output_tokens", int, 1, 4096)
+
+
+def _tool(tool: Any, path: str, names: set[str]) -> None:
+    """A function tool: ``type`` function, a ``name`` of 1-64 ``[a-zA-Z0-9_-]`` (unique),
+    an optional string ``description``, ``parameters`` a JSON schema object."""
+    t = _object(tool, path, {"type", "name", "description", "parameters"})
+    _one_of(t.get("type"), f"{path}.type", ("function",))
+    if "name" not in t:
+        raise Refused(
+            f"{path}.name", f"Missing required parameter: '{path}.name'.", "missing_required_parameter"
+        )
+    _typed(t["name"], f"{path}.name", str)
+    if not TOOL_NAME.fullmatch(t["name"]):
+        raise Refused(
+            f"{path}.name",
+            f"Invalid '{path}.name': string does not match pattern. Expected a string that matches "
+            "the pattern '^[a-zA-Z0-9_-]+$' of at most 64 characters.",
+            "invalid_value",
+        )
+    if t["name"] in names:
+        raise Refused(f"{path}.name", f"Duplicate tool name: '{t['name']}'.", "invalid_value")
+    names.add(t["name"])
+    if "description" in t:
+        _typed(t["description"], f"{path}.description", str)
+    if "parameters" in t:
+        params = t["parameters"]
+        if not isinstance(params, dict):
+            raise Refused(
+                f"{path}.parameters",
+                f"Invalid type for '{path}.parameters': expected an object.",
+                "invalid_type",
+            )
+        if params.get("type") != "object":
+            raise Refused(
+                f"{path}.parameters",
+                f"Invalid schema for function '{t['name']}': schema must be a JSON Schema of 'type: \"object\"'.",
+                "invalid_function_parameters",
+            )
+
+
+def _tool_choice(choice: Any, names: set[str] | None) -> None:
+    path = "session.tool_choice"
+    if not isinstance(choice, dict):
+        _one_of(choice, path, ("auto", "none", "required"))
+        return
+    c = _object(choice, path, {"type", "name"})
+    _one_of(c.get("type"), f"{path}.type", ("function",))
+    _typed(c.get("name"), f"{path}.name", str)
+    if names is not None and c["name"] not in names:
+        raise Refused(f"{path}.name", f"Tool '{c['name']}' not found in 'session.tools'.", "invalid_value")
 
 
 def _format(value: Any, path: str) -> None:

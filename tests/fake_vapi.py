@@ -19,16 +19,40 @@ call ends by ``{"type": "end-call"}`` (or the transport page's ``hangup``) on it
 ``end-call`` POSTed to its controlUrl, or its assistant hanging up; a socket that merely
 drops leaves the call open (as far as a client can know). The assistant greets unless
 told ``firstMessageMode: "assistant-waits-for-user"``.
+
+Server URL (``server_url``, ``server_secret`` sent as ``Authorization: Bearer``): the
+messages named in ``server_messages`` (the assistant's ``serverMessages``) are POSTed
+there as Vapi does (``{"message": {"type", "timestamp", "call": {"id"}, ...}}``). Its
+assistant's tools, as Vapi runs them on a call it does not own:
+
+- ``transferCall`` (``transfer_after_replies``): with no ``transfer_destinations`` it
+  asks for one (``transfer-destination-request``, which must be in ``server_messages``);
+  the answer must be ``{"destination": {...}}`` (``type: "number"`` with an E.164
+  ``number``, or ``type: "sip"`` with a ``sip:`` ``sipUri``; no other field than Vapi's
+  ``TransferDestinationNumber``/``...Sip`` have) or ``{"error": "..."}``; anything else is
+  a ``problem``. It then says its transfer message and, with ``phone-call-control`` in
+  ``server_messages``, POSTs ``{"request": "forward", "destination"}`` and leaves the
+  call to the server; without it, it cannot move a WebSocket call: a ``problem``, and
+  the call ends (``status-update`` ``ended``, ``endedReason`` ``assistant-forwarded-call``
+  is never reached).
+- ``endCall`` (``end_call_after_replies``): ``end_with`` ``hangup`` or ``close`` ends
+  the call itself; ``phone-call-control`` POSTs ``{"request": "hang-up"}`` instead and
+  leaves the hang-up to the server.
+
+``server_posts`` lists (type, HTTP status, answer) of each POST; ``problems`` what Vapi
+would have failed on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
@@ -127,6 +151,46 @@ def first_message_mode(body: dict[str, Any]) -> str:
     return "assistant-speaks-first"
 
 
+NUMBER_FIELDS = frozenset(
+    {
+        "type",
+        "message",
+        "numberE164CheckEnabled",
+        "number",
+        "extension",
+        "callerId",
+        "transferPlan",
+        "description",
+    }
+)
+SIP_FIELDS = frozenset({"type", "message", "sipUri", "transferPlan", "sipHeaders", "description"})
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def destination_problem(answer: Any) -> str:
+    """What Vapi would fail on in an answer to ``transfer-destination-request`` ("" if none)."""
+    if not isinstance(answer, dict) or ("destination" in answer) == ("error" in answer):
+        return f"answer must be an object with destination or error: {str(answer)[:100]}"
+    if "error" in answer:
+        return "" if isinstance(answer["error"], str) else "error must be a string"
+    dest = answer["destination"]
+    if not isinstance(dest, dict):
+        return "destination must be an object"
+    if dest.get("type") == "number":
+        extra, to = set(dest) - NUMBER_FIELDS, dest.get("number")
+        if not isinstance(to, str) or (dest.get("numberE164CheckEnabled", True) and not E164.match(to)):
+            return f"destination.number must be E.164: {str(to)[:40]}"
+    elif dest.get("type") == "sip":
+        extra, to = set(dest) - SIP_FIELDS, dest.get("sipUri")
+        if not isinstance(to, str) or not to.startswith(("sip:", "sips:")):
+            return f"destination.sipUri must be a sip: URI: {str(to)[:40]}"
+    else:
+        return (
+            f"destination.type must be number or sip (assistant: another assistant), not {dest.get('type')!r}"
+        )
+    return f"property destination.{sorted(extra)[0]} should not exist" if extra else ""
+
+
 class FakeVapi(FakeModel):
     """``POST /call`` (bearer key) -> a call whose ``transport.websocketCallUrl`` carries
     audio both ways as binary frames (16 kHz s16le or 8 kHz mu-law, as asked) and JSON
@@ -160,6 +224,27 @@ class FakeVapi(FakeModel):
         """Whether ``POST /call`` answers a ``monitor.controlUrl``."""
         self.control_status = 200
         """What the controlUrl answers (>= 300: it fails and ends nothing)."""
+        self.server_url = ""
+        self.server_secret = ""
+        self.server_messages: set[str] = set()
+        self.transfer_after_replies: int | None = None
+        self.transfer_destinations: list[dict[str, Any]] = []
+        self.server_posts: list[tuple[str, int, Any]] = []
+        self.problems: list[str] = []
+
+    async def post_server(self, call_id: str, kind: str, **fields: Any) -> Any:
+        """POST a server message about ``call_id``; its JSON answer (None if it failed)."""
+        if kind not in self.server_messages or not self.server_url:
+            return None
+        body = {"message": {"type": kind, "timestamp": time.time() * 1000, "call": {"id": call_id}, **fields}}
+        headers = {"Authorization": f"Bearer {self.server_secret}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.server_url, json=body, headers=headers) as r,
+        ):
+            answer = await r.json(content_type=None) if r.status == 200 else await r.text()
+        self.server_posts.append((kind, r.status, answer))
+        return answer if r.status == 200 else None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -328,6 +413,47 @@ class _VapiConn(_RealtimeConn):
     async def _reply(self, seconds: float, text: str) -> None:
         fake = self.fake
         assert isinstance(fake, FakeVapi)
+        await self._speak(seconds, text)
+        fake.replies += 1
+        call_id = self.session.headers["call_id"]
+        if fake.transfer_after_replies is not None and fake.replies == fake.transfer_after_replies:
+            await self._transfer(fake, call_id)
+        elif fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
+            if fake.end_with == "phone-call-control":
+                await fake.post_server(call_id, "phone-call-control", request="hang-up")
+                return
+            fake.end(call_id)
+            if fake.end_with == "hangup":
+                await self.send({"type": "hangup"})
+            await self.ws.close()
+
+    async def _transfer(self, fake: FakeVapi, call_id: str) -> None:
+        """The assistant called ``transferCall``."""
+        destination: Any = fake.transfer_destinations[0] if fake.transfer_destinations else None
+        if destination is None:
+            if "transfer-destination-request" not in fake.server_messages:
+                fake.problems.append("dynamic transferCall without transfer-destination-request")
+                return
+            answer = await fake.post_server(call_id, "transfer-destination-request")
+            problem = destination_problem(answer)
+            if problem:
+                fake.problems.append(problem)
+                return
+            if "error" in answer:
+                await self._speak(0.3, "I could not transfer the call.")
+                return
+            destination = answer["destination"]
+        message = destination.get("message")
+        await self._speak(0.5, message if isinstance(message, str) else "Transferring the call now")
+        if "phone-call-control" in fake.server_messages:
+            await fake.post_server(call_id, "phone-call-control", request="forward", destination=destination)
+            return
+        fake.problems.append("Vapi cannot forward a call on the WebSocket transport (no phone-call-control)")
+        fake.end(call_id)
+        await self.send({"type": "status-update", "status": "ended", "endedReason": "pipeline-error"})
+        await self.ws.close()
+
+    async def _speak(self, seconds: float, text: str) -> None:
         await self.send({"type": "speech-update", "status": "started", "role": "assistant"})
         if self.mulaw:
             audio, step = ulaw_encode(tone(seconds, 8000)), 8 * CHUNK_MS
@@ -342,9 +468,3 @@ class _VapiConn(_RealtimeConn):
             {"type": "transcript", "role": "assistant", "transcriptType": "final", "transcript": text}
         )
         await self.send({"type": "speech-update", "status": "stopped", "role": "assistant"})
-        fake.replies += 1
-        if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
-            fake.end(self.session.headers["call_id"])
-            if fake.end_with == "hangup":
-                await self.send({"type": "hangup"})
-            await self.ws.close()

@@ -145,7 +145,17 @@ class FakeRealtime(FakeModel):
     ``audio_start_ms`` includes ``prefix_padding_ms``; ``interrupt_response`` cancels the
     reply when the caller starts, ``create_response`` answers when the caller stops (not
     while a reply is in progress). ``errors`` lists every error event sent,
-    ``cancelled`` every reply cancelled (session number, ``"vad"`` or ``"client"``)."""
+    ``cancelled`` every reply cancelled (session number, ``"vad"`` or ``"client"``).
+
+    Function calling, as the GA API does it: ``calls`` queues ``(name, arguments)`` the
+    model calls, one per reply it is asked for (not the greeting), instead of speaking: a
+    response whose output item is a ``function_call`` (``call_id``, ``name``; its
+    ``arguments`` streamed in ``response.function_call_arguments.delta`` events, then
+    ``.done``, ``response.output_item.done`` with the whole item, ``response.done``). Only
+    a tool offered in ``session.tools`` is called (another is an ``AssertionError``). A
+    ``conversation.item.create`` of a ``function_call_output`` must name a ``call_id`` this
+    session issued and not yet answered, with a string ``output`` (an ``error`` event
+    otherwise); ``outputs`` lists those accepted (session number, item)."""
 
     def __init__(self, api_key: str = "sk-test") -> None:
         super().__init__()
@@ -155,6 +165,10 @@ class FakeRealtime(FakeModel):
         """Level of the agent's tone (int16 peak)."""
         self.errors: list[dict[str, Any]] = []
         self.cancelled: list[tuple[int, str]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.outputs: list[tuple[int, dict[str, Any]]] = []
+        self.answer_ms: list[float] = []
+        """Per answered call: from the call's ``output_item.done`` sent to its output received."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -253,6 +267,9 @@ class _RealtimeConn:
         self.responding: str | None = None
         """The response in progress, if any."""
         self.speech_item = ""
+        self.issued: dict[str, str] = {}
+        """call_id -> name of the function calls this session made, not yet answered."""
+        self.called_at: dict[str, float] = {}
 
     async def send(self, event: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -355,6 +372,8 @@ class _RealtimeConn:
                 return
             if "Greet" in str((event.get("response") or {}).get("instructions", "")):
                 await self.respond(self.fake.greeting_s, "Hello from the fake model.")
+            elif self.fake.calls:
+                await self.call_function(*self.fake.calls.pop(0))
             else:
                 await self.respond(self.fake.reply_s, "Here is my answer.")
         elif kind == "response.cancel":
@@ -377,6 +396,9 @@ class _RealtimeConn:
             await self.send({"type": "conversation.item.deleted", "item_id": item})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
+            if item.get("type") == "function_call_output":
+                await self.function_output(event, item)
+                return
             if item.get("type") != "message" or item.get("role") not in ("user", "assistant", "system"):
                 await self.error(
                     event, "Invalid 'item': expected a message with a role.", "invalid_value", "item"
@@ -385,6 +407,87 @@ class _RealtimeConn:
             item.setdefault("id", f"item_{next(self.ids)}")
             self.items[item["id"]] = 0.0
             await self.send({"type": "conversation.item.added", "item": item})
+
+    async def function_output(self, event: dict[str, Any], item: dict[str, Any]) -> None:
+        unknown = set(item) - {"id", "type", "call_id", "output", "object", "status"}
+        call_id, output = item.get("call_id"), item.get("output")
+        if unknown:
+            key = sorted(unknown)[0]
+            await self.error(event, f"Unknown parameter: 'item.{key}'.", "unknown_parameter", f"item.{key}")
+        elif not isinstance(call_id, str) or call_id not in self.issued:
+            await self.error(
+                event,
+                f"Invalid 'item.call_id': no function call with call_id {call_id!r} awaits an output.",
+                "invalid_value",
+                "item.call_id",
+            )
+        elif not isinstance(output, str):
+            await self.error(
+                event, "Invalid type for 'item.output': expected a string.", "invalid_type", "item.output"
+            )
+        else:
+            del self.issued[call_id]
+            if call_id in self.called_at:
+                self.fake.answer_ms.append((time.monotonic() - self.called_at.pop(call_id)) * 1000.0)
+            item.setdefault("id", f"item_{next(self.ids)}")
+            self.items[item["id"]] = 0.0
+            self.fake.outputs.append((self.session.number, item))
+            await self.send({"type": "conversation.item.added", "item": item})
+
+    def offered(self) -> set[str]:
+        return {t.get("name", "") for t in self.config.get("tools", []) if isinstance(t, dict)}
+
+    async def call_function(self, name: str, arguments: dict[str, Any]) -> None:
+        """A response that calls ``name`` (it must be offered) instead of speaking."""
+        assert name in self.offered(), f"the model cannot call {name!r}: offered {sorted(self.offered())}"
+        response, item, call_id = f"resp_{next(self.ids)}", f"item_{next(self.ids)}", f"call_{next(self.ids)}"
+        self.responding = response
+        self.items[item] = 0.0
+        self.issued[call_id] = name
+        base = {"id": item, "type": "function_call", "call_id": call_id, "name": name}
+        await self.send({"type": "response.created", "response": {"id": response, "status": "in_progress"}})
+        await self.send(
+            {
+                "type": "response.output_item.added",
+                "response_id": response,
+                "output_index": 0,
+                "item": {**base, "status": "in_progress", "arguments": ""},
+            }
+        )
+        self.reply = asyncio.ensure_future(
+            self._stream_call(response, base, orjson.dumps(arguments).decode())
+        )
+        self.reply.add_done_callback(lambda task: self._done(response, task))
+
+    async def _stream_call(self, response: str, item: dict[str, Any], arguments: str) -> None:
+        where = {
+            "response_id": response,
+            "item_id": item["id"],
+            "output_index": 0,
+            "call_id": item["call_id"],
+        }
+        for i in range(0, len(arguments), 8):
+            await self.send(
+                {"type": "response.function_call_arguments.delta", **where, "delta": arguments[i : i + 8]}
+            )
+            await asyncio.sleep(0.005)
+        await self.send(
+            {
+                "type": "response.function_call_arguments.done",
+                **where,
+                "name": item["name"],
+                "arguments": arguments,
+            }
+        )
+        await self.send(
+            {
+                "type": "response.output_item.done",
+                "response_id": response,
+                "output_index": 0,
+                "item": {**item, "status": "completed", "arguments": arguments},
+            }
+        )
+        self.called_at[item["call_id"]] = time.monotonic()
 
     async def truncate(self, event: dict[str, Any]) -> None:
         item, end = event.get("item_id"), event.get("audio_end_ms")
@@ -507,15 +610,21 @@ class _RealtimeConn:
         )
         fake.replies += 1
         if fake.end_call_after_replies is not None and fake.replies >= fake.end_call_after_replies:
+            # the goodbye and the end_call in one response: the call's item comes last
+            assert "end_call" in self.offered(), "end_call is not offered"
+            call_id = f"call_{next(self.ids)}"
+            self.issued[call_id] = "end_call"
             await self.send(
                 {
                     "type": "response.output_item.done",
                     "response_id": response,
+                    "output_index": 1,
                     "item": {
-                        "id": f"call_{next(self.ids)}",
+                        "id": f"item_{next(self.ids)}",
                         "type": "function_call",
+                        "status": "completed",
                         "name": "end_call",
-                        "call_id": "c1",
+                        "call_id": call_id,
                         "arguments": "{}",
                     },
                 }

@@ -47,6 +47,9 @@ EXAMPLES = [
     m.Playback(3, 3, 2, 1, 10, 12.5, 11.0, 4),
     m.CallAction(1, "transfer", {"to": "+15551234567", "mode": "warm", "summary": "wants a person"}),
     m.ActionDone(1, {"ok": False, "error": "no answer"}),
+    m.HangUpAfterPlayed("vapi: phone-call-control hang-up"),
+    m.AnsweredBy("machine_end_beep"),
+    m.LeaveVoicemail(3),
 ]
 
 

@@ -53,12 +53,17 @@ class FakeLLM:
     As strict as OpenAI where it matters to us: with ``api_key`` set, a request without
     ``Authorization: Bearer <api_key>`` gets 401; reasoning models (``REASONING_MODEL``)
     refuse ``max_tokens`` and a non-default ``temperature`` with OpenAI's 400; with
-    ``legacy``, a server that knows only ``max_tokens`` refuses ``max_completion_tokens``."""
+    ``legacy``, a server that knows only ``max_tokens`` refuses ``max_completion_tokens``;
+    malformed tools and tool messages get OpenAI's 400 (``tool_problem``).
+
+    ``scripts``, when set, holds one script per request, in order (the last one is used
+    again past its end); a script may be a function of the request body returning one."""
 
     def __init__(self) -> None:
         self.base_url = ""  # set once served
         self.requests: list[dict[str, Any]] = []
         self.script: list[Any] = []
+        self.scripts: list[Any] = []
         self.status = 200
         self.error_body = b""
         self.content_type = "text/event-stream"
@@ -120,6 +125,9 @@ class FakeLLM:
                 openai_error("Unrecognized request argument supplied: max_completion_tokens", None, None),
                 status=400,
             )
+        problem = tool_problem(body)
+        if problem is not None:
+            return web.json_response(openai_error(*problem), status=400)
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -132,12 +140,17 @@ class FakeLLM:
             await asyncio.sleep(self.delay_headers_s)
         if self.status != 200:
             return web.Response(status=self.status, body=self.error_body, content_type="application/json")
+        script = self.script
+        if self.scripts:
+            script = self.scripts[min(len(self.requests), len(self.scripts)) - 1]
+            if callable(script):
+                script = script(body)
         if self.content_type == "application/json":
-            return web.Response(body=self.script[0], content_type="application/json")
+            return web.Response(body=script[0], content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": self.content_type, "Cache-Control": "no-cache"})
         await resp.prepare(request)
         try:
-            for step in self.script:
+            for step in script:
                 if step == "WAIT":
                     self.reached_wait.set()
                     await self.release.wait()
@@ -154,6 +167,111 @@ class FakeLLM:
             raise
         await resp.write_eof()
         return resp
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def tool_problem(body: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """What OpenAI refuses in ``tools``, ``tool_choice`` and tool messages (its 400 message,
+    param and code), or None."""
+    tools = body.get("tools")
+    if "tool_choice" in body and not tools:
+        return (
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+            "tool_choice",
+            None,
+        )
+    if body.get("tool_choice") not in (None, "none", "auto", "required"):
+        return ("Invalid value for 'tool_choice'.", "tool_choice", "invalid_value")
+    for i, tool in enumerate(tools or []):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or tool.get("type") != "function":
+            return (
+                f"Missing required parameter: 'tools[{i}].function'.",
+                f"tools[{i}].function",
+                "missing_required_parameter",
+            )
+        if not TOOL_NAME.match(str(fn.get("name", ""))):
+            return (
+                f"Invalid 'tools[{i}].function.name': string does not match pattern. Expected a string that "
+                "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                f"tools[{i}].function.name",
+                "invalid_value",
+            )
+        if fn.get("parameters", {}).get("type") != "object":
+            return (
+                f"Invalid schema for function '{fn['name']}'.",
+                f"tools[{i}].function.parameters",
+                "invalid_function_parameters",
+            )
+    unanswered: list[str] = []
+    for i, msg in enumerate(body.get("messages", [])):
+        role = msg.get("role")
+        if unanswered and role != "tool":
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(unanswered)}",
+                f"messages.[{i}].role",
+                None,
+            )
+        if role == "assistant" and msg.get("tool_calls"):
+            for j, call in enumerate(msg["tool_calls"]):
+                fn = call.get("function") or {}
+                if (
+                    not call.get("id")
+                    or call.get("type") != "function"
+                    or not isinstance(fn.get("arguments"), str)
+                ):
+                    return (
+                        f"Missing required parameter: 'messages[{i}].tool_calls[{j}]'.",
+                        f"messages[{i}].tool_calls[{j}]",
+                        "missing_required_parameter",
+                    )
+            unanswered = [c["id"] for c in msg["tool_calls"]]
+        elif role == "tool":
+            call_id = msg.get("tool_call_id")
+            if not call_id:
+                return (
+                    f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                    f"messages[{i}].tool_call_id",
+                    "missing_required_parameter",
+                )
+            if call_id not in unanswered:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    f"messages.[{i}].role",
+                    None,
+                )
+            if not isinstance(msg.get("content"), str):
+                return (
+                    f"Invalid type for 'messages[{i}].content'.",
+                    f"messages[{i}].content",
+                    "invalid_type",
+                )
+            unanswered.remove(call_id)
+    if unanswered:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(unanswered)}",
+            "messages",
+            None,
+        )
+    return None
+
+
+def tool_call_chunks(call_id: str, name: str, arguments: str, index: int = 0, pieces: int = 3) -> list[bytes]:
+    """A tool call streamed as OpenAI streams it: the id, type and name first (with empty
+    arguments), then the arguments in fragments."""
+    first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    out = [sse(chunk(tool_calls=[first]))]
+    step = max(1, -(-len(arguments) // pieces))
+    for i in range(0, len(arguments), step):
+        out.append(
+            sse(chunk(tool_calls=[{"index": index, "function": {"arguments": arguments[i : i + step]}}]))
+        )
+    return out
 
 
 @pytest.fixture
@@ -246,15 +364,6 @@ async def test_goodbye_heuristic_sets_ended(llm):
     agent = agent_for(llm)
     await reply_text(agent, "that's all, thanks")
     assert agent.ended
-
-
-async def test_end_call_tool_call(llm):
-    call = {"index": 0, "id": "t1", "type": "function", "function": {"name": "end_call", "arguments": ""}}
-    llm.script = [sse(chunk(tool_calls=[call])), sse(chunk(finish="tool_calls")), sse("[DONE]")]
-    agent = agent_for(llm, end_call_tool=True)
-    assert await reply_text(agent, "bye") == "Goodbye."
-    assert agent.ended
-    assert llm.requests[0]["json"]["tools"][0]["function"]["name"] == "end_call"
 
 
 async def test_non_streaming_json_answer_accepted(llm):

@@ -200,3 +200,31 @@ async def test_the_empty_pane_says_what_to_do_until_a_call_is_chosen(browser, st
         await expect(page.locator("#call-title")).to_have_text(call.call_sid)
     finally:
         await running
+
+
+async def test_console_transfers_and_hangs_up_a_live_call(browser, start_server):
+    url = await start_server(greeting="Hi.", transfer_to="+15557654321")  # no Twilio credentials
+    page, errors = await console_page(browser)
+    await page.goto(f"{url}/console")
+    await expect(page.locator("#feed")).to_have_text("live")
+    call = SimulatedCall(url, hold_s=30.0, max_s=40.0)
+    running = asyncio.create_task(call.run())
+    try:
+        row = page.locator(f'tr.call[data-sid="{call.call_sid}"]')
+        await expect(row).to_be_visible(timeout=10_000)
+        await row.click()
+        actions = page.locator("#call-actions")
+        await expect(actions).to_be_visible()
+        await page.click("#transfer-button")  # the bridge has no Twilio REST API: refused, said so
+        await expect(page.locator("#action-state")).to_contain_text("400", timeout=5_000)
+        await expect(page.locator("#action-state")).to_contain_text("TWILIO_ACCOUNT_SID")
+        await page.click("#end-call-button")
+        await expect(row.locator("td").nth(1)).to_have_text("ended", timeout=10_000)
+        await expect(page.locator("#conversation .marker").last).to_contain_text(
+            "call ended: the operator hung up"
+        )
+        await expect(actions).to_be_hidden()
+        result = await asyncio.wait_for(running, 20)
+    finally:
+        running.cancel()
+    assert result.ended_by == "hangup" and errors == []

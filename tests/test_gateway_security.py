@@ -103,7 +103,8 @@ async def test_webhook_answers_twiml_with_token_and_no_query_string(start_server
         stream_url, params = parse_stream_twiml(await call.post_webhook(http))
     assert stream_url == url.replace("http://", "ws://") + "/media"
     assert "?" not in stream_url
-    assert set(params) == {"token"} and params["token"].startswith(f"v1.{call.call_sid}.")
+    assert set(params) == {"token", "line"} and params["token"].startswith(f"v1.{call.call_sid}.")
+    assert params["line"] == call.to_number  # the number called: a warm transfer calls from it
     assert "<Connect action=" in call.result.twiml and "<Stream url=" in call.result.twiml
 
 

@@ -136,3 +136,29 @@ def test_outcomes_are_a_bounded_set():
     assert outcome("closed 1008: call CA1: stream token expired") == "refused"
     assert outcome("socket closed") == outcome("socket error: boom") == "disconnected"
     assert {outcome(r) for r in ("", "anything", "closed 1007: x")} <= set(OUTCOMES)
+
+
+def test_tool_calls_are_counted_by_name_and_outcome_with_bounded_labels():
+    from callbridge.metrics import MAX_TOOL_LABELS
+
+    metrics = Metrics()
+    figures = CallFigures(metrics)
+    figures.observe("tool.called", {"name": "lookup", "ok": True, "duration_ms": 12.5})
+    figures.observe(
+        "tool.called", {"name": "lookup", "ok": False, "duration_ms": 3000.0, "error": "timed out"}
+    )
+    for i in range(MAX_TOOL_LABELS + 10):  # names a model made up
+        figures.observe("tool.called", {"name": f"made_up_{i}", "ok": False, "duration_ms": 0.1})
+    samples = {
+        (s.labels.get("name"), s.labels.get("ok")): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        if family.name == "callbridge_tool_calls"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert samples[("lookup", "true")] == 1 and samples[("lookup", "false")] == 1
+    assert samples[("other", "false")] == 11  # past the first MAX_TOOL_LABELS names
+    assert len({name for name, _ in samples}) == MAX_TOOL_LABELS + 1
+    assert figures.tool_calls == MAX_TOOL_LABELS + 12
+    text = metrics.render().decode()
+    assert f"callbridge_tool_call_seconds_count {MAX_TOOL_LABELS + 12}.0" in text

@@ -267,6 +267,35 @@ class ActionDone(Message):
     outcome: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class HangUpAfterPlayed(Message):
+    """Gateway (a remote back end's server-URL request) -> Upstream: end the call once
+    what the agent is saying has played (its goodbye)."""
+
+    system: ClassVar[bool] = True
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredBy(Message):
+    """Gateway -> CallSupervisor: Twilio's answering-machine detection on an outbound call
+    (``answered_by``: ``human``, ``machine_start``, ``machine_end_beep``, ... as Twilio
+    reports it). A machine gets the voicemail message, a fax the end of the call."""
+
+    system: ClassVar[bool] = True
+    answered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveVoicemail(Message):
+    """CallSupervisor -> Upstream: an answering machine took the call: stop the back end,
+    say the voicemail message, hang up once it has played. ``cut``: the latest utterance
+    allocated so far (its audio, and that of every one before it, is dropped)."""
+
+    system: ClassVar[bool] = True
+    cut: int
+
+
 # --- control -----------------------------------------------------------------------
 
 
@@ -365,6 +394,9 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Playback,
     CallAction,
     ActionDone,
+    HangUpAfterPlayed,
+    AnsweredBy,
+    LeaveVoicemail,
 )
 _CODE = {cls: i for i, cls in enumerate(MESSAGE_TYPES)}
 MAX_ENCODED_BYTES = 1 << 20

@@ -103,6 +103,8 @@ class CallSupervisor(Actor):
         self.generation: dict[str, int] = {c.role: 0 for c in CHILDREN}
         self.restart_total = 0
         self.conversation = conversation or Conversation()
+        self.voicemail = False
+        """An answering machine took the call: the Upstream is leaving the message."""
         self.playback = m.Playback()
         """What the caller hears of the agent: this supervisor's, told to ``PLAYBACK_TO``."""
         self.backend = upstreams.choose(settings, start.parameters)
@@ -153,6 +155,8 @@ class CallSupervisor(Actor):
         )
         if cls.role in PLAYBACK_TO:  # a restarted child carries on from what is playing
             self.ctx.tell(cls.role, self.playback)
+        if cls.role == "upstream" and self.voicemail:  # restarted while leaving the message: again
+            self.ctx.tell("upstream", m.LeaveVoicemail(self.conversation.next_utterance - 1))
 
     def _played(self, playback: m.Playback, to: tuple[str, ...] = PLAYBACK_TO) -> None:
         if playback is not self.playback:
@@ -177,6 +181,21 @@ class CallSupervisor(Actor):
     def receiveMsg_DtmfReceived(self, msg: m.DtmfReceived) -> None:
         self.io.note("dtmf", digit=msg.digit)
         self.ctx.tell("upstream", msg)
+
+    def receiveMsg_AnsweredBy(self, msg: m.AnsweredBy) -> None:
+        """A machine: cut what plays and have the Upstream leave the voicemail message; a
+        fax: end the call; a human (or ``unknown``): the agent carries on."""
+        if msg.answered_by.startswith("machine") and not self.voicemail:
+            self.voicemail = True  # once: a second verdict must not cut the message
+            dropped_s = self.io.clear()
+            cut = self.conversation.next_utterance - 1
+            self.ctx.tell("codec", m.Interrupted(cut, -1))
+            self.ctx.tell("upstream", m.LeaveVoicemail(cut))
+            self._played(self.playback.cut(cut))
+            self.io.note("voicemail.starting", answered_by=msg.answered_by, dropped_s=round(dropped_s, 2))
+        elif msg.answered_by == "fax":
+            self.io.note("call_ending", reason="a fax machine answered")
+            self.io.end("a fax machine answered")
 
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         for cls in CHILDREN:

@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..upstreams.base import Backend, BackendSpec, Conversation
+from ..upstreams.voicemail import Voicemail, voicemail_text
 from . import messages as m
 from .runtime import Actor, ActorContext
 
@@ -51,6 +52,7 @@ class Upstream(Actor):
         self.playback = m.Playback()
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.next_request = 0
+        self.parameters: dict[str, str] = {}
 
     def stopped(self) -> None:
         self.backend.stop()
@@ -58,6 +60,7 @@ class Upstream(Actor):
     # -- messages in ---------------------------------------------------------------------
 
     def receiveMsg_CallStarted(self, msg: m.CallStarted) -> None:
+        self.parameters = msg.parameters
         self.backend = self.spec.create(self, self.conversation, self.settings)
         self.backend.playback = self.playback
         self.backend.start(msg)
@@ -88,6 +91,22 @@ class Upstream(Actor):
 
     def receiveMsg_CallStopped(self, msg: m.CallStopped) -> None:
         self.backend.stop()
+
+    def receiveMsg_HangUpAfterPlayed(self, msg: m.HangUpAfterPlayed) -> None:
+        self.backend.hang_up_requested(msg.reason)
+
+    def receiveMsg_LeaveVoicemail(self, msg: m.LeaveVoicemail) -> None:
+        """An answering machine: the back end stops (what it was saying is cut) and the
+        ``Voicemail`` back end leaves the message (``upstreams/voicemail.py``)."""
+        if isinstance(self.backend, Voicemail):
+            return
+        old = self.backend
+        old.interrupted(msg.cut, 0)
+        old.stop()
+        text = voicemail_text(self.settings, self.conversation, self.parameters)
+        self.backend = Voicemail(self, self.conversation, self.settings, text)
+        self.backend.playback = self.playback
+        self.backend.start()
 
     def receiveMsg_ActionDone(self, msg: m.ActionDone) -> None:
         done = self.pending.get(msg.request)

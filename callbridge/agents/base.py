@@ -17,9 +17,12 @@ Contract (what the Upstream can rely on):
 - ``vocabulary()`` is what its callers are expected to say, for the embedded pipeline's
   speech recognition, or None (the default) for any English.
 - ``tools()`` are the agent's own tools (``callbridge.tools.Tool``), offered to its model; the
-  bridge adds the telephony tools (``callbridge.actions.TELEPHONY_TOOLS``). Before a reply the
-  back end gives the agent the call's ``ToolContext`` (``bind``); ``use_tool`` runs a tool
-  through it (``callbridge.tools.run_tool``: checked, timed out, noted).
+  bridge adds the telephony tools (``callbridge.actions.TELEPHONY_TOOLS``) and the user's
+  served ones (``TOOLS_URL``, ``callbridge.usertools``). Before a reply the back end gives
+  the agent the call's ``ToolContext`` and the served tools (``bind``); ``use_tool`` runs a
+  tool through it (``callbridge.tools.run_tool``: checked, timed out, noted). Neither the
+  context nor the served tools are pickled with the agent (a checkpoint): the next back end
+  binds them again.
 - ``aclose()`` releases what the agent holds (a no-op for most agents).
 """
 
@@ -82,25 +85,43 @@ class Agent(ABC):
 
     context: ToolContext | None = None
     """The call this agent speaks in, for its tools (``bind``); None outside a call."""
+    served_tools: Sequence[Tool] = ()
+    """Tools the bridge serves to every agent (the user's ``TOOLS_URL`` ones; ``bind``)."""
 
     def tools(self) -> Sequence[Tool]:
         """The agent's own tools, offered to its model (none by default)."""
         return ()
 
     def all_tools(self) -> dict[str, Tool]:
-        """Its own tools and the telephony ones, by name (its own win a name clash)."""
+        """Its own tools, the served ones and the telephony ones, by name (in that order of
+        precedence on a name clash)."""
         own = toolbox(self.tools())
-        return {**{t.name: t for t in TELEPHONY_TOOLS if t.name not in own}, **own}
+        served = {t.name: t for t in self.served_tools if t.name not in own}
+        telephony = {t.name: t for t in TELEPHONY_TOOLS if t.name not in own and t.name not in served}
+        return toolbox([*telephony.values(), *served.values(), *own.values()])
 
-    def bind(self, context: ToolContext) -> None:
-        """The back end gives the agent its call before a reply."""
+    def bind(self, context: ToolContext, served: Sequence[Tool] = ()) -> None:
+        """The back end gives the agent its call (and the tools it serves) before a reply."""
         self.context = context
+        self.served_tools = tuple(served)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the call it is bound to (a checkpoint outlives it)."""
+        state = self.__dict__.copy()
+        state.pop("context", None)
+        state.pop("served_tools", None)
+        return state
 
     async def use_tool(self, name: str, arguments: str | dict[str, Any] | None) -> ToolOutcome:
         """Run one of ``all_tools()`` in the bound call; a failure is an outcome, never raised."""
-        if self.context is None:
+        context = self.context
+        if context is None:
             return ToolOutcome(name, False, error="no call to run the tool in")
-        return await run_tool(self.all_tools(), name, arguments, self.context)
+        busy = getattr(context, "busy", None)
+        if busy is None:
+            return await run_tool(self.all_tools(), name, arguments, context)
+        with busy():  # the back end knows the reply is waiting on a tool, not stuck
+            return await run_tool(self.all_tools(), name, arguments, context)
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook: most agents hold nothing
         """Release resources held by the agent (none by default)."""

@@ -19,11 +19,23 @@ ignores ``stream`` and answers one JSON completion is accepted too.
   or JSON, an ``error`` object in the stream, a stream cut before ``[DONE]``/``finish_reason``.
 - Abandoning or cancelling the reply closes the HTTP response (the connection is dropped,
   so the server stops generating).
-- Ending the call: if the model calls an ``end_call`` tool (offered when
-  ``end_call_tool=True``; a tool call of that name is honoured either way), or (heuristic)
-  if the reply's last sentence is a farewell ("goodbye", "bye", "have a nice day"...) and
-  not a question. The default system prompt asks the model to end with "Goodbye." exactly
-  when the call is over.
+- Tools (function calling): every request offers ``all_tools()`` (the agent's own, the
+  user's served ones from ``TOOLS_URL`` and the telephony ones: ``end_call``,
+  ``transfer_call``, ``send_dtmf``); ``tools=False`` offers none (servers without function
+  calling). Streamed ``delta.tool_calls`` fragments are put together by ``index`` (the
+  ``id`` and ``function.name`` come first, ``function.arguments`` in pieces); once the
+  stream ends with tool calls (``finish_reason: "tool_calls"``), each is run through
+  ``use_tool`` (checked, timed out, noted as ``tool.called``, a filler past 1 s), the
+  assistant message with its ``tool_calls`` and one ``role: "tool"`` message per call
+  (``tool_call_id``, the outcome's ``for_model()`` text; a failure is told to the model
+  like a result) are appended, and the reply goes on with another request. Text the model
+  says before a tool call streams to the caller at once. At most ``MAX_TOOL_ROUNDS``
+  rounds of tool calls per turn; the request after the last round says ``tool_choice:
+  "none"`` so the model answers in words, and tool calls it makes anyway are dropped.
+- Ending the call: ``end_call`` (a telephony action: the call ends after the reply being
+  spoken has played), or (heuristic) if the reply's last sentence is a farewell
+  ("goodbye", "bye", "have a nice day"...) and not a question. The default system prompt
+  asks the model to end with "Goodbye." exactly when the call is over.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import orjson
 
 from ..persona import DESK_PERSONA
 from ..speech.vocabulary import Vocabulary
+from ..tools import MAX_ARGS_BYTES, Tool
 from ._http import check_url, excerpt, redact, session_scope
 from .base import Agent, AgentError, Turn, split_pieces
 from .desk_vocabulary import desk_vocabulary
@@ -46,14 +59,10 @@ from .desk_vocabulary import desk_vocabulary
 log = logging.getLogger("callbridge.agent")
 
 DEFAULT_SYSTEM_PROMPT = DESK_PERSONA
-END_CALL_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "end_call",
-        "description": "Hang up the phone call after your farewell. Call it only when the caller is done.",
-        "parameters": {"type": "object", "properties": {}},
-    },
-}
+MAX_TOOL_ROUNDS = 5
+"""Rounds of tool calls in one turn; the next request asks for words only."""
+MAX_TOOL_CALLS = 16
+"""Tool calls in one round; more is a malformed answer."""
 MAX_EVENT_BYTES = 1 << 20
 MAX_TOKENS_PARAMS = ("max_completion_tokens", "max_tokens")
 _FAREWELL = re.compile(
@@ -135,7 +144,7 @@ class OpenAIChatAgent(Agent):
         "temperature",
         "max_tokens",
         "max_tokens_param",
-        "end_call_tool",
+        "tools",
         "session",
         "call_sid",
         "greeting",
@@ -153,7 +162,7 @@ class OpenAIChatAgent(Agent):
         temperature: float | None = None,
         max_tokens: int | None = 300,
         max_tokens_param: str = "max_completion_tokens",
-        end_call_tool: bool = False,
+        tools: bool = True,
         session: aiohttp.ClientSession | None = None,
         call_sid: str | None = None,
         greeting: str | None = None,
@@ -172,13 +181,14 @@ class OpenAIChatAgent(Agent):
             )
         self.max_tokens_param = max_tokens_param
         self._param_switched = False
-        self.end_call_tool = bool(end_call_tool)
+        self.offer_tools = bool(tools)
         self.session = session
         self.call_sid = call_sid
         self._greeting = greeting
         self._ended = False
         self._turns = 0
         self._last_finish: str | None = None
+        self._tool_calls = 0
 
     def vocabulary(self) -> Vocabulary:
         """The desk's, as before vocabularies came from the agent: the general model costs
@@ -187,10 +197,17 @@ class OpenAIChatAgent(Agent):
         return desk_vocabulary()
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model, "turns": self._turns, "finish_reason": self._last_finish}
+        state: dict[str, Any] = {
+            "model": self.model,
+            "turns": self._turns,
+            "finish_reason": self._last_finish,
+        }
+        if self._tool_calls:
+            state["tool_calls"] = self._tool_calls
+        return state
 
-    def messages(self, transcript: str, history: Sequence[Turn]) -> list[dict[str, str]]:
-        msgs: list[dict[str, str]] = []
+    def messages(self, transcript: str, history: Sequence[Turn]) -> list[dict[str, Any]]:
+        msgs: list[dict[str, Any]] = []
         if self.system_prompt:
             msgs.append({"role": "system", "content": self.system_prompt})
         turns = [t for t in history if t.text.strip()]
@@ -202,67 +219,103 @@ class OpenAIChatAgent(Agent):
         msgs.append({"role": "user", "content": transcript})
         return msgs
 
-    def request_body(self, transcript: str, history: Sequence[Turn]) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": self.messages(transcript, history),
-            "stream": True,
-        }
+    def request_body(
+        self, messages: list[dict[str, Any]], tools: dict[str, Tool], words_only: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
         if self.max_tokens:
             body[self.max_tokens_param] = int(self.max_tokens)
         if self.temperature is not None:
             body["temperature"] = float(self.temperature)
-        if self.end_call_tool:
-            body["tools"] = [END_CALL_TOOL]
+        if tools:
+            body["tools"] = [t.openai_chat() for t in tools.values()]
+            if words_only:
+                body["tool_choice"] = "none"
         if self.call_sid:
             body["user"] = self.call_sid
         return body
 
     async def reply(self, transcript: str, history: Sequence[Turn] = ()) -> AsyncGenerator[str, None]:
         self._turns += 1
+        messages = self.messages(transcript, history)
+        tools = self.all_tools() if self.offer_tools else {}
+        said: list[str] = []
+        ended = False
+        async with session_scope(self.session) as session:
+            for round_ in range(MAX_TOOL_ROUNDS + 1):
+                state = _ReplyState()
+                body = self.request_body(messages, tools, words_only=round_ == MAX_TOOL_ROUNDS)
+                async for piece in self._complete(session, body, state):
+                    said.append(piece)
+                    yield piece
+                self._last_finish = state.finish
+                calls = state.calls()
+                if not calls or round_ == MAX_TOOL_ROUNDS:
+                    if calls:
+                        log.warning(
+                            "%s: tool calls past %d rounds dropped", redact(self.url), MAX_TOOL_ROUNDS
+                        )
+                    break
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": "".join(state.text) or None,
+                        "tool_calls": [c.to_json() for c in calls],
+                    }
+                )
+                for call in calls:
+                    self._tool_calls += 1
+                    outcome = await self.use_tool(call.name, call.arguments)
+                    ended |= call.name == "end_call" and outcome.ok
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.for_model()})
+        if ended and not said:
+            said.append("Goodbye.")
+            yield "Goodbye."
+        self._ended = ended or says_goodbye("".join(said))
+
+    async def _complete(
+        self, session: aiohttp.ClientSession, body: dict[str, Any], state: _ReplyState
+    ) -> AsyncGenerator[str, None]:
+        """One request: its text pieces as they stream; its tool calls end up in ``state``."""
         where = redact(self.url)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        state = _ReplyState()
-        async with session_scope(self.session) as session:
-            resp: aiohttp.ClientResponse | None = None
-            try:
-                resp = await self._post(session, headers, transcript, history, where)
-                if resp.status == 400 and self.max_tokens and not self._param_switched:
-                    body = await excerpt(resp)
-                    if not _refuses_param(body, self.max_tokens_param):
-                        raise AgentError(f"{where} answered HTTP 400: {body}")
-                    resp.release()
-                    self._switch_param(where)
-                    resp = await self._post(session, headers, transcript, history, where)
-                if resp.status != 200:
-                    raise AgentError(f"{where} answered HTTP {resp.status}: {await excerpt(resp)}")
-                if resp.content_type in ("application/json",):
-                    async for piece in self._whole(resp, state, where):
-                        yield piece
-                else:
-                    async for piece in self._stream(resp, state, where):
-                        yield piece
-                if state.end_call and not state.text:
-                    state.text.append("Goodbye.")
-                    yield "Goodbye."
-                self._ended = state.end_call or says_goodbye("".join(state.text))
-                self._last_finish = state.finish
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await self._post(session, headers, body, where)
+            if resp.status == 400 and self.max_tokens and not self._param_switched:
+                excerpt_ = await excerpt(resp)
+                if not _refuses_param(excerpt_, self.max_tokens_param):
+                    raise AgentError(f"{where} answered HTTP 400: {excerpt_}")
                 resp.release()
-            finally:
-                if resp is not None and not resp.closed and not state.complete:
-                    resp.close()  # abandoned, cancelled or failed: drop the connection
+                body[self.next_param()] = body.pop(self.max_tokens_param)
+                self._switch_param(where)
+                resp = await self._post(session, headers, body, where)
+            if resp.status != 200:
+                raise AgentError(f"{where} answered HTTP {resp.status}: {await excerpt(resp)}")
+            if resp.content_type in ("application/json",):
+                async for piece in self._whole(resp, state, where):
+                    yield piece
+            else:
+                async for piece in self._stream(resp, state, where):
+                    yield piece
+            resp.release()
+        finally:
+            if resp is not None and not resp.closed and not state.complete:
+                resp.close()  # abandoned, cancelled or failed: drop the connection
+
+    def next_param(self) -> str:
+        return next(p for p in MAX_TOKENS_PARAMS if p != self.max_tokens_param)
 
     async def _post(
         self,
         session: aiohttp.ClientSession,
         headers: dict[str, str],
-        transcript: str,
-        history: Sequence[Turn],
+        body: dict[str, Any],
         where: str,
     ) -> aiohttp.ClientResponse:
-        data = orjson.dumps(self.request_body(transcript, history))
+        data = orjson.dumps(body)
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await session.post(self.url, data=data, headers=headers)
@@ -274,7 +327,7 @@ class OpenAIChatAgent(Agent):
     def _switch_param(self, where: str) -> None:
         """The endpoint refused the token limit's name: use the other one from now on."""
         old = self.max_tokens_param
-        self.max_tokens_param = next(p for p in MAX_TOKENS_PARAMS if p != old)
+        self.max_tokens_param = self.next_param()
         self._param_switched = True
         log.warning(
             "%s refuses %r; sending %r instead (set OPENAI_MAX_TOKENS_PARAM=%s)",
@@ -383,8 +436,10 @@ class _ReplyState:
         self.done = False  # [DONE] seen
         self.complete = False  # the response was read to its end
         self.finish: str | None = None
-        self.end_call = False
-        self._tool_names: dict[int, str] = {}
+        self._calls: dict[int, _ToolCall] = {}
+        """Tool calls by slot (the order they started in)."""
+        self._slots: dict[int, int] = {}
+        """The server's ``index`` -> the slot of the call it is streaming."""
 
     def event(self, data: str) -> list[str]:
         if self.done:
@@ -420,16 +475,76 @@ class _ReplyState:
         return out
 
     def tools(self, calls: Any) -> None:
-        """Streamed tool calls arrive in fragments keyed by ``index``; the name comes first."""
-        if not isinstance(calls, list):
+        """Streamed tool calls arrive in fragments keyed by ``index``: the first carries the
+        ``id`` and ``function.name``, later ones pieces of ``function.arguments``; a new
+        ``id`` at an index already used starts another call. A whole (non-streamed)
+        message's ``tool_calls`` are one fragment each."""
+        if calls is None:
             return
+        if not isinstance(calls, list):
+            raise AgentError("malformed data: tool_calls is not a list")
         for i, call in enumerate(calls):
             if not isinstance(call, dict):
-                continue
-            fn = call.get("function")
-            name = fn.get("name") if isinstance(fn, dict) else None
+                raise AgentError("malformed data: a tool call is not an object")
             index = call.get("index", i)
+            if not isinstance(index, int) or not 0 <= index < MAX_TOOL_CALLS:
+                raise AgentError(
+                    f"malformed data: tool call index {str(index)[:20]} (at most {MAX_TOOL_CALLS} calls)"
+                )
+            fn = call.get("function") or {}
+            if not isinstance(fn, dict):
+                raise AgentError("malformed data: a tool call's function is not an object")
+            call_id, name, args = call.get("id"), fn.get("name"), fn.get("arguments")
+            slot = self._slots.get(index)
+            entry = self._calls.get(slot) if slot is not None else None
+            if entry is None or (isinstance(call_id, str) and call_id and entry.id and call_id != entry.id):
+                # a new call; a server that numbers every call 0 (Ollama) tells them apart by id
+                if len(self._calls) >= MAX_TOOL_CALLS:
+                    raise AgentError(f"malformed data: more than {MAX_TOOL_CALLS} tool calls")
+                slot = self._slots[index] = len(self._calls)
+                entry = self._calls[slot] = _ToolCall()
+            if isinstance(call_id, str) and call_id:
+                entry.id = call_id
             if isinstance(name, str) and name:
-                self._tool_names[index if isinstance(index, int) else i] = name
-                if name == "end_call":
-                    self.end_call = True
+                entry.name = name
+            if isinstance(args, str):
+                entry.parts.append(args)
+                entry.size += len(args)
+                if entry.size > MAX_ARGS_BYTES:
+                    raise AgentError(f"malformed data: tool call arguments over {MAX_ARGS_BYTES} bytes")
+            elif isinstance(args, dict):  # a server that sends them parsed
+                entry.parts = [orjson.dumps(args).decode()]
+
+    def calls(self) -> list[_ToolCall]:
+        """The complete tool calls, in index order; one without a name is malformed."""
+        out = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call.name:
+                raise AgentError(f"malformed data: tool call {index} has no function name")
+            if not call.id:
+                call.id = f"call_{index}"  # servers that send none; the id only pairs our messages
+            out.append(call)
+        return out
+
+
+class _ToolCall:
+    """One tool call as it is streamed."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.parts: list[str] = []
+        self.size = 0
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """As the assistant message's ``tool_calls`` entry sent back to the model."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }

@@ -159,6 +159,7 @@ function renderHead() {
   ];
   if (live.frames_in !== undefined) items.push(["frames in/out", `${live.frames_in} / ${live.frames_out}`]);
   if (c.stop_reason) items.push(["ended", c.stop_reason]);
+  $("call-actions").hidden = c.state !== "live";
   $("call-figures").replaceChildren(...items.map(([k, v]) => { const s = el("span", "", `${k} `); s.append(el("b", "", String(v))); return s; }));
 }
 
@@ -189,6 +190,7 @@ function addEvent(i, entry) {
       if (entry.text) selected.lastAgent[entry.utterance] = say("agent", entry.text, "agent");
       break;
     case "greeting_synthesised": case "fallback_synthesised": case "apology_synthesised": case "dtmf_reply_synthesised":
+    case "filler_synthesised": case "goodbye_synthesised": case "recording_notice_synthesised":
       selected.lastAgent[entry.utterance] = say("agent", entry.text, `agent ${entry.event.replace("_synthesised", "")}`);
       break;
     case "barge_in": {
@@ -202,8 +204,15 @@ function addEvent(i, entry) {
     case "child_gave_up": marker("restart", `✖ ${entry.child} gave up: ${entry.policy}`); break;
     case "echo_ignored": marker("", "echo ignored"); break;
     case "dtmf": marker("", `key ${entry.digit}`); break;
+    case "dtmf.sent": marker("", `keys sent: ${entry.digits}`); break;
+    case "call.transferred": marker("transfer", `☎ ${entry.mode} transfer to ${entry.to}: ${entry.outcome}`); break;
     case "agent.error": marker("restart", `agent error (try ${entry.attempt}): ${entry.error}`); break;
+    case "tool.called":
+      marker(entry.ok ? "" : "restart", `🔧 tool ${entry.name} ${entry.ok ? "answered" : `failed (${entry.error})`} in ${fmtMs(entry.duration_ms)}`);
+      break;
     case "stopped": marker("", `call ended: ${entry.reason}`); break;
+    case "recording.stopped": marker("", `recording stopped: ${entry.reason}`); break;
+    case "recording.ready": conv.append(recordingLink(selected.sid, entry)); break;
     case "turn": addTurn(entry); break;
     case "jitter_stats": showLine(entry); break;
     default: break;
@@ -217,6 +226,32 @@ function addEvent(i, entry) {
     $("events").scrollTop = $("events").scrollHeight;
   }
   conv.scrollTop = conv.scrollHeight;
+}
+
+function recordingLink(sid, entry) {
+  // RECORDING=local: the bridge's WAV (operator route); twilio: Twilio's recording URL.
+  const m = el("div", "marker recording");
+  if (entry.mode === "local") {
+    const part = entry.part > 1 ? `?part=${entry.part}` : "";
+    const href = `calls/${encodeURIComponent(sid)}/recording${part}`;
+    const a = el("a", "", `recording${entry.part > 1 ? " part " + entry.part : ""} (${entry.seconds} s, stereo: caller left, agent right)`);
+    a.href = href;
+    a.download = entry.path;
+    const player = el("audio");
+    player.controls = true;
+    player.preload = "none";
+    player.src = href;
+    m.append("● ", a, " ", player);
+  } else if (typeof entry.url === "string" && entry.url.startsWith("https://")) {
+    const a = el("a", "", `Twilio's recording (${entry.seconds ?? "?"} s)`);
+    a.href = entry.url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    m.append("● ", a);
+  } else {
+    m.append(`● recording ready (${entry.mode})`);
+  }
+  return m;
 }
 
 function addTurn(t) {
@@ -272,6 +307,25 @@ const phone = new Softphone({
   },
   onCall: (sid) => { if (calls.has(sid)) select(sid); else pendingSelect = sid; },
 });
+// ---- telephony actions on the selected call (POST /calls/{sid}/transfer, /hangup) ----
+
+async function callAction(what, body) {
+  if (!selected) return;
+  const sid = selected.sid;
+  $("action-state").textContent = `${what}…`;
+  const res = await fetch(`calls/${encodeURIComponent(sid)}/${what}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const text = (await res.text()).trim();
+  if (selected && selected.sid === sid) $("action-state").textContent = res.ok ? `${what}: done` : `${what}: ${res.status} ${text.slice(0, 160)}`;
+}
+
+$("call-actions").onsubmit = (ev) => {
+  ev.preventDefault();
+  const to = $("transfer-to").value.trim();
+  callAction("transfer", { mode: $("transfer-mode").value, ...(to ? { to } : {}) });
+};
+$("end-call-button").onclick = () => callAction("hangup", { reason: "the operator hung up" });
 $("call-button").onclick = () => phone.start();
 $("hangup-button").onclick = () => phone.hangUp();
 $("mute").onchange = (e) => phone.mute(e.target.checked);

@@ -40,6 +40,7 @@ from ..upstreams.base import Conversation
 from .ignored import IgnoredInput
 from .limits import TokenBucket
 from .output import OutboundWriter
+from .recordings import Recording, Recordings
 from .store import CHECKPOINT_TIMELINE, CallStore, summary_of
 
 log = logging.getLogger("callbridge.gateway")
@@ -59,6 +60,8 @@ CHECKPOINT_EVENTS = frozenset(
         "child_restarted",
         "upstream.bound",
         "upstream.released",
+        "call.transferred",
+        "dtmf.sent",
     }
 )
 """Timeline events after which the call's state is checkpointed to the store."""
@@ -94,12 +97,14 @@ class Call:
         bind: Callable[[str, str], None] | None = None,
         ignored: IgnoredInput | None = None,
         transport: asyncio.Transport | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         """``resume``: the checkpoint of this call from a stream that dropped (the call
         carries on: conversation, timeline, utterance numbering). ``ignored``: the
         socket's tally of ignored input (its count goes in the call's stats).
         ``hang_up(reason)``: close the stream (the supervisor ended the call).
-        ``transport``: the stream's connection (for ``abort``)."""
+        ``transport``: the stream's connection (for ``abort``). ``recordings``
+        (``RECORDING=local``): this stream is recorded, as the call's next part."""
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.source = source
@@ -130,9 +135,14 @@ class Call:
         self.agent_closing: asyncio.Task[Any] | None = None
         self.telephony: Telephony | None = None
         """Carries out telephony actions (``act``); set by the gateway."""
+        self.redirected = ""
+        """Why the bridge is giving the call new TwiML (a telephony action): the ``stop``
+        Twilio then sends ends this stream, not the call (``expect_redirect``)."""
         self.resumes = 0
         conversation = self._resume(resume) if resume is not None else None
         params = {k: v for k, v in start.custom_parameters.items() if k not in HIDDEN_PARAMETERS}
+        self.parameters = params
+        """The stream's custom parameters (the token left out)."""
         self.note("started", streamSid=start.stream_sid, parameters=params)
         self.writer = OutboundWriter(
             send,
@@ -145,6 +155,14 @@ class Call:
         self.writer_task = asyncio.get_running_loop().create_task(
             self.writer.run(), name=f"{self.call_sid}/writer"
         )
+        self.recording: Recording | None = None
+        if recordings is not None:
+            self.recording = recordings.begin(self.call_sid, self.resumes + 1, clock())
+            if self.recording is None:
+                self.note("recording.skipped", reason="no recording for this CallSid or part")
+            else:
+                self.writer.recorder = self.recording.recorder
+                self.note("recording.started", mode="local", part=self.recording.part)
         self.dispatcher = Dispatcher(clock, settings.server.check_messages, name=self.call_sid)
         supervisor = self.dispatcher.add(
             CallSupervisor,
@@ -182,6 +200,12 @@ class Call:
         self.frames_in += 1
         self.last_in = event.payload
         self.dispatcher.tell("jitter", m.MediaReceived(event.chunk, event.timestamp, event.payload))
+        recording = self.recording
+        if recording is not None:
+            recorder = recording.recorder
+            recorder.caller(event.timestamp, event.payload, self.clock())
+            if recorder.stopped:
+                self._stop_recording("RECORDINGS_MAX_CALL_S reached")
 
     def mark_played(self, name: str) -> None:
         """Twilio echoed mark ``name``: one this stream sent and awaits goes to the
@@ -197,6 +221,10 @@ class Call:
 
     def dtmf(self, digit: str) -> None:
         self.dispatcher.tell("supervisor", m.DtmfReceived(digit))
+
+    def answered_by(self, who: str) -> None:
+        """Twilio's answering-machine detection said who took this outbound call."""
+        self.dispatcher.tell("supervisor", m.AnsweredBy(who))
 
     def abort(self) -> None:
         """Drop the stream's connection at once, as a crash would (fault injection)."""
@@ -215,6 +243,15 @@ class Call:
         connection dropped): a new stream may carry the call on."""
         self._stop_reason = reason
         self._resumable = self._resumable and resumable
+
+    def expect_redirect(self, reason: str) -> None:
+        """The bridge is about to replace the call's TwiML (``reason``; empty: it did not
+        after all): Twilio's ``stop`` on this stream will not mean the caller hung up."""
+        self.redirected = reason
+
+    def played_out(self) -> bool:
+        """Everything the agent sent has played: nothing queued here, every mark echoed."""
+        return self.writer.idle and len(self.writer.marks) == 0
 
     @property
     def stop_reason(self) -> str:
@@ -237,9 +274,28 @@ class Call:
         self.dispatcher.tell("supervisor", m.CallStopped(reason))
         self.dispatcher.close()
         self.writer.close()
+        if self.recording is not None:  # what Twilio still had buffered never played
+            self.recording.recorder.cleared(self.clock())
+            self._stop_recording("")
         self.note("stopped", reason=reason)
         if self.metrics is not None:
             self.metrics.call_ended(reason, self.frames_in, self.writer.frames_sent)
+
+    def _stop_recording(self, why: str) -> None:
+        """End this stream's recording (the writer completes the file: ``recording.ready``
+        follows); ``why``: it stopped before the call did (noted on the timeline)."""
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        self.writer.recorder = None
+        if why:
+            self.note(
+                "recording.stopped",
+                reason=why,
+                seconds=round(recording.recorder.samples / 8000, 1),
+                part=recording.part,
+            )
+        recording.close()
 
     # -- CallIO, for the supervisor ---------------------------------------------------------
 
@@ -279,6 +335,14 @@ class Call:
             self._checkpoint_due = (
                 loop.call_later(wait, self.checkpoint) if wait > 0 else loop.call_soon(self.checkpoint)
             )
+
+    def carry_over(self, event: str, data: dict[str, Any]) -> None:
+        """An event of this call's earlier stream that came after its last checkpoint (a
+        recording completes a moment after its stream ends): into the timeline and the
+        console's feed only, as it was already published."""
+        entry = self.timeline.add(self.clock(), event, **data)
+        if self._watch is not None and entry is not None:
+            self._watch(self.call_sid, len(self.timeline.events) - 1, entry)
 
     def checkpoint(self, full: bool = False) -> None:
         """Post this call's state to the store (what a resume on another process needs):

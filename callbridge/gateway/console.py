@@ -118,7 +118,7 @@ def operator_only(handler: Handler) -> Handler:
     return guarded
 
 
-def _check_origin(request: web.Request) -> None:
+def check_origin(request: web.Request) -> None:
     gw = request.app[GATEWAY]
     base_host = split_base(gw.public_base(request))[0]
     if not same_origin(request.headers.get("Origin"), (request.host, base_host)):
@@ -148,7 +148,7 @@ async def console_login(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
         raise web.HTTPRequestEntityTooLarge(MAX_LOGIN_BYTES, request.content_length)
-    _check_origin(request)
+    check_origin(request)
     form = await request.post()
     token = form.get("token")
     offered = token if isinstance(token, str) else ""
@@ -199,7 +199,7 @@ async def console_events(request: web.Request) -> web.StreamResponse:
 @operator_only
 async def console_call(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    _check_origin(request)
+    check_origin(request)
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="POST with Content-Type: application/json\n")
     live = sum(1 for c in gw.registry.live.values() if c.source == "console")
@@ -223,7 +223,7 @@ async def console_call(request: web.Request) -> web.Response:
 
 @operator_only
 async def console_media(request: web.Request) -> web.StreamResponse:
-    _check_origin(request)
+    check_origin(request)
     return await serve_stream(request, request.app[GATEWAY].console_tokens, None, "console")
 
 

@@ -1,5 +1,8 @@
 """Call events POSTed to ``EVENTS_URL``: ``call.started``, ``transcript.final``,
-``agent.reply``, ``call.ended``.
+``agent.reply``, ``tool.called`` (``name``, ``ok``, ``duration_ms``, ``error`` when it
+failed), ``call.transferred`` (``to``, ``mode``, ``outcome``), ``call.answered_by`` (an
+outbound call's answering-machine detection: ``answered_by``, ``detection_ms``),
+``recording.ready``, ``call.ended``.
 
 Each event is one JSON object ``{"event", "callSid", "at" (unix s), "data"}`` sent as the
 raw body, with ``X-Callbridge-Timestamp`` (unix s) and ``X-Callbridge-Signature:
@@ -37,7 +40,11 @@ PUBLISHED = {
     "started": "call.started",
     "transcript.final": "transcript.final",
     "agent.reply": "agent.reply",
+    "tool.called": "tool.called",
     "stopped": "call.ended",
+    "recording.ready": "recording.ready",
+    "call.transferred": "call.transferred",
+    "call.answered_by": "call.answered_by",
 }
 """Timeline event -> published event name."""
 

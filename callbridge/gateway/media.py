@@ -14,7 +14,8 @@ and webhook tokens are not valid there).
 Bad input closes that socket only, with one log line and a close code:
 1003 binary frame; 1007 malformed JSON, bad fields or bad base64; 1008 bad signature,
 bad token, a second stream for a live call (one per CallSid on any process:
-``CallStore.claim_stream``), an event out of order (media before start), a token already
+``CallStore.claim_stream``; a resuming stream waits up to ``RESUME_CLAIM_WAIT_S`` for the
+old one to finish), an event out of order (media before start), a token already
 used (tokens start one stream: ``CallStore.claim_token``), or messages faster than
 ``INBOUND_RATE`` x real time sustained (``INBOUND_BURST_S`` banked; from the socket's
 first message on, each but the one ``start`` costing at least a frame); 1009 a message
@@ -71,6 +72,9 @@ SEND_BUFFER_BYTES = 16 * 1024
 """Kernel send buffer and transport high-water mark of a media socket (Twilio needs
 ~15 KB/s; ``OUTBOUND_LEAD_MS`` keeps well under this in flight)."""
 CLOSE_TIMEOUT_S = 2.0
+RESUME_CLAIM_WAIT_S = 2.0
+"""How long a resuming stream waits for the call's previous stream to let go of it."""
+CLAIM_POLL_S = 0.02
 
 
 class Refused(Exception):
@@ -112,6 +116,7 @@ async def serve_stream(
         _small_buffers(request.transport)
         gw.sockets.add(ws)
         session = StreamSession(gw, ws, peer, tokens, source, request.transport)
+        session.public_base = gw.public_base(request)
         gw.sessions.add(session)
         try:
             if refusal is not None:
@@ -170,6 +175,8 @@ class StreamSession:
         self.liveness = Liveness(now)
         self.inbound = InboundRate(gw.settings.limits.inbound_rate, gw.settings.limits.inbound_burst_s, now)
         """Every message counts, from the first (before ``start`` too)."""
+        self.public_base = ""
+        """This gateway's public base URL as the handshake saw it (callbacks we ask for)."""
         self.claimed: str | None = None
         """The CallSid whose stream this socket claimed in the store (``start``)."""
         self.expelled = False
@@ -219,7 +226,10 @@ class StreamSession:
                 call.dtmf(event.digit)
                 return False
             if isinstance(event, Stop):
-                call.end_because("twilio stop")  # the caller hung up
+                if call.redirected:  # the bridge gave the call new TwiML: the call goes on
+                    call.end_because(call.redirected, resumable=True)
+                else:
+                    call.end_because("twilio stop")  # the caller hung up
                 await self.ws.close(code=WSCloseCode.OK)
                 return True
         if isinstance(event, Start):
@@ -240,6 +250,12 @@ class StreamSession:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid}: stream token already used")
         wants_resume = start.custom_parameters.get("resume") == "1"
         claimed = await gw.store.claim_stream(start.call_sid)
+        deadline = time.monotonic() + RESUME_CLAIM_WAIT_S
+        while wants_resume and claimed is False and time.monotonic() < deadline:
+            # New TwiML from the bridge (a telephony action) opens this stream as soon as
+            # Twilio stopped the old one, which may not have finished here yet.
+            await asyncio.sleep(CLAIM_POLL_S)
+            claimed = await gw.store.claim_stream(start.call_sid)
         if claimed is False:
             raise Refused(CLOSE_POLICY, f"call {start.call_sid} already has a live stream")
         self.claimed = start.call_sid
@@ -289,8 +305,14 @@ class StreamSession:
             bind=lambda provider, remote_id: registry.alias(provider, remote_id, sid),
             ignored=self.ignored,
             transport=self.transport,
+            recordings=gw.recordings,
         )
+        gw.telephony.attach(call)
         gw.registry.add(call)
+        gw.carry_over(call)
+        if gw.settings.recordings.mode == "twilio" and resume is None and self.source == "twilio":
+            # One recording per call: a resumed stream is still in it.
+            gw.start_twilio_recording(call.call_sid, self.public_base)
         log.info("call %s: stream %s %s", call.call_sid, call.stream_sid, "resumed" if resume else "started")
         return call
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from ..codecs.framing import FRAME_S
 from ..codecs.marks import MarkName, MarksInFlight
 from ..codecs.mediastreams import clear_message, mark_message, media_message
+from .recorder import CallRecorder
 
 log = logging.getLogger("callbridge.gateway")
 
@@ -91,6 +92,8 @@ class OutboundWriter:
         self.closed = False
         self.blocked_since: float | None = None
         """When the send in progress began (None: not sending)."""
+        self.recorder: CallRecorder | None = None
+        """``RECORDING=local``: told each frame sent (when it will play) and each clear."""
 
     # -- producers (synchronous, never block) ----------------------------------------
 
@@ -117,6 +120,11 @@ class OutboundWriter:
             self._queue.append((_NOTIFY, utterance))
             if len(self._queue) == 1:
                 self._wake()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued to send (frames, marks or notifications)."""
+        return not self._queue
 
     def clear(self) -> int:
         """Drop everything pending and have ``clear`` sent next. Returns frames dropped.
@@ -152,7 +160,10 @@ class OutboundWriter:
             while not self.closed:
                 if self._clear_pending:
                     self._clear_pending = False
-                    self.pacer.cleared(self.clock())
+                    cleared_at = self.clock()
+                    self.pacer.cleared(cleared_at)
+                    if self.recorder is not None:  # what Twilio had buffered is not played
+                        self.recorder.cleared(cleared_at)
                     await self._out(clear_message(self.stream_sid))
                     continue
                 if not queue:
@@ -179,6 +190,8 @@ class OutboundWriter:
                 self.blocked_since = now
                 await self._send(media_message(self.stream_sid, value))  # type: ignore[arg-type]  # _FRAME: bytes
                 self.blocked_since = None
+                if self.recorder is not None:  # it plays once what was sent before it has
+                    self.recorder.agent(max(self.pacer.play_end, now), value, now)  # type: ignore[arg-type]  # _FRAME: bytes
                 self.pacer.sent(now)
                 self.frames_sent += 1
                 self.last_sent = value  # type: ignore[assignment]  # _FRAME: bytes

@@ -121,6 +121,68 @@ def tool_calls(message: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+WARM_PLANS = re.compile(r"^warm-transfer")
+"""Vapi's ``transferPlan.mode`` values that brief the human first (``warm-transfer-say-
+message``, ``warm-transfer-say-summary``, ...); the ``blind-transfer`` ones are cold."""
+
+
+def transfer_destination(to: str) -> dict[str, Any]:
+    """``{"destination": ...}`` for ``to`` (E.164 or a ``sip:`` URI), as Vapi's
+    ``TransferDestinationNumber`` / ``TransferDestinationSip``."""
+    if to.startswith(("sip:", "sips:")):
+        return {"destination": {"type": "sip", "sipUri": to}}
+    return {"destination": {"type": "number", "number": to}}
+
+
+def destination_args(destination: Any) -> dict[str, Any]:
+    """A Vapi transfer destination as ``transfer`` arguments (``to``, ``mode``,
+    ``summary``); ``ValueError`` if it names no number or SIP URI."""
+    if not isinstance(destination, dict):
+        raise ValueError("no destination")
+    kind = destination.get("type")
+    to = (
+        destination.get("number")
+        if kind == "number"
+        else destination.get("sipUri")
+        if kind == "sip"
+        else None
+    )
+    if not isinstance(to, str) or not to:
+        raise ValueError(f"destination of type {str(kind)[:20]!r} names no number or sipUri")
+    args: dict[str, Any] = {"to": to[:260], "mode": "cold"}
+    plan = destination.get("transferPlan")
+    if isinstance(plan, dict) and isinstance(plan.get("mode"), str) and WARM_PLANS.match(plan["mode"]):
+        args["mode"] = "warm"
+        if isinstance(plan.get("message"), str) and plan["message"]:
+            args["summary"] = plan["message"][:TEXT_CHARS]
+    return args
+
+
+def control_action(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The action a ``phone-call-control`` message asks for: ``("transfer", args)`` for
+    ``forward``, ``("hang_up", {reason})`` for ``hang-up``; ``ValueError`` otherwise."""
+    request = message.get("request")
+    if request == "hang-up":
+        return "hang_up", {"reason": "vapi: the assistant ended the call"}
+    if request == "forward":
+        return "transfer", destination_args(message.get("destination"))
+    raise ValueError(f"unknown phone-call-control request {str(request)[:40]!r}")
+
+
+def tool_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    """``toolCallId -> arguments`` (a JSON text or an object) of a ``tool-calls`` message."""
+    calls = message.get("toolCallList")
+    if not isinstance(calls, list):
+        calls = message.get("toolCalls")
+    out: dict[str, Any] = {}
+    for call in calls[:MAX_TOOL_CALLS] if isinstance(calls, list) else ():
+        if isinstance(call, dict):
+            function = call.get("function")
+            args = function.get("arguments") if isinstance(function, dict) else call.get("parameters")
+            out[str(call.get("id", ""))[:200]] = args if isinstance(args, (str, dict)) else None
+    return out
+
+
 def reply(message: dict[str, Any]) -> dict[str, Any]:
     """The JSON body Vapi expects in answer to ``message`` (``{}`` when none is)."""
     kind = message.get("type")

@@ -5,7 +5,9 @@ Each message (``vapi_messages.SERVER_MESSAGE_TYPES``) that names its Vapi call
 (the Vapi back end bound that id to our CallSid when it created the call), also after the
 call has ended (end-of-call reports come late) while the call is kept in ``CALL_HISTORY``.
 Messages about no call (``chat.*``, ``session.*``, ...) and types Vapi may add later are
-acknowledged (200) and counted; the answer to each type is ``vapi_messages.reply``.
+acknowledged (200) and counted; the answer to each type is ``vapi_messages.reply``, except
+the telephony requests (``transfer-destination-request``, ``phone-call-control``, the
+bridge's own tools in ``tool-calls``), which ``vapi_actions`` carries out on the call.
 
 Limits: body at most ``MAX_BODY_BYTES`` (413); authentication per ``vapi_auth`` (401,
 also when no secret is configured); not a JSON object with a well-formed ``message.type``
@@ -23,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from .context import GATEWAY
+from .vapi_actions import answer
 from .vapi_auth import check
 from .vapi_messages import TYPE, known, reply, summarise, timeline_name
 
@@ -88,4 +91,5 @@ async def vapi_webhook(request: web.Request) -> web.Response:
         if n := tally.count("unknown call"):
             log.info("vapi webhook %s for unknown call %r (%d so far)", kind, vapi_id[:80], n)
         raise web.HTTPNotFound(text="unknown call\n")
-    return web.json_response(reply(message))
+    answered = await answer(gw, call_sid, message)
+    return web.json_response(answered if answered is not None else reply(message))

@@ -80,6 +80,17 @@ class CallResult:
     redirects: int = 0
     ended_by: str = ""
     """"caller" (we sent stop), "hangup" (<Hangup/>), "no more verbs", or "max_s"."""
+    updates: list[str] = field(default_factory=list)
+    """TwiML the call was given through Twilio's REST API (``twilio_update``), in order."""
+    heard: list[str] = field(default_factory=list)
+    """What ``<Say>`` told the caller."""
+    digits_played: list[str] = field(default_factory=list)
+    """``<Play digits>`` played on the call (DTMF to the far end)."""
+    dialed: list[tuple[str, str]] = field(default_factory=list)
+    """(noun, target) of each ``<Dial>``: ``number``/``sip`` and the destination, or
+    ``conference`` and its name."""
+    joined: list[str] = field(default_factory=list)
+    """Who joined the caller's conference (the fake's human legs)."""
 
     def agent_pcm(self) -> np.ndarray:
         return ulaw_decode(bytes(self.agent_audio))
@@ -171,7 +182,11 @@ class SimulatedCall:
         webhook_path: str = "/voice/inbound",
         allow_ws: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        direction: str = "inbound",
     ) -> None:
+        """``direction``: Twilio's ``Direction`` (``outbound-api`` for a call placed through
+        the REST API: ``callbridge.sim.callee``); ``webhook_path`` may carry a query."""
+        self.direction = direction
         self.allow_ws = allow_ws
         """``ws://`` Stream URLs: see ``check_stream_url`` (Twilio itself never allows them)."""
         self.ssl_context = ssl_context
@@ -208,10 +223,36 @@ class SimulatedCall:
         self._t0 = 0.0
         self._end_marks = 0
         self._close_frame = False
+        self._interrupt = asyncio.Event()
+        """Set when Twilio's REST API gave the call new TwiML (``twilio_update``)."""
+        self._redirect: str | None = None
+        self._conference_over = asyncio.Event()
+        self.dial_status = "completed"
+        """How a ``<Dial><Number>``/``<Sip>`` ends (``DialCallStatus``): ``completed`` (the
+        far end answered, talked and hung up) or ``no-answer``, ``busy``, ``failed``."""
+        self.dial_hold_s = 0.3
+        """How long a ``<Dial><Number>``/``<Sip>`` lasts (ringing and talking)."""
 
     @property
     def call_sid(self) -> str:
         return self.result.call_sid
+
+    # -- Twilio's REST API acting on this call (``tests/fake_twilio.py`` calls these) ----
+
+    def twilio_update(self, twiml: str) -> None:
+        """The call was given new TwiML (``Calls/{Sid}.json`` with ``Twiml``): as Twilio
+        does, a live stream gets ``stop`` and is closed (without its ``<Connect action>``),
+        and the new document runs in place of what was left of the old one."""
+        self.result.updates.append(twiml)
+        self._redirect = twiml
+        self._interrupt.set()
+
+    def conference_joined(self, who: str) -> None:
+        self.result.joined.append(who)
+
+    def conference_ended(self) -> None:
+        """The caller's conference ended (its ``endConferenceOnExit`` participant left)."""
+        self._conference_over.set()
 
     # -- 1-2: the webhook -------------------------------------------------------------
 
@@ -223,18 +264,23 @@ class SimulatedCall:
             "CallStatus": status,
             "Called": self.to_number,
             "Caller": self.from_number,
-            "Direction": "inbound",
+            "Direction": self.direction,
             "From": self.from_number,
             "To": self.to_number,
         }
 
     async def post_webhook(
-        self, session: aiohttp.ClientSession, url: str | None = None, method: str = "POST"
+        self,
+        session: aiohttp.ClientSession,
+        url: str | None = None,
+        method: str = "POST",
+        extra: dict[str, str] | None = None,
     ) -> str:
-        """Request the voice webhook, or (``url``, public form) a ``<Connect action>`` or
-        ``<Redirect>`` target, as Twilio does, and return the TwiML. A GET carries the
-        parameters in the query (signed as part of the URL), a POST in the form."""
-        params = self.webhook_params("ringing" if url is None else "in-progress")
+        """Request the voice webhook, or (``url``, public form) a ``<Connect action>``,
+        ``<Dial action>`` (``extra``: ``DialCallStatus``...) or ``<Redirect>`` target, as
+        Twilio does, and return the TwiML. A GET carries the parameters in the query (signed
+        as part of the URL), a POST in the form."""
+        params = {**self.webhook_params("ringing" if url is None else "in-progress"), **(extra or {})}
         public = url or self.public_url + self.webhook_path
         if method == "GET":
             public += ("&" if "?" in public else "?") + urlencode(params)
@@ -261,7 +307,7 @@ class SimulatedCall:
         r = self.result
         script = _Script(self.turns, self.dtmf, self.polite, self.reply_timeout_s, self.gap_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            verbs = parse_twiml(await self.post_webhook(session))
+            verbs = parse_twiml(await self.post_webhook(session), with_say=True)
             while verbs and not r.ended_by:
                 verb, url, parameters = verbs.pop(0)
                 if verb == "hangup":
@@ -271,12 +317,56 @@ class SimulatedCall:
                         r.redirects += 1
                     else:
                         r.actions += 1
-                    verbs = parse_twiml(await self.post_webhook(session, url, parameters["method"]))
+                    verbs = parse_twiml(await self.post_webhook(session, url, parameters["method"]), True)
                 elif verb == "stream":
                     await self._connect(url, parameters, script)
+                elif verb == "say":
+                    r.heard.append(url)
+                elif verb == "play":
+                    r.digits_played.append(parameters["digits"])
+                elif verb == "dial":
+                    verbs = await self._dial(session, url, parameters, verbs)
+                if self._redirect is not None:  # new TwiML from the REST API replaces the rest
+                    verbs, self._redirect = parse_twiml(self._redirect, with_say=True), None
+                    self._interrupt.clear()
             r.ended_by = r.ended_by or "no more verbs"
             r.record = await self.fetch_record(session)
         return r
+
+    async def _dial(
+        self,
+        session: aiohttp.ClientSession,
+        target: str,
+        attributes: dict[str, str],
+        rest: list[tuple[str, str, dict[str, str]]],
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """Run a ``<Dial>``; the verbs that follow (the ``action``'s answer, if it has one)."""
+        r = self.result
+        noun = attributes["noun"]
+        r.dialed.append((noun, target))
+        if noun == "conference":  # on hold until the conference ends or the call is redirected
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._interrupt, self._conference_over)]
+            left = max(0.0, self.max_s - (time.monotonic() - self._t0))
+            await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            self._conference_over.clear()
+            return rest
+        status = self.dial_status
+        try:
+            await asyncio.wait_for(self._interrupt.wait(), self.dial_hold_s)
+            return rest
+        except TimeoutError:
+            pass
+        if not attributes.get("action"):
+            return rest
+        extra = {
+            "DialCallStatus": status,
+            "DialCallSid": new_sid("CA"),
+            "DialCallDuration": "1" if status == "completed" else "0",
+        }
+        method = attributes.get("method", "POST").upper()
+        return parse_twiml(await self.post_webhook(session, attributes["action"], method, extra), True)
 
     def _reachable(self, url: str) -> str:
         """Where to really connect for a URL under ``public_url`` (which may be a name
@@ -329,6 +419,9 @@ class SimulatedCall:
         if r.ended_by:
             r.stream_ends.append(r.ended_by)
             return
+        if self._interrupt.is_set():  # Twilio ended it to run new TwiML: not a drop
+            r.stream_ends.append("redirected")
+            return
         r.drops.append(time.monotonic() - self._t0)
         r.stream_ends.append("failed" if not opened else "closed" if self._close_frame else "broken")
 
@@ -367,7 +460,12 @@ class SimulatedCall:
         receiver = asyncio.create_task(self._receive(ws))
         try:
             await self._tick_loop(ws, receiver, script)
-            if not receiver.done():
+            if not receiver.done() and self._interrupt.is_set():  # new TwiML: Twilio ends the stream
+                await self._send(
+                    ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid)
+                )
+                await ws.close()
+            elif not receiver.done():
                 r.ended_by = r.ended_by or "caller"
                 await self._send(
                     ws, ms.twilio_stop(self._seq + 1, r.stream_sid, r.call_sid, self.account_sid)
@@ -396,7 +494,7 @@ class SimulatedCall:
         in_flight: list[tuple[float, str]] = []
         chunk = 0  # this stream's numbering
         tick = len(r.caller_audio) // FRAME_BYTES  # the call's
-        while not receiver.done():
+        while not receiver.done() and not self._interrupt.is_set():
             now = time.monotonic() - self._t0
             if now > self.max_s:
                 r.ended_by = "max_s"
@@ -548,12 +646,15 @@ class _Script:
         self.marks_seen = marks
 
 
-def parse_twiml(twiml: str) -> list[tuple[str, str, dict[str, str]]]:
+def parse_twiml(twiml: str, with_say: bool = False) -> list[tuple[str, str, dict[str, str]]]:
     """The verbs a simulated Twilio runs, in order: ``("stream", url, parameters)`` for
     ``<Connect><Stream>``, then ``("action", url, {"method": m})`` if the ``<Connect>``
     has an ``action`` (Twilio requests it when the ``<Connect>`` ends and never runs the
     verbs after it, so they are left out); ``("redirect", url, {"method": m})``;
-    ``("hangup", "", {})``. ``<Say>`` and ``<Pause>`` are skipped (nothing to stream);
+    ``("hangup", "", {})``; ``("play", "", {"digits": d})`` for ``<Play digits>``;
+    ``("dial", target, {"noun": number|sip|conference, "action": url, ...})`` for a
+    ``<Dial>`` with one noun (its attributes and the noun's). ``<Say>`` (``("say", text,
+    {})`` with ``with_say``) and ``<Pause>`` are otherwise skipped (nothing to stream);
     other verbs are an error."""
     try:
         root = ET.fromstring(twiml)
@@ -561,6 +662,20 @@ def parse_twiml(twiml: str) -> list[tuple[str, str, dict[str, str]]]:
         raise ValueError(f"webhook answer is not TwiML: {exc}") from None
     verbs: list[tuple[str, str, dict[str, str]]] = []
     for el in root:
+        if el.tag == "Say" and with_say:
+            verbs.append(("say", (el.text or "").strip(), {}))
+            continue
+        if el.tag == "Play" and el.get("digits"):
+            verbs.append(("play", "", {"digits": el.get("digits", "")}))
+            continue
+        if el.tag == "Dial":
+            nouns = list(el)
+            if len(nouns) != 1 or nouns[0].tag not in ("Number", "Sip", "Conference"):
+                raise ValueError("TwiML <Dial> must hold one <Number>, <Sip> or <Conference> here")
+            noun = nouns[0]
+            attributes = {**el.attrib, **noun.attrib, "noun": noun.tag.lower()}
+            verbs.append(("dial", (noun.text or "").strip(), attributes))
+            continue
         if el.tag == "Connect":
             stream = el.find("Stream")
             if stream is None or not stream.get("url"):

@@ -170,6 +170,11 @@ class Backend(ABC):
         """What sounded like the caller starting to talk was too short (a cough)."""
         return None
 
+    def hang_up_requested(self, reason: str) -> None:
+        """End the call once the agent's goodbye has played (a remote back end's request);
+        a back end that does not track what is playing ends it now."""
+        self.port.end_call(reason)
+
     def mark_played(self, mark: MarkName) -> None:
         """An utterance's end mark came back: hang up once the goodbye has played."""
         end_after = self.conversation.hang_up_after

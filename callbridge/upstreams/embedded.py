@@ -10,7 +10,16 @@ Turn discipline:
   ``UPSTREAM_RETRIES_S`` (1, 2, 4 s); after that the agent apologises and the call ends
   once the apology has played;
 - a reply that fails half-way keeps what was said (no retry: it would repeat itself);
-- an agent that says goodbye (``agent.ended``) ends the call once its last words played.
+- an agent that says goodbye (``agent.ended``), or whose tool asks to hang up (``end_call``),
+  ends the call once its last words played;
+- tools: before each reply the agent is bound to the call's ``CallTools`` (``calltools``)
+  and the user's served tools (``TOOLS_URL``, ``usertools``); a tool's filler is spoken
+  in turn with the reply (after what was already said of it), and the time a tool runs
+  does not count against ``AGENT_TIMEOUT_S``;
+- a recorded call (``RECORDING``) starts with ``RECORDING_NOTICE``, said before the greeting;
+- on an outbound call (stream parameter ``direction=outbound``) the greeting waits for the
+  callee's first words ("Hello?": their final transcript) or ``OUTBOUND_GREETING_WAIT_S``;
+  the call's own ``greeting`` parameter, when given, replaces the agent's.
 
 Timeline: ``transcript.partial``, ``transcript.final``, ``agent.reply``, ``agent.error``,
 and ``turn`` with the latencies of each answered turn: caller's last speech -> end of
@@ -34,9 +43,11 @@ from ..agents.base import Agent, AgentError, Turn, create_agent
 from ..retry import Failure, RetryPolicy
 from ..speech import vad
 from ..speech.stt import get_recognizer
+from ..usertools import load_served, served_tools
 from .base import Backend, BackendSpec, Conversation, Port
+from .calltools import CallTools
 from .listener import Heard, Listener
-from .speaker import APOLOGY, FALLBACK, Speaker, Utterance, shared_tts
+from .speaker import APOLOGY, FALLBACK, GOODBYE, Speaker, Utterance, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -51,6 +62,7 @@ async def prewarm(settings: Settings) -> None:
     shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
     vad.preload()
     agent = agent_for(settings, "CAprewarm")
+    await load_served(settings.tools)
     await get_recognizer(agent.vocabulary(), decoders=settings.speech.stt_decoders).prewarm()
 
 
@@ -113,24 +125,57 @@ class EmbeddedBackend(Backend):
         self.turn_times: dict[int, _TurnTimes] = {}
         self.reply_turns: dict[int, int] = {}
         """utterance -> index of its agent turn in the history (for truncation)."""
+        self.tools = CallTools(port, "", self._filler, self.retry.timeout_s)
+        self.reply_utterance: Utterance | None = None
+        """The reply being spoken, while its agent may still add to it."""
+        self.greeting = ""
+        """The call's own greeting (stream parameter ``greeting``, from ``POST /calls``)."""
+        self.awaiting_hello: asyncio.Task[None] | None = None
+        """An outbound call's greeting, waiting for the callee to speak first."""
 
     # -- call events ---------------------------------------------------------------------
 
     def start(self, call: m.CallStarted) -> None:
         conv = self.conversation
+        self.tools = CallTools(self.port, call.call_sid, self._filler, self.retry.timeout_s)
         if conv.agent is None:
             conv.agent = agent_for(self.settings, call.call_sid)
         self.listener.listen_for(conv.agent.vocabulary())
-        if not conv.greeted:
-            conv.greeted = True
-            greeting = conv.agent.greeting() or self.settings.speech.greeting
-            if greeting.strip():
-                self._said(self.speaker.say(greeting, "greeting"), greeting)
+        self.greeting = call.parameters.get("greeting", "")
+        wait_s = self.settings.outbound.greeting_wait_s
+        if not conv.greeted and call.parameters.get("direction") == "outbound" and wait_s > 0:
+            # Someone picks up and says "Hello?": greet them once they have (``heard``),
+            # or after ``OUTBOUND_GREETING_WAIT_S`` of them saying nothing, not over them.
+            self.awaiting_hello = self.port.spawn(self._greet_after(wait_s), "greeting_wait")
+            self.port.note("greeting.waiting", wait_s=wait_s)
+        elif not conv.greeted:
+            self._greet()
         elif conv.resume_say:  # resumed on a new stream: repeat what the caller missed
             text, conv.resume_say = conv.resume_say, None
             self._said(self.speaker.say(text, "resume_repeat"), text)
             if conv.hang_up_after is not None and conv.last_said is not None:
                 conv.hang_up_after = conv.last_said[0]
+
+    def _greet(self, why: str = "") -> None:
+        conv = self.conversation
+        assert conv.agent is not None
+        conv.greeted = True
+        if self.awaiting_hello is not None:
+            self.awaiting_hello.cancel()
+            self.awaiting_hello = None
+            self.port.note("greeting.heard_callee" if why == "heard" else "greeting.wait_over")
+        recordings = self.settings.recordings
+        if recordings.mode != "off" and recordings.notice.strip():  # said before anything else
+            self._said(self.speaker.say(recordings.notice, "recording_notice"), recordings.notice)
+        greeting = self.greeting or conv.agent.greeting() or self.settings.speech.greeting
+        if greeting.strip():
+            self._said(self.speaker.say(greeting, "greeting"), greeting)
+
+    async def _greet_after(self, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
+        self.awaiting_hello = None  # this task: not cancelled by the greeting it starts
+        self.port.note("greeting.wait_over")
+        self._greet()
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now(), filler=msg.filler)
@@ -155,6 +200,9 @@ class EmbeddedBackend(Backend):
 
     def stop(self) -> None:
         self.listener.stop()
+        if self.awaiting_hello is not None:
+            self.awaiting_hello.cancel()
+            self.awaiting_hello = None
 
     def speech_rejected(self) -> None:
         """The turn in progress is the agent's own echo: drop it, transcribe nothing."""
@@ -185,6 +233,10 @@ class EmbeddedBackend(Backend):
         none does once the agent has said goodbye."""
         if not heard.text or self.conversation.hang_up_after is not None:
             return
+        if self.awaiting_hello is not None:  # the callee's "Hello?": answered by the greeting
+            self.conversation.history.append(Turn("caller", heard.text))
+            self._greet("heard")
+            return
         self.pending.append(heard)
         if self.turn_task is None or self.turn_task.done():
             self.turn_task = self.port.spawn(self._turns(), "turns")
@@ -205,15 +257,19 @@ class EmbeddedBackend(Backend):
         conv.history.append(Turn("caller", text))
         policy = self.retry
         retries = policy.start()
+        tools = self.tools
         while True:
             utterance = None
             said = ""
+            tools.hang_up_reason = None
+            self.reply_utterance = None
+            agent.bind(tools, served_tools(self.settings.tools))
             try:
                 async with aclosing(agent.reply(text, history)) as pieces:
-                    async for piece in _with_timeout(pieces, policy.timeout_s):
+                    async for piece in _with_timeout(pieces, policy.timeout_s, tools):
                         if utterance is None:
                             times.first_text = self.port.now()
-                            utterance = self.speaker.open("reply")
+                            utterance = self.reply_utterance = self.speaker.open("reply")
                             if utterance is None:
                                 return
                             self.turn_times[utterance.number] = times
@@ -237,6 +293,12 @@ class EmbeddedBackend(Backend):
                 return
             if utterance is None:  # the agent chose to say nothing
                 self.port.note("agent.reply", text="", utterance=None)
+                if tools.hang_up_reason is not None:  # never a silent hang-up
+                    bye = self.speaker.say(GOODBYE, "goodbye")
+                    self._said(bye, GOODBYE)
+                    conv.hang_up_after = bye.number if bye is not None else None
+                    if bye is None:
+                        self.port.end_call(tools.hang_up_reason)
                 return
             utterance.close()
             self._replied(said, utterance.number, agent)
@@ -250,6 +312,14 @@ class EmbeddedBackend(Backend):
         if failure.attempt == 1 and failure.pause_s is not None:
             self.speaker.say(FALLBACK, "fallback")
 
+    def _filler(self, text: str) -> None:
+        """A tool's filler: said next within the reply being spoken, or on its own."""
+        utterance = self.reply_utterance
+        if utterance is not None and not utterance.closed:
+            utterance.interject(text)
+        else:
+            self.speaker.say(text, "filler")
+
     def _said(self, utterance: Utterance | None, text: str) -> None:
         if utterance is not None:
             self.conversation.last_said = (utterance.number, text)
@@ -259,15 +329,23 @@ class EmbeddedBackend(Backend):
         self.reply_turns[utterance] = len(self.conversation.history)
         self.conversation.history.append(Turn("agent", text))
         self.port.note("agent.reply", text=text[:1000], utterance=utterance, state=_small(agent.state()))
-        if agent.ended:
+        if agent.ended or self.tools.hang_up_reason is not None:
             self.conversation.hang_up_after = utterance
 
 
-async def _with_timeout(pieces: AsyncIterator[str], timeout_s: float | None) -> AsyncIterator[str]:
-    """Each next piece must arrive within ``timeout_s`` (raises ``TimeoutError``)."""
+async def _with_timeout(
+    pieces: AsyncIterator[str], timeout_s: float | None, tools: CallTools
+) -> AsyncIterator[str]:
+    """Each next piece must arrive within ``timeout_s`` (raises ``TimeoutError``), not
+    counting the time a tool runs (``CallTools.busy`` moves the deadline)."""
     while True:
         try:
-            piece = await asyncio.wait_for(anext(pieces), timeout_s)
+            async with asyncio.timeout(timeout_s) as deadline:
+                tools.deadline = deadline
+                try:
+                    piece = await anext(pieces)
+                finally:
+                    tools.deadline = None
         except StopAsyncIteration:
             return
         yield piece

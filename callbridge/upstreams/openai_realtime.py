@@ -2,8 +2,8 @@
 
 Connect to ``OPENAI_REALTIME_URL?model=OPENAI_REALTIME_MODEL`` (``Authorization: Bearer
 OPENAI_API_KEY``), wait for ``session.created``, send ``session.update`` (``audio/pcmu``
-in and out, server VAD with ``ENDPOINT_SILENCE_MS``, input transcription, an ``end_call``
-tool), and the session is ready on ``session.updated``. After a reconnect the new
+in and out, server VAD with ``ENDPOINT_SILENCE_MS``, input transcription, the call's
+tools), and the session is ready on ``session.updated``. After a reconnect the new
 session first gets the call's transcript so far (``conversation.item.create``), so the
 conversation goes on. The greeting is asked for once per call (``response.create``).
 
@@ -24,7 +24,17 @@ conversation goes on. The greeting is asked for once per call (``response.create
   gets ``response.create`` (after the response in progress, if any, is done).
 - Transcripts: ``conversation.item.input_audio_transcription.completed`` ->
   ``transcript.final``; ``response.output_audio_transcript.done`` -> ``agent.reply``.
-- ``end_call`` tool call: the call ends once the agent's last words have played.
+- Tools: ``session.tools`` offers ``RemoteBackend.tools()`` (the telephony tools
+  ``end_call``, ``transfer_call``, ``send_dtmf``, and the user's ``TOOLS_URL`` ones, loaded
+  at start-up by ``prewarm``), ``tool_choice``
+  ``auto``. A ``response.output_item.done`` whose item is a ``function_call`` (``call_id``,
+  ``name``, the ``arguments`` the ``response.function_call_arguments.delta`` events
+  streamed) is run through ``run_tool`` (``remote.RemoteToolContext``); its outcome goes
+  back as ``conversation.item.create`` of a ``function_call_output`` (``call_id``,
+  ``output`` = ``ToolOutcome.for_model()``), then ``response.create`` once the response
+  that called it is done and no other call of it is still running, so the model carries
+  on with the result. ``end_call`` gets no new response: the call ends once the
+  response's audio (the goodbye) has played.
 - ``error`` events are noted (``upstream.remote_error``); the session goes on.
 
 The beta event names (``response.audio.delta``...) are accepted too.
@@ -35,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,9 +53,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from ..actions import TELEPHONY_TOOLS
 from ..agents.base import Turn
 from ..options import option
 from ..persona import DESK_PERSONA
+from ..tools import Tool, ToolOutcome
+from ..usertools import load_served
 from .base import ULAW, BackendSpec
 from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure, prewarm
 
@@ -60,12 +74,7 @@ PREFIX_PADDING_MS = 300
 """Audio the server's VAD keeps before detected speech (and counts in ``audio_start_ms``)."""
 ECHO_ITEMS = 16
 """Input items judged echo, remembered until committed."""
-END_CALL_TOOL = {
-    "type": "function",
-    "name": "end_call",
-    "description": "Hang up the phone call, after you have said goodbye.",
-    "parameters": {"type": "object", "properties": {}},
-}
+MAX_CALL_ID = 200
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 _AUDIO_DONE = ("response.output_audio.done", "response.audio.done")
 _TRANSCRIPT_DONE = ("response.output_audio_transcript.done", "response.audio_transcript.done")
@@ -83,7 +92,11 @@ def realtime_url(base: str, model: str) -> str:
 
 
 def session_update(
-    model: str, voice: str, silence_ms: int, instructions: str = INSTRUCTIONS
+    model: str,
+    voice: str,
+    silence_ms: int,
+    instructions: str = INSTRUCTIONS,
+    tools: Iterable[Tool] = TELEPHONY_TOOLS,
 ) -> dict[str, Any]:
     pcmu = {"type": "audio/pcmu"}
     return {
@@ -107,7 +120,7 @@ def session_update(
                 },
                 "output": {"format": pcmu, "voice": voice},
             },
-            "tools": [END_CALL_TOOL],
+            "tools": [tool.openai_realtime() for tool in tools],
             "tool_choice": "auto",
         },
     }
@@ -148,6 +161,24 @@ def speech_onset_ms(audio_start_ms: Any, padding_ms: int) -> float | None:
     if not isinstance(audio_start_ms, (int, float)) or isinstance(audio_start_ms, bool):
         return None
     return float(audio_start_ms) + padding_ms if audio_start_ms > 0 else 0.0
+
+
+def function_output(call_id: str, output: str) -> dict[str, Any]:
+    """A tool call's outcome for the model (then ``response.create``)."""
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+    }
+
+
+def function_call(item: Any) -> tuple[str, str, str] | None:
+    """``(call_id, name, arguments)`` of a ``function_call`` output item, else None."""
+    if not isinstance(item, dict) or item.get("type") != "function_call":
+        return None
+    call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
+    if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID or not isinstance(name, str):
+        return None
+    return call_id, name[:64], arguments if isinstance(arguments, str) else ""
 
 
 def greet(greeting: str) -> dict[str, Any]:
@@ -214,7 +245,10 @@ class RealtimeBackend(RemoteBackend):
         """Agent audio received per output item of this session (ms): truncation never
         goes past it, nor names an item of an earlier session."""
         self.item_utterance: dict[str, int] = {}
-        self.end_requested = False
+        self.tools_running = 0
+        """Tool calls of this session not yet answered: ``response.create`` waits for them."""
+        self.outputs_sent = False
+        """A tool output waits for ``response.create``."""
         self.padding_ms = PREFIX_PADDING_MS
         self.responding = False
         """A response is in progress (``response.created`` .. ``response.done``)."""
@@ -230,7 +264,14 @@ class RealtimeBackend(RemoteBackend):
         ws = await self.open_socket(realtime_url(o.url, o.model), headers)
         await self._expect(ws, "session.created")
         await ws.send_str(
-            orjson.dumps(session_update(o.model, o.voice, self.settings.speech.endpoint_silence_ms)).decode()
+            orjson.dumps(
+                session_update(
+                    o.model,
+                    o.voice,
+                    self.settings.speech.endpoint_silence_ms,
+                    tools=self.tools().values(),
+                )
+            ).decode()
         )
         self.padding_ms = padding_in_force(await self._expect(ws, "session.updated"))
         # After a reconnect (or a restart of the Upstream actor) the new session first
@@ -253,13 +294,14 @@ class RealtimeBackend(RemoteBackend):
     def on_ready(self) -> None:
         self.item_ms.clear()
         self.item_utterance.clear()
-        self.responding = self.reply_wanted = False
+        self.responding = self.reply_wanted = self.outputs_sent = False
+        self.tools_running = 0
         self.echo_items.clear()
         conv = self.conversation
         if not conv.greeted:
             conv.greeted = True
             greeting = self.settings.speech.greeting.strip()
-            if greeting:
+            if greeting and not self.outbound:  # outbound: the model answers the callee's "Hello?"
                 self.send_json(greet(greeting))
 
     async def send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
@@ -296,21 +338,41 @@ class RealtimeBackend(RemoteBackend):
                 str(event.get("transcript", "")), self.item_utterance.get(str(event.get("item_id", "")))
             )
         elif kind == "response.output_item.done":
-            done = event.get("item") or {}
-            if done.get("type") == "function_call" and done.get("name") == "end_call":
-                self.end_requested = True
+            called = function_call(event.get("item"))
+            if called is not None:
+                self.tools_running += 1
+                self.call_tool(*called)
         elif kind == "response.created":
             self.responding = True
         elif kind == "response.done":
             self.responding = False
             self.end_utterance()
-            if self.end_requested:
-                self.remote_ended("the agent called end_call")
-            elif self.reply_wanted:
-                self.reply_wanted = False
-                self.send_json(create_response())
+            if self.hang_up_reason:
+                self.remote_ended(self.hang_up_reason)
+            else:
+                self._respond_if_due()
         elif kind == "error":
             self.port.note("upstream.remote_error", provider=self.provider, error=_error_text(event))
+
+    def reply_ended(self) -> bool:
+        return not self.responding
+
+    def tool_done(self, session: int, call_id: str, outcome: ToolOutcome) -> None:
+        if session != self.sessions or not self.ready:
+            return  # that session is gone; the new one never issued this call id
+        self.tools_running = max(0, self.tools_running - 1)
+        self.send_json(function_output(call_id, outcome.for_model()))
+        self.outputs_sent = True
+        self._respond_if_due()
+
+    def _respond_if_due(self) -> None:
+        """``response.create`` once nothing blocks it: no response in progress, no tool
+        call of the last one still running, not hanging up."""
+        if self.responding or self.tools_running or self.hang_up_reason or self.ended:
+            return
+        if self.outputs_sent or self.reply_wanted:
+            self.outputs_sent = self.reply_wanted = False
+            self.send_json(create_response())
 
     def _committed(self, item: str) -> None:
         """The server closed a caller turn: drop it if it was the agent's echo, else ask
@@ -318,7 +380,7 @@ class RealtimeBackend(RemoteBackend):
         if item in self.echo_items:
             self.send_json(delete_item(item))
             self.port.note("upstream.echo_turn_dropped", provider=self.provider, item_id=item[:64])
-        elif self.responding:
+        elif self.responding or self.tools_running:
             self.reply_wanted = True
         else:
             self.send_json(create_response())
@@ -349,6 +411,11 @@ def _error_text(event: dict[str, Any]) -> str:
             :300
         ]
     return str(error)[:300]
+
+
+async def prewarm(settings: Settings) -> None:
+    """The user's tools (``TOOLS_URL``), fetched before the first session offers them."""
+    await load_served(settings.tools)
 
 
 SPEC = BackendSpec(

@@ -24,6 +24,16 @@ writes only its protocol: ``connect`` (until the remote is ready), ``send_audio`
 - **Agent audio** comes tagged with the remote's key for one reply (``agent_audio``);
   each key is one utterance (its own marks); ``interrupted`` drops what is left of the
   cut one and tells the provider (``on_interrupted``: e.g. truncate) what was heard.
+- **Tools**: the model's function calls (``call_tool``) run through
+  ``callbridge.tools.run_tool`` with the call's ``CallTools`` (``upstreams/calltools.py``,
+  shared with the embedded back end): ``act`` is the telephony action path (``Port.act``
+  -> the gateway's ``Call.act``), except ``hang_up``, which this back end does itself: the
+  call ends once the agent's goodbye has played (``hang_up_requested``); ``note`` is the
+  timeline (``tool.called``); ``say`` speaks a slow tool's filler with the bridge's own
+  voice. The tools offered (``tools()``) are the telephony ones (``TELEPHONY_TOOLS``) and
+  the user's served ones (``TOOLS_URL``, which win a name clash). At most
+  ``MAX_PENDING_TOOLS`` run at once per call; an output for a session that has since
+  ended is dropped (the new session never issued its call id).
 - **Timeline**: ``upstream.connecting``, ``upstream.ready`` (``connect_ms``, audio held
   and flushed), ``upstream.error``, ``upstream.retry``, ``upstream.gave_up``,
   ``upstream.ended``, ``upstream.buffer_dropped``, ``upstream.closed``;
@@ -43,11 +53,15 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from ..actions import TELEPHONY_TOOLS
 from ..actors import messages as m
 from ..agents.base import Turn
 from ..retry import RetryPolicy
+from ..tools import Tool, ToolOutcome, run_tool, toolbox
+from ..usertools import served_tools
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
+from .calltools import CallTools
 from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
 
 if TYPE_CHECKING:
@@ -64,6 +78,9 @@ MAX_HISTORY = 200
 ONSET_LOOKBACK_S = 0.3
 """Speech onset when a remote says "speech started" without saying where."""
 KEEP_KEYS = 64
+MAX_PENDING_TOOLS = 8
+"""Tool calls running at once in one call; past it a call is answered with an error."""
+FILLER = "filler"
 
 
 class RemoteFailure(Exception):
@@ -136,6 +153,11 @@ class RemoteBackend(Backend):
         self.keys: dict[int, str] = {}
         self.cut_keys: deque[str] = deque(maxlen=KEEP_KEYS)
         self.last_opened = 0
+        # tools
+        self.tool_context = CallTools(port, "", self._filler, None)
+        self.pending_tools = 0
+        self.hang_up_reason = ""
+        """Set by the ``end_call`` tool: the call ends after the agent's goodbye."""
 
     # -- for providers -------------------------------------------------------------------
 
@@ -155,6 +177,59 @@ class RemoteBackend(Backend):
     async def release_remote(self) -> None:
         """After each session's socket is closed: end the remote session if it may still
         be running (a provider whose sessions outlive their socket)."""
+
+    def tool_done(self, session: int, call_id: str, outcome: ToolOutcome) -> None:
+        """A tool call of session ``session`` (``self.sessions`` when it was asked) ended:
+        give the model its output (``session`` is still the current one)."""
+
+    def reply_ended(self) -> bool:
+        """Whether the remote has finished the reply in progress (a hang-up waits for it)."""
+        return True
+
+    def tools(self) -> dict[str, Tool]:
+        """The tools offered to the remote model, by name: the telephony ones and the
+        user's served ones (``TOOLS_URL``; they win a name clash)."""
+        served = served_tools(self.settings.tools)
+        names = {t.name for t in served}
+        return toolbox([*(t for t in TELEPHONY_TOOLS if t.name not in names), *served])
+
+    def _filler(self, text: str) -> None:
+        self.speaker.say(text, FILLER)
+
+    def call_tool(self, call_id: str, name: str, arguments: Any) -> None:
+        """Run the model's call of tool ``name`` (``arguments`` its JSON text) in the
+        background; ``tool_done`` gets the outcome."""
+        session = self.sessions
+        if self.pending_tools >= MAX_PENDING_TOOLS:
+            outcome = ToolOutcome(name, False, error=f"more than {MAX_PENDING_TOOLS} tool calls at once")
+            self.port.note("tool.called", **outcome.event())
+            self.tool_done(session, call_id, outcome)
+            return
+        self.pending_tools += 1
+        raw = arguments if isinstance(arguments, (str, dict)) else None
+        self.port.spawn(self._run_tool(session, call_id, name, raw), f"tool:{name[:64]}")
+
+    async def _run_tool(
+        self, session: int, call_id: str, name: str, raw: str | dict[str, Any] | None
+    ) -> None:
+        tools = self.tool_context
+        try:
+            outcome = await run_tool(self.tools(), name, raw, tools)
+        finally:
+            self.pending_tools -= 1
+        if self.stopping:
+            return
+        if tools.hang_up_reason is not None:  # end_call: after the goodbye
+            reason, tools.hang_up_reason = tools.hang_up_reason, None
+            self.hang_up_requested(reason)
+        self.tool_done(session, call_id, outcome)
+
+    def hang_up_requested(self, reason: str) -> None:
+        """End the call once the agent's goodbye has played (the remote's reply in progress
+        first, if any: its audio is the goodbye)."""
+        self.hang_up_reason = reason[:200]
+        if self.reply_ended():
+            self.remote_ended(self.hang_up_reason)
 
     def new_http(self) -> aiohttp.ClientSession:
         """The call's HTTP session (closed with the call); each request times out."""
@@ -235,6 +310,8 @@ class RemoteBackend(Backend):
 
     def remote_ended(self, reason: str) -> None:
         """The remote ended the call: hang up once what it said has played."""
+        if self.ended:
+            return
         self.ended = True
         self.end_utterance()
         self.port.note("upstream.ended", provider=self.provider, reason=reason[:200])
@@ -247,7 +324,13 @@ class RemoteBackend(Backend):
 
     def start(self, call: m.CallStarted) -> None:
         self.call = call
+        self.tool_context = CallTools(self.port, call.call_sid, self._filler, None)
         self.port.spawn(self._run(), f"{self.provider}")
+
+    @property
+    def outbound(self) -> bool:
+        """An outbound call (``POST /calls``): the callee speaks first ("Hello?")."""
+        return self.call is not None and self.call.parameters.get("direction") == "outbound"
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self._enqueue(msg.pcm)

@@ -28,6 +28,8 @@ FALLBACK = "One moment, please."
 """Said while a failed back end or agent is retried."""
 APOLOGY = "I'm sorry, I'm having trouble right now. Please call again later. Goodbye."
 """Said when the retries are used up; the call ends after it."""
+GOODBYE = "Goodbye."
+"""Said when an agent hangs up (a tool) without a word of its own."""
 
 _tts_cache: dict[tuple[str, int], EspeakTTS] = {}
 
@@ -60,6 +62,15 @@ class Utterance:
         self._pending = "" if ends_sentence else (parts[-1] if parts else "")
         for sentence in complete:
             self.sentences.put_nowait(sentence)
+
+    def interject(self, text: str) -> None:
+        """Say ``text`` next, between what was added so far (a sentence not finished yet is
+        said first) and what comes after: a slow tool's filler in the middle of a reply."""
+        if self._pending.strip():
+            self.sentences.put_nowait(self._pending)
+        self._pending = ""
+        self.text += f" {text} "
+        self.sentences.put_nowait(text)
 
     def close(self) -> None:
         if self._pending.strip():

@@ -17,6 +17,12 @@ server-URL webhooks name it, ``gateway/vapi_webhook.py``) and its
   (final ones go to the timeline), and the end of the call (``hangup``, a ``status-update``
   of ``ended``, or a clean close): the call ends once what the agent said has played.
 
+Telephony: Vapi cannot transfer or hang up a call it does not own, so with
+``phone-call-control`` in the assistant's ``serverMessages`` it asks the server URL
+(``gateway/vapi_actions.py``): a ``forward`` becomes the bridge's ``transfer`` action, a
+``hang-up`` (its ``endCall`` tool) reaches this back end (``hang_up_requested``): the call
+ends once the goodbye has played.
+
 Vapi runs its own VAD and stops talking when the caller does; what it had already sent is
 still queued at Twilio, so a barge-in ``clear``s it. Barge-in does not depend on Vapi
 saying so: our own VAD (``SpeechWatch``, while the agent may be audible) feeds BargeIn
@@ -199,7 +205,8 @@ class VapiBackend(RemoteBackend):
                     f"Vapi call {self.open_call} could not be ended ({self.release_error}); not starting a second one"
                 )
         url = self.options.api_url.rstrip("/") + "/call"
-        body = create_call_body(self.options, reconnect=self.conversation.greeted)
+        # A reconnect, or an outbound call (the callee says "Hello?" first): wait for the user.
+        body = create_call_body(self.options, reconnect=self.conversation.greeted or self.outbound)
         async with self.new_http().post(url, json=body, headers=self._api_headers()) as resp:
             if resp.status >= 300:
                 raise RemoteFailure(f"POST {redact(url)} answered {resp.status}: {await excerpt(resp)}")
@@ -341,6 +348,17 @@ class VapiBackend(RemoteBackend):
                 self.heard(text)
             elif role == "assistant":
                 self.said(text, self.last_opened or None)
+
+    def hang_up_requested(self, reason: str) -> None:
+        """Vapi delegated the hang-up (``phone-call-control``): the call ends once the
+        goodbye has played; the Vapi call stays up until then and is ended with it
+        (``end-call`` on the socket, as at every end of call)."""
+        self.port.note("upstream.hang_up_requested", provider=self.provider, reason=reason[:200])
+        self.end_utterance()
+        if self.unplayed():
+            self.conversation.hang_up_after = self.last_opened
+        else:
+            self.port.end_call(reason[:200])
 
     def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
         self.turn += 1  # what comes next is a new reply
