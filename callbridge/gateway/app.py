@@ -232,7 +232,8 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 async def _prewarm(app: web.Application) -> None:
     """Load, before calls arrive, what a back end's first call would load on the event
     loop: ``UPSTREAM``'s, and that of each other remote back end a call may ask for (its
-    settings are complete; what they load is small: a TTS voice, the VAD model)."""
+    settings are complete; what they load is small: a TTS voice, the VAD model, the user's
+    tools)."""
     settings = app[GATEWAY].settings
     default = BACKENDS[settings.backends.upstream]
     specs = [default] + [
