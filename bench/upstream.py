@@ -11,8 +11,9 @@ the fake provider answers each probe it receives with 100 ms of agent audio at o
 Measured per probe:
 
 - in: the probe leaves Twilio's socket (the bench's send) -> the provider's socket has it
-  (the fake's receive): jitter buffer (``JITTER_MIN_MS``, 20 ms playout depth), Codec,
-  Upstream, the provider's framing;
+  (the fake's receive): the Dejitter (for the mu-law back ends, openai-realtime and
+  vapi-mulaw, the in-order path: no wait; for vapi's PCM, the jitter buffer:
+  ``JITTER_MIN_MS``, 20 ms playout depth), Codec, Upstream, the provider's framing;
 - out: the fake sends the answer -> its first frame arrives on Twilio's socket: Codec,
   framing, the outbound writer.
 

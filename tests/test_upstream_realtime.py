@@ -72,11 +72,7 @@ def test_protocol_messages():
 # -- calls ---------------------------------------------------------------------------------------
 
 
-# alone: it checks the caller's bytes arrive untouched, and the inbound jitter buffer conceals a
-# frame that comes later than its playout tick, which a CPU-starved server makes happen (issue 20
-# removes that wait for machine listeners).
 @pytest.mark.slow
-@pytest.mark.alone
 async def test_conversation_mulaw_end_to_end(start_server):
     fake = FakeRealtime()
     async with fake.running():
@@ -112,11 +108,7 @@ async def test_conversation_mulaw_end_to_end(start_server):
     await asyncio.wait_for(session.closed.wait(), 3)
 
 
-# alone: it checks the caller's bytes arrive untouched, and the inbound jitter buffer conceals a
-# frame that comes later than its playout tick, which a CPU-starved server makes happen (issue 20
-# removes that wait for machine listeners).
 @pytest.mark.slow
-@pytest.mark.alone
 async def test_slow_cold_start_loses_nothing(start_server):
     fake = FakeRealtime()
     fake.ready_delay_s = 0.6

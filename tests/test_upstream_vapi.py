@@ -108,11 +108,7 @@ def test_vapi_settings_are_checked():
 # -- calls ---------------------------------------------------------------------------------------
 
 
-# alone: it checks the caller's bytes arrive untouched, and the inbound jitter buffer conceals a
-# frame that comes later than its playout tick, which a CPU-starved server makes happen (issue 20
-# removes that wait for machine listeners).
 @pytest.mark.slow
-@pytest.mark.alone
 async def test_mulaw_transport_passes_twilio_bytes_through(start_server):
     fake = FakeVapi()
     async with fake.running() as base:

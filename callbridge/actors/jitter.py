@@ -1,4 +1,14 @@
-"""Dejitter child: Twilio's frames in, continuous 20 ms audio out, on a steady clock.
+"""Dejitter child: Twilio's frames in, continuous 20 ms audio out.
+
+Two ways, chosen by the call's back end (``BackendSpec.caller_format``, from the
+supervisor):
+
+- **In order, at once** (``"ulaw"``: the mu-law pass-through back ends, OpenAI Realtime
+  and Vapi ``mulaw``; a machine listens): each frame goes on the moment it is read, in
+  media-timestamp order, Twilio's bytes untouched; gaps in the timestamps are concealed
+  with their duration, duplicates, late and stale frames dropped (counted)
+  (``callbridge.codecs.inorder``). No tick, no playout depth.
+- **Jitter buffer** (``"pcm16k"``: the embedded pipeline) on a steady clock, as below.
 
 First in the inbound path (``MediaReceived`` from the gateway), ahead of the Codec, so the
 decoder, resampler, VAD and STT see continuous time with the right duration: frames are
@@ -20,8 +30,10 @@ import math
 from typing import Any
 
 from ..codecs.framing import FRAME_S
-from ..codecs.jitterbuffer import JitterBuffer, JitterParams
+from ..codecs.inorder import InOrder
+from ..codecs.jitterbuffer import Frame, JitterBuffer, JitterParams
 from ..config import MediaOptions
+from ..upstreams.base import PCM16K, ULAW
 from . import messages as m
 from .runtime import Actor, ActorContext, Ticker
 
@@ -29,14 +41,19 @@ STATS_EVERY_S = 5.0
 
 
 class Dejitter(Actor):
-    """The call's ``jitter`` child: drives a ``codecs.jitterbuffer.JitterBuffer`` on the call's clock."""
+    """The call's ``jitter`` child: drives a ``codecs.jitterbuffer.JitterBuffer`` on the
+    call's clock, or, for a mu-law pass-through back end, a ``codecs.inorder.InOrder``."""
 
     role = "jitter"
 
-    def __init__(self, ctx: ActorContext, media: MediaOptions) -> None:
+    def __init__(self, ctx: ActorContext, media: MediaOptions, caller_format: str = PCM16K) -> None:
         super().__init__(ctx)
-        depth = float(media.jitter_min_ms)
-        self.buffer = JitterBuffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
+        self.buffer: JitterBuffer | InOrder
+        if caller_format == ULAW:
+            self.buffer = InOrder()
+        else:
+            depth = float(media.jitter_min_ms)
+            self.buffer = JitterBuffer(JitterParams(initial_depth_ms=depth, min_depth_ms=depth))
         self.ticker: Ticker | None = None
         self.out_chunk = 0
         self.bad_size = 0
@@ -49,7 +66,13 @@ class Dejitter(Actor):
             if self.bad_size == 1:
                 self.ctx.note("frame_size_dropped", size=len(msg.payload))
             return
-        self.buffer.push(msg.chunk, msg.timestamp, msg.payload, now)
+        buffer = self.buffer
+        if isinstance(buffer, InOrder):
+            if not buffer.started:
+                self.next_stats = now + STATS_EVERY_S
+            self._send(buffer.push(msg.chunk, msg.timestamp, msg.payload, now), now)
+            return
+        buffer.push(msg.chunk, msg.timestamp, msg.payload, now)
         if self.ticker is None:
             self.ticker = self.ctx.every(FRAME_S, self._tick)
             self.next_stats = now + STATS_EVERY_S
@@ -60,7 +83,11 @@ class Dejitter(Actor):
             self.ctx.note("jitter_stats", **self.summary())
 
     def _play(self, now: float) -> None:
-        for frame in self.buffer.pop(now):
+        assert isinstance(self.buffer, JitterBuffer)
+        self._send(self.buffer.pop(now), now)
+
+    def _send(self, frames: list[Frame], now: float) -> None:
+        for frame in frames:
             self.out_chunk += 1
             self.ctx.tell(
                 "codec", m.CallerUlaw(self.out_chunk, frame.timestamp_ms, frame.payload, frame.filler)

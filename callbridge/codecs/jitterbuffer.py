@@ -15,22 +15,33 @@ The model, the catch-up rules and every limit: docs/audio.md.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, fields
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .g711 import ULAW_SILENCE, ulaw_decode, ulaw_encode
+from .conceal import COMFORT, CONCEALED, Concealer
+from .g711 import ulaw_decode, ulaw_encode
+from .transit import LatencyHistogram, Transit
 
-__all__ = ["Frame", "JitterBuffer", "JitterParams", "JitterStats"]
+__all__ = [
+    "AUDIO",
+    "COMFORT",
+    "CONCEALED",
+    "Frame",
+    "JitterBuffer",
+    "JitterParams",
+    "JitterStats",
+    "check_frame",
+    "check_now",
+    "check_types",
+]
 
-AUDIO, CONCEALED, COMFORT = "audio", "concealed", "comfort"
+AUDIO = "audio"
 
 # mean of this over a frame = its log level, 0 (silence) .. 127 (full scale); 16 steps = 6 dB
 _LOG_LEVEL = bytes((~b) & 0x7F for b in range(256))
 _PLAYED_RING = 256
-_HIST_BINS = 10_000  # 1 ms bins
 
 
 class Frame(NamedTuple):
@@ -82,16 +93,7 @@ class JitterParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "comfort_noise":
-                if not isinstance(v, bool):
-                    raise TypeError(f"JitterParams.comfort_noise must be a bool, got {v!r}")
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"JitterParams.{f.name} must be a finite number, got {v!r}")
-            if f.type == "int" and not isinstance(v, int):
-                raise TypeError(f"JitterParams.{f.name} must be an int, got {v!r}")
+        check_types(self)
 
         def need(cond: bool, msg: str) -> None:
             if not cond:
@@ -193,10 +195,7 @@ class JitterBuffer:
         self._cursor = 0  # next media slot to play
         self._last_now = -math.inf
         self._played_ring: list[int | None] = [None] * _PLAYED_RING
-        # transit reference: minimum transit per bucket, over window_s
-        self._bucket_s = p.window_s / 10.0
-        self._buckets: deque[list[float]] = deque()
-        self._tref = math.inf
+        self._transit = Transit(p.window_s)  # reference (windowed minimum), RFC 3550 jitter
         # deviations ring and target
         n = max(1, int(p.window_s * 1000 // p.frame_ms))
         self._dev = np.zeros(n, dtype=np.float64)
@@ -206,12 +205,10 @@ class JitterBuffer:
         self._refresh = False
         self._target = float(max(p.min_depth_ms, min(p.max_depth_ms, p.initial_depth_ms)))
         self._target_t: float | None = None
-        self._prev_transit: float | None = None
-        self._jitter = 0.0
         self._floor: float | None = None
-        # concealment
-        self._last_good: bytes | None = None
-        self._run = 0  # concealment frames since the last audio frame
+        self._concealer = Concealer(
+            p.frame_ms, p.frame_bytes, p.conceal_ms, p.comfort_noise, p.comfort_dbfs, p.seed
+        )
         self._since_accel = p.accelerate_every
         self._lookahead = int(p.lookahead_ms // p.frame_ms)
         self._choose = max(1, int(p.drop_choice_ms // p.frame_ms))
@@ -219,16 +216,6 @@ class JitterBuffer:
         spf = p.frame_bytes
         nx = max(1, spf // 4)  # splice cross-fade: a quarter frame (5 ms)
         self._xfade = ((np.arange(nx) + 1) / (nx + 1)).astype(np.float32)
-        nfade = p.conceal_ms // p.frame_ms
-        self._ramps = [(1.0 - (i + np.arange(spf) / spf) / nfade).astype(np.float32) for i in range(nfade)]
-        if p.comfort_noise:
-            rms = 32768.0 * 10 ** (p.comfort_dbfs / 20)
-            noise = np.random.default_rng(p.seed).normal(0.0, rms, (8, spf))
-            pcm = np.clip(np.round(noise), -32768, 32767).astype(np.int16)
-            self._comfort = [ulaw_encode(row) for row in pcm]
-        else:
-            self._comfort = [bytes([ULAW_SILENCE]) * spf]
-        self._comfort_i = 0
         # counters
         self._c = dict.fromkeys(
             (
@@ -250,36 +237,19 @@ class JitterBuffer:
             ),
             0,
         )
-        self._hist = [0] * _HIST_BINS
-        self._hist_n = 0
-        self._last_latency: float | None = None
+        self._latency = LatencyHistogram()
 
     # ------------------------------------------------------------------ input
 
     def _check_now(self, now: float) -> float:
-        if type(now) is float and -math.inf < now < math.inf and now >= self._last_now:  # the usual case
-            self._last_now = now
-            return now
-        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
-        if now < self._last_now:
-            raise ValueError(f"clock went backwards: now={now!r} after {self._last_now!r}")
-        self._last_now = now
-        return float(now)
+        now = self._last_now = check_now(now, self._last_now)
+        return now
 
     def push(self, chunk: int, timestamp_ms: int, payload: bytes, now: float) -> str:
         """Take one arriving frame.  Returns what became of it: ``"queued"``,
         ``"duplicate"``, ``"late"``, ``"stale"`` (the last three: dropped and counted)."""
         p = self.params
-        if not (
-            type(chunk) is int
-            and type(timestamp_ms) is int
-            and chunk >= 0
-            and timestamp_ms >= 0
-            and type(payload) is bytes
-            and len(payload) == p.frame_bytes
-        ):  # the usual case, quickly
-            payload = self._check_frame(chunk, timestamp_ms, payload)
+        payload = check_frame(chunk, timestamp_ms, payload, p.frame_bytes)
         now = self._check_now(now)
         c = self._c
         if self._ts0 is None:
@@ -320,41 +290,11 @@ class JitterBuffer:
         self._floor = level if fl is None or level < fl else fl + 0.05
         return "queued"
 
-    def _check_frame(self, chunk: int, timestamp_ms: int, payload: bytes) -> bytes:
-        """Raise for a bad argument; the payload as bytes."""
-        for name, v in (("chunk", chunk), ("timestamp_ms", timestamp_ms)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
-        if not isinstance(payload, bytes):
-            if not isinstance(payload, (bytearray, memoryview)):
-                raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-            payload = bytes(payload)
-        if len(payload) != self.params.frame_bytes:
-            raise ValueError(f"payload must be {self.params.frame_bytes} bytes, got {len(payload)}")
-        return payload
-
     def _observe(self, timestamp_ms: int, now: float) -> None:
         """Transit, its windowed minimum, RFC 3550 jitter, the deviation window."""
-        transit = now - timestamp_ms / 1000.0
-        b = math.floor(now / self._bucket_s)
-        bk = self._buckets
-        if bk and bk[-1][0] == b:
-            if transit < bk[-1][1]:
-                bk[-1][1] = transit
-            if transit < self._tref:
-                self._tref = transit
-        else:
-            bk.append([b, transit])
-            while bk[0][0] <= b - 10:
-                bk.popleft()
-            self._tref = min(x[1] for x in bk)
-        if self._prev_transit is not None:
-            d = abs(transit - self._prev_transit) * 1000.0
-            self._jitter += (d - self._jitter) / 16.0
-        self._prev_transit = transit
-        dev = (transit - self._tref) * 1000.0
+        tr = self._transit
+        transit = tr.observe(timestamp_ms, now)
+        dev = (transit - tr.tref) * 1000.0
         self._dev[self._dev_i] = dev
         self._dev_i = (self._dev_i + 1) % len(self._dev)
         if self._dev_n < len(self._dev):
@@ -421,7 +361,7 @@ class JitterBuffer:
         fms = p.frame_ms
         ts0 = self._ts0
         assert ts0 is not None  # pop() plays nothing before the first push
-        base = (due - self._tref) * 1000.0 - ts0  # latency at due = base - slot*fms
+        base = (due - self._transit.tref) * 1000.0 - ts0  # latency at due = base - slot*fms
         out_ts = self._out_ts0 + self._k * fms
         self._since_accel += 1
         while True:
@@ -475,10 +415,9 @@ class JitterBuffer:
                     self._cursor = s + 2
                     payload = self._splice(payload, nxt.payload)
                     item = nxt
-                lat = (max(due, item.arrival) - self._tref) * 1000.0 - item.ts
-                self._record(lat)
-                self._last_good = payload
-                self._run = 0
+                lat = (max(due, item.arrival) - self._transit.tref) * 1000.0 - item.ts
+                self._latency.record(lat)
+                self._concealer.good(payload)
                 c["played"] += 1
                 return Frame(out_ts, payload, AUDIO, item.ts, lat)
             if self._newest > s:  # a later slot arrived: this one is lost
@@ -522,23 +461,9 @@ class JitterBuffer:
         return ulaw_encode(pb)
 
     def _conceal(self, out_ts: int, src: int | None, lat: float | None) -> Frame:
-        run = self._run
-        self._run = run + 1
-        if run < len(self._ramps) and self._last_good is not None:
-            pcm = ulaw_decode(self._last_good) * self._ramps[run]
-            payload = ulaw_encode(pcm.astype(np.int16))
-            self._c["concealed"] += 1
-            return Frame(out_ts, payload, CONCEALED, src, lat)
-        payload = self._comfort[self._comfort_i]
-        self._comfort_i = (self._comfort_i + 1) % len(self._comfort)
-        self._c["comfort"] += 1
-        return Frame(out_ts, payload, COMFORT, src, lat)
-
-    def _record(self, lat: float) -> None:
-        self._last_latency = lat
-        i = int(lat + 0.5) if lat > 0 else 0
-        self._hist[i if i < _HIST_BINS else _HIST_BINS - 1] += 1
-        self._hist_n += 1
+        payload, kind = self._concealer.conceal()
+        self._c[kind] += 1
+        return Frame(out_ts, payload, kind, src, lat)
 
     # ------------------------------------------------------------------ stats
 
@@ -559,18 +484,7 @@ class JitterBuffer:
     def latency_percentile(self, q: float) -> float | None:
         """``q`` (0..100) percentile of the added latency of audio frames played, in ms
         (rounded to whole ms), None before any."""
-        if not 0 <= q <= 100:
-            raise ValueError(f"percentile must be in [0, 100], got {q}")
-        total = self._hist_n
-        if not total:
-            return None
-        need = max(1, math.ceil(total * q / 100.0))
-        acc = 0
-        for i, n in enumerate(self._hist):
-            acc += n
-            if acc >= need:
-                return float(i)
-        return float(_HIST_BINS - 1)
+        return self._latency.percentile(q)
 
     def stats(self) -> JitterStats:
         c = self._c
@@ -597,14 +511,66 @@ class JitterBuffer:
             skipped=c["skipped"],
             dropped_quiet=c["dropped_quiet"],
             dropped_speech=c["dropped_speech"],
-            jitter_ms=self._jitter,
+            jitter_ms=self._transit.jitter_ms,
             depth_ms=depth,
             target_ms=self._target,
-            latency_ms=self._last_latency,
+            latency_ms=self._latency.last,
             latency_p50_ms=self.latency_percentile(50),
             latency_p95_ms=self.latency_percentile(95),
             stale_head=c["stale_head"],
         )
+
+
+def check_types(params: Any) -> None:
+    """Raise ``TypeError`` unless each field of the dataclass ``params`` is a bool where it
+    is declared ``bool``, an int where ``int``, otherwise a finite number."""
+    name = type(params).__name__
+    for f in fields(params):
+        v = getattr(params, f.name)
+        if f.type == "bool":
+            if not isinstance(v, bool):
+                raise TypeError(f"{name}.{f.name} must be a bool, got {v!r}")
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"{name}.{f.name} must be a finite number, got {v!r}")
+        if f.type == "int" and not isinstance(v, int):
+            raise TypeError(f"{name}.{f.name} must be an int, got {v!r}")
+
+
+def check_now(now: float, last: float) -> float:
+    """``now`` as a float, checked: finite seconds, not before ``last``."""
+    if type(now) is float and -math.inf < now < math.inf and now >= last:  # the usual case
+        return now
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+    if now < last:
+        raise ValueError(f"clock went backwards: now={now!r} after {last!r}")
+    return float(now)
+
+
+def check_frame(chunk: int, timestamp_ms: int, payload: bytes, frame_bytes: int) -> bytes:
+    """Raise for a bad frame argument; the payload as bytes."""
+    if (
+        type(chunk) is int
+        and type(timestamp_ms) is int
+        and chunk >= 0
+        and timestamp_ms >= 0
+        and type(payload) is bytes
+        and len(payload) == frame_bytes
+    ):  # the usual case, quickly
+        return payload
+    for name, v in (("chunk", chunk), ("timestamp_ms", timestamp_ms)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if not isinstance(payload, bytes):
+        if not isinstance(payload, (bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+    if len(payload) != frame_bytes:
+        raise ValueError(f"payload must be {frame_bytes} bytes, got {len(payload)}")
+    return payload
 
 
 def _level(payload: bytes) -> float:

@@ -230,13 +230,21 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _prewarm(app: web.Application) -> None:
+    """Load, before calls arrive, what a back end's first call would load on the event
+    loop: ``UPSTREAM``'s, and that of each other remote back end a call may ask for (its
+    settings are complete; what they load is small: a TTS voice, the VAD model, the user's
+    tools)."""
     settings = app[GATEWAY].settings
-    spec = BACKENDS[settings.backends.upstream]
-    if spec.prewarm is None:
-        return
-    started = time.monotonic()
-    await spec.prewarm(settings)
-    log.info("%s back end ready in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
+    default = BACKENDS[settings.backends.upstream]
+    specs = [default] + [
+        s for s in BACKENDS.values() if s is not default and s.remote and not s.problem(settings)
+    ]
+    for spec in specs:
+        if spec.prewarm is None:
+            continue
+        started = time.monotonic()
+        await spec.prewarm(settings)
+        log.info("%s back end ready in %.0f ms", spec.name, (time.monotonic() - started) * 1000)
 
 
 async def _close_sockets(app: web.Application) -> None:

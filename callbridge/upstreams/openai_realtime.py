@@ -61,6 +61,7 @@ from ..tools import Tool, ToolOutcome
 from ..usertools import load_served
 from .base import ULAW, BackendSpec
 from .remote import KEEP_KEYS, RemoteBackend, RemoteFailure
+from .remote import prewarm as prewarm_remote
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -414,7 +415,9 @@ def _error_text(event: dict[str, Any]) -> str:
 
 
 async def prewarm(settings: Settings) -> None:
-    """The user's tools (``TOOLS_URL``), fetched before the first session offers them."""
+    """Before the first call: the fallback's TTS voice (``remote.prewarm``), and the user's
+    tools (``TOOLS_URL``), fetched before the first session offers them."""
+    await prewarm_remote(settings)
     await load_served(settings.tools)
 
 

@@ -110,6 +110,13 @@ def reconnect_policy(settings: Settings, provider: str = "remote") -> RetryPolic
     )
 
 
+async def prewarm(settings: Settings) -> None:
+    """Load what a remote back end's first call would otherwise load on the event loop:
+    the TTS voice of its fallback and apology (``shared_tts``: espeak-ng's library, data
+    and voice). Run once at start-up (``BackendSpec.prewarm``)."""
+    shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
+
+
 class RemoteBackend(Backend):
     provider = "remote"
     bytes_per_ms = 32.0
