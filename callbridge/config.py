@@ -335,8 +335,8 @@ class MediaOptions:
     jitter_min_ms: int = option(
         20,
         "JITTER_MIN_MS",
-        "Least playout depth of the inbound jitter buffer (embedded pipeline; a mu-law pass-through "
-        "back end has none); it grows with the line's jitter (20-1000).",
+        "Least playout depth of the inbound jitter buffer (embedded pipeline; a remote back end "
+        "has none); it grows with the line's jitter (20-1000).",
     )
     outbound_lead_ms: int = option(
         200, "OUTBOUND_LEAD_MS", "How far ahead of real time agent audio is sent to Twilio (20-2000)."

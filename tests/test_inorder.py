@@ -13,7 +13,6 @@ from callbridge.actors.jitter import Dejitter
 from callbridge.actors.runtime import Dispatcher
 from callbridge.codecs.inorder import InOrder, InOrderParams
 from callbridge.config import Settings
-from callbridge.upstreams.base import ULAW
 
 from .test_actors import CodecInbox, FakeClock, Recorder
 from .test_jitterbuffer import frame_payload
@@ -172,7 +171,7 @@ async def test_dejitter_passes_each_frame_on_the_moment_it_is_read():
     clock, got = FakeClock(), []
     d = Dispatcher(clock, check_messages=True)
     d.add(Recorder, None, [])
-    jitter = d.add(Dejitter, "recorder", Settings().media, ULAW)
+    jitter = d.add(Dejitter, "recorder", Settings().media, True)
     d.add(CodecInbox, "recorder", got)
     sent = [frame_payload(i) for i in range(60)]
     for i, payload in enumerate(sent):

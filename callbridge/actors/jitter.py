@@ -1,14 +1,14 @@
 """Dejitter child: Twilio's frames in, continuous 20 ms audio out.
 
-Two ways, chosen by the call's back end (``BackendSpec.caller_format``, from the
-supervisor):
+Two ways, chosen by the call's back end (``BackendSpec.remote``, from the supervisor):
 
-- **In order, at once** (``"ulaw"``: the mu-law pass-through back ends, OpenAI Realtime
-  and Vapi ``mulaw``; a machine listens): each frame goes on the moment it is read, in
-  media-timestamp order, Twilio's bytes untouched; gaps in the timestamps are concealed
-  with their duration, duplicates, late and stale frames dropped (counted)
-  (``callbridge.codecs.inorder``). No tick, no playout depth.
-- **Jitter buffer** (``"pcm16k"``: the embedded pipeline) on a steady clock, as below.
+- **In order, at once** (a remote back end, OpenAI Realtime or Vapi, in either audio
+  format: a machine listens, and Twilio's stream is TCP, so frames never reorder): each
+  frame goes on the moment it is read, in media-timestamp order, Twilio's bytes untouched;
+  gaps in the timestamps are concealed with their duration, duplicates, late and stale
+  frames dropped (counted) (``callbridge.codecs.inorder``). No tick, no playout depth.
+- **Jitter buffer** (the embedded pipeline, whose VAD and endpointer still run on arrival
+  time) on a steady clock, as below.
 
 First in the inbound path (``MediaReceived`` from the gateway), ahead of the Codec, so the
 decoder, resampler, VAD and STT see continuous time with the right duration: frames are
@@ -33,7 +33,6 @@ from ..codecs.framing import FRAME_S
 from ..codecs.inorder import InOrder
 from ..codecs.jitterbuffer import Frame, JitterBuffer, JitterParams
 from ..config import MediaOptions
-from ..upstreams.base import PCM16K, ULAW
 from . import messages as m
 from .runtime import Actor, ActorContext, Ticker
 
@@ -42,14 +41,14 @@ STATS_EVERY_S = 5.0
 
 class Dejitter(Actor):
     """The call's ``jitter`` child: drives a ``codecs.jitterbuffer.JitterBuffer`` on the
-    call's clock, or, for a mu-law pass-through back end, a ``codecs.inorder.InOrder``."""
+    call's clock, or, for a remote back end, a ``codecs.inorder.InOrder``."""
 
     role = "jitter"
 
-    def __init__(self, ctx: ActorContext, media: MediaOptions, caller_format: str = PCM16K) -> None:
+    def __init__(self, ctx: ActorContext, media: MediaOptions, in_order: bool = False) -> None:
         super().__init__(ctx)
         self.buffer: JitterBuffer | InOrder
-        if caller_format == ULAW:
+        if in_order:
             self.buffer = InOrder()
         else:
             depth = float(media.jitter_min_ms)

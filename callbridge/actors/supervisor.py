@@ -128,7 +128,7 @@ class CallSupervisor(Actor):
         if cls is Codec:
             return (self.backend.spec.caller_format(self.settings),)
         if cls is Dejitter:
-            return (self.settings.media, self.backend.spec.caller_format(self.settings))
+            return (self.settings.media, self.backend.spec.remote)
         return ()
 
     def stopped(self) -> None:

@@ -1,7 +1,7 @@
 """Twilio's inbound mu-law frames in media-timestamp order, at once (pure: no I/O, no clock).
 
-For a listener that is a machine (a mu-law pass-through back end: OpenAI Realtime, Vapi
-``mulaw``), no playout smoothing: ``push(chunk, timestamp_ms, payload, now)`` returns at
+For a listener that is a machine (a remote back end: OpenAI Realtime, Vapi), no playout
+smoothing: ``push(chunk, timestamp_ms, payload, now)`` returns at
 once what the frame lets out, never waiting for a tick. Twilio's stream is TCP, so frames
 come in order; a stalled line's burst goes out as fast as it is read, every byte as the
 caller's phone sent it.
