@@ -33,7 +33,10 @@ async def wait_for_event(url: str, call_sid: str, name: str, count: int = 1, lim
     raise AssertionError(f"no {name} event")
 
 
+# alone: three real-time turns through the embedded recogniser; under the full suite's load
+# (more workers than cores) one CI run misheard a turn, and the booking it checks never came.
 @pytest.mark.slow
+@pytest.mark.alone
 async def test_dropped_stream_resumes_the_conversation(start_server):
     url = await start_server(fault_injection=True)
     turns = [read_wav(p) for p in bundled_turns()]
