@@ -5,7 +5,7 @@
 
 Each call is a real one: the gateway (in this process, dev mode, embedded agent), the
 simulator playing Twilio's side over real sockets, and the local REST fake
-(``tests/fake_twilio.py``) standing in for ``api.twilio.com`` on loopback. Once the call's
+(``callbridge/testing/fake_twilio.py``) standing in for ``api.twilio.com`` on loopback. Once the call's
 greeting has played, a ``CallAction(transfer, cold)`` goes to the call's supervisor, as
 the Upstream actor sends it when an agent's tool asks for a transfer (``Port.act``); the
 clock stops when the ``Calls/{CallSid}.json`` request with the ``<Dial>`` TwiML reaches
@@ -22,21 +22,17 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from callbridge.actors import messages as m  # noqa: E402
-from callbridge.cli import Server  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
-from callbridge.gateway.context import GATEWAY  # noqa: E402
-from callbridge.sim.caller import SimulatedCall  # noqa: E402
-from tests.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi  # noqa: E402
+from callbridge.actors import messages as m
+from callbridge.cli import Server
+from callbridge.config import Settings
+from callbridge.gateway.context import GATEWAY
+from callbridge.sim.caller import SimulatedCall
+from callbridge.testing.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 
 TARGET_MS = 50.0
 

@@ -14,9 +14,9 @@ from callbridge.agents.desk_parse import parse
 from callbridge.agents.desk_vocabulary import _PERSON, desk_vocabulary
 from callbridge.config import Settings
 from callbridge.sim.caller import SimulatedCall
+from callbridge.testing.fake_twilio import FakeTwilioApi
 from callbridge.upstreams.embedded import agent_for
 from tests.conftest import events, speech_8k
-from tests.fake_twilio import FakeTwilioApi
 from tests.test_telephony import DESK, bridge, caller, redirects
 from tests.toolcontext import RecordingContext
 

@@ -21,9 +21,9 @@ from callbridge.agents.signing import verify
 from callbridge.cli import main
 from callbridge.outbound import DialError, DialRequest, parse_dial, stream_parameters, webhook_query
 from callbridge.sim.callee import Callee
+from callbridge.testing.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 
 from .conftest import events, speech_8k, until
-from .fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 from .remote_fakes import serve
 
 NUMBER = "+15550001111"  # the fake account's number

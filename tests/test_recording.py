@@ -24,10 +24,10 @@ from callbridge.gateway.security import SignatureChecker
 from callbridge.metrics import Metrics
 from callbridge.sim.caller import SimulatedCall
 from callbridge.testing.audio import LONG_GREETING
+from callbridge.testing.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL
 
 from .conftest import events, speech_8k, until
-from .fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 from .remote_fakes import serve
 
 CONSOLE = "console-secret-recordings"

@@ -18,8 +18,8 @@ from callbridge.cli import bundled_turns
 from callbridge.gateway import telephony, twiml
 from callbridge.sim.caller import CallResult, SimulatedCall
 from callbridge.sim.wavio import read_wav
+from callbridge.testing.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi, twiml_problem
 
-from .fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi, twiml_problem
 from .remote_fakes import serve
 
 OPERATOR = "operator-token-0123456789"

@@ -11,9 +11,9 @@ import pytest
 from callbridge.config import ConfigError, Settings
 from callbridge.gateway.twilio_rest import TwilioError, TwilioRest
 from callbridge.sim.caller import SimulatedCall
+from callbridge.testing.fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 
 from .conftest import speech_8k
-from .fake_twilio import ACCOUNT, TOKEN, FakeTwilioApi
 from .remote_fakes import FakeRealtime, serve
 
 

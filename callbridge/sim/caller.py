@@ -237,7 +237,7 @@ class SimulatedCall:
     def call_sid(self) -> str:
         return self.result.call_sid
 
-    # -- Twilio's REST API acting on this call (``tests/fake_twilio.py`` calls these) ----
+    # -- Twilio's REST API acting on this call (``callbridge/testing/fake_twilio.py`` calls these) ----
 
     def twilio_update(self, twiml: str) -> None:
         """The call was given new TwiML (``Calls/{Sid}.json`` with ``Twiml``): as Twilio
