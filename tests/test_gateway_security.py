@@ -239,8 +239,11 @@ async def test_start_token_is_checked(start_server):
         ws = await http.ws_connect(url + "/media")
         await ws.send_str(ms.twilio_start(1, "MZ1", "CAlate", "AC1", {"token": token}))
         assert await _close_code(ws) == 1008
-        # A second live stream for the same call.
+        # A second live stream for the same call (once the first one is live: its greeting
+        # arrives; otherwise the two starts race and either may be the one refused).
         ws1, _ = await _started_socket(http, url, "CAtwice")
+        first = await ws1.receive(timeout=10)
+        assert first.type == aiohttp.WSMsgType.TEXT, first
         ws2, _ = await _started_socket(http, url, "CAtwice")
         assert await _close_code(ws2) == 1008
         await ws1.close()
