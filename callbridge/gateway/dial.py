@@ -36,7 +36,6 @@ import time
 
 from aiohttp import web
 
-from ..codecs.mediastreams import SID_RE
 from ..outbound import ANSWERED_BY, MAX_BODY_BYTES, DialError, parse_dial, webhook_query
 from ..upstreams import BACKENDS
 from .console import operator_only
@@ -126,9 +125,7 @@ async def amd_callback(request: web.Request) -> web.Response:
     """``POST /voice/amd``: Twilio's verdict on who answered (this module's docstring)."""
     gw = request.app[GATEWAY]
     params = await twilio_form(request, "AMD callback")
-    call_sid, who = params.get("CallSid", ""), params.get("AnsweredBy", "")
-    if not SID_RE.match(call_sid):
-        raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    call_sid, who = params["CallSid"], params.get("AnsweredBy", "")  # checked by twilio_form
     if who not in ANSWERED_BY:
         raise web.HTTPBadRequest(text=f"AnsweredBy must be one of {', '.join(ANSWERED_BY)}\n")
     duration = params.get("MachineDetectionDuration", "")
@@ -164,9 +161,7 @@ async def status_callback(request: web.Request) -> web.Response:
     """``POST /voice/status``: an outbound call's progress (this module's docstring)."""
     gw = request.app[GATEWAY]
     params = await twilio_form(request, "status callback")
-    call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
-    if not SID_RE.match(call_sid):
-        raise web.HTTPBadRequest(text="missing or invalid CallSid\n")
+    call_sid, status = params["CallSid"], params.get("CallStatus", "")  # checked by twilio_form
     if status not in CALL_STATUSES:
         raise web.HTTPBadRequest(text=f"unknown CallStatus {status[:40]!r}\n")
     if status in CALL_OVER:
