@@ -332,18 +332,11 @@ class LimitOptions:
 @dataclass(frozen=True)
 class MediaOptions:
     title: ClassVar[str] = "Media path"
-    jitter_min_ms: int = option(
-        20,
-        "JITTER_MIN_MS",
-        "Least playout depth of the inbound jitter buffer (embedded pipeline; a remote back end "
-        "has none); it grows with the line's jitter (20-1000).",
-    )
     outbound_lead_ms: int = option(
         200, "OUTBOUND_LEAD_MS", "How far ahead of real time agent audio is sent to Twilio (20-2000)."
     )
 
     def __post_init__(self) -> None:
-        in_range("JITTER_MIN_MS", self.jitter_min_ms, 20, 1000)
         in_range("OUTBOUND_LEAD_MS", self.outbound_lead_ms, 20, 2000)
 
 

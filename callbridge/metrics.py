@@ -93,7 +93,7 @@ class Metrics:
             self.calls.labels(name)
         self.concealed = Counter(
             "callbridge_frames_concealed",
-            "Inbound frames concealed by the jitter buffer (loss, gaps).",
+            "Inbound frames concealed (timestamp gaps: loss before Twilio).",
             registry=r,
         )
         self.stale = Counter(

@@ -36,7 +36,7 @@ def test_flat_keywords_reach_their_groups_and_round_trip_the_environment():
 def test_each_group_checks_its_own_values_naming_the_variable():
     for flat, bad, variable in (
         ("inbound_rate", -1.0, "INBOUND_RATE"),
-        ("jitter_min_ms", 5, "JITTER_MIN_MS"),
+        ("outbound_lead_ms", 5, "OUTBOUND_LEAD_MS"),
         ("stt_decoders", 0, "STT_DECODERS"),
         ("agent", "hal", "AGENT"),
         ("upstream_retries_s", "1,99", "UPSTREAM_RETRIES_S"),

@@ -27,7 +27,7 @@ async def test_agent_understands_and_replies_smoothly_at_3pct_loss_and_stalls(st
     stats = [e for e in timeline if e["event"] == "jitter_stats"][-1]
     assert 1.0 <= stats["loss_pct"] <= 6.0
     assert stats["concealed_pct"] > 0 and stats["jitter_ms"] > 0
-    assert stats["target_ms"] > 20  # the buffer grew with the line
+    assert stats["latency_p95_ms"] >= 150  # what the stalls cost is measured (none is added)
     # Inbound stalls do not make outbound choppy: within each utterance the agent's
     # frames arrive every 20 ms.
     gaps = np.diff(result.media_received) * 1000

@@ -12,7 +12,6 @@ from callbridge.actors import messages as m
 from callbridge.actors.jitter import Dejitter
 from callbridge.actors.runtime import Dispatcher
 from callbridge.codecs.inorder import InOrder, InOrderParams
-from callbridge.config import Settings
 
 from .test_actors import CodecInbox, FakeClock, Recorder
 from .test_jitterbuffer import frame_payload
@@ -52,6 +51,19 @@ def test_a_burst_after_a_stall_goes_out_whole_at_once():
     assert s.played == 30 and s.lost == 0 and s.skipped == 0
     assert s.latency_p95_ms is not None and s.latency_p95_ms >= 200  # what the stall cost, measured
     assert s.jitter_ms > 0
+
+
+def test_media_time_follows_the_timestamps_never_runs_ahead_of_arrival_nor_back():
+    """``Frame.at`` (the clock of the VAD and endpointer): a stall's burst keeps the
+    times the caller spoke at; a first frame that came late does not push the clock past
+    the arrival of faster ones; and the clock never goes back."""
+    io = InOrder()
+    arrivals = [max(3.1, 3.0 + i * 0.02) for i in range(20)] + [3.7] * 10  # slow first, a stall
+    out = feed(io, [(i * 20, frame_payload(i)) for i in range(30)], now=lambda i: arrivals[i])
+    ats = [f.at for f in out]
+    assert all(at is not None and at <= arrivals[i] + 1e-9 for i, at in enumerate(ats))
+    assert ats == sorted(ats)
+    assert ats[19:] == pytest.approx([3.0 + i * 0.02 for i in range(19, 30)])  # the burst: media time
 
 
 def test_duplicates_are_dropped_and_counted():
@@ -165,26 +177,29 @@ def test_any_arrival_order_gives_one_continuous_stream_of_untouched_frames(order
     assert s.played + s.duplicates + s.late + s.stale == len(arrivals)
 
 
-async def test_dejitter_passes_each_frame_on_the_moment_it_is_read():
-    """The actor for a mu-law pass-through back end: no tick, no playout depth; a burst
-    after a stall reaches the Codec whole, at the instant it arrives."""
+async def test_dejitter_passes_each_frame_on_the_moment_it_is_read_stamped_with_media_time():
+    """No tick, no playout depth: a burst after a stall reaches the Codec whole, at the
+    instant it arrives, each frame stamped with its media time (when the caller said it),
+    not its arrival: to the VAD and endpointer the stall is no silence."""
     clock, got = FakeClock(), []
     d = Dispatcher(clock, check_messages=True)
     d.add(Recorder, None, [])
-    jitter = d.add(Dejitter, "recorder", Settings().media, True)
+    jitter = d.add(Dejitter, "recorder")
     d.add(CodecInbox, "recorder", got)
     sent = [frame_payload(i) for i in range(60)]
     for i, payload in enumerate(sent):
-        clock.t = 0.64 if 20 <= i < 32 else i * 0.02  # a 240 ms stall, then a burst
+        clock.t = 10.64 if 20 <= i < 32 else 10 + i * 0.02  # a 240 ms stall, then a burst
         d.tell("jitter", m.MediaReceived(i + 1, i * 20, payload))
         assert len(got) == i + 1  # out before the next one is read
-    assert [msg.payload for msg in got] == sent and not any(msg.filler for msg in got)
+    assert [msg.payload for msg in got] == sent
     assert [msg.chunk for msg in got] == list(range(1, 61))
-    assert jitter.ticker is None
+    assert [msg.at for msg in got] == pytest.approx([10 + i * 0.02 for i in range(60)])
+    clock.t = 10 + 61 * 0.02
     d.tell("jitter", m.MediaReceived(61, 61 * 20, sent[0]))  # slot 60 lost: concealed first
     assert [msg.timestamp for msg in got[-2:]] == [60 * 20, 61 * 20] and got[-2].payload != sent[0]
+    assert [msg.at for msg in got[-2:]] == pytest.approx([11.2, 11.22])  # the gap keeps its time
     d.tell("jitter", m.CallStopped("test"))
     d.close()
     summary = jitter.summary()
     assert summary["concealed_frames"] == 1 and summary["loss_pct"] == pytest.approx(100 / 62, abs=0.1)
-    assert summary["depth_ms"] == 0 and summary["latency_p95_ms"] >= 150
+    assert summary["latency_p95_ms"] >= 150

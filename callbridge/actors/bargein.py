@@ -121,7 +121,7 @@ class BargeIn(Actor):
         self.agent_levels = Levels(ulaw_levels)
         """RMS of each frame of the latest utterance, in play order."""
         self.caller_levels = Levels(pcm_levels, keep=CALLER_LEVEL_FRAMES)
-        """RMS of the caller's latest frames, with their arrival times."""
+        """RMS of the caller's latest frames, with their media times (``CallerAudio.at``)."""
 
     # -- what the agent is doing ----------------------------------------------------------
 
@@ -138,7 +138,7 @@ class BargeIn(Actor):
     # -- what the caller is doing -----------------------------------------------------------
 
     def receiveMsg_CallerAudio(self, msg: m.CallerAudio) -> None:
-        self.caller_levels.add(msg.pcm, self.ctx.now())
+        self.caller_levels.add(msg.pcm, msg.at)
         if not self.heard_caller and _rms(np.frombuffer(msg.pcm, dtype="<i2")) >= SPEECH_RMS:
             self.heard_caller = True
             self.ctx.note("caller_sound", chunk=msg.chunk)

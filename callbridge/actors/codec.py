@@ -1,6 +1,6 @@
 """Codec child: mu-law 8 kHz <-> PCM, with streaming resamplers and exact 20 ms framing.
 
-Inbound: ``CallerUlaw`` (mu-law, continuous, from the jitter buffer) -> decode ->
+Inbound: ``CallerUlaw`` (mu-law, continuous, from the Dejitter) -> decode ->
 resample to ``CALLER_PCM_RATE`` -> ``CallerAudio`` to the Upstream and BargeIn. Outbound: ``AgentAudio`` (PCM at any rate) ->
 resample to 8 kHz -> encode -> 160-byte ``OutboundFrame``s to the supervisor; on
 ``AgentUtteranceEnd`` the resampler tail and the last partial frame (padded with
@@ -59,10 +59,10 @@ class Codec(Actor):
         if self.passthrough:
             self.ctx.tell("upstream", msg)
             pcm8k = ulaw_decode(msg.payload).tobytes()
-            self.ctx.tell("bargein", m.CallerAudio(msg.chunk, msg.timestamp, pcm8k, TWILIO_RATE))
+            self.ctx.tell("bargein", m.CallerAudio(msg.chunk, msg.timestamp, pcm8k, TWILIO_RATE, msg.at))
             return
         pcm = self.inbound.process(ulaw_decode(msg.payload))
-        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), CALLER_PCM_RATE, msg.filler)
+        audio = m.CallerAudio(msg.chunk, msg.timestamp, pcm.tobytes(), CALLER_PCM_RATE, msg.at)
         for role in CALLER_AUDIO_TO:
             self.ctx.tell(role, audio)
 

@@ -47,25 +47,24 @@ class MediaReceived(Message):
 class CallerUlaw(Message):
     """Dejitter -> Codec (and, for a back end that takes mu-law, Codec -> Upstream): the
     caller's mu-law 8 kHz, one 20 ms frame, in order and continuous (gaps concealed).
-    ``filler``: a frame the jitter buffer inserted while the line stalled (no media
-    time: the caller did not pause there); real time for the VAD, skipped by the STT."""
+    ``at``: the frame's media time on the caller's clock (monotonic s, the end of its
+    20 ms; ``codecs.inorder``): the clock of the VAD, endpointer, barge-in and echo logic."""
 
     chunk: int
     timestamp: int
     payload: bytes
-    filler: bool = False
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio(Message):
-    """Codec -> Upstream and BargeIn: caller PCM, continuous; ``filler`` as in
-    ``CallerUlaw``."""
+    """Codec -> Upstream and BargeIn: caller PCM, continuous; ``at`` as in ``CallerUlaw``."""
 
     chunk: int
     timestamp: int
     pcm: bytes
     rate: int
-    filler: bool = False
+    at: float
 
 
 # --- outbound audio --------------------------------------------------------------

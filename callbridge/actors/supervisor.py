@@ -127,8 +127,6 @@ class CallSupervisor(Actor):
             return (self.settings, self.conversation, self.backend.spec)
         if cls is Codec:
             return (self.backend.spec.caller_format(self.settings),)
-        if cls is Dejitter:
-            return (self.settings.media, self.backend.spec.remote)
         return ()
 
     def stopped(self) -> None:

@@ -18,6 +18,11 @@ caller's phone sent it.
 - The line is measured as by the jitter buffer (``codecs.transit``): RFC 3550 jitter,
   loss, and each frame's latency (its arrival after the line's fastest transit: what a
   stall cost, none of it added here); ``stats()`` is the same ``JitterStats``.
+- Every frame out carries its **media time** on the caller's clock (``Frame.at``, s, the
+  end of its 20 ms): the first frame's arrival plus the media time since, the anchor
+  lowered whenever a frame arrives earlier than that predicts (so ``at`` never runs ahead
+  of arrival), never decreasing. It is the clock of the VAD, endpointer, barge-in and
+  echo logic: a stall does not look like silence, and a burst is consumed at once.
 
 Bad arguments raise ``ValueError``/``TypeError``. Memory is fixed (a 256-slot ring);
 one ``push`` returns at most ``max_gap_ms / frame_ms + 1`` frames. docs/audio.md.
@@ -73,6 +78,8 @@ class InOrder:
         self._half = p.frame_ms // 2
         self._max_gap = p.max_gap_ms // p.frame_ms
         self._ts0: int | None = None
+        self._anchor = math.inf  # the caller's clock (s) at the end of media slot 0
+        self._last_at = -math.inf
         self._cursor = 0  # next media slot
         self._k = 0  # frames returned so far
         self._last_now = -math.inf
@@ -112,6 +119,7 @@ class InOrder:
             self._transit.observe(timestamp_ms, now)  # a new media slot: its timing counts
             c["stale" if (s - slot) * fms > p.stale_ms else "late"] += 1
             return []
+        self._anchor = min(self._anchor, now - slot * fms / 1000.0)
         out: list[Frame] = []
         if slot > s:  # a gap: the slots before this one never came
             gap = slot - s
@@ -119,7 +127,7 @@ class InOrder:
             c["lost"] += gap
             c["skipped"] += gap - conceal
             for i in range(conceal):
-                out.append(self._conceal(ts0, ts0 + (s + i) * fms))
+                out.append(self._conceal(ts0, s + i))
         tr = self._transit
         tr.observe(timestamp_ms, now)
         lat = (now - tr.tref) * 1000.0 - timestamp_ms
@@ -129,14 +137,20 @@ class InOrder:
         self._cursor = slot + 1
         c["received"] += 1
         c["played"] += 1
-        out.append(Frame(ts0 + self._k * fms, payload, AUDIO, timestamp_ms, lat))
+        out.append(Frame(ts0 + self._k * fms, payload, AUDIO, timestamp_ms, lat, self._at(slot)))
         self._k += 1
         return out
 
-    def _conceal(self, ts0: int, src: int) -> Frame:
+    def _at(self, slot: int) -> float:
+        """The media time of ``slot`` on the caller's clock (see the module docstring)."""
+        at = self._last_at = max(self._last_at, self._anchor + slot * self.params.frame_ms / 1000.0)
+        return at
+
+    def _conceal(self, ts0: int, slot: int) -> Frame:
         payload, kind = self._concealer.conceal()
         self._c[kind] += 1
-        frame = Frame(ts0 + self._k * self.params.frame_ms, payload, kind, src)
+        fms = self.params.frame_ms
+        frame = Frame(ts0 + self._k * fms, payload, kind, ts0 + slot * fms, None, self._at(slot))
         self._k += 1
         return frame
 

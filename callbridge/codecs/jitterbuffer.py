@@ -48,13 +48,15 @@ class Frame(NamedTuple):
     """One output frame.  ``timestamp_ms`` is on the output timeline (continuous);
     ``source_ts_ms`` is the media timestamp it plays ("audio") or conceals (a lost slot),
     None for frames inserted while holding through an underrun; ``latency_ms`` is the
-    added latency of that media timestamp (None when there is none)."""
+    added latency of that media timestamp (None when there is none); ``at`` is the
+    frame's media time on the caller's clock (s, ``codecs.inorder``; None here)."""
 
     timestamp_ms: int
     payload: bytes
     kind: str
     source_ts_ms: int | None = None
     latency_ms: float | None = None
+    at: float | None = None
 
     @property
     def filler(self) -> bool:

@@ -273,7 +273,7 @@ function addTurn(t) {
 
 function showLine(s) {
   const items = [["jitter", fmtMs(s.jitter_ms)], ["loss", `${s.loss_pct ?? 0}%`], ["concealed", `${s.concealed_pct ?? 0}%`],
-    ["late", s.late], ["stale", s.stale], ["depth", fmtMs(s.depth_ms)], ["added p95", fmtMs(s.latency_p95_ms)]];
+    ["late", s.late], ["stale", s.stale], ["stalls p95", fmtMs(s.latency_p95_ms)]];
   $("line").replaceChildren(...items.map(([k, v]) => { const e = el("span", "", `${k} `); e.append(el("b", "", String(v))); return e; }));
 }
 

@@ -1,7 +1,7 @@
 """EchoBackend: the caller's audio comes straight back as the agent's, at once.
 
 No speech work at all, so a call costs only what the bridge itself costs: the gateway,
-the actor hops, the jitter buffer, both codec directions and the paced writer. Load
+the actor hops, the in-order dejitter, both codec directions and the paced writer. Load
 benchmarks use it to measure the bridge's own capacity and added latency
 (``UPSTREAM=echo``); a person calling it hears themselves ~100 ms late.
 """

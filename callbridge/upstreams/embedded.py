@@ -187,7 +187,7 @@ class EmbeddedBackend(Backend):
         self._greet()
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
-        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), self.port.now(), filler=msg.filler)
+        self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), msg.at)
 
     def dtmf(self, digit: str) -> None:
         self.speaker.say(f"You pressed {DTMF_WORDS.get(digit, digit)}.", "dtmf_reply")

@@ -6,8 +6,9 @@ probabilities into turn boundaries (start after sustained speech, end after
 counted from the first audible sample of the speech (``speech.onset.SoundOnset``; at most
 ``MAX_BACKDATE_MS`` before the VAD's first speech window), and checked on every 20 ms
 frame, not only every 32 ms VAD window: a barge-in is reported ~200-225 ms after the
-caller's first audible sample, not 250-300 ms. Frames the jitter buffer inserted while
-the line stalled (``filler``) go to the VAD but not to the recogniser. The recogniser is fed
+caller's first audible sample, not 250-300 ms. The clock is the caller's media time
+(``CallerAudio.at``), not arrival: a stalled line's burst is consumed at once and a
+stall never counts as silence. The recogniser is fed
 only while the caller speaks, plus ``PRE_ROLL_MS`` of audio from before the detected
 start (so the first syllable is not lost), which keeps STT CPU per call low. Decoders
 come from a process-wide pool and run off the event loop.
@@ -51,7 +52,7 @@ _KEEP_MS = PRE_ROLL_MS + 2000 + 100  # a start is reported MIN_SPEECH_MS (<= 2 s
 class Heard:
     text: str
     last_speech: float
-    """When the caller's last speech frame arrived (monotonic s)."""
+    """The media time of the caller's last speech frame (monotonic s)."""
     detected_at: float
     """When the endpointer declared the turn over (``last_speech`` + silence)."""
     final_at: float
@@ -82,13 +83,9 @@ class Listener:
         Call it before the first frame."""
         self.recognizer = get_recognizer(vocabulary, decoders=self.decoders)
 
-    def feed(self, pcm16k: np.ndarray, now: float, filler: bool = False) -> None:
-        """One 20 ms frame. ``filler``: inserted by the jitter buffer while the line
-        stalled: the VAD and endpointer see it (real time passes), the recogniser does not
-        (the caller did not pause there)."""
-        if filler:
-            pass
-        elif self.turn is None:
+    def feed(self, pcm16k: np.ndarray, now: float) -> None:
+        """One 20 ms frame, ``now`` its media time (the end of its audio)."""
+        if self.turn is None:
             self.recent.append((now, pcm16k))
         else:
             self.turn.feed(pcm16k)

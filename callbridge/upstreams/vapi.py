@@ -224,20 +224,20 @@ class VapiBackend(RemoteBackend):
 
     def caller_audio(self, msg: m.CallerAudio) -> None:
         super().caller_audio(msg)
-        self._watch(msg.pcm, None)
+        self._watch(msg.pcm, None, msg.at)
 
     def caller_ulaw(self, msg: m.CallerUlaw) -> None:
         super().caller_ulaw(msg)
-        self._watch(None, msg.payload)
+        self._watch(None, msg.payload, msg.at)
 
-    def _watch(self, pcm: bytes | None, ulaw: bytes | None) -> None:
+    def _watch(self, pcm: bytes | None, ulaw: bytes | None, at: float) -> None:
         now = self.port.now()
         if self.stopping:
             return
         if self._agent_may_be_audible(now):
             self.watched = True
             self.watch.feed(
-                np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), now
+                np.frombuffer(pcm, dtype="<i2") if pcm is not None else ulaw_decode(ulaw or b""), at
             )
         elif self.watched:
             self.watched = False
