@@ -91,9 +91,10 @@ BENCHES: tuple[Bench, ...] = (
         (),
         3,
         3,
-        180,
+        300,
         "voice-to-voice latency of a turn with the embedded agent (caller stops speaking → first agent "
-        "frame sent), its parts, the recogniser's word error rate, gateway CPU per active call",
+        "frame sent) and false cut-offs of requests with a pause, turns ending on meaning vs on silence "
+        "alone, side by side; the recogniser's word error rate, gateway CPU per active call",
     ),
     Bench(
         "barge-in",
@@ -592,17 +593,29 @@ def md_jitter(f: dict[str, Any]) -> list[str]:
 
 
 def md_turns(f: dict[str, Any]) -> list[str]:
-    parts = ["voice_to_voice_ms", "endpoint_ms", "stt_ms", "agent_ms", "tts_ms"]
-    lines = table(
-        ["ms", "p50", "p95"],
-        [[p.removesuffix("_ms"), cell(f.get(f"p50.{p}")), cell(f.get(f"p95.{p}"))] for p in parts],
+    return table(
+        [
+            "turns end on",
+            "v2v p50 ms",
+            "v2v p95 ms",
+            "endpoint p50 ms",
+            "false cut-offs",
+            "WER %",
+            "CPU %/call",
+        ],
+        [
+            [
+                mode,
+                cell(f.get(f"{mode}.p50.voice_to_voice_ms"), 0),
+                cell(f.get(f"{mode}.p95.voice_to_voice_ms"), 0),
+                cell(f.get(f"{mode}.p50.endpoint_ms"), 0),
+                f"{cell(f.get(f'{mode}.false_cutoff_pct'), 0)}%",
+                cell(f.get(f"{mode}.wer_pct")),
+                cell(f.get(f"{mode}.cpu_pct_per_call")),
+            ]
+            for mode in ("silence", "meaning")
+        ],
     )
-    return [
-        *lines,
-        "",
-        f"word error rate {cell(f.get('wer_pct'))}%, gateway CPU {cell(f.get('cpu_pct_per_call'))}% "
-        f"of one core per active call, replies {cell(f.get('replies'), 0)}/{cell(f.get('calls'), 0)}",
-    ]
 
 
 def md_barge_in(f: dict[str, Any]) -> list[str]:
@@ -653,8 +666,9 @@ def summary_rows(b: dict[str, dict[str, Any]]) -> list[list[str]]:
 
     rows = [
         ["codec in+out, callbridge", "µs/frame", cell(fig("codec", "us_per_frame.callbridge.total"), 2)],
-        ["turn voice-to-voice p50", "ms", cell(fig("turns", "p50.voice_to_voice_ms"), 0)],
-        ["turn STT word error rate", "%", cell(fig("turns", "wer_pct"))],
+        ["turn voice-to-voice p50", "ms", cell(fig("turns", "meaning.p50.voice_to_voice_ms"), 0)],
+        ["turn false cut-offs", "%", cell(fig("turns", "meaning.false_cutoff_pct"), 0)],
+        ["turn STT word error rate", "%", cell(fig("turns", "meaning.wer_pct"))],
         ["barge-in onset → clear p95", "ms", cell(fig("barge-in", "latency_p95_ms"), 0)],
         ["jitter added p95 / line p95, heavy", "ratio", cell(fig("jitter", "profiles.heavy.ratio"), 2)],
         ["observability added per frame", "ns", cell(fig("metrics", "added_per_frame_ns"))],

@@ -353,7 +353,23 @@ class SpeechOptions:
     tts_voice: str = option("en-us", "TTS_VOICE", "espeak-ng voice of the embedded agent.")
     tts_rate_wpm: int = option(165, "TTS_RATE_WPM", "Speaking rate of the embedded voice, words per minute.")
     endpoint_silence_ms: int = option(
-        500, "ENDPOINT_SILENCE_MS", "Silence that ends the caller's turn (users tune 300-800)."
+        500,
+        "ENDPOINT_SILENCE_MS",
+        "Silence that ends the caller's turn when its words do not say whether it is over "
+        "(users tune 300-800).",
+    )
+    endpoint_complete_ms: int = option(
+        250,
+        "ENDPOINT_COMPLETE_MS",
+        "Silence that ends the turn when the transcript so far is a complete request (the "
+        "agent's parser or final punctuation says so; embedded pipeline). Equal to "
+        "ENDPOINT_SILENCE_MS: silence alone ends turns.",
+    )
+    endpoint_unfinished_ms: int = option(
+        1200,
+        "ENDPOINT_UNFINISHED_MS",
+        "Silence that ends the turn when the transcript so far is clearly unfinished (it ends "
+        "on 'and', 'on', 'the', 'um'...; embedded pipeline).",
     )
     min_speech_ms: int = option(
         200,
@@ -367,6 +383,8 @@ class SpeechOptions:
 
     def __post_init__(self) -> None:
         in_range("ENDPOINT_SILENCE_MS", self.endpoint_silence_ms, 100, 3000)
+        in_range("ENDPOINT_COMPLETE_MS", self.endpoint_complete_ms, 100, self.endpoint_silence_ms)
+        in_range("ENDPOINT_UNFINISHED_MS", self.endpoint_unfinished_ms, self.endpoint_silence_ms, 3000)
         in_range("MIN_SPEECH_MS", self.min_speech_ms, 0, 2000)
         in_range("STT_DECODERS", self.stt_decoders, 1, 16)
 

@@ -51,6 +51,8 @@ async def test_conversation_books_an_appointment_both_sides_recorded(start_serve
     ):
         assert expected in events, f"{expected} missing from {events}"
     assert events.index("mark_played") < events.index("speech_started")  # polite caller
+    # It answers as soon as the agent stops: a normal turn, not a barge-in (nothing to clear).
+    assert "barge_in" not in events and result.clears == [] and "quick_answer" in events
     finals = [e["text"] for e in timeline if e["event"] == "transcript.final"]
     assert len(finals) == 2
     for word in ("book", "appointment", "monday", "three"):

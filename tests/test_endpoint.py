@@ -326,3 +326,30 @@ def test_vad_confirms_at_least_min_speech_minus_backdate(seq, backdate_ms):
                 assert now - (first - 0.032) >= 0.2 - backdate_ms / 1000 - 1e-9
                 assert e.at >= first - 0.032 - backdate_ms / 1000 - 1e-9
                 assert now - e.at >= 0.2 - 1e-9
+
+
+def test_cut_ends_the_turn_now_and_wait_longer_holds_it_for_the_pause_in_progress():
+    """What the words of a pause say (``speech.turnend``): ``cut`` ends the turn at once;
+    ``wait_longer`` stretches only the pause in progress; speech resets it."""
+    ep = Endpointer(min_speech_ms=200, end_silence_ms=500)
+    feed(ep, seconds(0.95, 0.6))
+    last = ep.last_speech
+    assert ep.in_speech and last == pytest.approx(100.0 + (len(seconds(0.95, 0.6)) - 1) * W)
+    end = ep.cut(last + 0.2)
+    assert end == SpeechEnd(last, last + 0.2) and not ep.in_speech and ep.last_speech is None
+    assert ep.cut(last + 0.3) is None
+
+    ep = Endpointer(min_speech_ms=200, end_silence_ms=500)
+    t = 200.0
+    feed(ep, seconds(0.95, 0.6), t0=t)
+    ep.wait_longer(1200)
+    t_quiet = t + len(seconds(0.95, 0.6)) * W
+    assert feed(ep, seconds(0.02, 1.0), t0=t_quiet) == []  # 1 s of pause: still the turn
+    t_again = t_quiet + len(seconds(0.02, 1.0)) * W
+    feed(ep, seconds(0.95, 0.3), t0=t_again)  # speech again: the next pause is a normal one
+    t_end = t_again + len(seconds(0.95, 0.3)) * W
+    ev = feed(ep, seconds(0.02, 0.7), t0=t_end)
+    assert [type(e) for _, e in ev] == [SpeechEnd]
+    assert 0.5 <= ev[0][0] - ev[0][1].at_last_speech < 0.5 + W
+    with pytest.raises(ValueError, match="silence_ms"):
+        ep.wait_longer(5000)

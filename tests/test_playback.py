@@ -8,7 +8,7 @@ import math
 from dataclasses import replace
 
 from callbridge.actors import messages as m
-from callbridge.actors.bargein import GRACE_S
+from callbridge.actors.bargein import QUICK_ANSWER_S
 from callbridge.actors.runtime import Dispatcher
 from callbridge.actors.supervisor import CallSupervisor
 from callbridge.codecs.marks import MarkName
@@ -33,17 +33,16 @@ async def _call(clock: FakeClock) -> tuple[Dispatcher, CallSupervisor, Socket]:
     return d, sup, io
 
 
-def test_an_utterance_is_audible_from_its_start_until_its_end_mark_then_for_the_grace():
+def test_an_utterance_plays_from_its_start_until_its_end_mark():
     p = m.Playback().start(1, now=10.0)
     assert (p.playing, p.started, p.frames, p.at, p.starts) == (1, 1, 0, 10.0, 1)
-    assert p.audible(10.0, GRACE_S) and p.played_ms(10.05) == 50
+    assert p.played_ms(10.05) == 50
     p = p.echo(MarkName(1, 10), now=10.3)
     assert (p.frames, p.at) == (10, 10.3) and p.played_ms(10.35) == 250
     assert p.played_ms(11.0) == 400  # at most one mark interval past the last echo
     p = p.echo(MarkName(1), now=10.5)
     assert (p.playing, p.played_upto, p.quiet_since) == (None, 1, 10.5)
-    assert p.audible(10.5 + GRACE_S, GRACE_S) and not p.audible(10.6 + GRACE_S, GRACE_S)
-    assert not m.Playback().audible(0.0, GRACE_S) and m.Playback().quiet_since == -math.inf
+    assert m.Playback().playing is None and m.Playback().quiet_since == -math.inf
 
 
 def test_a_cut_utterance_stops_being_audible_and_never_starts_again():
@@ -104,19 +103,22 @@ async def test_a_barge_in_is_reported_once_and_the_cut_is_told_to_the_readers():
     d.close()
 
 
-async def test_speech_after_the_grace_is_no_barge_in():
+async def test_a_quick_answer_after_the_end_mark_is_a_turn_not_a_barge_in():
+    """Nothing is left playing at Twilio: no cut, no ``clear``; noted ``quick_answer``
+    when it starts within ``QUICK_ANSWER_S`` of the end mark."""
     clock = FakeClock()
-    d, _, io = await _call(clock)
+    d, sup, io = await _call(clock)
     d.tell("supervisor", m.UtteranceStarting(1))
     clock.t = 2.0
     d.tell("supervisor", m.MarkPlayed(1))
-    clock.t = 2.0 + GRACE_S / 2
-    d.tell("bargein", m.CallerSpeech(onset=2.1, detected=clock.t))  # within the grace: heard it all
-    clock.t = 2.0 + GRACE_S + 0.1
+    clock.t = 2.3
+    d.tell("bargein", m.CallerSpeech(onset=2.1, detected=clock.t))  # 100 ms after the end mark
     d.tell("supervisor", m.UtteranceStarting(2))
+    clock.t = 4.0
     d.tell("supervisor", m.MarkPlayed(2))
-    clock.t += GRACE_S + 0.1
-    d.tell("bargein", m.CallerSpeech(onset=clock.t - 0.2, detected=clock.t))
-    cuts = [data for event, data in io.notes if event == "barge_in"]
-    assert [(c["utterance"], c["heard_ms"]) for c in cuts] == [(1, -1)]
+    clock.t = 4.0 + QUICK_ANSWER_S + 0.5
+    d.tell("bargein", m.CallerSpeech(onset=clock.t - 0.2, detected=clock.t))  # later: nothing noted
+    assert not [data for event, data in io.notes if event in ("barge_in", "clear")]
+    assert [data for event, data in io.notes if event == "quick_answer"] == [{"after_ms": 100}]
+    assert sup.playback.cut_upto == 0
     d.close()

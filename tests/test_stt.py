@@ -330,3 +330,21 @@ async def test_a_vocabulary_word_the_dictionary_lacks_fails_the_decoder():
             await asyncio.wait_for(r.start(), 10)
     finally:
         r.close()
+
+
+async def test_hypothesis_mid_utterance_covers_all_audio_fed_and_does_not_end_it(rec):
+    """What the listener asks at a pause (``Utterance.hypothesis``): the best guess over every
+    frame fed before it, however far behind the decoder was; the utterance goes on."""
+    pcm = speech16k(BOOK)
+    half = len(pcm) // 2 // FRAME * FRAME
+    utt = await rec.start()
+    for i in range(0, half, FRAME):
+        utt.feed(pcm[i : i + FRAME])
+    early = await utt.hypothesis()  # asked at once: the decoder is still behind
+    assert "book" in early.split() and "three" not in early.split()
+    for i in range(half, len(pcm), FRAME):
+        utt.feed(pcm[i : i + FRAME])
+    late = await utt.hypothesis()
+    final = await utt.finish()
+    assert {"book", "tuesday", "three"} <= set(late.split()) & set(final.split())
+    assert await utt.hypothesis() == ""

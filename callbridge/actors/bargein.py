@@ -9,9 +9,12 @@ BargeIn reads the latest value it was told.
 
 A barge-in is caller speech (``CallerSpeech``: the endpointer's start of turn, i.e. speech
 sustained for ``MIN_SPEECH_MS``, which coughs, door slams and breathing do not reach)
-while the agent is audible, or within ``GRACE_S`` after it stopped (mobile jitter). Then
-``BargeInDetected`` goes to the supervisor in the same frame. Not a barge-in:
+while agent audio is still playing at Twilio (an utterance started, its end mark not back).
+Then ``BargeInDetected`` goes to the supervisor in the same frame. Not a barge-in:
 
+- a caller who answers as soon as the agent stops (its end mark came back): nothing is
+  left to cut, so no ``clear``; it is a normal turn, noted ``quick_answer`` (with
+  ``after_ms``, the time since the end mark) when it starts within ``QUICK_ANSWER_S``;
 - a second start while the same utterance is being cut (``wait... wait... wait`` is one);
 - speech much quieter than the agent's own recent audio (``ECHO_MARGIN_DB``): that is the
   agent's voice coming back on the line (echo), not the caller.
@@ -28,7 +31,8 @@ from ..codecs.g711 import ULAW_SQUARED
 from . import messages as m
 from .runtime import Actor, ActorContext
 
-GRACE_S = 0.5
+QUICK_ANSWER_S = 1.0
+"""Caller speech starting this soon after the agent's end mark is noted ``quick_answer``."""
 ECHO_MARGIN_DB = 15.0
 """Caller speech must be no more than this far below the agent's recent level."""
 ECHO_WINDOW_FRAMES = 40
@@ -146,13 +150,17 @@ class BargeIn(Actor):
     def receiveMsg_CallerSpeech(self, msg: m.CallerSpeech) -> None:
         now = self.ctx.now()
         playback = self.playback
-        playing = playback.playing
-        utterance = playing if playing is not None else playback.started
-        if not playback.audible(now, GRACE_S) or utterance <= playback.cut_upto:
+        utterance = playback.playing
+        if utterance is None:
+            after_s = msg.onset - playback.quiet_since
+            if 0 <= after_s <= QUICK_ANSWER_S:
+                self.ctx.note("quick_answer", after_ms=round(after_s * 1000))
+            return
+        if utterance <= playback.cut_upto:
             return
         played_ms = playback.played_ms(now)
         agent_levels, _ = self.agent_levels.read()
-        position = len(agent_levels) if playing is None else played_ms // 20
+        position = played_ms // 20
         recent = agent_levels[max(0, position - ECHO_WINDOW_FRAMES) : position + 1]
         levels, times = self.caller_levels.read()
         caller = [lvl for t, lvl in zip(times, levels, strict=True) if t >= msg.onset]
@@ -164,8 +172,6 @@ class BargeIn(Actor):
                 self.ctx.note("echo_ignored", caller_rms=round(caller_level), agent_rms=round(agent_level))
             self.ctx.tell("upstream", m.SpeechRejected(msg.onset))
             return
-        if playing is None:
-            played_ms = -1  # it had finished: the caller heard it all
         # The supervisor will say it is cut; until then a second start is not a second cut.
         self.playback = playback.cut(utterance)
         self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, msg.onset))

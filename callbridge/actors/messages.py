@@ -203,10 +203,6 @@ class Playback(Message):
     starts: int = 0
     """Utterance starts so far (each one, even of the same utterance after a restart)."""
 
-    def audible(self, now: float, grace_s: float) -> bool:
-        """Agent audio playing, or it stopped less than ``grace_s`` ago."""
-        return self.playing is not None or now - self.quiet_since <= grace_s
-
     def played_ms(self, now: float, mark_every_ms: int = 200) -> int:
         """How much of ``playing`` the caller has heard: the last progress mark and the
         time since, at most one mark interval more."""

@@ -78,6 +78,12 @@ class Agent(ABC):
         English, through the recogniser's general model."""
         return None
 
+    def turn_complete(self, transcript: str) -> bool | None:
+        """Whether ``transcript`` (the caller's turn so far, after a short pause) is a whole
+        request (True: answer it now), clearly unfinished (False: wait longer) or either
+        (None, the default: the configured silence decides). ``speech.turnend``."""
+        return None
+
     @abstractmethod
     def reply(self, transcript: str, history: Sequence[Turn]) -> AsyncGenerator[str, None]:
         """Yield the reply to ``transcript`` in pieces (implemented as an async generator)."""

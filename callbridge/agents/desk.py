@@ -311,6 +311,23 @@ class DeskAgent(Agent):
     def vocabulary(self) -> Vocabulary:
         return desk_vocabulary()
 
+    def turn_complete(self, transcript: str) -> bool | None:
+        """A whole request: one that needs no time (cancel, query, hours, a person); a
+        booking, move or availability question with its time (or part of day); a time
+        given on its own; a choice from a list offered. Anything else, answers and
+        courtesies included, no opinion: the silence decides ("Yes, book it.", "Wait, I
+        want...", "That's all, thank you. Goodbye." pause where they are not over)."""
+        intent = parse(transcript)
+        if intent.kind in ("cancel", "query", "hours", "person"):
+            return True
+        if intent.kind in ("book", "move", "availability", "none") and (
+            intent.time is not None or intent.part is not None
+        ):
+            return True
+        if intent.ordinal is not None and isinstance(self._state, Choosing):
+            return True
+        return None
+
     def state(self) -> dict[str, Any]:
         st = self._state
         view: dict[str, Any] = {

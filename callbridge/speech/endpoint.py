@@ -4,8 +4,10 @@ Feed one VAD window at a time: ``events = ep.update(probability, now, sound_from
 in seconds from the caller's monotonic clock; events are returned, never raised.
 ``SpeechStart`` comes once speech has lasted ``min_speech_ms`` (a cough never starts a turn),
 its ``audio_from`` saying how far back to take buffered audio for the recogniser;
-``SpeechEnd`` after ``end_silence_ms`` of VAD silence (never on a transcript), forced at
-``max_speech_ms`` or by ``finish(now)`` when the call hangs up. ``sound_from``
+``SpeechEnd`` after ``end_silence_ms`` of VAD silence, forced at ``max_speech_ms`` or by
+``finish(now)`` when the call hangs up; the caller may end the turn sooner (``cut``: the
+transcript says it is complete) or let it run longer (``wait_longer``: it is clearly
+unfinished), for the silence in progress. ``sound_from``
 (``speech.onset.SoundOnset``) back-dates a run to the first audible sample, by at most
 ``max_backdate_ms``. Bad parameters, a probability outside 0..1 and a ``now`` that goes
 backwards raise ``ValueError``.
@@ -88,11 +90,32 @@ class Endpointer:
         self._turn_start = 0.0
         self._last_speech = 0.0
         self._last_now = -math.inf
+        self._silence = self.end_silence  # of the silence in progress
 
     @property
     def in_speech(self) -> bool:
         """True between a SpeechStart and its SpeechEnd."""
         return self._in_speech
+
+    @property
+    def last_speech(self) -> float | None:
+        """In a turn: its latest speech window (s); None outside one."""
+        return self._last_speech if self._in_speech else None
+
+    def cut(self, now: float) -> SpeechEnd | None:
+        """End the turn in progress now (its words say it is complete); None outside one."""
+        if not self._in_speech:
+            return None
+        self._in_speech = False
+        self._silence = self.end_silence
+        return SpeechEnd(self._last_speech, max(now, self._last_speech))
+
+    def wait_longer(self, silence_ms: float) -> None:
+        """For the silence in progress only, end the turn after ``silence_ms`` (100..3000)
+        instead of ``end_silence_ms`` (its words say it is unfinished); speech resets it."""
+        silence = _check("silence_ms", silence_ms, 100.0, 3000.0) / 1000.0
+        if self._in_speech:
+            self._silence = silence
 
     def update(self, probability: float, now: float, sound_from: float | None = None) -> list[Event]:
         """Feed one VAD window; returns the events it caused (none or one).
@@ -106,12 +129,14 @@ class Endpointer:
         if self._in_speech:
             if probability >= self.neg_threshold:
                 self._last_speech = now
+                self._silence = self.end_silence
                 if now - self._turn_start >= self.max_speech:
                     self._in_speech = False
                     events.append(SpeechEnd(now, now, forced=True))
                 return events
-            if now - self._last_speech >= self.end_silence:
+            if now - self._last_speech >= self._silence:
                 self._in_speech = False
+                self._silence = self.end_silence
                 events.append(SpeechEnd(self._last_speech, now))
             return events
         # Silence: track a candidate run.
@@ -146,6 +171,7 @@ class Endpointer:
         self._in_speech = True
         self._turn_start = at
         self._last_speech = now
+        self._silence = self.end_silence
         return SpeechStart(at, at - self.pre_roll)
 
     def finish(self, now: float) -> list[Event]:

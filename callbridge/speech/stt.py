@@ -199,7 +199,8 @@ class _Worker:
     """One pocketsphinx decoder and the daemon thread that owns it.
 
     Commands, queued and run in order: ``("start", turn)``, ``("audio", turn,
-    int16 array)``, ``("end", turn)``, ``("cancel", turn)``, ``_STOP``.
+    int16 array)``, ``("peek", turn, future)``, ``("end", turn)``, ``("cancel", turn)``,
+    ``_STOP``.
     """
 
     def __init__(self, rec: Recognizer, ident: int) -> None:
@@ -230,6 +231,10 @@ class _Worker:
                 return
             if kind == "start":
                 turn = target
+            elif kind == "peek":  # the hypothesis over all audio queued before it
+                text = _hyp_text(self.dec) if target is turn else ""
+                target.post(_settle_future, cmd[2], text, None)
+                continue
             elif target is not turn:
                 continue  # stale: its utterance already ended
             try:
@@ -262,7 +267,9 @@ class _Worker:
                 cmd = self.q.get_nowait()
             except queue.Empty:
                 break
-            if cmd[1] is not None:
+            if cmd[0] == "peek":
+                cmd[1].post(_settle_future, cmd[2], "", None)
+            elif cmd[1] is not None:
                 turns[id(cmd[1])] = cmd[1]
         for t in turns.values():
             t.post(t.settle, "", exc)
@@ -548,6 +555,15 @@ class Utterance:
             pcm16k, n = pcm16k[:room], room
         self._samples += n
         self._q.put(("audio", self._turn, pcm16k.copy()))
+
+    async def hypothesis(self) -> str:
+        """The recogniser's best guess over all the audio fed so far (as ``finish``
+        words), without ending the utterance; ``""`` after ``finish()``/``cancel()``."""
+        if not self._turn.open:
+            return ""
+        fut: asyncio.Future[str] = self._turn.loop.create_future()
+        self._q.put(("peek", self._turn, fut))
+        return await fut
 
     def _close(self, kind: str) -> None:
         if self._turn.open:

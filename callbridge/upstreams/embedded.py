@@ -45,6 +45,7 @@ from ..options import ConfigError
 from ..retry import Failure, RetryPolicy
 from ..speech import vad
 from ..speech.stt import get_recognizer
+from ..speech.turnend import Verdict, judge
 from ..usertools import load_served, served_tools
 from .base import Backend, BackendSpec, Conversation, Port
 from .calltools import CallTools
@@ -128,7 +129,7 @@ class EmbeddedBackend(Backend):
             shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
             conversation.new_utterance,
         )
-        self.listener = Listener(port, settings.speech, self.heard)
+        self.listener = Listener(port, settings.speech, self.heard, self._judge)
         self.pending: list[Heard] = []
         self.turn_task: asyncio.Task[None] | None = None
         self.turn_times: dict[int, _TurnTimes] = {}
@@ -189,6 +190,11 @@ class EmbeddedBackend(Backend):
     def caller_audio(self, msg: m.CallerAudio) -> None:
         self.listener.feed(np.frombuffer(msg.pcm, dtype="<i2"), msg.at)
 
+    def _judge(self, text: str) -> Verdict:
+        """Is the caller's turn so far over? Its words, and the agent's opinion."""
+        agent = self.conversation.agent
+        return judge(text, agent.turn_complete if agent is not None else None)
+
     def dtmf(self, digit: str) -> None:
         self.speaker.say(f"You pressed {DTMF_WORDS.get(digit, digit)}.", "dtmf_reply")
 
@@ -229,7 +235,7 @@ class EmbeddedBackend(Backend):
         if conv.hang_up_after is not None and conv.hang_up_after <= utterance:
             conv.hang_up_after = None  # a cut goodbye: the caller wants to go on
         index = self.reply_turns.get(utterance)
-        if index is not None and played_ms >= 0:
+        if index is not None:
             full = conv.history[index].text
             heard = self.speaker.heard(utterance, played_ms)
             conv.history[index] = Turn("agent", heard + " —" if heard != " ".join(full.split()) else full)

@@ -2,7 +2,12 @@
 
 Caller audio (16 kHz, 20 ms frames) goes through the VAD; the endpointer turns speech
 probabilities into turn boundaries (start after sustained speech, end after
-``ENDPOINT_SILENCE_MS`` of silence, never on a partial alone). ``MIN_SPEECH_MS`` is
+``ENDPOINT_SILENCE_MS`` of silence). Turns end on meaning too: after
+``ENDPOINT_COMPLETE_MS`` of a pause the recogniser's hypothesis over all the turn's audio
+(``Utterance.hypothesis``) is judged (``speech.turnend.judge``, with the agent's
+``turn_complete``): a complete request ends the turn at once, a clearly unfinished one
+waits ``ENDPOINT_UNFINISHED_MS``; no answer within ``JUDGE_TIMEOUT_S`` or no opinion:
+the silence decides. Each verdict is noted (``turn.judged``). ``MIN_SPEECH_MS`` is
 counted from the first audible sample of the speech (``speech.onset.SoundOnset``; at most
 ``MAX_BACKDATE_MS`` before the VAD's first speech window), and checked on every 20 ms
 frame, not only every 32 ms VAD window: a barge-in is reported ~200-225 ms after the
@@ -31,6 +36,7 @@ import numpy as np
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
 from ..speech.onset import SoundOnset
 from ..speech.stt import Recognizer, Utterance, get_recognizer
+from ..speech.turnend import Verdict
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from ..speech.vocabulary import Vocabulary
 from .base import Port
@@ -45,6 +51,13 @@ MAX_BACKDATE_MS = 80
 ONSET_GAP_MS = 25
 """Near silence this long ends a stretch of sound (a door slam 40 ms before a cough)."""
 MAX_TURN_S = 30.0
+JUDGE_TIMEOUT_S = 0.3
+"""A hypothesis that takes longer (the decoder is behind) is not waited for."""
+HOLD_AFTER_MS = 120
+"""A pause in a turn reaches the recogniser only once speech resumes (or, its first
+``TAIL_MS``, when the turn ends): decoding the silence makes pocketsphinx guess a short
+word at the end ("...my appointment at"), which the pause's verdict would read."""
+TAIL_MS = 100
 _KEEP_MS = PRE_ROLL_MS + 2000 + 100  # a start is reported MIN_SPEECH_MS (<= 2 s) late
 
 
@@ -60,9 +73,23 @@ class Heard:
 
 
 class Listener:
-    def __init__(self, port: Port, speech: SpeechOptions, on_heard: Callable[[Heard], None]) -> None:
+    def __init__(
+        self,
+        port: Port,
+        speech: SpeechOptions,
+        on_heard: Callable[[Heard], None],
+        judge: Callable[[str], Verdict] | None = None,
+    ) -> None:
         self.port = port
         self.on_heard = on_heard
+        self.judge = judge
+        """What a pause's hypothesis says of the turn; None: the silence alone decides."""
+        self.complete_s = speech.endpoint_complete_ms / 1000.0
+        self.unfinished_ms = speech.endpoint_unfinished_ms
+        self.asked: float | None = None
+        """The last speech of the pause whose hypothesis was asked for (once a pause)."""
+        self.now = 0.0
+        """The media time of the latest frame."""
         self.vad = Vad()
         self.endpointer = Endpointer(
             min_speech_ms=speech.min_speech_ms,
@@ -85,10 +112,12 @@ class Listener:
 
     def feed(self, pcm16k: np.ndarray, now: float) -> None:
         """One 20 ms frame, ``now`` its media time (the end of its audio)."""
+        self.now = now
         if self.turn is None:
             self.recent.append((now, pcm16k))
         else:
-            self.turn.feed(pcm16k)
+            last = self.endpointer.last_speech
+            self.turn.feed(pcm16k, pause=last is not None and (now - last) * 1000 > HOLD_AFTER_MS)
         self.sound.feed(pcm16k, now)
         sound_from = self.sound.since(now)
         events = [e for p in self.vad.process(pcm16k) for e in self.endpointer.update(p, now, sound_from)]
@@ -98,6 +127,30 @@ class Listener:
                 self._start(event)
             elif isinstance(event, SpeechEnd) and self.turn is not None:
                 self._end(event.at_last_speech, now)
+        last = self.endpointer.last_speech
+        if (
+            self.judge is not None
+            and self.turn is not None
+            and last is not None
+            and last != self.asked
+            and now - last >= self.complete_s
+        ):
+            self.asked = last
+            self.port.spawn(self.turn.judge(last), "turnend")
+
+    def judged(self, turn: _Turn, last_speech: float, text: str) -> None:
+        """The hypothesis of the pause after ``last_speech``: end the turn now, wait
+        longer, or leave it to the silence; nothing if the caller spoke again since."""
+        if turn is not self.turn or self.endpointer.last_speech != last_speech or self.judge is None:
+            return
+        verdict = self.judge(text)
+        self.port.note("turn.judged", verdict=verdict, pause_ms=round((self.now - last_speech) * 1000))
+        if verdict == "complete":
+            end = self.endpointer.cut(self.now)
+            if end is not None:
+                self._end(end.at_last_speech, end.at_detected)
+        elif verdict == "unfinished":
+            self.endpointer.wait_longer(self.unfinished_ms)
 
     def _start(self, event: SpeechStart) -> None:
         self.port.note("speech_started", onset_ms_ago=round((self.port.now() - event.at) * 1000))
@@ -136,19 +189,46 @@ class _Turn:
         self.listener = listener
         self.started = started
         self.buffered: list[np.ndarray] | None = pre_roll  # until the decoder is ours
+        self.held: list[np.ndarray] = []
+        """The pause in progress (``HOLD_AFTER_MS``), not yet given to the recogniser."""
         self.utterance: Utterance | None = None
         self.ended = asyncio.Event()
         self.last_speech = started
         self.detected_at = started
         self.cancelled = False
 
-    def feed(self, pcm: np.ndarray) -> None:
+    def feed(self, pcm: np.ndarray, pause: bool = False) -> None:
+        """One frame; in a ``pause``, held until speech resumes (then all of it goes on)."""
+        if pause:
+            if len(self.held) < MAX_TURN_S * 1000 / FRAME_MS:
+                self.held.append(pcm)
+            return
+        held, self.held = self.held, []
+        for frame in held:
+            self._push(frame)
+        self._push(pcm)
+
+    def _push(self, pcm: np.ndarray) -> None:
         if self.utterance is not None:
             self.utterance.feed(pcm)
         elif self.buffered is not None and len(self.buffered) < MAX_TURN_S * 1000 / FRAME_MS:
             self.buffered.append(pcm)
 
+    async def judge(self, last_speech: float) -> None:
+        """Ask the decoder for its hypothesis over the turn so far, for the pause after
+        ``last_speech``; tell the listener (``Listener.judged``)."""
+        if self.utterance is None:  # the decoder is not ours yet: no opinion
+            return
+        try:
+            text = await asyncio.wait_for(self.utterance.hypothesis(), JUDGE_TIMEOUT_S)
+        except TimeoutError:
+            return
+        self.listener.judged(self, last_speech, text)
+
     def end(self, last_speech: float, detected_at: float) -> None:
+        for frame in self.held[: TAIL_MS // FRAME_MS]:
+            self._push(frame)
+        self.held = []
         self.last_speech = last_speech
         self.detected_at = detected_at
         self.ended.set()

@@ -393,7 +393,7 @@ class RealtimeBackend(RemoteBackend):
     def on_interrupted(self, utterance: int, key: str | None, played_ms: int) -> None:
         if self.responding:
             self.send_json(cancel_response())
-        if key is None or played_ms < 0 or key not in self.item_ms:
+        if key is None or key not in self.item_ms:
             return  # not ours (or of an earlier session), or it had played to the end
         heard_ms = int(min(played_ms, self.item_ms[key]))
         self.send_json(truncate(key, heard_ms))
