@@ -103,9 +103,10 @@ BENCHES: tuple[Bench, ...] = (
         (),
         1,
         3,
-        300,
+        600,
         "caller speech onset → `clear` received while the agent talks; missed, stale frames after "
-        "`clear`, false barge-ins on noise/echo calls",
+        "`clear`, false barge-ins on noise/echo calls and quick answers; backchannel false stops "
+        "with BACKCHANNEL_MS off and at 600 ms, side by side",
     ),
     Bench(
         "jitter",
@@ -619,19 +620,35 @@ def md_turns(f: dict[str, Any]) -> list[str]:
 
 
 def md_barge_in(f: dict[str, Any]) -> list[str]:
-    return table(
-        ["onset → clear p50 ms", "p95 ms", "max ms", "missed", "stale frames", "false barge-ins"],
+    rows = [
         [
+            mode,
+            cell(f.get(f"{prefix}latency_p50_ms"), 0),
+            cell(f.get(f"{prefix}latency_p95_ms"), 0),
+            cell(f.get(f"{prefix}latency_max_ms"), 0),
+            f"{cell(f.get(f'{prefix}missed'), 0)}/{cell(f.get('trials'), 0)}",
+            cell(f.get(f"{prefix}stale"), 0),
+            f"{cell(f.get(f'{prefix}backchannel_false_stops'), 0)}/{cell(f.get('backchannels'), 0)}",
+        ]
+        for mode, prefix in (("off", ""), ("600 ms", "backchannel_on."))
+    ]
+    return [
+        *table(
             [
-                cell(f.get("latency_p50_ms"), 0),
-                cell(f.get("latency_p95_ms"), 0),
-                cell(f.get("latency_max_ms"), 0),
-                f"{cell(f.get('missed'), 0)}/{cell(f.get('trials'), 0)}",
-                cell(f.get("stale"), 0),
-                f"{cell(f.get('false'), 0)}/{cell(f.get('noise_calls'), 0)}",
-            ]
-        ],
-    )
+                "BACKCHANNEL_MS",
+                "onset → clear p50 ms",
+                "p95 ms",
+                "max ms",
+                "missed",
+                "stale frames",
+                "backchannel false stops",
+            ],
+            rows,
+        ),
+        "",
+        f"false barge-ins: {cell(f.get('false'), 0)}/{cell(f.get('noise_calls'), 0)} noise/echo calls, "
+        f"{cell(f.get('quick_answers_cut'), 0)}/{cell(f.get('quick_answers'), 0)} quick answers",
+    ]
 
 
 def md_metrics(f: dict[str, Any]) -> list[str]:

@@ -358,6 +358,13 @@ class SpeechOptions:
         "Silence that ends the caller's turn when its words do not say whether it is over "
         "(users tune 300-800).",
     )
+    backchannel_ms: int = option(
+        0,
+        "BACKCHANNEL_MS",
+        "Caller speech over the agent that is over within this long ('mm-hmm', 'yeah', 'okay') "
+        "leaves the agent talking and is not answered; longer speech cuts the agent this much "
+        "later. 0: off (any speech of MIN_SPEECH_MS cuts at once). 0 or 300-1500.",
+    )
     endpoint_complete_ms: int = option(
         250,
         "ENDPOINT_COMPLETE_MS",
@@ -385,6 +392,8 @@ class SpeechOptions:
         in_range("ENDPOINT_SILENCE_MS", self.endpoint_silence_ms, 100, 3000)
         in_range("ENDPOINT_COMPLETE_MS", self.endpoint_complete_ms, 100, self.endpoint_silence_ms)
         in_range("ENDPOINT_UNFINISHED_MS", self.endpoint_unfinished_ms, self.endpoint_silence_ms, 3000)
+        if self.backchannel_ms:
+            in_range("BACKCHANNEL_MS", self.backchannel_ms, 300, 1500)
         in_range("MIN_SPEECH_MS", self.min_speech_ms, 0, 2000)
         in_range("STT_DECODERS", self.stt_decoders, 1, 16)
 

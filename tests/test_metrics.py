@@ -82,8 +82,9 @@ async def test_simulated_call_moves_metrics_and_tags_logs(start_server):
     for hist in ("voice_to_voice", "stt_finalisation", "agent_first_token", "tts_first_audio"):
         assert after[(f"callbridge_{hist}_seconds_count", ())] >= 1, hist
     turn = next(e for e in result.record["timeline"] if e["event"] == "turn")
+    # The histogram holds the turn's own figure (at least the shortest endpoint: 250 ms).
     assert (
-        0.3 < after[("callbridge_voice_to_voice_seconds_sum", ())] <= turn["voice_to_voice_ms"] / 1000 + 1e-6
+        0.25 < after[("callbridge_voice_to_voice_seconds_sum", ())] <= turn["voice_to_voice_ms"] / 1000 + 1e-6
     )
     assert after[("callbridge_child_restarts_total", (("child", "codec"),))] == 0
     assert result.record["figures"]["turns"] >= 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
+
 from callbridge.actors import messages as m
 from callbridge.actors.bargein import QUICK_ANSWER_S
 from callbridge.actors.runtime import Dispatcher
@@ -122,3 +124,37 @@ async def test_a_quick_answer_after_the_end_mark_is_a_turn_not_a_barge_in():
     assert [data for event, data in io.notes if event == "quick_answer"] == [{"after_ms": 100}]
     assert sup.playback.cut_upto == 0
     d.close()
+
+
+async def _speak_over_the_agent(loud_s: float) -> Socket:
+    """With BACKCHANNEL_MS=600: the agent talks; the caller is loud for ``loud_s`` from 1.0 s
+    of media time, then quiet; the endpointer's start comes 200 ms after the onset."""
+    clock = FakeClock()
+    io = Socket()
+    d = Dispatcher(clock, check_messages=True, name="CAtest")
+    settings = Settings(greeting="", backchannel_ms=600)
+    d.add(CallSupervisor, None, settings, io, m.CallStarted("CAtest", "MZtest"))
+    d.tell("supervisor", m.UtteranceStarting(1))
+    loud, quiet = (b"\x00\x20" * 320), (b"\x00\x00" * 320)
+    for k in range(1, 101):  # 2 s of 20 ms frames
+        clock.t = at = k * 0.02
+        d.tell("bargein", m.CallerAudio(k, k * 20, loud if 1.0 < at <= 1.0 + loud_s else quiet, 16000, at))
+        if k == 60:  # 1.2 s: sustained for MIN_SPEECH_MS
+            d.tell("bargein", m.CallerSpeech(onset=1.0, detected=clock.t))
+    d.close()
+    return io
+
+
+async def test_with_backchannel_ms_a_short_mm_hmm_leaves_the_agent_talking():
+    io = await _speak_over_the_agent(loud_s=0.4)
+    assert not [e for e, _ in io.notes if e in ("barge_in", "clear")]
+    assert [data for event, data in io.notes if event == "backchannel"] == [
+        {"utterance": 1, "speech_ms": 600}
+    ]
+
+
+async def test_with_backchannel_ms_speech_still_going_cuts_the_agent_at_the_window():
+    io = await _speak_over_the_agent(loud_s=1.0)
+    (cut,) = [data for event, data in io.notes if event == "barge_in"]
+    assert cut["utterance"] == 1 and cut["detection_ms"] == pytest.approx(600, abs=25)
+    assert not [e for e, _ in io.notes if e == "backchannel"]

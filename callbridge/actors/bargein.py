@@ -17,7 +17,13 @@ Then ``BargeInDetected`` goes to the supervisor in the same frame. Not a barge-i
   ``after_ms``, the time since the end mark) when it starts within ``QUICK_ANSWER_S``;
 - a second start while the same utterance is being cut (``wait... wait... wait`` is one);
 - speech much quieter than the agent's own recent audio (``ECHO_MARGIN_DB``): that is the
-  agent's voice coming back on the line (echo), not the caller.
+  agent's voice coming back on the line (echo), not the caller;
+- with ``BACKCHANNEL_MS`` set (off by default), speech that is over within that time of its
+  onset ("mm-hmm", "yeah", "okay": the caller lets the agent go on): judged at
+  ``onset + BACKCHANNEL_MS`` of media time, it cuts if the caller is still audible in the
+  last ``BACKCHANNEL_TAIL_S``; otherwise it is noted ``backchannel`` and its turn dropped
+  (``SpeechRejected``: the agent does not answer it). A real interruption is cut that much
+  later, and one as short as a backchannel ("Wait.") is taken for one: hence off by default.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ SPEECH_RMS = 500.0
 """Caller frame RMS (int16) taken as "sound on the line" for the timeline note."""
 LEVEL_BATCH = 10
 """Frames whose levels are computed together, in one numpy pass (or sooner, when read)."""
+BACKCHANNEL_TAIL_S = 0.1
+"""A backchannel candidate is still speaking if one of its frames this recent is audible."""
 
 
 def _rms(pcm: np.ndarray) -> float:
@@ -116,8 +124,11 @@ class Levels:
 class BargeIn(Actor):
     role = "bargein"
 
-    def __init__(self, ctx: ActorContext) -> None:
+    def __init__(self, ctx: ActorContext, backchannel_ms: int = 0) -> None:
         super().__init__(ctx)
+        self.backchannel_s = backchannel_ms / 1000.0
+        self.candidate: tuple[int, float] | None = None
+        """(utterance, onset) of speech over the agent waiting for ``BACKCHANNEL_MS``."""
         self.playback = m.Playback()
         """The supervisor's latest; a cut is applied at once (see ``CallerSpeech``)."""
         self.heard_caller = False
@@ -146,6 +157,22 @@ class BargeIn(Actor):
         if not self.heard_caller and _rms(np.frombuffer(msg.pcm, dtype="<i2")) >= SPEECH_RMS:
             self.heard_caller = True
             self.ctx.note("caller_sound", chunk=msg.chunk)
+        if self.candidate is not None and msg.at - self.candidate[1] >= self.backchannel_s:
+            self._backchannel_or_cut(msg.at)
+
+    def _backchannel_or_cut(self, at: float) -> None:
+        utterance, onset = self.candidate or (0, 0.0)
+        self.candidate = None
+        if self.playback.playing != utterance or utterance <= self.playback.cut_upto:
+            return  # the agent stopped meanwhile: a normal turn
+        levels, times = self.caller_levels.read()
+        if any(
+            lvl >= SPEECH_RMS for t, lvl in zip(times, levels, strict=True) if t > at - BACKCHANNEL_TAIL_S
+        ):
+            self._cut(utterance, onset)
+            return
+        self.ctx.note("backchannel", utterance=utterance, speech_ms=round((at - onset) * 1000))
+        self.ctx.tell("upstream", m.SpeechRejected(onset))
 
     def receiveMsg_CallerSpeech(self, msg: m.CallerSpeech) -> None:
         now = self.ctx.now()
@@ -172,6 +199,14 @@ class BargeIn(Actor):
                 self.ctx.note("echo_ignored", caller_rms=round(caller_level), agent_rms=round(agent_level))
             self.ctx.tell("upstream", m.SpeechRejected(msg.onset))
             return
+        if self.backchannel_s > 0:
+            if self.candidate is None:
+                self.candidate = (utterance, msg.onset)
+            return
+        self._cut(utterance, msg.onset)
+
+    def _cut(self, utterance: int, onset: float) -> None:
         # The supervisor will say it is cut; until then a second start is not a second cut.
-        self.playback = playback.cut(utterance)
-        self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, msg.onset))
+        played_ms = self.playback.played_ms(self.ctx.now())
+        self.playback = self.playback.cut(utterance)
+        self.ctx.tell_parent(m.BargeInDetected(utterance, played_ms, onset))

@@ -127,6 +127,8 @@ class CallSupervisor(Actor):
             return (self.settings, self.conversation, self.backend.spec)
         if cls is Codec:
             return (self.backend.spec.caller_format(self.settings),)
+        if cls is BargeIn:
+            return (self.settings.speech.backchannel_ms,)
         return ()
 
     def stopped(self) -> None:
