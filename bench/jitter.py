@@ -1,4 +1,6 @@
-"""Jitter buffer under simulated mobile lines: added latency, concealment, drops, CPU.
+"""Jitter buffer under simulated mobile lines: added latency, concealment, drops, CPU; and
+beside it, on the same lines, the in-order path every call now takes (``codecs.inorder``):
+is there a line on which a playout buffer still helps a machine listener?
 
     python bench/jitter.py            # 4 profiles x 5 seeds x 120 s of speech; WER over 10 seeds, ~1 min
     python bench/jitter.py --quick    # 4 profiles x 2 seeds x 60 s; WER over 3 seeds, ~20 s
@@ -33,7 +35,12 @@ Columns (ms unless noted; the % columns other than conc % are per 100 caller fra
   target       the target depth at the end of the run (mean over seeds)
   us/frame     CPU per caller frame, push + pop (median over seeds)
 
-Then the recogniser's word error rate per profile: the demo's three caller lines and the
+Each profile's ``in-order`` row: the same lines pushed into ``InOrder`` at their delivery
+times (each frame out at once): added = its arrival after its ideal time (the line's own
+delay, nothing waits), conc % its concealed gaps.
+
+Then the recogniser's word error rate per profile (``in-order``: fed everything the
+in-order path lets out, as a call now feeds it): the demo's three caller lines and the
 five ``WER_SENTENCES`` (espeak-ng, en-us; 56 words), played out through the buffer over the
 profile's line (10 seeds: 560 words per profile; 3 with --quick) and fed to the embedded STT
 (``callbridge.speech.stt``) as a call feeds it: without the frames the buffer inserted while
@@ -71,6 +78,7 @@ from typing import Any
 import numpy as np
 
 from callbridge.codecs.g711 import ulaw_encode
+from callbridge.codecs.inorder import InOrder
 from callbridge.codecs.jitterbuffer import Frame, JitterBuffer, JitterParams, JitterStats
 from callbridge.sim.impair import Impairment, delays_ms
 
@@ -106,10 +114,13 @@ class PlayoutResult:
     cpu_us_per_frame: float
 
 
-def simulate(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> PlayoutResult:
+def simulate(
+    audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None, in_order: bool = False
+) -> PlayoutResult:
     """Send ``audio_ulaw`` (8 kHz mu-law; the tail is padded with silence to a whole frame)
     through ``impairment`` into a ``JitterBuffer(params)`` and play it out until the buffer
-    is empty.  Pure and deterministic for a given impairment seed."""
+    is empty, or (``in_order``) into the ``InOrder`` path calls take, each delivery pushed
+    at its delivery time and out at once.  Pure and deterministic for a given seed."""
     params = params or JitterParams()
     fb, fms = params.frame_bytes, params.frame_ms
     if impairment.frame_ms != fms:
@@ -123,6 +134,8 @@ def simulate(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | N
     payloads = [audio_ulaw[i * fb : (i + 1) * fb] for i in range(n)]
     delays = delays_ms(sched, fms)
     dmin = min(delays)
+    if in_order:
+        return _simulate_in_order(sched, payloads, delays, dmin)
     fs = fms / 1000.0
     t0 = sched[0].at_s + params.initial_depth_ms / 1000.0  # first due time
     jb = JitterBuffer(params)
@@ -170,6 +183,29 @@ def simulate(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | N
     )
 
 
+def _simulate_in_order(sched: list, payloads: list[bytes], delays: list[float], dmin: float) -> PlayoutResult:
+    io = InOrder()
+    frames: list[Frame] = []
+    added: list[float] = []
+    cpu = 0
+    pc = time.perf_counter_ns
+    for d in sched:
+        c0 = pc()
+        out = io.push(d.chunk, d.timestamp_ms, payloads[d.frame], d.at_s)
+        cpu += pc() - c0
+        frames += out
+        if out and out[-1].kind == "audio":  # out at its arrival: only the line's delay
+            added.append((d.at_s - (d.timestamp_ms + dmin) / 1000.0) * 1000.0)
+    return PlayoutResult(
+        audio=b"".join(f.payload for f in frames),
+        frames=frames,
+        added_ms=added,
+        line_jitter_ms=[d - dmin for d in delays],
+        stats=io.stats(),
+        cpu_us_per_frame=cpu / 1000.0 / max(1, len(payloads)),
+    )
+
+
 def playout(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> bytes:
     """The caller audio as the buffer plays it out over ``impairment``: mu-law bytes, one
     frame per 20 ms of wall time (concealment and comfort noise included).  The hook for
@@ -184,7 +220,11 @@ def recognised_audio(audio_ulaw: bytes, impairment: Impairment, params: JitterPa
 
 
 def recognised_call(
-    lines: list[bytes], impairment: Impairment, params: JitterParams | None = None, lead_s: float = 5.0
+    lines: list[bytes],
+    impairment: Impairment,
+    params: JitterParams | None = None,
+    lead_s: float = 5.0,
+    in_order: bool = False,
 ) -> list[bytes]:
     """``lines`` (mu-law, whole frames each) spoken one after another in one call, after
     ``lead_s`` of silence (the agent's greeting: the buffer learns the line meanwhile), all
@@ -200,7 +240,7 @@ def recognised_call(
         pos += len(line) // fb
     out: list[list[bytes]] = [[] for _ in lines]
     i = 0
-    for f in simulate(lead + b"".join(lines), impairment, params).frames:
+    for f in simulate(lead + b"".join(lines), impairment, params, in_order).frames:
         if f.source_ts_ms is None:  # a filler (f.filler)
             continue
         while i < len(bounds) and f.source_ts_ms >= bounds[i][1]:
@@ -268,12 +308,12 @@ def word_error_rates(seeds: range) -> dict[str, float]:
             utterance.feed(pcm16[i : i + 320])
         return await utterance.finish()
 
-    async def wer(kw: dict, in_call: bool) -> float:
+    async def wer(kw: dict, how: str) -> float:
         errors = total = 0
         for seed in seeds:
             line = Impairment(seed=seed, **kw)
-            if in_call:
-                fed = recognised_call(lines, line, call_params())
+            if how != "cold":
+                fed = recognised_call(lines, line, call_params(), in_order=how == "in-order")
             else:
                 fed = [recognised_audio(audio, line, call_params()) for audio in lines]
             for text, audio in zip(texts, fed, strict=True):
@@ -285,8 +325,8 @@ def word_error_rates(seeds: range) -> dict[str, float]:
     async def all_profiles() -> dict[str, float]:
         await get_recognizer(desk_vocabulary()).prewarm()
         return {
-            f"{name} {'in call' if in_call else 'cold'}": await wer(kw, in_call)
-            for in_call in (True, False)
+            f"{name} {how}": await wer(kw, how)
+            for how in ("in-order", "in call", "cold")
             for name, kw in PROFILES.items()
         }
 
@@ -337,7 +377,26 @@ def run(quick: bool, json_path: str | None = None) -> None:
             f"{100 * tot['ds'] / n:8.2f} {tot['stale']:5d} {statistics.mean(targets):6.0f} "
             f"{statistics.median(cpu):8.1f}"
         )
+        io_added, io_cpu, io_conc, io_out = [], [], 0, 0
+        for seed in seeds:
+            r = simulate(speech_audio(seconds, seed), Impairment(seed=seed, **kw), in_order=True)
+            io_added += r.added_ms
+            io_cpu.append(r.cpu_us_per_frame)
+            io_conc += r.stats.concealed + r.stats.comfort
+            io_out += r.stats.output
+        in_order = {
+            "added_p50_ms": pct(io_added, 50),
+            "added_p95_ms": pct(io_added, 95),
+            "concealed_pct": 100 * io_conc / max(io_out, 1),
+            "us_per_frame": statistics.median(io_cpu),
+        }
+        print(
+            f"{'  in-order':<9} {lp95:8.0f} {in_order['added_p50_ms']:9.0f} {in_order['added_p95_ms']:9.0f} "
+            f"{'':>6} {in_order['concealed_pct']:6.2f} {'':>5} {'':>6} {'':>8} {'':>8} {'':>5} {'':>6} "
+            f"{in_order['us_per_frame']:8.1f}"
+        )
         figures[name] = {
+            "in_order": in_order,
             "line_p95_ms": lp95,
             "added_p50_ms": ap50,
             "added_p95_ms": ap95,
@@ -350,6 +409,7 @@ def run(quick: bool, json_path: str | None = None) -> None:
     rates = word_error_rates(wer_seeds)
     print(f"\nSTT word error rate, {len(wer_seeds)} seeds x 8 lines (560 words at 10 seeds):")
     for how, what in (
+        ("in-order", "the in-order path every call takes: each frame at once, gaps concealed"),
         ("in call", "one buffer per call, lines after a 5 s greeting (target)"),
         ("cold", "a fresh buffer per line (its first stall finds it at the minimum depth)"),
     ):
@@ -365,6 +425,7 @@ def run(quick: bool, json_path: str | None = None) -> None:
         import json
 
         for name in PROFILES:
+            figures[name]["in_order_wer_pct"] = rates[f"{name} in-order"]
             figures[name]["wer_pct"] = rates[f"{name} in call"]
             figures[name]["wer_cold_pct"] = rates[f"{name} cold"]
         Path(json_path).write_text(

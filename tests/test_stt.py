@@ -137,10 +137,10 @@ async def test_two_concurrent_utterances_then_pool_exhaustion(rec):
         u1.feed(a[i : i + FRAME])
         u2.feed(b[i : i + FRAME])
     t1, t2 = await asyncio.gather(u1.finish(), u2.finish())
+    u3 = await asyncio.wait_for(waiter, 5)  # got the decoder u1/u2 returned
+    await u3.cancel()  # before any assertion: a failure here must not hang the module's pool
     assert {"book", "tuesday"} <= words(t1), t1
     assert "yes" in words(t2), t2
-    u3 = await asyncio.wait_for(waiter, 5)  # got the decoder u1/u2 returned
-    await u3.cancel()
     for _ in range(100):  # the other release is posted to the loop
         if rec.idle == 2:
             break

@@ -239,8 +239,11 @@ class _Worker:
                 continue  # stale: its utterance already ended
             try:
                 if kind == "start":
+                    # Same audio, same words: the cepstral mean and the dither start afresh,
+                    # so no earlier utterance (another call's) changes what this one hears.
+                    self.dec.set_cmn(self._cmn)
                     self.dec.start_utt()
-                    self._rng = np.random.default_rng(0)  # same audio, same dither: repeatable
+                    self._rng = np.random.default_rng(0)
                     self._partial = ""
                     self._next_partial = time.monotonic() + self.rec.partial_interval_s
                     continue
@@ -282,6 +285,8 @@ class _Worker:
             self.dec.start_utt()
             self._process(pcm)
             self.dec.end_utt()
+        self._cmn = self.dec.get_cmn(True)
+        """The cepstral mean converged on the warm-up: every utterance starts from it."""
 
     def _process(self, pcm: np.ndarray) -> None:
         # process_raw holds the GIL while it runs: feed at most 20 ms per call
