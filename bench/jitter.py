@@ -173,13 +173,25 @@ def simulate(
     finally:
         if gc_was:
             gc.enable()
+    return _result(frames, added, delays, dmin, jb.stats(), cpu, n)
+
+
+def _result(
+    frames: list[Frame],
+    added: list[float],
+    delays: list[float],
+    dmin: float,
+    stats: JitterStats,
+    cpu_ns: int,
+    n: int,
+) -> PlayoutResult:
     return PlayoutResult(
         audio=b"".join(f.payload for f in frames),
         frames=frames,
         added_ms=added,
         line_jitter_ms=[d - dmin for d in delays],
-        stats=jb.stats(),
-        cpu_us_per_frame=cpu / 1000.0 / max(1, n),
+        stats=stats,
+        cpu_us_per_frame=cpu_ns / 1000.0 / max(1, n),
     )
 
 
@@ -196,14 +208,7 @@ def _simulate_in_order(sched: list, payloads: list[bytes], delays: list[float], 
         frames += out
         if out and out[-1].kind == "audio":  # out at its arrival: only the line's delay
             added.append((d.at_s - (d.timestamp_ms + dmin) / 1000.0) * 1000.0)
-    return PlayoutResult(
-        audio=b"".join(f.payload for f in frames),
-        frames=frames,
-        added_ms=added,
-        line_jitter_ms=[d - dmin for d in delays],
-        stats=io.stats(),
-        cpu_us_per_frame=cpu / 1000.0 / max(1, len(payloads)),
-    )
+    return _result(frames, added, delays, dmin, io.stats(), cpu, len(payloads))
 
 
 def playout(audio_ulaw: bytes, impairment: Impairment, params: JitterParams | None = None) -> bytes:
