@@ -157,12 +157,14 @@ class BargeIn(Actor):
         if not self.heard_caller and _rms(np.frombuffer(msg.pcm, dtype="<i2")) >= SPEECH_RMS:
             self.heard_caller = True
             self.ctx.note("caller_sound", chunk=msg.chunk)
-        if self.candidate is not None and msg.at - self.candidate[1] >= self.backchannel_s:
-            self._backchannel_or_cut(msg.at)
+        candidate = self.candidate
+        if candidate is not None and msg.at - candidate[1] >= self.backchannel_s:
+            self.candidate = None
+            self._backchannel_or_cut(*candidate, msg.at)
 
-    def _backchannel_or_cut(self, at: float) -> None:
-        utterance, onset = self.candidate or (0, 0.0)
-        self.candidate = None
+    def _backchannel_or_cut(self, utterance: int, onset: float, at: float) -> None:
+        """``BACKCHANNEL_MS`` after the onset of speech over ``utterance``: cut it if the
+        caller is still speaking, else let the agent go on and drop the turn."""
         if self.playback.playing != utterance or utterance <= self.playback.cut_upto:
             return  # the agent stopped meanwhile: a normal turn
         levels, times = self.caller_levels.read()
