@@ -107,7 +107,6 @@ class Endpointer:
         if not self._in_speech:
             return None
         self._in_speech = False
-        self._silence = self.end_silence
         return SpeechEnd(self._last_speech, max(now, self._last_speech))
 
     def wait_longer(self, silence_ms: float) -> None:
@@ -136,7 +135,6 @@ class Endpointer:
                 return events
             if now - self._last_speech >= self._silence:
                 self._in_speech = False
-                self._silence = self.end_silence
                 events.append(SpeechEnd(self._last_speech, now))
             return events
         # Silence: track a candidate run.
