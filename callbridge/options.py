@@ -58,6 +58,10 @@ def in_range(env: str, value: float, low: float, high: float) -> None:
     check(low <= value <= high, f"{env} must be {low}..{high}, not {value}")
 
 
+def one_of(env: str, value: str, choices: tuple[str, ...]) -> None:
+    check(value in choices, f"{env} must be one of {', '.join(choices)}, not {value!r}")
+
+
 def http_url(env: str, value: str) -> None:
     check(value.startswith(("http://", "https://")), f"{env} must start with http:// or https://: {value!r}")
 

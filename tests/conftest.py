@@ -25,6 +25,14 @@ from callbridge.testing.nodes import ProdNode
 hypothesis_settings.register_profile("callbridge", deadline=None)
 hypothesis_settings.load_profile("callbridge")
 
+SPEECH_DEFAULTS = {"stt": "sphinx", "tts": "espeak"}
+"""The speech engines of the tests' servers unless a test names others: the streaming
+pocketsphinx recogniser and espeak-ng, whose timing the older tests were written for (and
+which the tests' espeak-voiced callers are heard well by). The neural defaults (Whisper,
+Piper, in speech workers) have their own tests: test_speech_workers.py, test_neural_call.py."""
+for _name, _value in SPEECH_DEFAULTS.items():  # prod nodes and `run.py` subprocesses inherit it
+    os.environ.setdefault(_name.upper(), _value)
+
 MAX_LOOP_STALL_S = 0.5
 """A test fails if the event loop was blocked longer than this (generous: CI is noisy)."""
 
@@ -185,7 +193,7 @@ async def start_server() -> AsyncIterator[StartServer]:
     watch.start()
 
     async def start(**overrides: object) -> str:
-        values = {"host": "127.0.0.1", "port": 0, "check_messages": True, **overrides}
+        values = {"host": "127.0.0.1", "port": 0, "check_messages": True, **SPEECH_DEFAULTS, **overrides}
         server = Server(Settings(**values))
         servers.append(server)
         watch.starting += 1

@@ -257,4 +257,11 @@ def desk_corpus(n: int = 6000, seed: int = 0) -> list[str]:
 @functools.cache
 def desk_vocabulary() -> Vocabulary:
     """The desk's vocabulary (built once per process, ~20 ms)."""
-    return Vocabulary("desk", tuple(desk_corpus()))
+    return Vocabulary("desk", tuple(desk_corpus()), hint=DESK_HINT)
+
+
+DESK_HINT = (
+    "I'd like to book an appointment on Monday at 3 PM. Yes, book it. Can I move my appointment "
+    "to Thursday morning? Cancel it. No thanks, goodbye."
+)
+"""What the desk's callers say, for a general recogniser (``Vocabulary.hint``)."""

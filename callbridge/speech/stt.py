@@ -319,6 +319,9 @@ class Recognizer:
     raise ``ValueError``.
     """
 
+    hypothesis_timeout_s = 0.3
+    """How long a turn's judge waits for ``Utterance.hypothesis`` (the decoder is behind)."""
+
     def __init__(
         self,
         vocabulary: Vocabulary | None = None,

@@ -47,6 +47,8 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 # espeak_Synth flags
 _CHARS_UTF8 = 1
+# espeak_TextToPhonemes phonememode
+_PHONEMES_IPA = 0x02
 # espeak_PARAMETER
 _P_RATE, _P_PITCH = 1, 3
 # espeak_ERROR
@@ -98,6 +100,8 @@ class _Engine:
             ctypes.c_void_p,  # user_data (unused)
         ]
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib = lib
 
         # `path` is the directory *containing* espeak-ng-data (the documented
@@ -140,6 +144,18 @@ class _Engine:
             if err != _EE_OK:
                 raise EspeakError(f"espeak_SetParameter({param}, {value}): {_ERROR_NAMES.get(err, err)}")
         self.applied = wanted
+
+    def phonemes(self, text: str) -> str:
+        """The IPA phonemes of ``text`` in the applied voice, its clauses joined by spaces
+        (espeak drops their punctuation)."""
+        buf = ctypes.create_string_buffer(text.encode())
+        ptr = ctypes.c_void_p(ctypes.addressof(buf))
+        out = []
+        while ptr.value:
+            clause = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, _PHONEMES_IPA)
+            if clause:
+                out.append(clause.decode("utf-8", "replace"))
+        return " ".join(out)
 
     def run(
         self,
@@ -362,6 +378,15 @@ class EspeakTTS:
 
 _tts_cache: dict[str, EspeakTTS] = {}
 _tts_cache_lock = threading.Lock()
+
+
+def phonemize(text: str, voice: str = "en-us") -> str:
+    """``text`` as espeak-ng's IPA phonemes in ``voice`` (what a Piper voice reads), one
+    clause at a time: the clauses are joined by spaces, punctuation dropped."""
+    engine = _engine()
+    with engine.lock:
+        engine.apply(voice, 175, _DEFAULT_PITCH)
+        return engine.phonemes(_clean_text(text))
 
 
 def get_tts(voice="en-us") -> EspeakTTS:

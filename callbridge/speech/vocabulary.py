@@ -1,8 +1,8 @@
 """``Vocabulary``: what callers are expected to say, for the speech recogniser.
 
 An agent that knows its callers' words hands one to the recogniser (``Agent.vocabulary()``);
-``speech.stt`` builds a language model and a cut-down dictionary from its sentences.
-Without one the recogniser uses pocketsphinx's general English model.
+``speech.stt`` (pocketsphinx) builds a language model and a cut-down dictionary from its
+sentences; ``speech.whisper`` is given its ``hint``. Without one: any English.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ class Vocabulary:
 
     name: str
     sentences: tuple[str, ...]
+    hint: str = ""
+    """A sentence or two of what callers say, cased and punctuated as written ("Monday
+    at 3 PM"): a general recogniser (Whisper) reads it before each turn, which steers
+    its spelling and near-misses ("book it", not "work it"); it cannot hear only these."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.sentences:

@@ -16,6 +16,20 @@ def speech(tts: EspeakTTS, text: str) -> np.ndarray:
     return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
+_piper = None
+
+
+def natural_speech(text: str, length_scale: float = 1.1) -> np.ndarray:
+    """``text`` spoken by the Piper voice (a human-sounding caller), as int16 at 8 kHz;
+    ``length_scale`` > 1 speaks slower. The engine is loaded in this process on first use."""
+    global _piper
+    from callbridge.speech.piper import PiperEngine
+
+    if _piper is None or _piper.scales[1] != np.float32(length_scale):
+        _piper = PiperEngine(threads=1, length_scale=length_scale)
+    return StreamingResampler(_piper.sample_rate, 8000).process(_piper.synthesize(text))
+
+
 LONG_GREETING = (
     "Hello, and thanks for calling the appointment desk. I can book, move or cancel an "
     "appointment for you, and tell you our opening hours. How can I help you today?"

@@ -44,13 +44,13 @@ from ..agents.loader import is_agent_path
 from ..options import ConfigError
 from ..retry import Failure, RetryPolicy
 from ..speech import vad
-from ..speech.stt import get_recognizer
+from ..speech.engines import recognizer_for
 from ..speech.turnend import Verdict, judge
 from ..usertools import load_served, served_tools
 from .base import Backend, BackendSpec, Conversation, Port
 from .calltools import CallTools
 from .listener import Heard, Listener
-from .speaker import APOLOGY, FALLBACK, GOODBYE, Speaker, Utterance, shared_tts
+from .speaker import APOLOGY, FALLBACK, GOODBYE, Speaker, Utterance, prewarm_voice, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -62,16 +62,18 @@ HANDOVER_POLL_S = 0.02
 
 async def prewarm(settings: Settings) -> None:
     """Load what the first call would otherwise load on the event loop: the TTS voice,
-    the VAD model, the speech-recognition decoders (creating one holds the GIL) and the
-    agent's module. Run once at start-up, before calls arrive."""
-    shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
+    the VAD model, the speech recogniser (pocketsphinx's decoders, or the speech workers with
+    Whisper and the Piper voice, which also speaks the greeting and fallback lines once:
+    they start at once on a call) and the agent's module. Run once at start-up, before calls arrive."""
+    voice = shared_tts(settings.speech)
     vad.preload()
     try:
         agent = agent_for(settings, "CAprewarm")
     except AgentError as exc:  # your own agent's factory failed or returned no Agent
         raise ConfigError(str(exc)) from None
     await load_served(settings.tools)
-    await get_recognizer(agent.vocabulary(), decoders=settings.speech.stt_decoders).prewarm()
+    await prewarm_voice(voice, (settings.speech.greeting, agent.greeting() or "", FALLBACK, APOLOGY, GOODBYE))
+    await recognizer_for(settings.speech, agent.vocabulary()).prewarm()
 
 
 def agent_for(settings: Settings, call_sid: str) -> Agent:
@@ -126,7 +128,7 @@ class EmbeddedBackend(Backend):
         self.retry = turn_policy(settings)
         self.speaker = Speaker(
             port,
-            shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
+            shared_tts(settings.speech),
             conversation.new_utterance,
         )
         self.listener = Listener(port, settings.speech, self.heard, self._judge)

@@ -6,7 +6,8 @@ probabilities into turn boundaries (start after sustained speech, end after
 ``ENDPOINT_COMPLETE_MS`` of a pause the recogniser's hypothesis over all the turn's audio
 (``Utterance.hypothesis``) is judged (``speech.turnend.judge``, with the agent's
 ``turn_complete``): a complete request ends the turn at once, a clearly unfinished one
-waits ``ENDPOINT_UNFINISHED_MS``; no answer within ``JUDGE_TIMEOUT_S`` or no opinion:
+waits ``ENDPOINT_UNFINISHED_MS``; no answer within the recogniser's
+``hypothesis_timeout_s`` or no opinion:
 the silence decides. Each verdict is noted (``turn.judged``). ``MIN_SPEECH_MS`` is
 counted from the first audible sample of the speech (``speech.onset.SoundOnset``; at most
 ``MAX_BACKDATE_MS`` before the VAD's first speech window), and checked on every 20 ms
@@ -16,7 +17,8 @@ caller's first audible sample, not 250-300 ms. The clock is the caller's media t
 stall never counts as silence. The recogniser is fed
 only while the caller speaks, plus ``PRE_ROLL_MS`` of audio from before the detected
 start (so the first syllable is not lost), which keeps STT CPU per call low. Decoders
-come from a process-wide pool and run off the event loop.
+come from a process-wide pool and run off the event loop (``speech.engines``: Whisper in
+the speech worker processes, or pocketsphinx on threads).
 
 Limits: a turn longer than ``MAX_TURN_S`` is cut there by the endpointer and
 transcribed (memory and latency bound); audio that arrives while a decoder is being
@@ -29,13 +31,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..speech.endpoint import Endpointer, SpeechEnd, SpeechStart
+from ..speech.engines import recognizer_for
 from ..speech.onset import SoundOnset
-from ..speech.stt import Recognizer, Utterance, get_recognizer
 from ..speech.turnend import Verdict
 from ..speech.vad import WINDOW_SAMPLES, Vad
 from ..speech.vocabulary import Vocabulary
@@ -51,8 +53,6 @@ MAX_BACKDATE_MS = 80
 ONSET_GAP_MS = 25
 """Near silence this long ends a stretch of sound (a door slam 40 ms before a cough)."""
 MAX_TURN_S = 30.0
-JUDGE_TIMEOUT_S = 0.3
-"""A hypothesis that takes longer (the decoder is behind) is not waited for."""
 HOLD_AFTER_MS = 120
 """A pause in a turn reaches the recogniser only once speech resumes (or, its first
 ``TAIL_MS``, when the turn ends): decoding the silence makes pocketsphinx guess a short
@@ -100,15 +100,16 @@ class Listener:
             max_backdate_ms=min(MAX_BACKDATE_MS, speech.min_speech_ms),
         )
         self.sound = SoundOnset(16000, max_gap_ms=ONSET_GAP_MS)
-        self.decoders = speech.stt_decoders
-        self.recognizer: Recognizer | None = None
+        self.speech = speech
+        self.recognizer: Any = None
+        """``speech.stt.Recognizer`` or ``speech.pooled.WhisperRecognizer`` (``STT``)."""
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=_KEEP_MS // FRAME_MS)
         self.turn: _Turn | None = None
 
     def listen_for(self, vocabulary: Vocabulary | None) -> None:
         """What the caller is expected to say (the agent's vocabulary; None: any English).
         Call it before the first frame."""
-        self.recognizer = get_recognizer(vocabulary, decoders=self.decoders)
+        self.recognizer = recognizer_for(self.speech, vocabulary)
 
     def feed(self, pcm16k: np.ndarray, now: float) -> None:
         """One 20 ms frame, ``now`` its media time (the end of its audio)."""
@@ -191,7 +192,7 @@ class _Turn:
         self.buffered: list[np.ndarray] | None = pre_roll  # until the decoder is ours
         self.held: list[np.ndarray] = []
         """The pause in progress (``HOLD_AFTER_MS``), not yet given to the recogniser."""
-        self.utterance: Utterance | None = None
+        self.utterance: Any = None
         self.ended = asyncio.Event()
         self.last_speech = started
         self.detected_at = started
@@ -220,7 +221,8 @@ class _Turn:
         if self.utterance is None:  # the decoder is not ours yet: no opinion
             return
         try:
-            text = await asyncio.wait_for(self.utterance.hypothesis(), JUDGE_TIMEOUT_S)
+            timeout = self.listener.recognizer.hypothesis_timeout_s
+            text = await asyncio.wait_for(self.utterance.hypothesis(), timeout)
         except TimeoutError:
             return
         self.listener.judged(self, last_speech, text)

@@ -62,7 +62,7 @@ from ..usertools import served_tools
 from .backlog import Backlog
 from .base import Backend, Conversation, Port
 from .calltools import CallTools
-from .speaker import APOLOGY, FALLBACK, Speaker, shared_tts
+from .speaker import APOLOGY, FALLBACK, Speaker, prewarm_voice, shared_tts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -112,9 +112,10 @@ def reconnect_policy(settings: Settings, provider: str = "remote") -> RetryPolic
 
 async def prewarm(settings: Settings) -> None:
     """Load what a remote back end's first call would otherwise load on the event loop:
-    the TTS voice of its fallback and apology (``shared_tts``: espeak-ng's library, data
-    and voice). Run once at start-up (``BackendSpec.prewarm``)."""
-    shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm)
+    the TTS voice of its fallback and apology (``shared_tts``: espeak-ng, or the speech
+    workers with the Piper voice, which speaks those lines once). Run once at start-up
+    (``BackendSpec.prewarm``)."""
+    await prewarm_voice(shared_tts(settings.speech, listening=False), (FALLBACK, APOLOGY))
 
 
 class RemoteBackend(Backend):
@@ -132,7 +133,7 @@ class RemoteBackend(Backend):
         self.backlog = Backlog(settings.backends.buffer_bytes)
         self.speaker = Speaker(
             port,
-            shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
+            shared_tts(settings.speech, listening=False),
             conversation.new_utterance,
         )
         self.call: m.CallStarted | None = None

@@ -16,11 +16,18 @@ evenly spread). Timings of the last ``KEEP_TIMINGS`` utterances are kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from typing import TYPE_CHECKING, Protocol
 
-from ..speech.tts import EspeakTTS, split_sentences
+import numpy as np
+
+from ..speech.engines import tts_for
+from ..speech.tts import split_sentences
 from .base import Port
+
+if TYPE_CHECKING:
+    from ..config import SpeechOptions
 
 MAX_QUEUED = 16
 KEEP_TIMINGS = 8
@@ -31,15 +38,26 @@ APOLOGY = "I'm sorry, I'm having trouble right now. Please call again later. Goo
 GOODBYE = "Goodbye."
 """Said when an agent hangs up (a tool) without a word of its own."""
 
-_tts_cache: dict[tuple[str, int], EspeakTTS] = {}
+
+class Voice(Protocol):
+    """A TTS engine (``speech.tts.EspeakTTS``, ``speech.pooled.PiperTTS``)."""
+
+    sample_rate: int
+
+    def stream(self, text: str) -> AsyncGenerator[np.ndarray, None]: ...
 
 
-def shared_tts(voice: str, rate_wpm: int) -> EspeakTTS:
-    """One TTS engine per (voice, rate) in the process, shared by every call's Speaker."""
-    key = (voice, rate_wpm)
-    if key not in _tts_cache:
-        _tts_cache[key] = EspeakTTS(voice=voice, rate_wpm=rate_wpm)
-    return _tts_cache[key]
+def shared_tts(speech: SpeechOptions, listening: bool = True) -> Voice:
+    """The process's voice (``TTS``), shared by every call's Speaker (``speech.engines``)."""
+    return tts_for(speech, listening)
+
+
+async def prewarm_voice(voice: Voice, texts: tuple[str, ...]) -> None:
+    """Load ``voice``; a neural one also speaks ``texts`` now, sentence by sentence, so they
+    start at once when said (the greeting, the fallback lines)."""
+    prewarm = getattr(voice, "prewarm", None)
+    if prewarm is not None:
+        await prewarm([s for text in texts for s in split_sentences(text)])
 
 
 class Utterance:
@@ -81,7 +99,7 @@ class Utterance:
 
 
 class Speaker:
-    def __init__(self, port: Port, tts: EspeakTTS, new_number: Callable[[], int]) -> None:
+    def __init__(self, port: Port, tts: Voice, new_number: Callable[[], int]) -> None:
         self.port = port
         self.tts = tts
         self._new_number = new_number

@@ -39,7 +39,7 @@ class Voicemail(Backend):
         self.text = text
         self.speaker = Speaker(
             port,
-            shared_tts(settings.speech.tts_voice, settings.speech.tts_rate_wpm),
+            shared_tts(settings.speech),
             conversation.new_utterance,
         )
 
