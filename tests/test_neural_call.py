@@ -22,7 +22,7 @@ async def test_the_desk_books_on_the_general_recogniser(start_server):
     assert result.close_code == 1000 and result.outbound_errors == []
     finals = [e["text"] for e in events(result, "transcript.final")]
     assert "Monday at 3 PM" in finals[0], finals
-    replies = [e for e in events(result, "agent.reply")]
+    replies = events(result, "agent.reply")
     assert "Monday at 3 PM" in replies[0]["text"]
     assert replies[1]["state"]["bookings"][0]["spoken"] == "Monday at 3 PM"
     # The greeting (spoken at start-up, cached) starts at once; the voice is Piper's.
