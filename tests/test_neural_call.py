@@ -17,7 +17,10 @@ NEURAL = {"stt": "whisper", "tts": "piper", "speech_workers": 1}
 
 async def test_the_desk_books_on_the_general_recogniser(start_server):
     url = await start_server(**NEURAL)
-    turns = [natural_speech("I'd like to book an appointment on Monday at 3 PM."), natural_speech("Yes, book it.")]
+    turns = [
+        natural_speech("I'd like to book an appointment on Monday at 3 PM."),
+        natural_speech("Yes, book it."),
+    ]
     result = await SimulatedCall(url, audio=turns, polite=True, hold_s=0.3).run()
     assert result.close_code == 1000 and result.outbound_errors == []
     finals = [e["text"] for e in events(result, "transcript.final")]

@@ -40,7 +40,12 @@ def test_models_are_verified_and_assembled(tmp_path, monkeypatch):
     base = models.whisper_dir("base")
     assert base.parent == tmp_path
     assert (base / "model.bin").stat().st_size == 145217532
-    assert {p.name for p in base.iterdir()} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
+    assert {p.name for p in base.iterdir()} == {
+        "model.bin",
+        "config.json",
+        "tokenizer.json",
+        "vocabulary.txt",
+    }
     assert len(list((tmp_path / "verified").iterdir())) == 6  # 2 parts, 3 small files, the whole
     assert models.whisper_dir("base") == base  # assembled once
     # The same size but not the same bytes: refused, once the marker is gone.

@@ -11,7 +11,6 @@ process's ``workers.SpeechPool`` (``SPEECH_WORKERS`` processes of ``SPEECH_THREA
 
 from __future__ import annotations
 
-import atexit
 from typing import TYPE_CHECKING, Any
 
 from .stt import get_recognizer
@@ -80,9 +79,3 @@ def tts_for(speech: SpeechOptions, listening: bool = True) -> Any:
     if pool.config not in _voices:
         _voices[pool.config] = PiperTTS(pool)
     return _voices[pool.config]
-
-
-@atexit.register
-def _close_pools() -> None:
-    for pool in _pools.values():
-        pool.close()

@@ -23,6 +23,7 @@ when the serving process is gone, however it died.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing
 import os
@@ -102,6 +103,9 @@ class SpeechPool:
         self._ctx = multiprocessing.get_context("spawn")
         for n in range(config.workers):
             self._workers.append(self._spawn(n))
+        # After the first start registered multiprocessing's own exit hook, which runs
+        # later (atexit is last in, first out): it would wait for workers still served.
+        atexit.register(self.close)
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -65,12 +65,12 @@ async def prewarm(settings: Settings) -> None:
     the VAD model, the speech recogniser (pocketsphinx's decoders, or the speech workers with
     Whisper and the Piper voice, which also speaks the greeting and fallback lines once:
     they start at once on a call) and the agent's module. Run once at start-up, before calls arrive."""
-    voice = shared_tts(settings.speech)
-    vad.preload()
     try:
         agent = agent_for(settings, "CAprewarm")
     except AgentError as exc:  # your own agent's factory failed or returned no Agent
         raise ConfigError(str(exc)) from None
+    voice = shared_tts(settings.speech)
+    vad.preload()
     await load_served(settings.tools)
     await prewarm_voice(voice, (settings.speech.greeting, agent.greeting() or "", FALLBACK, APOLOGY, GOODBYE))
     await recognizer_for(settings.speech, agent.vocabulary()).prewarm()
