@@ -3,14 +3,21 @@ Piper voice) over real sockets: the desk still books, and any English is heard."
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
 
-from callbridge.sim.caller import SimulatedCall
+from callbridge.codecs.resample import StreamingResampler
+from callbridge.config import Settings
+from callbridge.sim.caller import SimulatedCall, new_sid
+from callbridge.speech import engines
 from callbridge.testing.audio import natural_speech
+from callbridge.testing.wer import word_errors, words
 
 from .conftest import events, rms
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # the speech workers take the CPU in bursts
 
 NEURAL = {"stt": "whisper", "tts": "piper", "speech_workers": 1}
 
@@ -38,8 +45,29 @@ async def test_the_desk_books_on_the_general_recogniser(start_server):
 
 async def test_any_english_is_heard(start_server):
     url = await start_server(**NEURAL)
-    said = "He was not an ill disposed young man, unless to be rather cold hearted is to be ill disposed."
+    said = "My sister moved to Chicago last year for a new job."
     result = await SimulatedCall(url, audio=[natural_speech(said)], polite=True, hold_s=0.3).run()
-    final = events(result, "transcript.final")[0]["text"].lower()
-    for word in ("ill", "disposed", "young", "man", "cold", "hearted"):
-        assert word in final, final
+    finals = [e["text"] for e in events(result, "transcript.final")]
+    assert len(finals) == 1, finals
+    assert word_errors(words(said), words(finals[0])) <= 1, finals
+    # The desk does not know what to do with it, and says so: it was heard, not misheard.
+    assert events(result, "agent.reply")
+
+
+async def test_new_calls_are_answered_busy_while_the_speech_workers_are_behind(start_server, caplog):
+    url = await start_server(**NEURAL)
+    pool = engines.pool_for(Settings(**NEURAL).speech)  # the server's: the same options
+    assert pool is not None
+    await pool.start()
+    audio = StreamingResampler(8000, 16000).process(
+        natural_speech("Can you move my appointment to Friday morning?")
+    )
+    jobs = [asyncio.ensure_future(pool.run("transcribe", audio, "")) for _ in range(4)]  # backlog: 3 a worker
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(0.05)
+        async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")}) as resp:
+            assert "busy" in await resp.text() and "<Hangup" in await resp.text()
+        assert "the speech workers have 4 jobs in hand" in caplog.text
+        await asyncio.gather(*jobs)
+        async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")}) as resp:
+            assert "<Stream" in await resp.text()

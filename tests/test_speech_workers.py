@@ -20,7 +20,7 @@ from callbridge.speech.workers import SpeechError, SpeechPool, WorkerConfig
 from callbridge.testing.audio import natural_speech
 from callbridge.testing.wer import word_errors, words
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # the speech workers take the CPU in bursts
 
 
 def line_16k(text: str) -> np.ndarray:

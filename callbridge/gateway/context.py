@@ -14,6 +14,7 @@ from aiohttp import web
 from ..actors.supervisor import CHILDREN
 from ..config import Settings
 from ..metrics import Metrics
+from ..speech.engines import backlog as speech_backlog
 from .access import FAILED_AUTH_BURST, FAILED_AUTH_RATE, ConsoleAccess
 from .calls import CallRegistry
 from .events import EventPoster
@@ -205,6 +206,17 @@ class Gateway:
 
     def at_capacity(self) -> bool:
         return 0 < self.settings.limits.max_calls <= len(self.registry.live)
+
+    def busy_reason(self) -> str | None:
+        """Why a new call would be turned away busy now (``MAX_CALLS`` reached, or this
+        process's speech workers behind: a new caller would make every caller wait
+        longer); None: it is welcome."""
+        if self.at_capacity():
+            return f"{len(self.registry.live)} live calls, MAX_CALLS"
+        jobs = speech_backlog()
+        if jobs is not None:
+            return f"the speech workers have {jobs} jobs in hand (SPEECH_WORKERS)"
+        return None
 
     def watch(self, call_sid: str, index: int, entry: dict[str, Any]) -> None:
         """A call's timeline event, to the console's live feed."""

@@ -14,7 +14,8 @@ Limits, each refusal with one log line: ``WEBHOOK_RATE`` requests per second per
 (``WEBHOOK_BURST`` at once; 429 with ``Retry-After``, checked before anything else);
 body at most ``MAX_WEBHOOK_BYTES`` (413); a form (``application/x-www-form-urlencoded``,
 as Twilio sends) or 415, that decodes or 400; a bad or missing signature 403; a missing
-or invalid CallSid, or an unknown ``upstream``, 400. Past ``MAX_CALLS`` live calls, or
+or invalid CallSid, or an unknown ``upstream``, 400. Past ``MAX_CALLS`` live calls, while the
+speech workers are behind (``Gateway.busy_reason``), or
 while draining, a new call hears a short "busy" message and ``<Hangup/>`` (never a hang);
 a resume is always taken.
 
@@ -191,10 +192,9 @@ async def voice_inbound(request: web.Request) -> web.Response:
         if not gw.accepting:
             log.warning("call %s: turned away: draining", call_sid)
             return _say_and_hang_up(DRAINING)
-        if gw.at_capacity():
-            log.warning(
-                "call %s: turned away: busy (%d live calls, MAX_CALLS)", call_sid, len(gw.registry.live)
-            )
+        busy = gw.busy_reason()
+        if busy is not None:
+            log.warning("call %s: turned away: busy (%s)", call_sid, busy)
             return _say_and_hang_up(BUSY)
         if attempt >= MAX_ATTEMPTS:
             log.warning("call %s: turned away: its stream failed to start %d times", call_sid, attempt)

@@ -46,9 +46,12 @@ def pool_for(speech: SpeechOptions, listening: bool = True) -> SpeechPool | None
     return _pools[config]
 
 
-def saturated() -> bool:
-    """Whether a speech pool of this process has more work than it keeps up with."""
-    return any(p.saturated for p in _pools.values())
+def backlog() -> int | None:
+    """The jobs in hand of this process's speech pools when one is ``saturated`` (more work
+    than it keeps up with), else None."""
+    if any(p.saturated for p in _pools.values()):
+        return sum(p.jobs for p in _pools.values())
+    return None
 
 
 def recognizer_for(speech: SpeechOptions, vocabulary: Vocabulary | None) -> Any:

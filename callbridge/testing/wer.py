@@ -18,3 +18,57 @@ def word_errors(ref: list[str], hyp: list[str]) -> int:
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
     return d[len(hyp)]
+
+
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = {2: "twenty", 3: "thirty", 4: "forty", 5: "fifty"}
+_SPOKEN = [
+    (r"\b([ap])\.\s?m\b\.?", r"\1m"),
+    (r"\b(\d{1,2}):00\b", r"\1"),
+    (r"\b(\d{1,2}):(\d{2})\b", r"\1 \2"),
+    (r"\b(\d{1,2})([ap]m)\b", r"\1 \2"),
+    (r"\bmr\.", "mister"),
+    (r"\bmrs\.", "missus"),
+    (r"\bdr\.", "doctor"),
+    (r"(\w)-(\w)", r"\1 \2"),
+]
+
+
+def _number(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 60:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    return str(n)
+
+
+def spoken_words(text: str) -> list[str]:
+    """``words`` as they were said: "3 PM" -> three pm, "3:30" -> three thirty, "p.m." ->
+    pm, "Mr." -> mister, "ill-disposed" -> ill disposed (to score a recogniser that writes
+    digits and punctuation against a script that spells them)."""
+    text = text.lower()
+    for pattern, repl in _SPOKEN:
+        text = re.sub(pattern, repl, text)
+    text = re.sub(r"\b\d{1,2}\b", lambda m: _number(int(m.group())), text)
+    return words(text)
