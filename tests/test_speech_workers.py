@@ -15,7 +15,7 @@ from callbridge.codecs.g711 import ulaw_decode, ulaw_encode
 from callbridge.codecs.resample import StreamingResampler
 from callbridge.speech import models
 from callbridge.speech.pooled import PiperTTS, WhisperRecognizer
-from callbridge.speech.whisper import undouble
+from callbridge.speech.whisper import undouble, unloop
 from callbridge.speech.workers import SpeechError, SpeechPool, WorkerConfig
 from callbridge.testing.audio import natural_speech
 from callbridge.testing.wer import word_errors, words
@@ -75,6 +75,9 @@ def test_whisper_loops_are_undone():
     assert undouble("He might go there. He might go there. He might") == "He might go there."
     assert undouble("Five. Five.") == "Five. Five."
     assert undouble("Thank you. Goodbye.") == "Thank you. Goodbye."
+    assert unloop("Ten of clubs Ten of clubs Ten of clubs Ten of clubs Ten") == "Ten of clubs"
+    assert unloop("5 5 5 5 5 5 5 5 5") == "5"
+    assert unloop("no no no") == "no no no" and unloop("5 5 5 5") == "5 5 5 5"
 
 
 async def test_the_workers_transcribe_and_speak(pool):

@@ -191,9 +191,9 @@ class OpenAIChatAgent(Agent):
         self._tool_calls = 0
 
     def vocabulary(self) -> Vocabulary:
-        """The desk's, as before vocabularies came from the agent: the general model costs
-        ~5x the CPU, 95 MB and ~2 s of GIL per decoder and misheard the bundled turns in a
-        call (docs/stt.md); return None here to hear any English."""
+        """The desk's (the default persona is the desk's): Whisper (``STT=whisper``) takes only
+        its hint and still hears any English; ``STT=sphinx`` hears only its words (the general
+        pocketsphinx model costs ~5x the CPU and misheard the bundled turns: docs/stt.md)."""
         return desk_vocabulary()
 
     def state(self) -> dict[str, Any]:

@@ -128,9 +128,8 @@ class WebhookAgent(Agent):
         self._warned = False
 
     def vocabulary(self) -> Vocabulary:
-        """The desk's, as before vocabularies came from the agent: the general model costs
-        ~5x the CPU, 95 MB and ~2 s of GIL per decoder and misheard the bundled turns in a
-        call (docs/stt.md); return None here to hear any English."""
+        """The desk's, as the desk's callers are the likely ones: Whisper (``STT=whisper``) takes
+        only its hint and still hears any English; ``STT=sphinx`` hears only its words."""
         return desk_vocabulary()
 
     def state(self) -> dict[str, Any]:

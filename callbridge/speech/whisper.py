@@ -28,9 +28,13 @@ SAMPLE_RATE = 16000
 MAX_AUDIO_S = 30.0
 CONTEXT_PAD_S = 1.0
 """Silence after the audio in the encoder's window (Whisper expects some)."""
-MIN_CONTEXT_S = 3.0
-"""The shortest window: a word alone in 1 s of context came out garbled more often."""
+MIN_CONTEXT_S = 8.0
+"""The shortest window: in 3 s, short phrases came out looped ("Ten of clubs Ten of clubs
+..."); from 8 s nearly never, at the same cost (docs/stt.md)."""
 NO_SPEECH = 0.6
+"""Whisper's own rule: no speech when its no-speech probability is over this *and* the
+text's mean log-probability is under ``NO_SPEECH_LOGPROB``."""
+NO_SPEECH_LOGPROB = -1.0
 MAX_TOKENS = 200
 _FRAMES_PER_S = 100  # mel frames
 
@@ -73,17 +77,39 @@ class WhisperEngine:
         padded[: len(audio)] = audio
         window = self.model.feature_extractor(padded, padding=0)[:, : int(seconds * _FRAMES_PER_S)]
         prompt = self._prompt(hint)
+        max_length = len(prompt) + min(MAX_TOKENS, 10 + int(8 * len(audio) / SAMPLE_RATE))
         result = self.model.model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None])),
             [prompt],
             beam_size=1,
-            max_length=len(prompt) + min(MAX_TOKENS, 10 + int(8 * len(audio) / SAMPLE_RATE)),
+            max_length=max_length,
             return_no_speech_prob=True,
+            return_scores=True,
             suppress_blank=True,
         )[0]
-        if result.no_speech_prob > NO_SPEECH:
+        if result.no_speech_prob > NO_SPEECH and result.scores[0] < NO_SPEECH_LOGPROB:
             return ""
-        return undouble(" ".join(self.tokenizer.decode(result.sequences_ids[0]).split()))
+        return undouble(unloop(" ".join(self.tokenizer.decode(result.sequences_ids[0]).split())))
+
+
+def unloop(text: str) -> str:
+    """A transcript with Whisper's loop cut: its words end in one group of 1-8 words
+    repeated to at least 8 words and 4 times (the last maybe cut short), kept once
+    ("5 5 5 5 5 5 5 5" -> "5", "Ten of clubs Ten of clubs Ten of clubs Ten of" -> "Ten of
+    clubs"); "no no no" and a digit said four times stay."""
+    w = text.split()
+    for n in range(1, 9):
+        for start in range(len(w) - 2 * n + 1):
+            unit = [x.strip(".,!?").lower() for x in w[start : start + n]]
+            rest = [x.strip(".,!?").lower() for x in w[start:]]
+            *whole, last = rest
+            if (
+                len(rest) >= max(4 * n, 8)
+                and all(x == unit[i % n] for i, x in enumerate(whole))
+                and unit[len(whole) % n].startswith(last)
+            ):
+                return " ".join(w[: start + n])
+    return text
 
 
 def undouble(text: str) -> str:

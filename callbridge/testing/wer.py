@@ -52,6 +52,11 @@ _SPOKEN = [
     (r"\bmrs\.", "missus"),
     (r"\bdr\.", "doctor"),
     (r"(\w)-(\w)", r"\1 \2"),
+    (r"\b(i|you|we|they|he|she)'d\b", r"\1 would"),
+    (r"\b(i|you|we|they)'ll\b", r"\1 will"),
+    (r"\bi'm\b", "i am"),
+    (r"\b(you|we|they)'re\b", r"\1 are"),
+    (r"\b(that|it|what|there|he|she)'s\b", r"\1 is"),
 ]
 
 
@@ -65,7 +70,8 @@ def _number(n: int) -> str:
 
 def spoken_words(text: str) -> list[str]:
     """``words`` as they were said: "3 PM" -> three pm, "3:30" -> three thirty, "p.m." ->
-    pm, "Mr." -> mister, "ill-disposed" -> ill disposed (to score a recogniser that writes
+    pm, "Mr." -> mister, "ill-disposed" -> ill disposed, "I'd" -> i would, "that's" -> that
+    is (to score a recogniser that writes
     digits and punctuation against a script that spells them)."""
     text = text.lower()
     for pattern, repl in _SPOKEN:
