@@ -98,6 +98,24 @@ async def test_the_workers_transcribe_and_speak(pool):
     assert stats["workers"] == 1 and stats["rss_mb"][0] > 100 and stats["load_s"][0] > 0
 
 
+async def test_turns_queued_together_are_decoded_together_each_its_own(pool):
+    await pool.start()
+    said = [
+        "Cancel my appointment.",
+        "What are your opening hours?",
+        "Put me through to a person.",
+        "Goodbye.",
+    ]
+    audio = [line_16k(t) for t in said]
+    texts = await asyncio.gather(*(pool.run("transcribe", a, "") for a in audio))
+    for s, t in zip(said, texts, strict=True):
+        assert word_errors(words(s), words(t)) <= 1, (s, t)
+    # A bad one among them fails alone.
+    jobs = [pool.run("transcribe", audio[0], ""), pool.run("transcribe", "not audio", "")]
+    good, bad = await asyncio.gather(*jobs, return_exceptions=True)
+    assert word_errors(words(said[0]), words(good)) <= 1 and isinstance(bad, SpeechError)
+
+
 async def test_a_killed_worker_is_restarted_and_its_jobs_run_again(pool):
     await pool.start()
     before = pool.restarts

@@ -14,7 +14,8 @@ afresh. Text comes cased and punctuated, as Whisper writes it. A failed job rais
 
 ``PiperTTS.stream(text)`` has a worker speak ``text`` and yields its audio in
 ``CHUNK_MS`` chunks at ``sample_rate``; the last ``CACHE_SIZE`` texts' audio is kept, so a
-greeting or a fallback line said before starts at once (``prewarm(texts)`` fills it).
+greeting or a fallback line said before starts at once (``prewarm(texts)`` fills it), and a
+text another call is having spoken right now waits for that job rather than queue its own.
 A failed job raises ``SpeechError``.
 """
 
@@ -125,6 +126,8 @@ class PiperTTS:
         config = json.loads(piper_voice().config.read_text(encoding="utf-8"))
         self.sample_rate = int(config["audio"]["sample_rate"])
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._speaking: dict[str, asyncio.Future[np.ndarray]] = {}
+        """Texts being spoken now: a second call asking for one waits for the same job."""
 
     def __repr__(self) -> str:
         return f"PiperTTS(rate={self.sample_rate}, cached={len(self._cache)})"
@@ -137,13 +140,19 @@ class PiperTTS:
     async def audio(self, text: str) -> np.ndarray:
         """All of ``text``'s audio (from the cache when it was said lately)."""
         audio = self._cache.get(text)
-        if audio is None:
-            audio = await self.pool.run("speak", text)
-            self._cache[text] = audio
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        else:
+        if audio is not None:
             self._cache.move_to_end(text)
+            return audio
+        job = self._speaking.get(text)
+        if job is None or job.get_loop() is not asyncio.get_running_loop():
+            job = self._speaking[text] = asyncio.ensure_future(self.pool.run("speak", text))
+            job.add_done_callback(
+                lambda j: self._speaking.pop(text) if self._speaking.get(text) is j else None
+            )
+        audio = await asyncio.shield(job)
+        self._cache[text] = audio
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
         return audio
 
     async def stream(self, text: str) -> AsyncGenerator[np.ndarray, None]:

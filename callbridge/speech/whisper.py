@@ -4,7 +4,8 @@ serving loop.
 
 ``WhisperEngine(name, threads).transcribe(pcm16k, hint)`` takes a whole utterance (int16
 at 16 kHz, at most ``MAX_AUDIO_S``; longer is cut) and returns its text as Whisper writes
-it: cased and punctuated ("I'd like to book for Monday at 3 PM."), ``""`` for no speech.
+it: cased and punctuated ("I'd like to book for Monday at 3 PM."), ``""`` for no speech;
+``transcribe_batch`` does several at once (a worker batches the turns queued together).
 
 The encoder's context is the utterance plus ``CONTEXT_PAD_S``, not Whisper's fixed 30 s
 window: CTranslate2 accepts the shorter input, which cuts the cost per utterance
@@ -65,31 +66,42 @@ class WhisperEngine:
         return [*prompt, *tok.sot_sequence, tok.no_timestamps]
 
     def transcribe(self, pcm16k: np.ndarray, hint: str = "") -> str:
+        return self.transcribe_batch([pcm16k], hint)[0]
+
+    def transcribe_batch(self, utterances: list[np.ndarray], hint: str = "") -> list[str]:
+        """Several utterances with the same hint, decoded together: the windows padded to
+        the longest, one ``generate`` (4 turns of 2-3 s: 0.44 s rather than 0.58 s in turn)."""
         import ctranslate2
 
-        audio = pcm16k[: int(MAX_AUDIO_S * SAMPLE_RATE)].astype(np.float32) / 32768.0
-        if len(audio) < SAMPLE_RATE // 10:
-            return ""
+        audios = [u[: int(MAX_AUDIO_S * SAMPLE_RATE)].astype(np.float32) / 32768.0 for u in utterances]
+        texts = [""] * len(audios)
+        todo = [i for i, a in enumerate(audios) if len(a) >= SAMPLE_RATE // 10]
+        if not todo:
+            return texts
         # The window is the audio and silence after it (padded as audio: the log-mel of
         # silence, not zeros, is what Whisper saw in training).
-        seconds = min(MAX_AUDIO_S, max(len(audio) / SAMPLE_RATE + CONTEXT_PAD_S, MIN_CONTEXT_S))
-        padded = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
-        padded[: len(audio)] = audio
-        window = self.model.feature_extractor(padded, padding=0)[:, : int(seconds * _FRAMES_PER_S)]
+        longest = max(len(audios[i]) for i in todo) / SAMPLE_RATE
+        seconds = min(MAX_AUDIO_S, max(longest + CONTEXT_PAD_S, MIN_CONTEXT_S))
+        windows = []
+        for i in todo:
+            padded = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+            padded[: len(audios[i])] = audios[i]
+            windows.append(self.model.feature_extractor(padded, padding=0)[:, : int(seconds * _FRAMES_PER_S)])
         prompt = self._prompt(hint)
-        max_length = len(prompt) + min(MAX_TOKENS, 10 + int(8 * len(audio) / SAMPLE_RATE))
-        result = self.model.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None])),
-            [prompt],
+        results = self.model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(windows))),
+            [prompt] * len(todo),
             beam_size=1,
-            max_length=max_length,
+            max_length=len(prompt) + min(MAX_TOKENS, 10 + int(8 * longest)),
             return_no_speech_prob=True,
             return_scores=True,
             suppress_blank=True,
-        )[0]
-        if result.no_speech_prob > NO_SPEECH and result.scores[0] < NO_SPEECH_LOGPROB:
-            return ""
-        return undouble(unloop(" ".join(self.tokenizer.decode(result.sequences_ids[0]).split())))
+        )
+        for i, result in zip(todo, results, strict=True):
+            if result.no_speech_prob > NO_SPEECH and result.scores[0] < NO_SPEECH_LOGPROB:
+                continue
+            texts[i] = undouble(unloop(" ".join(self.tokenizer.decode(result.sequences_ids[0]).split())))
+        return texts
 
 
 def unloop(text: str) -> str:

@@ -6,7 +6,8 @@ engines it is configured for (Whisper ``stt_model``, the Piper voice) once, then
 one at a time: ``await pool.run("transcribe", pcm16k, hint)`` -> text, ``await
 pool.run("speak", text)`` -> int16 audio at the voice's rate. A job goes to the worker with
 the fewest jobs in hand (``speak`` before ``transcribe`` within a worker: a voice waiting
-is heard). Each process has a sender and a reader thread here, so ``run`` never blocks the
+is heard); transcriptions queued together (same hint) are decoded as one batch of up to
+``MAX_BATCH``. Each process has a sender and a reader thread here, so ``run`` never blocks the
 loop, whatever the pipe holds.
 
 Limits: at most ``MAX_JOBS`` jobs in the pool (queued or running); past that ``run`` raises
@@ -38,6 +39,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 64
+MAX_BATCH = 4
+"""Transcriptions a worker decodes together (those queued behind the one it takes)."""
 READY_TIMEOUT_S = 120.0
 """How long ``start`` waits for the workers to load their models."""
 
@@ -283,11 +286,13 @@ def _serve(conn: Any, config: WorkerConfig) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
     t0 = time.perf_counter()
     handlers: dict[str, Callable[..., Any]] = {}
+    batch_transcribe: Callable[..., list[str]] | None = None
     if config.stt_model is not None:
         from .whisper import WhisperEngine
 
         whisper = WhisperEngine(config.stt_model, config.threads)
         handlers["transcribe"] = whisper.transcribe
+        batch_transcribe = whisper.transcribe_batch
     if config.piper:
         from .piper import PiperEngine
 
@@ -306,17 +311,45 @@ def _serve(conn: Any, config: WorkerConfig) -> None:
 
     threading.Thread(target=receive, daemon=True).start()
     while True:
-        _, ident, kind, args = inbox.get()
-        if kind == "stop":
+        item = inbox.get()
+        if item[2] == "stop":
             return
-        try:
-            handler = handlers.get(kind)
-            if handler is None:
-                raise ValueError(f"this worker does not {kind}")
-            result: tuple = (ident, True, handler(*args), _rss_mb())
-        except Exception as exc:  # the job's fault: report it, keep serving
-            result = (ident, False, f"{kind}: {type(exc).__name__}: {exc}", _rss_mb())
-        try:
-            conn.send(result)
-        except (OSError, ValueError):
-            return
+        batch = [item]
+        if item[2] == "transcribe" and batch_transcribe is not None and _batchable(item[3]):
+            # The turns queued behind it with the same hint go with it (speak jobs, first
+            # in the queue, are never behind a transcribe job).
+            held: list[tuple] = []
+            while len(batch) < MAX_BATCH and not inbox.empty():
+                other = inbox.get_nowait()
+                fits = other[2] == "transcribe" and _batchable(other[3]) and other[3][1] == item[3][1]
+                (batch if fits else held).append(other)
+            for other in held:
+                inbox.put(other)
+        if len(batch) > 1 and batch_transcribe is not None:
+            try:
+                texts = batch_transcribe([b[3][0] for b in batch], item[3][1])
+                results = [(b[1], True, t, _rss_mb()) for b, t in zip(batch, texts, strict=True)]
+            except Exception:  # one at a time, so a bad one fails alone
+                results = [_answer(handlers, *b[1:]) for b in batch]
+        else:
+            results = [_answer(handlers, *b[1:]) for b in batch]
+        for result in results:
+            try:
+                conn.send(result)
+            except (OSError, ValueError):
+                return
+
+
+def _batchable(args: tuple) -> bool:
+    """Transcribe arguments of the right shape: (1-D audio, a hint)."""
+    return len(args) == 2 and getattr(args[0], "ndim", 0) == 1 and isinstance(args[1], str)
+
+
+def _answer(handlers: dict[str, Callable[..., Any]], ident: int, kind: str, args: tuple) -> tuple:
+    try:
+        handler = handlers.get(kind)
+        if handler is None:
+            raise ValueError(f"this worker does not {kind}")
+        return (ident, True, handler(*args), _rss_mb())
+    except Exception as exc:  # the job's fault: report it, keep serving
+        return (ident, False, f"{kind}: {type(exc).__name__}: {exc}", _rss_mb())
