@@ -31,7 +31,8 @@ _CLAUSE = re.compile(r"([^,.;:!?]+)([,.;:!?]*)")
 class PiperEngine:
     """The loaded voice; see the module doc. Not thread-safe: one per worker."""
 
-    def __init__(self, threads: int = 1, length_scale: float | None = None) -> None:
+    def __init__(self, threads: int = 1, length_scale: float | None = None, noise: bool = True) -> None:
+        """``noise=False``: no sampling noise (the same text, the same audio: test callers)."""
         import onnxruntime
 
         voice = piper_voice()
@@ -42,9 +43,9 @@ class PiperEngine:
         inference = config.get("inference", {})
         self.scales = np.array(
             [
-                inference.get("noise_scale", 0.667),
+                inference.get("noise_scale", 0.667) if noise else 0.0,
                 length_scale if length_scale is not None else inference.get("length_scale", 1.0),
-                inference.get("noise_w", 0.8),
+                inference.get("noise_w", 0.8) if noise else 0.0,
             ],
             dtype=np.float32,
         )

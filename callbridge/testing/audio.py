@@ -16,18 +16,20 @@ def speech(tts: EspeakTTS, text: str) -> np.ndarray:
     return StreamingResampler(tts.sample_rate, 8000).process(np.concatenate(chunks))
 
 
-_piper = None
+_pipers: dict[float, object] = {}
 
 
 def natural_speech(text: str, length_scale: float = 1.1) -> np.ndarray:
     """``text`` spoken by the Piper voice (a human-sounding caller), as int16 at 8 kHz;
-    ``length_scale`` > 1 speaks slower. The engine is loaded in this process on first use."""
-    global _piper
+    ``length_scale`` > 1 speaks slower. Without sampling noise: the same text gives the same
+    audio, in every run. The engine is loaded in this process on first use."""
     from callbridge.speech.piper import PiperEngine
 
-    if _piper is None or _piper.scales[1] != np.float32(length_scale):
-        _piper = PiperEngine(threads=1, length_scale=length_scale)
-    return StreamingResampler(_piper.sample_rate, 8000).process(_piper.synthesize(text))
+    if length_scale not in _pipers:
+        _pipers[length_scale] = PiperEngine(threads=1, length_scale=length_scale, noise=False)
+    piper = _pipers[length_scale]
+    assert isinstance(piper, PiperEngine)
+    return StreamingResampler(piper.sample_rate, 8000).process(piper.synthesize(text))
 
 
 LONG_GREETING = (
