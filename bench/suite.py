@@ -189,6 +189,17 @@ BENCHES: tuple[Bench, ...] = (
         "an agent's transfer (and DTMF) decision -> Twilio's REST request, ms (bench/transfer.py)",
     ),
     Bench(
+        "speech",
+        "bench/speech.py",
+        ("--only", "stt,tts", "--quick"),
+        (),
+        1,
+        1,
+        300,
+        "the neural recogniser and voice against pocketsphinx and espeak-ng: WER, latency, capacity "
+        "(bench/speech.py)",
+    ),
+    Bench(
         "metrics",
         "bench/metrics.py",
         ("--quick",),

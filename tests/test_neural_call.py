@@ -13,6 +13,7 @@ from callbridge.config import Settings
 from callbridge.sim.caller import SimulatedCall, new_sid
 from callbridge.speech import engines
 from callbridge.testing.audio import natural_speech
+from callbridge.testing.nodes import AUTH_TOKEN, CONSOLE_TOKEN, PUBLIC_URL
 from callbridge.testing.wer import word_errors, words
 
 from .conftest import events, rms
@@ -71,3 +72,22 @@ async def test_new_calls_are_answered_busy_while_the_speech_workers_are_behind(s
         await asyncio.gather(*jobs)
         async with http.post(url + "/voice/inbound", data={"CallSid": new_sid("CA")}) as resp:
             assert "<Stream" in await resp.text()
+
+
+@pytest.mark.prod
+async def test_a_prod_shard_runs_its_calls_on_its_own_speech_workers(nodes):
+    node = nodes(workers=1, STT="whisper", TTS="piper", SPEECH_WORKERS="1")
+    node.wait_ready()
+    said = natural_speech("I'd like to book an appointment on Monday at 3 PM.")
+    call = SimulatedCall(
+        node.url,
+        audio=[said],
+        polite=True,
+        hold_s=0.3,
+        auth_token=AUTH_TOKEN,
+        public_url=PUBLIC_URL,
+        console_token=CONSOLE_TOKEN,
+    )
+    result = await call.run()
+    assert "Monday at 3 PM" in events(result, "transcript.final")[0]["text"]
+    assert "Monday at 3 PM" in events(result, "agent.reply")[0]["text"]

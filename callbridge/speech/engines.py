@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..options import ConfigError
+from . import models
 from .stt import get_recognizer
 from .tts import EspeakTTS
 from .vocabulary import Vocabulary
@@ -42,6 +44,16 @@ def pool_for(speech: SpeechOptions, listening: bool = True) -> SpeechPool | None
     if config.stt_model is None and not config.piper:
         return None
     if config not in _pools:
+        # The model files are checked here, with a clear message, not in each worker.
+        for variable, check, wanted in (
+            ("STT_MODEL", lambda: models.whisper_dir(str(config.stt_model)), config.stt_model is not None),
+            ("TTS", models.piper_voice, config.piper),
+        ):
+            try:
+                if wanted:
+                    check()
+            except models.ModelError as exc:
+                raise ConfigError(f"{variable}: {exc}") from None
         _pools[config] = SpeechPool(config)
     return _pools[config]
 

