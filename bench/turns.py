@@ -9,8 +9,11 @@ Two gateways run as separate processes (``run.py serve``, so their CPU can be re
 ``ENDPOINT_SILENCE_MS``: every turn waits the configured silence, the behaviour before
 turns ended on meaning) and **meaning** (the defaults: a complete request ends after
 ``ENDPOINT_COMPLETE_MS``, a clearly unfinished one waits ``ENDPOINT_UNFINISHED_MS``).
-Each request is one call (espeak-ng speech, en-us, 150 wpm, real-time mu-law), placed on
-one gateway then the other, one call at a time, alternating which goes first.
+Each request is one call (real-time mu-law), placed on one gateway then the other, one call
+at a time, alternating which goes first. The caller speaks with the Piper voice (``--caller
+natural``, the default: a human-sounding caller, no sampling noise) or espeak-ng (``--caller
+espeak``, en-us, 150 wpm: the figures before the neural engines). Both gateways run the
+default engines (Whisper, Piper); ``--stt sphinx`` gives them pocketsphinx and espeak-ng.
 
 - **finished** requests (``UTTERANCES``): voice-to-voice (the caller's last speech frame ->
   the agent's first reply frame sent), split into endpointing, STT finalisation, agent
@@ -29,13 +32,14 @@ import argparse
 import asyncio
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from callbridge.sim.caller import SimulatedCall
 from callbridge.speech.tts import EspeakTTS
-from callbridge.testing.audio import speech
+from callbridge.testing.audio import natural_speech, speech
 from callbridge.testing.nodes import cpu_seconds, gateway
 from callbridge.testing.wer import word_errors, words
 
@@ -86,17 +90,27 @@ async def call(url: str, audio: np.ndarray) -> dict:
     return {"finals": finals, "turn": turn, "verdicts": verdicts, "seconds": len(result.caller_audio) / 8000}
 
 
-async def run(quick: bool, json_path: str | None = None) -> int:
+async def run(
+    quick: bool, json_path: str | None = None, caller: str = "natural", stt: str = "whisper"
+) -> int:
     finished = UTTERANCES[:4] if quick else UTTERANCES
     unfinished = UNFINISHED[:4] if quick else UNFINISHED
-    tts = EspeakTTS(voice="en-us", rate_wpm=150)
+    if caller == "natural":
+        say = natural_speech
+    else:
+        tts = EspeakTTS(voice="en-us", rate_wpm=150)
+        say = partial(speech, tts)
+    engines = {"STT": "sphinx", "TTS": "espeak"} if stt == "sphinx" else {"STT": "whisper", "TTS": "piper"}
     pause = np.zeros(int(PAUSE_S * 8000), np.int16)
-    audio = [speech(tts, t) for t in finished]
-    audio += [np.concatenate([speech(tts, a), pause, speech(tts, b)]) for a, b in unfinished]
+    audio = [say(t) for t in finished]
+    audio += [np.concatenate([say(a), pause, say(b)]) for a, b in unfinished]
     texts = [*finished, *(f"{a} {b}" for a, b in unfinished)]
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     cpu = dict.fromkeys(MODES, 0.0)
-    with gateway(GREETING="Hi.", **MODES["silence"]) as silence, gateway(GREETING="Hi.") as meaning:
+    with (
+        gateway(GREETING="Hi.", **engines, **MODES["silence"]) as silence,
+        gateway(GREETING="Hi.", **engines) as meaning,
+    ):
         servers = {"silence": silence, "meaning": meaning}
         cpu0 = {mode: cpu_seconds(proc.pid) for mode, (proc, _) in servers.items()}
         for i, clip in enumerate(audio):
@@ -109,7 +123,8 @@ async def run(quick: bool, json_path: str | None = None) -> int:
     n = len(finished)
     print(
         f"python {sys.version.split()[0]} | cpus {os.cpu_count()} | {n} finished + {len(unfinished)} "
-        f"unfinished requests ({PAUSE_S:.1f} s pause), one call at a time on each gateway"
+        f"unfinished requests ({PAUSE_S:.1f} s pause), one call at a time on each gateway; caller voice "
+        f"{caller}, engines {engines}"
     )
     figures: dict[str, dict] = {}
     for mode, rs in results.items():
@@ -171,8 +186,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--caller", choices=("natural", "espeak"), default="natural")
+    parser.add_argument("--stt", choices=("whisper", "sphinx"), default="whisper")
     args = parser.parse_args()
-    return asyncio.run(run(args.quick, args.json))
+    return asyncio.run(run(args.quick, args.json, args.caller, args.stt))
 
 
 if __name__ == "__main__":

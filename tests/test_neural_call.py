@@ -4,6 +4,9 @@ Piper voice) over real sockets: the desk still books, and any English is heard."
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
 import aiohttp
 import pytest
@@ -91,3 +94,34 @@ async def test_a_prod_shard_runs_its_calls_on_its_own_speech_workers(nodes):
     result = await call.run()
     assert "Monday at 3 PM" in events(result, "transcript.final")[0]["text"]
     assert "Monday at 3 PM" in events(result, "agent.reply")[0]["text"]
+    # The shard's workers are its children; killed, it leaves none behind.
+    shard = result.record["pid"]
+    children = [p for p in node.pids() if _parent(p) == shard]
+    workers = [p for p in children if "spawn_main" in _cmdline(p)]
+    assert len(workers) == 1  # and multiprocessing's resource tracker
+    os.kill(shard, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in children):
+        assert time.monotonic() < deadline, "a speech worker outlived its shard"
+        await asyncio.sleep(0.1)
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
