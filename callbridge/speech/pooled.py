@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 import numpy as np
 
 from .models import piper_voice
-from .stt import SAMPLE_RATE, SttError
+from .stt import SAMPLE_RATE, SttError, check_feed
 from .workers import SpeechError, SpeechPool
 
 REUSE_S = 0.15
@@ -72,12 +72,7 @@ class WhisperUtterance:
         return self._samples
 
     def feed(self, pcm16k: np.ndarray) -> None:
-        if not isinstance(pcm16k, np.ndarray) or pcm16k.dtype != np.int16:
-            raise TypeError("feed expects a numpy int16 array")
-        if pcm16k.ndim != 1:
-            raise ValueError(f"feed expects a 1-D array, got shape {pcm16k.shape}")
-        if not self._open:
-            raise RuntimeError("feed() after finish()/cancel()")
+        check_feed(pcm16k, self._open)
         room = self._rec.max_samples - self._samples
         if len(pcm16k) > room:
             self.truncated = True

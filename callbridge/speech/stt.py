@@ -525,6 +525,16 @@ def _settle_future(fut: asyncio.Future, result, exc: BaseException | None) -> No
             fut.set_result(result)
 
 
+def check_feed(pcm16k: np.ndarray, open_: bool) -> None:
+    """What every recogniser's ``Utterance.feed`` accepts: 1-D int16, before the end."""
+    if not isinstance(pcm16k, np.ndarray) or pcm16k.dtype != np.int16:
+        raise TypeError("feed expects a numpy int16 array")
+    if pcm16k.ndim != 1:
+        raise ValueError(f"feed expects a 1-D array, got shape {pcm16k.shape}")
+    if not open_:
+        raise RuntimeError("feed() after finish()/cancel()")
+
+
 class Utterance:
     """One caller turn on a checked-out decoder; see the module doc.  Create
     with :meth:`Recognizer.start`.  Use from the event loop thread."""
@@ -546,12 +556,7 @@ class Utterance:
 
     def feed(self, pcm16k: np.ndarray) -> None:
         """Queue 16 kHz int16 audio for decoding (copies it; never blocks)."""
-        if not isinstance(pcm16k, np.ndarray) or pcm16k.dtype != np.int16:
-            raise TypeError("feed expects a numpy int16 array")
-        if pcm16k.ndim != 1:
-            raise ValueError(f"feed expects a 1-D array, got shape {pcm16k.shape}")
-        if not self._turn.open:
-            raise RuntimeError("feed() after finish()/cancel()")
+        check_feed(pcm16k, self._turn.open)
         n = len(pcm16k)
         if n == 0:
             return
